@@ -1,0 +1,616 @@
+//! Settings from an ini file and command-line flags, turned into typed,
+//! validated configs ([`TrackerConfig`], [`PeerConfig`]).
+//!
+//! Each program declares its keys once ([`KeySpec`]: name, flag, default,
+//! meaning). Values are layered: built-in default, then the ini file, then a
+//! flag. Every value, whatever its source, goes through the same checks, and
+//! an error names where the bad value came from (the file and key, or the
+//! flag) and what is allowed. The shipped `config/*.ini` files list every
+//! key with its default; a test keeps them in step with the specs here.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::protocol::fields::check_piece_size;
+use crate::protocol::UserName;
+use crate::units::parse_byte_size;
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    /// The key in the ini file.
+    pub key: &'static str,
+    /// The command-line flag that overrides it.
+    pub flag: &'static str,
+    /// The built-in default, as it would be written in the file.
+    pub default: &'static str,
+    /// What it means, for `--help`.
+    pub help: &'static str,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Flag(&'static str),
+}
+
+/// A value that cannot be used, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: Source,
+    pub section: &'static str,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::File(path) => write!(
+                f,
+                "{}: key `{}` in [{}]: {}",
+                path.display(),
+                self.key,
+                self.section,
+                self.message
+            ),
+            Source::Flag(flag) => write!(f, "{flag}: {}", self.message),
+            Source::Default => write!(f, "default of `{}`: {}", self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The layered raw values of one program's section.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    section: &'static str,
+    specs: &'static [KeySpec],
+    values: HashMap<&'static str, (String, Source)>,
+}
+
+impl Settings {
+    /// The built-in defaults of `specs`, for section `[section]`.
+    pub fn defaults(section: &'static str, specs: &'static [KeySpec]) -> Settings {
+        let values = specs
+            .iter()
+            .map(|spec| (spec.key, (spec.default.to_string(), Source::Default)))
+            .collect();
+        Settings {
+            section,
+            specs,
+            values,
+        }
+    }
+
+    /// Lays the values of an ini file over the current ones. An unknown
+    /// section or key is an error (it is usually a typo that would
+    /// otherwise be silently ignored).
+    pub fn load_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let file_error = |key: &str, message: String| ConfigError {
+            source: Source::File(path.to_path_buf()),
+            section: self.section,
+            key: key.to_string(),
+            message,
+        };
+        let mut ini = configparser::ini::Ini::new();
+        let sections = ini
+            .load(path)
+            .map_err(|e| file_error("-", format!("cannot read the file: {e}")))?;
+        for (section, keys) in sections {
+            if section != self.section && !(section == "default" && keys.is_empty()) {
+                return Err(file_error(
+                    "-",
+                    format!(
+                        "unknown section [{section}]; this file has one section, [{}]",
+                        self.section
+                    ),
+                ));
+            }
+            for (key, value) in keys {
+                let Some(spec) = self.specs.iter().find(|s| s.key == key) else {
+                    return Err(file_error(
+                        &key,
+                        format!("unknown key; known keys: {}", self.known_keys()),
+                    ));
+                };
+                let value = value
+                    .ok_or_else(|| file_error(&key, "has no value (write `key = value`)".into()))?;
+                self.values
+                    .insert(spec.key, (value, Source::File(path.to_path_buf())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Lays a flag's value over the current one.
+    pub fn set_flag(&mut self, key: &str, value: String) {
+        let spec = self
+            .specs
+            .iter()
+            .find(|s| s.key == key)
+            .unwrap_or_else(|| panic!("flag for undeclared key {key}"));
+        self.values
+            .insert(spec.key, (value, Source::Flag(spec.flag)));
+    }
+
+    /// The raw value of `key`, and where it came from.
+    pub fn raw(&self, key: &str) -> (&str, &Source) {
+        let (value, source) = self
+            .values
+            .get(key)
+            .unwrap_or_else(|| panic!("undeclared key {key}"));
+        (value.trim(), source)
+    }
+
+    /// `key`'s value converted by `convert`, whose error message says what
+    /// is allowed.
+    pub fn get<T>(
+        &self,
+        key: &str,
+        convert: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let (value, source) = self.raw(key);
+        convert(value).map_err(|message| ConfigError {
+            source: source.clone(),
+            section: self.section,
+            key: key.to_string(),
+            message: format!("{value:?}: {message}"),
+        })
+    }
+
+    fn known_keys(&self) -> String {
+        self.specs
+            .iter()
+            .map(|s| s.key)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Converters: each says what is allowed when it refuses.
+
+/// A whole number in `min..=max`.
+pub fn number_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> {
+    move |text| {
+        text.parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| format!("expected a whole number from {min} to {max}"))
+    }
+}
+
+/// A byte size (units allowed) in `min..=max`.
+pub fn size_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> {
+    move |text| {
+        let size = parse_byte_size(text)?;
+        if (min..=max).contains(&size) {
+            Ok(size)
+        } else {
+            Err(format!("expected a size from {min} to {max} bytes"))
+        }
+    }
+}
+
+/// A number of seconds in `min..=max`.
+pub fn seconds_in(min: u64, max: u64) -> impl Fn(&str) -> Result<Duration, String> {
+    move |text| number_in(min, max)(text).map(Duration::from_secs)
+}
+
+/// A port number (0 picks a free one).
+pub fn port(text: &str) -> Result<u16, String> {
+    number_in(0, 65535)(text).map(|n| n as u16)
+}
+
+/// An IP address to listen on.
+pub fn ip_address(text: &str) -> Result<IpAddr, String> {
+    text.parse()
+        .map_err(|_| "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::1".to_string())
+}
+
+/// `host:port`, resolved now.
+pub fn host_port(text: &str) -> Result<SocketAddr, String> {
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("expected host:port such as 127.0.0.1:6969 ({e})"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{text} resolves to no address"))
+}
+
+/// A log level.
+pub fn log_level(text: &str) -> Result<LevelFilter, String> {
+    text.parse()
+        .map_err(|_| "expected one of off, error, warn, info, debug, trace".to_string())
+}
+
+/// A path, or nothing when empty.
+pub fn optional_path(text: &str) -> Result<Option<PathBuf>, String> {
+    Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+}
+
+/// A path that must be given.
+pub fn path(text: &str) -> Result<PathBuf, String> {
+    optional_path(text)?.ok_or_else(|| "expected a path".to_string())
+}
+
+// ---------------------------------------------------------------------------
+// The tracker
+
+/// The tracker's keys, in the order of `config/tracker.ini`.
+pub const TRACKER_KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "address",
+        flag: "--address",
+        default: "0.0.0.0",
+        help: "IP address to listen on (0.0.0.0: every interface)",
+    },
+    KeySpec {
+        key: "port",
+        flag: "--port",
+        default: "6969",
+        help: "TCP port to listen on (0 picks a free one)",
+    },
+    KeySpec {
+        key: "log_file",
+        flag: "--log-file",
+        default: "tracker.log",
+        help: "log file, appended to (empty: terminal only)",
+    },
+    KeySpec {
+        key: "log_level",
+        flag: "--log-level",
+        default: "info",
+        help: "off, error, warn, info, debug (every request) or trace",
+    },
+    KeySpec {
+        key: "max_connections",
+        flag: "--max-connections",
+        default: "1024",
+        help: "connections served at once; the next one gets ERRR 500",
+    },
+    KeySpec {
+        key: "keep_alive_secs",
+        flag: "--keep-alive-secs",
+        default: "120",
+        help: "a connection silent this long is closed and its session dropped",
+    },
+    KeySpec {
+        key: "max_line_bytes",
+        flag: "--max-line-bytes",
+        default: "8192",
+        help: "longest request line accepted (units allowed: 8KiB)",
+    },
+    KeySpec {
+        key: "max_peers_per_reply",
+        flag: "--max-peers-per-reply",
+        default: "50",
+        help: "most peers listed in one REQF answer",
+    },
+];
+
+/// The tracker's validated configuration.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    pub listen: SocketAddr,
+    pub log_file: Option<PathBuf>,
+    pub log_level: LevelFilter,
+    pub options: crate::tracker::TrackerOptions,
+}
+
+impl TrackerConfig {
+    /// Validates the tracker's settings.
+    pub fn from_settings(s: &Settings) -> Result<TrackerConfig, ConfigError> {
+        Ok(TrackerConfig {
+            listen: SocketAddr::new(s.get("address", ip_address)?, s.get("port", port)?),
+            log_file: s.get("log_file", optional_path)?,
+            log_level: s.get("log_level", log_level)?,
+            options: crate::tracker::TrackerOptions {
+                max_connections: s.get("max_connections", number_in(1, 100_000))? as usize,
+                keep_alive: s.get("keep_alive_secs", seconds_in(1, 86_400))?,
+                max_line: s.get("max_line_bytes", size_in(256, 1 << 20))? as usize,
+                max_peers: s.get("max_peers_per_reply", number_in(1, 10_000))? as usize,
+            },
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The peer
+
+/// The peer's keys, in the order of `config/peer.ini`.
+pub const PEER_KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "tracker",
+        flag: "--tracker",
+        default: "127.0.0.1:6969",
+        help: "the tracker's HOST:PORT",
+    },
+    KeySpec {
+        key: "address",
+        flag: "--address",
+        default: "0.0.0.0",
+        help: "IP address the mini-server listens on",
+    },
+    KeySpec {
+        key: "port",
+        flag: "--port",
+        default: "0",
+        help: "TCP port of the mini-server (0 picks a free one)",
+    },
+    KeySpec {
+        key: "user",
+        flag: "--user",
+        default: "",
+        help: "user name announced to the tracker (letters, digits, - and _; empty: none)",
+    },
+    KeySpec {
+        key: "piece_size",
+        flag: "--piece-size",
+        default: "256KiB",
+        help: "piece size for files this peer shares: a power of two from 16KiB to 16MiB",
+    },
+    KeySpec {
+        key: "download_dir",
+        flag: "--download-dir",
+        default: "downloads",
+        help: "where downloads are saved",
+    },
+    KeySpec {
+        key: "state_dir",
+        flag: "--state-dir",
+        default: ".swarmline",
+        help: "where the peer keeps its manifest cache and resume state",
+    },
+    KeySpec {
+        key: "pool_size",
+        flag: "--pool-size",
+        default: "8",
+        help: "threads fetching pieces in parallel",
+    },
+    KeySpec {
+        key: "queue_depth",
+        flag: "--queue-depth",
+        default: "4",
+        help: "piece requests in flight per neighbour connection",
+    },
+    KeySpec {
+        key: "bitmap_interval_secs",
+        flag: "--bitmap-interval-secs",
+        default: "5",
+        help: "seconds between BufferMap exchanges with neighbours",
+    },
+    KeySpec {
+        key: "user_map_file",
+        flag: "--user-map-file",
+        default: "users.txt",
+        help: "file of `<user> - <ip:port>` lines, refreshed from the tracker",
+    },
+    KeySpec {
+        key: "user_map_refresh_secs",
+        flag: "--user-map-refresh-secs",
+        default: "30",
+        help: "seconds between refreshes of the user map",
+    },
+    KeySpec {
+        key: "log_file",
+        flag: "--log-file",
+        default: "peer.log",
+        help: "log file, appended to (empty: terminal only)",
+    },
+    KeySpec {
+        key: "log_level",
+        flag: "--log-level",
+        default: "info",
+        help: "off, error, warn, info, debug or trace",
+    },
+];
+
+/// The peer's validated configuration.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub tracker: SocketAddr,
+    pub listen: SocketAddr,
+    pub user: Option<UserName>,
+    pub piece_size: u32,
+    pub download_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub pool_size: usize,
+    pub queue_depth: usize,
+    pub bitmap_interval: Duration,
+    pub user_map_file: PathBuf,
+    pub user_map_refresh: Duration,
+    pub log_file: Option<PathBuf>,
+    pub log_level: LevelFilter,
+}
+
+impl PeerConfig {
+    /// Validates the peer's settings.
+    pub fn from_settings(s: &Settings) -> Result<PeerConfig, ConfigError> {
+        let user = |text: &str| {
+            if text.is_empty() {
+                Ok(None)
+            } else {
+                UserName::parse(text).map(Some).map_err(|e| match e {
+                    crate::protocol::ProtocolError::BadField { reason, .. } => reason,
+                    other => other.to_string(),
+                })
+            }
+        };
+        let piece_size = |text: &str| {
+            let size = parse_byte_size(text)?;
+            let size = u32::try_from(size).map_err(|_| "too large".to_string())?;
+            check_piece_size(size).map(|()| size)
+        };
+        Ok(PeerConfig {
+            tracker: s.get("tracker", host_port)?,
+            listen: SocketAddr::new(s.get("address", ip_address)?, s.get("port", port)?),
+            user: s.get("user", user)?,
+            piece_size: s.get("piece_size", piece_size)?,
+            download_dir: s.get("download_dir", path)?,
+            state_dir: s.get("state_dir", path)?,
+            pool_size: s.get("pool_size", number_in(1, 256))? as usize,
+            queue_depth: s.get("queue_depth", number_in(1, 64))? as usize,
+            bitmap_interval: s.get("bitmap_interval_secs", seconds_in(1, 3600))?,
+            user_map_file: s.get("user_map_file", path)?,
+            user_map_refresh: s.get("user_map_refresh_secs", seconds_in(1, 86_400))?,
+            log_file: s.get("log_file", optional_path)?,
+            log_level: s.get("log_level", log_level)?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Command-line glue: one flag per key, generated from the same table.
+
+/// A clap argument for each key (`--port <PORT>`), its help text showing the
+/// meaning and default.
+pub fn flag_args(specs: &'static [KeySpec]) -> Vec<clap::Arg> {
+    specs
+        .iter()
+        .map(|spec| {
+            let shown_default = if spec.default.is_empty() {
+                "empty"
+            } else {
+                spec.default
+            };
+            clap::Arg::new(spec.key)
+                .long(spec.flag.trim_start_matches("--"))
+                .value_name(spec.key.to_uppercase())
+                .help(format!(
+                    "{} [config: {}, default: {shown_default}]",
+                    spec.help, spec.key
+                ))
+                .action(clap::ArgAction::Set)
+        })
+        .collect()
+}
+
+/// Builds the settings of one program: defaults, then the ini file at
+/// `config` (if given), then the flags present in `matches`.
+pub fn load_settings(
+    section: &'static str,
+    specs: &'static [KeySpec],
+    config: Option<&Path>,
+    matches: &clap::ArgMatches,
+) -> Result<Settings, ConfigError> {
+    let mut settings = Settings::defaults(section, specs);
+    if let Some(path) = config {
+        settings.load_file(path)?;
+    }
+    for spec in specs {
+        if let Some(value) = matches.get_one::<String>(spec.key) {
+            settings.set_flag(spec.key, value.clone());
+        }
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn ini(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let tracker =
+            TrackerConfig::from_settings(&Settings::defaults("tracker", TRACKER_KEYS)).unwrap();
+        assert_eq!(tracker.listen.port(), 6969);
+        let peer = PeerConfig::from_settings(&Settings::defaults("peer", PEER_KEYS)).unwrap();
+        assert_eq!(peer.piece_size, 256 * 1024);
+    }
+
+    #[test]
+    fn file_then_flag_override_the_default() {
+        let file = ini("[tracker]\nport = 7000\nmax_line_bytes = 16KiB\n");
+        let mut settings = Settings::defaults("tracker", TRACKER_KEYS);
+        settings.load_file(file.path()).unwrap();
+        let config = TrackerConfig::from_settings(&settings).unwrap();
+        assert_eq!(
+            (config.listen.port(), config.options.max_line),
+            (7000, 16384)
+        );
+        settings.set_flag("port", "0".into());
+        assert_eq!(
+            TrackerConfig::from_settings(&settings)
+                .unwrap()
+                .listen
+                .port(),
+            0
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_what_is_allowed() {
+        let file = ini("[tracker]\nport = abc\n");
+        let mut settings = Settings::defaults("tracker", TRACKER_KEYS);
+        settings.load_file(file.path()).unwrap();
+        let message = TrackerConfig::from_settings(&settings)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&file.path().display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("key `port` in [tracker]"), "{message}");
+        assert!(message.contains("from 0 to 65535"), "{message}");
+
+        let mut settings = Settings::defaults("tracker", TRACKER_KEYS);
+        settings.set_flag("keep_alive_secs", "0".into());
+        let message = TrackerConfig::from_settings(&settings)
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("--keep-alive-secs: \"0\""), "{message}");
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_refused() {
+        let mut settings = Settings::defaults("tracker", TRACKER_KEYS);
+        let message = settings
+            .load_file(ini("[tracker]\nprot = 1\n").path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("key `prot`") && message.contains("unknown key"),
+            "{message}"
+        );
+        let message = settings
+            .load_file(ini("[peer]\nport = 1\n").path())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("unknown section [peer]"), "{message}");
+        let message = settings
+            .load_file(Path::new("/no/such/file.ini"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("cannot read"), "{message}");
+    }
+
+    #[test]
+    fn peer_values_are_checked() {
+        let mut settings = Settings::defaults("peer", PEER_KEYS);
+        settings.set_flag("piece_size", "100KiB".into());
+        let message = PeerConfig::from_settings(&settings)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("power of two"), "{message}");
+        let mut settings = Settings::defaults("peer", PEER_KEYS);
+        settings.set_flag("user", "bad name".into());
+        assert!(PeerConfig::from_settings(&settings).is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! The BufferMap: one bit per piece, set when the piece is held and verified.
+//!
+//! Bit `i` is piece `i`, most significant bit first in each byte, so piece 0
+//! is the top bit of the first byte; trailing pad bits are always zero. The
+//! wire form is the bytes in lower-case hex ([`BitmapField`]).
+
+use crate::protocol::BitmapField;
+
+/// Which pieces of a file are held.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bitmap {
+    bytes: Vec<u8>,
+    len: usize,
+    ones: usize,
+}
+
+/// Why some bytes are not the bitmap of a file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BitmapError {
+    #[error("a bitmap of {pieces} pieces is {} hex digits, got {}", expected * 2, got * 2)]
+    WrongLength {
+        pieces: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("the pad bits after piece {pieces} must be zero")]
+    PadBitsSet { pieces: usize },
+}
+
+impl Bitmap {
+    /// An empty bitmap (nothing held) for `len` pieces.
+    pub fn empty(len: usize) -> Bitmap {
+        Bitmap {
+            bytes: vec![0; len.div_ceil(8)],
+            len,
+            ones: 0,
+        }
+    }
+
+    /// A full bitmap (everything held) for `len` pieces.
+    pub fn full(len: usize) -> Bitmap {
+        let mut bitmap = Bitmap::empty(len);
+        for index in 0..len {
+            bitmap.set(index);
+        }
+        bitmap
+    }
+
+    /// Checks that `bytes` is a bitmap of exactly `len` pieces.
+    pub fn from_bytes(bytes: Vec<u8>, len: usize) -> Result<Bitmap, BitmapError> {
+        let expected = len.div_ceil(8);
+        if bytes.len() != expected {
+            return Err(BitmapError::WrongLength {
+                pieces: len,
+                expected,
+                got: bytes.len(),
+            });
+        }
+        let pad_bits = expected * 8 - len;
+        if pad_bits > 0 && bytes[expected - 1] & ((1u8 << pad_bits) - 1) != 0 {
+            return Err(BitmapError::PadBitsSet { pieces: len });
+        }
+        let ones = bytes.iter().map(|b| b.count_ones() as usize).sum();
+        Ok(Bitmap { bytes, len, ones })
+    }
+
+    /// Checks a bitmap read from the wire against a file's piece count.
+    pub fn from_field(field: &BitmapField, len: usize) -> Result<Bitmap, BitmapError> {
+        Bitmap::from_bytes(field.0.clone(), len)
+    }
+
+    /// The wire form.
+    pub fn to_field(&self) -> BitmapField {
+        BitmapField(self.bytes.clone())
+    }
+
+    /// Number of pieces the bitmap covers.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a file of no pieces.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of pieces held.
+    pub fn count(&self) -> usize {
+        self.ones
+    }
+
+    /// True when every piece is held.
+    pub fn is_complete(&self) -> bool {
+        self.ones == self.len
+    }
+
+    /// Whether piece `index` is held (false past the end).
+    pub fn has(&self, index: usize) -> bool {
+        index < self.len && self.bytes[index / 8] & (0x80 >> (index % 8)) != 0
+    }
+
+    /// Marks piece `index` held. Panics past the end: callers check indices
+    /// from the network against [`Bitmap::len`] first.
+    pub fn set(&mut self, index: usize) {
+        assert!(
+            index < self.len,
+            "piece {index} past the end ({})",
+            self.len
+        );
+        if !self.has(index) {
+            self.bytes[index / 8] |= 0x80 >> (index % 8);
+            self.ones += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msb_first_with_zero_padding() {
+        let mut bitmap = Bitmap::empty(10);
+        bitmap.set(0);
+        bitmap.set(2);
+        bitmap.set(9);
+        assert_eq!(bitmap.to_field().to_string(), "a040");
+        assert_eq!(bitmap.count(), 3);
+        assert!(bitmap.has(9) && !bitmap.has(1) && !bitmap.has(10));
+        let back = Bitmap::from_field(&BitmapField::parse("a040").unwrap(), 10).unwrap();
+        assert_eq!(back, bitmap);
+    }
+
+    #[test]
+    fn wrong_lengths_and_pad_bits_are_refused() {
+        assert!(matches!(
+            Bitmap::from_bytes(vec![0xff], 10),
+            Err(BitmapError::WrongLength { expected: 2, .. })
+        ));
+        assert_eq!(
+            Bitmap::from_bytes(vec![0xff, 0xff], 10),
+            Err(BitmapError::PadBitsSet { pieces: 10 })
+        );
+        assert!(Bitmap::from_bytes(vec![0xff, 0xc0], 10)
+            .unwrap()
+            .is_complete());
+        assert!(Bitmap::from_bytes(vec![], 0).unwrap().is_complete());
+    }
+
+    #[test]
+    fn full_is_complete() {
+        let full = Bitmap::full(13);
+        assert!(full.is_complete());
+        assert_eq!(full.to_field().to_string(), "fff8");
+    }
+}

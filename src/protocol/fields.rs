@@ -1,0 +1,574 @@
+//! The field types that messages are made of, each with its wire form:
+//! file keys, percent-encoded names and paths, user names, media kinds,
+//! bitmaps, numbers, and the cursor that walks a line's fields.
+//!
+//! Every `parse` here is strict and every `Display` gives the canonical form,
+//! so `parse(display(x)) == x`. Pure: no I/O.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::error::ProtocolError;
+
+/// Longest user name, in bytes.
+pub const MAX_USER_LEN: usize = 32;
+/// Longest file name, in bytes once decoded (the common file-system limit).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest shared path, in bytes once decoded.
+pub const MAX_PATH_LEN: usize = 4096;
+/// Smallest piece size a file may use (16 KiB).
+pub const MIN_PIECE_SIZE: u32 = 16 * 1024;
+/// Largest piece size a file may use (16 MiB).
+pub const MAX_PIECE_SIZE: u32 = 16 * 1024 * 1024;
+/// Most pieces a single file may have (2^20: 16 GiB at the smallest pieces).
+pub const MAX_PIECES: u64 = 1 << 20;
+
+// ---------------------------------------------------------------------------
+// Percent-encoding
+
+/// Percent-encodes `text` for use as one field: space, `%`, control
+/// characters and every non-ASCII byte become `%XX` (upper-case hex), and so
+/// do the bytes in `extra`. Everything else stays as it is, so plain names
+/// stay readable in a terminal.
+pub fn percent_encode(text: &str, extra: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &byte in text.as_bytes() {
+        if byte <= b' ' || byte == b'%' || byte >= 0x7f || extra.contains(&byte) {
+            out.push_str(&format!("%{byte:02X}"));
+        } else {
+            out.push(byte as char);
+        }
+    }
+    out
+}
+
+/// Decodes a percent-encoded field. Every `%` must be followed by two hex
+/// digits, and the decoded bytes must be UTF-8.
+pub fn percent_decode(field: &'static str, encoded: &str) -> Result<String, ProtocolError> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
+                let pair = std::str::from_utf8(pair).ok()?;
+                u8::from_str_radix(pair, 16).ok()
+            });
+            match hex {
+                Some(byte) => out.push(byte),
+                None => {
+                    return Err(ProtocolError::bad_field(
+                        field,
+                        encoded,
+                        "'%' must be followed by two hex digits",
+                    ))
+                }
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| {
+        ProtocolError::bad_field(field, encoded, "decodes to bytes that are not UTF-8")
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The field cursor
+
+/// Walks the space-separated fields of one line for one verb, turning a
+/// missing or surplus field into the right [`ProtocolError`].
+///
+/// Runs of spaces count as one separator, so a stray double space typed into
+/// `nc` does not matter; the canonical form uses single spaces.
+pub(crate) struct Fields<'a> {
+    verb: &'static str,
+    usage: &'static str,
+    max: usize,
+    parts: std::iter::Filter<std::str::Split<'a, char>, fn(&&str) -> bool>,
+    taken: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// `rest` is the line after the verb; `max` is the most fields the verb
+    /// takes, `usage` its grammar for error messages.
+    pub(crate) fn new(verb: &'static str, usage: &'static str, max: usize, rest: &'a str) -> Self {
+        fn non_empty(part: &&str) -> bool {
+            !part.is_empty()
+        }
+        Fields {
+            verb,
+            usage,
+            max,
+            parts: rest.split(' ').filter(non_empty as fn(&&str) -> bool),
+            taken: 0,
+        }
+    }
+
+    /// The next field, which must be there.
+    pub(crate) fn next(&mut self, field: &'static str) -> Result<&'a str, ProtocolError> {
+        self.optional().ok_or(ProtocolError::MissingField {
+            verb: self.verb,
+            field,
+            usage: self.usage,
+        })
+    }
+
+    /// The next field, if any.
+    pub(crate) fn optional(&mut self) -> Option<&'a str> {
+        let part = self.parts.next()?;
+        self.taken += 1;
+        Some(part)
+    }
+
+    /// Checks that no field is left over.
+    pub(crate) fn finish(mut self) -> Result<(), ProtocolError> {
+        let extra = self.parts.by_ref().count();
+        if extra == 0 {
+            Ok(())
+        } else {
+            Err(ProtocolError::ExtraField {
+                verb: self.verb,
+                max: self.max,
+                got: self.taken + extra,
+                usage: self.usage,
+            })
+        }
+    }
+}
+
+/// Splits a line into its verb and the rest, upper-casing the verb (verbs
+/// are accepted in any case; the canonical form is upper-case).
+pub(crate) fn split_verb(line: &str) -> Result<(String, &str), ProtocolError> {
+    let line = line.trim_start_matches(' ');
+    if line.trim_end_matches(' ').is_empty() {
+        return Err(ProtocolError::Empty);
+    }
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    Ok((verb.to_ascii_uppercase(), rest))
+}
+
+/// Parses a decimal number with no sign and no unit.
+pub(crate) fn parse_number<T: FromStr>(
+    field: &'static str,
+    text: &str,
+) -> Result<T, ProtocolError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ProtocolError::bad_field(
+            field,
+            text,
+            "expected a whole number",
+        ));
+    }
+    text.parse()
+        .map_err(|_| ProtocolError::bad_field(field, text, "number out of range"))
+}
+
+// ---------------------------------------------------------------------------
+// Field types
+
+/// A file's identity: the SHA-256 of its manifest, written as 64 lower-case
+/// hex digits (upper-case is accepted on input).
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct FileKey(pub [u8; 32]);
+
+impl FileKey {
+    /// Parses 64 hex digits.
+    pub fn parse(text: &str) -> Result<FileKey, ProtocolError> {
+        let bytes = hex_decode(text)
+            .filter(|bytes| bytes.len() == 32)
+            .ok_or_else(|| ProtocolError::bad_field("key", text, "expected 64 hex digits"))?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes);
+        Ok(FileKey(key))
+    }
+}
+
+impl fmt::Display for FileKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex_encode(&self.0))
+    }
+}
+
+impl fmt::Debug for FileKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileKey({self})")
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0x0f)] as char);
+    }
+    out
+}
+
+/// Bytes of an even-length hex string (either case), or `None`.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(pair, 16).ok()
+        })
+        .collect()
+}
+
+/// A file's display name: one path component, percent-encoded on the wire.
+/// Not empty, at most [`MAX_NAME_LEN`] bytes, no `/`, `\` or control
+/// characters, and not `.` or `..`, so a name can never climb out of a
+/// download directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileName(String);
+
+impl FileName {
+    /// Checks a decoded name.
+    pub fn new(name: &str) -> Result<FileName, ProtocolError> {
+        let reason = if name.is_empty() {
+            Some("a file name cannot be empty".to_string())
+        } else if name.len() > MAX_NAME_LEN {
+            Some(format!("longer than {MAX_NAME_LEN} bytes"))
+        } else if name.contains(['/', '\\']) {
+            Some("a file name cannot contain '/' or '\\'".to_string())
+        } else if name.chars().any(char::is_control) {
+            Some("a file name cannot contain control characters".to_string())
+        } else if name == "." || name == ".." {
+            Some("'.' and '..' are not file names".to_string())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(ProtocolError::bad_field("name", name, reason)),
+            None => Ok(FileName(name.to_string())),
+        }
+    }
+
+    /// Parses the percent-encoded wire form.
+    pub fn parse(encoded: &str) -> Result<FileName, ProtocolError> {
+        FileName::new(&percent_decode("name", encoded)?)
+    }
+
+    /// The decoded name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&percent_encode(&self.0, &[]))
+    }
+}
+
+/// Where a file lives on the peer that offers it (informational: no peer
+/// ever opens a path that came from the network). Percent-encoded on the
+/// wire; not empty, at most [`MAX_PATH_LEN`] bytes, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedPath(String);
+
+impl SharedPath {
+    /// Checks a decoded path.
+    pub fn new(path: &str) -> Result<SharedPath, ProtocolError> {
+        if path.is_empty() {
+            Err(ProtocolError::bad_field(
+                "path",
+                path,
+                "a path cannot be empty",
+            ))
+        } else if path.len() > MAX_PATH_LEN {
+            Err(ProtocolError::bad_field(
+                "path",
+                path,
+                format!("longer than {MAX_PATH_LEN} bytes"),
+            ))
+        } else if path.chars().any(char::is_control) {
+            Err(ProtocolError::bad_field(
+                "path",
+                path,
+                "a path cannot contain control characters",
+            ))
+        } else {
+            Ok(SharedPath(path.to_string()))
+        }
+    }
+
+    /// Parses the percent-encoded wire form.
+    pub fn parse(encoded: &str) -> Result<SharedPath, ProtocolError> {
+        SharedPath::new(&percent_decode("path", encoded)?)
+    }
+
+    /// The decoded path.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SharedPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&percent_encode(&self.0, &[]))
+    }
+}
+
+/// A user name: 1 to [`MAX_USER_LEN`] ASCII letters, digits, `-` or `_`,
+/// starting with a letter or digit (so it can never be the `-` that
+/// listings write for "no name").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserName(String);
+
+impl UserName {
+    /// Checks a user name.
+    pub fn parse(text: &str) -> Result<UserName, ProtocolError> {
+        if text.is_empty() || text.len() > MAX_USER_LEN {
+            return Err(ProtocolError::bad_field(
+                "user",
+                text,
+                format!("a user name has 1 to {MAX_USER_LEN} characters"),
+            ));
+        }
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ProtocolError::bad_field(
+                "user",
+                text,
+                "a user name has only letters, digits, '-' and '_'",
+            ));
+        }
+        if !text.as_bytes()[0].is_ascii_alphanumeric() {
+            return Err(ProtocolError::bad_field(
+                "user",
+                text,
+                "a user name starts with a letter or a digit",
+            ));
+        }
+        Ok(UserName(text.to_string()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a file holds, as far as the clients that filter by it care.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum MediaKind {
+    Audio,
+    Video,
+    Other,
+}
+
+impl MediaKind {
+    /// Parses `audio`, `video` or `other` (any case).
+    pub fn parse(text: &str) -> Result<MediaKind, ProtocolError> {
+        match text.to_ascii_lowercase().as_str() {
+            "audio" => Ok(MediaKind::Audio),
+            "video" => Ok(MediaKind::Video),
+            "other" => Ok(MediaKind::Other),
+            _ => Err(ProtocolError::bad_field(
+                "kind",
+                text,
+                "expected audio, video or other",
+            )),
+        }
+    }
+
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A peer's public address `ip:port` (IPv6 as `[ip]:port`): where its
+/// mini-server listens. The tracker builds it from the socket's IP and the
+/// port the peer announced.
+pub type PeerId = std::net::SocketAddr;
+
+/// Parses a peer id.
+pub fn parse_peer_id(text: &str) -> Result<PeerId, ProtocolError> {
+    text.parse()
+        .map_err(|_| ProtocolError::bad_field("peer", text, "expected ip:port"))
+}
+
+/// A BufferMap as it travels: the bitmap's bytes, written as lower-case hex,
+/// most significant bit first (bit i = piece i), or `-` when the file has no
+/// pieces at all. Whether its length fits a file is checked by the receiver,
+/// which knows the piece count (see [`crate::pieces::Bitmap`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BitmapField(pub Vec<u8>);
+
+impl BitmapField {
+    /// Parses the hex form (or `-`), refusing anything longer than the
+    /// bitmap of the largest file allowed ([`MAX_PIECES`] pieces).
+    pub fn parse(text: &str) -> Result<BitmapField, ProtocolError> {
+        if text == "-" {
+            return Ok(BitmapField(Vec::new()));
+        }
+        let max_hex = (MAX_PIECES / 4) as usize;
+        if text.len() > max_hex {
+            return Err(ProtocolError::bad_field(
+                "bitmap",
+                text,
+                "longer than any file's bitmap",
+            ));
+        }
+        hex_decode(text).map(BitmapField).ok_or_else(|| {
+            ProtocolError::bad_field(
+                "bitmap",
+                text,
+                "expected an even number of hex digits, or '-'",
+            )
+        })
+    }
+}
+
+impl fmt::Display for BitmapField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("-")
+        } else {
+            f.write_str(&hex_encode(&self.0))
+        }
+    }
+}
+
+/// Parses a piece size: a power of two from [`MIN_PIECE_SIZE`] to
+/// [`MAX_PIECE_SIZE`].
+pub fn parse_piece_size(text: &str) -> Result<u32, ProtocolError> {
+    let size: u32 = parse_number("piece-size", text)?;
+    check_piece_size(size)
+        .map_err(|reason| ProtocolError::bad_field("piece-size", text, reason))?;
+    Ok(size)
+}
+
+/// Why `size` is not an allowed piece size, if it is not.
+pub fn check_piece_size(size: u32) -> Result<(), String> {
+    if size.is_power_of_two() && (MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&size) {
+        Ok(())
+    } else {
+        Err("a piece size is a power of two from 16384 (16 KiB) to 16777216 (16 MiB)".to_string())
+    }
+}
+
+/// Number of pieces of a file of `size` bytes cut in `piece_size` pieces.
+pub fn piece_count(size: u64, piece_size: u32) -> u64 {
+    size.div_ceil(u64::from(piece_size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_spaces_percent_and_unicode_round_trip() {
+        for name in [
+            "my song.mp3",
+            "100% pure.ogg",
+            "été à Paris.mkv",
+            "a=b",
+            "tab\u{a0}x",
+        ] {
+            let parsed = FileName::new(name).unwrap();
+            let wire = parsed.to_string();
+            assert!(!wire.contains(' '), "{wire}");
+            assert!(wire.is_ascii(), "{wire}");
+            assert_eq!(FileName::parse(&wire).unwrap(), parsed);
+        }
+        assert_eq!(
+            FileName::new("my song.mp3").unwrap().to_string(),
+            "my%20song.mp3"
+        );
+        assert_eq!(FileName::new("100% x").unwrap().to_string(), "100%25%20x");
+    }
+
+    #[test]
+    fn names_that_could_escape_a_directory_are_refused() {
+        for bad in ["", ".", "..", "a/b", "..\\x", "line\nbreak"] {
+            assert!(FileName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(FileName::parse("..%2Fetc").is_err());
+    }
+
+    #[test]
+    fn percent_decoding_is_strict() {
+        assert!(percent_decode("name", "%").is_err());
+        assert!(percent_decode("name", "%4").is_err());
+        assert!(percent_decode("name", "%zz").is_err());
+        assert!(percent_decode("name", "%FF").is_err(), "not UTF-8");
+        assert_eq!(percent_decode("name", "%41%62").unwrap(), "Ab");
+    }
+
+    #[test]
+    fn keys_are_64_hex_digits() {
+        let text = "00ff".repeat(16);
+        let key = FileKey::parse(&text).unwrap();
+        assert_eq!(key.to_string(), text);
+        assert_eq!(FileKey::parse(&text.to_uppercase()).unwrap(), key);
+        assert!(FileKey::parse(&text[..62]).is_err());
+        assert!(FileKey::parse(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn user_names_are_letters_digits_dash_underscore() {
+        assert!(UserName::parse("alice_B-2").is_ok());
+        assert!(UserName::parse("al ice").is_err());
+        assert!(
+            UserName::parse("-").is_err(),
+            "'-' means no name in listings"
+        );
+        assert!(UserName::parse("_x").is_err());
+        assert!(UserName::parse("é").is_err());
+        assert!(UserName::parse(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn piece_sizes_are_powers_of_two_in_range() {
+        assert_eq!(parse_piece_size("262144").unwrap(), 262_144);
+        for bad in ["8192", "33554432", "300000", "-1", "abc", ""] {
+            assert!(parse_piece_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(piece_count(0, 16384), 0);
+        assert_eq!(piece_count(16385, 16384), 2);
+    }
+
+    #[test]
+    fn empty_bitmap_is_a_dash() {
+        assert_eq!(BitmapField(vec![]).to_string(), "-");
+        assert_eq!(BitmapField::parse("-").unwrap(), BitmapField(vec![]));
+        assert_eq!(
+            BitmapField::parse("a0ff").unwrap(),
+            BitmapField(vec![0xa0, 0xff])
+        );
+        assert!(BitmapField::parse("abc").is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! The shared blocking accept loop: the caller binds the listener, this
+//! module accepts connections, gives each one a named OS thread, enforces
+//! the connection cap, and on shutdown closes every connection and joins
+//! every thread it started.
+//!
+//! Used by the tracker, and by each peer's mini-server. It knows nothing of
+//! what is said on a connection: that is the handler's job.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use crate::protocol::{ErrorCode, Reply};
+
+/// Stack size of a connection thread: small, so hundreds of sessions cost
+/// little memory. Handlers keep big buffers on the heap.
+pub const CONNECTION_STACK_SIZE: usize = 256 * 1024;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Thread names are `<name>-accept` and `<name>-<remote address>`.
+    pub name: String,
+    /// Connections served at once; the one past the cap gets `ERRR 500`
+    /// and is closed.
+    pub max_connections: usize,
+}
+
+/// A connection handed to the handler.
+pub struct Connection {
+    /// The accepted socket.
+    pub stream: TcpStream,
+    /// Where it comes from.
+    pub remote: SocketAddr,
+    /// Unique for the life of the server (starts at 1).
+    pub id: u64,
+}
+
+/// What runs on each connection's thread.
+pub type Handler = dyn Fn(Connection) + Send + Sync + 'static;
+
+/// A running server. Dropping it shuts it down.
+pub struct Server {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+/// State shared by the accept thread, the connection threads and `Server`.
+struct Shared {
+    stopping: AtomicBool,
+    /// A clone of every open connection's socket, to close them on shutdown.
+    live: Mutex<HashMap<u64, TcpStream>>,
+    next_id: AtomicU64,
+}
+
+impl Server {
+    /// Starts accepting on `listener` (already bound by the caller).
+    pub fn start(
+        listener: TcpListener,
+        options: ServerOptions,
+        handler: Arc<Handler>,
+    ) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            stopping: AtomicBool::new(false),
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let accept_thread = thread::Builder::new()
+            .name(format!("{}-accept", options.name))
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || accept_loop(listener, options, handler, shared)
+            })?;
+        Ok(Server {
+            local_addr,
+            shared,
+            accept_thread: Some(accept_thread),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Connections open right now.
+    pub fn connection_count(&self) -> usize {
+        self.shared.live.lock().len()
+    }
+
+    /// Stops accepting, closes every connection, and joins every thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(accept_thread) = self.accept_thread.take() else {
+            return;
+        };
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // `accept` blocks; a connection to ourselves wakes it so it can see
+        // the flag. Connect to loopback when bound to the wildcard address.
+        let mut wake = self.local_addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        match TcpStream::connect_timeout(&wake, Duration::from_secs(2)) {
+            Ok(_) => {
+                if accept_thread.join().is_err() {
+                    warn!("the accept thread panicked");
+                }
+            }
+            Err(e) => warn!("could not wake the accept thread on {wake}: {e}; leaving it"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    options: ServerOptions,
+    handler: Arc<Handler>,
+    shared: Arc<Shared>,
+) {
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    for incoming in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match incoming {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before we
+                // took it: wait a moment so a persistent error cannot spin.
+                warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        workers = join_finished(workers);
+        if let Err(e) = spawn_connection(stream, &options, &handler, &shared, &mut workers) {
+            warn!("connection not served: {e}");
+        }
+    }
+    // Closing the sockets wakes every connection thread blocked in a read.
+    let live: Vec<TcpStream> = shared.live.lock().drain().map(|(_, s)| s).collect();
+    info!("stopping: closing {} connection(s)", live.len());
+    for stream in live {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+    for worker in workers {
+        if worker.join().is_err() {
+            warn!("a connection thread panicked");
+        }
+    }
+}
+
+fn spawn_connection(
+    stream: TcpStream,
+    options: &ServerOptions,
+    handler: &Arc<Handler>,
+    shared: &Arc<Shared>,
+    workers: &mut Vec<JoinHandle<()>>,
+) -> io::Result<()> {
+    let remote = stream.peer_addr()?;
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut live = shared.live.lock();
+        if live.len() >= options.max_connections {
+            drop(live);
+            warn!(
+                "refusing {remote}: at the cap of {} connections",
+                options.max_connections
+            );
+            refuse(stream, options.max_connections);
+            return Ok(());
+        }
+        live.insert(id, stream.try_clone()?);
+    }
+    let spawned = thread::Builder::new()
+        .name(format!("{}-{remote}", options.name))
+        .stack_size(CONNECTION_STACK_SIZE)
+        .spawn({
+            let handler = Arc::clone(handler);
+            let shared = Arc::clone(shared);
+            move || {
+                debug!("connection {id} from {remote} opened");
+                handler(Connection { stream, remote, id });
+                shared.live.lock().remove(&id);
+                debug!("connection {id} from {remote} closed");
+            }
+        });
+    match spawned {
+        Ok(worker) => {
+            workers.push(worker);
+            Ok(())
+        }
+        Err(e) => {
+            // Out of threads: the cap is set too high for this machine.
+            if let Some(stream) = shared.live.lock().remove(&id) {
+                refuse(stream, options.max_connections);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Tells a client the server is full, then closes. Bounded in time: a
+/// client that does not read cannot hold the accept thread.
+fn refuse(mut stream: TcpStream, cap: usize) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    let reply = Reply::error(
+        ErrorCode::Busy,
+        format!("server busy: {cap} connections already open, try again later"),
+    );
+    let _ = writeln!(stream, "{reply}");
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Joins the threads that are done, keeps the others.
+fn join_finished(workers: Vec<JoinHandle<()>>) -> Vec<JoinHandle<()>> {
+    let (done, running): (Vec<_>, Vec<_>) = workers.into_iter().partition(|w| w.is_finished());
+    for worker in done {
+        if worker.join().is_err() {
+            warn!("a connection thread panicked");
+        }
+    }
+    running
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read};
+
+    fn echo_server(max_connections: usize) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let options = ServerOptions {
+            name: "echo".into(),
+            max_connections,
+        };
+        let handler: Arc<Handler> = Arc::new(|conn: Connection| {
+            let mut reader = BufReader::new(conn.stream.try_clone().unwrap());
+            let mut writer = conn.stream;
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                let name = thread::current().name().unwrap_or("?").to_string();
+                let _ = write!(writer, "{name} {line}");
+                line.clear();
+            }
+        });
+        Server::start(listener, options, handler).unwrap()
+    }
+
+    fn round_trip(stream: &mut TcpStream, text: &str) -> String {
+        writeln!(stream, "{text}").unwrap();
+        let mut line = String::new();
+        BufReader::new(stream.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line
+    }
+
+    #[test]
+    fn threads_are_named_after_the_remote_address() {
+        let server = echo_server(8);
+        let mut client = TcpStream::connect(server.local_addr()).unwrap();
+        let local = client.local_addr().unwrap();
+        assert_eq!(round_trip(&mut client, "hi"), format!("echo-{local} hi\n"));
+        server.shutdown();
+    }
+
+    #[test]
+    fn the_connection_past_the_cap_is_told_and_closed() {
+        let server = echo_server(2);
+        let mut first = TcpStream::connect(server.local_addr()).unwrap();
+        let mut second = TcpStream::connect(server.local_addr()).unwrap();
+        // Round trips prove both are being served before the third arrives.
+        round_trip(&mut first, "a");
+        round_trip(&mut second, "b");
+        let mut third = TcpStream::connect(server.local_addr()).unwrap();
+        let mut answer = String::new();
+        third.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("ERRR 500 server busy"), "{answer}");
+        drop(first);
+        drop(second);
+        server.shutdown();
+    }
+
+    #[test]
+    fn shutdown_closes_open_connections_and_returns() {
+        let server = echo_server(8);
+        let mut client = TcpStream::connect(server.local_addr()).unwrap();
+        round_trip(&mut client, "x");
+        server.shutdown();
+        let mut rest = Vec::new();
+        // The server closed our connection: reading ends instead of blocking.
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(client.read_to_end(&mut rest).unwrap(), 0);
+    }
+}

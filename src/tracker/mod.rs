@@ -1,0 +1,101 @@
+//! The tracker: remembers which peers are online, which files they offer,
+//! and how far along each leecher is, and tells anyone who asks.
+//!
+//! - [`registry`]: the state and its rules (pure, unit-tested);
+//! - [`search`]: how search criteria select files;
+//! - [`handler`]: one request in, its answer out (pure);
+//! - [`connection`]: the per-connection read-parse-answer loop;
+//! - [`Tracker`]: ties them to a [`Server`] on a caller-bound listener.
+
+pub mod connection;
+pub mod handler;
+pub mod registry;
+pub mod search;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::server::{Handler, Server, ServerOptions};
+
+pub use registry::Registry;
+
+/// The tracker's run-time limits (see `config/tracker.ini`).
+#[derive(Debug, Clone)]
+pub struct TrackerOptions {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub keep_alive: Duration,
+    /// Longest line accepted, in bytes.
+    pub max_line: usize,
+    /// Most peers listed in one `REQF` answer.
+    pub max_peers: usize,
+}
+
+impl Default for TrackerOptions {
+    fn default() -> Self {
+        TrackerOptions {
+            max_connections: 1024,
+            keep_alive: Duration::from_secs(120),
+            max_line: crate::protocol::DEFAULT_MAX_LINE,
+            max_peers: 50,
+        }
+    }
+}
+
+/// What every connection thread shares.
+pub(crate) struct TrackerState {
+    pub(crate) registry: RwLock<Registry>,
+    pub(crate) options: TrackerOptions,
+}
+
+/// A running tracker. Dropping it, or [`Tracker::shutdown`], stops it and
+/// joins its threads.
+pub struct Tracker {
+    server: Server,
+    state: Arc<TrackerState>,
+}
+
+impl Tracker {
+    /// Starts serving on `listener`, which the caller has bound.
+    pub fn start(listener: TcpListener, options: TrackerOptions) -> io::Result<Tracker> {
+        let state = Arc::new(TrackerState {
+            registry: RwLock::new(Registry::new()),
+            options,
+        });
+        let server_options = ServerOptions {
+            name: "tracker".into(),
+            max_connections: state.options.max_connections,
+        };
+        let handler: Arc<Handler> = Arc::new({
+            let state = Arc::clone(&state);
+            move |conn| connection::serve(conn, Arc::clone(&state))
+        });
+        let server = Server::start(listener, server_options, handler)?;
+        Ok(Tracker { server, state })
+    }
+
+    /// Where the tracker listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Sessions open right now.
+    pub fn session_count(&self) -> usize {
+        self.state.registry.read().session_count()
+    }
+
+    /// Connections open right now (with or without a session).
+    pub fn connection_count(&self) -> usize {
+        self.server.connection_count()
+    }
+
+    /// Stops accepting, closes every connection, joins every thread.
+    pub fn shutdown(self) {
+        self.server.shutdown();
+    }
+}

@@ -1,0 +1,87 @@
+//! Byte sizes as people write them: `262144`, `256KiB`, `25MB`, `1GiB`.
+//!
+//! Used by the config files, the command-line flags and the search filters.
+//! Decimal suffixes (kB, MB, GB) are powers of 1000, binary ones (KiB, MiB,
+//! GiB) powers of 1024; `K`, `M`, `G` alone are read as binary, which is what
+//! people mean by "a 256K piece". Case does not matter.
+
+/// Parses a byte size, or says why it is not one.
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "{text:?} is not a size: expected a whole number of bytes, optionally with a unit such as KiB, MiB, GiB, kB, MB or GB"
+        ));
+    }
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is too large"))?;
+    let multiplier: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB"
+            ))
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Formats a byte count for people: `262144` -> `256 KiB`, `1500` -> `1.5 KiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else if value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_byte_size("262144"), Ok(262_144));
+        assert_eq!(parse_byte_size("256KiB"), Ok(262_144));
+        assert_eq!(parse_byte_size("256 k"), Ok(262_144));
+        assert_eq!(parse_byte_size("25MB"), Ok(25_000_000));
+        assert_eq!(parse_byte_size("1GiB"), Ok(1 << 30));
+        assert!(parse_byte_size("").is_err());
+        assert!(parse_byte_size("MB").is_err());
+        assert!(parse_byte_size("-5").is_err());
+        assert!(parse_byte_size("5 parsecs").is_err());
+        assert!(parse_byte_size("99999999999999999999").is_err());
+        assert!(parse_byte_size("99999999999 TiB").is_err());
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(format_bytes(12), "12 B");
+        assert_eq!(format_bytes(262_144), "256 KiB");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+    }
+}

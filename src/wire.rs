@@ -1,0 +1,249 @@
+//! The one place that turns a byte stream into protocol lines and payloads:
+//! capped line reads, exact-length payload reads, and line writes.
+//!
+//! Framing never depends on how the bytes were cut by the network: a line
+//! ends at `\n` (a `\r` before it is dropped), a payload is exactly the
+//! length its header stated. A line longer than the cap is skipped as it
+//! streams past, never buffered whole; a payload longer than its cap is
+//! refused before anything is allocated.
+
+use std::fmt::Display;
+use std::io::{self, Read, Write};
+
+use crate::protocol::ProtocolError;
+
+/// Reads lines and payloads from a stream, with a cap on line length.
+///
+/// It keeps its own buffer, so a read timeout in the middle of a line loses
+/// nothing: the next call picks up where the last one stopped.
+pub struct LineReader<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    max_line: usize,
+    /// True while skipping the rest of an over-long line.
+    skipping: bool,
+}
+
+/// One line as read: its text, or why it cannot be used.
+pub type LineResult = Result<String, ProtocolError>;
+
+impl<R: Read> LineReader<R> {
+    /// A reader whose lines may be at most `max_line` bytes, line ending
+    /// included.
+    pub fn new(inner: R, max_line: usize) -> LineReader<R> {
+        let max_line = max_line.max(2);
+        LineReader {
+            inner,
+            buf: vec![0; max_line.max(8 * 1024)].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            max_line,
+            skipping: false,
+        }
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Reads the next line, without its ending.
+    ///
+    /// - `Ok(None)`: the stream ended cleanly between lines;
+    /// - `Ok(Some(Err(_)))`: a line came but is over-long or not UTF-8; it
+    ///   has been consumed, and the stream is ready for the next line;
+    /// - `Err(_)`: the stream failed (a read timeout among others); what
+    ///   was read of a partial line is kept for the next call.
+    ///
+    /// A last line without a `\n` before the end of the stream still counts.
+    pub fn read_line(&mut self) -> io::Result<Option<LineResult>> {
+        // `scanned` bytes after `start` are known to hold no newline.
+        let mut scanned = 0;
+        loop {
+            let pending = &self.buf[self.start + scanned..self.end];
+            if let Some(offset) = pending.iter().position(|&b| b == b'\n') {
+                let line_end = self.start + scanned + offset;
+                let line_start = self.start;
+                self.start = line_end + 1;
+                if std::mem::take(&mut self.skipping) || line_end + 1 - line_start > self.max_line {
+                    return Ok(Some(Err(self.too_long())));
+                }
+                return Ok(Some(decode(&self.buf[line_start..line_end])));
+            }
+            scanned = self.end - self.start;
+            if scanned >= self.max_line {
+                // Over the cap with no newline yet: drop what we have and
+                // skip the rest of this line as it arrives.
+                self.skipping = true;
+                self.start = self.end;
+                scanned = 0;
+            }
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.end == self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let read = loop {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other?,
+                }
+            };
+            if read == 0 {
+                let rest = self.start..self.end;
+                self.start = self.end;
+                return Ok(if std::mem::take(&mut self.skipping) {
+                    Some(Err(self.too_long()))
+                } else if rest.is_empty() {
+                    None
+                } else {
+                    Some(decode(&self.buf[rest]))
+                });
+            }
+            self.end += read;
+        }
+    }
+
+    /// Reads exactly `out.len()` payload bytes: first what is buffered, then
+    /// straight from the stream.
+    pub fn read_payload(&mut self, out: &mut [u8]) -> io::Result<()> {
+        let buffered = (self.end - self.start).min(out.len());
+        out[..buffered].copy_from_slice(&self.buf[self.start..self.start + buffered]);
+        self.start += buffered;
+        self.inner.read_exact(&mut out[buffered..])
+    }
+
+    /// Reads a payload of `len` bytes into a new buffer, refusing one longer
+    /// than `max` before allocating.
+    pub fn read_payload_vec(&mut self, len: usize, max: usize) -> io::Result<Vec<u8>> {
+        if len > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("payload of {len} bytes is over the {max}-byte cap"),
+            ));
+        }
+        let mut out = vec![0; len];
+        self.read_payload(&mut out)?;
+        Ok(out)
+    }
+
+    fn too_long(&self) -> ProtocolError {
+        ProtocolError::LineTooLong {
+            limit: self.max_line,
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> LineResult {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    std::str::from_utf8(bytes)
+        .map(str::to_string)
+        .map_err(|_| ProtocolError::NotText)
+}
+
+/// Writes one message and its `\n`. Callers flush once per answer.
+pub fn write_line(out: &mut impl Write, message: &impl Display) -> io::Result<()> {
+    writeln!(out, "{message}")
+}
+
+/// True for the errors a socket read timeout gives (they differ by platform:
+/// `WouldBlock` on Unix, `TimedOut` on Windows).
+pub fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out its bytes a few at a time, as a network would.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn lines(data: &[u8], step: usize, max_line: usize) -> Vec<LineResult> {
+        let mut reader = LineReader::new(Trickle { data, step }, max_line);
+        std::iter::from_fn(|| reader.read_line().unwrap()).collect()
+    }
+
+    #[test]
+    fn framing_does_not_depend_on_read_sizes() {
+        let data = b"HELO 7001\r\nRQFS\n\nQUIT";
+        let expected: Vec<LineResult> = ["HELO 7001", "RQFS", "", "QUIT"]
+            .iter()
+            .map(|s| Ok(s.to_string()))
+            .collect();
+        for step in [1, 2, 3, 7, 100] {
+            assert_eq!(lines(data, step, 64), expected, "step {step}");
+        }
+    }
+
+    #[test]
+    fn over_long_lines_are_skipped_and_the_next_line_survives() {
+        let mut data = vec![b'x'; 100_000];
+        data.extend_from_slice(b"\nPING\n");
+        for step in [1, 9, 4096, 200_000] {
+            let got = lines(&data, step, 32);
+            assert_eq!(
+                got,
+                vec![
+                    Err(ProtocolError::LineTooLong { limit: 32 }),
+                    Ok("PING".into())
+                ],
+                "step {step}"
+            );
+        }
+        // Exactly at the cap (ending included) is fine; one more is not.
+        assert_eq!(lines(b"abc\n", 1, 4), vec![Ok("abc".into())]);
+        assert_eq!(
+            lines(b"abcd\n", 1, 4),
+            vec![Err(ProtocolError::LineTooLong { limit: 4 })]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_typed_error_and_reading_goes_on() {
+        assert_eq!(
+            lines(b"\xff\xfe\nPING\n", 3, 64),
+            vec![Err(ProtocolError::NotText), Ok("PING".into())]
+        );
+    }
+
+    #[test]
+    fn payloads_follow_their_header_exactly() {
+        let data = b"PIEC k 0 5\nhelloPIEC k 1 3\nabc";
+        let mut reader = LineReader::new(Trickle { data, step: 4 }, 64);
+        assert_eq!(reader.read_line().unwrap(), Some(Ok("PIEC k 0 5".into())));
+        assert_eq!(reader.read_payload_vec(5, 16).unwrap(), b"hello");
+        assert_eq!(reader.read_line().unwrap(), Some(Ok("PIEC k 1 3".into())));
+        assert!(reader.read_payload_vec(3, 2).is_err(), "over the cap");
+        assert_eq!(reader.read_payload_vec(3, 16).unwrap(), b"abc");
+        assert_eq!(reader.read_line().unwrap(), None);
+    }
+
+    #[test]
+    fn a_truncated_payload_is_an_error() {
+        let mut reader = LineReader::new(&b"PIEC k 0 5\nhel"[..], 64);
+        reader.read_line().unwrap();
+        let err = reader.read_payload_vec(5, 16).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

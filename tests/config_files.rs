@@ -1,0 +1,80 @@
+//! The shipped `config/*.ini` files stay in step with the code: each lists
+//! every key the program knows, set to its built-in default, with a comment
+//! that names its flag. And the `peer` binary checks its configuration.
+
+mod support;
+
+use std::process::Command;
+
+use swarmline::config::{KeySpec, Settings, Source, PEER_KEYS, TRACKER_KEYS};
+
+fn check_shipped_file(file: &str, section: &'static str, specs: &'static [KeySpec]) {
+    let path = support::repo_root().join("config").join(file);
+    let mut settings = Settings::defaults(section, specs);
+    settings.load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    for spec in specs {
+        let (value, source) = settings.raw(spec.key);
+        assert_eq!(
+            *source,
+            Source::File(path.clone()),
+            "{file} does not list `{}`",
+            spec.key
+        );
+        assert_eq!(
+            value, spec.default,
+            "{file}: `{}` is not the built-in default",
+            spec.key
+        );
+        assert!(
+            text.contains(&format!("; Flag: {}.", spec.flag)),
+            "{file}: the comment of `{}` does not name {}",
+            spec.key,
+            spec.flag
+        );
+    }
+}
+
+#[test]
+fn tracker_ini_lists_every_key_with_its_default() {
+    check_shipped_file("tracker.ini", "tracker", TRACKER_KEYS);
+}
+
+#[test]
+fn peer_ini_lists_every_key_with_its_default() {
+    check_shipped_file("peer.ini", "peer", PEER_KEYS);
+}
+
+#[test]
+fn the_peer_checks_its_configuration_and_prints_its_help() {
+    let peer = env!("CARGO_BIN_EXE_peer");
+    let config = support::repo_root().join("config/peer.ini");
+    let output = Command::new(peer)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("--tracker <TRACKER>") && help.contains("--piece-size"),
+        "{help}"
+    );
+
+    let output = Command::new(peer)
+        .args(["--piece-size", "100KiB"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--piece-size") && stderr.contains("power of two"),
+        "{stderr}"
+    );
+
+    let output = Command::new(peer)
+        .args(["--user", "no spaces"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}

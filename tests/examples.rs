@@ -1,0 +1,45 @@
+//! The examples a newcomer runs first must keep working: each is run to
+//! completion here (they check their own results and exit non-zero if
+//! anything is off).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The compiled example `name`, built now if `cargo test` did not build it.
+fn example(name: &str) -> PathBuf {
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_tracker"));
+    let path = bin_dir
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build example {name}");
+    }
+    path
+}
+
+#[test]
+fn the_tracker_tour_runs_to_completion() {
+    let output = Command::new(example("tracker_tour")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("carol< PEER 127.0.0.1:7002 bob leecher 2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("tour complete: every answer was as expected\n"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,196 @@
+//! Helpers shared by the integration tests: start the real `tracker` binary
+//! on a free port, and talk to it line by line as `nc` would.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any single read in a test may block before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `tracker` process on 127.0.0.1 and a free port; killed when dropped.
+pub struct TrackerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TrackerProcess {
+    /// Starts the tracker with `extra` flags after the test defaults
+    /// (loopback, port 0, a log file in a temporary directory).
+    pub fn start(extra: &[&str]) -> TrackerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let log_file = dir.path().join("tracker.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tracker"))
+            .args([
+                "--address",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--log-level",
+                "debug",
+            ])
+            .arg("--log-file")
+            .arg(&log_file)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the tracker binary");
+        let stdout = child.stdout.take().unwrap();
+        let first_line = first_line_within(stdout, READ_TIMEOUT);
+        let addr = first_line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line was {first_line:?}"))
+            .parse()
+            .unwrap();
+        TrackerProcess {
+            child,
+            addr,
+            log_file,
+            _dir: dir,
+        }
+    }
+
+    /// A new client connection.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// The log file's content so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for TrackerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the first line of a child's output, failing the test if it does
+/// not come in time.
+pub fn first_line_within(stream: impl Read + Send + 'static, limit: Duration) -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(limit)
+        .expect("no first line from the process in time")
+        .trim_end()
+        .to_string()
+}
+
+/// One client connection, used the way a person uses `nc`.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// Sends one line (a `\n` is added).
+    pub fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    /// Sends raw bytes.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// The next line received, without its `\n`; `None` when the server
+    /// closed the connection.
+    pub fn recv(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line.strip_suffix('\n').unwrap_or(&line).to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("no answer: {e}"),
+        }
+    }
+
+    /// The next line, which must be there.
+    pub fn line(&mut self) -> String {
+        self.recv().expect("the connection closed")
+    }
+
+    /// Sends a request and returns its one-line answer.
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(line);
+        self.line()
+    }
+
+    /// Sends a request and returns the listing lines before `END`.
+    pub fn list(&mut self, line: &str) -> Vec<String> {
+        self.send(line);
+        let mut lines = Vec::new();
+        loop {
+            let reply = self.line();
+            if reply == "END" {
+                return lines;
+            }
+            assert!(!reply.starts_with("ERRR"), "{line} -> {reply}");
+            lines.push(reply);
+        }
+    }
+
+    /// Closes without `QUIT`, as when the peer crashes.
+    pub fn close(self) {
+        let _ = self.writer.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A file key made from one byte, for tests that need many distinct keys.
+pub fn key(n: u32) -> String {
+    format!("{n:08x}").repeat(8)
+}
+
+/// Polls `check` until it is true or `limit` passes; true if it became true.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+/// The repository's root.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}

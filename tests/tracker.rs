@@ -1,0 +1,425 @@
+//! The tracker binary over real TCP on 127.0.0.1: many clients at once,
+//! disconnects, bad input, keep-alive, the connection cap, configuration
+//! errors, logs and clean shutdown. Each test asserts what a person at `nc`
+//! would see: the reply lines.
+
+mod support;
+
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use support::{eventually, key, Client, TrackerProcess};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn addf(key: &str, name: &str, size: u64) -> String {
+    format!("ADDF {key} {name} {size} 16384 other /shared/{name}")
+}
+
+#[test]
+fn two_hundred_clients_offer_files_at_once_and_the_listing_is_exact() {
+    const CLIENTS: u32 = 200;
+    let tracker = TrackerProcess::start(&[]);
+    let start = Arc::new(Barrier::new(CLIENTS as usize + 1));
+    let done = Arc::new(Barrier::new(CLIENTS as usize + 1));
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (start, done, addr) = (Arc::clone(&start), Arc::clone(&done), tracker.addr);
+            thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                start.wait();
+                let port = 10_000 + i;
+                assert_eq!(
+                    client.ask(&format!("HELO {port} user{i}")),
+                    format!("OK 127.0.0.1:{port}")
+                );
+                let name = format!("file%20{i:03}.bin");
+                assert_eq!(
+                    client.ask(&addf(&key(i), &name, u64::from(i) + 1)),
+                    format!("OK {}", key(i))
+                );
+                // Every client offers a shared file too: 200 seeders of one key.
+                assert_eq!(
+                    client.ask(&addf(&key(999_999), "common.bin", 70_000)),
+                    format!("OK {}", key(999_999))
+                );
+                done.wait(); // keep the session open until the listing is checked
+                done.wait();
+            })
+        })
+        .collect();
+    start.wait();
+    done.wait();
+
+    let mut observer = tracker.connect();
+    let files = observer.list("RQFS");
+    let mut expected: Vec<String> = (0..CLIENTS)
+        .map(|i| {
+            format!(
+                "FILE {} file%20{i:03}.bin {} 16384 other 1 0",
+                key(i),
+                i + 1
+            )
+        })
+        .collect();
+    expected.insert(
+        0,
+        format!(
+            "FILE {} common.bin 70000 16384 other {CLIENTS} 0",
+            key(999_999)
+        ),
+    );
+    assert_eq!(files, expected);
+    let users = observer.list("USRS");
+    assert_eq!(users.len(), CLIENTS as usize);
+    assert!(users.contains(&"USER user7 127.0.0.1:10007".to_string()));
+    let peers = observer.list(&format!("REQF {}", key(999_999)));
+    assert_eq!(peers.len(), 50, "capped at max_peers_per_reply");
+    assert!(peers.iter().all(|p| p.ends_with(" seeder 5")));
+
+    done.wait();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert!(
+        eventually(WAIT, || observer.list("RQFS").is_empty()),
+        "files of closed sessions are still listed"
+    );
+}
+
+#[test]
+fn five_hundred_simultaneous_sessions_are_served() {
+    const SESSIONS: usize = 500;
+    let tracker = TrackerProcess::start(&[]);
+    let mut clients: Vec<Client> = (0..SESSIONS)
+        .map(|i| {
+            let mut client = tracker.connect();
+            client.send(&format!("HELO {} s{i}", 20_000 + i));
+            client
+        })
+        .collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.line(), format!("OK 127.0.0.1:{}", 20_000 + i));
+    }
+    assert_eq!(tracker.connect().list("USRS").len(), SESSIONS);
+    for client in clients.iter_mut() {
+        assert_eq!(client.ask("PING"), "OK pong");
+    }
+}
+
+#[test]
+fn a_session_that_closes_without_quit_disappears_from_every_listing() {
+    let tracker = TrackerProcess::start(&[]);
+    let mut alice = tracker.connect();
+    assert_eq!(alice.ask("HELO 7001 alice"), "OK 127.0.0.1:7001");
+    alice.ask(&addf(&key(1), "a.bin", 10));
+    let mut bob = tracker.connect();
+    bob.ask("HELO 7002 bob");
+    bob.ask(&format!("BITF {} 00", key(1)));
+    assert_eq!(bob.list("RQFS").len(), 1);
+
+    alice.close();
+    assert!(eventually(WAIT, || bob.list("USRS") == ["USER bob 127.0.0.1:7002"]));
+    // The file had a seeder (alice) and a leecher (bob): bob keeps it alive.
+    assert_eq!(
+        bob.list("RQFS"),
+        [format!("FILE {} a.bin 10 16384 other 0 1", key(1))]
+    );
+    assert!(bob.list("LSTF").is_empty(), "alice's offer is gone");
+
+    bob.close();
+    let mut carol = tracker.connect();
+    assert!(eventually(WAIT, || carol.list("RQFS").is_empty()));
+    assert_eq!(
+        carol.ask(&format!("REQF {}", key(1))),
+        format!("ERRR 400 no file with key {}", key(1))
+    );
+    // The user name is free again.
+    assert_eq!(carol.ask("HELO 7003 alice"), "OK 127.0.0.1:7003");
+}
+
+#[test]
+fn bad_input_gets_its_error_and_the_connection_goes_on() {
+    let tracker = TrackerProcess::start(&[]);
+    let mut client = tracker.connect();
+    let k = key(1);
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"FROB 1\n".to_vec(), "ERRR 200 "),
+        (b"HELO\n".to_vec(), "ERRR 201 "),
+        (b"HELO 7001 a b\n".to_vec(), "ERRR 201 "),
+        (b"HELO port\n".to_vec(), "ERRR 202 "),
+        (
+            format!("ADDF {k} x.bin 12abc 16384 other /x\n").into_bytes(),
+            "ERRR 202 bad size",
+        ),
+        (
+            format!("ADDF {k} x.bin -5 16384 other /x\n").into_bytes(),
+            "ERRR 202 bad size",
+        ),
+        (b"REQF 12345g\n".to_vec(), "ERRR 202 bad key"),
+        (
+            format!("REQF {}\n", "zz".repeat(32)).into_bytes(),
+            "ERRR 202 bad key",
+        ),
+        (format!("BITF {k} 0x\n").into_bytes(), "ERRR 202 bad bitmap"),
+        (
+            format!("RQFS {}\n", "x".repeat(100_000)).into_bytes(),
+            "ERRR 100 line longer than 8192 bytes",
+        ),
+        (
+            b"HELO 7001 caf\xc3\n".to_vec(),
+            "ERRR 101 line is not UTF-8 text",
+        ),
+        (
+            (0u8..=255)
+                .filter(|&b| b != b'\n')
+                .cycle()
+                .take(5000)
+                .chain([b'\n'])
+                .collect(),
+            "ERRR 101 ",
+        ),
+        (b"ADDF\r\n".to_vec(), "ERRR 201 "),
+        (
+            vec![0u8; 20_000].into_iter().chain([b'\n']).collect(),
+            "ERRR 100 ",
+        ),
+    ];
+    for (bytes, expected) in cases {
+        client.send_bytes(&bytes);
+        let reply = client.line();
+        assert!(
+            reply.starts_with(expected),
+            "{:?} -> {reply}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+        );
+        assert_eq!(
+            client.ask("PING"),
+            "OK pong",
+            "the connection still answers"
+        );
+    }
+    // And the same connection can still open a session.
+    assert_eq!(client.ask("HELO 7001"), "OK 127.0.0.1:7001");
+}
+
+#[test]
+fn lines_are_framed_by_newlines_not_by_network_writes() {
+    let tracker = TrackerProcess::start(&[]);
+    let mut client = tracker.connect();
+    // One request split over several writes, then two in one write, with \r\n.
+    client.send_bytes(b"HE");
+    thread::sleep(Duration::from_millis(50));
+    client.send_bytes(b"LO 70");
+    thread::sleep(Duration::from_millis(50));
+    client.send_bytes(b"01 alice\r\nPING\r\nUSRS\n");
+    assert_eq!(client.line(), "OK 127.0.0.1:7001");
+    assert_eq!(client.line(), "OK pong");
+    assert_eq!(client.line(), "USER alice 127.0.0.1:7001");
+    assert_eq!(client.line(), "END");
+}
+
+#[test]
+fn a_silent_peer_is_dropped_at_the_keep_alive_deadline() {
+    let tracker = TrackerProcess::start(&["--keep-alive-secs", "1"]);
+    let mut alice = tracker.connect();
+    assert_eq!(alice.ask("HELO 7001 alice"), "OK 127.0.0.1:7001");
+    alice.ask(&addf(&key(1), "a.bin", 10));
+    // Say nothing: the tracker gives up after the deadline.
+    assert_eq!(
+        alice.recv().as_deref(),
+        Some("ERRR 303 nothing heard for 1 s (keep-alive deadline), closing")
+    );
+    assert_eq!(alice.recv(), None, "then it closes the connection");
+    let mut bob = tracker.connect();
+    assert!(bob.list("RQFS").is_empty());
+    assert!(bob.list("USRS").is_empty());
+}
+
+#[test]
+fn pinging_keeps_a_session_alive_past_the_deadline() {
+    let tracker = TrackerProcess::start(&["--keep-alive-secs", "2"]);
+    let mut alice = tracker.connect();
+    alice.ask("HELO 7001 alice");
+    for _ in 0..5 {
+        thread::sleep(Duration::from_millis(700));
+        assert_eq!(alice.ask("PING"), "OK pong");
+    }
+    assert_eq!(
+        tracker.connect().list("USRS"),
+        ["USER alice 127.0.0.1:7001"]
+    );
+}
+
+#[test]
+fn the_connection_past_the_cap_is_told_busy_and_closed() {
+    let tracker = TrackerProcess::start(&["--max-connections", "3"]);
+    let mut open: Vec<Client> = (0..3).map(|_| tracker.connect()).collect();
+    for client in open.iter_mut() {
+        assert_eq!(client.ask("PING"), "OK pong");
+    }
+    let mut fourth = tracker.connect();
+    let reply = fourth.recv().unwrap();
+    assert!(
+        reply.starts_with("ERRR 500 server busy: 3 connections"),
+        "{reply}"
+    );
+    assert_eq!(fourth.recv(), None);
+
+    open.pop().unwrap().close();
+    assert!(eventually(WAIT, || {
+        let mut client = tracker.connect();
+        client.send("PING");
+        client.recv().as_deref() == Some("OK pong")
+    }));
+}
+
+#[test]
+fn a_restarted_peer_takes_over_its_session() {
+    let tracker = TrackerProcess::start(&[]);
+    let mut old = tracker.connect();
+    old.ask("HELO 7001 alice");
+    old.ask(&addf(&key(1), "a.bin", 10));
+    // The same peer comes back on a new connection before the old one died.
+    let mut new = tracker.connect();
+    assert_eq!(new.ask("HELO 7001 alice"), "OK 127.0.0.1:7001");
+    assert!(
+        new.list("RQFS").is_empty(),
+        "the old session's offers are gone"
+    );
+    assert!(old
+        .ask(&addf(&key(2), "b.bin", 10))
+        .starts_with("ERRR 300 "));
+}
+
+#[test]
+fn the_log_names_threads_sessions_and_requests() {
+    let tracker = TrackerProcess::start(&[]);
+    let mut alice = tracker.connect();
+    alice.ask("HELO 7001 alice");
+    alice.ask("BOGUS");
+    alice.ask("QUIT");
+    assert!(eventually(WAIT, || tracker
+        .log()
+        .contains("closed by QUIT")));
+    let log = tracker.log();
+    assert!(
+        log.contains("session 1 opened: peer 127.0.0.1:7001, user alice"),
+        "{log}"
+    );
+    assert!(log.contains("(tracker-127.0.0.1:"), "thread names: {log}");
+    assert!(
+        log.contains("> HELO 7001 alice"),
+        "requests at debug: {log}"
+    );
+    assert!(
+        log.contains("[WARN]") && log.contains("< ERRR 200"),
+        "errors at warn: {log}"
+    );
+    assert!(
+        log.contains("session 1 of 127.0.0.1:7001 closed by QUIT"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_shipped_config_file_runs_the_tracker() {
+    let config = support::repo_root().join("config/tracker.ini");
+    let tracker = TrackerProcess::start(&["--config", config.to_str().unwrap(), "--port", "0"]);
+    assert_eq!(tracker.connect().ask("PING"), "OK pong");
+}
+
+fn run_tracker(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tracker"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_stops_startup_with_exit_code_2_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("bad.ini");
+    std::fs::write(&ini, "[tracker]\nport = 6969\nkeep_alive_secs = soon\n").unwrap();
+    let (code, stderr) = run_tracker(&["--config", ini.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(ini.to_str().unwrap()),
+        "names the file: {stderr}"
+    );
+    assert!(
+        stderr.contains("key `keep_alive_secs`"),
+        "names the key: {stderr}"
+    );
+    assert!(
+        stderr.contains("from 1 to 86400"),
+        "says what is allowed: {stderr}"
+    );
+
+    std::fs::write(&ini, "[tracker]\nmax_conections = 5\n").unwrap();
+    let (code, stderr) = run_tracker(&["--config", ini.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("`max_conections`") && stderr.contains("unknown key"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run_tracker(&["--max-line-bytes", "10"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--max-line-bytes") && stderr.contains("from 256"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run_tracker(&["--config", "/no/such/tracker.ini"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("/no/such/tracker.ini"), "{stderr}");
+
+    let (code, stderr) = run_tracker(&["--log-level", "loud"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--log-level") && stderr.contains("debug"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let (code, stderr) =
+        run_tracker(&["--address", "127.0.0.1", "--port", &port, "--log-file", ""]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_tracker_cleanly() {
+    let mut tracker = TrackerProcess::start(&[]);
+    let mut alice = tracker.connect();
+    alice.ask("HELO 7001 alice");
+    let status = Command::new("kill")
+        .args(["-TERM", &tracker.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tracker.wait_exit(WAIT).expect("the tracker did not stop");
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(alice.recv(), None, "open connections are closed");
+    let log = tracker.log();
+    assert!(
+        log.contains("stopping: 1 session(s) on 1 connection(s)"),
+        "{log}"
+    );
+    assert!(log.contains("] (main") && log.contains("stopped"), "{log}");
+}
