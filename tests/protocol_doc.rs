@@ -1,4 +1,5 @@
-//! protocol.md cannot drift from the code: every example in it is run here.
+//! protocol.md cannot drift from the code: every example in it (and the
+//! `nc` session in README.md) is run here.
 //!
 //! - each ```tracker-session block runs, line by line, against a fresh real
 //!   `tracker` process: `>` lines are sent, `<` lines must come back exactly;
@@ -28,8 +29,13 @@ struct Block {
     line_number: usize,
 }
 
+/// The fenced blocks of protocol.md.
 fn blocks() -> Vec<Block> {
-    let text = std::fs::read_to_string(support::repo_root().join("protocol.md")).unwrap();
+    blocks_of("protocol.md")
+}
+
+fn blocks_of(file: &str) -> Vec<Block> {
+    let text = std::fs::read_to_string(support::repo_root().join(file)).unwrap();
     let mut blocks: Vec<Block> = Vec::new();
     let mut current: Option<Block> = None;
     for (number, line) in text.lines().enumerate() {
@@ -56,7 +62,7 @@ fn blocks() -> Vec<Block> {
             (None, None) => {}
         }
     }
-    assert!(current.is_none(), "protocol.md has an unclosed code block");
+    assert!(current.is_none(), "{file} has an unclosed code block");
     blocks
 }
 
@@ -82,11 +88,26 @@ fn every_tracker_session_in_protocol_md_runs_as_shown() {
         "found only {} tracker sessions",
         sessions.len()
     );
+    run_tracker_sessions("protocol.md", sessions);
+}
+
+#[test]
+fn the_readme_session_runs_as_shown() {
+    let sessions: Vec<Block> = blocks_of("README.md")
+        .into_iter()
+        .filter(|b| b.info == "tracker-session")
+        .collect();
+    assert_eq!(sessions.len(), 1);
+    run_tracker_sessions("README.md", sessions);
+}
+
+/// Runs each block against a fresh tracker process.
+fn run_tracker_sessions(file: &str, sessions: Vec<Block>) {
     for block in sessions {
         let tracker = TrackerProcess::start(&[]);
         let mut clients: HashMap<String, Client> = HashMap::new();
         for (offset, line) in block.lines.iter().enumerate() {
-            let place = format!("protocol.md line {}", block.line_number + offset + 1);
+            let place = format!("{file} line {}", block.line_number + offset + 1);
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }

@@ -39,11 +39,17 @@ impl Bitmap {
 
     /// A full bitmap (everything held) for `len` pieces.
     pub fn full(len: usize) -> Bitmap {
-        let mut bitmap = Bitmap::empty(len);
-        for index in 0..len {
-            bitmap.set(index);
+        let mut bytes = vec![0xff; len.div_ceil(8)];
+        let pad_bits = bytes.len() * 8 - len;
+        if let Some(last) = bytes.last_mut() {
+            // Clear the pad bits after the last piece.
+            *last <<= pad_bits;
         }
-        bitmap
+        Bitmap {
+            bytes,
+            len,
+            ones: len,
+        }
     }
 
     /// Checks that `bytes` is a bitmap of exactly `len` pieces.
@@ -148,9 +154,18 @@ mod tests {
     }
 
     #[test]
-    fn full_is_complete() {
-        let full = Bitmap::full(13);
-        assert!(full.is_complete());
-        assert_eq!(full.to_field().to_string(), "fff8");
+    fn full_is_complete_with_zero_padding() {
+        for len in 0..40 {
+            let full = Bitmap::full(len);
+            assert!(full.is_complete(), "{len}");
+            assert_eq!(
+                Bitmap::from_bytes(full.bytes.clone(), len),
+                Ok(full.clone()),
+                "{len}"
+            );
+            assert!((0..len).all(|i| full.has(i)));
+        }
+        assert_eq!(Bitmap::full(13).to_field().to_string(), "fff8");
+        assert_eq!(Bitmap::full(16).to_field().to_string(), "ffff");
     }
 }

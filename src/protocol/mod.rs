@@ -31,3 +31,8 @@ pub use tracker::{Criterion, FileOffer, SearchCriteria, TrackerRequest};
 /// enough for a `BITF` line of a file of about 32,000 pieces (8 GiB at the
 /// default 256 KiB pieces); configurable on every server.
 pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
+
+/// A well-formed key for the unit tests of the message modules.
+#[cfg(test)]
+pub(crate) const TEST_KEY: &str =
+    "9f2c4bd7a1e0c1d2e3f405162738495a6b7c8d9eafb0c1d2e3f4051627384950";

@@ -109,7 +109,7 @@ mod tests {
     use super::*;
     use crate::protocol::ErrorCode;
 
-    const KEY: &str = "9f2c4bd7a1e0c1d2e3f405162738495a6b7c8d9eafb0c1d2e3f4051627384950";
+    use crate::protocol::TEST_KEY as KEY;
 
     #[test]
     fn canonical_lines_round_trip() {

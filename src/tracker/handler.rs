@@ -4,11 +4,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use log::info;
 use parking_lot::RwLock;
 
 use crate::protocol::{ProtocolError, Reply, TrackerRequest};
 
-use super::registry::{Registry, RegistryError, SessionId};
+use super::registry::{Opened, Registry, RegistryError, SessionId};
 
 /// The reply lines for one request, and whether to close afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,10 +58,11 @@ pub fn respond(
         TrackerRequest::Helo { port, user } => {
             // The IP always comes from the socket, never from the message.
             let peer = SocketAddr::new(remote_ip.to_canonical(), *port);
-            registry
-                .write()
-                .open(session, peer, user.clone())
-                .map(|_| Answer::one(Reply::ok(peer.to_string())))
+            let opened = registry.write().open(session, peer, user.clone());
+            if let Ok(Opened::Replaced(old)) = opened {
+                info!("peer {peer} came back: session {old} replaced by session {session}");
+            }
+            opened.map(|_| Answer::one(Reply::ok(peer.to_string())))
         }
         TrackerRequest::Addf(offer) => registry
             .write()
