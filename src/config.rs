@@ -291,6 +291,18 @@ pub const TRACKER_KEYS: &[KeySpec] = &[
         help: "longest request line accepted (units allowed: 8KiB)",
     },
     KeySpec {
+        key: "max_results",
+        flag: "--max-results",
+        default: "1000",
+        help: "most lines in one RQFS or LSTF answer",
+    },
+    KeySpec {
+        key: "max_files_per_session",
+        flag: "--max-files-per-session",
+        default: "1000",
+        help: "most files one peer may offer or report on (the next gets ERRR 405)",
+    },
+    KeySpec {
         key: "max_peers_per_reply",
         flag: "--max-peers-per-reply",
         default: "50",
@@ -319,6 +331,9 @@ impl TrackerConfig {
                 keep_alive: s.get("keep_alive_secs", seconds_in(1, 86_400))?,
                 max_line: s.get("max_line_bytes", size_in(256, 1 << 20))? as usize,
                 max_peers: s.get("max_peers_per_reply", number_in(1, 10_000))? as usize,
+                max_results: s.get("max_results", number_in(1, 1_000_000))? as usize,
+                max_files_per_session: s.get("max_files_per_session", number_in(1, 1_000_000))?
+                    as usize,
             },
         })
     }

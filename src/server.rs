@@ -107,6 +107,11 @@ impl Server {
             return;
         };
         self.shared.stopping.store(true, Ordering::SeqCst);
+        // Close every connection first: their threads wake from their reads
+        // and end, which also frees their descriptors for the wake-up below.
+        for stream in self.shared.live.lock().values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
         // `accept` blocks; a connection to ourselves wakes it so it can see
         // the flag. Connect to loopback when bound to the wildcard address.
         let mut wake = self.local_addr;
@@ -116,13 +121,20 @@ impl Server {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        match TcpStream::connect_timeout(&wake, Duration::from_secs(2)) {
-            Ok(_) => {
-                if accept_thread.join().is_err() {
-                    warn!("the accept thread panicked");
+        const ATTEMPTS: u32 = 20;
+        for attempt in 1..=ATTEMPTS {
+            match TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
+                Ok(_) => {
+                    if accept_thread.join().is_err() {
+                        warn!("the accept thread panicked");
+                    }
+                    return;
                 }
+                Err(e) if attempt == ATTEMPTS => {
+                    warn!("could not wake the accept thread on {wake}: {e}; leaving it");
+                }
+                Err(_) => thread::sleep(Duration::from_millis(100)),
             }
-            Err(e) => warn!("could not wake the accept thread on {wake}: {e}; leaving it"),
         }
     }
 }
@@ -181,19 +193,27 @@ fn spawn_connection(
 ) -> io::Result<()> {
     let remote = stream.peer_addr()?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    {
-        let mut live = shared.live.lock();
-        if live.len() >= options.max_connections {
-            drop(live);
-            warn!(
-                "refusing {remote}: at the cap of {} connections",
-                options.max_connections
-            );
-            refuse(stream, options.max_connections);
-            return Ok(());
-        }
-        live.insert(id, stream.try_clone()?);
+    if shared.live.lock().len() >= options.max_connections {
+        warn!(
+            "refusing {remote}: at the cap of {} connections",
+            options.max_connections
+        );
+        let text = format!(
+            "server busy: {} connections already open, try again later",
+            options.max_connections
+        );
+        refuse(stream, &text);
+        return Ok(());
     }
+    // The clone lets shutdown close this connection from outside its thread.
+    let clone = match stream.try_clone() {
+        Ok(clone) => clone,
+        Err(e) => {
+            refuse(stream, "server out of resources, try again later");
+            return Err(e);
+        }
+    };
+    shared.live.lock().insert(id, clone);
     let spawned = thread::Builder::new()
         .name(format!("{}-{remote}", options.name))
         .stack_size(CONNECTION_STACK_SIZE)
@@ -215,22 +235,19 @@ fn spawn_connection(
         Err(e) => {
             // Out of threads: the cap is set too high for this machine.
             if let Some(stream) = shared.live.lock().remove(&id) {
-                refuse(stream, options.max_connections);
+                refuse(stream, "server out of resources, try again later");
             }
             Err(e)
         }
     }
 }
 
-/// Tells a client the server is full, then closes. Bounded in time: a
-/// client that does not read cannot hold the accept thread.
-fn refuse(mut stream: TcpStream, cap: usize) {
+/// Tells a client the server cannot take it (`ERRR 500`), then closes.
+/// Bounded in time: a client that does not read cannot hold the accept
+/// thread.
+fn refuse(mut stream: TcpStream, text: &str) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-    let reply = Reply::error(
-        ErrorCode::Busy,
-        format!("server busy: {cap} connections already open, try again later"),
-    );
-    let _ = writeln!(stream, "{reply}");
+    let _ = writeln!(stream, "{}", Reply::error(ErrorCode::Busy, text));
     let _ = stream.shutdown(Shutdown::Both);
 }
 

@@ -9,6 +9,8 @@
 
 use std::fmt::Display;
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use crate::protocol::ProtocolError;
 
@@ -47,6 +49,11 @@ impl<R: Read> LineReader<R> {
     /// The stream underneath.
     pub fn get_ref(&self) -> &R {
         &self.inner
+    }
+
+    /// The stream underneath, mutably (to restart an [`IdleDeadline`]).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
     }
 
     /// Reads the next line, without its ending.
@@ -144,6 +151,48 @@ fn decode(bytes: &[u8]) -> LineResult {
     std::str::from_utf8(bytes)
         .map(str::to_string)
         .map_err(|_| ProtocolError::NotText)
+}
+
+/// Reads a socket under a deadline that only a complete line moves: the
+/// owner calls [`IdleDeadline::restart`] after each line. A client that
+/// dribbles a byte now and then without ever finishing a line still runs
+/// out of time, which a plain socket read timeout (reset by every byte)
+/// would not do.
+pub struct IdleDeadline<'a> {
+    stream: &'a TcpStream,
+    idle: Duration,
+    deadline: Instant,
+}
+
+impl<'a> IdleDeadline<'a> {
+    /// A reader of `stream` whose deadline is `idle` from now.
+    pub fn new(stream: &'a TcpStream, idle: Duration) -> IdleDeadline<'a> {
+        IdleDeadline {
+            stream,
+            idle,
+            deadline: Instant::now() + idle,
+        }
+    }
+
+    /// Moves the deadline to `idle` from now.
+    pub fn restart(&mut self) {
+        self.deadline = Instant::now() + self.idle;
+    }
+}
+
+impl Read for IdleDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "idle deadline passed",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
 }
 
 /// Writes one message and its `\n`. Callers flush once per answer.

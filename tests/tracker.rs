@@ -117,15 +117,19 @@ fn a_session_that_closes_without_quit_disappears_from_every_listing() {
     alice.ask(&addf(&key(1), "a.bin", 10));
     let mut bob = tracker.connect();
     bob.ask("HELO 7002 bob");
-    bob.ask(&format!("BITF {} 00", key(1)));
+    assert_eq!(
+        bob.ask(&format!("BITF {} 80", key(1))),
+        format!("OK {} 1", key(1))
+    );
     assert_eq!(bob.list("RQFS").len(), 1);
 
     alice.close();
     assert!(eventually(WAIT, || bob.list("USRS") == ["USER bob 127.0.0.1:7002"]));
-    // The file had a seeder (alice) and a leecher (bob): bob keeps it alive.
+    // The file had a seeder (alice) and bob, who reported its only piece:
+    // bob is now its one seeder, though not an offer (he sent no ADDF).
     assert_eq!(
         bob.list("RQFS"),
-        [format!("FILE {} a.bin 10 16384 other 0 1", key(1))]
+        [format!("FILE {} a.bin 10 16384 other 1 0", key(1))]
     );
     assert!(bob.list("LSTF").is_empty(), "alice's offer is gone");
 
@@ -277,21 +281,87 @@ fn the_connection_past_the_cap_is_told_busy_and_closed() {
 }
 
 #[test]
-fn a_restarted_peer_takes_over_its_session() {
+fn nobody_takes_over_a_live_session() {
     let tracker = TrackerProcess::start(&[]);
-    let mut old = tracker.connect();
-    old.ask("HELO 7001 alice");
-    old.ask(&addf(&key(1), "a.bin", 10));
-    // The same peer comes back on a new connection before the old one died.
-    let mut new = tracker.connect();
-    assert_eq!(new.ask("HELO 7001 alice"), "OK 127.0.0.1:7001");
-    assert!(
-        new.list("RQFS").is_empty(),
-        "the old session's offers are gone"
+    let mut alice = tracker.connect();
+    alice.ask("HELO 7001 alice");
+    alice.ask(&addf(&key(1), "a.bin", 10));
+    // Another program on the same host claims alice's ip:port and name.
+    let mut mallory = tracker.connect();
+    assert!(mallory.ask("HELO 7001 alice").starts_with("ERRR 302 "));
+    assert!(mallory
+        .ask("HELO 7001")
+        .starts_with("ERRR 304 peer id 127.0.0.1:7001"));
+    assert_eq!(mallory.list("RQFS").len(), 1, "alice's offer is untouched");
+    // Once alice's connection is gone, her restarted peer is welcome.
+    alice.close();
+    assert!(eventually(WAIT, || {
+        let mut restarted = tracker.connect();
+        restarted.ask("HELO 7001 alice") == "OK 127.0.0.1:7001"
+    }));
+}
+
+#[test]
+fn a_client_that_dribbles_bytes_without_a_line_is_dropped_at_the_deadline() {
+    use std::io::{Read, Write};
+    let tracker = TrackerProcess::start(&["--keep-alive-secs", "1"]);
+    let mut slow = std::net::TcpStream::connect(tracker.addr).unwrap();
+    slow.write_all(b"HELO 7001 slow\n").unwrap();
+    // One byte every 200 ms would reset a plain socket timeout forever; the
+    // deadline counts from the last complete line instead.
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut received = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < WAIT {
+        if slow.write_all(b"P").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    let received = String::from_utf8_lossy(&received);
+    assert_eq!(
+        received,
+        "OK 127.0.0.1:7001\nERRR 303 nothing heard for 1 s (keep-alive deadline), closing\n"
     );
-    assert!(old
-        .ask(&addf(&key(2), "b.bin", 10))
-        .starts_with("ERRR 300 "));
+    assert!(eventually(WAIT, || tracker
+        .connect()
+        .list("USRS")
+        .is_empty()));
+}
+
+#[test]
+fn a_session_holds_at_most_the_configured_number_of_files() {
+    let tracker = TrackerProcess::start(&["--max-files-per-session", "2"]);
+    let mut alice = tracker.connect();
+    alice.ask("HELO 7001 alice");
+    assert!(alice.ask(&addf(&key(1), "a.bin", 10)).starts_with("OK"));
+    assert!(alice.ask(&addf(&key(2), "b.bin", 10)).starts_with("OK"));
+    assert_eq!(
+        alice.ask(&addf(&key(3), "c.bin", 10)),
+        "ERRR 405 this session already holds 2 files, the most allowed"
+    );
+    assert_eq!(alice.list("RQFS").len(), 2);
+}
+
+#[test]
+fn listings_are_capped() {
+    let tracker = TrackerProcess::start(&["--max-results", "3"]);
+    let mut alice = tracker.connect();
+    alice.ask("HELO 7001 alice");
+    for i in 0..5 {
+        alice.ask(&addf(&key(i), &format!("f{i}.bin"), 10));
+    }
+    assert_eq!(alice.list("RQFS").len(), 3);
+    assert_eq!(alice.list("LSTF").len(), 3);
 }
 
 #[test]

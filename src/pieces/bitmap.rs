@@ -54,6 +54,14 @@ impl Bitmap {
 
     /// Checks that `bytes` is a bitmap of exactly `len` pieces.
     pub fn from_bytes(bytes: Vec<u8>, len: usize) -> Result<Bitmap, BitmapError> {
+        let ones = Bitmap::count_checked(&bytes, len)?;
+        Ok(Bitmap { bytes, len, ones })
+    }
+
+    /// Checks that `bytes` is a bitmap of exactly `len` pieces (right
+    /// length, zero pad bits) and counts the pieces it holds, without
+    /// copying it.
+    pub fn count_checked(bytes: &[u8], len: usize) -> Result<usize, BitmapError> {
         let expected = len.div_ceil(8);
         if bytes.len() != expected {
             return Err(BitmapError::WrongLength {
@@ -66,8 +74,7 @@ impl Bitmap {
         if pad_bits > 0 && bytes[expected - 1] & ((1u8 << pad_bits) - 1) != 0 {
             return Err(BitmapError::PadBitsSet { pieces: len });
         }
-        let ones = bytes.iter().map(|b| b.count_ones() as usize).sum();
-        Ok(Bitmap { bytes, len, ones })
+        Ok(bytes.iter().map(|b| b.count_ones() as usize).sum())
     }
 
     /// Checks a bitmap read from the wire against a file's piece count.

@@ -169,6 +169,15 @@ impl Manifest {
         let file_hash = hash(field("sha256")?)?;
         let pieces_field = field("pieces")?;
         let pieces = number(pieces_field, "a piece count")?;
+        // Checked before anything is allocated for the piece hashes: the
+        // count must fit the protocol's limit and the bytes actually given.
+        let room = (bytes.len() / PIECE_LINE_LEN) as u64;
+        if pieces > MAX_PIECES.min(room) {
+            return Err(malformed(
+                pieces_field.0,
+                &format!("at most {} pieces", MAX_PIECES.min(room)),
+            ));
+        }
         if pieces != piece_count(size, piece_size) {
             return Err(malformed(
                 pieces_field.0,
@@ -355,10 +364,27 @@ mod tests {
             format!("{text}piece {}\n", "0".repeat(64)),
             text.replace('\n', "\r\n"),
             text.replace("swarmline-manifest 1", "swarmline-manifest 2"),
+            {
+                // A sign where a hex digit belongs.
+                let at = text.find("\npiece ").unwrap() + "\npiece ".len();
+                format!("{}+{}", &text[..at], &text[at + 1..])
+            },
         ];
         for variant in variants {
             assert!(Manifest::parse(variant.as_bytes()).is_err(), "{variant}");
         }
+    }
+
+    #[test]
+    fn a_huge_piece_count_is_refused_before_allocating() {
+        let hash = "0".repeat(64);
+        let text = format!(
+            "swarmline-manifest 1\nsize 18446744073709551615\npiece-size 16384\nsha256 {hash}\npieces 1125899906842624\npiece {hash}\n"
+        );
+        assert!(matches!(
+            Manifest::parse(text.as_bytes()),
+            Err(ManifestError::Malformed { line: 5, .. })
+        ));
     }
 
     #[test]

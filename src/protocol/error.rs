@@ -32,6 +32,8 @@ pub enum ErrorCode {
     UserTaken,
     /// 303: the keep-alive deadline passed with nothing heard; closing.
     IdleTimeout,
+    /// 304: another live session holds this peer id (ip:port).
+    PeerIdInUse,
     /// 400: no file with that key is known here.
     UnknownFile,
     /// 401: the file is known, but not offered by this session.
@@ -42,6 +44,8 @@ pub enum ErrorCode {
     BitmapMismatch,
     /// 404: the piece is not held here (peer-to-peer).
     PieceMissing,
+    /// 405: this session holds as many files as the server allows.
+    TooManyFiles,
     /// 500: the server is at its connection cap; closing.
     Busy,
     /// 501: the server failed on its side (disk, internal error).
@@ -52,7 +56,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this version defines, in numeric order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::LineTooLong,
         ErrorCode::NotText,
         ErrorCode::UnknownVerb,
@@ -62,11 +66,13 @@ impl ErrorCode {
         ErrorCode::SessionOpen,
         ErrorCode::UserTaken,
         ErrorCode::IdleTimeout,
+        ErrorCode::PeerIdInUse,
         ErrorCode::UnknownFile,
         ErrorCode::NotYours,
         ErrorCode::FileConflict,
         ErrorCode::BitmapMismatch,
         ErrorCode::PieceMissing,
+        ErrorCode::TooManyFiles,
         ErrorCode::Busy,
         ErrorCode::Internal,
     ];
@@ -83,11 +89,13 @@ impl ErrorCode {
             ErrorCode::SessionOpen => 301,
             ErrorCode::UserTaken => 302,
             ErrorCode::IdleTimeout => 303,
+            ErrorCode::PeerIdInUse => 304,
             ErrorCode::UnknownFile => 400,
             ErrorCode::NotYours => 401,
             ErrorCode::FileConflict => 402,
             ErrorCode::BitmapMismatch => 403,
             ErrorCode::PieceMissing => 404,
+            ErrorCode::TooManyFiles => 405,
             ErrorCode::Busy => 500,
             ErrorCode::Internal => 501,
             ErrorCode::Other(n) => n,
@@ -159,21 +167,17 @@ impl ProtocolError {
     /// Shorthand for a [`ProtocolError::BadField`]; the value is cut to a
     /// readable length so an error line never echoes a huge field back.
     pub fn bad_field(field: &'static str, value: &str, reason: impl Into<String>) -> Self {
-        const ECHO_MAX: usize = 64;
-        let value = if value.len() > ECHO_MAX {
-            let mut cut = ECHO_MAX;
-            while !value.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            format!("{}...", &value[..cut])
-        } else {
-            value.to_string()
-        };
         ProtocolError::BadField {
             field,
-            value,
+            value: super::fields::echo(value),
             reason: reason.into(),
         }
+    }
+
+    /// Shorthand for a [`ProtocolError::UnknownVerb`], the verb cut to a
+    /// readable length.
+    pub fn unknown_verb(verb: &str, known: &'static str) -> Self {
+        ProtocolError::UnknownVerb(super::fields::echo(verb), known)
     }
 }
 

@@ -50,10 +50,7 @@ pub fn percent_decode(field: &'static str, encoded: &str) -> Result<String, Prot
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
-                let pair = std::str::from_utf8(pair).ok()?;
-                u8::from_str_radix(pair, 16).ok()
-            });
+            let hex = bytes.get(i + 1..i + 3).and_then(hex_pair);
             match hex {
                 Some(byte) => out.push(byte),
                 None => {
@@ -150,6 +147,20 @@ pub(crate) fn split_verb(line: &str) -> Result<(String, &str), ProtocolError> {
     Ok((verb.to_ascii_uppercase(), rest))
 }
 
+/// Cuts text that came from the network to a length fit to echo back in
+/// an error line.
+pub(crate) fn echo(text: &str) -> String {
+    const ECHO_MAX: usize = 64;
+    if text.len() <= ECHO_MAX {
+        return text.to_string();
+    }
+    let mut cut = ECHO_MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &text[..cut])
+}
+
 /// Parses a decimal number with no sign and no unit.
 pub(crate) fn parse_number<T: FromStr>(
     field: &'static str,
@@ -216,13 +227,17 @@ pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let pair = std::str::from_utf8(pair).ok()?;
-            u8::from_str_radix(pair, 16).ok()
-        })
-        .collect()
+    text.as_bytes().chunks(2).map(hex_pair).collect()
+}
+
+/// The byte written by two hex digits (either case). Strict: unlike
+/// `u8::from_str_radix`, it refuses a sign such as `+f`.
+fn hex_pair(pair: &[u8]) -> Option<u8> {
+    let digit = |b: u8| (b as char).to_digit(16);
+    match pair {
+        [high, low] => Some((digit(*high)? * 16 + digit(*low)?) as u8),
+        _ => None,
+    }
 }
 
 /// A file's display name: one path component, percent-encoded on the wire.
@@ -525,6 +540,10 @@ mod tests {
         assert!(percent_decode("name", "%4").is_err());
         assert!(percent_decode("name", "%zz").is_err());
         assert!(percent_decode("name", "%FF").is_err(), "not UTF-8");
+        assert!(
+            percent_decode("name", "%+9").is_err(),
+            "a sign is not a hex digit"
+        );
         assert_eq!(percent_decode("name", "%41%62").unwrap(), "Ab");
     }
 
@@ -536,6 +555,8 @@ mod tests {
         assert_eq!(FileKey::parse(&text.to_uppercase()).unwrap(), key);
         assert!(FileKey::parse(&text[..62]).is_err());
         assert!(FileKey::parse(&"zz".repeat(32)).is_err());
+        assert!(FileKey::parse(&"+f".repeat(32)).is_err());
+        assert!(BitmapField::parse("+f").is_err());
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl PeerRequest {
             }
             "PING" => no_fields("PING", rest).map(|()| PeerRequest::Ping),
             "QUIT" => no_fields("QUIT", rest).map(|()| PeerRequest::Quit),
-            _ => Err(ProtocolError::UnknownVerb(verb, PEER_VERBS)),
+            _ => Err(ProtocolError::unknown_verb(&verb, PEER_VERBS)),
         }
     }
 }

@@ -205,7 +205,7 @@ impl Reply {
                 f.finish()?;
                 Ok(Reply::Manifest { key, length })
             }
-            _ => Err(ProtocolError::UnknownVerb(verb, REPLY_VERBS)),
+            _ => Err(ProtocolError::unknown_verb(&verb, REPLY_VERBS)),
         }
     }
 }

@@ -164,7 +164,7 @@ impl TrackerRequest {
             "USRS" => no_fields("USRS", rest).map(|()| TrackerRequest::Usrs),
             "PING" => no_fields("PING", rest).map(|()| TrackerRequest::Ping),
             "QUIT" => no_fields("QUIT", rest).map(|()| TrackerRequest::Quit),
-            _ => Err(ProtocolError::UnknownVerb(verb, TRACKER_VERBS)),
+            _ => Err(ProtocolError::unknown_verb(&verb, TRACKER_VERBS)),
         }
     }
 

@@ -11,7 +11,7 @@ use log::{debug, info, warn};
 
 use crate::protocol::{ErrorCode, Reply, TrackerRequest};
 use crate::server::Connection;
-use crate::wire::{is_timeout, write_line, LineReader};
+use crate::wire::{is_timeout, write_line, IdleDeadline, LineReader};
 
 use super::handler::{respond, Answer};
 use super::TrackerState;
@@ -28,12 +28,17 @@ pub(crate) fn serve(conn: Connection, state: Arc<TrackerState>) {
     }
     // `&TcpStream` reads and writes, so one socket serves both halves (no
     // cloned file descriptor per connection).
-    let mut reader = LineReader::new(&stream, state.options.max_line);
+    let idle = IdleDeadline::new(&stream, state.options.keep_alive);
+    let mut reader = LineReader::new(idle, state.options.max_line);
     let mut writer = BufWriter::new(&stream);
 
     loop {
         let line = match reader.read_line() {
-            Ok(Some(line)) => line,
+            Ok(Some(line)) => {
+                // Any complete line, even a bad one, is a sign of life.
+                reader.get_mut().restart();
+                line
+            }
             Ok(None) => break,
             Err(e) if is_timeout(&e) => {
                 let text = format!(
@@ -62,7 +67,7 @@ pub(crate) fn serve(conn: Connection, state: Arc<TrackerState>) {
                             session,
                             remote.ip(),
                             &request,
-                            state.options.max_peers,
+                            &state.options,
                         );
                         if let (TrackerRequest::Helo { user, .. }, [Reply::Ok(peer)]) =
                             (&request, &answer.lines[..])
@@ -104,7 +109,8 @@ pub(crate) fn serve(conn: Connection, state: Arc<TrackerState>) {
 
 fn configure(stream: &TcpStream, state: &TrackerState) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(state.options.keep_alive))?;
+    // Reads are bounded by the IdleDeadline; writes to a client that does
+    // not read give up after the same time.
     stream.set_write_timeout(Some(state.options.keep_alive))
 }
 

@@ -4,12 +4,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use log::info;
 use parking_lot::RwLock;
 
 use crate::protocol::{ProtocolError, Reply, TrackerRequest};
 
-use super::registry::{Opened, Registry, RegistryError, SessionId};
+use super::registry::{Registry, RegistryError, SessionId};
+use super::TrackerOptions;
 
 /// The reply lines for one request, and whether to close afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,24 +45,23 @@ impl Answer {
 }
 
 /// Answers `request` from the connection whose session id is `session`
-/// (open or not) and whose remote address is `remote_ip`. `max_peers` caps
-/// the `REQF` listing.
+/// (open or not) and whose remote address is `remote_ip`. `limits` caps
+/// the listings.
 pub fn respond(
     registry: &RwLock<Registry>,
     session: SessionId,
     remote_ip: IpAddr,
     request: &TrackerRequest,
-    max_peers: usize,
+    limits: &TrackerOptions,
 ) -> Answer {
     let result = match request {
         TrackerRequest::Helo { port, user } => {
             // The IP always comes from the socket, never from the message.
             let peer = SocketAddr::new(remote_ip.to_canonical(), *port);
-            let opened = registry.write().open(session, peer, user.clone());
-            if let Ok(Opened::Replaced(old)) = opened {
-                info!("peer {peer} came back: session {old} replaced by session {session}");
-            }
-            opened.map(|_| Answer::one(Reply::ok(peer.to_string())))
+            registry
+                .write()
+                .open(session, peer, user.clone())
+                .map(|()| Answer::one(Reply::ok(peer.to_string())))
         }
         TrackerRequest::Addf(offer) => registry
             .write()
@@ -79,7 +78,7 @@ pub fn respond(
         TrackerRequest::Rqfs(criteria) => Ok(Answer::listing(
             registry
                 .read()
-                .search(criteria)
+                .search(criteria, limits.max_results)
                 .into_iter()
                 .map(Reply::File)
                 .collect(),
@@ -87,14 +86,14 @@ pub fn respond(
         TrackerRequest::Lstf(criteria) => Ok(Answer::listing(
             registry
                 .read()
-                .shares(criteria)
+                .shares(criteria, limits.max_results)
                 .into_iter()
                 .map(Reply::Share)
                 .collect(),
         )),
         TrackerRequest::Reqf { key } => registry
             .read()
-            .holders(*key, session, max_peers)
+            .holders(*key, session, limits.max_peers)
             .map(|peers| Answer::listing(peers.into_iter().map(Reply::Peer).collect())),
         TrackerRequest::Usrs => Ok(Answer::listing(
             registry
@@ -124,7 +123,7 @@ mod tests {
     fn ask(registry: &RwLock<Registry>, session: SessionId, line: &str) -> Vec<String> {
         let request = TrackerRequest::parse(line).unwrap();
         let ip = IpAddr::from([10, 0, 0, 7]);
-        respond(registry, session, ip, &request, 50)
+        respond(registry, session, ip, &request, &TrackerOptions::default())
             .lines
             .iter()
             .map(ToString::to_string)
@@ -133,17 +132,17 @@ mod tests {
 
     #[test]
     fn the_peer_ip_comes_from_the_socket() {
-        let registry = RwLock::new(Registry::new());
+        let registry = RwLock::new(Registry::new(100));
         assert_eq!(ask(&registry, 1, "HELO 7001 alice"), ["OK 10.0.0.7:7001"]);
         let mapped: IpAddr = "::ffff:10.0.0.8".parse().unwrap();
         let request = TrackerRequest::parse("HELO 7002").unwrap();
-        let answer = respond(&registry, 2, mapped, &request, 50);
+        let answer = respond(&registry, 2, mapped, &request, &TrackerOptions::default());
         assert_eq!(answer.lines, [Reply::ok("10.0.0.8:7002")]);
     }
 
     #[test]
     fn requests_needing_a_session_say_so() {
-        let registry = RwLock::new(Registry::new());
+        let registry = RwLock::new(Registry::new(100));
         let key = "ab".repeat(32);
         let answer = ask(&registry, 1, &format!("RMVF {key}"));
         assert!(answer[0].starts_with(&format!("ERRR {} ", ErrorCode::NoSession.number())));
@@ -152,14 +151,14 @@ mod tests {
 
     #[test]
     fn quit_closes_the_session_and_the_connection() {
-        let registry = RwLock::new(Registry::new());
+        let registry = RwLock::new(Registry::new(100));
         ask(&registry, 1, "HELO 7001 alice");
         let answer = respond(
             &registry,
             1,
             IpAddr::from([10, 0, 0, 7]),
             &TrackerRequest::Quit,
-            50,
+            &TrackerOptions::default(),
         );
         assert!(answer.close);
         assert_eq!(ask(&registry, 1, "USRS"), ["END"]);

@@ -34,6 +34,10 @@ pub struct TrackerOptions {
     pub max_line: usize,
     /// Most peers listed in one `REQF` answer.
     pub max_peers: usize,
+    /// Most lines in one `RQFS` or `LSTF` answer.
+    pub max_results: usize,
+    /// Most files one session may offer or report on.
+    pub max_files_per_session: usize,
 }
 
 impl Default for TrackerOptions {
@@ -43,6 +47,8 @@ impl Default for TrackerOptions {
             keep_alive: Duration::from_secs(120),
             max_line: crate::protocol::DEFAULT_MAX_LINE,
             max_peers: 50,
+            max_results: 1000,
+            max_files_per_session: 1000,
         }
     }
 }
@@ -64,7 +70,7 @@ impl Tracker {
     /// Starts serving on `listener`, which the caller has bound.
     pub fn start(listener: TcpListener, options: TrackerOptions) -> io::Result<Tracker> {
         let state = Arc::new(TrackerState {
-            registry: RwLock::new(Registry::new()),
+            registry: RwLock::new(Registry::new(options.max_files_per_session)),
             options,
         });
         let server_options = ServerOptions {

@@ -4,8 +4,13 @@
 //!
 //! A session is keyed by the id of the connection that opened it, so a
 //! session can only ever touch its own offers and progress: there is no
-//! request field that names another session. A file exists while at least
-//! one session holds some of it, and vanishes with its last holder.
+//! request field that names another session, and a peer id or user name
+//! held by a live session cannot be claimed by another. A file exists while
+//! at least one session holds some of it, and vanishes with its last holder.
+//!
+//! Memory is bounded: a session holds at most `max_files_per_session` files,
+//! and for each holder only a piece count is kept (the BufferMap itself is
+//! checked, counted and dropped).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -21,8 +26,9 @@ use super::search;
 pub type SessionId = u64;
 
 /// Everything the tracker knows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
+    max_files_per_session: usize,
     sessions: HashMap<SessionId, Session>,
     by_peer: HashMap<PeerId, SessionId>,
     by_user: HashMap<UserName, SessionId>,
@@ -54,11 +60,11 @@ pub struct FileMeta {
     pub kind: MediaKind,
 }
 
-/// One session's hold on a file: its BufferMap, and the path it offered the
-/// file under (for seeders that sent `ADDF`).
+/// One session's hold on a file: how many pieces it holds (never 0), and
+/// the path it offered the file under (for peers that sent `ADDF`).
 #[derive(Debug)]
 struct Holding {
-    bitmap: Bitmap,
+    pieces: u64,
     path: Option<SharedPath>,
 }
 
@@ -71,6 +77,10 @@ pub enum RegistryError {
     SessionOpen(PeerId),
     #[error("user name {0} is taken")]
     UserTaken(UserName),
+    #[error("peer id {0} is held by another live session; if that was you, retry once the old connection is gone")]
+    PeerIdInUse(PeerId),
+    #[error("this session already holds {0} files, the most allowed")]
+    TooManyFiles(usize),
     #[error("no file with key {0}")]
     UnknownFile(FileKey),
     #[error("file {0} is not offered by this session")]
@@ -92,6 +102,8 @@ impl RegistryError {
             RegistryError::NoSession => ErrorCode::NoSession,
             RegistryError::SessionOpen(_) => ErrorCode::SessionOpen,
             RegistryError::UserTaken(_) => ErrorCode::UserTaken,
+            RegistryError::PeerIdInUse(_) => ErrorCode::PeerIdInUse,
+            RegistryError::TooManyFiles(_) => ErrorCode::TooManyFiles,
             RegistryError::UnknownFile(_) => ErrorCode::UnknownFile,
             RegistryError::NotYours(_) => ErrorCode::NotYours,
             RegistryError::FileConflict { .. } => ErrorCode::FileConflict,
@@ -100,50 +112,40 @@ impl RegistryError {
     }
 }
 
-/// What `open` did to an older session that had the same peer id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opened {
-    /// A new session.
-    Fresh,
-    /// The peer id belonged to an older session (the same peer, restarted
-    /// before its old connection timed out): that session was closed.
-    Replaced(SessionId),
-}
-
 impl Registry {
-    /// An empty registry.
-    pub fn new() -> Registry {
-        Registry::default()
+    /// An empty registry; each session may hold at most
+    /// `max_files_per_session` files.
+    pub fn new(max_files_per_session: usize) -> Registry {
+        Registry {
+            max_files_per_session,
+            sessions: HashMap::new(),
+            by_peer: HashMap::new(),
+            by_user: HashMap::new(),
+            files: HashMap::new(),
+        }
     }
 
     /// Opens session `id` for the peer listening at `peer`, optionally under
-    /// a user name. A peer id held by another session is taken over (only
-    /// the process bound to that ip:port can be it); a user name held by
-    /// another peer's live session is refused.
+    /// a user name. A peer id or user name that another live session holds
+    /// is refused: the tracker cannot tell a restarted peer from an
+    /// impostor on the same host, so the old session must end first (a
+    /// crashed peer's connection closes at once; a vanished host's at the
+    /// keep-alive deadline).
     pub fn open(
         &mut self,
         id: SessionId,
         peer: PeerId,
         user: Option<UserName>,
-    ) -> Result<Opened, RegistryError> {
+    ) -> Result<(), RegistryError> {
         if let Some(session) = self.sessions.get(&id) {
             return Err(RegistryError::SessionOpen(session.peer));
         }
-        let previous = self.by_peer.get(&peer).copied();
-        if let Some(user) = &user {
-            if let Some(&holder) = self.by_user.get(user) {
-                if Some(holder) != previous {
-                    return Err(RegistryError::UserTaken(user.clone()));
-                }
-            }
+        if let Some(user) = user.as_ref().filter(|u| self.by_user.contains_key(*u)) {
+            return Err(RegistryError::UserTaken(user.clone()));
         }
-        let opened = match previous {
-            Some(old) => {
-                self.close(old);
-                Opened::Replaced(old)
-            }
-            None => Opened::Fresh,
-        };
+        if self.by_peer.contains_key(&peer) {
+            return Err(RegistryError::PeerIdInUse(peer));
+        }
         if let Some(user) = &user {
             self.by_user.insert(user.clone(), id);
         }
@@ -156,7 +158,7 @@ impl Registry {
                 files: BTreeSet::new(),
             },
         );
-        Ok(opened)
+        Ok(())
     }
 
     /// Closes a session: all its offers and progress reports vanish at once.
@@ -183,7 +185,19 @@ impl Registry {
     /// `ADDF`: session `id` holds the whole file.
     pub fn offer(&mut self, id: SessionId, offer: &FileOffer) -> Result<(), RegistryError> {
         let session = self.sessions.get_mut(&id).ok_or(RegistryError::NoSession)?;
-        let pieces = offer.piece_count() as usize;
+        if !session.files.contains(&offer.key) && session.files.len() >= self.max_files_per_session
+        {
+            return Err(RegistryError::TooManyFiles(session.files.len()));
+        }
+        if let Some(record) = self.files.get(&offer.key) {
+            if record.meta.size != offer.size || record.meta.piece_size != offer.piece_size {
+                return Err(RegistryError::FileConflict {
+                    key: offer.key,
+                    size: record.meta.size,
+                    piece_size: record.meta.piece_size,
+                });
+            }
+        }
         let record = self.files.entry(offer.key).or_insert_with(|| FileRecord {
             meta: FileMeta {
                 key: offer.key,
@@ -194,17 +208,10 @@ impl Registry {
             },
             holders: HashMap::new(),
         });
-        if record.meta.size != offer.size || record.meta.piece_size != offer.piece_size {
-            return Err(RegistryError::FileConflict {
-                key: offer.key,
-                size: record.meta.size,
-                piece_size: record.meta.piece_size,
-            });
-        }
         record.holders.insert(
             id,
             Holding {
-                bitmap: Bitmap::full(pieces),
+                pieces: offer.piece_count(),
                 path: Some(offer.path.clone()),
             },
         );
@@ -226,33 +233,42 @@ impl Registry {
     }
 
     /// `BITF`: session `id` reports which pieces of a known file it holds.
-    /// Returns how many it holds.
+    /// Returns how many it holds. A report of no piece at all withdraws the
+    /// session's hold on the file (it has nothing to give).
     pub fn report(
         &mut self,
         id: SessionId,
         key: FileKey,
         bitmap: &BitmapField,
-    ) -> Result<usize, RegistryError> {
+    ) -> Result<u64, RegistryError> {
         let session = self.sessions.get_mut(&id).ok_or(RegistryError::NoSession)?;
         let record = self
             .files
             .get_mut(&key)
             .ok_or(RegistryError::UnknownFile(key))?;
-        let pieces = record.meta.piece_count() as usize;
-        let bitmap = Bitmap::from_field(bitmap, pieces)
-            .map_err(|error| RegistryError::Bitmap { key, error })?;
-        let count = bitmap.count();
-        let holding = record.holders.entry(id).or_insert(Holding {
-            bitmap: Bitmap::empty(pieces),
-            path: None,
-        });
-        holding.bitmap = bitmap;
+        let pieces = Bitmap::count_checked(&bitmap.0, record.meta.piece_count() as usize)
+            .map_err(|error| RegistryError::Bitmap { key, error })? as u64;
+        if pieces == 0 {
+            if session.files.remove(&key) {
+                self.drop_holding(key, id);
+            }
+            return Ok(0);
+        }
+        if !session.files.contains(&key) && session.files.len() >= self.max_files_per_session {
+            return Err(RegistryError::TooManyFiles(session.files.len()));
+        }
+        record
+            .holders
+            .entry(id)
+            .and_modify(|holding| holding.pieces = pieces)
+            .or_insert(Holding { pieces, path: None });
         session.files.insert(key);
-        Ok(count)
+        Ok(pieces)
     }
 
-    /// `RQFS`: the files that pass every criterion, by name then key.
-    pub fn search(&self, criteria: &SearchCriteria) -> Vec<FileEntry> {
+    /// `RQFS`: the files that pass every criterion, by name then key, at
+    /// most `limit` of them.
+    pub fn search(&self, criteria: &SearchCriteria, limit: usize) -> Vec<FileEntry> {
         let mut entries: Vec<FileEntry> = self
             .files
             .values()
@@ -261,7 +277,7 @@ impl Registry {
                 let seeders = record
                     .holders
                     .values()
-                    .filter(|h| h.bitmap.is_complete())
+                    .filter(|h| record.is_complete(h))
                     .count();
                 FileEntry {
                     key: record.meta.key,
@@ -282,19 +298,23 @@ impl Registry {
                 .cmp(&b.name.as_str().to_lowercase());
             by_name.then(a.key.cmp(&b.key))
         });
+        entries.truncate(limit);
         entries
     }
 
-    /// `LSTF`: every offer (a holder with a shared path) of the files that
-    /// pass the criteria, by user, then path.
-    pub fn shares(&self, criteria: &SearchCriteria) -> Vec<ShareEntry> {
+    /// `LSTF`: every offer (a complete holder with a shared path) of the
+    /// files that pass the criteria, by user, then path, at most `limit`.
+    pub fn shares(&self, criteria: &SearchCriteria, limit: usize) -> Vec<ShareEntry> {
         let mut entries: Vec<ShareEntry> = self
             .files
             .values()
             .filter(|record| self.matches(record, criteria))
             .flat_map(|record| {
                 record.holders.iter().filter_map(|(id, holding)| {
-                    let session = self.sessions.get(id)?;
+                    let session = self
+                        .sessions
+                        .get(id)
+                        .filter(|_| record.is_complete(holding))?;
                     Some(ShareEntry {
                         key: record.meta.key,
                         user: session.user.clone(),
@@ -308,6 +328,8 @@ impl Registry {
         entries.sort_by(|a, b| {
             (&a.user, a.peer, a.path.as_str()).cmp(&(&b.user, b.peer, b.path.as_str()))
         });
+        entries.truncate(limit);
+        entries.truncate(limit);
         entries
     }
 
@@ -333,12 +355,12 @@ impl Registry {
                 Some(PeerEntry {
                     peer: session.peer,
                     user: session.user.clone(),
-                    role: if holding.bitmap.is_complete() {
+                    role: if record.is_complete(holding) {
                         Role::Seeder
                     } else {
                         Role::Leecher
                     },
-                    pieces: holding.bitmap.count() as u64,
+                    pieces: holding.pieces,
                 })
             })
             .collect();
@@ -409,10 +431,19 @@ impl FileMeta {
     }
 }
 
+impl FileRecord {
+    /// True when `holding` has every piece of this file.
+    fn is_complete(&self, holding: &Holding) -> bool {
+        holding.pieces == self.meta.piece_count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::{Criterion, TrackerRequest};
+
+    const NO_LIMIT: usize = usize::MAX;
 
     fn peer(port: u16) -> PeerId {
         PeerId::from(([127, 0, 0, 1], port))
@@ -437,54 +468,48 @@ mod tests {
         SearchCriteria::parse(text).unwrap()
     }
 
+    fn bits(hex: &str) -> BitmapField {
+        BitmapField::parse(hex).unwrap()
+    }
+
+    /// A registry with sessions 1, 2, 3 open as peers 7001, 7002, 7003.
+    fn three_sessions() -> Registry {
+        let mut registry = Registry::new(NO_LIMIT);
+        for id in 1..=3 {
+            registry.open(id, peer(7000 + id as u16), None).unwrap();
+        }
+        registry
+    }
+
     #[test]
-    fn a_user_name_is_held_by_one_live_session() {
-        let mut registry = Registry::new();
+    fn a_user_name_and_a_peer_id_are_held_by_one_live_session() {
+        let mut registry = Registry::new(NO_LIMIT);
         registry.open(1, peer(7001), user("alice")).unwrap();
+        let alice = UserName::parse("alice").unwrap();
         assert_eq!(
             registry.open(2, peer(7002), user("alice")),
-            Err(RegistryError::UserTaken(UserName::parse("alice").unwrap()))
+            Err(RegistryError::UserTaken(alice.clone()))
+        );
+        // Not even from the same ip:port: that could be anyone on the host.
+        assert_eq!(
+            registry.open(2, peer(7001), user("alice")),
+            Err(RegistryError::UserTaken(alice))
+        );
+        assert_eq!(
+            registry.open(2, peer(7001), None),
+            Err(RegistryError::PeerIdInUse(peer(7001)))
         );
         assert_eq!(
             registry.open(1, peer(7009), None),
             Err(RegistryError::SessionOpen(peer(7001)))
         );
         registry.close(1);
-        assert_eq!(
-            registry.open(2, peer(7002), user("alice")),
-            Ok(Opened::Fresh)
-        );
-    }
-
-    #[test]
-    fn a_restarted_peer_takes_over_its_old_session() {
-        let mut registry = Registry::new();
-        registry.open(1, peer(7001), user("alice")).unwrap();
-        registry.offer(1, &offer(1, "a.mp3", 10)).unwrap();
-        assert_eq!(
-            registry.open(2, peer(7001), user("alice")),
-            Ok(Opened::Replaced(1))
-        );
-        assert_eq!(
-            registry.file_count(),
-            0,
-            "the old session's offers went with it"
-        );
-        assert_eq!(
-            registry.offer(1, &offer(1, "a.mp3", 10)),
-            Err(RegistryError::NoSession)
-        );
-        assert_eq!(
-            registry.users(),
-            vec![(UserName::parse("alice").unwrap(), peer(7001))]
-        );
+        assert_eq!(registry.open(2, peer(7001), user("alice")), Ok(()));
     }
 
     #[test]
     fn a_session_changes_only_its_own_offers() {
-        let mut registry = Registry::new();
-        registry.open(1, peer(7001), user("alice")).unwrap();
-        registry.open(2, peer(7002), user("bob")).unwrap();
+        let mut registry = three_sessions();
         let song = offer(1, "song.mp3", 40_000);
         registry.offer(1, &song).unwrap();
         assert_eq!(
@@ -498,33 +523,28 @@ mod tests {
         assert_eq!(registry.withdraw(1, song.key), Ok(()));
         assert_eq!(registry.file_count(), 0);
         assert_eq!(
-            registry.withdraw(3, song.key),
+            registry.withdraw(9, song.key),
             Err(RegistryError::NoSession)
         );
     }
 
     #[test]
     fn offers_must_agree_with_the_registered_metadata() {
-        let mut registry = Registry::new();
-        registry.open(1, peer(7001), None).unwrap();
-        registry.open(2, peer(7002), None).unwrap();
+        let mut registry = three_sessions();
         registry.offer(1, &offer(1, "a.mp3", 40_000)).unwrap();
         assert!(matches!(
             registry.offer(2, &offer(1, "a.mp3", 50_000)),
             Err(RegistryError::FileConflict { size: 40_000, .. })
         ));
         registry.offer(2, &offer(1, "renamed.mp3", 40_000)).unwrap();
-        assert_eq!(registry.search(&criteria(""))[0].seeders, 2);
+        let files = registry.search(&criteria(""), NO_LIMIT);
+        assert_eq!((files[0].name.as_str(), files[0].seeders), ("a.mp3", 2));
     }
 
     #[test]
     fn progress_reports_make_leechers_and_complete_ones_seeders() {
-        let mut registry = Registry::new();
-        registry.open(1, peer(7001), None).unwrap();
-        registry.open(2, peer(7002), None).unwrap();
-        registry.open(3, peer(7003), None).unwrap();
+        let mut registry = three_sessions();
         let song = offer(1, "song.mp3", 40_000); // 3 pieces
-        let bits = |hex: &str| BitmapField::parse(hex).unwrap();
         assert_eq!(
             registry.report(2, song.key, &bits("80")),
             Err(RegistryError::UnknownFile(song.key))
@@ -542,11 +562,14 @@ mod tests {
                 ..
             })
         ));
-        let entry = &registry.search(&criteria(""))[0];
+        let entry = &registry.search(&criteria(""), NO_LIMIT)[0];
         assert_eq!((entry.seeders, entry.leechers), (1, 1));
-        let holders = registry.holders(song.key, 3, 50).unwrap();
-        let listed: Vec<(PeerId, Role, u64)> =
-            holders.iter().map(|e| (e.peer, e.role, e.pieces)).collect();
+        let listed: Vec<(PeerId, Role, u64)> = registry
+            .holders(song.key, 3, 50)
+            .unwrap()
+            .iter()
+            .map(|e| (e.peer, e.role, e.pieces))
+            .collect();
         assert_eq!(
             listed,
             vec![
@@ -561,12 +584,59 @@ mod tests {
         );
         assert_eq!(registry.holders(song.key, 3, 1).unwrap().len(), 1, "limit");
         assert_eq!(registry.report(2, song.key, &bits("e0")), Ok(3));
-        assert_eq!(registry.search(&criteria(""))[0].seeders, 2);
+        assert_eq!(registry.search(&criteria(""), NO_LIMIT)[0].seeders, 2);
+        // Only offers (ADDF) are listed as shares, with their paths.
+        assert_eq!(registry.shares(&criteria(""), NO_LIMIT).len(), 1);
+    }
+
+    #[test]
+    fn a_report_of_no_piece_holds_nothing() {
+        let mut registry = three_sessions();
+        let song = offer(1, "song.mp3", 40_000);
+        registry.offer(1, &song).unwrap();
+        assert_eq!(registry.report(2, song.key, &bits("00")), Ok(0));
+        assert_eq!(registry.search(&criteria(""), NO_LIMIT)[0].leechers, 0);
+        registry.report(2, song.key, &bits("40")).unwrap();
+        assert_eq!(registry.report(2, song.key, &bits("00")), Ok(0));
+        registry.close(1);
+        assert_eq!(registry.file_count(), 0, "nobody holds any piece of it");
+    }
+
+    #[test]
+    fn a_seeder_that_reports_partial_progress_is_no_longer_an_offer() {
+        let mut registry = three_sessions();
+        let song = offer(1, "song.mp3", 40_000);
+        registry.offer(1, &song).unwrap();
+        registry.report(1, song.key, &bits("c0")).unwrap();
+        assert!(registry.shares(&criteria(""), NO_LIMIT).is_empty());
+        assert_eq!(registry.search(&criteria(""), NO_LIMIT)[0].leechers, 1);
+    }
+
+    #[test]
+    fn a_session_holds_a_bounded_number_of_files() {
+        let mut registry = Registry::new(2);
+        registry.open(1, peer(7001), None).unwrap();
+        registry.open(2, peer(7002), None).unwrap();
+        registry.offer(2, &offer(3, "c.mp3", 40_000)).unwrap();
+        registry.offer(1, &offer(1, "a.mp3", 10)).unwrap();
+        registry.offer(1, &offer(2, "b.mp3", 10)).unwrap();
+        assert_eq!(
+            registry.offer(1, &offer(4, "d.mp3", 10)),
+            Err(RegistryError::TooManyFiles(2))
+        );
+        assert_eq!(
+            registry.report(1, FileKey([3; 32]), &bits("80")),
+            Err(RegistryError::TooManyFiles(2))
+        );
+        // Offering again what it already holds is fine.
+        registry.offer(1, &offer(2, "b.mp3", 10)).unwrap();
+        registry.withdraw(1, FileKey([1; 32])).unwrap();
+        registry.offer(1, &offer(4, "d.mp3", 10)).unwrap();
     }
 
     #[test]
     fn closing_a_session_removes_every_trace() {
-        let mut registry = Registry::new();
+        let mut registry = Registry::new(NO_LIMIT);
         registry.open(1, peer(7001), user("alice")).unwrap();
         registry.open(2, peer(7002), user("bob")).unwrap();
         registry.offer(1, &offer(1, "a.mp3", 10)).unwrap();
@@ -574,19 +644,20 @@ mod tests {
         registry.offer(2, &offer(2, "b.mp3", 10)).unwrap();
         assert!(registry.close(1));
         assert!(!registry.close(1));
-        let files = registry.search(&criteria(""));
+        let files = registry.search(&criteria(""), NO_LIMIT);
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].seeders, 1);
         assert_eq!(registry.users().len(), 1);
         assert!(registry
-            .shares(&criteria(""))
+            .shares(&criteria(""), NO_LIMIT)
             .iter()
             .all(|s| s.peer == peer(7002)));
+        assert_eq!(registry.open(3, peer(7001), user("alice")), Ok(()));
     }
 
     #[test]
-    fn search_filters_combine() {
-        let mut registry = Registry::new();
+    fn search_filters_combine_and_listings_are_capped() {
+        let mut registry = Registry::new(NO_LIMIT);
         registry.open(1, peer(7001), user("alice")).unwrap();
         registry.open(2, peer(7002), user("bob")).unwrap();
         registry
@@ -596,7 +667,7 @@ mod tests {
         registry.offer(2, &offer(3, "winter.ogg", 900_000)).unwrap();
         let names = |text: &str| -> Vec<String> {
             registry
-                .search(&criteria(text))
+                .search(&criteria(text), NO_LIMIT)
                 .into_iter()
                 .map(|e| e.name.as_str().to_string())
                 .collect()
@@ -610,9 +681,9 @@ mod tests {
         assert_eq!(names("max=1MB min=1000"), ["notes.txt", "winter.ogg"]);
         assert_eq!(names("user=bob"), ["winter.ogg"]);
         assert_eq!(names("user=carol"), Vec::<String>::new());
-        let shares = registry.shares(&SearchCriteria(vec![Criterion::User(
-            UserName::parse("alice").unwrap(),
-        )]));
-        assert_eq!(shares.len(), 2);
+        let alice = SearchCriteria(vec![Criterion::User(UserName::parse("alice").unwrap())]);
+        assert_eq!(registry.shares(&alice, NO_LIMIT).len(), 2);
+        assert_eq!(registry.search(&criteria(""), 2).len(), 2);
+        assert_eq!(registry.shares(&criteria(""), 1).len(), 1);
     }
 }
