@@ -14,6 +14,7 @@
 //! | [`pieces`] | bitmaps (BufferMaps) and manifests (piece hashes, file key) |
 //! | [`wire`] | framed reads and writes on a stream: capped lines, exact payloads |
 //! | [`server`] | the accept loop: a named thread per connection, cap, joined shutdown |
+//! | [`service`] | the per-connection loop: read a line, answer it, flush, until done |
 //! | [`tracker`] | the tracker's registry, request handler and connection loop |
 //! | [`config`] | ini files and flags to typed, validated settings |
 //! | [`logging`] | terminal + file logs with timestamps and thread names |
@@ -24,6 +25,7 @@ pub mod logging;
 pub mod pieces;
 pub mod protocol;
 pub mod server;
+pub mod service;
 pub mod tracker;
 pub mod units;
 pub mod wire;

@@ -1,12 +1,12 @@
 //! Files cut into pieces: which pieces a peer holds ([`Bitmap`], the
-//! BufferMap) and what every piece must hash to ([`Manifest`], whose own hash
-//! is the file's key).
-//!
-//! Pure data and hashing; the on-disk piece store and resume state join this
-//! module with the peer.
+//! BufferMap), what every piece must hash to ([`Manifest`], whose own hash
+//! is the file's key), and reading and writing pieces on disk
+//! ([`PieceFile`]).
 
 pub mod bitmap;
 pub mod manifest;
+pub mod store;
 
 pub use bitmap::{Bitmap, BitmapError};
 pub use manifest::{Manifest, ManifestError};
+pub use store::PieceFile;

@@ -1,0 +1,100 @@
+//! The loop every line-protocol server runs on one connection: read a line
+//! (capped, under the idle deadline), hand it to the service, flush what it
+//! wrote; until the client leaves, stays silent past the deadline, or the
+//! service says to close. The tracker and the peers' mini-servers are each
+//! a [`LineService`]; this module owns what they have in common.
+
+use std::io::{self, BufWriter, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use log::{debug, info};
+
+use crate::protocol::{ErrorCode, ProtocolError, Reply};
+use crate::wire::{is_timeout, write_line, IdleDeadline, LineReader};
+
+/// What to do after a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+/// Where a service writes its answer; flushed after each line.
+pub type Output<'a> = BufWriter<&'a TcpStream>;
+
+/// A server's behaviour on one connection.
+pub trait LineService {
+    /// Answers one non-blank line, or the framing error that replaced it
+    /// (over-long, not UTF-8), by writing to `out`.
+    fn on_line(
+        &mut self,
+        line: Result<&str, &ProtocolError>,
+        out: &mut Output<'_>,
+    ) -> io::Result<Flow>;
+}
+
+/// Limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct LineLimits {
+    /// The connection closes after this long without a complete line.
+    pub idle: Duration,
+    /// Longest line accepted, ending included.
+    pub max_line: usize,
+}
+
+/// Runs `service` on `stream` until the connection ends.
+pub fn serve_lines(
+    stream: &TcpStream,
+    remote: SocketAddr,
+    limits: LineLimits,
+    service: &mut impl LineService,
+) {
+    if let Err(e) = stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_write_timeout(Some(limits.idle)))
+    {
+        debug!("{remote}: cannot set up the socket: {e}");
+        return;
+    }
+    // `&TcpStream` reads and writes, so one socket serves both halves.
+    let mut reader = LineReader::new(IdleDeadline::new(stream, limits.idle), limits.max_line);
+    let mut out = BufWriter::new(stream);
+    loop {
+        let line = match reader.read_line() {
+            Ok(Some(line)) => {
+                // Any complete line, even a bad one, is a sign of life.
+                reader.get_mut().restart();
+                line
+            }
+            Ok(None) => break,
+            Err(e) if is_timeout(&e) => {
+                let text = format!(
+                    "nothing heard for {} s (keep-alive deadline), closing",
+                    limits.idle.as_secs()
+                );
+                info!("{remote}: {text}");
+                let _ = write_line(&mut out, &Reply::error(ErrorCode::IdleTimeout, text));
+                let _ = out.flush();
+                break;
+            }
+            Err(e) => {
+                debug!("{remote}: connection lost: {e}");
+                break;
+            }
+        };
+        let flow = match &line {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => service.on_line(Ok(text), &mut out),
+            Err(error) => service.on_line(Err(error), &mut out),
+        };
+        match flow.and_then(|flow| out.flush().map(|()| flow)) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Close) => break,
+            Err(e) => {
+                debug!("{remote}: cannot answer: {e}");
+                break;
+            }
+        }
+    }
+}
