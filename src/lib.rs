@@ -16,12 +16,14 @@
 //! | [`server`] | the accept loop: a named thread per connection, cap, joined shutdown |
 //! | [`service`] | the per-connection loop: read a line, answer it, flush, until done |
 //! | [`tracker`] | the tracker's registry, request handler and connection loop |
+//! | [`peer`] | a peer: library, mini-server, tracker session, downloads |
 //! | [`config`] | ini files and flags to typed, validated settings |
 //! | [`logging`] | terminal + file logs with timestamps and thread names |
 //! | [`units`] | byte sizes with units (`256KiB`, `25MB`) |
 
 pub mod config;
 pub mod logging;
+pub mod peer;
 pub mod pieces;
 pub mod protocol;
 pub mod server;

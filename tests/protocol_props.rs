@@ -64,6 +64,7 @@ fn criterion() -> impl Strategy<Value = Criterion> {
         any::<u64>().prop_map(Criterion::MinSize),
         any::<u64>().prop_map(Criterion::MaxSize),
         user().prop_map(Criterion::User),
+        key().prop_map(Criterion::Key),
     ]
 }
 
@@ -101,6 +102,7 @@ fn peer_request() -> impl Strategy<Value = PeerRequest> {
         key().prop_map(|key| PeerRequest::Manf { key }),
         (key(), vec(any::<u32>(), 1..=MAX_REQUEST_INDICES))
             .prop_map(|(key, indices)| PeerRequest::Reqf { key, indices }),
+        Just(PeerRequest::Lstf),
         Just(PeerRequest::Ping),
         Just(PeerRequest::Quit),
     ]

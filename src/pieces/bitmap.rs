@@ -127,6 +127,22 @@ impl Bitmap {
     }
 }
 
+impl Bitmap {
+    /// Marks piece `index` not held (a peer that said it lacks a piece its
+    /// BufferMap claimed). Does nothing past the end.
+    pub fn clear(&mut self, index: usize) {
+        if self.has(index) {
+            self.bytes[index / 8] &= !(0x80 >> (index % 8));
+            self.ones -= 1;
+        }
+    }
+
+    /// The indices of the pieces not held.
+    pub fn missing(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.len).filter(|&i| !self.has(i))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +158,16 @@ mod tests {
         assert!(bitmap.has(9) && !bitmap.has(1) && !bitmap.has(10));
         let back = Bitmap::from_field(&BitmapField::parse("a040").unwrap(), 10).unwrap();
         assert_eq!(back, bitmap);
+    }
+
+    #[test]
+    fn clear_and_missing() {
+        let mut bitmap = Bitmap::full(10);
+        bitmap.clear(3);
+        bitmap.clear(3);
+        bitmap.clear(99);
+        assert_eq!(bitmap.count(), 9);
+        assert_eq!(bitmap.missing().collect::<Vec<_>>(), vec![3]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::fields::{parse_number, split_verb, BitmapField, Fields, FileKey};
 use super::tracker::no_fields;
 
 /// The verbs a mini-server understands, for "unknown verb" messages.
-pub const PEER_VERBS: &str = "BITF MANF REQF PING QUIT";
+pub const PEER_VERBS: &str = "BITF MANF REQF LSTF PING QUIT";
 
 /// The most piece indices one `REQF` may name.
 pub const MAX_REQUEST_INDICES: usize = 64;
@@ -34,6 +34,8 @@ pub enum PeerRequest {
     /// index in order, `PIEC <key> <index> <length>` followed by exactly
     /// `<length>` bytes, or an `ERRR` line for a piece not held.
     Reqf { key: FileKey, indices: Vec<u32> },
+    /// `LSTF`: list the files this peer offers. Answer `SHAR` lines, `END`.
+    Lstf,
     /// `PING`: answer `OK pong`.
     Ping,
     /// `QUIT`: answer `OK bye`, then the mini-server closes.
@@ -75,6 +77,7 @@ impl PeerRequest {
                 f.finish()?;
                 Ok(PeerRequest::Reqf { key, indices })
             }
+            "LSTF" => no_fields("LSTF", rest).map(|()| PeerRequest::Lstf),
             "PING" => no_fields("PING", rest).map(|()| PeerRequest::Ping),
             "QUIT" => no_fields("QUIT", rest).map(|()| PeerRequest::Quit),
             _ => Err(ProtocolError::unknown_verb(&verb, PEER_VERBS)),
@@ -98,6 +101,7 @@ impl fmt::Display for PeerRequest {
                 }
                 Ok(())
             }
+            PeerRequest::Lstf => f.write_str("LSTF"),
             PeerRequest::Ping => f.write_str("PING"),
             PeerRequest::Quit => f.write_str("QUIT"),
         }
@@ -119,6 +123,7 @@ mod tests {
             format!("MANF {KEY}"),
             format!("REQF {KEY} 0"),
             format!("REQF {KEY} 3 1 4 1 5"),
+            "LSTF".to_string(),
             "PING".to_string(),
             "QUIT".to_string(),
         ] {

@@ -84,6 +84,8 @@ pub enum Criterion {
     MaxSize(u64),
     /// `user=<name>`: offered or held by this user.
     User(UserName),
+    /// `key=<key>`: the file with this key.
+    Key(FileKey),
 }
 
 const USAGE_HELO: &str = "HELO <listen-port> [<user>]";
@@ -254,6 +256,7 @@ impl Criterion {
             "min" => Ok(Criterion::MinSize(size(value)?)),
             "max" => Ok(Criterion::MaxSize(size(value)?)),
             "user" => Ok(Criterion::User(UserName::parse(value)?)),
+            "key" => Ok(Criterion::Key(FileKey::parse(value)?)),
             "name" => Err(ProtocolError::bad_field(
                 "filter",
                 field,
@@ -262,7 +265,7 @@ impl Criterion {
             _ => Err(ProtocolError::bad_field(
                 "filter",
                 field,
-                "filters are name=, kind=, min=, max= and user= (write '=' in a word as %3D)",
+                "filters are name=, kind=, min=, max=, user= and key= (write '=' in a word as %3D)",
             )),
         }
     }
@@ -277,6 +280,7 @@ impl fmt::Display for Criterion {
             Criterion::MinSize(size) => write!(f, "min={size}"),
             Criterion::MaxSize(size) => write!(f, "max={size}"),
             Criterion::User(user) => write!(f, "user={user}"),
+            Criterion::Key(key) => write!(f, "key={key}"),
         }
     }
 }
@@ -296,6 +300,7 @@ mod tests {
             format!("RMVF {KEY}"),
             "RQFS".to_string(),
             "RQFS song name=*.mp3 kind=audio min=1000 max=2000000 user=alice".to_string(),
+            format!("RQFS key={KEY}"),
             "LSTF user=bob".to_string(),
             format!("REQF {KEY}"),
             format!("BITF {KEY} a0"),

@@ -20,6 +20,7 @@ pub fn matches(
         Criterion::MinSize(min) => meta.size >= *min,
         Criterion::MaxSize(max) => meta.size <= *max,
         Criterion::User(user) => held_by(user),
+        Criterion::Key(key) => meta.key == *key,
     })
 }
 

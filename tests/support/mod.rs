@@ -194,3 +194,80 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+// ---------------------------------------------------------------------------
+// Swarms in one process: a tracker and peers on 127.0.0.1, each peer with
+// its own directories.
+
+use swarmline::config::{PeerConfig, Settings, PEER_KEYS};
+use swarmline::peer::Peer;
+use swarmline::tracker::{Tracker, TrackerOptions};
+
+/// A tracker in this process on a free port.
+pub fn tracker_in_process() -> Tracker {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    Tracker::start(listener, TrackerOptions::default()).unwrap()
+}
+
+/// A peer configuration for tests: loopback, free port, 16 KiB pieces, a
+/// 1 s BufferMap interval, directories under `dir/<name>`, and `extra`
+/// settings (`("user", "alice")`, ...) on top.
+pub fn peer_config(
+    dir: &Path,
+    name: &str,
+    tracker: SocketAddr,
+    extra: &[(&str, &str)],
+) -> PeerConfig {
+    let home = dir.join(name);
+    let mut settings = Settings::defaults("peer", PEER_KEYS);
+    let home_str = |sub: &str| home.join(sub).to_string_lossy().into_owned();
+    let base = [
+        ("tracker", tracker.to_string()),
+        ("address", "127.0.0.1".to_string()),
+        ("port", "0".to_string()),
+        ("piece_size", "16KiB".to_string()),
+        ("bitmap_interval_secs", "1".to_string()),
+        ("stall_timeout_secs", "10".to_string()),
+        ("download_dir", home_str("downloads")),
+        ("state_dir", home_str("state")),
+        ("user_map_file", home_str("users.txt")),
+        ("log_file", String::new()),
+    ];
+    for (key, value) in base {
+        settings.set_flag(key, value);
+    }
+    for (key, value) in extra {
+        settings.set_flag(key, value.to_string());
+    }
+    PeerConfig::from_settings(&settings).unwrap()
+}
+
+/// Starts a peer with [`peer_config`].
+pub fn start_peer(dir: &Path, name: &str, tracker: SocketAddr, extra: &[(&str, &str)]) -> Peer {
+    Peer::start(peer_config(dir, name, tracker, extra)).unwrap()
+}
+
+/// `len` bytes of seeded pseudo-random data (the same for the same seed).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand_like(seed);
+    (0..len).map(|_| rng()).collect()
+}
+
+/// A tiny xorshift generator, so tests need no extra crate.
+fn fastrand_like(seed: u64) -> impl FnMut() -> u8 {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 24) as u8
+    }
+}
+
+/// Writes `bytes` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}

@@ -1,0 +1,924 @@
+//! One download, from a key to a verified file under its final name.
+//!
+//! 1. Ask the tracker for the file's peers (or use the one peer given).
+//! 2. Fetch the manifest from one of them and check it hashes to the key.
+//! 3. Create `<name>.part` at full size and put it in the [`Library`], so
+//!    the pieces that arrive are served to other peers at once.
+//! 4. The coordinator (this download's thread) exchanges BufferMaps with
+//!    every neighbour and hands batches of pieces to a pool of worker
+//!    threads (crossbeam channels): rarest first among the neighbours'
+//!    BufferMaps, random among equals; at the end (every missing piece
+//!    already asked for), an endgame asks a second peer for the last ones.
+//!    Each worker owns nothing but the job it is given: it sends one
+//!    `REQF` for the batch (several pieces in flight on one persistent
+//!    connection), checks each piece's SHA-256 against the manifest, and
+//!    writes the good ones at their offset.
+//! 5. Every BufferMap interval: BufferMaps are exchanged again, progress is
+//!    reported to the tracker (`BITF`), and the tracker is asked again for
+//!    peers, so new seeders and leechers join.
+//! 6. A neighbour that fails (connection lost, timeout, killed) is dropped
+//!    and its pieces go to the others; one that sends bad pieces is banned
+//!    after [`MAX_STRIKES`]. With no piece coming and none to ask for
+//!    during the stall timeout, the download fails and says which pieces no
+//!    live peer has.
+//! 7. All pieces in: the whole-file SHA-256 is checked, the file is renamed
+//!    to its final name, and offered to the tracker (`ADDF`).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use crate::pieces::{Bitmap, Manifest, PieceFile};
+use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, PeerRequest, SharedPath};
+
+use super::library::{Library, SharedFile};
+use super::link::{LinkError, PeerLink, PieceAnswer};
+use super::tracker_client::TrackerClient;
+
+/// Bad pieces a neighbour may send before it is banned from a download.
+pub const MAX_STRIKES: u32 = 3;
+/// How many peers may be asked for the same piece in the endgame.
+const ENDGAME_COPIES: usize = 2;
+
+/// What to download, and where from.
+#[derive(Debug, Clone)]
+pub struct DownloadPlan {
+    pub key: FileKey,
+    pub name: FileName,
+    pub kind: MediaKind,
+    /// The directory the file is saved in.
+    pub dir: PathBuf,
+    /// `Some(peer)`: fetch from that peer only (the course's direct
+    /// download); `None`: from the swarm, peers found by the tracker.
+    pub only_from: Option<PeerId>,
+}
+
+/// How downloads run (from the peer's configuration).
+#[derive(Debug, Clone)]
+pub struct DownloadSettings {
+    pub pool_size: usize,
+    pub queue_depth: usize,
+    pub bitmap_interval: Duration,
+    pub stall_timeout: Duration,
+}
+
+/// Where a download stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownloadState {
+    /// Finding peers and the manifest.
+    Starting,
+    /// Fetching pieces.
+    Fetching,
+    /// All pieces in; checking the whole file.
+    Verifying,
+    /// Verified and in place at this path.
+    Done(PathBuf),
+    /// Stopped for this reason.
+    Failed(String),
+}
+
+/// A neighbour as seen by one download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStatus {
+    pub peer: PeerId,
+    /// Verified pieces received from it.
+    pub pieces: u64,
+    /// `None` while it is in use; else why it was dropped.
+    pub dropped: Option<String>,
+}
+
+/// A snapshot of a download's progress.
+#[derive(Debug, Clone)]
+pub struct DownloadStatus {
+    pub key: FileKey,
+    pub name: String,
+    pub size: u64,
+    pub pieces_total: usize,
+    pub pieces_done: usize,
+    pub state: DownloadState,
+    pub elapsed: Duration,
+    pub sources: Vec<SourceStatus>,
+}
+
+impl DownloadStatus {
+    /// Bytes received so far (pieces are whole, the last may be short).
+    pub fn bytes_done(&self) -> u64 {
+        if self.pieces_total == 0 || self.pieces_done == self.pieces_total {
+            return if self.pieces_done == self.pieces_total {
+                self.size
+            } else {
+                0
+            };
+        }
+        self.size / self.pieces_total as u64 * self.pieces_done as u64
+    }
+}
+
+/// A download running on its own thread.
+pub struct Download {
+    status: Arc<Mutex<DownloadStatus>>,
+    cancel: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What a download needs from its peer.
+#[derive(Clone)]
+pub struct DownloadContext {
+    pub library: Arc<Library>,
+    pub tracker: Arc<TrackerClient>,
+    pub settings: DownloadSettings,
+}
+
+impl Download {
+    /// Starts downloading on a new thread named `download-<name>`.
+    pub fn start(context: DownloadContext, plan: DownloadPlan) -> io::Result<Arc<Download>> {
+        let status = Arc::new(Mutex::new(DownloadStatus {
+            key: plan.key,
+            name: plan.name.as_str().to_string(),
+            size: 0,
+            pieces_total: 0,
+            pieces_done: 0,
+            state: DownloadState::Starting,
+            elapsed: Duration::ZERO,
+            sources: Vec::new(),
+        }));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let thread = thread::Builder::new()
+            .name(format!("download-{}", plan.name.as_str()))
+            .spawn({
+                let (status, cancel) = (Arc::clone(&status), Arc::clone(&cancel));
+                move || {
+                    let started = Instant::now();
+                    let result = run(&context, &plan, &status, &cancel);
+                    let mut status = status.lock();
+                    status.elapsed = started.elapsed();
+                    status.state = match result {
+                        Ok(path) => {
+                            info!(
+                                "{}: done, verified, at {}",
+                                plan.name.as_str(),
+                                path.display()
+                            );
+                            DownloadState::Done(path)
+                        }
+                        Err(reason) => {
+                            warn!("{}: failed: {reason}", plan.name.as_str());
+                            DownloadState::Failed(reason)
+                        }
+                    };
+                }
+            })?;
+        Ok(Arc::new(Download {
+            status,
+            cancel,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// A snapshot of its progress.
+    pub fn status(&self) -> DownloadStatus {
+        self.status.lock().clone()
+    }
+
+    /// True once it is done or failed.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.status.lock().state,
+            DownloadState::Done(_) | DownloadState::Failed(_)
+        )
+    }
+
+    /// Waits for the end; the verified file's path, or why it failed.
+    pub fn wait(&self) -> Result<PathBuf, String> {
+        if let Some(thread) = self.thread.lock().take() {
+            if thread.join().is_err() {
+                return Err("the download thread panicked".into());
+            }
+        }
+        match self.status.lock().state.clone() {
+            DownloadState::Done(path) => Ok(path),
+            DownloadState::Failed(reason) => Err(reason),
+            other => Err(format!("ended while {other:?}")),
+        }
+    }
+
+    /// Asks the download to stop (it fails with "cancelled").
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The whole download; `Err` is a sentence for the user.
+fn run(
+    context: &DownloadContext,
+    plan: &DownloadPlan,
+    status: &Mutex<DownloadStatus>,
+    cancel: &AtomicBool,
+) -> Result<PathBuf, String> {
+    let name = plan.name.as_str();
+    let key = plan.key;
+    if context.library.get(&key).is_some() {
+        return Err(format!(
+            "{name} ({key}) is already here, shared or downloading"
+        ));
+    }
+    let final_path = plan.dir.join(name);
+    if final_path.exists() {
+        return Err(format!(
+            "{} already exists; move it away or choose another directory",
+            final_path.display()
+        ));
+    }
+    let peers = find_peers(context, plan)?;
+    let (manifest, first) = fetch_manifest(key, &peers)?;
+    info!(
+        "{name}: manifest from {first}: {} bytes in {} pieces",
+        manifest.size(),
+        manifest.piece_count()
+    );
+
+    fs::create_dir_all(&plan.dir)
+        .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
+    let part_path = plan.dir.join(format!("{name}.part"));
+    let part = PieceFile::create(&part_path, manifest.size())
+        .map_err(|e| format!("cannot create {}: {e}", part_path.display()))?;
+    let pieces = manifest.piece_count();
+    let shared = Arc::new(SharedFile::partial(
+        plan.name.clone(),
+        plan.kind,
+        manifest,
+        &part_path,
+        part,
+        Bitmap::empty(pieces),
+    ));
+    context.library.insert(Arc::clone(&shared));
+    {
+        let mut status = status.lock();
+        status.size = shared.manifest.size();
+        status.pieces_total = pieces;
+        status.state = DownloadState::Fetching;
+    }
+
+    let result = Coordinator::new(context, plan, &shared, status, cancel, peers)
+        .run()
+        .and_then(|()| {
+            status.lock().state = DownloadState::Verifying;
+            verify_whole_file(&shared)
+        })
+        .and_then(|()| {
+            shared.finish(&final_path).map_err(|e| {
+                format!(
+                    "cannot rename {} to {}: {e}",
+                    part_path.display(),
+                    final_path.display()
+                )
+            })
+        });
+    if let Err(reason) = result {
+        context.library.remove(&key);
+        let _ = fs::remove_file(&part_path);
+        return Err(reason);
+    }
+    offer_finished(context, &shared, &final_path);
+    Ok(final_path)
+}
+
+/// The peers to start with.
+fn find_peers(context: &DownloadContext, plan: &DownloadPlan) -> Result<Vec<PeerId>, String> {
+    if let Some(peer) = plan.only_from {
+        return Ok(vec![peer]);
+    }
+    let holders = context
+        .tracker
+        .holders(plan.key)
+        .map_err(|e| format!("cannot ask the tracker for peers: {e}"))?;
+    if holders.is_empty() {
+        return Err(format!(
+            "no peer holds {} ({})",
+            plan.name.as_str(),
+            plan.key
+        ));
+    }
+    Ok(holders.into_iter().map(|h| h.peer).collect())
+}
+
+/// The manifest from the first peer that gives a good one.
+fn fetch_manifest(key: FileKey, peers: &[PeerId]) -> Result<(Manifest, PeerId), String> {
+    let mut last_error = String::new();
+    for &peer in peers {
+        let result = PeerLink::connect(peer)
+            .map_err(LinkError::from)
+            .and_then(|mut link| link.manifest(key));
+        match result {
+            Ok(manifest) => return Ok((manifest, peer)),
+            Err(e) => {
+                debug!("manifest of {key} from {peer}: {e}");
+                last_error = format!("{peer}: {e}");
+            }
+        }
+    }
+    Err(format!(
+        "could not get a valid manifest from any of {} peer(s) (last: {last_error})",
+        peers.len()
+    ))
+}
+
+/// Reads the finished file back and checks its SHA-256.
+fn verify_whole_file(shared: &SharedFile) -> Result<(), String> {
+    shared
+        .sync()
+        .map_err(|e| format!("cannot flush the file: {e}"))?;
+    let path = shared.path();
+    let mut file =
+        fs::File::open(&path).map_err(|e| format!("cannot reopen {}: {e}", path.display()))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if <[u8; 32]>::from(hasher.finalize()) == shared.manifest.file_hash() {
+        Ok(())
+    } else {
+        Err("the whole file's SHA-256 does not match the manifest".into())
+    }
+}
+
+/// Offers the finished file to the tracker (the course's automatic
+/// re-register). A failure here does not undo the download.
+fn offer_finished(context: &DownloadContext, shared: &SharedFile, path: &Path) {
+    let shown = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Ok(path) = SharedPath::new(&shown.to_string_lossy()) else {
+        warn!("{}: path not offerable", shown.display());
+        return;
+    };
+    let offer = FileOffer {
+        key: shared.key,
+        name: shared.name.clone(),
+        size: shared.manifest.size(),
+        piece_size: shared.manifest.piece_size(),
+        kind: shared.kind,
+        path,
+    };
+    if let Err(e) = context.tracker.offer(&offer) {
+        warn!(
+            "{}: downloaded, but not offered to the tracker: {e}",
+            shared.name.as_str()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The coordinator and its workers
+
+/// Work for a worker thread.
+enum Job {
+    /// Fetch these pieces from this neighbour.
+    Fetch {
+        neighbour: usize,
+        link: Arc<Mutex<Option<PeerLink>>>,
+        peer: PeerId,
+        indices: Vec<u32>,
+    },
+    /// Exchange BufferMaps with this neighbour.
+    Bitmap {
+        neighbour: usize,
+        link: Arc<Mutex<Option<PeerLink>>>,
+        peer: PeerId,
+    },
+}
+
+/// What a worker reports back.
+enum Outcome {
+    Fetched {
+        neighbour: usize,
+        pieces: Vec<(u32, PieceResult)>,
+        /// The connection failed or the peer misbehaved after these pieces.
+        error: Option<LinkError>,
+        /// Writing to our own disk failed: the download cannot go on.
+        disk_error: Option<io::Error>,
+    },
+    Bitmap {
+        neighbour: usize,
+        result: Result<Bitmap, LinkError>,
+    },
+}
+
+/// What became of one requested piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PieceResult {
+    /// Verified and written.
+    Stored,
+    /// The neighbour said it does not have it.
+    Missing,
+    /// Its hash did not match: thrown away.
+    Corrupt,
+    /// Already here (an endgame duplicate): thrown away.
+    Duplicate,
+}
+
+/// One neighbour, from the coordinator's point of view.
+struct Neighbour {
+    peer: PeerId,
+    link: Arc<Mutex<Option<PeerLink>>>,
+    bitmap: Bitmap,
+    /// A job for it is with a worker.
+    busy: bool,
+    /// When its BufferMap was last asked for (`None`: never).
+    bitmap_at: Option<Instant>,
+    strikes: u32,
+    received: u64,
+    dropped: Option<String>,
+}
+
+struct Coordinator<'a> {
+    context: &'a DownloadContext,
+    plan: &'a DownloadPlan,
+    shared: &'a Arc<SharedFile>,
+    status: &'a Mutex<DownloadStatus>,
+    cancel: &'a AtomicBool,
+    neighbours: Vec<Neighbour>,
+    /// The pieces verified here so far.
+    have: Bitmap,
+    /// Pieces asked for, and from which neighbours.
+    in_flight: HashMap<u32, Vec<usize>>,
+    rng: fastrand::Rng,
+}
+
+impl<'a> Coordinator<'a> {
+    fn new(
+        context: &'a DownloadContext,
+        plan: &'a DownloadPlan,
+        shared: &'a Arc<SharedFile>,
+        status: &'a Mutex<DownloadStatus>,
+        cancel: &'a AtomicBool,
+        peers: Vec<PeerId>,
+    ) -> Coordinator<'a> {
+        let pieces = shared.manifest.piece_count();
+        let mut coordinator = Coordinator {
+            context,
+            plan,
+            shared,
+            status,
+            cancel,
+            neighbours: Vec::new(),
+            have: shared.bitmap(),
+            in_flight: HashMap::new(),
+            rng: fastrand::Rng::new(),
+        };
+        for peer in peers {
+            coordinator.add_neighbour(peer, pieces);
+        }
+        coordinator
+    }
+
+    fn add_neighbour(&mut self, peer: PeerId, pieces: usize) {
+        if self.neighbours.iter().any(|n| n.peer == peer) {
+            return;
+        }
+        debug!("{}: new neighbour {peer}", self.plan.name.as_str());
+        self.neighbours.push(Neighbour {
+            peer,
+            link: Arc::new(Mutex::new(None)),
+            bitmap: Bitmap::empty(pieces),
+            busy: false,
+            bitmap_at: None,
+            strikes: 0,
+            received: 0,
+            dropped: None,
+        });
+    }
+
+    /// Runs the pool until every piece is here, or the download fails.
+    fn run(mut self) -> Result<(), String> {
+        let settings = &self.context.settings;
+        let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+        let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded::<Outcome>();
+        let mut workers = Vec::with_capacity(settings.pool_size);
+        for i in 0..settings.pool_size {
+            let worker = Worker {
+                shared: Arc::clone(self.shared),
+                jobs: job_rx.clone(),
+                outcomes: outcome_tx.clone(),
+            };
+            let spawned = thread::Builder::new()
+                .name(format!("fetch-{}-{i}", self.plan.name.as_str()))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) if workers.is_empty() => {
+                    return Err(format!("cannot start a worker thread: {e}"))
+                }
+                Err(e) => warn!("pool smaller than configured: {e}"),
+            }
+        }
+        drop((job_rx, outcome_tx));
+        let result = self.coordinate(&job_tx, &outcome_rx);
+        // Closing the job channel ends the workers; wait for each.
+        drop(job_tx);
+        for worker in workers {
+            let _ = worker.join();
+        }
+        result
+    }
+
+    fn coordinate(
+        &mut self,
+        jobs: &Sender<Job>,
+        outcomes: &Receiver<Outcome>,
+    ) -> Result<(), String> {
+        let interval = self.context.settings.bitmap_interval;
+        let mut last_round = Instant::now();
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            if self.cancel.load(Ordering::SeqCst) {
+                return Err("cancelled".into());
+            }
+            if self.have.is_complete() {
+                return Ok(());
+            }
+            if last_round.elapsed() >= interval {
+                last_round = Instant::now();
+                self.periodic_round();
+            }
+            let assigned = self.assign(jobs);
+            let busy = self.neighbours.iter().any(|n| n.busy);
+            if assigned || busy {
+                idle_since = None;
+            } else {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.context.settings.stall_timeout {
+                    return Err(self.stall_message());
+                }
+            }
+            match outcomes.recv_timeout(interval.min(Duration::from_millis(250))) {
+                Ok(outcome) => self.handle(outcome)?,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err("every worker thread stopped".into())
+                }
+            }
+        }
+    }
+
+    /// Every BufferMap interval: report progress, look for new peers.
+    fn periodic_round(&mut self) {
+        if self.have.count() > 0 {
+            if let Err(e) = self.context.tracker.report(self.shared.key, &self.have) {
+                debug!("progress report to the tracker failed: {e}");
+            }
+        }
+        if self.plan.only_from.is_none() {
+            match self.context.tracker.holders(self.shared.key) {
+                Ok(holders) => {
+                    let pieces = self.have.len();
+                    for holder in holders {
+                        self.add_neighbour(holder.peer, pieces);
+                    }
+                }
+                Err(e) => debug!("cannot ask the tracker for new peers: {e}"),
+            }
+        }
+    }
+
+    /// Gives work to every idle neighbour; true if any job was sent.
+    fn assign(&mut self, jobs: &Sender<Job>) -> bool {
+        let interval = self.context.settings.bitmap_interval;
+        let availability = self.availability();
+        let fresh_left = self
+            .have
+            .missing()
+            .any(|i| !self.in_flight.contains_key(&(i as u32)));
+        let mut assigned = false;
+        for id in 0..self.neighbours.len() {
+            let n = &self.neighbours[id];
+            if n.busy || n.dropped.is_some() {
+                continue;
+            }
+            let job = if n.bitmap_at.is_none_or(|at| at.elapsed() >= interval) {
+                Job::Bitmap {
+                    neighbour: id,
+                    link: Arc::clone(&n.link),
+                    peer: n.peer,
+                }
+            } else {
+                let indices = self.pick(id, &availability, fresh_left);
+                if indices.is_empty() {
+                    continue;
+                }
+                for &index in &indices {
+                    self.in_flight.entry(index).or_default().push(id);
+                }
+                let n = &self.neighbours[id];
+                Job::Fetch {
+                    neighbour: id,
+                    link: Arc::clone(&n.link),
+                    peer: n.peer,
+                    indices,
+                }
+            };
+            let n = &mut self.neighbours[id];
+            if matches!(job, Job::Bitmap { .. }) {
+                n.bitmap_at = Some(Instant::now());
+            }
+            n.busy = true;
+            assigned = true;
+            if jobs.send(job).is_err() {
+                return false;
+            }
+        }
+        assigned
+    }
+
+    /// How many live neighbours hold each piece.
+    fn availability(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.have.len()];
+        for n in self.neighbours.iter().filter(|n| n.dropped.is_none()) {
+            for (i, count) in counts.iter_mut().enumerate() {
+                if n.bitmap.has(i) {
+                    *count += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// The next pieces to ask neighbour `id` for: the rarest missing pieces
+    /// it has that nobody is fetching, random among equally rare; or, in the
+    /// endgame (everything missing is being fetched), pieces another
+    /// neighbour is fetching, as a second copy.
+    fn pick(&mut self, id: usize, availability: &[u32], fresh_left: bool) -> Vec<u32> {
+        let depth = self.context.settings.queue_depth;
+        let bitmap = &self.neighbours[id].bitmap;
+        let mut candidates: Vec<(u32, u64, u32)> = if fresh_left {
+            self.have
+                .missing()
+                .filter(|&i| bitmap.has(i) && !self.in_flight.contains_key(&(i as u32)))
+                .map(|i| (availability[i], self.rng.u64(..), i as u32))
+                .collect()
+        } else {
+            self.in_flight
+                .iter()
+                .filter(|(i, askers)| {
+                    bitmap.has(**i as usize)
+                        && askers.len() < ENDGAME_COPIES
+                        && !askers.contains(&id)
+                })
+                .map(|(&i, _)| (availability[i as usize], self.rng.u64(..), i))
+                .collect()
+        };
+        candidates.sort_unstable();
+        candidates
+            .into_iter()
+            .take(depth)
+            .map(|(_, _, i)| i)
+            .collect()
+    }
+
+    fn handle(&mut self, outcome: Outcome) -> Result<(), String> {
+        match outcome {
+            Outcome::Bitmap { neighbour, result } => {
+                self.neighbours[neighbour].busy = false;
+                match result {
+                    Ok(bitmap) => self.neighbours[neighbour].bitmap = bitmap,
+                    Err(e) => self.drop_neighbour(neighbour, e),
+                }
+            }
+            Outcome::Fetched {
+                neighbour,
+                pieces,
+                error,
+                disk_error,
+            } => {
+                self.neighbours[neighbour].busy = false;
+                for (index, result) in pieces {
+                    self.settle(neighbour, index, result);
+                }
+                // Pieces asked for but not answered go back to the pool.
+                let unanswered: Vec<u32> = self
+                    .in_flight
+                    .iter()
+                    .filter(|(_, askers)| askers.contains(&neighbour))
+                    .map(|(&i, _)| i)
+                    .collect();
+                for index in unanswered {
+                    self.forget_request(neighbour, index);
+                }
+                if let Some(e) = disk_error {
+                    return Err(format!(
+                        "cannot write to {}: {e}",
+                        self.shared.path().display()
+                    ));
+                }
+                if let Some(e) = error {
+                    self.drop_neighbour(neighbour, e);
+                }
+                self.publish();
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, neighbour: usize, index: u32, result: PieceResult) {
+        self.forget_request(neighbour, index);
+        let n = &mut self.neighbours[neighbour];
+        match result {
+            PieceResult::Stored => {
+                n.received += 1;
+                self.have.set(index as usize);
+            }
+            PieceResult::Duplicate => {}
+            PieceResult::Missing => n.bitmap.clear(index as usize),
+            PieceResult::Corrupt => {
+                n.strikes += 1;
+                warn!(
+                    "{}: piece {index} from {} failed its hash check ({} of {MAX_STRIKES} strikes)",
+                    self.plan.name.as_str(),
+                    n.peer,
+                    n.strikes
+                );
+                if n.strikes >= MAX_STRIKES {
+                    let reason = format!(
+                        "banned: sent {} pieces that failed their hash check",
+                        n.strikes
+                    );
+                    self.ban(neighbour, reason);
+                }
+            }
+        }
+    }
+
+    fn forget_request(&mut self, neighbour: usize, index: u32) {
+        if let Some(askers) = self.in_flight.get_mut(&index) {
+            askers.retain(|&a| a != neighbour);
+            if askers.is_empty() {
+                self.in_flight.remove(&index);
+            }
+        }
+    }
+
+    fn drop_neighbour(&mut self, neighbour: usize, error: LinkError) {
+        let reason = match &error {
+            LinkError::Misbehaved(what) => format!("banned: {what}"),
+            other => format!("dropped: {other}"),
+        };
+        self.ban(neighbour, reason);
+    }
+
+    fn ban(&mut self, neighbour: usize, reason: String) {
+        let n = &mut self.neighbours[neighbour];
+        if n.dropped.is_none() {
+            info!("{}: neighbour {} {reason}", self.plan.name.as_str(), n.peer);
+            n.dropped = Some(reason);
+            *n.link.lock() = None;
+        }
+    }
+
+    /// Copies the progress into the shared status.
+    fn publish(&self) {
+        let mut status = self.status.lock();
+        status.pieces_done = self.have.count();
+        status.sources = self
+            .neighbours
+            .iter()
+            .map(|n| SourceStatus {
+                peer: n.peer,
+                pieces: n.received,
+                dropped: n.dropped.clone(),
+            })
+            .collect();
+    }
+
+    /// Why the download cannot finish: which pieces no live peer has.
+    fn stall_message(&self) -> String {
+        let held: HashSet<usize> = self
+            .neighbours
+            .iter()
+            .filter(|n| n.dropped.is_none())
+            .flat_map(|n| (0..n.bitmap.len()).filter(|&i| n.bitmap.has(i)))
+            .collect();
+        let lacking: Vec<usize> = self.have.missing().filter(|i| !held.contains(i)).collect();
+        let shown: Vec<String> = lacking.iter().take(20).map(ToString::to_string).collect();
+        let more = if lacking.len() > 20 {
+            format!(" and {} more", lacking.len() - 20)
+        } else {
+            String::new()
+        };
+        format!(
+            "stalled at {} of {} pieces: no live peer has piece(s) {}{more} ({} of {} neighbours left)",
+            self.have.count(),
+            self.have.len(),
+            shown.join(", "),
+            self.neighbours.iter().filter(|n| n.dropped.is_none()).count(),
+            self.neighbours.len()
+        )
+    }
+}
+
+/// A pool thread: takes jobs until the channel closes.
+struct Worker {
+    shared: Arc<SharedFile>,
+    jobs: Receiver<Job>,
+    outcomes: Sender<Outcome>,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut buf = Vec::new();
+        for job in self.jobs.iter() {
+            let outcome = match job {
+                Job::Fetch {
+                    neighbour,
+                    link,
+                    peer,
+                    indices,
+                } => self.fetch(neighbour, &link, peer, &indices, &mut buf),
+                Job::Bitmap {
+                    neighbour,
+                    link,
+                    peer,
+                } => {
+                    let mut guard = link.lock();
+                    let result = connected(&mut guard, peer).and_then(|l| {
+                        let mine = self.shared.bitmap();
+                        l.exchange_bitmaps(self.shared.key, Some(&mine), mine.len())
+                    });
+                    if result.is_err() {
+                        *guard = None;
+                    }
+                    Outcome::Bitmap { neighbour, result }
+                }
+            };
+            if self.outcomes.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn fetch(
+        &self,
+        neighbour: usize,
+        link: &Mutex<Option<PeerLink>>,
+        peer: PeerId,
+        indices: &[u32],
+        buf: &mut Vec<u8>,
+    ) -> Outcome {
+        let mut pieces = Vec::with_capacity(indices.len());
+        let mut disk_error = None;
+        let mut guard = link.lock();
+        let key = self.shared.key;
+        let manifest = &self.shared.manifest;
+        let result = connected(&mut guard, peer).and_then(|l| {
+            l.send(&PeerRequest::Reqf {
+                key,
+                indices: indices.to_vec(),
+            })?;
+            for &index in indices {
+                let len = manifest.piece_len(index as usize).unwrap_or(0);
+                let answer = l.read_piece(key, index, len, buf)?;
+                let result = match answer {
+                    PieceAnswer::Missing => PieceResult::Missing,
+                    PieceAnswer::Received if self.shared.bitmap().has(index as usize) => {
+                        PieceResult::Duplicate
+                    }
+                    PieceAnswer::Received if !manifest.verify_piece(index as usize, buf) => {
+                        PieceResult::Corrupt
+                    }
+                    PieceAnswer::Received => match self.shared.store_piece(index as usize, buf) {
+                        Ok(()) => PieceResult::Stored,
+                        Err(e) => {
+                            disk_error = Some(e);
+                            break;
+                        }
+                    },
+                };
+                pieces.push((index, result));
+            }
+            Ok(())
+        });
+        let error = result.err();
+        if error.is_some() {
+            *guard = None;
+        }
+        Outcome::Fetched {
+            neighbour,
+            pieces,
+            error,
+            disk_error,
+        }
+    }
+}
+
+/// The link in `slot`, connecting first if there is none.
+fn connected(slot: &mut Option<PeerLink>, peer: PeerId) -> Result<&mut PeerLink, LinkError> {
+    if slot.is_none() {
+        *slot = Some(PeerLink::connect(peer)?);
+    }
+    Ok(slot.as_mut().expect("just connected"))
+}

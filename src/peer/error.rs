@@ -1,0 +1,36 @@
+//! What can go wrong for a peer, in words a person can act on.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::protocol::ErrorCode;
+
+/// A peer operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cannot reach the tracker at {addr}: {source}")]
+    TrackerUnreachable {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
+    #[error("the tracker refused: {text} (ERRR {code})")]
+    TrackerRefused { code: ErrorCode, text: String },
+    #[error("the tracker answered something unexpected: {0}")]
+    TrackerProtocol(String),
+    #[error("{path}: {source}")]
+    File { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl PeerError {
+    /// A file-system error about `path`.
+    pub fn file(path: impl Into<PathBuf>, source: io::Error) -> PeerError {
+        PeerError::File {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! What a peer serves, by key: the files it shares (complete) and the ones
+//! it is downloading (partial, served piece by piece as they arrive).
+//!
+//! This is the only door from the network to the disk: the mini-server
+//! asks for a key and a piece index, and only files registered here are
+//! ever opened. No path from the network is looked up.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::pieces::{Bitmap, Manifest, PieceFile};
+use crate::protocol::{FileKey, FileName, MediaKind};
+
+/// The files a peer serves.
+#[derive(Debug, Default)]
+pub struct Library {
+    files: RwLock<HashMap<FileKey, Arc<SharedFile>>>,
+}
+
+impl Library {
+    /// An empty library.
+    pub fn new() -> Library {
+        Library::default()
+    }
+
+    /// Adds (or replaces) a file.
+    pub fn insert(&self, file: Arc<SharedFile>) {
+        self.files.write().insert(file.key, file);
+    }
+
+    /// Removes a file; returns it if it was there.
+    pub fn remove(&self, key: &FileKey) -> Option<Arc<SharedFile>> {
+        self.files.write().remove(key)
+    }
+
+    /// The file with this key.
+    pub fn get(&self, key: &FileKey) -> Option<Arc<SharedFile>> {
+        self.files.read().get(key).cloned()
+    }
+
+    /// Every file, in no particular order.
+    pub fn all(&self) -> Vec<Arc<SharedFile>> {
+        self.files.read().values().cloned().collect()
+    }
+}
+
+/// One file a peer serves.
+#[derive(Debug)]
+pub struct SharedFile {
+    pub key: FileKey,
+    pub name: FileName,
+    pub kind: MediaKind,
+    pub manifest: Arc<Manifest>,
+    /// The manifest's canonical text, sent for `MANF`.
+    manifest_text: Box<[u8]>,
+    state: RwLock<FileState>,
+    /// Pieces and bytes sent to other peers.
+    uploaded_pieces: AtomicU64,
+    uploaded_bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct FileState {
+    path: PathBuf,
+    /// `None` only for the moment the file is renamed.
+    file: Option<PieceFile>,
+    bitmap: Bitmap,
+    /// True for a file this peer offered with `ADDF` (shared or finished).
+    offered: bool,
+}
+
+impl SharedFile {
+    /// A complete file on disk, to share.
+    pub fn complete(
+        name: FileName,
+        kind: MediaKind,
+        manifest: Manifest,
+        path: &Path,
+    ) -> io::Result<SharedFile> {
+        let file = PieceFile::open(path)?;
+        let bitmap = Bitmap::full(manifest.piece_count());
+        Ok(SharedFile::new(
+            name, kind, manifest, path, file, bitmap, true,
+        ))
+    }
+
+    /// A file being downloaded into `path` (a `.part` file), holding the
+    /// pieces in `bitmap`.
+    pub fn partial(
+        name: FileName,
+        kind: MediaKind,
+        manifest: Manifest,
+        path: &Path,
+        file: PieceFile,
+        bitmap: Bitmap,
+    ) -> SharedFile {
+        SharedFile::new(name, kind, manifest, path, file, bitmap, false)
+    }
+
+    fn new(
+        name: FileName,
+        kind: MediaKind,
+        manifest: Manifest,
+        path: &Path,
+        file: PieceFile,
+        bitmap: Bitmap,
+        offered: bool,
+    ) -> SharedFile {
+        SharedFile {
+            key: manifest.key(),
+            name,
+            kind,
+            manifest_text: manifest.to_string().into_bytes().into_boxed_slice(),
+            manifest: Arc::new(manifest),
+            state: RwLock::new(FileState {
+                path: path.to_path_buf(),
+                file: Some(file),
+                bitmap,
+                offered,
+            }),
+            uploaded_pieces: AtomicU64::new(0),
+            uploaded_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// The manifest's canonical text.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_text
+    }
+
+    /// Which pieces are here.
+    pub fn bitmap(&self) -> Bitmap {
+        self.state.read().bitmap.clone()
+    }
+
+    /// True when every piece is here.
+    pub fn is_complete(&self) -> bool {
+        self.state.read().bitmap.is_complete()
+    }
+
+    /// Where the file is on disk (its `.part` file while downloading).
+    pub fn path(&self) -> PathBuf {
+        self.state.read().path.clone()
+    }
+
+    /// True for a file this peer offers as a seeder (listed by `LSTF`).
+    pub fn is_offered(&self) -> bool {
+        self.state.read().offered
+    }
+
+    /// Reads piece `index` into `buf` if it is here; `Ok(false)` if not.
+    pub fn read_piece(&self, index: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
+        let state = self.state.read();
+        match &state.file {
+            Some(file) if state.bitmap.has(index) => {
+                file.read_piece(&self.manifest, index, buf)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Writes a verified piece and marks it here, so it is served at once.
+    pub fn store_piece(&self, index: usize, data: &[u8]) -> io::Result<()> {
+        {
+            // Positioned writes need only shared access to the file.
+            let state = self.state.read();
+            let file = state
+                .file
+                .as_ref()
+                .ok_or_else(|| io::Error::other("file is being renamed"))?;
+            file.write_piece(&self.manifest, index, data)?;
+        }
+        self.state.write().bitmap.set(index);
+        Ok(())
+    }
+
+    /// Flushes the file to disk.
+    pub fn sync(&self) -> io::Result<()> {
+        match &self.state.read().file {
+            Some(file) => file.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves the finished download to `final_path` and marks it offered.
+    /// The file is closed for the rename (Windows cannot rename an open
+    /// file) and reopened after.
+    pub fn finish(&self, final_path: &Path) -> io::Result<()> {
+        let mut state = self.state.write();
+        if let Some(file) = state.file.take() {
+            file.sync()?;
+        }
+        let renamed = std::fs::rename(&state.path, final_path);
+        let path = if renamed.is_ok() {
+            final_path.to_path_buf()
+        } else {
+            state.path.clone()
+        };
+        state.file = Some(PieceFile::open(&path)?);
+        renamed?;
+        state.path = path;
+        state.offered = true;
+        Ok(())
+    }
+
+    /// Counts a piece sent to another peer.
+    pub fn record_upload(&self, bytes: u64) {
+        self.uploaded_pieces.fetch_add(1, Ordering::Relaxed);
+        self.uploaded_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Pieces and bytes sent to other peers so far.
+    pub fn uploaded(&self) -> (u64, u64) {
+        (
+            self.uploaded_pieces.load(Ordering::Relaxed),
+            self.uploaded_bytes.load(Ordering::Relaxed),
+        )
+    }
+}

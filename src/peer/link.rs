@@ -1,0 +1,185 @@
+//! One connection from this peer to another peer's mini-server, with the
+//! client side of each peer-to-peer exchange. Everything read is checked:
+//! a reply that is not what was asked for is a [`LinkError::Misbehaved`],
+//! which the downloader holds against that peer.
+
+use std::io::{self, BufWriter, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::pieces::{Bitmap, Manifest};
+use crate::protocol::{ErrorCode, FileKey, PeerRequest, Reply, ShareEntry};
+use crate::wire::{write_line, LineReader};
+
+/// How long to wait for a connection to a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer may take to answer before it is considered gone.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest answer line read from a peer.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Why an exchange with a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The connection broke, timed out, or could not be made.
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    /// The peer said something it should not have: a wrong header, a wrong
+    /// length, a piece not asked for, garbage.
+    #[error("misbehaved: {0}")]
+    Misbehaved(String),
+    /// The peer refused with an `ERRR` line.
+    #[error("refused: {text} (ERRR {code})")]
+    Refused { code: ErrorCode, text: String },
+}
+
+/// A piece as answered by a peer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PieceAnswer {
+    /// The piece's bytes are in the buffer (not yet checked against the
+    /// manifest: that is the caller's job).
+    Received,
+    /// The peer does not have it (`ERRR 404`).
+    Missing,
+}
+
+/// A connection to one peer's mini-server.
+pub struct PeerLink {
+    peer: SocketAddr,
+    reader: LineReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+}
+
+impl PeerLink {
+    /// Connects to the mini-server at `peer`.
+    pub fn connect(peer: SocketAddr) -> io::Result<PeerLink> {
+        let stream = TcpStream::connect_timeout(&peer, CONNECT_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_write_timeout(Some(READ_TIMEOUT))?;
+        Ok(PeerLink {
+            peer,
+            reader: LineReader::new(stream.try_clone()?, MAX_LINE),
+            writer: BufWriter::new(stream),
+        })
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Sends one request.
+    pub fn send(&mut self, request: &PeerRequest) -> io::Result<()> {
+        write_line(&mut self.writer, request)?;
+        self.writer.flush()
+    }
+
+    /// Reads one answer line.
+    fn reply(&mut self) -> Result<Reply, LinkError> {
+        let line = self
+            .reader
+            .read_line()?
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection",
+                )
+            })?
+            .map_err(|e| LinkError::Misbehaved(e.to_string()))?;
+        Reply::parse(&line).map_err(|e| LinkError::Misbehaved(format!("{e} in {line:?}")))
+    }
+
+    /// Exchanges BufferMaps for `key`: tells ours (if any), returns theirs,
+    /// checked against the file's piece count.
+    pub fn exchange_bitmaps(
+        &mut self,
+        key: FileKey,
+        mine: Option<&Bitmap>,
+        pieces: usize,
+    ) -> Result<Bitmap, LinkError> {
+        self.send(&PeerRequest::Bitf {
+            key,
+            bitmap: mine.map(Bitmap::to_field),
+        })?;
+        match self.reply()? {
+            Reply::Bitmap { key: k, bitmap } if k == key => Bitmap::from_field(&bitmap, pieces)
+                .map_err(|e| LinkError::Misbehaved(e.to_string())),
+            other => Err(unexpected(other, "BITF")),
+        }
+    }
+
+    /// Fetches the manifest of `key` and checks it hashes to the key.
+    pub fn manifest(&mut self, key: FileKey) -> Result<Manifest, LinkError> {
+        self.send(&PeerRequest::Manf { key })?;
+        match self.reply()? {
+            Reply::Manifest { key: k, length } if k == key => {
+                let bytes = self
+                    .reader
+                    .read_payload_vec(length as usize, Manifest::max_encoded_len())?;
+                Manifest::parse_for_key(&bytes, &key)
+                    .map_err(|e| LinkError::Misbehaved(e.to_string()))
+            }
+            other => Err(unexpected(other, "MANF")),
+        }
+    }
+
+    /// Reads the answer for piece `index` of `key`, which must be `len`
+    /// bytes long, into `buf`. The request was sent before (several may be
+    /// in flight; answers come in the order asked).
+    pub fn read_piece(
+        &mut self,
+        key: FileKey,
+        index: u32,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<PieceAnswer, LinkError> {
+        match self.reply()? {
+            Reply::Piece {
+                key: k,
+                index: i,
+                length,
+            } if k == key && i == index => {
+                if length != len {
+                    return Err(LinkError::Misbehaved(format!(
+                        "piece {index} announced as {length} bytes, it has {len}"
+                    )));
+                }
+                buf.resize(len as usize, 0);
+                self.reader.read_payload(buf)?;
+                Ok(PieceAnswer::Received)
+            }
+            Reply::Piece { index: i, .. } => Err(LinkError::Misbehaved(format!(
+                "sent piece {i} when piece {index} was asked for"
+            ))),
+            Reply::Error {
+                code: ErrorCode::PieceMissing,
+                ..
+            } => Ok(PieceAnswer::Missing),
+            other => Err(unexpected(other, "PIEC")),
+        }
+    }
+
+    /// The files the peer offers (its `LSTF`).
+    pub fn shares(&mut self) -> Result<Vec<ShareEntry>, LinkError> {
+        self.send(&PeerRequest::Lstf)?;
+        let mut shares = Vec::new();
+        loop {
+            match self.reply()? {
+                Reply::Share(entry) => shares.push(entry),
+                Reply::End => return Ok(shares),
+                other => return Err(unexpected(other, "SHAR or END")),
+            }
+            if shares.len() > 100_000 {
+                return Err(LinkError::Misbehaved("an endless LSTF listing".into()));
+            }
+        }
+    }
+}
+
+fn unexpected(reply: Reply, wanted: &str) -> LinkError {
+    match reply {
+        Reply::Error { code, text } => LinkError::Refused { code, text },
+        other => LinkError::Misbehaved(format!("expected {wanted}, got {other}")),
+    }
+}

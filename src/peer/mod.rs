@@ -1,0 +1,387 @@
+//! A peer: shares files, serves their pieces to other peers, and downloads
+//! files from the swarm.
+//!
+//! - [`library`]: the files this peer serves, by key (the only door from
+//!   the network to the disk);
+//! - [`miniserver`]: answers other peers (`BITF`, `MANF`, `REQF`, `LSTF`);
+//! - [`link`]: this peer's side of a connection to another mini-server;
+//! - [`tracker_client`]: the session with the tracker;
+//! - [`share`]: media kind and the manifest cache;
+//! - [`download`]: one download (coordinator and worker pool);
+//! - [`usermap`]: the `<user> - <ip:port>` file of the course;
+//! - [`ratelimit`]: the upload limit;
+//! - [`Peer`]: ties them together; `bin/peer.rs` and the shell drive it.
+
+pub mod download;
+pub mod error;
+pub mod library;
+pub mod link;
+pub mod miniserver;
+pub mod ratelimit;
+pub mod share;
+pub mod tracker_client;
+pub mod usermap;
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{info, warn};
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::PeerConfig;
+use crate::protocol::{FileKey, FileName, FileOffer, SearchCriteria, ShareEntry, SharedPath};
+use crate::server::{Handler, Server, ServerOptions};
+use crate::service::LineLimits;
+
+pub use download::{Download, DownloadState, DownloadStatus};
+use download::{DownloadContext, DownloadPlan, DownloadSettings};
+pub use error::PeerError;
+use library::{Library, SharedFile};
+use link::PeerLink;
+use miniserver::MiniServerState;
+use ratelimit::RateLimiter;
+use share::ManifestCache;
+use tracker_client::{Identity, TrackerClient};
+
+/// How often the peer pings the tracker (well within its 120 s deadline).
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Connections the mini-server serves at once.
+const MAX_PEER_CONNECTIONS: usize = 256;
+
+/// A running peer. [`Peer::shutdown`] (or dropping it) stops its threads.
+pub struct Peer {
+    config: PeerConfig,
+    library: Arc<Library>,
+    tracker: Arc<TrackerClient>,
+    cache: ManifestCache,
+    server: Option<Server>,
+    downloads: Mutex<Vec<Arc<Download>>>,
+    housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl Peer {
+    /// Binds the mini-server (`config.listen`), opens the session with the
+    /// tracker, and starts the housekeeping thread (tracker pings, user map).
+    pub fn start(config: PeerConfig) -> Result<Peer, PeerError> {
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| PeerError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
+        let listen = listener
+            .local_addr()
+            .map_err(|e| PeerError::Failed(format!("cannot read the listening address: {e}")))?;
+        let tracker = Arc::new(TrackerClient::new(
+            config.tracker,
+            Some(Identity {
+                listen_port: listen.port(),
+                user: config.user.clone(),
+            }),
+        ));
+        tracker.connect()?;
+        let library = Arc::new(Library::new());
+        let mini = Arc::new(MiniServerState {
+            library: Arc::clone(&library),
+            limits: LineLimits {
+                idle: Duration::from_secs(120),
+                max_line: crate::protocol::DEFAULT_MAX_LINE,
+            },
+            upload: Arc::new(RateLimiter::new(config.upload_limit)),
+            user: config.user.clone(),
+            peer_id: RwLock::new(tracker.peer_id().unwrap_or(listen)),
+        });
+        let handler: Arc<Handler> =
+            Arc::new(move |conn| miniserver::serve(conn, Arc::clone(&mini)));
+        let server = Server::start(
+            listener,
+            ServerOptions {
+                name: "peer".into(),
+                max_connections: MAX_PEER_CONNECTIONS,
+            },
+            handler,
+        )
+        .map_err(|e| PeerError::Failed(format!("cannot start the mini-server: {e}")))?;
+        fs::create_dir_all(&config.state_dir).map_err(|e| PeerError::file(&config.state_dir, e))?;
+        let cache = ManifestCache::open(&config.state_dir);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let housekeeping = thread::Builder::new()
+            .name("peer-housekeeping".into())
+            .spawn({
+                let tracker = Arc::clone(&tracker);
+                let (map_file, refresh) = (config.user_map_file.clone(), config.user_map_refresh);
+                move || housekeeping(&tracker, &map_file, refresh, &stop_rx)
+            })
+            .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
+        info!("peer listening on {listen}, tracker {}", config.tracker);
+        Ok(Peer {
+            config,
+            library,
+            tracker,
+            cache,
+            server: Some(server),
+            downloads: Mutex::new(Vec::new()),
+            housekeeping: Some((stop_tx, housekeeping)),
+        })
+    }
+
+    /// Where the mini-server listens.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server
+            .as_ref()
+            .map_or(self.config.listen, Server::local_addr)
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &PeerConfig {
+        &self.config
+    }
+
+    /// The tracker session.
+    pub fn tracker(&self) -> &TrackerClient {
+        &self.tracker
+    }
+
+    /// Shares a complete file: hashes it (or takes its manifest from the
+    /// cache), serves it, and offers it to the tracker. `progress` gets the
+    /// bytes hashed so far.
+    pub fn share(
+        &self,
+        path: &Path,
+        progress: impl FnMut(u64),
+    ) -> Result<Arc<SharedFile>, PeerError> {
+        let path = fs::canonicalize(path).map_err(|e| PeerError::file(path, e))?;
+        if !path.is_file() {
+            return Err(PeerError::Failed(format!(
+                "{} is not a file",
+                path.display()
+            )));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| PeerError::Failed(format!("{} has no file name", path.display())))?;
+        let name = FileName::new(&name).map_err(|e| PeerError::Failed(e.to_string()))?;
+        let shown = SharedPath::new(&path.to_string_lossy())
+            .map_err(|e| PeerError::Failed(e.to_string()))?;
+        let manifest = self
+            .cache
+            .manifest(&path, self.config.piece_size, progress)
+            .map_err(|e| PeerError::file(&path, e))?;
+        let kind = share::detect_kind(&path);
+        let file = Arc::new(
+            SharedFile::complete(name, kind, manifest, &path)
+                .map_err(|e| PeerError::file(&path, e))?,
+        );
+        let offer = FileOffer {
+            key: file.key,
+            name: file.name.clone(),
+            size: file.manifest.size(),
+            piece_size: file.manifest.piece_size(),
+            kind,
+            path: shown,
+        };
+        self.library.insert(Arc::clone(&file));
+        if let Err(e) = self.tracker.offer(&offer) {
+            self.library.remove(&file.key);
+            return Err(e);
+        }
+        info!("sharing {} as {}", path.display(), file.key);
+        Ok(file)
+    }
+
+    /// Stops sharing the file at `path` (or with that key): it is no longer
+    /// served, and withdrawn from the tracker.
+    pub fn unshare(&self, path_or_key: &str) -> Result<FileKey, PeerError> {
+        let wanted = fs::canonicalize(path_or_key).ok();
+        let file = self
+            .library
+            .all()
+            .into_iter()
+            .find(|f| f.key.to_string() == path_or_key || Some(f.path()) == wanted)
+            .ok_or_else(|| {
+                PeerError::NotFound(format!("{path_or_key} is not shared by this peer"))
+            })?;
+        self.library.remove(&file.key);
+        self.tracker.withdraw(file.key)?;
+        Ok(file.key)
+    }
+
+    /// The files this peer serves (shared, finished or downloading).
+    pub fn files(&self) -> Vec<Arc<SharedFile>> {
+        let mut files = self.library.all();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        files
+    }
+
+    /// Starts downloading `what` (a key, or an exact file name) from the
+    /// swarm into `dir` (default: the configured download directory).
+    pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
+        let entry = self.find_file(what)?;
+        let dir = dir.map_or_else(|| self.config.download_dir.clone(), Path::to_path_buf);
+        self.start_download(DownloadPlan {
+            key: entry.key,
+            name: entry.name,
+            kind: entry.kind,
+            dir,
+            only_from: None,
+        })
+    }
+
+    /// The course's direct download: looks `user` up in the local user map
+    /// file, asks that user's mini-server which key it shares under
+    /// `path_on_user`, and downloads from that peer alone into `save_to`.
+    pub fn download_direct(
+        &self,
+        user: &str,
+        path_on_user: &str,
+        save_to: &Path,
+    ) -> Result<Arc<Download>, PeerError> {
+        let peer = usermap::lookup(&self.config.user_map_file, user)?.ok_or_else(|| {
+            PeerError::NotFound(format!(
+                "user {user} is not in the user map {} (refreshed every {} s)",
+                self.config.user_map_file.display(),
+                self.config.user_map_refresh.as_secs()
+            ))
+        })?;
+        let shares = PeerLink::connect(peer)
+            .map_err(link::LinkError::from)
+            .and_then(|mut link| link.shares())
+            .map_err(|e| PeerError::Failed(format!("{user} at {peer}: {e}")))?;
+        let share: ShareEntry = shares
+            .into_iter()
+            .find(|s| s.path.as_str() == path_on_user)
+            .ok_or_else(|| PeerError::NotFound(format!("{user} does not share {path_on_user}")))?;
+        let name = save_to
+            .file_name()
+            .and_then(|n| FileName::new(&n.to_string_lossy()).ok())
+            .ok_or_else(|| {
+                PeerError::Failed(format!(
+                    "{} is not a file name to save to",
+                    save_to.display()
+                ))
+            })?;
+        let dir = save_to
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        self.start_download(DownloadPlan {
+            key: share.key,
+            kind: share::kind_from_extension(save_to),
+            name,
+            dir,
+            only_from: Some(peer),
+        })
+    }
+
+    fn start_download(&self, plan: DownloadPlan) -> Result<Arc<Download>, PeerError> {
+        let context = DownloadContext {
+            library: Arc::clone(&self.library),
+            tracker: Arc::clone(&self.tracker),
+            settings: DownloadSettings {
+                pool_size: self.config.pool_size,
+                queue_depth: self.config.queue_depth,
+                bitmap_interval: self.config.bitmap_interval,
+                stall_timeout: self.config.stall_timeout,
+            },
+        };
+        let download = Download::start(context, plan)
+            .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
+        self.downloads.lock().push(Arc::clone(&download));
+        Ok(download)
+    }
+
+    /// Finds a file at the tracker by key or exact name.
+    fn find_file(&self, what: &str) -> Result<crate::protocol::FileEntry, PeerError> {
+        use crate::protocol::Criterion;
+        let criteria = match FileKey::parse(what) {
+            Ok(key) => vec![Criterion::Key(key)],
+            Err(_) => vec![Criterion::NameGlob(what.replace(['*', '?'], "?"))],
+        };
+        let mut found: Vec<_> = self
+            .tracker
+            .search(SearchCriteria(criteria))?
+            .into_iter()
+            .filter(|f| f.key.to_string() == what || f.name.as_str() == what)
+            .collect();
+        match found.len() {
+            0 => Err(PeerError::NotFound(format!(
+                "the tracker knows no file {what}"
+            ))),
+            1 => Ok(found.remove(0)),
+            n => Err(PeerError::Failed(format!(
+                "{n} files are named {what}; download one by key: {}",
+                found
+                    .iter()
+                    .map(|f| f.key.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Every download started by this peer, oldest first.
+    pub fn downloads(&self) -> Vec<Arc<Download>> {
+        self.downloads.lock().clone()
+    }
+
+    /// Stops: cancels downloads, leaves the tracker, closes every
+    /// connection, joins every thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for download in self.downloads.lock().iter() {
+            download.cancel();
+        }
+        for download in self.downloads.lock().drain(..) {
+            let _ = download.wait();
+        }
+        if let Some((stop, thread)) = self.housekeeping.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+        self.tracker.quit();
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Keeps the tracker session alive and the user map file fresh, until
+/// `stop` closes.
+fn housekeeping(tracker: &TrackerClient, map_file: &Path, refresh: Duration, stop: &Receiver<()>) {
+    let mut last_ping = Instant::now();
+    let mut last_refresh: Option<Instant> = None;
+    loop {
+        if last_refresh.is_none_or(|at| at.elapsed() >= refresh) {
+            last_refresh = Some(Instant::now());
+            match tracker.users() {
+                Ok(users) => {
+                    if let Err(e) = usermap::write(map_file, &users) {
+                        warn!("cannot write the user map {}: {e}", map_file.display());
+                    }
+                }
+                Err(e) => warn!("cannot refresh the user map: {e}"),
+            }
+        }
+        if last_ping.elapsed() >= PING_INTERVAL {
+            last_ping = Instant::now();
+            if let Err(e) = tracker.ping() {
+                warn!("tracker ping failed: {e}");
+            }
+        }
+        match stop.recv_timeout(Duration::from_millis(500)) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Preparing a file for sharing: its media kind, and its manifest, hashed
+//! once and remembered in a small cache (serde + bincode, in the peer's
+//! state directory) keyed by path, size and modification time, so an
+//! unchanged file is not hashed again.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use log::{debug, warn};
+use parking_lot::Mutex;
+
+use crate::pieces::Manifest;
+use crate::protocol::MediaKind;
+
+/// The kind of a file, from its first bytes where they say, else from its
+/// extension.
+pub fn detect_kind(path: &Path) -> MediaKind {
+    let mut head = [0u8; 12];
+    let read = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    kind_from_magic(&head[..read]).unwrap_or_else(|| kind_from_extension(path))
+}
+
+/// The kind told by a file's first bytes, when they are a known signature.
+pub fn kind_from_magic(head: &[u8]) -> Option<MediaKind> {
+    let starts = |magic: &[u8]| head.starts_with(magic);
+    if starts(b"ID3") || starts(b"fLaC") || starts(b"OggS") || head.starts_with(&[0xff, 0xfb]) {
+        Some(MediaKind::Audio)
+    } else if starts(b"RIFF") && head.len() >= 12 {
+        match &head[8..12] {
+            b"WAVE" => Some(MediaKind::Audio),
+            b"AVI " => Some(MediaKind::Video),
+            _ => None,
+        }
+    } else if starts(&[0x1a, 0x45, 0xdf, 0xa3]) {
+        Some(MediaKind::Video) // Matroska / WebM
+    } else if head.len() >= 12 && &head[4..8] == b"ftyp" {
+        // ISO media: the brand tells audio-only files apart.
+        match &head[8..12] {
+            b"M4A " | b"M4B " => Some(MediaKind::Audio),
+            _ => Some(MediaKind::Video),
+        }
+    } else {
+        None
+    }
+}
+
+/// The kind told by a file's extension.
+pub fn kind_from_extension(path: &Path) -> MediaKind {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "mp3" | "flac" | "ogg" | "oga" | "opus" | "wav" | "m4a" | "aac" => MediaKind::Audio,
+        "mp4" | "m4v" | "mkv" | "webm" | "avi" | "mov" => MediaKind::Video,
+        _ => MediaKind::Other,
+    }
+}
+
+/// Largest cache file read back (a bound for a corrupted file).
+const CACHE_LIMIT: usize = 256 * 1024 * 1024;
+
+/// Manifests of files already hashed.
+#[derive(Debug)]
+pub struct ManifestCache {
+    path: PathBuf,
+    entries: Mutex<HashMap<PathBuf, CachedManifest>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct CachedManifest {
+    size: u64,
+    modified_ns: u128,
+    piece_size: u32,
+    /// The canonical text: parsed (so checked) again when used.
+    manifest: String,
+}
+
+impl ManifestCache {
+    /// The cache kept in `state_dir`; an unreadable cache starts empty.
+    pub fn open(state_dir: &Path) -> ManifestCache {
+        let path = state_dir.join("manifests.bin");
+        let entries = fs::read(&path)
+            .ok()
+            .and_then(|bytes| {
+                let config = bincode::config::standard().with_limit::<CACHE_LIMIT>();
+                match bincode::serde::decode_from_slice(&bytes, config) {
+                    Ok((entries, _)) => Some(entries),
+                    Err(e) => {
+                        warn!(
+                            "manifest cache {} is unreadable ({e}); starting afresh",
+                            path.display()
+                        );
+                        None
+                    }
+                }
+            })
+            .unwrap_or_default();
+        ManifestCache {
+            path,
+            entries: Mutex::new(entries),
+        }
+    }
+
+    /// The manifest of `path` with `piece_size`, from the cache when the
+    /// file is unchanged, else hashed now (`progress` gets bytes hashed).
+    pub fn manifest(
+        &self,
+        path: &Path,
+        piece_size: u32,
+        progress: impl FnMut(u64),
+    ) -> io::Result<Manifest> {
+        let canonical = fs::canonicalize(path)?;
+        let meta = fs::metadata(&canonical)?;
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        if let Some(cached) = self.entries.lock().get(&canonical) {
+            if cached.size == meta.len()
+                && cached.modified_ns == modified_ns
+                && cached.piece_size == piece_size
+            {
+                if let Ok(manifest) = Manifest::parse(cached.manifest.as_bytes()) {
+                    debug!("manifest of {} from the cache", path.display());
+                    return Ok(manifest);
+                }
+            }
+        }
+        let manifest = Manifest::from_path(&canonical, piece_size, progress)?;
+        self.entries.lock().insert(
+            canonical,
+            CachedManifest {
+                size: manifest.size(),
+                modified_ns,
+                piece_size,
+                manifest: manifest.to_string(),
+            },
+        );
+        if let Err(e) = self.save() {
+            warn!(
+                "cannot save the manifest cache {}: {e}",
+                self.path.display()
+            );
+        }
+        Ok(manifest)
+    }
+
+    /// Writes the cache atomically: a temporary file, synced, then renamed.
+    fn save(&self) -> io::Result<()> {
+        let bytes =
+            bincode::serde::encode_to_vec(&*self.entries.lock(), bincode::config::standard())
+                .map_err(io::Error::other)?;
+        write_atomically(&self.path, &bytes)
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old file
+/// or the new one, never half of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_by_magic_then_extension() {
+        assert_eq!(kind_from_magic(b"ID3\x04rest"), Some(MediaKind::Audio));
+        assert_eq!(
+            kind_from_magic(b"RIFF\0\0\0\0WAVEfmt"),
+            Some(MediaKind::Audio)
+        );
+        assert_eq!(
+            kind_from_magic(b"RIFF\0\0\0\0AVI LIST"),
+            Some(MediaKind::Video)
+        );
+        assert_eq!(
+            kind_from_magic(b"\0\0\0\x20ftypisom"),
+            Some(MediaKind::Video)
+        );
+        assert_eq!(
+            kind_from_magic(b"\0\0\0\x20ftypM4A "),
+            Some(MediaKind::Audio)
+        );
+        assert_eq!(kind_from_magic(b"\x1a\x45\xdf\xa3"), Some(MediaKind::Video));
+        assert_eq!(kind_from_magic(b"hello"), None);
+        assert_eq!(
+            kind_from_extension(Path::new("a/Song.MP3")),
+            MediaKind::Audio
+        );
+        assert_eq!(
+            kind_from_extension(Path::new("clip.webm")),
+            MediaKind::Video
+        );
+        assert_eq!(kind_from_extension(Path::new("notes")), MediaKind::Other);
+    }
+
+    #[test]
+    fn an_unchanged_file_is_hashed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data.bin");
+        fs::write(&file, vec![7u8; 50_000]).unwrap();
+        let cache = ManifestCache::open(dir.path());
+        let mut hashed = 0;
+        let first = cache.manifest(&file, 16384, |_| hashed += 1).unwrap();
+        assert!(hashed > 0);
+        // A new cache object reads the saved file: no hashing.
+        let cache = ManifestCache::open(dir.path());
+        let mut hashed_again = 0;
+        let second = cache.manifest(&file, 16384, |_| hashed_again += 1).unwrap();
+        assert_eq!((first, hashed_again), (second, 0));
+        // Another piece size is another manifest.
+        assert_eq!(
+            cache.manifest(&file, 32768, |_| {}).unwrap().piece_size(),
+            32768
+        );
+    }
+
+    #[test]
+    fn a_garbled_cache_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("manifests.bin"),
+            b"\xff\xff\xff\xff garbage",
+        )
+        .unwrap();
+        let file = dir.path().join("x");
+        fs::write(&file, b"abc").unwrap();
+        let manifest = ManifestCache::open(dir.path())
+            .manifest(&file, 16384, |_| {})
+            .unwrap();
+        assert_eq!(manifest.size(), 3);
+    }
+}

@@ -1,0 +1,298 @@
+//! The peer's conversation with the tracker: one persistent connection,
+//! opened with `HELO` when the peer serves, and typed calls for each
+//! request. A broken connection is reopened on the next call.
+
+use std::io::{self, BufWriter, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use log::{debug, info};
+use parking_lot::Mutex;
+
+use crate::pieces::Bitmap;
+use crate::protocol::{
+    FileEntry, FileKey, FileOffer, PeerEntry, PeerId, Reply, SearchCriteria, ShareEntry,
+    TrackerRequest, UserName,
+};
+use crate::wire::{write_line, LineReader};
+
+use super::error::PeerError;
+
+/// How long to wait for the tracker to accept or answer.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest answer line read from the tracker.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Who this peer is to the tracker.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The port of this peer's mini-server.
+    pub listen_port: u16,
+    pub user: Option<UserName>,
+}
+
+/// A client of the tracker at one address.
+pub struct TrackerClient {
+    addr: SocketAddr,
+    /// `None` for a client that only asks (searches) and serves nothing.
+    identity: Option<Identity>,
+    conn: Mutex<Option<Conn>>,
+    peer_id: Mutex<Option<PeerId>>,
+}
+
+struct Conn {
+    reader: LineReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+}
+
+impl TrackerClient {
+    /// A client of the tracker at `addr`. With an identity, the session is
+    /// opened (`HELO`) as soon as the connection is.
+    pub fn new(addr: SocketAddr, identity: Option<Identity>) -> TrackerClient {
+        TrackerClient {
+            addr,
+            identity,
+            conn: Mutex::new(None),
+            peer_id: Mutex::new(None),
+        }
+    }
+
+    /// The tracker's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The peer id the tracker gave this peer, once the session is open.
+    pub fn peer_id(&self) -> Option<PeerId> {
+        *self.peer_id.lock()
+    }
+
+    /// Opens the session now (it is otherwise opened on first use).
+    pub fn connect(&self) -> Result<(), PeerError> {
+        let mut conn = self.conn.lock();
+        if conn.is_none() {
+            *conn = Some(self.open()?);
+        }
+        Ok(())
+    }
+
+    fn open(&self) -> Result<Conn, PeerError> {
+        let unreachable = |source| PeerError::TrackerUnreachable {
+            addr: self.addr,
+            source,
+        };
+        let stream = TcpStream::connect_timeout(&self.addr, TIMEOUT).map_err(unreachable)?;
+        let setup = |stream: &TcpStream| -> io::Result<Conn> {
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(TIMEOUT))?;
+            stream.set_write_timeout(Some(TIMEOUT))?;
+            Ok(Conn {
+                reader: LineReader::new(stream.try_clone()?, MAX_LINE),
+                writer: BufWriter::new(stream.try_clone()?),
+            })
+        };
+        let mut conn = setup(&stream).map_err(unreachable)?;
+        if let Some(identity) = &self.identity {
+            let helo = TrackerRequest::Helo {
+                port: identity.listen_port,
+                user: identity.user.clone(),
+            };
+            match self.exchange_on(&mut conn, &helo)?.as_slice() {
+                [Reply::Ok(id)] => {
+                    let id: PeerId = id.parse().map_err(|_| {
+                        PeerError::TrackerProtocol(format!("HELO answered OK {id}"))
+                    })?;
+                    info!("session open at the tracker {} as {id}", self.addr);
+                    *self.peer_id.lock() = Some(id);
+                }
+                other => return Err(refusal(other)),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Sends `request` and reads its whole answer (one line, or a listing
+    /// up to `END`). Reconnects once if the connection had broken.
+    fn exchange(&self, request: &TrackerRequest) -> Result<Vec<Reply>, PeerError> {
+        let mut guard = self.conn.lock();
+        for attempt in 0..2 {
+            if guard.is_none() {
+                *guard = Some(self.open()?);
+            }
+            let conn = guard.as_mut().expect("just opened");
+            match self.exchange_on(conn, request) {
+                Err(PeerError::TrackerUnreachable { source, .. }) if attempt == 0 => {
+                    debug!("tracker connection lost ({source}); reconnecting");
+                    *guard = None;
+                }
+                result => return result,
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    fn exchange_on(
+        &self,
+        conn: &mut Conn,
+        request: &TrackerRequest,
+    ) -> Result<Vec<Reply>, PeerError> {
+        let io_error = |source| PeerError::TrackerUnreachable {
+            addr: self.addr,
+            source,
+        };
+        write_line(&mut conn.writer, request).map_err(io_error)?;
+        conn.writer.flush().map_err(io_error)?;
+        let listing = matches!(
+            request,
+            TrackerRequest::Rqfs(_)
+                | TrackerRequest::Lstf(_)
+                | TrackerRequest::Reqf { .. }
+                | TrackerRequest::Usrs
+        );
+        let mut replies = Vec::new();
+        loop {
+            let line = conn
+                .reader
+                .read_line()
+                .map_err(io_error)?
+                .ok_or_else(|| {
+                    io_error(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the tracker closed the connection",
+                    ))
+                })?
+                .map_err(|e| PeerError::TrackerProtocol(e.to_string()))?;
+            let reply = Reply::parse(&line)
+                .map_err(|e| PeerError::TrackerProtocol(format!("{e} in {line:?}")))?;
+            let done = !listing || matches!(reply, Reply::End | Reply::Error { .. });
+            replies.push(reply);
+            if done {
+                return Ok(replies);
+            }
+            if replies.len() > 1_000_000 {
+                return Err(PeerError::TrackerProtocol("an endless listing".into()));
+            }
+        }
+    }
+
+    /// Sends a request whose answer is one `OK` line.
+    fn expect_ok(&self, request: &TrackerRequest) -> Result<String, PeerError> {
+        match self.exchange(request)?.as_slice() {
+            [Reply::Ok(text)] => Ok(text.clone()),
+            other => Err(refusal(other)),
+        }
+    }
+
+    /// Sends a listing request; returns its lines before `END`.
+    fn listing(&self, request: &TrackerRequest) -> Result<Vec<Reply>, PeerError> {
+        let mut replies = self.exchange(request)?;
+        match replies.pop() {
+            Some(Reply::End) => Ok(replies),
+            other => Err(refusal(other.as_slice())),
+        }
+    }
+
+    /// `ADDF`: offers a complete file.
+    pub fn offer(&self, offer: &FileOffer) -> Result<(), PeerError> {
+        self.expect_ok(&TrackerRequest::Addf(offer.clone()))
+            .map(drop)
+    }
+
+    /// `RMVF`: withdraws a file.
+    pub fn withdraw(&self, key: FileKey) -> Result<(), PeerError> {
+        self.expect_ok(&TrackerRequest::Rmvf { key }).map(drop)
+    }
+
+    /// `BITF`: reports progress on a file.
+    pub fn report(&self, key: FileKey, bitmap: &Bitmap) -> Result<(), PeerError> {
+        self.expect_ok(&TrackerRequest::Bitf {
+            key,
+            bitmap: bitmap.to_field(),
+        })
+        .map(drop)
+    }
+
+    /// `RQFS`: searches files.
+    pub fn search(&self, criteria: SearchCriteria) -> Result<Vec<FileEntry>, PeerError> {
+        self.listing(&TrackerRequest::Rqfs(criteria))?
+            .into_iter()
+            .map(|reply| match reply {
+                Reply::File(entry) => Ok(entry),
+                other => Err(PeerError::TrackerProtocol(format!(
+                    "expected FILE, got {other}"
+                ))),
+            })
+            .collect()
+    }
+
+    /// `LSTF`: who offers what.
+    pub fn shares(&self, criteria: SearchCriteria) -> Result<Vec<ShareEntry>, PeerError> {
+        self.listing(&TrackerRequest::Lstf(criteria))?
+            .into_iter()
+            .map(|reply| match reply {
+                Reply::Share(entry) => Ok(entry),
+                other => Err(PeerError::TrackerProtocol(format!(
+                    "expected SHAR, got {other}"
+                ))),
+            })
+            .collect()
+    }
+
+    /// `REQF`: the peers that hold a file (an unknown file holds none).
+    pub fn holders(&self, key: FileKey) -> Result<Vec<PeerEntry>, PeerError> {
+        match self.listing(&TrackerRequest::Reqf { key }) {
+            Err(PeerError::TrackerRefused {
+                code: crate::protocol::ErrorCode::UnknownFile,
+                ..
+            }) => Ok(Vec::new()),
+            result => result?
+                .into_iter()
+                .map(|reply| match reply {
+                    Reply::Peer(entry) => Ok(entry),
+                    other => Err(PeerError::TrackerProtocol(format!(
+                        "expected PEER, got {other}"
+                    ))),
+                })
+                .collect(),
+        }
+    }
+
+    /// `USRS`: the named users and their peer ids.
+    pub fn users(&self) -> Result<Vec<(UserName, PeerId)>, PeerError> {
+        self.listing(&TrackerRequest::Usrs)?
+            .into_iter()
+            .map(|reply| match reply {
+                Reply::User { user, peer } => Ok((user, peer)),
+                other => Err(PeerError::TrackerProtocol(format!(
+                    "expected USER, got {other}"
+                ))),
+            })
+            .collect()
+    }
+
+    /// `PING`: keeps the session alive.
+    pub fn ping(&self) -> Result<(), PeerError> {
+        self.expect_ok(&TrackerRequest::Ping).map(drop)
+    }
+
+    /// `QUIT`: ends the session, if one is open.
+    pub fn quit(&self) {
+        let mut guard = self.conn.lock();
+        if let Some(conn) = guard.as_mut() {
+            let _ = self.exchange_on(conn, &TrackerRequest::Quit);
+        }
+        *guard = None;
+    }
+}
+
+/// The error for an answer that was not the expected success.
+fn refusal(replies: &[Reply]) -> PeerError {
+    match replies.last() {
+        Some(Reply::Error { code, text }) => PeerError::TrackerRefused {
+            code: *code,
+            text: text.clone(),
+        },
+        Some(other) => PeerError::TrackerProtocol(format!("unexpected answer {other}")),
+        None => PeerError::TrackerProtocol("no answer".into()),
+    }
+}
