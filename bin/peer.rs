@@ -1,20 +1,26 @@
 //! `peer`: shares files and downloads them from the swarm.
 //!
-//! This release has the peer's configuration (`config/peer.ini`, every key
-//! also a flag) but not yet its commands: they arrive with the peer
-//! mini-server and downloader. Until then it checks its configuration and
-//! prints its help.
+//! Without a subcommand it runs the interactive shell; `share`, `get` and
+//! `search` do one job for scripts. Every mode that serves prints
+//! `listening on <ip:port>` as its first line on standard output.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use swarmline::config::{flag_args, load_settings, PeerConfig, PEER_KEYS};
+use swarmline::peer::shell::{self, progress_line};
+use swarmline::peer::tracker_client::TrackerClient;
+use swarmline::peer::{DownloadState, Peer};
+use swarmline::protocol::SearchCriteria;
+use swarmline::units::format_bytes;
 
 /// A swarmline peer: shares files and downloads them piece by piece from
-/// several peers at once. (Sharing and downloading are not built yet: this
-/// version validates its configuration and prints this help.)
+/// several peers at once, checking every piece. Without a command, it runs
+/// an interactive shell (type `help` there).
 #[derive(Parser)]
 #[command(name = "peer", version)]
 struct Args {
@@ -22,27 +28,162 @@ struct Args {
     /// without this flag the built-in defaults, which are the same, apply).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Share files and keep seeding them until Ctrl-C.
+    Share {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Download a file by key or exact name; exits 0 only when the verified
+    /// file is in place.
+    Get {
+        key_or_name: String,
+        /// Directory to save into (default: download_dir).
+        #[arg(short, long, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
+    /// Search the tracker's files (words, name=*.mp3, kind=audio, min=1MB,
+    /// max=..., user=..., key=...).
+    Search { criteria: Vec<String> },
 }
 
 fn main() -> ExitCode {
-    let mut command = Args::command()
+    let command = Args::command()
         .args(flag_args(PEER_KEYS))
         .args_override_self(true);
-    let matches = command.clone().get_matches();
+    let matches = command.get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    match load_settings("peer", PEER_KEYS, args.config.as_deref(), &matches)
+    let config = match load_settings("peer", PEER_KEYS, args.config.as_deref(), &matches)
         .and_then(|settings| PeerConfig::from_settings(&settings))
     {
-        Ok(_config) => {
-            let _ = command.print_help();
-            ExitCode::SUCCESS
-        }
+        Ok(config) => config,
         Err(e) => {
             eprintln!("peer: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
+    };
+    if let Err(e) = swarmline::logging::init(config.log_level, config.log_file.as_deref()) {
+        eprintln!("peer: log_file: {e}");
+        return ExitCode::from(2);
+    }
+    let result = match args.command {
+        Some(Command::Search { criteria }) => search(&config, &criteria),
+        Some(Command::Share { files }) => share(config, &files),
+        Some(Command::Get {
+            key_or_name,
+            output,
+        }) => get(config, &key_or_name, output),
+        None => interactive(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the peer and prints where it listens.
+fn start(config: PeerConfig) -> Result<Peer, String> {
+    let peer = Peer::start(config).map_err(|e| e.to_string())?;
+    println!("listening on {}", peer.listen_addr());
+    let _ = std::io::stdout().flush();
+    Ok(peer)
+}
+
+fn interactive(config: PeerConfig) -> Result<(), String> {
+    let peer = start(config)?;
+    shell::run(&peer, std::io::stdin().lock(), Box::new(std::io::stdout()));
+    peer.shutdown();
+    Ok(())
+}
+
+fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
+    let criteria = SearchCriteria::parse(&criteria.join(" ")).map_err(|e| e.to_string())?;
+    let files = TrackerClient::new(config.tracker, None)
+        .search(criteria)
+        .map_err(|e| e.to_string())?;
+    for f in &files {
+        println!(
+            "{}  {:>10}  {:<5}  {} seeder(s), {} leecher(s)  {}",
+            f.key,
+            format_bytes(f.size),
+            f.kind.as_str(),
+            f.seeders,
+            f.leechers,
+            f.name.as_str()
+        );
+    }
+    eprintln!("{} file(s)", files.len());
+    Ok(())
+}
+
+fn share(config: PeerConfig, files: &[PathBuf]) -> Result<(), String> {
+    let peer = start(config)?;
+    for file in files {
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        let shared = peer
+            .share(file, |done| {
+                if size > 64 << 20 && std::io::stderr().is_terminal() {
+                    eprint!(
+                        "\rhashing {}: {}%",
+                        file.display(),
+                        done * 100 / size.max(1)
+                    );
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        println!("sharing {} as {}", shared.path().display(), shared.key);
+    }
+    let _ = std::io::stdout().flush();
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
+    let _ = stop_rx.recv();
+    peer.shutdown();
+    Ok(())
+}
+
+fn get(config: PeerConfig, what: &str, output: Option<PathBuf>) -> Result<(), String> {
+    let peer = start(config)?;
+    let download = peer
+        .download(what, output.as_deref())
+        .map_err(|e| e.to_string())?;
+    let live = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    while !download.is_finished() {
+        let line = progress_line(&download.status());
+        if live {
+            eprint!("\r{line}");
+        } else if line != last {
+            eprintln!("{line}");
+        }
+        last = line;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if live {
+        eprintln!();
+    }
+    let result = download.wait();
+    let status = download.status();
+    peer.shutdown();
+    match (result, status.state) {
+        (Ok(path), DownloadState::Done(_)) => {
+            println!("{}", path.display());
+            Ok(())
+        }
+        (Err(reason), _) | (Ok(_), DownloadState::Failed(reason)) => Err(reason),
+        (Ok(_), other) => Err(format!("ended while {other:?}")),
     }
 }

@@ -46,23 +46,24 @@ fn peer_ini_lists_every_key_with_its_default() {
 }
 
 #[test]
-fn the_peer_checks_its_configuration_and_prints_its_help() {
+fn the_peer_refuses_bad_configuration_with_exit_code_2() {
     let peer = env!("CARGO_BIN_EXE_peer");
-    let config = support::repo_root().join("config/peer.ini");
-    let output = Command::new(peer)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = Command::new(peer).arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        help.contains("--tracker <TRACKER>") && help.contains("--piece-size"),
-        "{help}"
-    );
+    for flag in [
+        "--tracker <TRACKER>",
+        "--piece-size",
+        "--upload-limit",
+        "share",
+        "get",
+        "search",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}: {help}");
+    }
 
     let output = Command::new(peer)
-        .args(["--piece-size", "100KiB"])
+        .args(["--piece-size", "100KiB", "search"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
@@ -73,8 +74,24 @@ fn the_peer_checks_its_configuration_and_prints_its_help() {
     );
 
     let output = Command::new(peer)
-        .args(["--user", "no spaces"])
+        .args(["--user", "no spaces", "search"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("peer.ini");
+    std::fs::write(&ini, "[peer]\npool_size = 0\n").unwrap();
+    let output = Command::new(peer)
+        .arg("--config")
+        .arg(&ini)
+        .arg("search")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("key `pool_size`") && stderr.contains("from 1 to 256"),
+        "{stderr}"
+    );
 }

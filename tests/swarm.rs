@@ -5,7 +5,7 @@ mod support;
 
 use swarmline::peer::DownloadState;
 
-use support::{random_bytes, start_peer, tracker_in_process, write_file};
+use support::{random_bytes, start_peer, tracker_in_process, write_file, Fake, FakePeer};
 
 const PIECE: usize = 16 * 1024;
 
@@ -73,4 +73,235 @@ fn three_seeders_all_serve_a_leecher() {
     }
     assert_eq!(status.sources.iter().map(|s| s.pieces).sum::<u64>(), 200);
     drop(seeders);
+}
+
+#[test]
+fn pieces_with_wrong_bytes_are_thrown_away_and_the_liar_is_banned() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(40 * PIECE + 5, 11);
+    let original = write_file(&dir.path().join("originals"), "doc.bin", &data);
+    let honest = start_peer(
+        dir.path(),
+        "honest",
+        tracker.local_addr(),
+        &[("upload_limit", "2MB")],
+    );
+    let shared = honest.share(&original, |_| {}).unwrap();
+    // A liar that flips a byte of every piece it sends.
+    let liar = FakePeer::start(
+        tracker.local_addr(),
+        "doc.bin",
+        data.clone(),
+        PIECE as u32,
+        Fake::Corrupt(|_| true),
+    );
+    assert_eq!(liar.key, shared.key);
+
+    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
+    let download = leecher.download(&shared.key.to_string(), None).unwrap();
+    let path = download.wait().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), data, "the file is right");
+    let status = download.status();
+    let liar_status = status.sources.iter().find(|s| s.peer == liar.addr).unwrap();
+    assert_eq!(liar_status.pieces, 0, "no piece of the liar was kept");
+    let reason = liar_status.dropped.as_deref().unwrap_or("");
+    assert!(
+        reason.starts_with("banned: sent 3 pieces that failed their hash check"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_few_bad_pieces_are_fetched_again_from_another_peer() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(40 * PIECE, 12);
+    let original = write_file(&dir.path().join("originals"), "doc.bin", &data);
+    let honest = start_peer(
+        dir.path(),
+        "honest",
+        tracker.local_addr(),
+        &[("upload_limit", "2MB")],
+    );
+    honest.share(&original, |_| {}).unwrap();
+    // Only pieces 0 and 1 come wrong from this one: two strikes, no ban.
+    let flaky = FakePeer::start(
+        tracker.local_addr(),
+        "doc.bin",
+        data.clone(),
+        PIECE as u32,
+        Fake::Corrupt(|i| i < 2),
+    );
+    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
+    let download = leecher.download("doc.bin", None).unwrap();
+    assert_eq!(std::fs::read(download.wait().unwrap()).unwrap(), data);
+    let status = download.status();
+    let flaky_status = status
+        .sources
+        .iter()
+        .find(|s| s.peer == flaky.addr)
+        .unwrap();
+    assert_eq!(
+        flaky_status.dropped, None,
+        "two bad pieces are not enough for a ban"
+    );
+}
+
+#[test]
+fn a_download_that_cannot_finish_says_which_pieces_no_peer_has() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(10 * PIECE, 13);
+    let original = write_file(&dir.path().join("originals"), "half.bin", &data);
+    // A seeder offers the file, a partial holder with pieces 0-4 joins, and
+    // the seeder leaves.
+    let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &[]);
+    seeder.share(&original, |_| {}).unwrap();
+    let half = FakePeer::start(
+        tracker.local_addr(),
+        "half.bin",
+        data,
+        PIECE as u32,
+        Fake::Holds(|i| i < 5),
+    );
+    seeder.shutdown();
+    let leecher = start_peer(
+        dir.path(),
+        "leecher",
+        tracker.local_addr(),
+        &[("stall_timeout_secs", "2")],
+    );
+    let download = leecher.download(&half.key.to_string(), None).unwrap();
+    let reason = download.wait().unwrap_err();
+    assert!(reason.contains("stalled at 5 of 10 pieces"), "{reason}");
+    assert!(
+        reason.contains("no live peer has piece(s) 5, 6, 7, 8, 9"),
+        "{reason}"
+    );
+    assert!(
+        !dir.path().join("leecher/downloads/half.bin").exists(),
+        "nothing under the final name"
+    );
+}
+
+#[test]
+fn leechers_holding_different_halves_finish_from_each_other() {
+    use std::sync::Arc;
+    use swarmline::peer::library::SharedFile;
+    use swarmline::pieces::{Bitmap, Manifest, PieceFile};
+    use swarmline::protocol::{FileName, MediaKind};
+
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(30 * PIECE + 77, 14);
+    let original = write_file(&dir.path().join("originals"), "halves.bin", &data);
+    let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &[]);
+    let key = seeder.share(&original, |_| {}).unwrap().key;
+
+    // The seeder gave even pieces to A and odd pieces to B, then left.
+    let manifest = Manifest::build(&data[..], PIECE as u32, |_| {}).unwrap();
+    let leechers: Vec<_> = [("a", 0), ("b", 1)]
+        .into_iter()
+        .map(|(name, parity)| {
+            let peer = start_peer(dir.path(), name, tracker.local_addr(), &[]);
+            let downloads = dir.path().join(name).join("downloads");
+            std::fs::create_dir_all(&downloads).unwrap();
+            let part = downloads.join("halves.bin.part");
+            let file = PieceFile::create(&part, manifest.size()).unwrap();
+            let mut held = Bitmap::empty(manifest.piece_count());
+            for (i, piece) in data
+                .chunks(PIECE)
+                .enumerate()
+                .filter(|(i, _)| i % 2 == parity)
+            {
+                file.write_piece(&manifest, i, piece).unwrap();
+                held.set(i);
+            }
+            let name = FileName::new("halves.bin").unwrap();
+            let shared = SharedFile::partial(
+                name,
+                MediaKind::Other,
+                manifest.clone(),
+                &part,
+                file,
+                held.clone(),
+            );
+            peer.library().insert(Arc::new(shared));
+            peer.tracker().report(key, &held).unwrap();
+            peer
+        })
+        .collect();
+    seeder.shutdown();
+
+    let downloads: Vec<_> = leechers
+        .iter()
+        .map(|p| p.download(&key.to_string(), None).unwrap())
+        .collect();
+    for (peer, download) in leechers.iter().zip(&downloads) {
+        let path = download.wait().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        let status = download.status();
+        let other = leechers
+            .iter()
+            .find(|p| p.listen_addr() != peer.listen_addr())
+            .unwrap();
+        let from_other = status
+            .sources
+            .iter()
+            .find(|s| s.peer == other.listen_addr())
+            .unwrap();
+        let missing = if peer.listen_addr() == leechers[0].listen_addr() {
+            15
+        } else {
+            16
+        };
+        assert_eq!(
+            from_other.pieces, missing,
+            "every missing piece came from the other leecher"
+        );
+    }
+}
+
+#[test]
+fn one_peer_runs_several_downloads_at_once() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let seeder = start_peer(
+        dir.path(),
+        "seeder",
+        tracker.local_addr(),
+        &[("upload_limit", "4MB")],
+    );
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("f{i}.bin"),
+                random_bytes(30 * PIECE + i, 20 + i as u64),
+            )
+        })
+        .collect();
+    for (name, data) in &files {
+        seeder
+            .share(
+                &write_file(&dir.path().join("originals"), name, data),
+                |_| {},
+            )
+            .unwrap();
+    }
+    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
+    let downloads: Vec<_> = files
+        .iter()
+        .map(|(name, _)| leecher.download(name, None).unwrap())
+        .collect();
+    // All three are under way together before any is done.
+    assert!(downloads.iter().all(|d| !d.is_finished()));
+    for ((name, data), download) in files.iter().zip(&downloads) {
+        assert_eq!(
+            &std::fs::read(download.wait().unwrap()).unwrap(),
+            data,
+            "{name}"
+        );
+    }
+    assert_eq!(leecher.downloads().len(), 3);
 }

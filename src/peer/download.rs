@@ -227,45 +227,41 @@ fn run(
 ) -> Result<PathBuf, String> {
     let name = plan.name.as_str();
     let key = plan.key;
-    if context.library.get(&key).is_some() {
-        return Err(format!(
-            "{name} ({key}) is already here, shared or downloading"
-        ));
-    }
-    let final_path = plan.dir.join(name);
+    let (shared, peers) = match context.library.get(&key) {
+        Some(file) if file.is_complete() => {
+            return Err(format!(
+                "{name} ({key}) is already here, at {}",
+                file.path().display()
+            ))
+        }
+        // Pieces of it are already here (a download that stopped, or a
+        // partial copy put in the library): carry on from them.
+        Some(file) => {
+            info!(
+                "{name}: continuing with {} of {} pieces",
+                file.bitmap().count(),
+                file.manifest.piece_count()
+            );
+            (file, find_peers(context, plan).unwrap_or_default())
+        }
+        None => {
+            let peers = find_peers(context, plan)?;
+            (prepare(context, plan, &peers)?, peers)
+        }
+    };
+    let part_path = shared.path();
+    let final_path = part_path.with_file_name(shared.name.as_str());
     if final_path.exists() {
         return Err(format!(
             "{} already exists; move it away or choose another directory",
             final_path.display()
         ));
     }
-    let peers = find_peers(context, plan)?;
-    let (manifest, first) = fetch_manifest(key, &peers)?;
-    info!(
-        "{name}: manifest from {first}: {} bytes in {} pieces",
-        manifest.size(),
-        manifest.piece_count()
-    );
-
-    fs::create_dir_all(&plan.dir)
-        .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
-    let part_path = plan.dir.join(format!("{name}.part"));
-    let part = PieceFile::create(&part_path, manifest.size())
-        .map_err(|e| format!("cannot create {}: {e}", part_path.display()))?;
-    let pieces = manifest.piece_count();
-    let shared = Arc::new(SharedFile::partial(
-        plan.name.clone(),
-        plan.kind,
-        manifest,
-        &part_path,
-        part,
-        Bitmap::empty(pieces),
-    ));
-    context.library.insert(Arc::clone(&shared));
     {
         let mut status = status.lock();
         status.size = shared.manifest.size();
-        status.pieces_total = pieces;
+        status.pieces_total = shared.manifest.piece_count();
+        status.pieces_done = shared.bitmap().count();
         status.state = DownloadState::Fetching;
     }
 
@@ -291,6 +287,45 @@ fn run(
     }
     offer_finished(context, &shared, &final_path);
     Ok(final_path)
+}
+
+/// Fetches the manifest, creates the `.part` file and puts it in the
+/// library (so its pieces are served as they arrive).
+fn prepare(
+    context: &DownloadContext,
+    plan: &DownloadPlan,
+    peers: &[PeerId],
+) -> Result<Arc<SharedFile>, String> {
+    let name = plan.name.as_str();
+    let final_path = plan.dir.join(name);
+    if final_path.exists() {
+        return Err(format!(
+            "{} already exists; move it away or choose another directory",
+            final_path.display()
+        ));
+    }
+    let (manifest, first) = fetch_manifest(plan.key, peers)?;
+    info!(
+        "{name}: manifest from {first}: {} bytes in {} pieces",
+        manifest.size(),
+        manifest.piece_count()
+    );
+    fs::create_dir_all(&plan.dir)
+        .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
+    let part_path = plan.dir.join(format!("{name}.part"));
+    let part = PieceFile::create(&part_path, manifest.size())
+        .map_err(|e| format!("cannot create {}: {e}", part_path.display()))?;
+    let pieces = manifest.piece_count();
+    let shared = Arc::new(SharedFile::partial(
+        plan.name.clone(),
+        plan.kind,
+        manifest,
+        &part_path,
+        part,
+        Bitmap::empty(pieces),
+    ));
+    context.library.insert(Arc::clone(&shared));
+    Ok(shared)
 }
 
 /// The peers to start with.
@@ -547,9 +582,10 @@ impl<'a> Coordinator<'a> {
                 last_round = Instant::now();
                 self.periodic_round();
             }
-            let assigned = self.assign(jobs);
-            let busy = self.neighbours.iter().any(|n| n.busy);
-            if assigned || busy {
+            self.assign(jobs);
+            // Stalled: no piece asked for and none to ask (BufferMap
+            // exchanges go on meanwhile, and may change that).
+            if !self.in_flight.is_empty() {
                 idle_since = None;
             } else {
                 let since = *idle_since.get_or_insert_with(Instant::now);
@@ -587,15 +623,14 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Gives work to every idle neighbour; true if any job was sent.
-    fn assign(&mut self, jobs: &Sender<Job>) -> bool {
+    /// Gives work to every idle neighbour.
+    fn assign(&mut self, jobs: &Sender<Job>) {
         let interval = self.context.settings.bitmap_interval;
         let availability = self.availability();
         let fresh_left = self
             .have
             .missing()
             .any(|i| !self.in_flight.contains_key(&(i as u32)));
-        let mut assigned = false;
         for id in 0..self.neighbours.len() {
             let n = &self.neighbours[id];
             if n.busy || n.dropped.is_some() {
@@ -628,12 +663,10 @@ impl<'a> Coordinator<'a> {
                 n.bitmap_at = Some(Instant::now());
             }
             n.busy = true;
-            assigned = true;
             if jobs.send(job).is_err() {
-                return false;
+                return;
             }
         }
-        assigned
     }
 
     /// How many live neighbours hold each piece.
@@ -736,6 +769,8 @@ impl<'a> Coordinator<'a> {
             PieceResult::Duplicate => {}
             PieceResult::Missing => n.bitmap.clear(index as usize),
             PieceResult::Corrupt => {
+                // Never ask it for this piece again: another peer must give it.
+                n.bitmap.clear(index as usize);
                 n.strikes += 1;
                 warn!(
                     "{}: piece {index} from {} failed its hash check ({} of {MAX_STRIKES} strikes)",
@@ -891,7 +926,8 @@ impl Worker {
                         PieceResult::Corrupt
                     }
                     PieceAnswer::Received => match self.shared.store_piece(index as usize, buf) {
-                        Ok(()) => PieceResult::Stored,
+                        Ok(true) => PieceResult::Stored,
+                        Ok(false) => PieceResult::Duplicate,
                         Err(e) => {
                             disk_error = Some(e);
                             break;

@@ -166,7 +166,9 @@ impl SharedFile {
     }
 
     /// Writes a verified piece and marks it here, so it is served at once.
-    pub fn store_piece(&self, index: usize, data: &[u8]) -> io::Result<()> {
+    /// Returns false when the piece was already here (two peers sent it at
+    /// once in the endgame: the same verified bytes were written twice).
+    pub fn store_piece(&self, index: usize, data: &[u8]) -> io::Result<bool> {
         {
             // Positioned writes need only shared access to the file.
             let state = self.state.read();
@@ -176,8 +178,10 @@ impl SharedFile {
                 .ok_or_else(|| io::Error::other("file is being renamed"))?;
             file.write_piece(&self.manifest, index, data)?;
         }
-        self.state.write().bitmap.set(index);
-        Ok(())
+        let mut state = self.state.write();
+        let new = !state.bitmap.has(index);
+        state.bitmap.set(index);
+        Ok(new)
     }
 
     /// Flushes the file to disk.

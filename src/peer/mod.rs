@@ -10,6 +10,7 @@
 //! - [`download`]: one download (coordinator and worker pool);
 //! - [`usermap`]: the `<user> - <ip:port>` file of the course;
 //! - [`ratelimit`]: the upload limit;
+//! - [`shell`]: the interactive shell of the course's commands;
 //! - [`Peer`]: ties them together; `bin/peer.rs` and the shell drive it.
 
 pub mod download;
@@ -19,6 +20,7 @@ pub mod link;
 pub mod miniserver;
 pub mod ratelimit;
 pub mod share;
+pub mod shell;
 pub mod tracker_client;
 pub mod usermap;
 
@@ -141,6 +143,11 @@ impl Peer {
     /// The tracker session.
     pub fn tracker(&self) -> &TrackerClient {
         &self.tracker
+    }
+
+    /// The files this peer serves, by key.
+    pub fn library(&self) -> &Arc<Library> {
+        &self.library
     }
 
     /// Shares a complete file: hashes it (or takes its manifest from the
@@ -276,6 +283,16 @@ impl Peer {
     }
 
     fn start_download(&self, plan: DownloadPlan) -> Result<Arc<Download>, PeerError> {
+        let mut downloads = self.downloads.lock();
+        if downloads
+            .iter()
+            .any(|d| d.status().key == plan.key && !d.is_finished())
+        {
+            return Err(PeerError::Failed(format!(
+                "{} is already being downloaded",
+                plan.name.as_str()
+            )));
+        }
         let context = DownloadContext {
             library: Arc::clone(&self.library),
             tracker: Arc::clone(&self.tracker),
@@ -288,7 +305,7 @@ impl Peer {
         };
         let download = Download::start(context, plan)
             .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
-        self.downloads.lock().push(Arc::clone(&download));
+        downloads.push(Arc::clone(&download));
         Ok(download)
     }
 

@@ -271,3 +271,180 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&path, bytes).unwrap();
     path
 }
+
+// ---------------------------------------------------------------------------
+// A fake peer for tests: a raw mini-server that holds a file in memory and
+// can lie (serve wrong bytes) or hold only some pieces.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use swarmline::pieces::Manifest;
+use swarmline::protocol::{FileKey, PeerRequest, Reply};
+
+/// How a fake peer behaves.
+#[derive(Clone, Copy)]
+pub enum Fake {
+    /// Serves every piece, but with wrong bytes for the pieces where the
+    /// function says so.
+    Corrupt(fn(u32) -> bool),
+    /// Holds (and admits to) only the pieces where the function says so.
+    Holds(fn(u32) -> bool),
+}
+
+/// A fake peer registered at the tracker; stops when dropped.
+pub struct FakePeer {
+    pub addr: SocketAddr,
+    pub key: FileKey,
+    stop: Arc<AtomicBool>,
+    _tracker: TcpStream,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakePeer {
+    /// Starts serving `data` cut in `piece_size` pieces, and registers at
+    /// the tracker as holding it (`ADDF`, or `BITF` for a partial holder
+    /// of a file someone else offered).
+    pub fn start(
+        tracker: SocketAddr,
+        name: &str,
+        data: Vec<u8>,
+        piece_size: u32,
+        fake: Fake,
+    ) -> FakePeer {
+        let manifest = Arc::new(Manifest::build(&data[..], piece_size, |_| {}).unwrap());
+        let key = manifest.key();
+        let size = manifest.size();
+        let bitmap = fake_bitmap(&manifest, fake);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let data = Arc::new(data);
+        let thread = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            stream.set_nonblocking(false).unwrap();
+                            let (manifest, data) = (Arc::clone(&manifest), Arc::clone(&data));
+                            std::thread::spawn(move || fake_serve(stream, &manifest, &data, fake));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }
+        });
+        let mut session = Client::connect(tracker);
+        assert!(session
+            .ask(&format!("HELO {}", addr.port()))
+            .starts_with("OK"));
+        let reply = match fake {
+            Fake::Corrupt(_) => session.ask(&format!(
+                "ADDF {key} {name} {size} {piece_size} other /fake/{name}"
+            )),
+            Fake::Holds(_) => session.ask(&format!("BITF {key} {bitmap}")),
+        };
+        assert!(reply.starts_with("OK"), "{reply}");
+        FakePeer {
+            addr,
+            key,
+            stop,
+            _tracker: session.writer,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// The BufferMap a fake peer admits to.
+fn fake_bitmap(manifest: &Manifest, fake: Fake) -> swarmline::protocol::BitmapField {
+    let n = manifest.piece_count();
+    let mut bits = vec![0u8; n.div_ceil(8)];
+    for i in 0..n {
+        let held = match fake {
+            Fake::Corrupt(_) => true,
+            Fake::Holds(holds) => holds(i as u32),
+        };
+        if held {
+            bits[i / 8] |= 0x80 >> (i % 8);
+        }
+    }
+    swarmline::protocol::BitmapField(bits)
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn fake_serve(stream: TcpStream, manifest: &Manifest, data: &[u8], fake: Fake) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    let mut line = String::new();
+    while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+        let request = PeerRequest::parse(line.trim_end());
+        line.clear();
+        let holds = |i: u32| match fake {
+            Fake::Corrupt(_) => true,
+            Fake::Holds(holds) => holds(i),
+        };
+        let mut reply = Vec::new();
+        match request {
+            Ok(PeerRequest::Manf { key }) => {
+                let text = manifest.to_string();
+                reply.extend(
+                    format!(
+                        "{}\n",
+                        Reply::Manifest {
+                            key,
+                            length: text.len() as u32
+                        }
+                    )
+                    .into_bytes(),
+                );
+                reply.extend(text.into_bytes());
+            }
+            Ok(PeerRequest::Bitf { key, .. }) => {
+                let bitmap = fake_bitmap(manifest, fake);
+                reply.extend(format!("{}\n", Reply::Bitmap { key, bitmap }).into_bytes());
+            }
+            Ok(PeerRequest::Reqf { key, indices }) => {
+                for index in indices {
+                    if !holds(index) {
+                        reply.extend(
+                            format!("ERRR 404 piece {index} of {key} is not here\n").into_bytes(),
+                        );
+                        continue;
+                    }
+                    let start = manifest.piece_offset(index as usize) as usize;
+                    let len = manifest.piece_len(index as usize).unwrap() as usize;
+                    let mut piece = data[start..start + len].to_vec();
+                    if matches!(fake, Fake::Corrupt(bad) if bad(index)) {
+                        piece[0] ^= 0xff;
+                    }
+                    reply.extend(
+                        format!(
+                            "{}\n",
+                            Reply::Piece {
+                                key,
+                                index,
+                                length: len as u32
+                            }
+                        )
+                        .into_bytes(),
+                    );
+                    reply.extend(piece);
+                }
+            }
+            _ => reply.extend(b"ERRR 200 not in this fake\n"),
+        }
+        if out.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The peer's interactive shell: the course's commands, typed one per line.
+//! It reads commands from any reader and writes to any writer, so the same
+//! code serves a terminal and a test. Downloads run in the background; a
+//! watcher thread per download prints its progress as it happens.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::protocol::{Role, SearchCriteria};
+use crate::units::format_bytes;
+
+use super::{Download, DownloadState, DownloadStatus, Peer, PeerError};
+
+/// What `help` prints.
+pub const HELP: &str = "\
+commands:
+  register <user> <file>...            share files (as this peer's user)
+  unregister <user> <file>...          stop sharing files
+  list-files                           every shared file: <user> : <path>
+  search [criteria]                    search the tracker (words, name=*.mp3, kind=audio, min=1MB, max=, user=, key=)
+  download <key-or-name> [dir]         download from the swarm, every piece verified
+  download <user> <path-on-user> <path-to-save>
+                                       download from one user, found in the user map
+  peers <key>                          who holds a file
+  users                                the user map: <user> - <ip:port>
+  status                               downloads, shared files, uploads
+  help                                 this text
+  quit                                 leave (also Ctrl-D)";
+
+/// Where the shell and its download watchers write, one line at a time.
+type Out = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Prints one line to the shared output.
+fn say(out: &Out, text: impl AsRef<str>) {
+    let mut out = out.lock();
+    let _ = writeln!(out, "{}", text.as_ref());
+    let _ = out.flush();
+}
+
+/// Runs the shell until `quit` or the end of `input`. Waits for the
+/// download watchers before returning.
+pub fn run(peer: &Peer, input: impl BufRead, output: Box<dyn Write + Send>) {
+    let out: Out = Arc::new(Mutex::new(output));
+    let mut watchers: Vec<JoinHandle<()>> = Vec::new();
+    say(&out, "type `help` for the commands");
+    prompt(&out);
+    for line in input.lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [] => {}
+            ["quit" | "exit"] => break,
+            command => {
+                if let Err(e) = execute(peer, command, &out, &mut watchers) {
+                    say(&out, format!("error: {e}"));
+                }
+            }
+        }
+        prompt(&out);
+    }
+    for download in peer.downloads() {
+        if !download.is_finished() {
+            say(
+                &out,
+                format!("stopping the download of {}", download.status().name),
+            );
+            download.cancel();
+        }
+    }
+    for watcher in watchers {
+        let _ = watcher.join();
+    }
+    say(&out, "bye");
+}
+
+fn prompt(out: &Out) {
+    let mut out = out.lock();
+    let _ = write!(out, "swarmline> ");
+    let _ = out.flush();
+}
+
+fn execute(
+    peer: &Peer,
+    command: &[&str],
+    out: &Out,
+    watchers: &mut Vec<JoinHandle<()>>,
+) -> Result<(), PeerError> {
+    match command {
+        ["help"] => say(out, HELP),
+        ["register", user, files @ ..] if !files.is_empty() => {
+            check_user(peer, user)?;
+            for file in files {
+                let shared = peer.share(Path::new(file), |_| {})?;
+                say(
+                    out,
+                    format!(
+                        "registered {} as {} ({})",
+                        shared.path().display(),
+                        shared.key,
+                        format_bytes(shared.manifest.size())
+                    ),
+                );
+            }
+        }
+        ["unregister", user, files @ ..] if !files.is_empty() => {
+            check_user(peer, user)?;
+            for file in files {
+                peer.unshare(file)?;
+                say(out, format!("unregistered {file}"));
+            }
+        }
+        ["list-files"] => {
+            for share in peer.tracker().shares(SearchCriteria::default())? {
+                let user = share.user.as_ref().map_or("-", |u| u.as_str());
+                say(out, format!("{user} : {}", share.path.as_str()));
+            }
+        }
+        ["search", criteria @ ..] => {
+            let criteria = SearchCriteria::parse(&criteria.join(" "))
+                .map_err(|e| PeerError::Failed(e.to_string()))?;
+            let files = peer.tracker().search(criteria)?;
+            say(
+                out,
+                format!(
+                    "{:<32} {:>10} {:<6} {:>7} {:>8}  KEY",
+                    "NAME", "SIZE", "KIND", "SEEDERS", "LEECHERS"
+                ),
+            );
+            for f in &files {
+                say(
+                    out,
+                    format!(
+                        "{:<32} {:>10} {:<6} {:>7} {:>8}  {}",
+                        f.name.as_str(),
+                        format_bytes(f.size),
+                        f.kind.as_str(),
+                        f.seeders,
+                        f.leechers,
+                        f.key
+                    ),
+                );
+            }
+            say(out, format!("{} file(s)", files.len()));
+        }
+        ["download", what] | ["download", what, _] => {
+            let dir = command.get(2).map(PathBuf::from);
+            let download = peer.download(what, dir.as_deref())?;
+            say(out, format!("downloading {what}"));
+            watchers.push(watch(download, Arc::clone(out))?);
+        }
+        ["download", user, path_on_user, save_to] => {
+            let download = peer.download_direct(user, path_on_user, Path::new(save_to))?;
+            say(out, format!("downloading {path_on_user} from {user}"));
+            watchers.push(watch(download, Arc::clone(out))?);
+        }
+        ["peers", key] => {
+            let key = crate::protocol::FileKey::parse(key)
+                .map_err(|e| PeerError::Failed(e.to_string()))?;
+            for holder in peer.tracker().holders(key)? {
+                let role = if holder.role == Role::Seeder {
+                    "seeder"
+                } else {
+                    "leecher"
+                };
+                let user = holder.user.as_ref().map_or("-", |u| u.as_str());
+                say(
+                    out,
+                    format!("{} {user} {role} {} pieces", holder.peer, holder.pieces),
+                );
+            }
+        }
+        ["users"] => {
+            for (user, addr) in peer.tracker().users()? {
+                say(out, format!("{user} - {addr}"));
+            }
+        }
+        ["status"] => {
+            say(
+                out,
+                format!(
+                    "peer {} (tracker {})",
+                    peer.listen_addr(),
+                    peer.config().tracker
+                ),
+            );
+            for download in peer.downloads() {
+                say(
+                    out,
+                    format!("download {}", progress_line(&download.status())),
+                );
+            }
+            for file in peer.files() {
+                let (pieces, bytes) = file.uploaded();
+                let held = file.bitmap();
+                say(
+                    out,
+                    format!(
+                        "file {} {}/{} pieces, uploaded {pieces} pieces ({})",
+                        file.name.as_str(),
+                        held.count(),
+                        held.len(),
+                        format_bytes(bytes)
+                    ),
+                );
+            }
+        }
+        _ => {
+            return Err(PeerError::Failed(format!(
+                "unknown command {:?}; type `help`",
+                command.join(" ")
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The course's `register <user>`: the user must be this peer's.
+fn check_user(peer: &Peer, user: &str) -> Result<(), PeerError> {
+    match &peer.config().user {
+        Some(me) if me.as_str() == user => Ok(()),
+        Some(me) => Err(PeerError::Failed(format!("this peer is {me}, not {user}"))),
+        None => Err(PeerError::Failed(format!(
+            "this peer has no user name; start it with --user {user}"
+        ))),
+    }
+}
+
+/// A thread that prints a download's progress every second until it ends.
+fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError> {
+    let name = download.status().name;
+    thread::Builder::new()
+        .name(format!("watch-{name}"))
+        .spawn(move || {
+            let mut last = String::new();
+            loop {
+                let status = download.status();
+                match &status.state {
+                    DownloadState::Done(path) => {
+                        let line = format!(
+                            "[{name}] done: {} ({}, SHA-256 verified, {})",
+                            path.display(),
+                            format_bytes(status.size),
+                            rate(&status)
+                        );
+                        return say(&out, line);
+                    }
+                    DownloadState::Failed(reason) => {
+                        return say(&out, format!("[{name}] failed: {reason}"))
+                    }
+                    _ => {}
+                }
+                let line = progress_line(&status);
+                if line != last {
+                    say(&out, &line);
+                    last = line;
+                }
+                thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))
+}
+
+/// `[name] 42% ########............ 12/26 pieces from 2 peer(s)`
+pub fn progress_line(status: &DownloadStatus) -> String {
+    let percent = if status.pieces_total == 0 {
+        100
+    } else {
+        status.pieces_done * 100 / status.pieces_total
+    };
+    let filled = percent / 5;
+    let bar: String = "#".repeat(filled) + &".".repeat(20 - filled);
+    let live = status
+        .sources
+        .iter()
+        .filter(|s| s.dropped.is_none())
+        .count();
+    let state = match &status.state {
+        DownloadState::Starting => "starting".to_string(),
+        DownloadState::Fetching => format!(
+            "{}/{} pieces from {live} peer(s)",
+            status.pieces_done, status.pieces_total
+        ),
+        DownloadState::Verifying => "verifying".to_string(),
+        DownloadState::Done(_) => "done".to_string(),
+        DownloadState::Failed(reason) => format!("failed: {reason}"),
+    };
+    format!("[{}] {percent:>3}% {bar} {state}", status.name)
+}
+
+/// The average rate of a finished download, for people.
+fn rate(status: &DownloadStatus) -> String {
+    let secs = status.elapsed.as_secs_f64().max(0.001);
+    format!(
+        "{}/s in {:.1} s",
+        format_bytes((status.size as f64 / secs) as u64),
+        secs
+    )
+}
