@@ -43,3 +43,40 @@ fn the_tracker_tour_runs_to_completion() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_local_swarm_demo_runs_to_completion_with_a_small_file() {
+    let output = Command::new(example("local_swarm"))
+        .args([
+            "--size",
+            "3MiB",
+            "--piece-size",
+            "64KiB",
+            "--leechers",
+            "3",
+            "--seed-limit",
+            "2MB",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for leecher in ["leecher-1", "leecher-2", "leecher-3"] {
+        assert!(
+            stdout.contains(&format!("  {leecher:<11} done in ")),
+            "{stdout}"
+        );
+    }
+    assert_eq!(stdout.matches(", SHA-256 matches").count(), 3, "{stdout}");
+    assert!(stdout.contains(" pieces from seeder"), "{stdout}");
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with("every copy verified; the temporary directory is removed"),
+        "{stdout}"
+    );
+}

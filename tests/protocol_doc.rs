@@ -3,10 +3,10 @@
 //!
 //! - each ```tracker-session block runs, line by line, against a fresh real
 //!   `tracker` process: `>` lines are sent, `<` lines must come back exactly;
-//! - each ```peer-lines block is checked against the parsers: requests that
-//!   parse round-trip exactly, requests that do not parse are followed by
-//!   exactly the `ERRR` the parser's error gives, and every reply line
-//!   round-trips (the mini-server that speaks them arrives with the peer);
+//! - each ```peer-session block runs against a real peer's mini-server that
+//!   shares `hello` and holds pieces 0 and 2 of `swarm.txt`; a payload line
+//!   `  [N bytes: ...]` reads exactly N bytes, which must be the piece or
+//!   manifest the header before it announced;
 //! - each ```manifest block equals the manifest the code builds for the
 //!   example file, and the key stated after it is that manifest's key;
 //! - the error-code table lists every code the code defines.
@@ -16,7 +16,7 @@ mod support;
 use std::collections::HashMap;
 
 use swarmline::pieces::Manifest;
-use swarmline::protocol::{ErrorCode, PeerRequest, Reply};
+use swarmline::protocol::{ErrorCode, Reply};
 
 use support::{Client, TrackerProcess};
 
@@ -133,49 +133,103 @@ fn run_tracker_sessions(file: &str, sessions: Vec<Block>) {
 }
 
 #[test]
-fn every_peer_example_in_protocol_md_matches_the_parsers() {
-    let examples: Vec<Block> = blocks()
+fn every_peer_session_in_protocol_md_runs_as_shown() {
+    use std::sync::Arc;
+    use swarmline::peer::library::SharedFile;
+    use swarmline::pieces::{Bitmap, PieceFile};
+    use swarmline::protocol::{FileName, MediaKind};
+
+    let sessions: Vec<Block> = blocks()
         .into_iter()
-        .filter(|b| b.info == "peer-lines")
+        .filter(|b| b.info == "peer-session")
         .collect();
     assert!(
-        examples.len() >= 4,
-        "found only {} peer examples",
-        examples.len()
+        sessions.len() >= 5,
+        "found only {} peer sessions",
+        sessions.len()
     );
-    let manifest_len = Manifest::build(&b"hello"[..], 16384, |_| {})
-        .unwrap()
-        .to_string()
-        .len();
-    for block in examples {
-        let mut expected_error: Option<String> = None;
+
+    // A peer that shares `hello` and holds pieces 0 and 2 of `swarm.txt`.
+    let tracker = support::tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = support::start_peer(
+        dir.path(),
+        "alice",
+        tracker.local_addr(),
+        &[("user", "alice")],
+    );
+    let hello = support::write_file(&dir.path().join("alice"), "hello", b"hello");
+    let hello = peer.share(&hello, |_| {}).unwrap();
+    let swarm = b"swarm".repeat(8000);
+    let manifest = Manifest::build(&swarm[..], 16384, |_| {}).unwrap();
+    let part = dir.path().join("swarm.txt.part");
+    let file = PieceFile::create(&part, manifest.size()).unwrap();
+    let mut held = Bitmap::empty(3);
+    for index in [0, 2] {
+        let start = index * 16384;
+        file.write_piece(
+            &manifest,
+            index,
+            &swarm[start..(start + 16384).min(swarm.len())],
+        )
+        .unwrap();
+        held.set(index);
+    }
+    let name = FileName::new("swarm.txt").unwrap();
+    let partial = SharedFile::partial(name, MediaKind::Other, manifest.clone(), &part, file, held);
+    peer.library().insert(Arc::new(partial));
+
+    // What the documented lines say in place of this run's address and path.
+    let actual_peer = peer.listen_addr().to_string();
+    let actual_path = hello.path().to_string_lossy().into_owned();
+    let shown = |line: String| {
+        line.replace(&actual_peer, "127.0.0.1:7001")
+            .replace(&actual_path, "/home/alice/hello")
+    };
+
+    for block in sessions {
+        let mut client = Client::connect(peer.listen_addr());
+        let mut last_header = String::new();
         for (offset, line) in block.lines.iter().enumerate() {
             let place = format!("protocol.md line {}", block.line_number + offset + 1);
-            let Some((_, arrow, text)) = split_arrow(line).filter(|_| !line.starts_with(' '))
-            else {
-                continue; // a payload description
+            if let Some(payload) = line
+                .trim_start()
+                .strip_prefix('[')
+                .filter(|_| line.starts_with("  "))
+            {
+                let n: usize = payload.split(' ').next().unwrap().parse().unwrap();
+                let bytes = client.recv_bytes(n);
+                let expected = match Reply::parse(&last_header).unwrap() {
+                    Reply::Manifest { .. } => hello.manifest_bytes().to_vec(),
+                    Reply::Piece { index, .. } => {
+                        let start = index as usize * 16384;
+                        swarm[start..(start + 16384).min(swarm.len())].to_vec()
+                    }
+                    other => panic!("{place}: a payload after {other}"),
+                };
+                assert!(bytes == expected, "{place}: the payload bytes differ");
+                continue;
+            }
+            let Some((_, arrow, text)) = split_arrow(line) else {
+                continue;
             };
             if arrow == '>' {
-                expected_error = match PeerRequest::parse(text) {
-                    Ok(request) => {
-                        assert_eq!(request.to_string(), text, "{place}");
-                        None
-                    }
-                    Err(error) => Some(Reply::from_error(&error).to_string()),
-                };
-                continue;
-            }
-            if let Some(error_line) = expected_error.take() {
-                assert_eq!(text, error_line, "{place}: the parser answers differently");
-                continue;
-            }
-            let reply = Reply::parse(text).unwrap_or_else(|e| panic!("{place}: {e}"));
-            assert_eq!(reply.to_string(), text, "{place}");
-            if let Reply::Manifest { length, .. } = reply {
-                assert_eq!(length as usize, manifest_len, "{place}: manifest length");
+                client.send(text);
+            } else if text == "(closed)" {
+                assert_eq!(
+                    client.recv(),
+                    None,
+                    "{place}: expected the connection to close"
+                );
+            } else {
+                let got = client.recv().map(shown);
+                assert_eq!(got.as_deref(), Some(text), "{place}");
+                last_header = text.to_string();
             }
         }
     }
+    peer.shutdown();
+    tracker.shutdown();
 }
 
 #[test]

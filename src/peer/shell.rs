@@ -19,7 +19,7 @@ use super::{Download, DownloadState, DownloadStatus, Peer, PeerError};
 /// What `help` prints.
 pub const HELP: &str = "\
 commands:
-  register <user> <file>...            share files (as this peer's user)
+  register <user> <file>...            share files (as this peer's user); quote paths with spaces: \"my song.mp3\"
   unregister <user> <file>...          stop sharing files
   list-files                           every shared file: <user> : <path>
   search [criteria]                    search the tracker (words, name=*.mp3, kind=audio, min=1MB, max=, user=, key=)
@@ -51,7 +51,15 @@ pub fn run(peer: &Peer, input: impl BufRead, output: Box<dyn Write + Send>) {
     prompt(&out);
     for line in input.lines() {
         let Ok(line) = line else { break };
-        let words: Vec<&str> = line.split_whitespace().collect();
+        let words = match split_words(&line) {
+            Ok(words) => words,
+            Err(e) => {
+                say(&out, format!("error: {e}"));
+                prompt(&out);
+                continue;
+            }
+        };
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
         match words.as_slice() {
             [] => {}
             ["quit" | "exit"] => break,
@@ -76,6 +84,32 @@ pub fn run(peer: &Peer, input: impl BufRead, output: Box<dyn Write + Send>) {
         let _ = watcher.join();
     }
     say(&out, "bye");
+}
+
+/// Splits a command line into words: spaces separate words, except inside
+/// double or single quotes (`register alice "my song.mp3"`). Backslashes
+/// are kept as they are, so Windows paths need no escaping.
+pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (None, c) if c.is_whitespace() => words.extend(word.take()),
+            (None, c) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    if let Some(q) = quote {
+        return Err(format!("unclosed {q}"));
+    }
+    words.extend(word);
+    Ok(words)
 }
 
 fn prompt(out: &Out) {
@@ -267,10 +301,12 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
 
 /// `[name] 42% ########............ 12/26 pieces from 2 peer(s)`
 pub fn progress_line(status: &DownloadStatus) -> String {
-    let percent = if status.pieces_total == 0 {
-        100
+    let percent = if status.state == DownloadState::Starting {
+        0
     } else {
-        status.pieces_done * 100 / status.pieces_total
+        (status.pieces_done * 100)
+            .checked_div(status.pieces_total)
+            .unwrap_or(100)
     };
     let filled = percent / 5;
     let bar: String = "#".repeat(filled) + &".".repeat(20 - filled);
@@ -300,4 +336,20 @@ fn rate(status: &DownloadStatus) -> String {
         format_bytes((status.size as f64 / secs) as u64),
         secs
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_words;
+
+    #[test]
+    fn words_quotes_and_windows_paths() {
+        assert_eq!(split_words("  a  b ").unwrap(), ["a", "b"]);
+        assert_eq!(
+            split_words(r#"register alice "my song.mp3" 'it''s' C:\music\x.mp3"#).unwrap(),
+            ["register", "alice", "my song.mp3", "its", r"C:\music\x.mp3"]
+        );
+        assert_eq!(split_words(r#"download """#).unwrap(), ["download", ""]);
+        assert!(split_words("say \"unclosed").is_err());
+    }
 }

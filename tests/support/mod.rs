@@ -142,6 +142,15 @@ impl Client {
         }
     }
 
+    /// Exactly `n` raw bytes (a payload).
+    pub fn recv_bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut bytes = vec![0; n];
+        self.reader
+            .read_exact(&mut bytes)
+            .expect("the whole payload");
+        bytes
+    }
+
     /// The next line, which must be there.
     pub fn line(&mut self) -> String {
         self.recv().expect("the connection closed")
@@ -446,5 +455,135 @@ fn fake_serve(stream: TcpStream, manifest: &Manifest, data: &[u8], fake: Fake) {
         if out.write_all(&reply).is_err() {
             return;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A real `peer` process, driven through its standard input and output.
+
+/// A `peer` process; killed when dropped.
+pub struct PeerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    /// Everything printed so far, for failure messages.
+    seen: Vec<String>,
+}
+
+impl PeerProcess {
+    /// Starts `peer` with test defaults (loopback, free port, directories
+    /// under `home`, 16 KiB pieces, 1 s BufferMap interval) plus `args`
+    /// (flags, then maybe a subcommand), and waits for `listening on`.
+    pub fn start(home: &Path, tracker: SocketAddr, args: &[&str]) -> PeerProcess {
+        std::fs::create_dir_all(home).unwrap();
+        let path = |sub: &str| home.join(sub).to_string_lossy().into_owned();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peer"))
+            .args([
+                "--tracker",
+                &tracker.to_string(),
+                "--address",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args([
+                "--piece-size",
+                "16KiB",
+                "--bitmap-interval-secs",
+                "1",
+                "--log-file",
+                "",
+            ])
+            .args([
+                "--download-dir",
+                &path("downloads"),
+                "--state-dir",
+                &path("state"),
+            ])
+            .args(["--user-map-file", &path("users.txt"), "--log-level", "warn"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the peer binary");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // The shell's prompt has no newline: drop it from the line.
+                let line = line.trim_start_matches("swarmline> ").to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = PeerProcess {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines,
+            seen: Vec::new(),
+        };
+        let first = process.expect("listening on ");
+        process.addr = first.trim_start_matches("listening on ").parse().unwrap();
+        process
+    }
+
+    /// Types a line into the process.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next line containing `wanted` (earlier lines are skipped);
+    /// fails the test if it does not come in time.
+    pub fn expect(&mut self, wanted: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(wanted) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {wanted:?}; the peer printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to exit; its status.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "the peer did not exit; it printed:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// The rest of what it printed after exiting.
+    pub fn remaining_lines(&mut self) -> Vec<String> {
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        self.seen.extend(rest.iter().cloned());
+        rest
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

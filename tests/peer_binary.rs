@@ -1,0 +1,207 @@
+//! The `peer` program itself, as a user runs it: the course's workflow in
+//! the shell, the one-shot `share` / `get` / `search` commands, and a
+//! download that survives a seeder being killed.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{eventually, random_bytes, write_file, Client, PeerProcess, TrackerProcess};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(100_000, 1);
+    let original = write_file(&dir.path().join("alice-files"), "lecture notes.pdf", &data);
+    let original = std::fs::canonicalize(original).unwrap();
+    let refresh = ["--user-map-refresh-secs", "1"];
+
+    let mut alice = PeerProcess::start(
+        &dir.path().join("alice"),
+        tracker.addr,
+        &[&["--user", "alice"][..], &refresh].concat(),
+    );
+    let mut bob = PeerProcess::start(
+        &dir.path().join("bob"),
+        tracker.addr,
+        &[&["--user", "bob"][..], &refresh].concat(),
+    );
+
+    alice.send(&format!("register alice \"{}\"", original.display()));
+    let registered = alice.expect("registered ");
+    let key = registered
+        .split(" as ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    alice.send("list-files");
+    assert_eq!(
+        alice.expect(" : "),
+        format!("alice : {}", original.display())
+    );
+    alice.send("register bob /etc/hostname");
+    assert_eq!(alice.expect("error"), "error: this peer is alice, not bob");
+
+    // Bob's user map file appears, refreshed from the tracker.
+    let map = dir.path().join("bob/users.txt");
+    let expected = format!("alice - {}\nbob - {}\n", alice.addr, bob.addr);
+    assert!(
+        eventually(WAIT, || std::fs::read_to_string(&map)
+            .is_ok_and(|m| m == expected)),
+        "user map: {:?}",
+        std::fs::read_to_string(&map)
+    );
+
+    // The direct download: by user and path, from alice's mini-server.
+    let save_to = dir.path().join("bob-files/notes.pdf");
+    bob.send(&format!(
+        "download alice \"{}\" {}",
+        original.display(),
+        save_to.display()
+    ));
+    let done = bob.expect("[notes.pdf] ");
+    let done = if done.contains("done:") {
+        done
+    } else {
+        bob.expect("[notes.pdf] done:")
+    };
+    assert!(done.contains("SHA-256 verified"), "{done}");
+    assert_eq!(std::fs::read(&save_to).unwrap(), data);
+
+    // Auto-register: the tracker now lists two users for the file.
+    let mut observer = tracker.connect();
+    let saved = std::fs::canonicalize(&save_to).unwrap();
+    assert_eq!(
+        observer.list(&format!("LSTF key={key}")),
+        [
+            format!(
+                "SHAR {key} alice {} {}",
+                alice.addr,
+                original.display().to_string().replace(' ', "%20")
+            ),
+            format!("SHAR {key} bob {} {}", bob.addr, saved.display()),
+        ]
+    );
+    bob.send("list-files");
+    bob.expect("alice : ");
+    assert_eq!(bob.expect("bob : "), format!("bob : {}", saved.display()));
+
+    for mut peer in [alice, bob] {
+        peer.send("quit");
+        assert!(peer.wait(WAIT).success());
+        assert!(peer.remaining_lines().iter().any(|l| l.contains("bye")));
+    }
+    assert!(
+        eventually(WAIT, || observer.list("USRS").is_empty()),
+        "both sessions closed"
+    );
+}
+
+#[test]
+fn get_survives_a_seeder_killed_mid_download() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(8 << 20, 2);
+    let original = write_file(&dir.path().join("files"), "movie.mkv", &data);
+    let original = original.to_str().unwrap();
+    // Two seeders, each sending at most 1 MB/s: the download takes seconds
+    // on any machine, so a seeder can be killed in the middle of it.
+    let limit = ["--upload-limit", "1MB"];
+    let mut seeders: Vec<PeerProcess> = ["s1", "s2"]
+        .iter()
+        .map(|name| {
+            let mut seeder = PeerProcess::start(
+                &dir.path().join(name),
+                tracker.addr,
+                &[&limit[..], &["share", original]].concat(),
+            );
+            seeder.expect("sharing ");
+            seeder
+        })
+        .collect();
+    let mut observer = tracker.connect();
+    let key = observer.list("RQFS movie")[0]
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .to_string();
+
+    let out = dir.path().join("got");
+    let mut getter = PeerProcess::start(
+        &dir.path().join("getter"),
+        tracker.addr,
+        &["get", &key, "-o", out.to_str().unwrap()],
+    );
+    // Wait until the getter reports some progress, then kill a seeder.
+    let total = 512;
+    let mut held = 0;
+    assert!(eventually(WAIT, || {
+        let peers = observer.list(&format!("REQF {key}"));
+        held = peers
+            .iter()
+            .find(|p| p.contains(" leecher "))
+            .and_then(|p| p.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        held > 0
+    }));
+    assert!(held < total, "the download was already over");
+    let mut killed = seeders.remove(0);
+    killed.child.kill().unwrap();
+    let _ = killed.child.wait();
+
+    let status = getter.wait(Duration::from_secs(120));
+    assert!(status.success(), "peer get failed");
+    let path = out.join("movie.mkv");
+    assert_eq!(
+        getter.remaining_lines().last().map(String::as_str),
+        Some(path.to_str().unwrap())
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    // The getter offered the finished file before it left, and left.
+    drop(seeders);
+}
+
+#[test]
+fn search_and_a_failed_get_as_a_script_sees_them() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = Client::connect(tracker.addr);
+    alice.ask("HELO 7001 alice");
+    let key = "ab".repeat(32);
+    alice.ask(&format!(
+        "ADDF {key} song.mp3 5000000 262144 audio /m/song.mp3"
+    ));
+
+    let peer = env!("CARGO_BIN_EXE_peer");
+    let output = std::process::Command::new(peer)
+        .args([
+            "--tracker",
+            &tracker.addr.to_string(),
+            "--log-file",
+            "",
+            "search",
+            "kind=audio",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with(&format!("{key}  ")) && stdout.trim_end().ends_with("song.mp3"),
+        "{stdout}"
+    );
+
+    let mut getter = PeerProcess::start(
+        &dir.path().join("g"),
+        tracker.addr,
+        &["get", "no-such-file.bin"],
+    );
+    let status = getter.wait(WAIT);
+    assert_eq!(status.code(), Some(1));
+}
