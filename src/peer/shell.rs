@@ -129,7 +129,7 @@ fn execute(
         ["register", user, files @ ..] if !files.is_empty() => {
             check_user(peer, user)?;
             for file in files {
-                let shared = peer.share(Path::new(file), |_| {})?;
+                let shared = peer.share(Path::new(file), hashing_progress(file, out))?;
                 say(
                     out,
                     format!(
@@ -223,10 +223,16 @@ fn execute(
                 ),
             );
             for download in peer.downloads() {
-                say(
-                    out,
-                    format!("download {}", progress_line(&download.status())),
-                );
+                let status = download.status();
+                say(out, format!("download {}", progress_line(&status)));
+                for source in &status.sources {
+                    let state = source.dropped.as_deref().unwrap_or("connected");
+                    let line = format!(
+                        "  neighbour {} gave {} pieces, {state}",
+                        source.peer, source.pieces
+                    );
+                    say(out, line);
+                }
             }
             for file in peer.files() {
                 let (pieces, bytes) = file.uploaded();
@@ -251,6 +257,19 @@ fn execute(
         }
     }
     Ok(())
+}
+
+/// Prints "hashing <file>: N%" every 10% for files over 64 MiB.
+fn hashing_progress<'a>(file: &'a str, out: &'a Out) -> impl FnMut(u64) + 'a {
+    let size = std::fs::metadata(file).map_or(0, |m| m.len());
+    let mut shown = 0;
+    move |done| {
+        let percent = (done * 100).checked_div(size).unwrap_or(100);
+        if size > 64 << 20 && percent >= shown + 10 {
+            shown = percent - percent % 10;
+            say(out, format!("hashing {file}: {shown}%"));
+        }
+    }
 }
 
 /// The course's `register <user>`: the user must be this peer's.
