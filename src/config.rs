@@ -372,7 +372,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "piece_size",
         flag: "--piece-size",
         default: "256KiB",
-        help: "piece size for files this peer shares: a power of two from 16KiB to 16MiB",
+        help: "piece size for files this peer shares: a power of two from 16KiB to 16MiB (doubled for files that would have over 32000 pieces)",
     },
     KeySpec {
         key: "download_dir",
@@ -384,7 +384,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "state_dir",
         flag: "--state-dir",
         default: ".swarmline",
-        help: "where the peer keeps its manifest cache and resume state",
+        help: "where the peer keeps its manifest cache",
     },
     KeySpec {
         key: "pool_size",
@@ -402,13 +402,13 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "bitmap_interval_secs",
         flag: "--bitmap-interval-secs",
         default: "5",
-        help: "seconds between BufferMap exchanges with neighbours",
+        help: "seconds between BufferMap exchanges with neighbours, progress reports and peer list refreshes (at most 60)",
     },
     KeySpec {
         key: "stall_timeout_secs",
         flag: "--stall-timeout-secs",
         default: "60",
-        help: "a download with no piece coming and none to ask for gives up after this long",
+        help: "a download with no piece it can ask any live peer for gives up after this long",
     },
     KeySpec {
         key: "upload_limit",
@@ -489,7 +489,9 @@ impl PeerConfig {
             state_dir: s.get("state_dir", path)?,
             pool_size: s.get("pool_size", number_in(1, 256))? as usize,
             queue_depth: s.get("queue_depth", number_in(1, 64))? as usize,
-            bitmap_interval: s.get("bitmap_interval_secs", seconds_in(1, 3600))?,
+            // At most 60 s, so links are used well within a mini-server's
+            // 120 s idle deadline.
+            bitmap_interval: s.get("bitmap_interval_secs", seconds_in(1, 60))?,
             stall_timeout: s.get("stall_timeout_secs", seconds_in(1, 86_400))?,
             upload_limit: s.get("upload_limit", size_in(0, u64::MAX))?,
             user_map_file: s.get("user_map_file", path)?,

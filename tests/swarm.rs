@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use swarmline::peer::DownloadState;
 
 use support::{random_bytes, start_peer, tracker_in_process, write_file, Fake, FakePeer};
@@ -304,4 +306,139 @@ fn one_peer_runs_several_downloads_at_once() {
         );
     }
     assert_eq!(leecher.downloads().len(), 3);
+}
+
+#[test]
+fn a_peer_that_claims_pieces_it_never_gives_does_not_stall_the_download_forever() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(10 * PIECE, 31);
+    // Its BufferMap claims all ten pieces; it gives only pieces 0-4.
+    let liar = FakePeer::start(
+        tracker.local_addr(),
+        "claims.bin",
+        data,
+        PIECE as u32,
+        Fake::Claims(|i| i < 5),
+    );
+    let leecher = start_peer(
+        dir.path(),
+        "leecher",
+        tracker.local_addr(),
+        &[("stall_timeout_secs", "2")],
+    );
+    let download = leecher.download(&liar.key.to_string(), None).unwrap();
+    let reason = support::wait_within(download, Duration::from_secs(60)).unwrap_err();
+    assert!(reason.contains("stalled at 5 of 10 pieces"), "{reason}");
+    assert!(
+        reason.contains("no live peer has piece(s) 5, 6, 7, 8, 9"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_peer_that_sends_one_byte_a_second_neither_stalls_nor_hangs_the_download() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(20 * PIECE, 32);
+    let original = write_file(&dir.path().join("originals"), "slow.bin", &data);
+    let honest = start_peer(
+        dir.path(),
+        "honest",
+        tracker.local_addr(),
+        &[("upload_limit", "1MB")],
+    );
+    honest.share(&original, |_| {}).unwrap();
+    let dribbler = FakePeer::start(
+        tracker.local_addr(),
+        "slow.bin",
+        data.clone(),
+        PIECE as u32,
+        Fake::Dribbles,
+    );
+    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
+    let download = leecher.download("slow.bin", None).unwrap();
+    // The pieces stuck on the dribbler are fetched again from the honest
+    // peer at the end, and the download ends without waiting for it.
+    let path = support::wait_within(download, Duration::from_secs(60)).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    drop(dribbler);
+}
+
+#[test]
+fn a_download_never_overwrites_a_file_or_another_download() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let seeder = start_peer(
+        dir.path(),
+        "seeder",
+        tracker.local_addr(),
+        &[("upload_limit", "1MB")],
+    );
+    let a = random_bytes(30 * PIECE, 41);
+    let b = random_bytes(30 * PIECE, 42);
+    let key_a = seeder
+        .share(&write_file(&dir.path().join("one"), "song.bin", &a), |_| {})
+        .unwrap()
+        .key;
+    let key_b = seeder
+        .share(&write_file(&dir.path().join("two"), "song.bin", &b), |_| {})
+        .unwrap()
+        .key;
+    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
+    let out = dir.path().join("out");
+
+    // Two different files of one name into one directory: the second is
+    // refused rather than sharing (and truncating) the first one's .part.
+    let first = leecher.download(&key_a.to_string(), Some(&out)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = leecher.download(&key_b.to_string(), Some(&out)).unwrap();
+    let reason = second.wait().unwrap_err();
+    assert!(reason.contains("song.bin.part already exists"), "{reason}");
+    assert_eq!(std::fs::read(first.wait().unwrap()).unwrap(), a);
+
+    // And a file already under the final name is never replaced.
+    let again = leecher.download(&key_b.to_string(), Some(&out)).unwrap();
+    let reason = again.wait().unwrap_err();
+    assert!(reason.contains("song.bin already exists"), "{reason}");
+    assert_eq!(std::fs::read(out.join("song.bin")).unwrap(), a);
+}
+
+#[test]
+fn after_a_tracker_restart_the_peer_announces_its_files_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = tracker_in_process();
+    let addr = tracker.local_addr();
+    let peer = start_peer(dir.path(), "alice", addr, &[("user", "alice")]);
+    let data = random_bytes(3 * PIECE, 51);
+    let key = peer
+        .share(
+            &write_file(&dir.path().join("files"), "kept.bin", &data),
+            |_| {},
+        )
+        .unwrap()
+        .key;
+    tracker.shutdown();
+
+    // A new tracker on the same address knows nothing...
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let tracker = swarmline::tracker::Tracker::start(listener, Default::default()).unwrap();
+    let mut client = support::Client::connect(addr);
+    assert!(client.list("RQFS").is_empty());
+    // ...until the peer's next call finds its connection gone, reconnects,
+    // and announces its offers again.
+    peer.tracker().ping().unwrap();
+    let files = client.list("RQFS");
+    assert_eq!(
+        files,
+        [format!(
+            "FILE {key} kept.bin {} 16384 other 1 0",
+            data.len()
+        )]
+    );
+    assert_eq!(
+        client.list("USRS"),
+        [format!("USER alice {}", peer.listen_addr())]
+    );
+    drop(tracker);
 }

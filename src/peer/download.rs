@@ -41,8 +41,9 @@ use sha2::{Digest, Sha256};
 use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, PeerRequest, SharedPath};
 
+use super::fsutil::portable_file_name;
 use super::library::{Library, SharedFile};
-use super::link::{LinkError, PeerLink, PieceAnswer};
+use super::link::{LinkCloser, LinkError, PeerLink, PieceAnswer};
 use super::tracker_client::TrackerClient;
 
 /// Bad pieces a neighbour may send before it is banned from a download.
@@ -246,11 +247,11 @@ fn run(
         }
         None => {
             let peers = find_peers(context, plan)?;
-            (prepare(context, plan, &peers)?, peers)
+            (prepare(context, plan, &peers, cancel)?, peers)
         }
     };
     let part_path = shared.path();
-    let final_path = part_path.with_file_name(shared.name.as_str());
+    let final_path = part_path.with_file_name(portable_file_name(shared.name.as_str()));
     if final_path.exists() {
         return Err(format!(
             "{} already exists; move it away or choose another directory",
@@ -283,6 +284,8 @@ fn run(
     if let Err(reason) = result {
         context.library.remove(&key);
         let _ = fs::remove_file(&part_path);
+        // Other peers must not be sent here for pieces that are gone.
+        let _ = context.tracker.withdraw(key);
         return Err(reason);
     }
     offer_finished(context, &shared, &final_path);
@@ -295,16 +298,18 @@ fn prepare(
     context: &DownloadContext,
     plan: &DownloadPlan,
     peers: &[PeerId],
+    cancel: &AtomicBool,
 ) -> Result<Arc<SharedFile>, String> {
     let name = plan.name.as_str();
-    let final_path = plan.dir.join(name);
+    let saved_as = portable_file_name(name);
+    let final_path = plan.dir.join(&saved_as);
     if final_path.exists() {
         return Err(format!(
             "{} already exists; move it away or choose another directory",
             final_path.display()
         ));
     }
-    let (manifest, first) = fetch_manifest(plan.key, peers)?;
+    let (manifest, first) = fetch_manifest(plan.key, peers, cancel)?;
     info!(
         "{name}: manifest from {first}: {} bytes in {} pieces",
         manifest.size(),
@@ -312,9 +317,18 @@ fn prepare(
     );
     fs::create_dir_all(&plan.dir)
         .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
-    let part_path = plan.dir.join(format!("{name}.part"));
-    let part = PieceFile::create(&part_path, manifest.size())
-        .map_err(|e| format!("cannot create {}: {e}", part_path.display()))?;
+    let part_path = plan.dir.join(format!("{saved_as}.part"));
+    // Never truncate a file that is there: another download, or the user's.
+    let part = PieceFile::create_new(&part_path, manifest.size()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            format!(
+                "{} already exists (another download of a file with this name?)",
+                part_path.display()
+            )
+        } else {
+            format!("cannot create {}: {e}", part_path.display())
+        }
+    })?;
     let pieces = manifest.piece_count();
     let shared = Arc::new(SharedFile::partial(
         plan.name.clone(),
@@ -348,9 +362,16 @@ fn find_peers(context: &DownloadContext, plan: &DownloadPlan) -> Result<Vec<Peer
 }
 
 /// The manifest from the first peer that gives a good one.
-fn fetch_manifest(key: FileKey, peers: &[PeerId]) -> Result<(Manifest, PeerId), String> {
+fn fetch_manifest(
+    key: FileKey,
+    peers: &[PeerId],
+    cancel: &AtomicBool,
+) -> Result<(Manifest, PeerId), String> {
     let mut last_error = String::new();
     for &peer in peers {
+        if cancel.load(Ordering::SeqCst) {
+            return Err("cancelled".into());
+        }
         let result = PeerLink::connect(peer)
             .map_err(LinkError::from)
             .and_then(|mut link| link.manifest(key));
@@ -417,14 +438,14 @@ enum Job {
     /// Fetch these pieces from this neighbour.
     Fetch {
         neighbour: usize,
-        link: Arc<Mutex<Option<PeerLink>>>,
+        link: Arc<LinkSlot>,
         peer: PeerId,
         indices: Vec<u32>,
     },
     /// Exchange BufferMaps with this neighbour.
     Bitmap {
         neighbour: usize,
-        link: Arc<Mutex<Option<PeerLink>>>,
+        link: Arc<LinkSlot>,
         peer: PeerId,
     },
 }
@@ -458,11 +479,32 @@ enum PieceResult {
     Duplicate,
 }
 
+/// A neighbour's connection: the link a worker uses, and a closer the
+/// coordinator can use while a worker is blocked on the link.
+#[derive(Default)]
+struct LinkSlot {
+    link: Mutex<Option<PeerLink>>,
+    closer: Mutex<Option<LinkCloser>>,
+}
+
+impl LinkSlot {
+    /// Closes the connection (waking a worker blocked on it) and forgets it.
+    fn close(&self) {
+        if let Some(closer) = self.closer.lock().take() {
+            closer.close();
+        }
+    }
+}
+
 /// One neighbour, from the coordinator's point of view.
 struct Neighbour {
     peer: PeerId,
-    link: Arc<Mutex<Option<PeerLink>>>,
+    link: Arc<LinkSlot>,
+    /// Its BufferMap, less the pieces it failed to give.
     bitmap: Bitmap,
+    /// Pieces it answered as missing or sent bad: never asked of it again,
+    /// whatever its next BufferMaps claim.
+    refused: HashSet<u32>,
     /// A job for it is with a worker.
     busy: bool,
     /// When its BufferMap was last asked for (`None`: never).
@@ -470,6 +512,9 @@ struct Neighbour {
     strikes: u32,
     received: u64,
     dropped: Option<String>,
+    /// When it was dropped, and whether for good (banned).
+    dropped_at: Option<Instant>,
+    banned: bool,
 }
 
 struct Coordinator<'a> {
@@ -520,13 +565,16 @@ impl<'a> Coordinator<'a> {
         debug!("{}: new neighbour {peer}", self.plan.name.as_str());
         self.neighbours.push(Neighbour {
             peer,
-            link: Arc::new(Mutex::new(None)),
+            link: Arc::new(LinkSlot::default()),
             bitmap: Bitmap::empty(pieces),
+            refused: HashSet::new(),
             busy: false,
             bitmap_at: None,
             strikes: 0,
             received: 0,
             dropped: None,
+            dropped_at: None,
+            banned: false,
         });
     }
 
@@ -555,8 +603,12 @@ impl<'a> Coordinator<'a> {
         }
         drop((job_rx, outcome_tx));
         let result = self.coordinate(&job_tx, &outcome_rx);
-        // Closing the job channel ends the workers; wait for each.
+        // Closing the job channel ends idle workers; closing every link
+        // wakes those still blocked on a slow or silent peer. Then join.
         drop(job_tx);
+        for n in &self.neighbours {
+            n.link.close();
+        }
         for worker in workers {
             let _ = worker.join();
         }
@@ -603,8 +655,22 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Every BufferMap interval: report progress, look for new peers.
+    /// Every BufferMap interval: report progress, look for new peers, give
+    /// dropped (not banned) neighbours another chance after a pause.
     fn periodic_round(&mut self) {
+        let pause = self.context.settings.bitmap_interval * 2;
+        for n in &mut self.neighbours {
+            if !n.banned && n.dropped_at.is_some_and(|at| at.elapsed() >= pause) {
+                debug!(
+                    "{}: trying neighbour {} again",
+                    self.plan.name.as_str(),
+                    n.peer
+                );
+                n.dropped = None;
+                n.dropped_at = None;
+                n.bitmap_at = None;
+            }
+        }
         if self.have.count() > 0 {
             if let Err(e) = self.context.tracker.report(self.shared.key, &self.have) {
                 debug!("progress report to the tracker failed: {e}");
@@ -699,7 +765,8 @@ impl<'a> Coordinator<'a> {
             self.in_flight
                 .iter()
                 .filter(|(i, askers)| {
-                    bitmap.has(**i as usize)
+                    !self.have.has(**i as usize)
+                        && bitmap.has(**i as usize)
                         && askers.len() < ENDGAME_COPIES
                         && !askers.contains(&id)
                 })
@@ -719,7 +786,13 @@ impl<'a> Coordinator<'a> {
             Outcome::Bitmap { neighbour, result } => {
                 self.neighbours[neighbour].busy = false;
                 match result {
-                    Ok(bitmap) => self.neighbours[neighbour].bitmap = bitmap,
+                    Ok(bitmap) => {
+                        let n = &mut self.neighbours[neighbour];
+                        n.bitmap = bitmap;
+                        for &index in &n.refused {
+                            n.bitmap.clear(index as usize);
+                        }
+                    }
                     Err(e) => self.drop_neighbour(neighbour, e),
                 }
             }
@@ -767,9 +840,13 @@ impl<'a> Coordinator<'a> {
                 self.have.set(index as usize);
             }
             PieceResult::Duplicate => {}
-            PieceResult::Missing => n.bitmap.clear(index as usize),
+            PieceResult::Missing => {
+                n.refused.insert(index);
+                n.bitmap.clear(index as usize);
+            }
             PieceResult::Corrupt => {
                 // Never ask it for this piece again: another peer must give it.
+                n.refused.insert(index);
                 n.bitmap.clear(index as usize);
                 n.strikes += 1;
                 warn!(
@@ -798,20 +875,27 @@ impl<'a> Coordinator<'a> {
         }
     }
 
+    /// Stops using a neighbour after a failed exchange: for good if it
+    /// misbehaved, for a while if the connection failed.
     fn drop_neighbour(&mut self, neighbour: usize, error: LinkError) {
-        let reason = match &error {
-            LinkError::Misbehaved(what) => format!("banned: {what}"),
-            other => format!("dropped: {other}"),
-        };
-        self.ban(neighbour, reason);
+        match &error {
+            LinkError::Misbehaved(what) => self.ban(neighbour, format!("banned: {what}")),
+            other => self.set_dropped(neighbour, format!("dropped: {other}"), false),
+        }
     }
 
     fn ban(&mut self, neighbour: usize, reason: String) {
+        self.set_dropped(neighbour, reason, true);
+    }
+
+    fn set_dropped(&mut self, neighbour: usize, reason: String, banned: bool) {
         let n = &mut self.neighbours[neighbour];
         if n.dropped.is_none() {
             info!("{}: neighbour {} {reason}", self.plan.name.as_str(), n.peer);
             n.dropped = Some(reason);
-            *n.link.lock() = None;
+            n.dropped_at = Some(Instant::now());
+            n.banned = banned;
+            n.link.close();
         }
     }
 
@@ -879,11 +963,10 @@ impl Worker {
                     link,
                     peer,
                 } => {
-                    let mut guard = link.lock();
-                    let result = connected(&mut guard, peer).and_then(|l| {
-                        let mine = self.shared.bitmap();
-                        l.exchange_bitmaps(self.shared.key, Some(&mine), mine.len())
-                    });
+                    let mut guard = link.link.lock();
+                    let pieces = self.shared.manifest.piece_count();
+                    let result = connected(&mut guard, &link, peer)
+                        .and_then(|l| l.exchange_bitmaps(self.shared.key, None, pieces));
                     if result.is_err() {
                         *guard = None;
                     }
@@ -899,17 +982,17 @@ impl Worker {
     fn fetch(
         &self,
         neighbour: usize,
-        link: &Mutex<Option<PeerLink>>,
+        link: &LinkSlot,
         peer: PeerId,
         indices: &[u32],
         buf: &mut Vec<u8>,
     ) -> Outcome {
         let mut pieces = Vec::with_capacity(indices.len());
         let mut disk_error = None;
-        let mut guard = link.lock();
+        let mut guard = link.link.lock();
         let key = self.shared.key;
         let manifest = &self.shared.manifest;
-        let result = connected(&mut guard, peer).and_then(|l| {
+        let result = connected(&mut guard, link, peer).and_then(|l| {
             l.send(&PeerRequest::Reqf {
                 key,
                 indices: indices.to_vec(),
@@ -951,10 +1034,17 @@ impl Worker {
     }
 }
 
-/// The link in `slot`, connecting first if there is none.
-fn connected(slot: &mut Option<PeerLink>, peer: PeerId) -> Result<&mut PeerLink, LinkError> {
+/// The link in `slot`, connecting first if there is none (and leaving a
+/// closer for the coordinator in `owner`).
+fn connected<'s>(
+    slot: &'s mut Option<PeerLink>,
+    owner: &LinkSlot,
+    peer: PeerId,
+) -> Result<&'s mut PeerLink, LinkError> {
     if slot.is_none() {
-        *slot = Some(PeerLink::connect(peer)?);
+        let link = PeerLink::connect(peer)?;
+        *owner.closer.lock() = Some(link.closer()?);
+        *slot = Some(link);
     }
     Ok(slot.as_mut().expect("just connected"))
 }

@@ -192,15 +192,15 @@ impl SharedFile {
         }
     }
 
-    /// Moves the finished download to `final_path` and marks it offered.
-    /// The file is closed for the rename (Windows cannot rename an open
-    /// file) and reopened after.
+    /// Moves the finished download to `final_path` (never replacing a file
+    /// already there) and marks it offered. The file is closed for the
+    /// rename (Windows cannot rename an open file) and reopened after.
     pub fn finish(&self, final_path: &Path) -> io::Result<()> {
         let mut state = self.state.write();
         if let Some(file) = state.file.take() {
             file.sync()?;
         }
-        let renamed = std::fs::rename(&state.path, final_path);
+        let renamed = super::fsutil::rename_no_replace(&state.path, final_path);
         let path = if renamed.is_ok() {
             final_path.to_path_buf()
         } else {

@@ -39,15 +39,30 @@ pub enum PieceAnswer {
     /// The piece's bytes are in the buffer (not yet checked against the
     /// manifest: that is the caller's job).
     Received,
-    /// The peer does not have it (`ERRR 404`).
+    /// The peer does not have it (`ERRR 404`) or cannot read it (`ERRR 501`).
     Missing,
 }
+
+/// The most `SHAR` lines read from one peer's `LSTF`.
+const MAX_SHARES: usize = 1000;
 
 /// A connection to one peer's mini-server.
 pub struct PeerLink {
     peer: SocketAddr,
     reader: LineReader<TcpStream>,
     writer: BufWriter<TcpStream>,
+}
+
+/// A handle that can close a link from another thread, waking a worker
+/// blocked reading from it.
+#[derive(Debug)]
+pub struct LinkCloser(TcpStream);
+
+impl LinkCloser {
+    /// Closes the connection; the link's pending and next reads fail.
+    pub fn close(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl PeerLink {
@@ -67,6 +82,11 @@ impl PeerLink {
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// A handle to close this link from another thread.
+    pub fn closer(&self) -> io::Result<LinkCloser> {
+        self.writer.get_ref().try_clone().map(LinkCloser)
     }
 
     /// Sends one request.
@@ -153,7 +173,7 @@ impl PeerLink {
                 "sent piece {i} when piece {index} was asked for"
             ))),
             Reply::Error {
-                code: ErrorCode::PieceMissing,
+                code: ErrorCode::PieceMissing | ErrorCode::Internal,
                 ..
             } => Ok(PieceAnswer::Missing),
             other => Err(unexpected(other, "PIEC")),
@@ -170,8 +190,10 @@ impl PeerLink {
                 Reply::End => return Ok(shares),
                 other => return Err(unexpected(other, "SHAR or END")),
             }
-            if shares.len() > 100_000 {
-                return Err(LinkError::Misbehaved("an endless LSTF listing".into()));
+            if shares.len() > MAX_SHARES {
+                return Err(LinkError::Misbehaved(format!(
+                    "an LSTF listing of over {MAX_SHARES} lines"
+                )));
             }
         }
     }

@@ -97,7 +97,7 @@ impl MiniServerConnection {
                     })
                     .collect();
                 shares.sort_by(|a, b| a.path.cmp(&b.path));
-                for share in shares {
+                for share in shares.into_iter().take(1000) {
                     write_line(out, &Reply::Share(share))?;
                 }
                 write_line(out, &Reply::End)?;

@@ -7,6 +7,7 @@
 //! - [`link`]: this peer's side of a connection to another mini-server;
 //! - [`tracker_client`]: the session with the tracker;
 //! - [`share`]: media kind and the manifest cache;
+//! - [`fsutil`]: portable names, no-replace renames, atomic writes;
 //! - [`download`]: one download (coordinator and worker pool);
 //! - [`usermap`]: the `<user> - <ip:port>` file of the course;
 //! - [`ratelimit`]: the upload limit;
@@ -15,6 +16,7 @@
 
 pub mod download;
 pub mod error;
+pub mod fsutil;
 pub mod library;
 pub mod link;
 pub mod miniserver;
@@ -62,6 +64,7 @@ pub struct Peer {
     tracker: Arc<TrackerClient>,
     cache: ManifestCache,
     server: Option<Server>,
+    upload: Arc<RateLimiter>,
     downloads: Mutex<Vec<Arc<Download>>>,
     housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
 }
@@ -84,13 +87,14 @@ impl Peer {
         ));
         tracker.connect()?;
         let library = Arc::new(Library::new());
+        let upload = Arc::new(RateLimiter::new(config.upload_limit));
         let mini = Arc::new(MiniServerState {
             library: Arc::clone(&library),
             limits: LineLimits {
                 idle: Duration::from_secs(120),
                 max_line: crate::protocol::DEFAULT_MAX_LINE,
             },
-            upload: Arc::new(RateLimiter::new(config.upload_limit)),
+            upload: Arc::clone(&upload),
             user: config.user.clone(),
             peer_id: RwLock::new(tracker.peer_id().unwrap_or(listen)),
         });
@@ -123,6 +127,7 @@ impl Peer {
             tracker,
             cache,
             server: Some(server),
+            upload,
             downloads: Mutex::new(Vec::new()),
             housekeeping: Some((stop_tx, housekeeping)),
         })
@@ -172,9 +177,13 @@ impl Peer {
         let name = FileName::new(&name).map_err(|e| PeerError::Failed(e.to_string()))?;
         let shown = SharedPath::new(&path.to_string_lossy())
             .map_err(|e| PeerError::Failed(e.to_string()))?;
+        let size = fs::metadata(&path)
+            .map_err(|e| PeerError::file(&path, e))?
+            .len();
+        let piece_size = share::piece_size_for(size, self.config.piece_size);
         let manifest = self
             .cache
-            .manifest(&path, self.config.piece_size, progress)
+            .manifest(&path, piece_size, progress)
             .map_err(|e| PeerError::file(&path, e))?;
         let kind = share::detect_kind(&path);
         let file = Arc::new(
@@ -361,6 +370,7 @@ impl Peer {
             let _ = thread.join();
         }
         self.tracker.quit();
+        self.upload.close();
         if let Some(server) = self.server.take() {
             server.shutdown();
         }

@@ -2,6 +2,7 @@
 //! connections at once (each connection thread takes from the same bucket
 //! before it writes a piece).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -11,6 +12,8 @@ use parking_lot::Mutex;
 pub struct RateLimiter {
     bytes_per_second: u64,
     state: Mutex<Bucket>,
+    /// Set at shutdown: nobody waits any more.
+    closed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -29,6 +32,7 @@ impl RateLimiter {
                 tokens: 0.0,
                 last: Instant::now(),
             }),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -61,9 +65,20 @@ impl RateLimiter {
             bucket.tokens -= bytes as f64;
             wait
         };
-        if wait > 0.0 {
-            std::thread::sleep(Duration::from_secs_f64(wait));
+        // Sleep in short slices, so a shutdown never waits out the debt.
+        let until = Instant::now() + Duration::from_secs_f64(wait);
+        while !self.closed.load(Ordering::Relaxed) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
         }
+    }
+
+    /// Releases every waiting and future `take` at once (for shutdown).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -85,6 +100,19 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[test]
+    fn close_releases_a_long_wait() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(1000));
+        limiter.take(1_000_000); // a debt of 1000 s
+        let waiter = std::thread::spawn({
+            let limiter = std::sync::Arc::clone(&limiter);
+            move || limiter.take(1)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        limiter.close();
+        waiter.join().unwrap(); // returns: the test would hang otherwise
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -14,6 +14,8 @@ use parking_lot::Mutex;
 
 use crate::pieces::Manifest;
 use crate::protocol::MediaKind;
+
+use super::fsutil::write_atomically;
 
 /// The kind of a file, from its first bytes where they say, else from its
 /// extension.
@@ -61,6 +63,22 @@ pub fn kind_from_extension(path: &Path) -> MediaKind {
         "mp4" | "m4v" | "mkv" | "webm" | "avi" | "mov" => MediaKind::Video,
         _ => MediaKind::Other,
     }
+}
+
+/// Most pieces a shared file is cut into, so that its BufferMap fits one
+/// line of the default size (8192 bytes hold about 32,400 pieces in hex).
+pub const MAX_SHARED_PIECES: u64 = 32_000;
+
+/// The piece size to share a file of `size` bytes with: the configured one,
+/// doubled as often as needed to stay within [`MAX_SHARED_PIECES`] (up to
+/// the 16 MiB maximum).
+pub fn piece_size_for(size: u64, configured: u32) -> u32 {
+    use crate::protocol::fields::{piece_count, MAX_PIECE_SIZE};
+    let mut piece = configured;
+    while piece < MAX_PIECE_SIZE && piece_count(size, piece) > MAX_SHARED_PIECES {
+        piece *= 2;
+    }
+    piece
 }
 
 /// Largest cache file read back (a bound for a corrupted file).
@@ -153,30 +171,14 @@ impl ManifestCache {
         Ok(manifest)
     }
 
-    /// Writes the cache atomically: a temporary file, synced, then renamed.
+    /// Writes the cache atomically (a temporary file, synced, then
+    /// renamed), holding the lock so two saves cannot interleave.
     fn save(&self) -> io::Result<()> {
-        let bytes =
-            bincode::serde::encode_to_vec(&*self.entries.lock(), bincode::config::standard())
-                .map_err(io::Error::other)?;
+        let entries = self.entries.lock();
+        let bytes = bincode::serde::encode_to_vec(&*entries, bincode::config::standard())
+            .map_err(io::Error::other)?;
         write_atomically(&self.path, &bytes)
     }
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old file
-/// or the new one, never half of one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
 }
 
 #[cfg(test)]
@@ -213,6 +215,25 @@ mod tests {
             MediaKind::Video
         );
         assert_eq!(kind_from_extension(Path::new("notes")), MediaKind::Other);
+    }
+
+    #[test]
+    fn big_files_get_bigger_pieces() {
+        assert_eq!(
+            piece_size_for(1 << 30, 256 << 10),
+            256 << 10,
+            "1 GiB: 4096 pieces"
+        );
+        assert_eq!(
+            piece_size_for(20 << 30, 256 << 10),
+            1 << 20,
+            "20 GiB: 20480 pieces of 1 MiB"
+        );
+        assert_eq!(
+            piece_size_for(1 << 50, 16 << 10),
+            16 << 20,
+            "never past 16 MiB"
+        );
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! The peer's conversation with the tracker: one persistent connection,
 //! opened with `HELO` when the peer serves, and typed calls for each
-//! request. A broken connection is reopened on the next call.
+//! request. The client remembers what it announced (offers and progress
+//! reports): when a broken connection is reopened on the next call, the
+//! new session announces all of it again, so a tracker restart loses
+//! nothing for long.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use log::{debug, info};
+use log::{info, warn};
 use parking_lot::Mutex;
 
 use crate::pieces::Bitmap;
@@ -38,6 +42,8 @@ pub struct TrackerClient {
     identity: Option<Identity>,
     conn: Mutex<Option<Conn>>,
     peer_id: Mutex<Option<PeerId>>,
+    /// What this session told the tracker, to tell a new session again.
+    announced: Mutex<BTreeMap<FileKey, TrackerRequest>>,
 }
 
 struct Conn {
@@ -54,6 +60,7 @@ impl TrackerClient {
             identity,
             conn: Mutex::new(None),
             peer_id: Mutex::new(None),
+            announced: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -107,8 +114,24 @@ impl TrackerClient {
                 }
                 other => return Err(refusal(other)),
             }
+            self.announce_again(&mut conn)?;
         }
         Ok(conn)
+    }
+
+    /// Tells a new session every offer and progress report of the old one.
+    fn announce_again(&self, conn: &mut Conn) -> Result<(), PeerError> {
+        let announced: Vec<TrackerRequest> = self.announced.lock().values().cloned().collect();
+        if announced.is_empty() {
+            return Ok(());
+        }
+        for request in &announced {
+            if let [Reply::Error { text, .. }] = self.exchange_on(conn, request)?.as_slice() {
+                warn!("the tracker refused {} again: {text}", request.verb());
+            }
+        }
+        info!("announced {} file(s) again to the tracker", announced.len());
+        Ok(())
     }
 
     /// Sends `request` and reads its whole answer (one line, or a listing
@@ -121,11 +144,16 @@ impl TrackerClient {
             }
             let conn = guard.as_mut().expect("just opened");
             match self.exchange_on(conn, request) {
+                Ok(replies) => return Ok(replies),
                 Err(PeerError::TrackerUnreachable { source, .. }) if attempt == 0 => {
-                    debug!("tracker connection lost ({source}); reconnecting");
+                    info!("tracker connection lost ({source}); reconnecting");
                     *guard = None;
                 }
-                result => return result,
+                Err(e) => {
+                    // Whatever was left unread would answer the next call.
+                    *guard = None;
+                    return Err(e);
+                }
             }
         }
         unreachable!("the second attempt returns")
@@ -194,22 +222,32 @@ impl TrackerClient {
 
     /// `ADDF`: offers a complete file.
     pub fn offer(&self, offer: &FileOffer) -> Result<(), PeerError> {
-        self.expect_ok(&TrackerRequest::Addf(offer.clone()))
-            .map(drop)
+        let request = TrackerRequest::Addf(offer.clone());
+        self.expect_ok(&request)?;
+        self.announced.lock().insert(offer.key, request);
+        Ok(())
     }
 
     /// `RMVF`: withdraws a file.
     pub fn withdraw(&self, key: FileKey) -> Result<(), PeerError> {
+        self.announced.lock().remove(&key);
         self.expect_ok(&TrackerRequest::Rmvf { key }).map(drop)
     }
 
     /// `BITF`: reports progress on a file.
     pub fn report(&self, key: FileKey, bitmap: &Bitmap) -> Result<(), PeerError> {
-        self.expect_ok(&TrackerRequest::Bitf {
+        let request = TrackerRequest::Bitf {
             key,
             bitmap: bitmap.to_field(),
-        })
-        .map(drop)
+        };
+        self.expect_ok(&request)?;
+        let mut announced = self.announced.lock();
+        if bitmap.count() == 0 {
+            announced.remove(&key);
+        } else {
+            announced.insert(key, request);
+        }
+        Ok(())
     }
 
     /// `RQFS`: searches files.

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::protocol::{PeerId, UserName};
 
 use super::error::PeerError;
-use super::share::write_atomically;
+use super::fsutil::write_atomically;
 
 /// Rewrites the map file atomically with these users.
 pub fn write(path: &Path, users: &[(UserName, PeerId)]) -> io::Result<()> {

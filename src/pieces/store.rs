@@ -31,6 +31,17 @@ impl PieceFile {
         Ok(PieceFile { file })
     }
 
+    /// Creates `path`, which must not exist yet, at the file's full size.
+    pub fn create_new(path: &Path, size: u64) -> io::Result<PieceFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        file.set_len(size)?;
+        Ok(PieceFile { file })
+    }
+
     /// Opens an existing file for reading pieces.
     pub fn open(path: &Path) -> io::Result<PieceFile> {
         Ok(PieceFile {

@@ -299,6 +299,11 @@ pub enum Fake {
     Corrupt(fn(u32) -> bool),
     /// Holds (and admits to) only the pieces where the function says so.
     Holds(fn(u32) -> bool),
+    /// Claims every piece in its BufferMap, but gives only those where the
+    /// function says so (`ERRR 404` for the others).
+    Claims(fn(u32) -> bool),
+    /// Claims and sends every piece, but one byte a second.
+    Dribbles,
 }
 
 /// A fake peer registered at the tracker; stops when dropped.
@@ -350,10 +355,10 @@ impl FakePeer {
             .ask(&format!("HELO {}", addr.port()))
             .starts_with("OK"));
         let reply = match fake {
-            Fake::Corrupt(_) => session.ask(&format!(
+            Fake::Holds(_) => session.ask(&format!("BITF {key} {bitmap}")),
+            _ => session.ask(&format!(
                 "ADDF {key} {name} {size} {piece_size} other /fake/{name}"
             )),
-            Fake::Holds(_) => session.ask(&format!("BITF {key} {bitmap}")),
         };
         assert!(reply.starts_with("OK"), "{reply}");
         FakePeer {
@@ -372,8 +377,8 @@ fn fake_bitmap(manifest: &Manifest, fake: Fake) -> swarmline::protocol::BitmapFi
     let mut bits = vec![0u8; n.div_ceil(8)];
     for i in 0..n {
         let held = match fake {
-            Fake::Corrupt(_) => true,
             Fake::Holds(holds) => holds(i as u32),
+            _ => true,
         };
         if held {
             bits[i / 8] |= 0x80 >> (i % 8);
@@ -399,8 +404,8 @@ fn fake_serve(stream: TcpStream, manifest: &Manifest, data: &[u8], fake: Fake) {
         let request = PeerRequest::parse(line.trim_end());
         line.clear();
         let holds = |i: u32| match fake {
-            Fake::Corrupt(_) => true,
-            Fake::Holds(holds) => holds(i),
+            Fake::Holds(holds) | Fake::Claims(holds) => holds(i),
+            _ => true,
         };
         let mut reply = Vec::new();
         match request {
@@ -452,7 +457,15 @@ fn fake_serve(stream: TcpStream, manifest: &Manifest, data: &[u8], fake: Fake) {
             }
             _ => reply.extend(b"ERRR 200 not in this fake\n"),
         }
-        if out.write_all(&reply).is_err() {
+        let sent = if matches!(fake, Fake::Dribbles) {
+            reply.iter().try_for_each(|byte| {
+                std::thread::sleep(Duration::from_secs(1));
+                out.write_all(&[*byte])
+            })
+        } else {
+            out.write_all(&reply)
+        };
+        if sent.is_err() {
             return;
         }
     }
@@ -586,4 +599,18 @@ impl Drop for PeerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits for a download's end, failing the test (instead of hanging it)
+/// if it does not end within `limit`.
+pub fn wait_within(
+    download: std::sync::Arc<swarmline::peer::Download>,
+    limit: Duration,
+) -> Result<PathBuf, String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(download.wait());
+    });
+    rx.recv_timeout(limit)
+        .expect("the download did not end in time")
 }

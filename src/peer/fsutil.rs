@@ -1,0 +1,107 @@
+//! File-system steps that must never lose or clobber anything: a name safe
+//! to create on every system, a rename that refuses to replace a file, and
+//! an atomic whole-file write.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// A file name that can be created on Linux, macOS and Windows alike: the
+/// characters Windows forbids (`< > : " | ? *`) become `_`, a trailing dot
+/// or space is dropped, and a device name (`CON`, `NUL`, `COM1`, ...) gets
+/// a `_` in front. Names already safe are unchanged.
+pub fn portable_file_name(name: &str) -> String {
+    let mut safe: String = name
+        .chars()
+        .map(|c| {
+            if "<>:\"|?*".contains(c) || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    while safe.ends_with(['.', ' ']) {
+        safe.pop();
+    }
+    let stem = safe.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let device = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit());
+    if device || safe.is_empty() {
+        safe.insert(0, '_');
+    }
+    safe
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists
+/// (a plain rename would silently replace it). A hard link makes the check
+/// and the move one step where the file system supports it.
+pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => {
+            // No hard links here (FAT, some network shares): check, then move.
+            if to.exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} already exists", to.display()),
+                ));
+            }
+            fs::rename(from, to)
+        }
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old file
+/// or the new one, never half of one: a temporary file, synced, renamed.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_portable_everywhere() {
+        assert_eq!(portable_file_name("song.mp3"), "song.mp3");
+        assert_eq!(portable_file_name("été à Paris.mkv"), "été à Paris.mkv");
+        assert_eq!(portable_file_name("C:evil"), "C_evil");
+        assert_eq!(portable_file_name("what?*.txt"), "what__.txt");
+        assert_eq!(portable_file_name("nul.txt"), "_nul.txt");
+        assert_eq!(portable_file_name("COM3"), "_COM3");
+        assert_eq!(portable_file_name("COMMA.txt"), "COMMA.txt");
+        assert_eq!(portable_file_name("dots..."), "dots");
+    }
+
+    #[test]
+    fn rename_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"new").unwrap();
+        fs::write(&b, b"precious").unwrap();
+        assert_eq!(
+            rename_no_replace(&a, &b).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(fs::read(&b).unwrap(), b"precious");
+        fs::remove_file(&b).unwrap();
+        rename_no_replace(&a, &b).unwrap();
+        assert!(!a.exists());
+        assert_eq!(fs::read(&b).unwrap(), b"new");
+    }
+}
