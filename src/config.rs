@@ -404,6 +404,18 @@ pub const PEER_KEYS: &[KeySpec] = &[
         default: "5",
         help: "seconds between BufferMap exchanges with neighbours, progress reports and peer list refreshes (at most 60)",
     },
+            KeySpec {
+        key: "max_bad_pieces",
+        flag: "--max-bad-pieces",
+        default: "3",
+        help: "bad pieces or protocol violations after which a neighbour is banned for the rest of a download",
+    },
+    KeySpec {
+        key: "tracker_ping_secs",
+        flag: "--tracker-ping-secs",
+        default: "30",
+        help: "seconds between keep-alive pings to the tracker (keep it well under the tracker's keep_alive_secs)",
+    },
     KeySpec {
         key: "stall_timeout_secs",
         flag: "--stall-timeout-secs",
@@ -455,6 +467,8 @@ pub struct PeerConfig {
     pub queue_depth: usize,
     pub bitmap_interval: Duration,
     pub stall_timeout: Duration,
+    pub tracker_ping: Duration,
+    pub max_bad_pieces: u32,
     pub upload_limit: u64,
     pub user_map_file: PathBuf,
     pub user_map_refresh: Duration,
@@ -493,6 +507,8 @@ impl PeerConfig {
             // 120 s idle deadline.
             bitmap_interval: s.get("bitmap_interval_secs", seconds_in(1, 60))?,
             stall_timeout: s.get("stall_timeout_secs", seconds_in(1, 86_400))?,
+            tracker_ping: s.get("tracker_ping_secs", seconds_in(1, 3600))?,
+            max_bad_pieces: s.get("max_bad_pieces", number_in(1, 1000))? as u32,
             upload_limit: s.get("upload_limit", size_in(0, u64::MAX))?,
             user_map_file: s.get("user_map_file", path)?,
             user_map_refresh: s.get("user_map_refresh_secs", seconds_in(1, 86_400))?,

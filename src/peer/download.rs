@@ -17,8 +17,9 @@
 //!    reported to the tracker (`BITF`), and the tracker is asked again for
 //!    peers, so new seeders and leechers join.
 //! 6. A neighbour that fails (connection lost, timeout, killed) is dropped
-//!    and its pieces go to the others; one that sends bad pieces is banned
-//!    after [`MAX_STRIKES`]. With no piece coming and none to ask for
+//!    and its pieces go to the others (and it is tried again later); one
+//!    that sends bad pieces or breaks the protocol is disconnected, and
+//!    banned for the rest of the download after `max_bad_pieces` of those. With no piece coming and none to ask for
 //!    during the stall timeout, the download fails and says which pieces no
 //!    live peer has.
 //! 7. All pieces in: the whole-file SHA-256 is checked, the file is renamed
@@ -44,10 +45,9 @@ use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, PeerReque
 use super::fsutil::portable_file_name;
 use super::library::{Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink, PieceAnswer};
+use super::resume::ResumeStore;
 use super::tracker_client::TrackerClient;
 
-/// Bad pieces a neighbour may send before it is banned from a download.
-pub const MAX_STRIKES: u32 = 3;
 /// How many peers may be asked for the same piece in the endgame.
 const ENDGAME_COPIES: usize = 2;
 
@@ -67,6 +67,8 @@ pub struct DownloadPlan {
 /// How downloads run (from the peer's configuration).
 #[derive(Debug, Clone)]
 pub struct DownloadSettings {
+    /// Bad pieces or protocol violations after which a neighbour is banned.
+    pub max_bad_pieces: u32,
     pub pool_size: usize,
     pub queue_depth: usize,
     pub bitmap_interval: Duration,
@@ -137,8 +139,12 @@ pub struct Download {
 pub struct DownloadContext {
     pub library: Arc<Library>,
     pub tracker: Arc<TrackerClient>,
+    pub resume: ResumeStore,
     pub settings: DownloadSettings,
 }
+
+/// How often a download's progress is saved for a restart.
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Download {
     /// Starts downloading on a new thread named `download-<name>`.
@@ -282,12 +288,13 @@ fn run(
             })
         });
     if let Err(reason) = result {
-        context.library.remove(&key);
-        let _ = fs::remove_file(&part_path);
-        // Other peers must not be sent here for pieces that are gone.
-        let _ = context.tracker.withdraw(key);
+        // The verified pieces stay: in the .part file, in the saved state
+        // (a later download of the same file, or a restart, goes on from
+        // them) and in the library (they are still served).
+        save_progress(context, &shared);
         return Err(reason);
     }
+    context.resume.forget(&key);
     offer_finished(context, &shared, &final_path);
     Ok(final_path)
 }
@@ -338,8 +345,28 @@ fn prepare(
         part,
         Bitmap::empty(pieces),
     ));
+    if let Err(e) = context
+        .resume
+        .begin(&plan.name, plan.kind, &part_path, &shared.manifest)
+    {
+        let _ = fs::remove_file(&part_path);
+        return Err(format!("cannot save the download's state: {e}"));
+    }
     context.library.insert(Arc::clone(&shared));
     Ok(shared)
+}
+
+/// Saves which pieces are verified, after flushing them to disk, so that a
+/// restart goes on from them.
+fn save_progress(context: &DownloadContext, shared: &SharedFile) {
+    let saved = shared.sync().and_then(|()| {
+        context
+            .resume
+            .save(&shared.key, &shared.path(), &shared.bitmap())
+    });
+    if let Err(e) = saved {
+        warn!("{}: cannot save progress: {e}", shared.name.as_str());
+    }
 }
 
 /// The peers to start with.
@@ -622,6 +649,7 @@ impl<'a> Coordinator<'a> {
     ) -> Result<(), String> {
         let interval = self.context.settings.bitmap_interval;
         let mut last_round = Instant::now();
+        let mut last_save = (Instant::now(), self.have.count());
         let mut idle_since: Option<Instant> = None;
         loop {
             if self.cancel.load(Ordering::SeqCst) {
@@ -633,6 +661,10 @@ impl<'a> Coordinator<'a> {
             if last_round.elapsed() >= interval {
                 last_round = Instant::now();
                 self.periodic_round();
+            }
+            if last_save.0.elapsed() >= SAVE_INTERVAL && last_save.1 != self.have.count() {
+                last_save = (Instant::now(), self.have.count());
+                save_progress(self.context, self.shared);
             }
             self.assign(jobs);
             // Stalled: no piece asked for and none to ask (BufferMap
@@ -849,13 +881,14 @@ impl<'a> Coordinator<'a> {
                 n.refused.insert(index);
                 n.bitmap.clear(index as usize);
                 n.strikes += 1;
+                let max = self.context.settings.max_bad_pieces;
                 warn!(
-                    "{}: piece {index} from {} failed its hash check ({} of {MAX_STRIKES} strikes)",
+                    "{}: piece {index} from {} failed its hash check ({} of {max} strikes)",
                     self.plan.name.as_str(),
                     n.peer,
                     n.strikes
                 );
-                if n.strikes >= MAX_STRIKES {
+                if n.strikes >= max {
                     let reason = format!(
                         "banned: sent {} pieces that failed their hash check",
                         n.strikes
@@ -879,7 +912,15 @@ impl<'a> Coordinator<'a> {
     /// misbehaved, for a while if the connection failed.
     fn drop_neighbour(&mut self, neighbour: usize, error: LinkError) {
         match &error {
-            LinkError::Misbehaved(what) => self.ban(neighbour, format!("banned: {what}")),
+            LinkError::Misbehaved(what) => {
+                let n = &mut self.neighbours[neighbour];
+                n.strikes += 1;
+                if n.strikes >= self.context.settings.max_bad_pieces {
+                    self.ban(neighbour, format!("banned: {what}"));
+                } else {
+                    self.set_dropped(neighbour, format!("disconnected: {what}"), false);
+                }
+            }
             other => self.set_dropped(neighbour, format!("dropped: {other}"), false),
         }
     }
@@ -891,7 +932,11 @@ impl<'a> Coordinator<'a> {
     fn set_dropped(&mut self, neighbour: usize, reason: String, banned: bool) {
         let n = &mut self.neighbours[neighbour];
         if n.dropped.is_none() {
-            info!("{}: neighbour {} {reason}", self.plan.name.as_str(), n.peer);
+            if banned {
+                warn!("{}: neighbour {} {reason}", self.plan.name.as_str(), n.peer);
+            } else {
+                info!("{}: neighbour {} {reason}", self.plan.name.as_str(), n.peer);
+            }
             n.dropped = Some(reason);
             n.dropped_at = Some(Instant::now());
             n.banned = banned;

@@ -9,6 +9,7 @@
 //! - [`share`]: media kind and the manifest cache;
 //! - [`fsutil`]: portable names, no-replace renames, atomic writes;
 //! - [`download`]: one download (coordinator and worker pool);
+//! - [`resume`]: download state that survives a crash;
 //! - [`usermap`]: the `<user> - <ip:port>` file of the course;
 //! - [`ratelimit`]: the upload limit;
 //! - [`shell`]: the interactive shell of the course's commands;
@@ -21,6 +22,7 @@ pub mod library;
 pub mod link;
 pub mod miniserver;
 pub mod ratelimit;
+pub mod resume;
 pub mod share;
 pub mod shell;
 pub mod tracker_client;
@@ -49,11 +51,12 @@ use library::{Library, SharedFile};
 use link::PeerLink;
 use miniserver::MiniServerState;
 use ratelimit::RateLimiter;
+use resume::ResumeStore;
 use share::ManifestCache;
 use tracker_client::{Identity, TrackerClient};
 
-/// How often the peer pings the tracker (well within its 120 s deadline).
-const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Longest wait between two attempts to reach a lost tracker.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Connections the mini-server serves at once.
 const MAX_PEER_CONNECTIONS: usize = 256;
 
@@ -63,6 +66,7 @@ pub struct Peer {
     library: Arc<Library>,
     tracker: Arc<TrackerClient>,
     cache: ManifestCache,
+    resume: ResumeStore,
     server: Option<Server>,
     upload: Arc<RateLimiter>,
     downloads: Mutex<Vec<Arc<Download>>>,
@@ -85,7 +89,11 @@ impl Peer {
                 user: config.user.clone(),
             }),
         ));
-        tracker.connect()?;
+        // The tracker's state is soft: a peer starts without it, and the
+        // housekeeping thread keeps trying to reach it.
+        if let Err(e) = tracker.connect() {
+            warn!("{e}; will keep trying");
+        }
         let library = Arc::new(Library::new());
         let upload = Arc::new(RateLimiter::new(config.upload_limit));
         let mini = Arc::new(MiniServerState {
@@ -111,13 +119,34 @@ impl Peer {
         .map_err(|e| PeerError::Failed(format!("cannot start the mini-server: {e}")))?;
         fs::create_dir_all(&config.state_dir).map_err(|e| PeerError::file(&config.state_dir, e))?;
         let cache = ManifestCache::open(&config.state_dir);
+        let resume = ResumeStore::new(&config.state_dir);
+        // Unfinished downloads of an earlier run: served at once, resumed
+        // when asked for (the shell resumes them all at start).
+        for found in resume.load_all() {
+            let file = SharedFile::partial(
+                found.name,
+                found.kind,
+                found.manifest,
+                &found.part_path,
+                found.part,
+                found.bitmap,
+            );
+            let held = file.bitmap();
+            if held.count() > 0 {
+                if let Err(e) = tracker.report(file.key, &held) {
+                    warn!("cannot report {} to the tracker: {e}", file.name.as_str());
+                }
+            }
+            library.insert(Arc::new(file));
+        }
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let housekeeping = thread::Builder::new()
             .name("peer-housekeeping".into())
             .spawn({
                 let tracker = Arc::clone(&tracker);
                 let (map_file, refresh) = (config.user_map_file.clone(), config.user_map_refresh);
-                move || housekeeping(&tracker, &map_file, refresh, &stop_rx)
+                let ping = config.tracker_ping;
+                move || housekeeping(&tracker, &map_file, refresh, ping, &stop_rx)
             })
             .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
         info!("peer listening on {listen}, tracker {}", config.tracker);
@@ -126,6 +155,7 @@ impl Peer {
             library,
             tracker,
             cache,
+            resume,
             server: Some(server),
             upload,
             downloads: Mutex::new(Vec::new()),
@@ -232,14 +262,53 @@ impl Peer {
     }
 
     /// Starts downloading `what` (a key, or an exact file name) from the
-    /// swarm into `dir` (default: the configured download directory).
+    /// swarm into `dir` (default: the configured download directory). An
+    /// unfinished download of that file goes on where it stopped.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
+        if let Some(partial) = self
+            .unfinished()
+            .into_iter()
+            .find(|f| f.key.to_string() == what || f.name.as_str() == what)
+        {
+            return self.resume_download(&partial);
+        }
         let entry = self.find_file(what)?;
         let dir = dir.map_or_else(|| self.config.download_dir.clone(), Path::to_path_buf);
         self.start_download(DownloadPlan {
             key: entry.key,
             name: entry.name,
             kind: entry.kind,
+            dir,
+            only_from: None,
+        })
+    }
+
+    /// Unfinished downloads that are not running (found at start, or that
+    /// failed or were stopped).
+    pub fn unfinished(&self) -> Vec<Arc<SharedFile>> {
+        let running: Vec<FileKey> = self
+            .downloads
+            .lock()
+            .iter()
+            .filter(|d| !d.is_finished())
+            .map(|d| d.status().key)
+            .collect();
+        self.files()
+            .into_iter()
+            .filter(|f| !f.is_complete() && !running.contains(&f.key))
+            .collect()
+    }
+
+    /// Goes on with an unfinished download, from the swarm.
+    pub fn resume_download(&self, file: &SharedFile) -> Result<Arc<Download>, PeerError> {
+        let part = file.path();
+        let dir = part
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        self.start_download(DownloadPlan {
+            key: file.key,
+            name: file.name.clone(),
+            kind: file.kind,
             dir,
             only_from: None,
         })
@@ -305,7 +374,9 @@ impl Peer {
         let context = DownloadContext {
             library: Arc::clone(&self.library),
             tracker: Arc::clone(&self.tracker),
+            resume: self.resume.clone(),
             settings: DownloadSettings {
+                max_bad_pieces: self.config.max_bad_pieces,
                 pool_size: self.config.pool_size,
                 queue_depth: self.config.queue_depth,
                 bitmap_interval: self.config.bitmap_interval,
@@ -383,13 +454,50 @@ impl Drop for Peer {
     }
 }
 
-/// Keeps the tracker session alive and the user map file fresh, until
-/// `stop` closes.
-fn housekeeping(tracker: &TrackerClient, map_file: &Path, refresh: Duration, stop: &Receiver<()>) {
-    let mut last_ping = Instant::now();
+/// Keeps the tracker session alive (a `PING` every `ping_every`), gets it
+/// back when it is lost (attempts spaced by a doubling backoff with jitter,
+/// each logged; a new session announces the peer's files again), and keeps
+/// the user map file fresh, until `stop` closes.
+fn housekeeping(
+    tracker: &TrackerClient,
+    map_file: &Path,
+    refresh: Duration,
+    ping_every: Duration,
+    stop: &Receiver<()>,
+) {
+    let mut next_ping = Instant::now() + ping_every;
+    let mut failures: u32 = 0;
     let mut last_refresh: Option<Instant> = None;
+    let mut rng = fastrand::Rng::new();
     loop {
-        if last_refresh.is_none_or(|at| at.elapsed() >= refresh) {
+        if Instant::now() >= next_ping {
+            match tracker.ping() {
+                Ok(()) => {
+                    if failures > 0 {
+                        info!(
+                            "tracker {} reached again after {failures} failed attempt(s)",
+                            tracker.addr()
+                        );
+                    }
+                    failures = 0;
+                    next_ping = Instant::now() + ping_every;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let doubling =
+                        Duration::from_secs(1) * 2u32.saturating_pow(failures.min(16) - 1);
+                    // Jitter: between half and all of the backoff, so peers
+                    // that lost the tracker together do not return together.
+                    let backoff = doubling.min(MAX_BACKOFF).mul_f64(0.5 + rng.f64() / 2.0);
+                    warn!(
+                        "tracker unreachable ({e}); attempt {failures}, next in {:.1} s",
+                        backoff.as_secs_f64()
+                    );
+                    next_ping = Instant::now() + backoff;
+                }
+            }
+        }
+        if failures == 0 && last_refresh.is_none_or(|at| at.elapsed() >= refresh) {
             last_refresh = Some(Instant::now());
             match tracker.users() {
                 Ok(users) => {
@@ -400,13 +508,7 @@ fn housekeeping(tracker: &TrackerClient, map_file: &Path, refresh: Duration, sto
                 Err(e) => warn!("cannot refresh the user map: {e}"),
             }
         }
-        if last_ping.elapsed() >= PING_INTERVAL {
-            last_ping = Instant::now();
-            if let Err(e) = tracker.ping() {
-                warn!("tracker ping failed: {e}");
-            }
-        }
-        match stop.recv_timeout(Duration::from_millis(500)) {
+        match stop.recv_timeout(Duration::from_millis(200)) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             _ => return,
         }

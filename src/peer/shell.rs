@@ -48,6 +48,25 @@ pub fn run(peer: &Peer, input: impl BufRead, output: Box<dyn Write + Send>) {
     let out: Out = Arc::new(Mutex::new(output));
     let mut watchers: Vec<JoinHandle<()>> = Vec::new();
     say(&out, "type `help` for the commands");
+    for file in peer.unfinished() {
+        let held = file.bitmap();
+        say(
+            &out,
+            format!(
+                "resuming {} ({} of {} pieces here)",
+                file.name.as_str(),
+                held.count(),
+                held.len()
+            ),
+        );
+        match peer.resume_download(&file) {
+            Ok(download) => match watch(download, Arc::clone(&out)) {
+                Ok(watcher) => watchers.push(watcher),
+                Err(e) => say(&out, format!("error: {e}")),
+            },
+            Err(e) => say(&out, format!("error: {e}")),
+        }
+    }
     prompt(&out);
     for line in input.lines() {
         let Ok(line) = line else { break };

@@ -42,6 +42,18 @@ impl PieceFile {
         Ok(PieceFile { file })
     }
 
+    /// Opens an existing file to read and write pieces (a download that
+    /// goes on after a restart).
+    pub fn open_rw(path: &Path) -> io::Result<PieceFile> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(PieceFile { file })
+    }
+
+    /// Sets the file's size (a `.part` file found too short or too long).
+    pub fn set_len(&self, size: u64) -> io::Result<()> {
+        self.file.set_len(size)
+    }
+
     /// Opens an existing file for reading pieces.
     pub fn open(path: &Path) -> io::Result<PieceFile> {
         Ok(PieceFile {

@@ -237,6 +237,7 @@ pub fn peer_config(
         ("piece_size", "16KiB".to_string()),
         ("bitmap_interval_secs", "1".to_string()),
         ("stall_timeout_secs", "10".to_string()),
+        ("tracker_ping_secs", "1".to_string()),
         ("download_dir", home_str("downloads")),
         ("state_dir", home_str("state")),
         ("user_map_file", home_str("users.txt")),
@@ -304,6 +305,16 @@ pub enum Fake {
     Claims(fn(u32) -> bool),
     /// Claims and sends every piece, but one byte a second.
     Dribbles,
+    /// Announces each piece one byte longer than it is (and sends that).
+    WrongLength,
+    /// Sends the next piece instead of the one asked for.
+    WrongIndex,
+    /// Sends half a piece, then closes the connection.
+    Truncated,
+    /// Announces a 4 GB piece.
+    HugeLength,
+    /// Answers with a line of garbage.
+    Garbage,
 }
 
 /// A fake peer registered at the tracker; stops when dropped.
@@ -438,21 +449,48 @@ fn fake_serve(stream: TcpStream, manifest: &Manifest, data: &[u8], fake: Fake) {
                     let start = manifest.piece_offset(index as usize) as usize;
                     let len = manifest.piece_len(index as usize).unwrap() as usize;
                     let mut piece = data[start..start + len].to_vec();
-                    if matches!(fake, Fake::Corrupt(bad) if bad(index)) {
-                        piece[0] ^= 0xff;
-                    }
-                    reply.extend(
-                        format!(
-                            "{}\n",
-                            Reply::Piece {
+                    let mut header = Reply::Piece {
+                        key,
+                        index,
+                        length: len as u32,
+                    };
+                    match fake {
+                        Fake::Corrupt(bad) if bad(index) => piece[0] ^= 0xff,
+                        Fake::WrongLength => {
+                            piece.push(0);
+                            header = Reply::Piece {
                                 key,
                                 index,
-                                length: len as u32
+                                length: len as u32 + 1,
+                            };
+                        }
+                        Fake::WrongIndex => {
+                            header = Reply::Piece {
+                                key,
+                                index: index + 1,
+                                length: len as u32,
                             }
-                        )
-                        .into_bytes(),
-                    );
+                        }
+                        Fake::Truncated => piece.truncate(len / 2),
+                        Fake::HugeLength => {
+                            header = Reply::Piece {
+                                key,
+                                index,
+                                length: 4_000_000_000,
+                            }
+                        }
+                        Fake::Garbage => {
+                            reply.extend(b"%%%% \xff garbage\n");
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    reply.extend(format!("{header}\n").into_bytes());
                     reply.extend(piece);
+                    if matches!(fake, Fake::Truncated) {
+                        let _ = out.write_all(&reply);
+                        return; // closes the connection mid-piece
+                    }
                 }
             }
             _ => reply.extend(b"ERRR 200 not in this fake\n"),
@@ -481,6 +519,8 @@ pub struct PeerProcess {
     lines: mpsc::Receiver<String>,
     /// Everything printed so far, for failure messages.
     seen: Vec<String>,
+    /// Where its standard error goes.
+    stderr: PathBuf,
 }
 
 impl PeerProcess {
@@ -514,10 +554,11 @@ impl PeerProcess {
                 &path("state"),
             ])
             .args(["--user-map-file", &path("users.txt"), "--log-level", "warn"])
+            .args(["--tracker-ping-secs", "1"])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(home.join("stderr.txt")).unwrap())
             .spawn()
             .expect("start the peer binary");
         let stdout = child.stdout.take().unwrap();
@@ -537,6 +578,7 @@ impl PeerProcess {
             addr: "0.0.0.0:0".parse().unwrap(),
             lines,
             seen: Vec::new(),
+            stderr: home.join("stderr.txt"),
         };
         let first = process.expect("listening on ");
         process.addr = first.trim_start_matches("listening on ").parse().unwrap();

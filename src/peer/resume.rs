@@ -1,0 +1,378 @@
+//! Download state that survives a crash, so a restarted peer continues from
+//! the pieces it had already verified.
+//!
+//! Each unfinished download has two small files in `<state_dir>/downloads/`:
+//! - `<key>.download`, written once when the download starts: the file's
+//!   name, kind, `.part` path and manifest (checked against the key when
+//!   read back, so it cannot lie);
+//! - `<key>.resume`, rewritten about every second (temporary file, fsync,
+//!   rename; the `.part` file is synced first): the BufferMap, and the
+//!   `.part` file's size and modification time when it was saved.
+//!
+//! The state is not trusted blindly. On load, claimed pieces are
+//! spot-checked against the manifest; all of them are checked when the
+//! `.part` file changed after the state was saved (a crash in the middle of
+//! writing) or its size is wrong, and when a spot check fails. A garbled or
+//! truncated `.resume` file is reported and rebuilt by checking every piece
+//! of the `.part` file. Both files are serde + bincode.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use log::{info, warn};
+
+use crate::pieces::{Bitmap, Manifest, PieceFile};
+use crate::protocol::{FileKey, FileName, MediaKind};
+
+use super::fsutil::write_atomically;
+
+/// Version of both record formats.
+const VERSION: u32 = 1;
+/// Largest record read back (a manifest of the largest file, and some).
+const RECORD_LIMIT: usize = 96 * 1024 * 1024;
+/// Claimed pieces checked when the state looks current.
+const SPOT_CHECKS: usize = 8;
+
+/// What is known about a download from the moment it starts.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct DownloadRecord {
+    version: u32,
+    name: String,
+    kind: MediaKind,
+    part_path: PathBuf,
+    manifest: String,
+}
+
+/// How far a download had come when last saved.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ProgressRecord {
+    version: u32,
+    part_len: u64,
+    part_modified_ns: u128,
+    bitmap: Vec<u8>,
+}
+
+/// An unfinished download found at start, checked and ready to go on.
+#[derive(Debug)]
+pub struct Resumed {
+    pub name: FileName,
+    pub kind: MediaKind,
+    pub manifest: Manifest,
+    pub part_path: PathBuf,
+    pub part: PieceFile,
+    pub bitmap: Bitmap,
+}
+
+/// The directory of download states.
+#[derive(Debug, Clone)]
+pub struct ResumeStore {
+    dir: PathBuf,
+}
+
+impl ResumeStore {
+    /// The store in `<state_dir>/downloads`.
+    pub fn new(state_dir: &Path) -> ResumeStore {
+        ResumeStore {
+            dir: state_dir.join("downloads"),
+        }
+    }
+
+    fn download_path(&self, key: &FileKey) -> PathBuf {
+        self.dir.join(format!("{key}.download"))
+    }
+
+    fn resume_path(&self, key: &FileKey) -> PathBuf {
+        self.dir.join(format!("{key}.resume"))
+    }
+
+    /// Records a download that starts into `part_path`.
+    pub fn begin(
+        &self,
+        name: &FileName,
+        kind: MediaKind,
+        part_path: &Path,
+        manifest: &Manifest,
+    ) -> io::Result<()> {
+        let record = DownloadRecord {
+            version: VERSION,
+            name: name.as_str().to_string(),
+            kind,
+            part_path: part_path.to_path_buf(),
+            manifest: manifest.to_string(),
+        };
+        write_atomically(&self.download_path(&manifest.key()), &encode(&record)?)
+    }
+
+    /// Saves which pieces are verified. The caller has synced the `.part`
+    /// file, so every piece claimed here is on disk.
+    pub fn save(&self, key: &FileKey, part_path: &Path, bitmap: &Bitmap) -> io::Result<()> {
+        let (part_len, part_modified_ns) = file_stamp(part_path)?;
+        let record = ProgressRecord {
+            version: VERSION,
+            part_len,
+            part_modified_ns,
+            bitmap: bitmap.to_field().0,
+        };
+        write_atomically(&self.resume_path(key), &encode(&record)?)
+    }
+
+    /// Forgets a download (finished, or its `.part` file is gone).
+    pub fn forget(&self, key: &FileKey) {
+        let _ = fs::remove_file(self.resume_path(key));
+        let _ = fs::remove_file(self.download_path(key));
+    }
+
+    /// Every unfinished download in the store, each checked. Problems are
+    /// logged; a state that cannot be used is removed (its `.part` file is
+    /// left where it is).
+    pub fn load_all(&self) -> Vec<Resumed> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut resumed = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(key) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".download"))
+                .and_then(|k| FileKey::parse(k).ok())
+            else {
+                continue;
+            };
+            match self.load(&key) {
+                Ok(download) => resumed.push(download),
+                Err(reason) => {
+                    warn!("cannot resume {key}: {reason}; forgetting it");
+                    self.forget(&key);
+                }
+            }
+        }
+        resumed
+    }
+
+    /// Loads and checks one download's state.
+    pub fn load(&self, key: &FileKey) -> Result<Resumed, String> {
+        let bytes =
+            fs::read(self.download_path(key)).map_err(|e| format!("download record: {e}"))?;
+        let record: DownloadRecord =
+            decode(&bytes).map_err(|e| format!("download record is unreadable ({e})"))?;
+        let manifest = Manifest::parse_for_key(record.manifest.as_bytes(), key)
+            .map_err(|e| format!("download record: {e}"))?;
+        let name = FileName::new(&record.name).map_err(|e| format!("download record: {e}"))?;
+        let part_path = record.part_path;
+        let (part_len, modified) =
+            file_stamp(&part_path).map_err(|e| format!("{}: {e}", part_path.display()))?;
+        let part =
+            PieceFile::open_rw(&part_path).map_err(|e| format!("{}: {e}", part_path.display()))?;
+        let pieces = manifest.piece_count();
+
+        let progress = fs::read(self.resume_path(key))
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| decode::<ProgressRecord>(&bytes).map_err(|e| e.to_string()))
+            .and_then(|p| {
+                let bitmap = Bitmap::from_bytes(p.bitmap, pieces).map_err(|e| e.to_string())?;
+                Ok((bitmap, p.part_len, p.part_modified_ns))
+            });
+        let bitmap = match progress {
+            Err(reason) => {
+                warn!(
+                    "resume file of {} is unreadable ({reason}); rebuilding it from {}",
+                    name.as_str(),
+                    part_path.display()
+                );
+                verified_pieces(&manifest, &part, &Bitmap::full(pieces))
+            }
+            Ok((claimed, saved_len, saved_modified)) => {
+                // Current: the .part is as it was when the state was saved.
+                let current = part_len == manifest.size()
+                    && saved_len == part_len
+                    && saved_modified >= modified;
+                if current && spot_check(&manifest, &part, &claimed) {
+                    claimed
+                } else {
+                    if current {
+                        warn!(
+                            "{}: a spot check failed; checking every claimed piece",
+                            name.as_str()
+                        );
+                    }
+                    verified_pieces(&manifest, &part, &claimed)
+                }
+            }
+        };
+        if part_len != manifest.size() {
+            part.set_len(manifest.size())
+                .map_err(|e| format!("{}: {e}", part_path.display()))?;
+        }
+        info!(
+            "{}: {} of {} pieces verified in {}",
+            name.as_str(),
+            bitmap.count(),
+            pieces,
+            part_path.display()
+        );
+        Ok(Resumed {
+            name,
+            kind: record.kind,
+            manifest,
+            part_path,
+            part,
+            bitmap,
+        })
+    }
+}
+
+/// True when a sample of the claimed pieces (some picked at random, and
+/// the last) are right in `part`.
+fn spot_check(manifest: &Manifest, part: &PieceFile, claimed: &Bitmap) -> bool {
+    let held: Vec<usize> = (0..claimed.len()).filter(|&i| claimed.has(i)).collect();
+    let Some(&last) = held.last() else {
+        return true;
+    };
+    let mut rng = fastrand::Rng::new();
+    let mut buf = Vec::new();
+    std::iter::once(last)
+        .chain((0..SPOT_CHECKS).map(|_| held[rng.usize(..held.len())]))
+        .all(|index| piece_is_right(manifest, part, index, &mut buf))
+}
+
+/// The claimed pieces that really are right in `part`, every one checked.
+fn verified_pieces(manifest: &Manifest, part: &PieceFile, claimed: &Bitmap) -> Bitmap {
+    let mut verified = Bitmap::empty(claimed.len());
+    let mut buf = Vec::new();
+    for index in (0..claimed.len()).filter(|&i| claimed.has(i)) {
+        if piece_is_right(manifest, part, index, &mut buf) {
+            verified.set(index);
+        }
+    }
+    verified
+}
+
+fn piece_is_right(manifest: &Manifest, part: &PieceFile, index: usize, buf: &mut Vec<u8>) -> bool {
+    part.read_piece(manifest, index, buf).is_ok() && manifest.verify_piece(index, buf)
+}
+
+/// A file's size and modification time (nanoseconds since the epoch).
+fn file_stamp(path: &Path) -> io::Result<(u64, u128)> {
+    let meta = fs::metadata(path)?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok((meta.len(), modified))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(io::Error::other)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let config = bincode::config::standard().with_limit::<RECORD_LIMIT>();
+    let (value, used): (T, usize) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIECE: usize = 16 * 1024;
+
+    /// A download of `data` with pieces `held` written, saved in `store`.
+    fn saved_download(dir: &Path, data: &[u8], held: &[usize]) -> (ResumeStore, Manifest, PathBuf) {
+        let manifest = Manifest::build(data, PIECE as u32, |_| {}).unwrap();
+        let store = ResumeStore::new(&dir.join("state"));
+        let part_path = dir.join("f.bin.part");
+        let part = PieceFile::create(&part_path, manifest.size()).unwrap();
+        let mut bitmap = Bitmap::empty(manifest.piece_count());
+        for &i in held {
+            part.write_piece(
+                &manifest,
+                i,
+                &data[i * PIECE..((i + 1) * PIECE).min(data.len())],
+            )
+            .unwrap();
+            bitmap.set(i);
+        }
+        part.sync().unwrap();
+        let name = FileName::new("f.bin").unwrap();
+        store
+            .begin(&name, MediaKind::Other, &part_path, &manifest)
+            .unwrap();
+        store.save(&manifest.key(), &part_path, &bitmap).unwrap();
+        (store, manifest, part_path)
+    }
+
+    fn data() -> Vec<u8> {
+        (0..10 * PIECE).map(|i| (i * 31 % 253) as u8).collect()
+    }
+
+    #[test]
+    fn a_saved_download_resumes_with_its_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, _) = saved_download(dir.path(), &data(), &[0, 3, 9]);
+        let resumed = store.load_all();
+        assert_eq!(resumed.len(), 1);
+        assert_eq!(resumed[0].bitmap.missing().count(), 7);
+        assert!([0, 3, 9].iter().all(|&i| resumed[0].bitmap.has(i)));
+        assert_eq!(resumed[0].manifest, manifest);
+    }
+
+    #[test]
+    fn a_piece_changed_after_the_save_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, part_path) = saved_download(dir.path(), &data(), &[0, 1, 2]);
+        // Piece 1 is damaged after the state was saved (the .part is newer).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let part = PieceFile::open_rw(&part_path).unwrap();
+        part.write_piece(&manifest, 1, &vec![0u8; PIECE]).unwrap();
+        part.sync().unwrap();
+        let resumed = store.load(&manifest.key()).unwrap();
+        assert!(resumed.bitmap.has(0) && !resumed.bitmap.has(1) && resumed.bitmap.has(2));
+    }
+
+    #[test]
+    fn a_garbled_resume_file_is_rebuilt_from_the_part_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, _) = saved_download(dir.path(), &data(), &[2, 5]);
+        let resume = store.resume_path(&manifest.key());
+        let mut bytes = fs::read(&resume).unwrap();
+        bytes.truncate(bytes.len() / 2);
+        fs::write(&resume, bytes).unwrap();
+        let resumed = store.load(&manifest.key()).unwrap();
+        assert_eq!(resumed.bitmap.count(), 2);
+        assert!(resumed.bitmap.has(2) && resumed.bitmap.has(5));
+    }
+
+    #[test]
+    fn a_state_whose_part_file_is_gone_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, part_path) = saved_download(dir.path(), &data(), &[1]);
+        fs::remove_file(part_path).unwrap();
+        assert!(store.load_all().is_empty());
+        assert!(!store.download_path(&manifest.key()).exists());
+    }
+
+    #[test]
+    fn a_download_record_that_lies_about_its_manifest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, _) = saved_download(dir.path(), &data(), &[1]);
+        let other = Manifest::build(&b"other"[..], PIECE as u32, |_| {}).unwrap();
+        // Move the record under another key: its manifest no longer matches.
+        fs::rename(
+            store.download_path(&manifest.key()),
+            store.download_path(&other.key()),
+        )
+        .unwrap();
+        let reason = store.load(&other.key()).unwrap_err();
+        assert!(reason.contains("does not hash to the key"), "{reason}");
+    }
+}
