@@ -279,6 +279,12 @@ pub const TRACKER_KEYS: &[KeySpec] = &[
         help: "connections served at once; the next one gets ERRR 500",
     },
     KeySpec {
+        key: "max_connections_per_ip",
+        flag: "--max-connections-per-ip",
+        default: "128",
+        help: "connections served at once from one IP address; the next one gets ERRR 500",
+    },
+    KeySpec {
         key: "keep_alive_secs",
         flag: "--keep-alive-secs",
         default: "120",
@@ -328,6 +334,8 @@ impl TrackerConfig {
             log_level: s.get("log_level", log_level)?,
             options: crate::tracker::TrackerOptions {
                 max_connections: s.get("max_connections", number_in(1, 100_000))? as usize,
+                max_connections_per_ip: s.get("max_connections_per_ip", number_in(1, 100_000))?
+                    as usize,
                 keep_alive: s.get("keep_alive_secs", seconds_in(1, 86_400))?,
                 max_line: s.get("max_line_bytes", size_in(256, 1 << 20))? as usize,
                 max_peers: s.get("max_peers_per_reply", number_in(1, 10_000))? as usize,
@@ -404,7 +412,25 @@ pub const PEER_KEYS: &[KeySpec] = &[
         default: "5",
         help: "seconds between BufferMap exchanges with neighbours, progress reports and peer list refreshes (at most 60)",
     },
-            KeySpec {
+                KeySpec {
+        key: "max_connections",
+        flag: "--max-connections",
+        default: "256",
+        help: "connections the mini-server serves at once; the next one gets ERRR 500",
+    },
+    KeySpec {
+        key: "max_connections_per_ip",
+        flag: "--max-connections-per-ip",
+        default: "64",
+        help: "connections the mini-server serves at once from one IP address",
+    },
+    KeySpec {
+        key: "idle_timeout_secs",
+        flag: "--idle-timeout-secs",
+        default: "120",
+        help: "a connection to the mini-server without a complete line for this long is closed",
+    },
+    KeySpec {
         key: "max_bad_pieces",
         flag: "--max-bad-pieces",
         default: "3",
@@ -469,6 +495,9 @@ pub struct PeerConfig {
     pub stall_timeout: Duration,
     pub tracker_ping: Duration,
     pub max_bad_pieces: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub idle_timeout: Duration,
     pub upload_limit: u64,
     pub user_map_file: PathBuf,
     pub user_map_refresh: Duration,
@@ -509,6 +538,10 @@ impl PeerConfig {
             stall_timeout: s.get("stall_timeout_secs", seconds_in(1, 86_400))?,
             tracker_ping: s.get("tracker_ping_secs", seconds_in(1, 3600))?,
             max_bad_pieces: s.get("max_bad_pieces", number_in(1, 1000))? as u32,
+            max_connections: s.get("max_connections", number_in(1, 100_000))? as usize,
+            max_connections_per_ip: s.get("max_connections_per_ip", number_in(1, 100_000))?
+                as usize,
+            idle_timeout: s.get("idle_timeout_secs", seconds_in(1, 86_400))?,
             upload_limit: s.get("upload_limit", size_in(0, u64::MAX))?,
             user_map_file: s.get("user_map_file", path)?,
             user_map_refresh: s.get("user_map_refresh_secs", seconds_in(1, 86_400))?,

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -31,6 +31,8 @@ pub struct ServerOptions {
     /// Connections served at once; the one past the cap gets `ERRR 500`
     /// and is closed.
     pub max_connections: usize,
+    /// Connections served at once from one IP address, likewise.
+    pub max_per_ip: usize,
 }
 
 /// A connection handed to the handler.
@@ -56,8 +58,9 @@ pub struct Server {
 /// State shared by the accept thread, the connection threads and `Server`.
 struct Shared {
     stopping: AtomicBool,
-    /// A clone of every open connection's socket, to close them on shutdown.
-    live: Mutex<HashMap<u64, TcpStream>>,
+    /// A clone of every open connection's socket (to close them on
+    /// shutdown) and the IP it comes from (for the per-IP cap).
+    live: Mutex<HashMap<u64, (TcpStream, IpAddr)>>,
     next_id: AtomicU64,
 }
 
@@ -109,7 +112,7 @@ impl Server {
         self.shared.stopping.store(true, Ordering::SeqCst);
         // Close every connection first: their threads wake from their reads
         // and end, which also frees their descriptors for the wake-up below.
-        for stream in self.shared.live.lock().values() {
+        for (stream, _) in self.shared.live.lock().values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
         // `accept` blocks; a connection to ourselves wakes it so it can see
@@ -172,7 +175,7 @@ fn accept_loop(
         }
     }
     // Closing the sockets wakes every connection thread blocked in a read.
-    let live: Vec<TcpStream> = shared.live.lock().drain().map(|(_, s)| s).collect();
+    let live: Vec<TcpStream> = shared.live.lock().drain().map(|(_, (s, _))| s).collect();
     info!("stopping: closing {} connection(s)", live.len());
     for stream in live {
         let _ = stream.shutdown(Shutdown::Both);
@@ -193,15 +196,25 @@ fn spawn_connection(
 ) -> io::Result<()> {
     let remote = stream.peer_addr()?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    if shared.live.lock().len() >= options.max_connections {
-        warn!(
-            "refusing {remote}: at the cap of {} connections",
-            options.max_connections
-        );
-        let text = format!(
-            "server busy: {} connections already open, try again later",
-            options.max_connections
-        );
+    let (open, from_ip) = {
+        let live = shared.live.lock();
+        let from_ip = live.values().filter(|(_, ip)| *ip == remote.ip()).count();
+        (live.len(), from_ip)
+    };
+    let full = if open >= options.max_connections {
+        Some(format!(
+            "server busy: {open} connections already open, try again later"
+        ))
+    } else if from_ip >= options.max_per_ip {
+        Some(format!(
+            "too many connections from {}: {from_ip} already open",
+            remote.ip()
+        ))
+    } else {
+        None
+    };
+    if let Some(text) = full {
+        warn!("refusing {remote}: {text}");
         refuse(stream, &text);
         return Ok(());
     }
@@ -213,7 +226,7 @@ fn spawn_connection(
             return Err(e);
         }
     };
-    shared.live.lock().insert(id, clone);
+    shared.live.lock().insert(id, (clone, remote.ip()));
     let spawned = thread::Builder::new()
         .name(format!("{}-{remote}", options.name))
         .stack_size(CONNECTION_STACK_SIZE)
@@ -234,7 +247,7 @@ fn spawn_connection(
         }
         Err(e) => {
             // Out of threads: the cap is set too high for this machine.
-            if let Some(stream) = shared.live.lock().remove(&id) {
+            if let Some((stream, _)) = shared.live.lock().remove(&id) {
                 refuse(stream, "server out of resources, try again later");
             }
             Err(e)
@@ -272,6 +285,7 @@ mod tests {
         let options = ServerOptions {
             name: "echo".into(),
             max_connections,
+            max_per_ip: max_connections,
         };
         let handler: Arc<Handler> = Arc::new(|conn: Connection| {
             let mut reader = BufReader::new(conn.stream.try_clone().unwrap());

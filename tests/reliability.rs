@@ -192,3 +192,269 @@ fn every_kind_of_broken_peer_is_cut_off_and_the_file_is_still_right() {
         assert!(reason.starts_with(expected), "case {i}: {reason}");
     }
 }
+
+#[test]
+fn the_mini_server_drops_silent_and_dribbling_clients_and_caps_each_address() {
+    use std::io::{Read, Write};
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = start_peer(
+        dir.path(),
+        "alice",
+        tracker.local_addr(),
+        &[("idle_timeout_secs", "1"), ("max_connections_per_ip", "3")],
+    );
+    // Silent: told, then closed.
+    let mut silent = support::Client::connect(peer.listen_addr());
+    assert_eq!(
+        silent.recv().as_deref(),
+        Some("ERRR 303 nothing heard for 1 s (keep-alive deadline), closing")
+    );
+    assert_eq!(silent.recv(), None);
+    // One byte every 200 ms never makes a line: dropped all the same.
+    let mut slow = std::net::TcpStream::connect(peer.listen_addr()).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < WAIT {
+        if slow.write_all(b"B").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 128];
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("ERRR 303 "),
+        "{got:?}"
+    );
+    // Three connections from one address at most.
+    let mut open: Vec<support::Client> = (0..3)
+        .map(|_| support::Client::connect(peer.listen_addr()))
+        .collect();
+    for client in open.iter_mut() {
+        assert_eq!(client.ask("PING"), "OK pong");
+    }
+    let mut fourth = support::Client::connect(peer.listen_addr());
+    assert!(fourth
+        .recv()
+        .unwrap()
+        .starts_with("ERRR 500 too many connections from 127.0.0.1"));
+}
+
+mod live_fuzz {
+    //! Random and mutated lines against a live tracker and a live
+    //! mini-server; after each batch, both must still answer correctly.
+
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::support;
+
+    /// A tracker and a peer sharing `hello`, for the whole test binary.
+    struct Servers {
+        tracker: SocketAddr,
+        peer: SocketAddr,
+        hello_key: String,
+    }
+
+    fn servers() -> &'static Servers {
+        static SERVERS: OnceLock<Servers> = OnceLock::new();
+        SERVERS.get_or_init(|| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let options = swarmline::tracker::TrackerOptions {
+                max_connections_per_ip: 100_000,
+                ..Default::default()
+            };
+            let tracker = swarmline::tracker::Tracker::start(listener, options).unwrap();
+            let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+            let peer = support::start_peer(
+                dir.path(),
+                "alice",
+                tracker.local_addr(),
+                &[("max_connections_per_ip", "100000")],
+            );
+            let hello = support::write_file(dir.path(), "hello", b"hello");
+            let hello_key = peer.share(&hello, |_| {}).unwrap().key.to_string();
+            let servers = Servers {
+                tracker: tracker.local_addr(),
+                peer: peer.listen_addr(),
+                hello_key,
+            };
+            // Both live as long as the test binary.
+            std::mem::forget(tracker);
+            std::mem::forget(peer);
+            servers
+        })
+    }
+
+    /// Good lines of both grammars, as material for mutations.
+    fn good_lines() -> Vec<String> {
+        let key = "2f2dc94a9b5240310f364df5b7abe45849f2d1e14de851aaa69065a9c14ad935";
+        vec![
+            "HELO 7001 alice".into(),
+            format!("ADDF {key} hello 5 16384 other /home/alice/hello"),
+            format!("RMVF {key}"),
+            "RQFS name=*.mp3 min=1MiB user=bob".into(),
+            format!("REQF {key}"),
+            format!("REQF {key} 0 1 2"),
+            format!("BITF {key} 80"),
+            format!("MANF {key}"),
+            "USRS".into(),
+            "LSTF".into(),
+        ]
+    }
+
+    fn junk() -> impl Strategy<Value = Vec<u8>> {
+        let mutated = (
+            proptest::sample::select(good_lines()),
+            vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        )
+            .prop_map(|(line, edits)| {
+                let mut bytes = line.into_bytes();
+                for (at, byte) in edits {
+                    let at = at.index(bytes.len() + 1);
+                    if at < bytes.len() && byte % 2 == 0 {
+                        bytes[at] = byte;
+                    } else {
+                        bytes.insert(at, byte);
+                    }
+                }
+                bytes
+            });
+        prop_oneof![
+            vec(any::<u8>(), 0..400),
+            mutated,
+            "[A-Z]{4}( [ -~]{0,80}){0,6}".prop_map(String::into_bytes),
+        ]
+    }
+
+    /// Sends the lines, reads whatever comes back until the server closes
+    /// (or a second passes), and never panics on what it reads.
+    fn throw(addr: SocketAddr, lines: &[Vec<u8>]) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        for line in lines {
+            if stream
+                .write_all(line)
+                .and_then(|()| stream.write_all(b"\n"))
+                .is_err()
+            {
+                return; // the server closed on us (a QUIT among the junk)
+            }
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let _ = stream.read_to_end(&mut Vec::new());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn random_and_mutated_lines_never_take_a_server_down(lines in vec(junk(), 1..12)) {
+            let servers = servers();
+            throw(servers.tracker, &lines);
+            throw(servers.peer, &lines);
+
+            let mut tracker = support::Client::connect(servers.tracker);
+            prop_assert_eq!(tracker.ask("PING"), "OK pong");
+            let files = tracker.list(&format!("RQFS key={}", servers.hello_key));
+            prop_assert_eq!(files.len(), 1);
+            let expected = format!("FILE {} hello 5 16384 other ", servers.hello_key);
+            prop_assert!(files[0].starts_with(&expected), "{}", files[0]);
+
+            let mut peer = support::Client::connect(servers.peer);
+            prop_assert_eq!(peer.ask(&format!("BITF {}", servers.hello_key)), format!("BITF {} 80", servers.hello_key));
+            peer.send(&format!("REQF {} 0", servers.hello_key));
+            prop_assert_eq!(peer.line(), format!("PIEC {} 0 5", servers.hello_key));
+            prop_assert_eq!(peer.recv_bytes(5), b"hello".to_vec());
+        }
+    }
+}
+
+#[test]
+fn no_request_can_name_a_path_on_the_mini_server() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = start_peer(dir.path(), "alice", tracker.local_addr(), &[]);
+    let hello = write_file(&dir.path().join("shared"), "hello", b"hello");
+    let key = peer.share(&hello, |_| {}).unwrap().key;
+    let mut client = support::Client::connect(peer.listen_addr());
+    let paths = [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "C:\\Windows\\win.ini",
+        "..",
+        "%2E%2E%2Fetc",
+        hello.to_str().unwrap(),
+    ];
+    for path in paths {
+        for request in [
+            format!("MANF {path}"),
+            format!("BITF {path}"),
+            format!("REQF {path} 0"),
+        ] {
+            let reply = client.ask(&request);
+            assert!(
+                reply.starts_with("ERRR 202 bad key"),
+                "{request} -> {reply}"
+            );
+        }
+        let reply = client.ask(&format!("REQF {key} {path}"));
+        assert!(reply.starts_with("ERRR 202 bad index"), "{path} -> {reply}");
+    }
+    // An unknown key is refused, and the connection still serves the file.
+    let unknown = "00".repeat(32);
+    assert_eq!(
+        client.ask(&format!("MANF {unknown}")),
+        format!("ERRR 400 no file with key {unknown}")
+    );
+    assert_eq!(client.ask(&format!("BITF {key}")), format!("BITF {key} 80"));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_swapped_in_after_sharing_never_leaks_its_target() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let peer = start_peer(dir.path(), "alice", tracker.local_addr(), &[]);
+    let secret = write_file(&dir.path().join("private"), "secret", b"SECRETS!");
+    let shared = write_file(&dir.path().join("shared"), "note", b"hello");
+    let key = peer.share(&shared, |_| {}).unwrap().key;
+    // The shared path becomes a link to a secret file of the same size.
+    std::fs::remove_file(&shared).unwrap();
+    std::os::unix::fs::symlink(&secret, &shared).unwrap();
+    let mut client = support::Client::connect(peer.listen_addr());
+    client.send(&format!("REQF {key} 0"));
+    let header = client.line();
+    if header.starts_with("PIEC") {
+        assert_eq!(
+            client.recv_bytes(5),
+            b"hello".to_vec(),
+            "served the shared bytes, not the link's target"
+        );
+    } else {
+        assert!(header.starts_with("ERRR"), "{header}");
+    }
+    // And sharing a link shares what it points to, under its real path.
+    let link = dir.path().join("shared").join("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let file = peer.share(&link, |_| {}).unwrap();
+    assert_eq!(file.path(), std::fs::canonicalize(&secret).unwrap());
+}

@@ -21,7 +21,8 @@ fn addf(key: &str, name: &str, size: u64) -> String {
 #[test]
 fn two_hundred_clients_offer_files_at_once_and_the_listing_is_exact() {
     const CLIENTS: u32 = 200;
-    let tracker = TrackerProcess::start(&[]);
+    // All clients come from 127.0.0.1: lift the per-IP cap for them.
+    let tracker = TrackerProcess::start(&["--max-connections-per-ip", "1000"]);
     let start = Arc::new(Barrier::new(CLIENTS as usize + 1));
     let done = Arc::new(Barrier::new(CLIENTS as usize + 1));
     let workers: Vec<_> = (0..CLIENTS)
@@ -92,7 +93,7 @@ fn two_hundred_clients_offer_files_at_once_and_the_listing_is_exact() {
 #[test]
 fn five_hundred_simultaneous_sessions_are_served() {
     const SESSIONS: usize = 500;
-    let tracker = TrackerProcess::start(&[]);
+    let tracker = TrackerProcess::start(&["--max-connections-per-ip", "1000"]);
     let mut clients: Vec<Client> = (0..SESSIONS)
         .map(|i| {
             let mut client = tracker.connect();
@@ -492,4 +493,21 @@ fn sigterm_stops_the_tracker_cleanly() {
         "{log}"
     );
     assert!(log.contains("] (main") && log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn one_address_gets_at_most_its_share_of_connections() {
+    let tracker = TrackerProcess::start(&["--max-connections-per-ip", "2"]);
+    let mut first = tracker.connect();
+    let mut second = tracker.connect();
+    assert_eq!(first.ask("PING"), "OK pong");
+    assert_eq!(second.ask("PING"), "OK pong");
+    let mut third = tracker.connect();
+    let reply = third.recv().unwrap();
+    assert!(
+        reply.starts_with("ERRR 500 too many connections from 127.0.0.1: 2 already open"),
+        "{reply}"
+    );
+    assert_eq!(third.recv(), None);
+    assert_eq!(first.ask("PING"), "OK pong", "the others are unharmed");
 }

@@ -57,8 +57,6 @@ use tracker_client::{Identity, TrackerClient};
 
 /// Longest wait between two attempts to reach a lost tracker.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Connections the mini-server serves at once.
-const MAX_PEER_CONNECTIONS: usize = 256;
 
 /// A running peer. [`Peer::shutdown`] (or dropping it) stops its threads.
 pub struct Peer {
@@ -99,7 +97,7 @@ impl Peer {
         let mini = Arc::new(MiniServerState {
             library: Arc::clone(&library),
             limits: LineLimits {
-                idle: Duration::from_secs(120),
+                idle: config.idle_timeout,
                 max_line: crate::protocol::DEFAULT_MAX_LINE,
             },
             upload: Arc::clone(&upload),
@@ -112,7 +110,8 @@ impl Peer {
             listener,
             ServerOptions {
                 name: "peer".into(),
-                max_connections: MAX_PEER_CONNECTIONS,
+                max_connections: config.max_connections,
+                max_per_ip: config.max_connections_per_ip,
             },
             handler,
         )

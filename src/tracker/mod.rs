@@ -28,6 +28,8 @@ pub use registry::Registry;
 pub struct TrackerOptions {
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once from one IP address.
+    pub max_connections_per_ip: usize,
     /// A connection that sends nothing for this long is closed.
     pub keep_alive: Duration,
     /// Longest line accepted, in bytes.
@@ -44,6 +46,7 @@ impl Default for TrackerOptions {
     fn default() -> Self {
         TrackerOptions {
             max_connections: 1024,
+            max_connections_per_ip: 128,
             keep_alive: Duration::from_secs(120),
             max_line: crate::protocol::DEFAULT_MAX_LINE,
             max_peers: 50,
@@ -76,6 +79,7 @@ impl Tracker {
         let server_options = ServerOptions {
             name: "tracker".into(),
             max_connections: state.options.max_connections,
+            max_per_ip: state.options.max_connections_per_ip,
         };
         let handler: Arc<Handler> = Arc::new({
             let state = Arc::clone(&state);
