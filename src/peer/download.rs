@@ -44,7 +44,7 @@ use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, PeerReque
 
 use super::fsutil::portable_file_name;
 use super::library::{Library, SharedFile};
-use super::link::{LinkCloser, LinkError, PeerLink, PieceAnswer};
+use super::link::{LinkCloser, LinkError, PeerLink, PieceAnswer, MIN_PIECE_RATE};
 use super::resume::ResumeStore;
 use super::tracker_client::TrackerClient;
 
@@ -145,6 +145,9 @@ pub struct DownloadContext {
 
 /// How often a download's progress is saved for a restart.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Time allowed for any batch of pieces, on top of the time the bytes take
+/// at [`MIN_PIECE_RATE`].
+const BATCH_ALLOWANCE: Duration = Duration::from_secs(60);
 
 impl Download {
     /// Starts downloading on a new thread named `download-<name>`.
@@ -253,6 +256,10 @@ fn run(
         }
         None => {
             let peers = find_peers(context, plan)?;
+            let final_path = plan.dir.join(portable_file_name(name));
+            if final_path.exists() {
+                return already_here(context, plan, &peers, &final_path, cancel);
+            }
             (prepare(context, plan, &peers, cancel)?, peers)
         }
     };
@@ -299,6 +306,49 @@ fn run(
     Ok(final_path)
 }
 
+/// The file is already under its final name: if it is the right file (its
+/// size and SHA-256 match the manifest), it is shared and the download is
+/// done; any other file there is left alone and the download refused.
+fn already_here(
+    context: &DownloadContext,
+    plan: &DownloadPlan,
+    peers: &[PeerId],
+    path: &Path,
+    cancel: &AtomicBool,
+) -> Result<PathBuf, String> {
+    let refused = || {
+        format!(
+            "{} already exists; move it away or choose another directory",
+            path.display()
+        )
+    };
+    let (manifest, _) = fetch_manifest(plan.key, peers, cancel)?;
+    let size = fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if size != manifest.size() {
+        return Err(refused());
+    }
+    let mut hasher = Sha256::new();
+    let mut file = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    io::copy(&mut file, &mut hasher).map_err(|e| format!("{}: {e}", path.display()))?;
+    if <[u8; 32]>::from(hasher.finalize()) != manifest.file_hash() {
+        return Err(refused());
+    }
+    info!(
+        "{}: already here, verified, at {}",
+        plan.name.as_str(),
+        path.display()
+    );
+    let shared = SharedFile::complete(plan.name.clone(), plan.kind, manifest, path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    context.library.insert(Arc::new(shared));
+    if let Some(shared) = context.library.get(&plan.key) {
+        offer_finished(context, &shared, path);
+    }
+    Ok(path.to_path_buf())
+}
+
 /// Fetches the manifest, creates the `.part` file and puts it in the
 /// library (so its pieces are served as they arrive).
 fn prepare(
@@ -325,13 +375,27 @@ fn prepare(
     fs::create_dir_all(&plan.dir)
         .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
     let part_path = plan.dir.join(format!("{saved_as}.part"));
+    let exists = || {
+        format!(
+            "{} already exists (another download of a file with this name?)",
+            part_path.display()
+        )
+    };
+    if part_path.exists() {
+        return Err(exists());
+    }
+    // The state is recorded before the .part file is made: a crash in
+    // between leaves a state whose .part is missing, which a restart
+    // forgets, never a .part file that nothing knows about.
+    context
+        .resume
+        .begin(&plan.name, plan.kind, &part_path, &manifest)
+        .map_err(|e| format!("cannot save the download's state: {e}"))?;
     // Never truncate a file that is there: another download, or the user's.
     let part = PieceFile::create_new(&part_path, manifest.size()).map_err(|e| {
+        context.resume.forget(&plan.key);
         if e.kind() == io::ErrorKind::AlreadyExists {
-            format!(
-                "{} already exists (another download of a file with this name?)",
-                part_path.display()
-            )
+            exists()
         } else {
             format!("cannot create {}: {e}", part_path.display())
         }
@@ -345,13 +409,6 @@ fn prepare(
         part,
         Bitmap::empty(pieces),
     ));
-    if let Err(e) = context
-        .resume
-        .begin(&plan.name, plan.kind, &part_path, &shared.manifest)
-    {
-        let _ = fs::remove_file(&part_path);
-        return Err(format!("cannot save the download's state: {e}"));
-    }
     context.library.insert(Arc::clone(&shared));
     Ok(shared)
 }
@@ -511,14 +568,32 @@ enum PieceResult {
 #[derive(Default)]
 struct LinkSlot {
     link: Mutex<Option<PeerLink>>,
-    closer: Mutex<Option<LinkCloser>>,
+    closer: Mutex<Closer>,
+}
+
+/// The closer of a slot's current link, and whether the slot is closed.
+#[derive(Default)]
+struct Closer {
+    current: Option<LinkCloser>,
+    /// Set when the download ends: no new link may be opened any more (a
+    /// worker that takes a job left in the queue must not connect again).
+    closed: bool,
 }
 
 impl LinkSlot {
-    /// Closes the connection (waking a worker blocked on it) and forgets it.
+    /// Closes the connection, waking a worker blocked on it.
     fn close(&self) {
-        if let Some(closer) = self.closer.lock().take() {
+        if let Some(closer) = self.closer.lock().current.take() {
             closer.close();
+        }
+    }
+
+    /// Closes the connection for good: no new one may be opened.
+    fn close_for_good(&self) {
+        let mut closer = self.closer.lock();
+        closer.closed = true;
+        if let Some(current) = closer.current.take() {
+            current.close();
         }
     }
 }
@@ -634,7 +709,7 @@ impl<'a> Coordinator<'a> {
         // wakes those still blocked on a slow or silent peer. Then join.
         drop(job_tx);
         for n in &self.neighbours {
-            n.link.close();
+            n.link.close_for_good();
         }
         for worker in workers {
             let _ = worker.join();
@@ -1038,6 +1113,13 @@ impl Worker {
         let key = self.shared.key;
         let manifest = &self.shared.manifest;
         let result = connected(&mut guard, link, peer).and_then(|l| {
+            let bytes: u64 = indices
+                .iter()
+                .map(|&i| u64::from(manifest.piece_len(i as usize).unwrap_or(0)))
+                .sum();
+            l.set_deadline(Some(
+                BATCH_ALLOWANCE + Duration::from_secs(bytes / MIN_PIECE_RATE),
+            ));
             l.send(&PeerRequest::Reqf {
                 key,
                 indices: indices.to_vec(),
@@ -1088,7 +1170,11 @@ fn connected<'s>(
 ) -> Result<&'s mut PeerLink, LinkError> {
     if slot.is_none() {
         let link = PeerLink::connect(peer)?;
-        *owner.closer.lock() = Some(link.closer()?);
+        let mut closer = owner.closer.lock();
+        if closer.closed {
+            return Err(LinkError::Io(io::Error::other("the download is over")));
+        }
+        closer.current = Some(link.closer()?);
         *slot = Some(link);
     }
     Ok(slot.as_mut().expect("just connected"))

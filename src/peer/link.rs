@@ -3,9 +3,9 @@
 //! a reply that is not what was asked for is a [`LinkError::Misbehaved`],
 //! which the downloader holds against that peer.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::pieces::{Bitmap, Manifest};
 use crate::protocol::{ErrorCode, FileKey, PeerRequest, Reply, ShareEntry};
@@ -13,8 +13,17 @@ use crate::wire::{write_line, LineReader};
 
 /// How long to wait for a connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a peer may take to answer before it is considered gone.
+/// How long a peer may stay silent before it is considered gone.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a whole BufferMap exchange may take.
+pub const BITMAP_DEADLINE: Duration = Duration::from_secs(30);
+/// How long an answer header (or a listing) may take to arrive; a
+/// manifest's bytes then get this long again plus their time at
+/// [`MIN_PIECE_RATE`].
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+/// The slowest a batch of pieces may arrive, on top of a fixed allowance:
+/// a peer sending a byte now and then must not hold pieces for hours.
+pub const MIN_PIECE_RATE: u64 = 8 * 1024;
 /// Longest answer line read from a peer.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -49,8 +58,36 @@ const MAX_SHARES: usize = 1000;
 /// A connection to one peer's mini-server.
 pub struct PeerLink {
     peer: SocketAddr,
-    reader: LineReader<TcpStream>,
+    reader: LineReader<LinkStream>,
     writer: BufWriter<TcpStream>,
+}
+
+/// The reading half of a link: each read waits at most [`READ_TIMEOUT`],
+/// and never past the deadline of the exchange under way, so that a peer
+/// dribbling bytes cannot stretch an exchange without end.
+struct LinkStream {
+    stream: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl Read for LinkStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let wait = match self.deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the peer is too slow",
+                    ));
+                }
+                left.min(READ_TIMEOUT)
+            }
+            None => READ_TIMEOUT,
+        };
+        self.stream.set_read_timeout(Some(wait))?;
+        self.stream.read(buf)
+    }
 }
 
 /// A handle that can close a link from another thread, waking a worker
@@ -72,9 +109,13 @@ impl PeerLink {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
+        let reading = LinkStream {
+            stream: stream.try_clone()?,
+            deadline: None,
+        };
         Ok(PeerLink {
             peer,
-            reader: LineReader::new(stream.try_clone()?, MAX_LINE),
+            reader: LineReader::new(reading, MAX_LINE),
             writer: BufWriter::new(stream),
         })
     }
@@ -87,6 +128,12 @@ impl PeerLink {
     /// A handle to close this link from another thread.
     pub fn closer(&self) -> io::Result<LinkCloser> {
         self.writer.get_ref().try_clone().map(LinkCloser)
+    }
+
+    /// Sets how long the exchange starting now may take in all
+    /// (`None`: no limit beyond [`READ_TIMEOUT`] per read).
+    pub fn set_deadline(&mut self, within: Option<Duration>) {
+        self.reader.get_mut().deadline = within.map(|d| Instant::now() + d);
     }
 
     /// Sends one request.
@@ -118,6 +165,7 @@ impl PeerLink {
         mine: Option<&Bitmap>,
         pieces: usize,
     ) -> Result<Bitmap, LinkError> {
+        self.set_deadline(Some(BITMAP_DEADLINE));
         self.send(&PeerRequest::Bitf {
             key,
             bitmap: mine.map(Bitmap::to_field),
@@ -131,9 +179,12 @@ impl PeerLink {
 
     /// Fetches the manifest of `key` and checks it hashes to the key.
     pub fn manifest(&mut self, key: FileKey) -> Result<Manifest, LinkError> {
+        self.set_deadline(Some(ANSWER_DEADLINE));
         self.send(&PeerRequest::Manf { key })?;
         match self.reply()? {
             Reply::Manifest { key: k, length } if k == key => {
+                let payload = Duration::from_secs(u64::from(length) / MIN_PIECE_RATE);
+                self.set_deadline(Some(ANSWER_DEADLINE + payload));
                 let bytes = self
                     .reader
                     .read_payload_vec(length as usize, Manifest::max_encoded_len())?;
@@ -182,6 +233,7 @@ impl PeerLink {
 
     /// The files the peer offers (its `LSTF`).
     pub fn shares(&mut self) -> Result<Vec<ShareEntry>, LinkError> {
+        self.set_deadline(Some(ANSWER_DEADLINE));
         self.send(&PeerRequest::Lstf)?;
         let mut shares = Vec::new();
         loop {

@@ -23,7 +23,7 @@ use crate::wire::{write_line, LineReader};
 use super::error::PeerError;
 
 /// How long to wait for the tracker to accept or answer.
-const TIMEOUT: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest answer line read from the tracker.
 const MAX_LINE: usize = 64 * 1024;
 

@@ -25,9 +25,15 @@ impl TrackerProcess {
     /// Starts the tracker with `extra` flags after the test defaults
     /// (loopback, port 0, a log file in a temporary directory).
     pub fn start(extra: &[&str]) -> TrackerProcess {
+        TrackerProcess::start_in(&[], extra)
+    }
+
+    /// Like [`TrackerProcess::start`], run through `wrapper` (such as
+    /// `ip netns exec NS`).
+    pub fn start_in(wrapper: &[&str], extra: &[&str]) -> TrackerProcess {
         let dir = tempfile::tempdir().unwrap();
         let log_file = dir.path().join("tracker.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tracker"))
+        let mut child = wrapped(wrapper, env!("CARGO_BIN_EXE_tracker"))
             .args([
                 "--address",
                 "127.0.0.1",
@@ -86,6 +92,18 @@ impl Drop for TrackerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A command for `program`, run through `wrapper` when it is not empty.
+pub fn wrapped(wrapper: &[&str], program: &str) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
     }
 }
 
@@ -528,9 +546,20 @@ impl PeerProcess {
     /// under `home`, 16 KiB pieces, 1 s BufferMap interval) plus `args`
     /// (flags, then maybe a subcommand), and waits for `listening on`.
     pub fn start(home: &Path, tracker: SocketAddr, args: &[&str]) -> PeerProcess {
+        PeerProcess::start_in(&[], home, tracker, args)
+    }
+
+    /// Like [`PeerProcess::start`], run through `wrapper` (such as
+    /// `ip netns exec NS`).
+    pub fn start_in(
+        wrapper: &[&str],
+        home: &Path,
+        tracker: SocketAddr,
+        args: &[&str],
+    ) -> PeerProcess {
         std::fs::create_dir_all(home).unwrap();
         let path = |sub: &str| home.join(sub).to_string_lossy().into_owned();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_peer"))
+        let mut child = wrapped(wrapper, env!("CARGO_BIN_EXE_peer"))
             .args([
                 "--tracker",
                 &tracker.to_string(),
@@ -626,6 +655,20 @@ impl PeerProcess {
             "the peer did not exit; it printed:\n{}",
             self.seen.join("\n")
         );
+    }
+
+    /// Everything it wrote on its standard error.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The last line on its standard error that contains `wanted`.
+    pub fn last_stderr_line(&self, wanted: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.stderr).ok()?;
+        text.lines()
+            .rev()
+            .find(|l| l.contains(wanted))
+            .map(str::to_string)
     }
 
     /// The rest of what it printed after exiting.
