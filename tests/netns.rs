@@ -34,7 +34,13 @@ fn ip(args: &[&str]) {
 }
 
 /// Whether this machine lets us make namespaces; `Err` says why not.
+/// Probed once per test process.
 fn namespaces_available() -> Result<(), String> {
+    static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBE.get_or_init(probe_namespaces).clone()
+}
+
+fn probe_namespaces() -> Result<(), String> {
     let name = format!("swlprobe{}", std::process::id());
     let made = Command::new("ip").args(["netns", "add", &name]).output();
     match made {
@@ -279,9 +285,11 @@ fn a_download_from_several_seeder_hosts_survives_one_host_being_cut_off() {
 fn the_swarm_goes_on_without_its_tracker_and_peers_re_register_when_it_returns() {
     let Some(mut lab) = lab(12) else { return };
     let dir = tempfile::tempdir().unwrap();
+    // The seeder's link is slow (about 12 s for the file): the tracker is
+    // lost in the middle of the downloads, whatever the machine's speed.
     let (t, s, a, b) = (
         lab.host("100mbit"),
-        lab.host("8mbit"),
+        lab.host("4mbit"),
         lab.host("100mbit"),
         lab.host("100mbit"),
     );
@@ -315,6 +323,14 @@ fn the_swarm_goes_on_without_its_tracker_and_peers_re_register_when_it_returns()
     std::thread::sleep(Duration::from_secs(2));
     t.cut();
     drop(tracker);
+    for leecher in leechers.iter_mut() {
+        leecher.send("status");
+        let progress = leecher.expect("download [lecture.mkv]");
+        assert!(
+            !progress.contains("100%"),
+            "already done when the tracker left: {progress}"
+        );
+    }
     for leecher in leechers.iter_mut() {
         let done = leecher.expect("[lecture.mkv] done:");
         assert!(done.contains("SHA-256 verified"), "{done}");

@@ -77,6 +77,11 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
     // Auto-register: the tracker now lists two users for the file.
     let mut observer = tracker.connect();
     let saved = std::fs::canonicalize(&save_to).unwrap();
+    // (The offer goes out from bob's housekeeping thread a moment later.)
+    assert!(eventually(WAIT, || observer
+        .list(&format!("LSTF key={key}"))
+        .len()
+        == 2));
     assert_eq!(
         observer.list(&format!("LSTF key={key}")),
         [

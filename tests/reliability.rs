@@ -125,10 +125,12 @@ fn downloads_go_on_while_the_tracker_restarts_and_peers_come_back_to_it() {
     assert_eq!(std::fs::read(path).unwrap(), data);
     // And both peers came back on their own, announcing what they hold.
     let mut client = support::Client::connect(addr);
+    let listed = format!("FILE {key} big.bin {} 16384 other 2 0", data.len());
     assert!(
-        eventually(WAIT, || client.list(&format!("REQF {key}")).len() == 2),
+        eventually(WAIT, || client.list(&format!("RQFS key={key}"))
+            == [listed.clone()]),
         "peers did not come back: {:?}",
-        client.list(&format!("REQF {key}"))
+        client.list(&format!("RQFS key={key}"))
     );
     assert_eq!(client.list("USRS").len(), 2);
     drop(tracker);

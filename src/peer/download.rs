@@ -13,9 +13,10 @@
 //!    `REQF` for the batch (several pieces in flight on one persistent
 //!    connection), checks each piece's SHA-256 against the manifest, and
 //!    writes the good ones at their offset.
-//! 5. Every BufferMap interval: BufferMaps are exchanged again, progress is
-//!    reported to the tracker (`BITF`), and the tracker is asked again for
-//!    peers, so new seeders and leechers join.
+//! 5. Every BufferMap interval BufferMaps are exchanged again, and the
+//!    peers that the peer's housekeeping thread found at the tracker
+//!    ([`Discovery`]) join; that thread also reports the progress (`BITF`).
+//!    The download itself never waits on the tracker.
 //! 6. A neighbour that fails (connection lost, timeout, killed) is dropped
 //!    and its pieces go to the others (and it is tried again later); one
 //!    that sends bad pieces or breaks the protocol is disconnected, and
@@ -42,6 +43,7 @@ use sha2::{Digest, Sha256};
 use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, PeerRequest, SharedPath};
 
+use super::discovery::Discovery;
 use super::fsutil::portable_file_name;
 use super::library::{Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink, PieceAnswer, MIN_PIECE_RATE};
@@ -139,6 +141,7 @@ pub struct Download {
 pub struct DownloadContext {
     pub library: Arc<Library>,
     pub tracker: Arc<TrackerClient>,
+    pub discovery: Arc<Discovery>,
     pub resume: ResumeStore,
     pub settings: DownloadSettings,
 }
@@ -279,6 +282,7 @@ fn run(
         status.state = DownloadState::Fetching;
     }
 
+    context.discovery.want(key);
     let result = Coordinator::new(context, plan, &shared, status, cancel, peers)
         .run()
         .and_then(|()| {
@@ -294,6 +298,7 @@ fn run(
                 )
             })
         });
+    context.discovery.forget(&key);
     if let Err(reason) = result {
         // The verified pieces stay: in the .part file, in the saved state
         // (a later download of the same file, or a restart, goes on from
@@ -491,7 +496,7 @@ fn verify_whole_file(shared: &SharedFile) -> Result<(), String> {
 }
 
 /// Offers the finished file to the tracker (the course's automatic
-/// re-register). A failure here does not undo the download.
+/// re-register), without waiting for the tracker.
 fn offer_finished(context: &DownloadContext, shared: &SharedFile, path: &Path) {
     let shown = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let Ok(path) = SharedPath::new(&shown.to_string_lossy()) else {
@@ -506,12 +511,9 @@ fn offer_finished(context: &DownloadContext, shared: &SharedFile, path: &Path) {
         kind: shared.kind,
         path,
     };
-    if let Err(e) = context.tracker.offer(&offer) {
-        warn!(
-            "{}: downloaded, but not offered to the tracker: {e}",
-            shared.name.as_str()
-        );
-    }
+    // Queued: the housekeeping thread sends it at once if the tracker can
+    // be reached, and a new session announces it anyway.
+    context.tracker.offer_soon(&offer);
 }
 
 // ---------------------------------------------------------------------------
@@ -762,8 +764,9 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Every BufferMap interval: report progress, look for new peers, give
-    /// dropped (not banned) neighbours another chance after a pause.
+    /// Every BufferMap interval: take in the peers the housekeeping thread
+    /// found, give dropped (not banned) neighbours another chance after a
+    /// pause.
     fn periodic_round(&mut self) {
         let pause = self.context.settings.bitmap_interval * 2;
         for n in &mut self.neighbours {
@@ -778,20 +781,12 @@ impl<'a> Coordinator<'a> {
                 n.bitmap_at = None;
             }
         }
-        if self.have.count() > 0 {
-            if let Err(e) = self.context.tracker.report(self.shared.key, &self.have) {
-                debug!("progress report to the tracker failed: {e}");
-            }
-        }
+        // Progress reports and peer look-ups are the housekeeping thread's
+        // job: here only what it found is read, without waiting.
         if self.plan.only_from.is_none() {
-            match self.context.tracker.holders(self.shared.key) {
-                Ok(holders) => {
-                    let pieces = self.have.len();
-                    for holder in holders {
-                        self.add_neighbour(holder.peer, pieces);
-                    }
-                }
-                Err(e) => debug!("cannot ask the tracker for new peers: {e}"),
+            let pieces = self.have.len();
+            for peer in self.context.discovery.peers(&self.shared.key) {
+                self.add_neighbour(peer, pieces);
             }
         }
     }

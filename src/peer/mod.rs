@@ -9,12 +9,14 @@
 //! - [`share`]: media kind and the manifest cache;
 //! - [`fsutil`]: portable names, no-replace renames, atomic writes;
 //! - [`download`]: one download (coordinator and worker pool);
+//! - [`discovery`]: peer look-ups for downloads, done off their threads;
 //! - [`resume`]: download state that survives a crash;
 //! - [`usermap`]: the `<user> - <ip:port>` file of the course;
 //! - [`ratelimit`]: the upload limit;
 //! - [`shell`]: the interactive shell of the course's commands;
 //! - [`Peer`]: ties them together; `bin/peer.rs` and the shell drive it.
 
+pub mod discovery;
 pub mod download;
 pub mod error;
 pub mod fsutil;
@@ -36,7 +38,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use log::{info, warn};
+use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::PeerConfig;
@@ -44,6 +46,7 @@ use crate::protocol::{FileKey, FileName, FileOffer, SearchCriteria, ShareEntry, 
 use crate::server::{Handler, Server, ServerOptions};
 use crate::service::LineLimits;
 
+use discovery::Discovery;
 pub use download::{Download, DownloadState, DownloadStatus};
 use download::{DownloadContext, DownloadPlan, DownloadSettings};
 pub use error::PeerError;
@@ -63,6 +66,7 @@ pub struct Peer {
     config: PeerConfig,
     library: Arc<Library>,
     tracker: Arc<TrackerClient>,
+    discovery: Arc<Discovery>,
     cache: ManifestCache,
     resume: ResumeStore,
     server: Option<Server>,
@@ -121,6 +125,7 @@ impl Peer {
         let resume = ResumeStore::new(&config.state_dir);
         // Unfinished downloads of an earlier run: served at once, resumed
         // when asked for (the shell resumes them all at start).
+        // (The housekeeping thread reports their progress to the tracker.)
         for found in resume.load_all() {
             let file = SharedFile::partial(
                 found.name,
@@ -130,22 +135,24 @@ impl Peer {
                 found.part,
                 found.bitmap,
             );
-            let held = file.bitmap();
-            if held.count() > 0 {
-                if let Err(e) = tracker.report(file.key, &held) {
-                    warn!("cannot report {} to the tracker: {e}", file.name.as_str());
-                }
-            }
             library.insert(Arc::new(file));
         }
+        let discovery = Arc::new(Discovery::new());
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let housekeeping = thread::Builder::new()
             .name("peer-housekeeping".into())
             .spawn({
                 let tracker = Arc::clone(&tracker);
-                let (map_file, refresh) = (config.user_map_file.clone(), config.user_map_refresh);
-                let ping = config.tracker_ping;
-                move || housekeeping(&tracker, &map_file, refresh, ping, &stop_rx)
+                let duties = Housekeeping {
+                    tracker: Arc::clone(&tracker),
+                    library: Arc::clone(&library),
+                    discovery: Arc::clone(&discovery),
+                    map_file: config.user_map_file.clone(),
+                    map_refresh: config.user_map_refresh,
+                    ping_every: config.tracker_ping,
+                    round_every: config.bitmap_interval,
+                };
+                move || duties.run(&stop_rx)
             })
             .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
         info!("peer listening on {listen}, tracker {}", config.tracker);
@@ -153,6 +160,7 @@ impl Peer {
             config,
             library,
             tracker,
+            discovery,
             cache,
             resume,
             server: Some(server),
@@ -228,9 +236,17 @@ impl Peer {
             path: shown,
         };
         self.library.insert(Arc::clone(&file));
-        if let Err(e) = self.tracker.offer(&offer) {
-            self.library.remove(&file.key);
-            return Err(e);
+        match self.tracker.offer(&offer) {
+            Ok(()) => {}
+            // Remembered: announced as soon as the tracker is back.
+            Err(e @ PeerError::TrackerUnreachable { .. }) => warn!(
+                "{e}; {} will be offered when it is back",
+                file.name.as_str()
+            ),
+            Err(e) => {
+                self.library.remove(&file.key);
+                return Err(e);
+            }
         }
         info!("sharing {} as {}", path.display(), file.key);
         Ok(file)
@@ -373,6 +389,7 @@ impl Peer {
         let context = DownloadContext {
             library: Arc::clone(&self.library),
             tracker: Arc::clone(&self.tracker),
+            discovery: Arc::clone(&self.discovery),
             resume: self.resume.clone(),
             settings: DownloadSettings {
                 max_bad_pieces: self.config.max_bad_pieces,
@@ -453,63 +470,115 @@ impl Drop for Peer {
     }
 }
 
-/// Keeps the tracker session alive (a `PING` every `ping_every`), gets it
-/// back when it is lost (attempts spaced by a doubling backoff with jitter,
-/// each logged; a new session announces the peer's files again), and keeps
-/// the user map file fresh, until `stop` closes.
-fn housekeeping(
-    tracker: &TrackerClient,
-    map_file: &Path,
-    refresh: Duration,
+/// Lets a refusal by the tracker pass (logged): only an unreachable
+/// tracker interrupts the housekeeping round.
+fn refusal_is_fine<T>(result: Result<T, PeerError>) -> Result<Option<T>, PeerError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(PeerError::TrackerRefused { code, text }) => {
+            debug!("the tracker refused: {text} (ERRR {code})");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The background duties of a peer towards its tracker.
+struct Housekeeping {
+    tracker: Arc<TrackerClient>,
+    library: Arc<Library>,
+    discovery: Arc<Discovery>,
+    map_file: PathBuf,
+    map_refresh: Duration,
     ping_every: Duration,
-    stop: &Receiver<()>,
-) {
-    let mut next_ping = Instant::now() + ping_every;
-    let mut failures: u32 = 0;
-    let mut last_refresh: Option<Instant> = None;
-    let mut rng = fastrand::Rng::new();
-    loop {
-        if Instant::now() >= next_ping {
-            match tracker.ping() {
-                Ok(()) => {
-                    if failures > 0 {
-                        info!(
-                            "tracker {} reached again after {failures} failed attempt(s)",
-                            tracker.addr()
+    /// How often downloads' progress is reported and their peers looked up.
+    round_every: Duration,
+}
+
+impl Housekeeping {
+    /// Until `stop` closes: keeps the tracker session alive (a `PING` every
+    /// `ping_every`) and gets it back when it is lost (attempts spaced by a
+    /// doubling backoff with jitter, each logged; a new session announces
+    /// the peer's files again); while the tracker answers, sends queued
+    /// offers, reports the progress of unfinished files, looks up peers for
+    /// downloads, and keeps the user map file fresh.
+    fn run(&self, stop: &Receiver<()>) {
+        let mut next_ping = Instant::now() + self.ping_every;
+        let mut failures: u32 = 0;
+        let mut last_round: Option<Instant> = None;
+        let mut last_refresh: Option<Instant> = None;
+        let mut rng = fastrand::Rng::new();
+        loop {
+            if Instant::now() >= next_ping {
+                match self.tracker.ping() {
+                    Ok(()) => {
+                        if failures > 0 {
+                            info!(
+                                "tracker {} reached again after {failures} failed attempt(s)",
+                                self.tracker.addr()
+                            );
+                        }
+                        failures = 0;
+                        next_ping = Instant::now() + self.ping_every;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let doubling =
+                            Duration::from_secs(1) * 2u32.saturating_pow(failures.min(16) - 1);
+                        // Jitter: between half and all of the backoff, so
+                        // peers that lost the tracker together do not all
+                        // come back at the same moment.
+                        let backoff = doubling.min(MAX_BACKOFF).mul_f64(0.5 + rng.f64() / 2.0);
+                        warn!(
+                            "tracker unreachable ({e}); attempt {failures}, next in {:.1} s",
+                            backoff.as_secs_f64()
                         );
+                        next_ping = Instant::now() + backoff;
                     }
-                    failures = 0;
-                    next_ping = Instant::now() + ping_every;
                 }
-                Err(e) => {
-                    failures += 1;
-                    let doubling =
-                        Duration::from_secs(1) * 2u32.saturating_pow(failures.min(16) - 1);
-                    // Jitter: between half and all of the backoff, so peers
-                    // that lost the tracker together do not return together.
-                    let backoff = doubling.min(MAX_BACKOFF).mul_f64(0.5 + rng.f64() / 2.0);
-                    warn!(
-                        "tracker unreachable ({e}); attempt {failures}, next in {:.1} s",
-                        backoff.as_secs_f64()
-                    );
-                    next_ping = Instant::now() + backoff;
+            }
+            if failures == 0 {
+                if let Err(e) = self.duties(&mut last_round, &mut last_refresh) {
+                    debug!("tracker duties interrupted: {e}");
+                    next_ping = Instant::now(); // check the session at once
+                }
+            }
+            match stop.recv_timeout(Duration::from_millis(200)) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// The work done while the tracker answers.
+    fn duties(
+        &self,
+        last_round: &mut Option<Instant>,
+        last_refresh: &mut Option<Instant>,
+    ) -> Result<(), PeerError> {
+        self.tracker.flush()?;
+        if last_round.is_none_or(|at| at.elapsed() >= self.round_every) {
+            *last_round = Some(Instant::now());
+            for file in self.library.all().iter().filter(|f| !f.is_complete()) {
+                let held = file.bitmap();
+                if held.count() > 0 {
+                    refusal_is_fine(self.tracker.report(file.key, &held))?;
+                }
+            }
+            for key in self.discovery.wanted() {
+                if let Some(holders) = refusal_is_fine(self.tracker.holders(key))? {
+                    self.discovery
+                        .found(&key, holders.into_iter().map(|h| h.peer).collect());
                 }
             }
         }
-        if failures == 0 && last_refresh.is_none_or(|at| at.elapsed() >= refresh) {
-            last_refresh = Some(Instant::now());
-            match tracker.users() {
-                Ok(users) => {
-                    if let Err(e) = usermap::write(map_file, &users) {
-                        warn!("cannot write the user map {}: {e}", map_file.display());
-                    }
-                }
-                Err(e) => warn!("cannot refresh the user map: {e}"),
+        if last_refresh.is_none_or(|at| at.elapsed() >= self.map_refresh) {
+            *last_refresh = Some(Instant::now());
+            let users = self.tracker.users()?;
+            if let Err(e) = usermap::write(&self.map_file, &users) {
+                warn!("cannot write the user map {}: {e}", self.map_file.display());
             }
         }
-        match stop.recv_timeout(Duration::from_millis(200)) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
+        Ok(())
     }
 }

@@ -23,7 +23,7 @@ use crate::wire::{write_line, LineReader};
 use super::error::PeerError;
 
 /// How long to wait for the tracker to accept or answer.
-const TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest answer line read from the tracker.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -42,8 +42,11 @@ pub struct TrackerClient {
     identity: Option<Identity>,
     conn: Mutex<Option<Conn>>,
     peer_id: Mutex<Option<PeerId>>,
-    /// What this session told the tracker, to tell a new session again.
+    /// What this peer wants the tracker to know (offers and progress
+    /// reports), to tell every new session again.
     announced: Mutex<BTreeMap<FileKey, TrackerRequest>>,
+    /// Announcements not sent yet ([`TrackerClient::offer_soon`]).
+    pending: Mutex<Vec<TrackerRequest>>,
 }
 
 struct Conn {
@@ -61,6 +64,7 @@ impl TrackerClient {
             conn: Mutex::new(None),
             peer_id: Mutex::new(None),
             announced: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(Vec::new()),
         }
     }
 
@@ -220,11 +224,44 @@ impl TrackerClient {
         }
     }
 
-    /// `ADDF`: offers a complete file.
+    /// `ADDF`: offers a complete file. It is remembered first, so even if
+    /// the tracker cannot be reached now, the next session announces it;
+    /// only a refusal forgets it.
     pub fn offer(&self, offer: &FileOffer) -> Result<(), PeerError> {
         let request = TrackerRequest::Addf(offer.clone());
-        self.expect_ok(&request)?;
-        self.announced.lock().insert(offer.key, request);
+        self.announced.lock().insert(offer.key, request.clone());
+        self.expect_ok(&request).inspect_err(|e| {
+            if matches!(e, PeerError::TrackerRefused { .. }) {
+                self.announced.lock().remove(&offer.key);
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Offers a file without waiting: the housekeeping thread sends it on
+    /// its next round ([`TrackerClient::flush`]).
+    pub fn offer_soon(&self, offer: &FileOffer) {
+        let request = TrackerRequest::Addf(offer.clone());
+        self.announced.lock().insert(offer.key, request.clone());
+        self.pending.lock().push(request);
+    }
+
+    /// Sends the announcements queued by [`TrackerClient::offer_soon`].
+    pub fn flush(&self) -> Result<(), PeerError> {
+        let pending: Vec<TrackerRequest> = std::mem::take(&mut *self.pending.lock());
+        for (i, request) in pending.iter().enumerate() {
+            match self.expect_ok(request) {
+                Ok(_) => {}
+                Err(PeerError::TrackerRefused { text, .. }) => {
+                    warn!("the tracker refused {}: {text}", request.verb())
+                }
+                Err(e) => {
+                    // Not sent: keep the rest for the next round.
+                    self.pending.lock().extend(pending[i..].iter().cloned());
+                    return Err(e);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -240,14 +277,15 @@ impl TrackerClient {
             key,
             bitmap: bitmap.to_field(),
         };
-        self.expect_ok(&request)?;
-        let mut announced = self.announced.lock();
-        if bitmap.count() == 0 {
-            announced.remove(&key);
-        } else {
-            announced.insert(key, request);
+        {
+            let mut announced = self.announced.lock();
+            if bitmap.count() == 0 {
+                announced.remove(&key);
+            } else if !matches!(announced.get(&key), Some(TrackerRequest::Addf(_))) {
+                announced.insert(key, request.clone());
+            }
         }
-        Ok(())
+        self.expect_ok(&request).map(drop)
     }
 
     /// `RQFS`: searches files.
