@@ -421,11 +421,12 @@ fn prepare(
 /// Saves which pieces are verified, after flushing them to disk, so that a
 /// restart goes on from them.
 fn save_progress(context: &DownloadContext, shared: &SharedFile) {
-    let saved = shared.sync().and_then(|()| {
-        context
-            .resume
-            .save(&shared.key, &shared.path(), &shared.bitmap())
-    });
+    // The BufferMap is taken before the sync, so every piece it claims was
+    // written before the sync and is on disk even after a power cut.
+    let held = shared.bitmap();
+    let saved = shared
+        .sync()
+        .and_then(|()| context.resume.save(&shared.key, &shared.path(), &held));
     if let Err(e) = saved {
         warn!("{}: cannot save progress: {e}", shared.name.as_str());
     }
