@@ -151,35 +151,26 @@ fn every_kind_of_broken_peer_is_cut_off_and_the_file_is_still_right() {
         (Fake::Truncated, "dropped: connection"),
     ];
     for (i, (fake, expected)) in cases.into_iter().enumerate() {
-        let tracker = tracker_in_process();
-        let dir = tempfile::tempdir().unwrap();
-        let data = random_bytes(30 * PIECE, 60 + i as u64);
-        let original = write_file(&dir.path().join("files"), "f.bin", &data);
-        let honest = start_peer(
-            dir.path(),
-            "honest",
-            tracker.local_addr(),
+        let swarm = support::seeded_swarm(
+            "f.bin",
+            30 * PIECE,
+            60 + i as u64,
             &[("upload_limit", "2MB")],
         );
-        honest.share(&original, |_| {}).unwrap();
+        let data = &swarm.data;
         let broken = FakePeer::start(
-            tracker.local_addr(),
+            swarm.tracker.local_addr(),
             "f.bin",
             data.clone(),
             PIECE as u32,
             fake,
         );
         // One strike is enough here, so the ban is certain to be seen.
-        let leecher = start_peer(
-            dir.path(),
-            "leecher",
-            tracker.local_addr(),
-            &[("max_bad_pieces", "1")],
-        );
+        let leecher = swarm.peer("leecher", &[("max_bad_pieces", "1")]);
         let download = leecher.download("f.bin", None).unwrap();
         let path = support::wait_within(std::sync::Arc::clone(&download), WAIT)
             .unwrap_or_else(|e| panic!("case {i}: {e}"));
-        assert_eq!(std::fs::read(path).unwrap(), data, "case {i}");
+        assert_eq!(&std::fs::read(path).unwrap(), data, "case {i}");
         let status = download.status();
         let source = status
             .sources

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use swarmline::peer::DownloadState;
 
-use support::{random_bytes, start_peer, tracker_in_process, write_file, Fake, FakePeer};
+use support::{
+    random_bytes, seeded_swarm, start_peer, tracker_in_process, write_file, Fake, FakePeer,
+};
 
 const PIECE: usize = 16 * 1024;
 
@@ -79,31 +81,25 @@ fn three_seeders_all_serve_a_leecher() {
 
 #[test]
 fn pieces_with_wrong_bytes_are_thrown_away_and_the_liar_is_banned() {
-    let tracker = tracker_in_process();
-    let dir = tempfile::tempdir().unwrap();
-    let data = random_bytes(40 * PIECE + 5, 11);
-    let original = write_file(&dir.path().join("originals"), "doc.bin", &data);
-    let honest = start_peer(
-        dir.path(),
-        "honest",
-        tracker.local_addr(),
-        &[("upload_limit", "2MB")],
-    );
-    let shared = honest.share(&original, |_| {}).unwrap();
+    let swarm = seeded_swarm("doc.bin", 40 * PIECE + 5, 11, &[("upload_limit", "2MB")]);
     // A liar that flips a byte of every piece it sends.
     let liar = FakePeer::start(
-        tracker.local_addr(),
+        swarm.tracker.local_addr(),
         "doc.bin",
-        data.clone(),
+        swarm.data.clone(),
         PIECE as u32,
         Fake::Corrupt(|_| true),
     );
-    assert_eq!(liar.key, shared.key);
+    assert_eq!(liar.key, swarm.key);
 
-    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
-    let download = leecher.download(&shared.key.to_string(), None).unwrap();
+    let leecher = swarm.peer("leecher", &[]);
+    let download = leecher.download(&swarm.key.to_string(), None).unwrap();
     let path = download.wait().unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), data, "the file is right");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        swarm.data,
+        "the file is right"
+    );
     let status = download.status();
     let liar_status = status.sources.iter().find(|s| s.peer == liar.addr).unwrap();
     assert_eq!(liar_status.pieces, 0, "no piece of the liar was kept");
@@ -116,28 +112,18 @@ fn pieces_with_wrong_bytes_are_thrown_away_and_the_liar_is_banned() {
 
 #[test]
 fn a_few_bad_pieces_are_fetched_again_from_another_peer() {
-    let tracker = tracker_in_process();
-    let dir = tempfile::tempdir().unwrap();
-    let data = random_bytes(40 * PIECE, 12);
-    let original = write_file(&dir.path().join("originals"), "doc.bin", &data);
-    let honest = start_peer(
-        dir.path(),
-        "honest",
-        tracker.local_addr(),
-        &[("upload_limit", "2MB")],
-    );
-    honest.share(&original, |_| {}).unwrap();
+    let swarm = seeded_swarm("doc.bin", 40 * PIECE, 12, &[("upload_limit", "2MB")]);
     // Only pieces 0 and 1 come wrong from this one: two strikes, no ban.
     let flaky = FakePeer::start(
-        tracker.local_addr(),
+        swarm.tracker.local_addr(),
         "doc.bin",
-        data.clone(),
+        swarm.data.clone(),
         PIECE as u32,
         Fake::Corrupt(|i| i < 2),
     );
-    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
+    let leecher = swarm.peer("leecher", &[]);
     let download = leecher.download("doc.bin", None).unwrap();
-    assert_eq!(std::fs::read(download.wait().unwrap()).unwrap(), data);
+    assert_eq!(std::fs::read(download.wait().unwrap()).unwrap(), swarm.data);
     let status = download.status();
     let flaky_status = status
         .sources
@@ -338,32 +324,23 @@ fn a_peer_that_claims_pieces_it_never_gives_does_not_stall_the_download_forever(
 
 #[test]
 fn a_peer_that_sends_one_byte_a_second_neither_stalls_nor_hangs_the_download() {
-    let tracker = tracker_in_process();
-    let dir = tempfile::tempdir().unwrap();
-    let data = random_bytes(20 * PIECE, 32);
-    let original = write_file(&dir.path().join("originals"), "slow.bin", &data);
-    let honest = start_peer(
-        dir.path(),
-        "honest",
-        tracker.local_addr(),
-        &[("upload_limit", "1MB")],
-    );
-    honest.share(&original, |_| {}).unwrap();
+    let swarm = seeded_swarm("slow.bin", 20 * PIECE, 32, &[("upload_limit", "1MB")]);
+    let data = &swarm.data;
     let dribbler = FakePeer::start(
-        tracker.local_addr(),
+        swarm.tracker.local_addr(),
         "slow.bin",
         data.clone(),
         PIECE as u32,
         Fake::Dribbles,
     );
-    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
+    let leecher = swarm.peer("leecher", &[]);
     let download = leecher.download("slow.bin", None).unwrap();
     // The pieces stuck on the dribbler are fetched again from the honest
     // peer at the end, and the download ends without waiting for it.
     // (At worst the manifest is first asked of the slow peer, which then
     // has 30 s to send its header.)
     let path = support::wait_within(download, Duration::from_secs(120)).unwrap();
-    assert_eq!(std::fs::read(path).unwrap(), data);
+    assert_eq!(&std::fs::read(path).unwrap(), data);
     drop(dribbler);
 }
 

@@ -699,3 +699,40 @@ pub fn wait_within(
     rx.recv_timeout(limit)
         .expect("the download did not end in time")
 }
+
+/// A tracker in this process and one peer seeding a file of seeded random
+/// bytes: the start of most swarm tests.
+pub struct SeededSwarm {
+    // Fields drop in this order: the seeder, then the tracker, then the
+    // directory its files live in.
+    pub seeder: Peer,
+    pub tracker: Tracker,
+    pub data: Vec<u8>,
+    pub key: swarmline::protocol::FileKey,
+    pub dir: tempfile::TempDir,
+}
+
+/// Shares `len` bytes (from `seed`) as `name` from a peer started with
+/// `settings`, under a new tracker.
+pub fn seeded_swarm(name: &str, len: usize, seed: u64, settings: &[(&str, &str)]) -> SeededSwarm {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(len, seed);
+    let original = write_file(&dir.path().join("originals"), name, &data);
+    let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), settings);
+    let key = seeder.share(&original, |_| {}).unwrap().key;
+    SeededSwarm {
+        seeder,
+        tracker,
+        data,
+        key,
+        dir,
+    }
+}
+
+impl SeededSwarm {
+    /// Another peer in this swarm.
+    pub fn peer(&self, name: &str, settings: &[(&str, &str)]) -> Peer {
+        start_peer(self.dir.path(), name, self.tracker.local_addr(), settings)
+    }
+}
