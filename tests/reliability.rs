@@ -451,3 +451,111 @@ fn a_symlink_swapped_in_after_sharing_never_leaks_its_target() {
     let file = peer.share(&link, |_| {}).unwrap();
     assert_eq!(file.path(), std::fs::canonicalize(&secret).unwrap());
 }
+
+#[test]
+fn a_sole_source_that_keeps_failing_is_given_up_and_the_download_says_why() {
+    use support::{Fake, FakePeer};
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(10 * PIECE, 81);
+    // Its connections always break in the middle of a piece: no strike,
+    // but it never gives anything.
+    let broken = FakePeer::start(
+        tracker.local_addr(),
+        "t.bin",
+        data,
+        PIECE as u32,
+        Fake::Truncated,
+    );
+    // The stall timeout is longer than the longest pause between retries
+    // (4 s), so only giving the peer up lets the download end.
+    let leecher = start_peer(
+        dir.path(),
+        "leecher",
+        tracker.local_addr(),
+        &[("stall_timeout_secs", "12")],
+    );
+    let download = leecher.download(&broken.key.to_string(), None).unwrap();
+    let reason = support::wait_within(std::sync::Arc::clone(&download), WAIT).unwrap_err();
+    assert!(reason.contains("stalled at 0 of 10 pieces"), "{reason}");
+    let source = download
+        .status()
+        .sources
+        .into_iter()
+        .find(|s| s.peer == broken.addr)
+        .unwrap();
+    let dropped = source.dropped.unwrap_or_default();
+    assert!(
+        dropped.starts_with("given up after 4 failures in a row"),
+        "{dropped}"
+    );
+}
+
+#[test]
+fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
+    use std::sync::Arc;
+    use swarmline::peer::library::SharedFile;
+    use swarmline::pieces::{Bitmap, Manifest, PieceFile};
+    use swarmline::protocol::{FileName, MediaKind};
+
+    let swarm = support::seeded_swarm("whole.bin", 12 * PIECE, 82, &[]);
+    let manifest = Manifest::build(&swarm.data[..], PIECE as u32, |_| {}).unwrap();
+    // A peer that had verified every piece when it was stopped, before the
+    // rename: all the pieces are in its .part file.
+    let peer = swarm.peer("peer", &[]);
+    let downloads = swarm.dir.path().join("peer").join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let part = downloads.join("whole.bin.part");
+    std::fs::write(&part, &swarm.data).unwrap();
+    let file = PieceFile::open_rw(&part).unwrap();
+    let name = FileName::new("whole.bin").unwrap();
+    let all = Bitmap::full(manifest.piece_count());
+    peer.library().insert(Arc::new(SharedFile::partial(
+        name,
+        MediaKind::Other,
+        manifest,
+        &part,
+        file,
+        all,
+    )));
+
+    assert_eq!(
+        peer.unfinished().len(),
+        1,
+        "listed as unfinished, to be resumed"
+    );
+    let download = peer.download("whole.bin", None).unwrap();
+    let path = support::wait_within(download, WAIT).unwrap();
+    assert_eq!(path, downloads.join("whole.bin"));
+    assert_eq!(std::fs::read(&path).unwrap(), swarm.data);
+    assert!(!part.exists());
+    assert!(peer.unfinished().is_empty());
+
+    // And a .part left beside the verified file (a crash between the two
+    // steps of the rename) is cleaned up, not a dead end.
+    let other = swarm.peer("other", &[]);
+    let downloads = swarm.dir.path().join("other").join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let (part, whole) = (
+        downloads.join("whole.bin.part"),
+        downloads.join("whole.bin"),
+    );
+    std::fs::write(&part, &swarm.data).unwrap();
+    std::fs::write(&whole, &swarm.data).unwrap();
+    let manifest = Manifest::build(&swarm.data[..], PIECE as u32, |_| {}).unwrap();
+    let file = PieceFile::open_rw(&part).unwrap();
+    let name = FileName::new("whole.bin").unwrap();
+    let all = Bitmap::full(manifest.piece_count());
+    other.library().insert(Arc::new(SharedFile::partial(
+        name,
+        MediaKind::Other,
+        manifest,
+        &part,
+        file,
+        all,
+    )));
+    let download = other.download("whole.bin", None).unwrap();
+    assert_eq!(support::wait_within(download, WAIT).unwrap(), whole);
+    assert!(!part.exists(), "the leftover .part is gone");
+    assert_eq!(std::fs::read(&whole).unwrap(), swarm.data);
+}

@@ -52,6 +52,9 @@ use super::tracker_client::TrackerClient;
 
 /// How many peers may be asked for the same piece in the endgame.
 const ENDGAME_COPIES: usize = 2;
+/// Failed exchanges in a row (no piece between them) after which a
+/// neighbour is given up for the rest of the download.
+const MAX_FAILURES: u32 = 4;
 
 /// What to download, and where from.
 #[derive(Debug, Clone)]
@@ -133,12 +136,16 @@ impl DownloadStatus {
 pub struct Download {
     status: Arc<Mutex<DownloadStatus>>,
     cancel: Arc<AtomicBool>,
+    manifest_link: Arc<Mutex<Option<LinkCloser>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What a download needs from its peer.
 #[derive(Clone)]
 pub struct DownloadContext {
+    /// The link the manifest is being fetched on, so that cancelling
+    /// closes it at once.
+    pub manifest_link: Arc<Mutex<Option<LinkCloser>>>,
     pub library: Arc<Library>,
     pub tracker: Arc<TrackerClient>,
     pub discovery: Arc<Discovery>,
@@ -166,6 +173,7 @@ impl Download {
             sources: Vec::new(),
         }));
         let cancel = Arc::new(AtomicBool::new(false));
+        let manifest_link = Arc::clone(&context.manifest_link);
         let thread = thread::Builder::new()
             .name(format!("download-{}", plan.name.as_str()))
             .spawn({
@@ -194,6 +202,7 @@ impl Download {
         Ok(Arc::new(Download {
             status,
             cancel,
+            manifest_link,
             thread: Mutex::new(Some(thread)),
         }))
     }
@@ -228,6 +237,9 @@ impl Download {
     /// Asks the download to stop (it fails with "cancelled").
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
+        if let Some(link) = self.manifest_link.lock().take() {
+            link.close();
+        }
     }
 }
 
@@ -241,7 +253,7 @@ fn run(
     let name = plan.name.as_str();
     let key = plan.key;
     let (shared, peers) = match context.library.get(&key) {
-        Some(file) if file.is_complete() => {
+        Some(file) if file.is_offered() => {
             return Err(format!(
                 "{name} ({key}) is already here, at {}",
                 file.path().display()
@@ -261,13 +273,31 @@ fn run(
             let peers = find_peers(context, plan)?;
             let final_path = plan.dir.join(portable_file_name(name));
             if final_path.exists() {
-                return already_here(context, plan, &peers, &final_path, cancel);
+                let (manifest, _) =
+                    fetch_manifest(plan.key, &peers, cancel, &context.manifest_link)?;
+                return already_here(context, plan, manifest, &final_path);
             }
             (prepare(context, plan, &peers, cancel)?, peers)
         }
     };
     let part_path = shared.path();
     let final_path = part_path.with_file_name(portable_file_name(shared.name.as_str()));
+    let in_place = || {
+        already_here(
+            context,
+            plan,
+            Manifest::clone(&shared.manifest),
+            &final_path,
+        )
+    };
+    if final_path.exists() && in_place().is_ok() {
+        // A crash after the file got its final name, before the state was
+        // forgotten: the .part file (or a second link to the same file) is
+        // a leftover.
+        let _ = fs::remove_file(&part_path);
+        context.resume.forget(&key);
+        return Ok(final_path);
+    }
     if final_path.exists() {
         return Err(format!(
             "{} already exists; move it away or choose another directory",
@@ -317,9 +347,8 @@ fn run(
 fn already_here(
     context: &DownloadContext,
     plan: &DownloadPlan,
-    peers: &[PeerId],
+    manifest: Manifest,
     path: &Path,
-    cancel: &AtomicBool,
 ) -> Result<PathBuf, String> {
     let refused = || {
         format!(
@@ -327,7 +356,6 @@ fn already_here(
             path.display()
         )
     };
-    let (manifest, _) = fetch_manifest(plan.key, peers, cancel)?;
     let size = fs::metadata(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .len();
@@ -371,7 +399,7 @@ fn prepare(
             final_path.display()
         ));
     }
-    let (manifest, first) = fetch_manifest(plan.key, peers, cancel)?;
+    let (manifest, first) = fetch_manifest(plan.key, peers, cancel, &context.manifest_link)?;
     info!(
         "{name}: manifest from {first}: {} bytes in {} pieces",
         manifest.size(),
@@ -456,6 +484,7 @@ fn fetch_manifest(
     key: FileKey,
     peers: &[PeerId],
     cancel: &AtomicBool,
+    slot: &Mutex<Option<LinkCloser>>,
 ) -> Result<(Manifest, PeerId), String> {
     let mut last_error = String::new();
     for &peer in peers {
@@ -464,7 +493,16 @@ fn fetch_manifest(
         }
         let result = PeerLink::connect(peer)
             .map_err(LinkError::from)
-            .and_then(|mut link| link.manifest(key));
+            .and_then(|mut link| {
+                // Published so that a cancel can close it; a cancel that came
+                // first is seen here.
+                *slot.lock() = Some(link.closer()?);
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(LinkError::Io(io::Error::other("cancelled")));
+                }
+                link.manifest(key)
+            });
+        *slot.lock() = None;
         match result {
             Ok(manifest) => return Ok((manifest, peer)),
             Err(e) => {
@@ -620,6 +658,9 @@ struct Neighbour {
     /// When it was dropped, and whether for good (banned).
     dropped_at: Option<Instant>,
     banned: bool,
+    /// Failed exchanges since the last piece it gave: each doubles the
+    /// pause before it is tried again, and [`MAX_FAILURES`] give it up.
+    failures: u32,
 }
 
 struct Coordinator<'a> {
@@ -680,6 +721,7 @@ impl<'a> Coordinator<'a> {
             dropped: None,
             dropped_at: None,
             banned: false,
+            failures: 0,
         });
     }
 
@@ -769,8 +811,11 @@ impl<'a> Coordinator<'a> {
     /// found, give dropped (not banned) neighbours another chance after a
     /// pause.
     fn periodic_round(&mut self) {
-        let pause = self.context.settings.bitmap_interval * 2;
+        let interval = self.context.settings.bitmap_interval;
         for n in &mut self.neighbours {
+            // One interval after the first failure, doubling after each.
+            let pause = (interval * 2u32.pow(n.failures.saturating_sub(1).min(6)))
+                .min(Duration::from_secs(120));
             if !n.banned && n.dropped_at.is_some_and(|at| at.elapsed() >= pause) {
                 debug!(
                     "{}: trying neighbour {} again",
@@ -940,6 +985,7 @@ impl<'a> Coordinator<'a> {
         match result {
             PieceResult::Stored => {
                 n.received += 1;
+                n.failures = 0;
                 self.have.set(index as usize);
             }
             PieceResult::Duplicate => {}
@@ -1001,6 +1047,16 @@ impl<'a> Coordinator<'a> {
     }
 
     fn set_dropped(&mut self, neighbour: usize, reason: String, banned: bool) {
+        let n = &mut self.neighbours[neighbour];
+        if !banned {
+            n.failures += 1;
+            if n.failures >= MAX_FAILURES {
+                return self.ban(
+                    neighbour,
+                    format!("given up after {MAX_FAILURES} failures in a row (last: {reason})"),
+                );
+            }
+        }
         let n = &mut self.neighbours[neighbour];
         if n.dropped.is_none() {
             if banned {

@@ -198,7 +198,10 @@ impl SharedFile {
     pub fn finish(&self, final_path: &Path) -> io::Result<()> {
         let mut state = self.state.write();
         if let Some(file) = state.file.take() {
-            file.sync()?;
+            if let Err(e) = file.sync() {
+                state.file = Some(file); // still served, still writable
+                return Err(e);
+            }
         }
         let renamed = super::fsutil::rename_no_replace(&state.path, final_path);
         let path = if renamed.is_ok() {

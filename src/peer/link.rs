@@ -21,6 +21,8 @@ pub const BITMAP_DEADLINE: Duration = Duration::from_secs(30);
 /// manifest's bytes then get this long again plus their time at
 /// [`MIN_PIECE_RATE`].
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+/// The most extra time a manifest's bytes get, however long it is.
+pub const MAX_MANIFEST_EXTRA: Duration = Duration::from_secs(90);
 /// The slowest a batch of pieces may arrive, on top of a fixed allowance:
 /// a peer sending a byte now and then must not hold pieces for hours.
 pub const MIN_PIECE_RATE: u64 = 8 * 1024;
@@ -183,7 +185,10 @@ impl PeerLink {
         self.send(&PeerRequest::Manf { key })?;
         match self.reply()? {
             Reply::Manifest { key: k, length } if k == key => {
-                let payload = Duration::from_secs(u64::from(length) / MIN_PIECE_RATE);
+                // Capped: a peer announcing a huge manifest must not earn
+                // hours to send it.
+                let payload =
+                    Duration::from_secs(u64::from(length) / MIN_PIECE_RATE).min(MAX_MANIFEST_EXTRA);
                 self.set_deadline(Some(ANSWER_DEADLINE + payload));
                 let bytes = self
                     .reader
@@ -255,5 +260,42 @@ fn unexpected(reply: Reply, wanted: &str) -> LinkError {
     match reply {
         Reply::Error { code, text } => LinkError::Refused { code, text },
         other => LinkError::Misbehaved(format!("expected {wanted}, got {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn an_exchange_that_dribbles_past_its_deadline_fails() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // A byte every 100 ms: each read succeeds, the whole never ends.
+            for _ in 0..100 {
+                if stream.write_all(b"P").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let mut link = PeerLink::connect(addr).unwrap();
+        link.set_deadline(Some(Duration::from_millis(500)));
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let result = link.read_piece(FileKey([0; 32]), 0, 10, &mut buf);
+        assert!(
+            matches!(result, Err(LinkError::Io(ref e)) if e.kind() == io::ErrorKind::TimedOut),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the deadline did not hold"
+        );
+        drop(link);
+        server.join().unwrap();
     }
 }

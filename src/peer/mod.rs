@@ -310,7 +310,7 @@ impl Peer {
             .collect();
         self.files()
             .into_iter()
-            .filter(|f| !f.is_complete() && !running.contains(&f.key))
+            .filter(|f| !f.is_offered() && !running.contains(&f.key))
             .collect()
     }
 
@@ -387,6 +387,7 @@ impl Peer {
             )));
         }
         let context = DownloadContext {
+            manifest_link: Arc::new(Mutex::new(None)),
             library: Arc::clone(&self.library),
             tracker: Arc::clone(&self.tracker),
             discovery: Arc::clone(&self.discovery),
@@ -470,6 +471,17 @@ impl Drop for Peer {
     }
 }
 
+/// The wait before attempt `failures + 1` to reach a lost tracker: 1 s,
+/// doubling with each failure up to [`MAX_BACKOFF`], times a jitter factor
+/// between one half and one (from `random` in 0..1), so that peers that
+/// lost the tracker together do not all come back at the same moment.
+fn backoff(failures: u32, random: f64) -> Duration {
+    let doubling = Duration::from_secs(1) * 2u32.saturating_pow(failures.clamp(1, 16) - 1);
+    doubling
+        .min(MAX_BACKOFF)
+        .mul_f64(0.5 + random.clamp(0.0, 1.0) / 2.0)
+}
+
 /// Lets a refusal by the tracker pass (logged): only an unreachable
 /// tracker interrupts the housekeeping round.
 fn refusal_is_fine<T>(result: Result<T, PeerError>) -> Result<Option<T>, PeerError> {
@@ -523,12 +535,7 @@ impl Housekeeping {
                     }
                     Err(e) => {
                         failures += 1;
-                        let doubling =
-                            Duration::from_secs(1) * 2u32.saturating_pow(failures.min(16) - 1);
-                        // Jitter: between half and all of the backoff, so
-                        // peers that lost the tracker together do not all
-                        // come back at the same moment.
-                        let backoff = doubling.min(MAX_BACKOFF).mul_f64(0.5 + rng.f64() / 2.0);
+                        let backoff = backoff(failures, rng.f64());
                         warn!(
                             "tracker unreachable ({e}); attempt {failures}, next in {:.1} s",
                             backoff.as_secs_f64()
@@ -580,5 +587,26 @@ impl Housekeeping {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_a_minute_with_jitter() {
+        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(2, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(4, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(30, 1.0), MAX_BACKOFF);
+        assert_eq!(
+            backoff(3, 0.0),
+            Duration::from_secs(2),
+            "jitter halves it at most"
+        );
+        assert!(
+            backoff(6, 0.5) > Duration::from_secs(23) && backoff(6, 0.5) < Duration::from_secs(25)
+        );
     }
 }

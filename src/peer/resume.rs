@@ -54,6 +54,35 @@ struct ProgressRecord {
     bitmap: Vec<u8>,
 }
 
+/// Why a saved download cannot be resumed now.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The state is wrong or its `.part` file is gone: forget it.
+    Invalid(String),
+    /// Something that may pass (permissions, a disk not mounted yet): keep
+    /// the state for a later start.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Invalid(reason) | LoadError::Unavailable(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// The error for a file that could not be read: gone means invalid, any
+/// other failure may pass.
+fn file_error(path: &Path, e: io::Error) -> LoadError {
+    let reason = format!("{}: {e}", path.display());
+    if e.kind() == io::ErrorKind::NotFound {
+        LoadError::Invalid(reason)
+    } else {
+        LoadError::Unavailable(reason)
+    }
+}
+
 /// An unfinished download found at start, checked and ready to go on.
 #[derive(Debug)]
 pub struct Resumed {
@@ -144,9 +173,12 @@ impl ResumeStore {
             };
             match self.load(&key) {
                 Ok(download) => resumed.push(download),
-                Err(reason) => {
+                Err(LoadError::Invalid(reason)) => {
                     warn!("cannot resume {key}: {reason}; forgetting it");
                     self.forget(&key);
+                }
+                Err(LoadError::Unavailable(reason)) => {
+                    warn!("cannot resume {key} now: {reason}; its state is kept for a later start");
                 }
             }
         }
@@ -154,19 +186,18 @@ impl ResumeStore {
     }
 
     /// Loads and checks one download's state.
-    pub fn load(&self, key: &FileKey) -> Result<Resumed, String> {
-        let bytes =
-            fs::read(self.download_path(key)).map_err(|e| format!("download record: {e}"))?;
+    pub fn load(&self, key: &FileKey) -> Result<Resumed, LoadError> {
+        let record_path = self.download_path(key);
+        let bytes = fs::read(&record_path).map_err(|e| file_error(&record_path, e))?;
+        let invalid = |what: String| LoadError::Invalid(format!("download record: {what}"));
         let record: DownloadRecord =
-            decode(&bytes).map_err(|e| format!("download record is unreadable ({e})"))?;
+            decode(&bytes).map_err(|e| invalid(format!("unreadable ({e})")))?;
         let manifest = Manifest::parse_for_key(record.manifest.as_bytes(), key)
-            .map_err(|e| format!("download record: {e}"))?;
-        let name = FileName::new(&record.name).map_err(|e| format!("download record: {e}"))?;
+            .map_err(|e| invalid(e.to_string()))?;
+        let name = FileName::new(&record.name).map_err(|e| invalid(e.to_string()))?;
         let part_path = record.part_path;
-        let (part_len, modified) =
-            file_stamp(&part_path).map_err(|e| format!("{}: {e}", part_path.display()))?;
-        let part =
-            PieceFile::open_rw(&part_path).map_err(|e| format!("{}: {e}", part_path.display()))?;
+        let (part_len, modified) = file_stamp(&part_path).map_err(|e| file_error(&part_path, e))?;
+        let part = PieceFile::open_rw(&part_path).map_err(|e| file_error(&part_path, e))?;
         let pieces = manifest.piece_count();
 
         let progress = fs::read(self.resume_path(key))
@@ -205,7 +236,7 @@ impl ResumeStore {
         };
         if part_len != manifest.size() {
             part.set_len(manifest.size())
-                .map_err(|e| format!("{}: {e}", part_path.display()))?;
+                .map_err(|e| file_error(&part_path, e))?;
         }
         info!(
             "{}: {} of {} pieces verified in {}",
@@ -373,6 +404,10 @@ mod tests {
         )
         .unwrap();
         let reason = store.load(&other.key()).unwrap_err();
-        assert!(reason.contains("does not hash to the key"), "{reason}");
+        assert!(matches!(reason, LoadError::Invalid(_)), "{reason}");
+        assert!(
+            reason.to_string().contains("does not hash to the key"),
+            "{reason}"
+        );
     }
 }
