@@ -147,12 +147,7 @@ fn get_survives_a_seeder_killed_mid_download() {
     let total = 512;
     let mut held = 0;
     assert!(eventually(WAIT, || {
-        let peers = observer.list(&format!("REQF {key}"));
-        held = peers
-            .iter()
-            .find(|p| p.contains(" leecher "))
-            .and_then(|p| p.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0);
+        held = observer.leecher_pieces(&key);
         held > 0
     }));
     assert!(held < total, "the download was already over");

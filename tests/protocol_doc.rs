@@ -134,11 +134,6 @@ fn run_tracker_sessions(file: &str, sessions: Vec<Block>) {
 
 #[test]
 fn every_peer_session_in_protocol_md_runs_as_shown() {
-    use std::sync::Arc;
-    use swarmline::peer::library::SharedFile;
-    use swarmline::pieces::{Bitmap, PieceFile};
-    use swarmline::protocol::{FileName, MediaKind};
-
     let sessions: Vec<Block> = blocks()
         .into_iter()
         .filter(|b| b.info == "peer-session")
@@ -161,23 +156,9 @@ fn every_peer_session_in_protocol_md_runs_as_shown() {
     let hello = support::write_file(&dir.path().join("alice"), "hello", b"hello");
     let hello = peer.share(&hello, |_| {}).unwrap();
     let swarm = b"swarm".repeat(8000);
-    let manifest = Manifest::build(&swarm[..], 16384, |_| {}).unwrap();
-    let part = dir.path().join("swarm.txt.part");
-    let file = PieceFile::create(&part, manifest.size()).unwrap();
-    let mut held = Bitmap::empty(3);
-    for index in [0, 2] {
-        let start = index * 16384;
-        file.write_piece(
-            &manifest,
-            index,
-            &swarm[start..(start + 16384).min(swarm.len())],
-        )
-        .unwrap();
-        held.set(index);
-    }
-    let name = FileName::new("swarm.txt").unwrap();
-    let partial = SharedFile::partial(name, MediaKind::Other, manifest.clone(), &part, file, held);
-    peer.library().insert(Arc::new(partial));
+    support::plant_partial(&peer, &dir.path().join("alice"), "swarm.txt", &swarm, |i| {
+        i != 1
+    });
 
     // What the documented lines say in place of this run's address and path.
     let actual_peer = peer.listen_addr().to_string();

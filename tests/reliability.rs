@@ -14,16 +14,6 @@ use support::{
 const PIECE: usize = 16 * 1024;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The pieces the tracker says the one leecher of `key` holds.
-fn leecher_pieces(observer: &mut support::Client, key: &str) -> u64 {
-    observer
-        .list(&format!("REQF {key}"))
-        .iter()
-        .find(|p| p.contains(" leecher "))
-        .and_then(|p| p.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_download_killed_with_sigkill_resumes_from_its_verified_pieces() {
     let tracker = TrackerProcess::start(&[]);
@@ -58,7 +48,7 @@ fn a_download_killed_with_sigkill_resumes_from_its_verified_pieces() {
     ];
     let mut first = PeerProcess::start(&home, tracker.addr, &get);
     assert!(
-        eventually(WAIT, || leecher_pieces(&mut observer, &key) >= 32),
+        eventually(WAIT, || observer.leecher_pieces(&key) >= 32),
         "no progress"
     );
     std::thread::sleep(Duration::from_millis(1200)); // a progress save since
@@ -493,32 +483,12 @@ fn a_sole_source_that_keeps_failing_is_given_up_and_the_download_says_why() {
 
 #[test]
 fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
-    use std::sync::Arc;
-    use swarmline::peer::library::SharedFile;
-    use swarmline::pieces::{Bitmap, Manifest, PieceFile};
-    use swarmline::protocol::{FileName, MediaKind};
-
     let swarm = support::seeded_swarm("whole.bin", 12 * PIECE, 82, &[]);
-    let manifest = Manifest::build(&swarm.data[..], PIECE as u32, |_| {}).unwrap();
     // A peer that had verified every piece when it was stopped, before the
     // rename: all the pieces are in its .part file.
     let peer = swarm.peer("peer", &[]);
-    let downloads = swarm.dir.path().join("peer").join("downloads");
-    std::fs::create_dir_all(&downloads).unwrap();
-    let part = downloads.join("whole.bin.part");
-    std::fs::write(&part, &swarm.data).unwrap();
-    let file = PieceFile::open_rw(&part).unwrap();
-    let name = FileName::new("whole.bin").unwrap();
-    let all = Bitmap::full(manifest.piece_count());
-    peer.library().insert(Arc::new(SharedFile::partial(
-        name,
-        MediaKind::Other,
-        manifest,
-        &part,
-        file,
-        all,
-    )));
-
+    let home = swarm.dir.path().join("peer");
+    let part = support::plant_partial(&peer, &home, "whole.bin", &swarm.data, |_| true);
     assert_eq!(
         peer.unfinished().len(),
         1,
@@ -526,7 +496,7 @@ fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
     );
     let download = peer.download("whole.bin", None).unwrap();
     let path = support::wait_within(download, WAIT).unwrap();
-    assert_eq!(path, downloads.join("whole.bin"));
+    assert_eq!(path, home.join("downloads").join("whole.bin"));
     assert_eq!(std::fs::read(&path).unwrap(), swarm.data);
     assert!(!part.exists());
     assert!(peer.unfinished().is_empty());
@@ -534,26 +504,10 @@ fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
     // And a .part left beside the verified file (a crash between the two
     // steps of the rename) is cleaned up, not a dead end.
     let other = swarm.peer("other", &[]);
-    let downloads = swarm.dir.path().join("other").join("downloads");
-    std::fs::create_dir_all(&downloads).unwrap();
-    let (part, whole) = (
-        downloads.join("whole.bin.part"),
-        downloads.join("whole.bin"),
-    );
-    std::fs::write(&part, &swarm.data).unwrap();
+    let home = swarm.dir.path().join("other");
+    let part = support::plant_partial(&other, &home, "whole.bin", &swarm.data, |_| true);
+    let whole = home.join("downloads").join("whole.bin");
     std::fs::write(&whole, &swarm.data).unwrap();
-    let manifest = Manifest::build(&swarm.data[..], PIECE as u32, |_| {}).unwrap();
-    let file = PieceFile::open_rw(&part).unwrap();
-    let name = FileName::new("whole.bin").unwrap();
-    let all = Bitmap::full(manifest.piece_count());
-    other.library().insert(Arc::new(SharedFile::partial(
-        name,
-        MediaKind::Other,
-        manifest,
-        &part,
-        file,
-        all,
-    )));
     let download = other.download("whole.bin", None).unwrap();
     assert_eq!(support::wait_within(download, WAIT).unwrap(), whole);
     assert!(!part.exists(), "the leftover .part is gone");

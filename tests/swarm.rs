@@ -175,51 +175,26 @@ fn a_download_that_cannot_finish_says_which_pieces_no_peer_has() {
 
 #[test]
 fn leechers_holding_different_halves_finish_from_each_other() {
-    use std::sync::Arc;
-    use swarmline::peer::library::SharedFile;
-    use swarmline::pieces::{Bitmap, Manifest, PieceFile};
-    use swarmline::protocol::{FileName, MediaKind};
-
-    let tracker = tracker_in_process();
-    let dir = tempfile::tempdir().unwrap();
-    let data = random_bytes(30 * PIECE + 77, 14);
-    let original = write_file(&dir.path().join("originals"), "halves.bin", &data);
-    let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &[]);
-    let key = seeder.share(&original, |_| {}).unwrap().key;
-
+    let swarm = seeded_swarm("halves.bin", 30 * PIECE + 77, 14, &[]);
+    let (data, key) = (swarm.data.clone(), swarm.key);
     // The seeder gave even pieces to A and odd pieces to B, then left.
-    let manifest = Manifest::build(&data[..], PIECE as u32, |_| {}).unwrap();
     let leechers: Vec<_> = [("a", 0), ("b", 1)]
         .into_iter()
         .map(|(name, parity)| {
-            let peer = start_peer(dir.path(), name, tracker.local_addr(), &[]);
-            let downloads = dir.path().join(name).join("downloads");
-            std::fs::create_dir_all(&downloads).unwrap();
-            let part = downloads.join("halves.bin.part");
-            let file = PieceFile::create(&part, manifest.size()).unwrap();
-            let mut held = Bitmap::empty(manifest.piece_count());
-            for (i, piece) in data
-                .chunks(PIECE)
-                .enumerate()
-                .filter(|(i, _)| i % 2 == parity)
-            {
-                file.write_piece(&manifest, i, piece).unwrap();
-                held.set(i);
-            }
-            let name = FileName::new("halves.bin").unwrap();
-            let shared = SharedFile::partial(
-                name,
-                MediaKind::Other,
-                manifest.clone(),
-                &part,
-                file,
-                held.clone(),
-            );
-            peer.library().insert(Arc::new(shared));
+            let peer = swarm.peer(name, &[]);
+            let home = swarm.dir.path().join(name);
+            support::plant_partial(&peer, &home, "halves.bin", &data, |i| i % 2 == parity);
+            let held = peer.library().get(&key).unwrap().bitmap();
             peer.tracker().report(key, &held).unwrap();
             peer
         })
         .collect();
+    let support::SeededSwarm {
+        seeder,
+        tracker: _tracker,
+        dir: _dir,
+        ..
+    } = swarm;
     seeder.shutdown();
 
     let downloads: Vec<_> = leechers

@@ -194,6 +194,15 @@ impl Client {
         }
     }
 
+    /// The pieces the tracker says the (first) leecher of `key` holds.
+    pub fn leecher_pieces(&mut self, key: &str) -> u64 {
+        self.list(&format!("REQF {key}"))
+            .iter()
+            .find(|p| p.contains(" leecher "))
+            .and_then(|p| p.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Closes without `QUIT`, as when the peer crashes.
     pub fn close(self) {
         let _ = self.writer.shutdown(std::net::Shutdown::Both);
@@ -735,4 +744,34 @@ impl SeededSwarm {
     pub fn peer(&self, name: &str, settings: &[(&str, &str)]) -> Peer {
         start_peer(self.dir.path(), name, self.tracker.local_addr(), settings)
     }
+}
+
+/// Puts into `peer`'s library a download of `data` (as `name`, under the
+/// peer's download directory) that holds the pieces `holds` says: the state
+/// a download is in when it was stopped. Returns the `.part` path.
+pub fn plant_partial(
+    peer: &Peer,
+    home: &Path,
+    name: &str,
+    data: &[u8],
+    holds: impl Fn(usize) -> bool,
+) -> PathBuf {
+    use swarmline::peer::library::SharedFile;
+    use swarmline::pieces::{Bitmap, PieceFile};
+    use swarmline::protocol::{FileName, MediaKind};
+    const PIECE: usize = 16 * 1024;
+    let manifest = Manifest::build(data, PIECE as u32, |_| {}).unwrap();
+    let downloads = home.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let part = downloads.join(format!("{name}.part"));
+    let file = PieceFile::create(&part, manifest.size()).unwrap();
+    let mut held = Bitmap::empty(manifest.piece_count());
+    for (i, piece) in data.chunks(PIECE).enumerate().filter(|(i, _)| holds(*i)) {
+        file.write_piece(&manifest, i, piece).unwrap();
+        held.set(i);
+    }
+    let name = FileName::new(name).unwrap();
+    let shared = SharedFile::partial(name, MediaKind::Other, manifest, &part, file, held);
+    peer.library().insert(Arc::new(shared));
+    part
 }
