@@ -103,8 +103,32 @@ struct Lab {
 
 static LABS: AtomicU32 = AtomicU32::new(0);
 
+/// Removes namespaces left by test processes that were killed before
+/// they could clean up (their names carry the process id).
+fn sweep_leftovers() {
+    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name
+            .strip_prefix("swl")
+            .and_then(|rest| rest.split('x').next())
+        else {
+            continue;
+        };
+        let mine = pid == (std::process::id() % 100_000).to_string();
+        let alive = std::path::Path::new("/proc").join(pid).exists();
+        if !mine && !alive {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
 impl Lab {
     fn new(subnet: u8) -> Lab {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_leftovers);
         let n = LABS.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("swl{}x{n}", std::process::id() % 100_000);
         let bridge = format!("{prefix}br");
