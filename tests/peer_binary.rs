@@ -131,11 +131,7 @@ fn get_survives_a_seeder_killed_mid_download() {
         })
         .collect();
     let mut observer = tracker.connect();
-    let key = observer.list("RQFS movie")[0]
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let key = observer.key_of("movie");
 
     let out = dir.path().join("got");
     let mut getter = PeerProcess::start(

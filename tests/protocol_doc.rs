@@ -66,6 +66,31 @@ fn blocks_of(file: &str) -> Vec<Block> {
     blocks
 }
 
+/// Plays one transcript line on `client`: sends a `>` line; for a `<`
+/// line, checks that the next line received (passed through `shown`, which
+/// puts a run's own addresses into the documented ones) is exactly `text`,
+/// or, for `(closed)`, that the connection was closed.
+fn play(
+    client: &mut Client,
+    arrow: char,
+    text: &str,
+    place: &str,
+    shown: impl Fn(String) -> String,
+) {
+    if arrow == '>' {
+        client.send(text);
+    } else if text == "(closed)" {
+        assert_eq!(
+            client.recv(),
+            None,
+            "{place}: expected the connection to close"
+        );
+    } else {
+        let got = client.recv().map(shown);
+        assert_eq!(got.as_deref(), Some(text), "{place}");
+    }
+}
+
 /// A transcript line: who, which direction, what text.
 fn split_arrow(line: &str) -> Option<(&str, char, &str)> {
     let at = line.find(['>', '<'])?;
@@ -116,18 +141,7 @@ fn run_tracker_sessions(file: &str, sessions: Vec<Block>) {
             let client = clients
                 .entry(who.to_string())
                 .or_insert_with(|| tracker.connect());
-            if arrow == '>' {
-                client.send(text);
-            } else if text == "(closed)" {
-                assert_eq!(
-                    client.recv(),
-                    None,
-                    "{place}: expected the connection to close"
-                );
-            } else {
-                let got = client.recv();
-                assert_eq!(got.as_deref(), Some(text), "{place}");
-            }
+            play(client, arrow, text, &place, |line| line);
         }
     }
 }
@@ -194,19 +208,10 @@ fn every_peer_session_in_protocol_md_runs_as_shown() {
             let Some((_, arrow, text)) = split_arrow(line) else {
                 continue;
             };
-            if arrow == '>' {
-                client.send(text);
-            } else if text == "(closed)" {
-                assert_eq!(
-                    client.recv(),
-                    None,
-                    "{place}: expected the connection to close"
-                );
-            } else {
-                let got = client.recv().map(shown);
-                assert_eq!(got.as_deref(), Some(text), "{place}");
+            if arrow == '<' {
                 last_header = text.to_string();
             }
+            play(&mut client, arrow, text, &place, shown);
         }
     }
     peer.shutdown();

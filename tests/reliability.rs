@@ -27,11 +27,7 @@ fn a_download_killed_with_sigkill_resumes_from_its_verified_pieces() {
     );
     seeder.expect("sharing ");
     let mut observer = tracker.connect();
-    let key = observer.list("RQFS movie")[0]
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let key = observer.key_of("movie");
 
     let home = dir.path().join("getter");
     let out = dir.path().join("out");

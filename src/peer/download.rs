@@ -38,13 +38,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
-use sha2::{Digest, Sha256};
 
 use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, PeerRequest, SharedPath};
 
 use super::discovery::Discovery;
-use super::fsutil::portable_file_name;
+use super::fsutil::{portable_file_name, sha256_of_file};
 use super::library::{Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink, PieceAnswer, MIN_PIECE_RATE};
 use super::resume::ResumeStore;
@@ -362,10 +361,8 @@ fn already_here(
     if size != manifest.size() {
         return Err(refused());
     }
-    let mut hasher = Sha256::new();
-    let mut file = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    io::copy(&mut file, &mut hasher).map_err(|e| format!("{}: {e}", path.display()))?;
-    if <[u8; 32]>::from(hasher.finalize()) != manifest.file_hash() {
+    let hash = sha256_of_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if hash != manifest.file_hash() {
         return Err(refused());
     }
     info!(
@@ -523,11 +520,8 @@ fn verify_whole_file(shared: &SharedFile) -> Result<(), String> {
         .sync()
         .map_err(|e| format!("cannot flush the file: {e}"))?;
     let path = shared.path();
-    let mut file =
-        fs::File::open(&path).map_err(|e| format!("cannot reopen {}: {e}", path.display()))?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if <[u8; 32]>::from(hasher.finalize()) == shared.manifest.file_hash() {
+    let hash = sha256_of_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if hash == shared.manifest.file_hash() {
         Ok(())
     } else {
         Err("the whole file's SHA-256 does not match the manifest".into())

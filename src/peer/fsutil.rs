@@ -1,10 +1,14 @@
 //! File-system steps that must never lose or clobber anything: a name safe
-//! to create on every system, a rename that refuses to replace a file, and
-//! an atomic whole-file write.
+//! to create on every system, a rename that refuses to replace a file, an
+//! atomic whole-file write; and the two facts about a file the peer checks
+//! (its SHA-256, its modification time).
 
-use std::fs::{self, File};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use sha2::{Digest, Sha256};
 
 /// A file name that can be created on Linux, macOS and Windows alike: the
 /// characters Windows forbids (`< > : " | ? *`) become `_`, a trailing dot
@@ -80,6 +84,22 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
+}
+
+/// The SHA-256 of a whole file, read in one streaming pass.
+pub fn sha256_of_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    io::copy(&mut File::open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().into())
+}
+
+/// A file's modification time in nanoseconds since the epoch (0 where the
+/// system does not tell).
+pub fn modified_ns(meta: &Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
 }
 
 #[cfg(test)]

@@ -19,14 +19,13 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use log::{info, warn};
 
 use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, MediaKind};
 
-use super::fsutil::write_atomically;
+use super::fsutil::{modified_ns, write_atomically};
 
 /// Version of both record formats.
 const VERSION: u32 = 1;
@@ -289,12 +288,7 @@ fn piece_is_right(manifest: &Manifest, part: &PieceFile, index: usize, buf: &mut
 /// A file's size and modification time (nanoseconds since the epoch).
 fn file_stamp(path: &Path) -> io::Result<(u64, u128)> {
     let meta = fs::metadata(path)?;
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    Ok((meta.len(), modified))
+    Ok((meta.len(), modified_ns(&meta)))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use log::{debug, warn};
 use parking_lot::Mutex;
@@ -15,7 +14,7 @@ use parking_lot::Mutex;
 use crate::pieces::Manifest;
 use crate::protocol::MediaKind;
 
-use super::fsutil::write_atomically;
+use super::fsutil::{modified_ns, write_atomically};
 
 /// The kind of a file, from its first bytes where they say, else from its
 /// extension.
@@ -136,11 +135,7 @@ impl ManifestCache {
     ) -> io::Result<Manifest> {
         let canonical = fs::canonicalize(path)?;
         let meta = fs::metadata(&canonical)?;
-        let modified_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
+        let modified_ns = modified_ns(&meta);
         if let Some(cached) = self.entries.lock().get(&canonical) {
             if cached.size == meta.len()
                 && cached.modified_ns == modified_ns

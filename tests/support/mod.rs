@@ -194,6 +194,15 @@ impl Client {
         }
     }
 
+    /// The key of the first file whose name contains `word` (by `RQFS`).
+    pub fn key_of(&mut self, word: &str) -> String {
+        let files = self.list(&format!("RQFS {word}"));
+        let first = files
+            .first()
+            .unwrap_or_else(|| panic!("no file matches {word}"));
+        first.split(' ').nth(1).unwrap().to_string()
+    }
+
     /// The pieces the tracker says the (first) leecher of `key` holds.
     pub fn leecher_pieces(&mut self, key: &str) -> u64 {
         self.list(&format!("REQF {key}"))
