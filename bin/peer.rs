@@ -46,6 +46,10 @@ enum Command {
         /// Directory to save into (default: download_dir).
         #[arg(short, long, value_name = "DIR")]
         output: Option<PathBuf>,
+        /// Once the file is here, keep sharing it until Ctrl-C (as a
+        /// BitTorrent client keeps seeding), instead of exiting.
+        #[arg(long)]
+        seed: bool,
     },
     /// Search the tracker's files (words, name=*.mp3, kind=audio, min=1MB,
     /// max=..., user=..., key=...).
@@ -80,7 +84,8 @@ fn main() -> ExitCode {
         Some(Command::Get {
             key_or_name,
             output,
-        }) => get(config, &key_or_name, output),
+            seed,
+        }) => get(config, &key_or_name, output, seed),
         None => interactive(config),
     };
     match result {
@@ -145,24 +150,30 @@ fn share(config: PeerConfig, files: &[PathBuf]) -> Result<(), String> {
         println!("sharing {} as {}", shared.path().display(), shared.key);
     }
     let _ = std::io::stdout().flush();
+    let waited = wait_for_ctrl_c();
+    peer.shutdown();
+    waited
+}
+
+/// Blocks until Ctrl-C (or a termination signal).
+fn wait_for_ctrl_c() -> Result<(), String> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
     })
     .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
     let _ = stop_rx.recv();
-    peer.shutdown();
     Ok(())
 }
 
-fn get(config: PeerConfig, what: &str, output: Option<PathBuf>) -> Result<(), String> {
+fn get(config: PeerConfig, what: &str, output: Option<PathBuf>, seed: bool) -> Result<(), String> {
     let peer = start(config)?;
     let download = peer
         .download(what, output.as_deref())
         .map_err(|e| e.to_string())?;
     let live = std::io::stderr().is_terminal();
     let mut last = String::new();
-    while !download.is_finished() {
+    loop {
         let line = progress_line(&download.status());
         if live {
             eprint!("\r{line}");
@@ -170,20 +181,27 @@ fn get(config: PeerConfig, what: &str, output: Option<PathBuf>) -> Result<(), St
             eprintln!("{line}");
         }
         last = line;
-        std::thread::sleep(Duration::from_millis(250));
+        if download.wait_for(Duration::from_millis(250)) {
+            break;
+        }
     }
     if live {
         eprintln!();
     }
-    let result = download.wait();
-    let status = download.status();
-    peer.shutdown();
-    match (result, status.state) {
+    let result = match (download.wait(), download.status().state) {
         (Ok(path), DownloadState::Done(_)) => {
             println!("{}", path.display());
-            Ok(())
+            let _ = std::io::stdout().flush();
+            if seed {
+                eprintln!("seeding it until Ctrl-C");
+                wait_for_ctrl_c()
+            } else {
+                Ok(())
+            }
         }
         (Err(reason), _) | (Ok(_), DownloadState::Failed(reason)) => Err(reason),
         (Ok(_), other) => Err(format!("ended while {other:?}")),
-    }
+    };
+    peer.shutdown();
+    result
 }

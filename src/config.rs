@@ -234,6 +234,15 @@ pub fn log_level(text: &str) -> Result<LevelFilter, String> {
 }
 
 /// A path, or nothing when empty.
+/// `true` or `false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
+pub fn boolean(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
 pub fn optional_path(text: &str) -> Result<Option<PathBuf>, String> {
     Ok((!text.is_empty()).then(|| PathBuf::from(text)))
 }
@@ -407,9 +416,15 @@ pub const PEER_KEYS: &[KeySpec] = &[
         help: "piece requests in flight per neighbour connection",
     },
     KeySpec {
+        key: "lanes_per_peer",
+        flag: "--lanes-per-peer",
+        default: "4",
+        help: "connections a download opens to each peer, each with a batch of queue_depth pieces in flight (more: pieces checked on more cores at once)",
+    },
+    KeySpec {
         key: "bitmap_interval_secs",
         flag: "--bitmap-interval-secs",
-        default: "5",
+        default: "1",
         help: "seconds between BufferMap exchanges with neighbours, progress reports and peer list refreshes (at most 60)",
     },
                 KeySpec {
@@ -455,6 +470,18 @@ pub const PEER_KEYS: &[KeySpec] = &[
         help: "most bytes per second sent to other peers, all connections together (units allowed: 25MB; 0: no limit)",
     },
     KeySpec {
+        key: "download_limit",
+        flag: "--download-limit",
+        default: "0",
+        help: "most bytes per second received from other peers, all downloads together (units allowed: 25MB; 0: no limit)",
+    },
+    KeySpec {
+        key: "sync_on_finish",
+        flag: "--sync-on-finish",
+        default: "true",
+        help: "flush a finished download to disk before giving it its final name, so a power cut cannot leave a damaged file under that name (false: done sooner on a slow disk)",
+    },
+    KeySpec {
         key: "user_map_file",
         flag: "--user-map-file",
         default: "users.txt",
@@ -491,6 +518,7 @@ pub struct PeerConfig {
     pub state_dir: PathBuf,
     pub pool_size: usize,
     pub queue_depth: usize,
+    pub lanes_per_peer: usize,
     pub bitmap_interval: Duration,
     pub stall_timeout: Duration,
     pub tracker_ping: Duration,
@@ -499,6 +527,8 @@ pub struct PeerConfig {
     pub max_connections_per_ip: usize,
     pub idle_timeout: Duration,
     pub upload_limit: u64,
+    pub download_limit: u64,
+    pub sync_on_finish: bool,
     pub user_map_file: PathBuf,
     pub user_map_refresh: Duration,
     pub log_file: Option<PathBuf>,
@@ -532,6 +562,7 @@ impl PeerConfig {
             state_dir: s.get("state_dir", path)?,
             pool_size: s.get("pool_size", number_in(1, 256))? as usize,
             queue_depth: s.get("queue_depth", number_in(1, 64))? as usize,
+            lanes_per_peer: s.get("lanes_per_peer", number_in(1, 16))? as usize,
             // At most 60 s, so links are used well within a mini-server's
             // 120 s idle deadline.
             bitmap_interval: s.get("bitmap_interval_secs", seconds_in(1, 60))?,
@@ -543,6 +574,8 @@ impl PeerConfig {
                 as usize,
             idle_timeout: s.get("idle_timeout_secs", seconds_in(1, 86_400))?,
             upload_limit: s.get("upload_limit", size_in(0, u64::MAX))?,
+            download_limit: s.get("download_limit", size_in(0, u64::MAX))?,
+            sync_on_finish: s.get("sync_on_finish", boolean)?,
             user_map_file: s.get("user_map_file", path)?,
             user_map_refresh: s.get("user_map_refresh_secs", seconds_in(1, 86_400))?,
             log_file: s.get("log_file", optional_path)?,

@@ -162,6 +162,29 @@ pub struct IdleDeadline<'a> {
     stream: &'a TcpStream,
     idle: Duration,
     deadline: Instant,
+    timeout: ReadTimeout,
+}
+
+/// A socket's read timeout as last set, so that a reader under a deadline
+/// changes it only when it must (a system call each time), not before
+/// every read.
+#[derive(Debug, Default)]
+pub struct ReadTimeout {
+    current: Option<Duration>,
+}
+
+impl ReadTimeout {
+    /// Makes the next read on `stream` wait at most `wait` (not zero): the
+    /// timeout is set again only when the current one would wait longer,
+    /// or less than half as long.
+    pub fn at_most(&mut self, stream: &TcpStream, wait: Duration) -> io::Result<()> {
+        let keep = self.current.is_some_and(|t| t <= wait && t >= wait / 2);
+        if !keep {
+            stream.set_read_timeout(Some(wait))?;
+            self.current = Some(wait);
+        }
+        Ok(())
+    }
 }
 
 impl<'a> IdleDeadline<'a> {
@@ -171,6 +194,7 @@ impl<'a> IdleDeadline<'a> {
             stream,
             idle,
             deadline: Instant::now() + idle,
+            timeout: ReadTimeout::default(),
         }
     }
 
@@ -189,7 +213,7 @@ impl Read for IdleDeadline<'_> {
                 "idle deadline passed",
             ));
         }
-        self.stream.set_read_timeout(Some(left))?;
+        self.timeout.at_most(self.stream, left)?;
         let mut stream = self.stream;
         stream.read(buf)
     }

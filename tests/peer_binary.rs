@@ -201,3 +201,61 @@ fn search_and_a_failed_get_as_a_script_sees_them() {
     let status = getter.wait(WAIT);
     assert_eq!(status.code(), Some(1));
 }
+
+#[test]
+fn get_under_a_download_limit_then_seeds_until_stopped() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(3_000_000, 3);
+    let original = write_file(&dir.path().join("files"), "talk.mp3", &data);
+    let mut seeder = PeerProcess::start(
+        &dir.path().join("seeder"),
+        tracker.addr,
+        &["share", original.to_str().unwrap()],
+    );
+    seeder.expect("sharing ");
+    let key = tracker.connect().key_of("talk");
+
+    // 3 MB under a 1 MB/s download limit: at least 2 s whatever the
+    // machine (the limit lets about an eighth of a second's worth through
+    // at once). Not flushed to disk at the end: the bytes are still right.
+    let out = dir.path().join("got");
+    let started = std::time::Instant::now();
+    let mut getter = PeerProcess::start(
+        &dir.path().join("getter"),
+        tracker.addr,
+        &[
+            "--download-limit",
+            "1MB",
+            "--sync-on-finish",
+            "false",
+            "get",
+            &key,
+            "-o",
+            out.to_str().unwrap(),
+            "--seed",
+        ],
+    );
+    let path = out.join("talk.mp3");
+    getter.expect(path.to_str().unwrap());
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2), "done in {took:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+
+    // With --seed it stays: the seeder leaves, and a newcomer still gets
+    // the file, from the getter alone.
+    seeder.child.kill().unwrap();
+    let _ = seeder.child.wait();
+    let out2 = dir.path().join("got2");
+    let mut newcomer = PeerProcess::start(
+        &dir.path().join("newcomer"),
+        tracker.addr,
+        &["get", &key, "-o", out2.to_str().unwrap()],
+    );
+    assert!(newcomer.wait(WAIT).success(), "the newcomer's get failed");
+    assert_eq!(std::fs::read(out2.join("talk.mp3")).unwrap(), data);
+    assert!(
+        getter.child.try_wait().unwrap().is_none(),
+        "get --seed exited after the download"
+    );
+}

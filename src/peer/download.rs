@@ -23,8 +23,12 @@
 //!    banned for the rest of the download after `max_bad_pieces` of those. With no piece coming and none to ask for
 //!    during the stall timeout, the download fails and says which pieces no
 //!    live peer has.
-//! 7. All pieces in: the whole-file SHA-256 is checked, the file is renamed
-//!    to its final name, and offered to the tracker (`ADDF`).
+//! 7. All pieces in (each one checked against the manifest, which is
+//!    checked against the key, so the whole file is): the file is flushed
+//!    to disk (`sync_on_finish`), renamed to its final name, and offered to
+//!    the tracker (`ADDF`). It is not read back: a second SHA-256 pass over
+//!    the whole file would double the work per byte and prove nothing the
+//!    piece checks have not.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -37,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, PeerRequest, SharedPath};
@@ -46,6 +50,7 @@ use super::discovery::Discovery;
 use super::fsutil::{portable_file_name, sha256_of_file};
 use super::library::{Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink, PieceAnswer, MIN_PIECE_RATE};
+use super::ratelimit::RateLimiter;
 use super::resume::ResumeStore;
 use super::tracker_client::TrackerClient;
 
@@ -77,6 +82,10 @@ pub struct DownloadSettings {
     pub queue_depth: usize,
     pub bitmap_interval: Duration,
     pub stall_timeout: Duration,
+    /// Connections to each neighbour, each with its own batch in flight.
+    pub lanes_per_peer: usize,
+    /// Flush the file to disk before it gets its final name.
+    pub sync_on_finish: bool,
 }
 
 /// Where a download stands.
@@ -86,8 +95,8 @@ pub enum DownloadState {
     Starting,
     /// Fetching pieces.
     Fetching,
-    /// All pieces in; checking the whole file.
-    Verifying,
+    /// All pieces in and verified; flushing to disk and renaming.
+    Finishing,
     /// Verified and in place at this path.
     Done(PathBuf),
     /// Stopped for this reason.
@@ -134,6 +143,8 @@ impl DownloadStatus {
 /// A download running on its own thread.
 pub struct Download {
     status: Arc<Mutex<DownloadStatus>>,
+    /// Signalled (with `status` locked) when the download ends.
+    ended: Arc<Condvar>,
     cancel: Arc<AtomicBool>,
     manifest_link: Arc<Mutex<Option<LinkCloser>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -149,6 +160,8 @@ pub struct DownloadContext {
     pub tracker: Arc<TrackerClient>,
     pub discovery: Arc<Discovery>,
     pub resume: ResumeStore,
+    /// The peer's download limit, shared by all its downloads.
+    pub download_limit: Arc<RateLimiter>,
     pub settings: DownloadSettings,
 }
 
@@ -172,11 +185,13 @@ impl Download {
             sources: Vec::new(),
         }));
         let cancel = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(Condvar::new());
         let manifest_link = Arc::clone(&context.manifest_link);
         let thread = thread::Builder::new()
             .name(format!("download-{}", plan.name.as_str()))
             .spawn({
                 let (status, cancel) = (Arc::clone(&status), Arc::clone(&cancel));
+                let ended = Arc::clone(&ended);
                 move || {
                     let started = Instant::now();
                     let result = run(&context, &plan, &status, &cancel);
@@ -196,10 +211,12 @@ impl Download {
                             DownloadState::Failed(reason)
                         }
                     };
+                    ended.notify_all();
                 }
             })?;
         Ok(Arc::new(Download {
             status,
+            ended,
             cancel,
             manifest_link,
             thread: Mutex::new(Some(thread)),
@@ -217,6 +234,18 @@ impl Download {
             self.status.lock().state,
             DownloadState::Done(_) | DownloadState::Failed(_)
         )
+    }
+
+    /// Waits up to `timeout` for the end; true if it has ended.
+    pub fn wait_for(&self, timeout: Duration) -> bool {
+        let mut status = self.status.lock();
+        let over = |s: &DownloadStatus| {
+            matches!(s.state, DownloadState::Done(_) | DownloadState::Failed(_))
+        };
+        if !over(&status) {
+            self.ended.wait_for(&mut status, timeout);
+        }
+        over(&status)
     }
 
     /// Waits for the end; the verified file's path, or why it failed.
@@ -315,8 +344,8 @@ fn run(
     let result = Coordinator::new(context, plan, &shared, status, cancel, peers)
         .run()
         .and_then(|()| {
-            status.lock().state = DownloadState::Verifying;
-            verify_whole_file(&shared)
+            status.lock().state = DownloadState::Finishing;
+            flush_if_asked(&shared, context.settings.sync_on_finish)
         })
         .and_then(|()| {
             shared.finish(&final_path).map_err(|e| {
@@ -443,16 +472,13 @@ fn prepare(
     Ok(shared)
 }
 
-/// Saves which pieces are verified, after flushing them to disk, so that a
-/// restart goes on from them.
+/// Saves which pieces are verified, so that a restart goes on from them.
+/// The data is not flushed first (that would stall the download for as
+/// long as the disk takes): a restart checks every piece the state claims
+/// (see [`ResumeStore::load`]).
 fn save_progress(context: &DownloadContext, shared: &SharedFile) {
-    // The BufferMap is taken before the sync, so every piece it claims was
-    // written before the sync and is on disk even after a power cut.
     let held = shared.bitmap();
-    let saved = shared
-        .sync()
-        .and_then(|()| context.resume.save(&shared.key, &shared.path(), &held));
-    if let Err(e) = saved {
+    if let Err(e) = context.resume.save(&shared.key, &held) {
         warn!("{}: cannot save progress: {e}", shared.name.as_str());
     }
 }
@@ -514,18 +540,16 @@ fn fetch_manifest(
     ))
 }
 
-/// Reads the finished file back and checks its SHA-256.
-fn verify_whole_file(shared: &SharedFile) -> Result<(), String> {
-    shared
-        .sync()
-        .map_err(|e| format!("cannot flush the file: {e}"))?;
-    let path = shared.path();
-    let hash = sha256_of_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if hash == shared.manifest.file_hash() {
-        Ok(())
-    } else {
-        Err("the whole file's SHA-256 does not match the manifest".into())
+/// Flushes the finished file to disk when the settings ask for it, so that
+/// a power cut after the rename cannot leave a damaged file under the
+/// final name.
+fn flush_if_asked(shared: &SharedFile, sync: bool) -> Result<(), String> {
+    if sync {
+        shared
+            .sync()
+            .map_err(|e| format!("cannot flush {}: {e}", shared.path().display()))?;
     }
+    Ok(())
 }
 
 /// Offers the finished file to the tracker (the course's automatic
@@ -552,18 +576,25 @@ fn offer_finished(context: &DownloadContext, shared: &SharedFile, path: &Path) {
 // ---------------------------------------------------------------------------
 // The coordinator and its workers
 
+/// Which connection a job runs on: a neighbour, and one of its lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    neighbour: usize,
+    lane: usize,
+}
+
 /// Work for a worker thread.
 enum Job {
     /// Fetch these pieces from this neighbour.
     Fetch {
-        neighbour: usize,
+        at: Place,
         link: Arc<LinkSlot>,
         peer: PeerId,
         indices: Vec<u32>,
     },
     /// Exchange BufferMaps with this neighbour.
     Bitmap {
-        neighbour: usize,
+        at: Place,
         link: Arc<LinkSlot>,
         peer: PeerId,
     },
@@ -572,7 +603,9 @@ enum Job {
 /// What a worker reports back.
 enum Outcome {
     Fetched {
-        neighbour: usize,
+        at: Place,
+        /// The pieces the job asked for.
+        asked: Vec<u32>,
         pieces: Vec<(u32, PieceResult)>,
         /// The connection failed or the peer misbehaved after these pieces.
         error: Option<LinkError>,
@@ -580,7 +613,7 @@ enum Outcome {
         disk_error: Option<io::Error>,
     },
     Bitmap {
-        neighbour: usize,
+        at: Place,
         result: Result<Bitmap, LinkError>,
     },
 }
@@ -633,17 +666,24 @@ impl LinkSlot {
     }
 }
 
+/// One connection to a neighbour, and whether a worker is using it.
+struct Lane {
+    link: Arc<LinkSlot>,
+    busy: bool,
+}
+
 /// One neighbour, from the coordinator's point of view.
 struct Neighbour {
     peer: PeerId,
-    link: Arc<LinkSlot>,
+    /// Its connections (`lanes_per_peer` of them), each used by one worker
+    /// at a time: pieces of one neighbour are fetched, checked and written
+    /// on several cores at once.
+    lanes: Vec<Lane>,
     /// Its BufferMap, less the pieces it failed to give.
     bitmap: Bitmap,
     /// Pieces it answered as missing or sent bad: never asked of it again,
     /// whatever its next BufferMaps claim.
     refused: HashSet<u32>,
-    /// A job for it is with a worker.
-    busy: bool,
     /// When its BufferMap was last asked for (`None`: never).
     bitmap_at: Option<Instant>,
     strikes: u32,
@@ -705,10 +745,14 @@ impl<'a> Coordinator<'a> {
         debug!("{}: new neighbour {peer}", self.plan.name.as_str());
         self.neighbours.push(Neighbour {
             peer,
-            link: Arc::new(LinkSlot::default()),
+            lanes: (0..self.context.settings.lanes_per_peer.max(1))
+                .map(|_| Lane {
+                    link: Arc::new(LinkSlot::default()),
+                    busy: false,
+                })
+                .collect(),
             bitmap: Bitmap::empty(pieces),
             refused: HashSet::new(),
-            busy: false,
             bitmap_at: None,
             strikes: 0,
             received: 0,
@@ -728,6 +772,7 @@ impl<'a> Coordinator<'a> {
         for i in 0..settings.pool_size {
             let worker = Worker {
                 shared: Arc::clone(self.shared),
+                limit: Arc::clone(&self.context.download_limit),
                 jobs: job_rx.clone(),
                 outcomes: outcome_tx.clone(),
             };
@@ -747,8 +792,8 @@ impl<'a> Coordinator<'a> {
         // Closing the job channel ends idle workers; closing every link
         // wakes those still blocked on a slow or silent peer. Then join.
         drop(job_tx);
-        for n in &self.neighbours {
-            n.link.close_for_good();
+        for lane in self.neighbours.iter().flat_map(|n| &n.lanes) {
+            lane.link.close_for_good();
         }
         for worker in workers {
             let _ = worker.join();
@@ -831,48 +876,48 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Gives work to every idle neighbour.
+    /// Gives work to every idle lane of every live neighbour: its BufferMap
+    /// when that is due, else the next pieces.
     fn assign(&mut self, jobs: &Sender<Job>) {
         let interval = self.context.settings.bitmap_interval;
         let availability = self.availability();
-        let fresh_left = self
-            .have
-            .missing()
-            .any(|i| !self.in_flight.contains_key(&(i as u32)));
         for id in 0..self.neighbours.len() {
-            let n = &self.neighbours[id];
-            if n.busy || n.dropped.is_some() {
-                continue;
-            }
-            let job = if n.bitmap_at.is_none_or(|at| at.elapsed() >= interval) {
-                Job::Bitmap {
-                    neighbour: id,
-                    link: Arc::clone(&n.link),
-                    peer: n.peer,
-                }
-            } else {
-                let indices = self.pick(id, &availability, fresh_left);
-                if indices.is_empty() {
+            for lane in 0..self.neighbours[id].lanes.len() {
+                let n = &self.neighbours[id];
+                if n.lanes[lane].busy || n.dropped.is_some() {
                     continue;
                 }
-                for &index in &indices {
-                    self.in_flight.entry(index).or_default().push(id);
-                }
-                let n = &self.neighbours[id];
-                Job::Fetch {
+                let at = Place {
                     neighbour: id,
-                    link: Arc::clone(&n.link),
-                    peer: n.peer,
-                    indices,
+                    lane,
+                };
+                let (link, peer) = (Arc::clone(&n.lanes[lane].link), n.peer);
+                let job = if n.bitmap_at.is_none_or(|t| t.elapsed() >= interval) {
+                    self.neighbours[id].bitmap_at = Some(Instant::now());
+                    Job::Bitmap { at, link, peer }
+                } else {
+                    let fresh_left = self
+                        .have
+                        .missing()
+                        .any(|i| !self.in_flight.contains_key(&(i as u32)));
+                    let indices = self.pick(id, &availability, fresh_left);
+                    if indices.is_empty() {
+                        break;
+                    }
+                    for &index in &indices {
+                        self.in_flight.entry(index).or_default().push(id);
+                    }
+                    Job::Fetch {
+                        at,
+                        link,
+                        peer,
+                        indices,
+                    }
+                };
+                self.neighbours[id].lanes[lane].busy = true;
+                if jobs.send(job).is_err() {
+                    return;
                 }
-            };
-            let n = &mut self.neighbours[id];
-            if matches!(job, Job::Bitmap { .. }) {
-                n.bitmap_at = Some(Instant::now());
-            }
-            n.busy = true;
-            if jobs.send(job).is_err() {
-                return;
             }
         }
     }
@@ -925,8 +970,9 @@ impl<'a> Coordinator<'a> {
 
     fn handle(&mut self, outcome: Outcome) -> Result<(), String> {
         match outcome {
-            Outcome::Bitmap { neighbour, result } => {
-                self.neighbours[neighbour].busy = false;
+            Outcome::Bitmap { at, result } => {
+                let neighbour = at.neighbour;
+                self.neighbours[neighbour].lanes[at.lane].busy = false;
                 match result {
                     Ok(bitmap) => {
                         let n = &mut self.neighbours[neighbour];
@@ -939,23 +985,20 @@ impl<'a> Coordinator<'a> {
                 }
             }
             Outcome::Fetched {
-                neighbour,
+                at,
+                asked,
                 pieces,
                 error,
                 disk_error,
             } => {
-                self.neighbours[neighbour].busy = false;
+                let neighbour = at.neighbour;
+                self.neighbours[neighbour].lanes[at.lane].busy = false;
+                let answered: HashSet<u32> = pieces.iter().map(|&(i, _)| i).collect();
                 for (index, result) in pieces {
                     self.settle(neighbour, index, result);
                 }
                 // Pieces asked for but not answered go back to the pool.
-                let unanswered: Vec<u32> = self
-                    .in_flight
-                    .iter()
-                    .filter(|(_, askers)| askers.contains(&neighbour))
-                    .map(|(&i, _)| i)
-                    .collect();
-                for index in unanswered {
+                for index in asked.into_iter().filter(|i| !answered.contains(i)) {
                     self.forget_request(neighbour, index);
                 }
                 if let Some(e) = disk_error {
@@ -1061,7 +1104,9 @@ impl<'a> Coordinator<'a> {
             n.dropped = Some(reason);
             n.dropped_at = Some(Instant::now());
             n.banned = banned;
-            n.link.close();
+            for lane in &n.lanes {
+                lane.link.close();
+            }
         }
     }
 
@@ -1109,6 +1154,8 @@ impl<'a> Coordinator<'a> {
 /// A pool thread: takes jobs until the channel closes.
 struct Worker {
     shared: Arc<SharedFile>,
+    /// The peer's download limit: each piece received is paid for here.
+    limit: Arc<RateLimiter>,
     jobs: Receiver<Job>,
     outcomes: Sender<Outcome>,
 }
@@ -1119,16 +1166,12 @@ impl Worker {
         for job in self.jobs.iter() {
             let outcome = match job {
                 Job::Fetch {
-                    neighbour,
+                    at,
                     link,
                     peer,
                     indices,
-                } => self.fetch(neighbour, &link, peer, &indices, &mut buf),
-                Job::Bitmap {
-                    neighbour,
-                    link,
-                    peer,
-                } => {
+                } => self.fetch(at, &link, peer, indices, &mut buf),
+                Job::Bitmap { at, link, peer } => {
                     let mut guard = link.link.lock();
                     let pieces = self.shared.manifest.piece_count();
                     let result = connected(&mut guard, &link, peer)
@@ -1136,7 +1179,7 @@ impl Worker {
                     if result.is_err() {
                         *guard = None;
                     }
-                    Outcome::Bitmap { neighbour, result }
+                    Outcome::Bitmap { at, result }
                 }
             };
             if self.outcomes.send(outcome).is_err() {
@@ -1147,10 +1190,10 @@ impl Worker {
 
     fn fetch(
         &self,
-        neighbour: usize,
+        at: Place,
         link: &LinkSlot,
         peer: PeerId,
-        indices: &[u32],
+        indices: Vec<u32>,
         buf: &mut Vec<u8>,
     ) -> Outcome {
         let mut pieces = Vec::with_capacity(indices.len());
@@ -1168,11 +1211,16 @@ impl Worker {
             ));
             l.send(&PeerRequest::Reqf {
                 key,
-                indices: indices.to_vec(),
+                indices: indices.clone(),
             })?;
-            for &index in indices {
+            for &index in &indices {
                 let len = manifest.piece_len(index as usize).unwrap_or(0);
                 let answer = l.read_piece(key, index, len, buf)?;
+                if answer == PieceAnswer::Received {
+                    // Paid after the fact: the wait holds back the next
+                    // read, and the sender with it.
+                    self.limit.take(u64::from(len));
+                }
                 let result = match answer {
                     PieceAnswer::Missing => PieceResult::Missing,
                     PieceAnswer::Received if self.shared.bitmap().has(index as usize) => {
@@ -1199,7 +1247,8 @@ impl Worker {
             *guard = None;
         }
         Outcome::Fetched {
-            neighbour,
+            at,
+            asked: indices,
             pieces,
             error,
             disk_error,

@@ -59,9 +59,27 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// How [`replace_file`] treats the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced before and after the rename: survives a power cut.
+    Synced,
+    /// Renamed without waiting for the disk: a process crash leaves the
+    /// old file or the new one, a power cut may leave an empty one. For
+    /// records a reader checks anyway; a sync here can wait on every other
+    /// file's pending writes (a filesystem journal commit), for seconds.
+    Unsynced,
+}
+
 /// Replaces `path` with `bytes` so that a crash leaves either the old file
 /// or the new one, never half of one: a temporary file, synced, renamed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_file(path, bytes, Durability::Synced)
+}
+
+/// Replaces `path` with `bytes` through a temporary file and a rename.
+pub fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    let synced = durability == Durability::Synced;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }
@@ -73,14 +91,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if synced {
+            file.sync_all()?;
+        }
     }
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })?;
     // Make the rename itself durable where a directory can be synced
     // (Unix); elsewhere this is a no-op that may fail, and that is fine.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| synced && !d.as_os_str().is_empty())
+    {
         let _ = File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::pieces::{Bitmap, Manifest};
 use crate::protocol::{ErrorCode, FileKey, PeerRequest, Reply, ShareEntry};
-use crate::wire::{write_line, LineReader};
+use crate::wire::{write_line, LineReader, ReadTimeout};
 
 /// How long to wait for a connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,6 +70,7 @@ pub struct PeerLink {
 struct LinkStream {
     stream: TcpStream,
     deadline: Option<Instant>,
+    timeout: ReadTimeout,
 }
 
 impl Read for LinkStream {
@@ -87,7 +88,7 @@ impl Read for LinkStream {
             }
             None => READ_TIMEOUT,
         };
-        self.stream.set_read_timeout(Some(wait))?;
+        self.timeout.at_most(&self.stream, wait)?;
         self.stream.read(buf)
     }
 }
@@ -114,6 +115,7 @@ impl PeerLink {
         let reading = LinkStream {
             stream: stream.try_clone()?,
             deadline: None,
+            timeout: ReadTimeout::default(),
         };
         Ok(PeerLink {
             peer,

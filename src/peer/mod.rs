@@ -12,7 +12,7 @@
 //! - [`discovery`]: peer look-ups for downloads, done off their threads;
 //! - [`resume`]: download state that survives a crash;
 //! - [`usermap`]: the `<user> - <ip:port>` file of the course;
-//! - [`ratelimit`]: the upload limit;
+//! - [`ratelimit`]: the upload and download limits;
 //! - [`shell`]: the interactive shell of the course's commands;
 //! - [`Peer`]: ties them together; `bin/peer.rs` and the shell drive it.
 
@@ -71,6 +71,8 @@ pub struct Peer {
     resume: ResumeStore,
     server: Option<Server>,
     upload: Arc<RateLimiter>,
+    /// The download limit, shared by every download's workers.
+    download: Arc<RateLimiter>,
     downloads: Mutex<Vec<Arc<Download>>>,
     housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
 }
@@ -98,6 +100,7 @@ impl Peer {
         }
         let library = Arc::new(Library::new());
         let upload = Arc::new(RateLimiter::new(config.upload_limit));
+        let download = Arc::new(RateLimiter::new(config.download_limit));
         let mini = Arc::new(MiniServerState {
             library: Arc::clone(&library),
             limits: LineLimits {
@@ -165,6 +168,7 @@ impl Peer {
             resume,
             server: Some(server),
             upload,
+            download,
             downloads: Mutex::new(Vec::new()),
             housekeeping: Some((stop_tx, housekeeping)),
         })
@@ -392,12 +396,15 @@ impl Peer {
             tracker: Arc::clone(&self.tracker),
             discovery: Arc::clone(&self.discovery),
             resume: self.resume.clone(),
+            download_limit: Arc::clone(&self.download),
             settings: DownloadSettings {
                 max_bad_pieces: self.config.max_bad_pieces,
                 pool_size: self.config.pool_size,
                 queue_depth: self.config.queue_depth,
                 bitmap_interval: self.config.bitmap_interval,
                 stall_timeout: self.config.stall_timeout,
+                sync_on_finish: self.config.sync_on_finish,
+                lanes_per_peer: self.config.lanes_per_peer,
             },
         };
         let download = Download::start(context, plan)
@@ -450,6 +457,9 @@ impl Peer {
         for download in self.downloads.lock().iter() {
             download.cancel();
         }
+        // A worker waiting for its turn under the download limit stops
+        // waiting.
+        self.download.close();
         for download in self.downloads.lock().drain(..) {
             let _ = download.wait();
         }

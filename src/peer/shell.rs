@@ -359,7 +359,7 @@ pub fn progress_line(status: &DownloadStatus) -> String {
             "{}/{} pieces from {live} peer(s)",
             status.pieces_done, status.pieces_total
         ),
-        DownloadState::Verifying => "verifying".to_string(),
+        DownloadState::Finishing => "finishing".to_string(),
         DownloadState::Done(_) => "done".to_string(),
         DownloadState::Failed(reason) => format!("failed: {reason}"),
     };

@@ -22,6 +22,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -30,6 +31,9 @@ use crate::protocol::FileKey;
 
 /// First line of every manifest: the format and its version.
 const MAGIC: &str = "swarmline-manifest 1";
+
+/// The most bytes of a file being shared that wait for a hashing thread.
+const HASH_BUFFER_BYTES: usize = 32 << 20;
 
 /// Bytes of one `piece <hash>` line.
 const PIECE_LINE_LEN: usize = "piece ".len() + 64 + 1;
@@ -57,43 +61,108 @@ pub enum ManifestError {
 impl Manifest {
     /// Hashes everything `reader` yields, cut into `piece_size` pieces.
     /// `progress` is called with the bytes hashed so far after each piece.
+    ///
+    /// Three jobs share the work so that it runs on every core: the calling
+    /// thread reads; one thread keeps the whole-file hash (it must see the
+    /// bytes in order); the others (one per core) hash the pieces. At most
+    /// [`HASH_BUFFER_BYTES`] (or a few pieces) wait in memory.
     pub fn build(
         mut reader: impl Read,
         piece_size: u32,
         mut progress: impl FnMut(u64),
     ) -> io::Result<Manifest> {
         check_piece_size(piece_size).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let mut whole = Sha256::new();
-        let mut piece_hashes = Vec::new();
-        let mut buffer = vec![0u8; piece_size as usize];
-        let mut size = 0u64;
-        loop {
-            let filled = read_full(&mut reader, &mut buffer)?;
-            if filled == 0 {
-                break;
+        let helpers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 16);
+        let in_flight = (HASH_BUFFER_BYTES / piece_size as usize).max(2 * helpers);
+        type Piece = (usize, Arc<Vec<u8>>);
+        let (to_whole, for_whole) = crossbeam_channel::bounded::<Arc<Vec<u8>>>(in_flight);
+        let (to_hash, pieces) = crossbeam_channel::bounded::<Piece>(in_flight);
+        let (to_collect, hashed) = crossbeam_channel::unbounded::<(usize, [u8; 32])>();
+        std::thread::scope(|scope| {
+            let whole = std::thread::Builder::new()
+                .name("hash-file".into())
+                .spawn_scoped(scope, move || {
+                    let mut whole = Sha256::new();
+                    for data in for_whole {
+                        whole.update(&*data);
+                    }
+                    <[u8; 32]>::from(whole.finalize())
+                })?;
+            for i in 0..helpers {
+                let (pieces, to_collect) = (pieces.clone(), to_collect.clone());
+                std::thread::Builder::new()
+                    .name(format!("hash-pieces-{i}"))
+                    .spawn_scoped(scope, move || {
+                        for (index, data) in pieces {
+                            if to_collect
+                                .send((index, Sha256::digest(&*data).into()))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    })?;
             }
-            let piece = &buffer[..filled];
-            whole.update(piece);
-            piece_hashes.push(Sha256::digest(piece).into());
-            size += filled as u64;
-            if piece_hashes.len() as u64 > MAX_PIECES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "more than {MAX_PIECES} pieces of {piece_size} bytes: use larger pieces"
-                    ),
-                ));
+            drop((pieces, to_collect));
+            let mut size = 0u64;
+            let mut count = 0usize;
+            let result = loop {
+                let mut buffer = Vec::with_capacity(piece_size as usize);
+                // read_to_end into reserved space: no zero-filling first.
+                let filled = match (&mut reader)
+                    .take(u64::from(piece_size))
+                    .read_to_end(&mut buffer)
+                {
+                    Ok(filled) => filled,
+                    Err(e) => break Err(e),
+                };
+                if filled == 0 {
+                    break Ok(());
+                }
+                size += filled as u64;
+                count += 1;
+                if count as u64 > MAX_PIECES {
+                    break Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "more than {MAX_PIECES} pieces of {piece_size} bytes: use larger pieces"
+                        ),
+                    ));
+                }
+                let data = Arc::new(buffer);
+                let sent = to_whole.send(Arc::clone(&data)).is_ok()
+                    && to_hash.send((count - 1, data)).is_ok();
+                if !sent {
+                    break Err(io::Error::other("a hashing thread stopped"));
+                }
+                progress(size);
+                if filled < piece_size as usize {
+                    break Ok(());
+                }
+            };
+            // Closing the queues ends the threads once they are drained.
+            drop((to_whole, to_hash));
+            let file_hash = whole
+                .join()
+                .map_err(|_| io::Error::other("the hashing thread panicked"))?;
+            let mut piece_hashes = vec![[0u8; 32]; count];
+            let mut received = 0;
+            for (index, hash) in hashed.iter() {
+                piece_hashes[index] = hash;
+                received += 1;
             }
-            progress(size);
-            if filled < buffer.len() {
-                break;
+            result?;
+            if received != count {
+                return Err(io::Error::other("a hashing thread stopped"));
             }
-        }
-        Ok(Manifest {
-            size,
-            piece_size,
-            file_hash: whole.finalize().into(),
-            piece_hashes,
+            Ok(Manifest {
+                size,
+                piece_size,
+                file_hash,
+                piece_hashes,
+            })
         })
     }
 
@@ -261,20 +330,6 @@ impl fmt::Display for Manifest {
         }
         Ok(())
     }
-}
-
-/// Reads until `buffer` is full or the reader ends; returns bytes read.
-fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// A decimal number in canonical form (no sign, no leading zero).

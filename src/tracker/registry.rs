@@ -270,8 +270,7 @@ impl Registry {
     /// most `limit` of them.
     pub fn search(&self, criteria: &SearchCriteria, limit: usize) -> Vec<FileEntry> {
         let mut entries: Vec<FileEntry> = self
-            .files
-            .values()
+            .candidates(criteria)
             .filter(|record| self.matches(record, criteria))
             .map(|record| {
                 let seeders = record
@@ -306,8 +305,7 @@ impl Registry {
     /// files that pass the criteria, by user, then path, at most `limit`.
     pub fn shares(&self, criteria: &SearchCriteria, limit: usize) -> Vec<ShareEntry> {
         let mut entries: Vec<ShareEntry> = self
-            .files
-            .values()
+            .candidates(criteria)
             .filter(|record| self.matches(record, criteria))
             .flat_map(|record| {
                 record.holders.iter().filter_map(|(id, holding)| {
@@ -393,6 +391,31 @@ impl Registry {
     /// How many files are known.
     pub fn file_count(&self) -> usize {
         self.files.len()
+    }
+
+    /// The files a search must look at: with a `key=` criterion, that file
+    /// alone (a hash look-up); with `user=`, that user's files; else all.
+    fn candidates<'r>(
+        &'r self,
+        criteria: &SearchCriteria,
+    ) -> Box<dyn Iterator<Item = &'r FileRecord> + 'r> {
+        use crate::protocol::Criterion;
+        for criterion in &criteria.0 {
+            if let Criterion::Key(key) = criterion {
+                return Box::new(self.files.get(key).into_iter());
+            }
+        }
+        for criterion in &criteria.0 {
+            if let Criterion::User(user) = criterion {
+                let files = self
+                    .by_user
+                    .get(user)
+                    .and_then(|id| self.sessions.get(id))
+                    .map(|session| session.files.iter().filter_map(|k| self.files.get(k)));
+                return Box::new(files.into_iter().flatten());
+            }
+        }
+        Box::new(self.files.values())
     }
 
     fn matches(&self, record: &FileRecord, criteria: &SearchCriteria) -> bool {

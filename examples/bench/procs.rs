@@ -1,0 +1,176 @@
+//! The real `tracker` and `peer` binaries as child processes: finding (and
+//! if need be building) them, starting them with their flags, reading their
+//! standard output line by line, and their memory as the kernel counts it.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+/// Where the two binaries are.
+pub struct Binaries {
+    pub tracker: PathBuf,
+    pub peer: PathBuf,
+}
+
+/// The binaries built with the same profile as this benchmark, built now
+/// (`cargo build --bins`) when missing or older than it.
+pub fn binaries() -> Result<Binaries, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("where am I? {e}"))?;
+    // <target>/<profile>/examples/bench
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot find the target directory")?;
+    let found = Binaries {
+        tracker: profile_dir.join(format!("tracker{}", std::env::consts::EXE_SUFFIX)),
+        peer: profile_dir.join(format!("peer{}", std::env::consts::EXE_SUFFIX)),
+    };
+    let built_at = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    let bench_at = built_at(&exe);
+    let stale = |path: &Path| match (built_at(path), bench_at) {
+        (Some(bin), Some(bench)) => bin < bench,
+        _ => true,
+    };
+    if stale(&found.tracker) || stale(&found.peer) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--bins"]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        eprintln!("building the tracker and peer binaries...");
+        let status = build
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err("cargo build --bins failed".into());
+        }
+    }
+    Ok(found)
+}
+
+/// A running child process, killed and reaped when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: Receiver<String>,
+    reader: Option<JoinHandle<()>>,
+    pub started: Instant,
+}
+
+impl Proc {
+    /// Starts `program` with `args`; its standard error goes to `log`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Proc, String> {
+        let stderr = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let started = Instant::now();
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = crossbeam_channel::unbounded();
+        let reader = std::thread::Builder::new()
+            .name(format!("stdout-{name}"))
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            lines,
+            reader: Some(reader),
+            started,
+        })
+    }
+
+    /// The next line of standard output, within `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Result<String, String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Ok(line),
+            Err(RecvTimeoutError::Timeout) => Err(format!(
+                "{}: no output within {} s",
+                self.name,
+                timeout.as_secs()
+            )),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                Err(format!(
+                    "{} ended ({status}) before printing what was expected; see its log",
+                    self.name
+                ))
+            }
+        }
+    }
+
+    /// The rest of the first line that starts with `prefix`.
+    pub fn line_after(&mut self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.next_line(left)?;
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Ok(rest.trim().to_string());
+            }
+        }
+    }
+
+    /// Its peak resident memory so far, in bytes (Linux only).
+    pub fn peak_rss(&self) -> Option<u64> {
+        status_field(self.child.id(), "VmHWM:")
+    }
+
+    /// Its resident memory now, in bytes (Linux only).
+    pub fn rss(&self) -> Option<u64> {
+        status_field(self.child.id(), "VmRSS:")
+    }
+}
+
+impl Proc {
+    /// CPU time it has used so far, user and system (Linux only; clock
+    /// ticks taken as the usual 100 per second).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which is in parentheses).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+        Some((ticks(11)? + ticks(12)?) / 100.0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_field(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,551 @@
+//! The six scenarios of BENCHMARKS.md. Each one starts its own tracker and
+//! peers (the real binaries, as child processes on 127.0.0.1), runs its
+//! baseline in the same invocation, checks what it measured (every copy's
+//! SHA-256), and returns its rows for the table and the JSON file.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::baseline::{sha256_one_core, tcp_copy};
+use crate::procs::{Binaries, Proc};
+
+const MB: f64 = 1_000_000.0;
+const MIB: f64 = 1_048_576.0;
+/// How long any one step may take before the benchmark gives up.
+const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One line of the results table (and one object of the JSON file).
+pub struct Row {
+    pub id: &'static str,
+    pub what: String,
+    pub measured: String,
+    pub baseline: String,
+    pub target: String,
+    pub met: bool,
+    pub json: serde_json::Value,
+}
+
+/// What every scenario shares: the binaries, a work directory, the size.
+pub struct Bench {
+    pub bins: Binaries,
+    pub dir: PathBuf,
+    pub size: u64,
+}
+
+/// A file of random bytes and its SHA-256.
+struct Data {
+    path: PathBuf,
+    size: u64,
+    sha256: [u8; 32],
+}
+
+impl Bench {
+    /// A data file of `size` random bytes (made once per size).
+    fn data(&self, size: u64) -> Result<Data, String> {
+        let path = self.dir.join(format!("data-{size}.bin"));
+        if !path.exists() {
+            let mut out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(&path).map_err(|e| e.to_string())?,
+            );
+            let mut rng = fastrand::Rng::with_seed(size);
+            let mut chunk = vec![0u8; 1 << 20];
+            let mut left = size;
+            while left > 0 {
+                rng.fill(&mut chunk);
+                let n = left.min(chunk.len() as u64) as usize;
+                out.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
+                left -= n as u64;
+            }
+            out.flush().map_err(|e| e.to_string())?;
+            // On disk before anything is measured: no write-back of it
+            // competes with a measurement.
+            out.get_ref().sync_all().map_err(|e| e.to_string())?;
+        }
+        let (sha256, _) = sha256_one_core(&path).map_err(|e| e.to_string())?;
+        Ok(Data { path, size, sha256 })
+    }
+
+    /// Writes and deletes a scratch file of `bytes`. On a virtual machine
+    /// the first use of a page of memory is slow (the host maps it then:
+    /// about 0.4 GB/s here, against over 3 GB/s after); the page cache a
+    /// measurement writes into must not pay for that, or whichever step
+    /// runs first looks several times slower than it is.
+    pub fn warm_up(&self, bytes: u64) -> Result<(), String> {
+        let path = self.dir.join("warm-up.bin");
+        let mut out = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        let chunk = vec![0x5au8; 1 << 20];
+        for _ in 0..bytes.div_ceil(chunk.len() as u64) {
+            out.write_all(&chunk).map_err(|e| e.to_string())?;
+        }
+        drop(out);
+        std::fs::remove_file(&path).map_err(|e| e.to_string())
+    }
+
+    /// A tracker on 127.0.0.1, and its address.
+    fn tracker(&self, name: &str, extra: &[&str]) -> Result<(Proc, SocketAddr), String> {
+        let mut args: Vec<String> = [
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--log-level",
+            "warn",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        args.extend(extra.iter().map(ToString::to_string));
+        let log = self.dir.join(format!("{name}.log"));
+        let mut proc = Proc::spawn(name, &self.bins.tracker, &args, &log)?;
+        let addr = proc
+            .line_after("listening on", STEP_TIMEOUT)?
+            .parse()
+            .map_err(|e| format!("tracker address: {e}"))?;
+        Ok((proc, addr))
+    }
+
+    /// The flags of a peer living in `<dir>/<name>/`, then `extra`.
+    fn peer_args(&self, name: &str, tracker: SocketAddr, extra: &[&str]) -> Vec<String> {
+        let home = self.dir.join(name);
+        let at = |sub: &str| home.join(sub).to_string_lossy().into_owned();
+        let mut args = vec![
+            "--tracker".to_string(),
+            tracker.to_string(),
+            "--address".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            "0".into(),
+            "--state-dir".into(),
+            at("state"),
+            "--download-dir".into(),
+            at("downloads"),
+            "--user-map-file".into(),
+            at("users.txt"),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        args.extend(extra.iter().map(ToString::to_string));
+        if let Ok(more) = std::env::var("BENCH_PEER_FLAGS") {
+            args.extend(more.split_whitespace().map(ToString::to_string));
+        }
+        args
+    }
+
+    /// A peer sharing `file`; returns it, the key, and the time from its
+    /// start to the file being shared (hashing included).
+    fn seeder(
+        &self,
+        name: &str,
+        tracker: SocketAddr,
+        file: &Path,
+        extra: &[&str],
+    ) -> Result<(Proc, String, Duration), String> {
+        let mut args = self.peer_args(name, tracker, extra);
+        args.extend(["share".to_string(), file.to_string_lossy().into_owned()]);
+        let log = self.dir.join(format!("{name}.log"));
+        let mut proc = Proc::spawn(name, &self.bins.peer, &args, &log)?;
+        let shared = proc.line_after("sharing", STEP_TIMEOUT)?;
+        let took = proc.started.elapsed();
+        let key = shared
+            .rsplit(' ')
+            .next()
+            .ok_or("no key in the sharing line")?
+            .to_string();
+        Ok((proc, key, took))
+    }
+
+    /// A peer downloading `key` and seeding it afterwards.
+    fn leecher(
+        &self,
+        name: &str,
+        tracker: SocketAddr,
+        key: &str,
+        extra: &[&str],
+    ) -> Result<Proc, String> {
+        let mut args = self.peer_args(name, tracker, extra);
+        args.extend(["get".into(), key.into(), "--seed".into()]);
+        let log = self.dir.join(format!("{name}.log"));
+        let mut proc = Proc::spawn(name, &self.bins.peer, &args, &log)?;
+        proc.line_after("listening on", STEP_TIMEOUT)?;
+        Ok(proc)
+    }
+
+    /// Waits for a leecher's verified file; the time since it started.
+    fn finished(&self, leecher: &mut Proc, data: &Data) -> Result<Duration, String> {
+        let path = PathBuf::from(leecher.next_line(STEP_TIMEOUT)?);
+        let took = leecher.started.elapsed();
+        let (hash, _) = sha256_one_core(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if hash != data.sha256 {
+            return Err(format!("{}: the copy's SHA-256 is wrong", leecher.name));
+        }
+        std::fs::remove_file(&path).map_err(|e| e.to_string())?;
+        Ok(took)
+    }
+
+    /// S1 (one to one), with and without the flush before the final name,
+    /// each against the plain copy done the same way; and S5 (the
+    /// leecher's peak memory).
+    pub fn one_to_one(&self) -> Result<Vec<Row>, String> {
+        let data = self.data(self.size)?;
+        let copy = self.dir.join("copy.bin");
+        let mut rows = Vec::new();
+        let mut peaks = Vec::new();
+        let (_tracker, addr) = self.tracker("s1-tracker", &[])?;
+        let (seeder, key, _) = self.seeder("s1-seeder", addr, &data.path, &[])?;
+        for (sync, label) in [(false, "no flush"), (true, "flushed to disk")] {
+            // The median of a few rounds of each, taken in turn, so that a
+            // hiccup of the machine moves neither figure much.
+            let mut bases = Vec::new();
+            let mut tooks = Vec::new();
+            // CPU seconds (leecher, seeder) of each round.
+            let mut cpu: Vec<(f64, f64)> = Vec::new();
+            for round in 0..ROUNDS {
+                let base = tcp_copy(&data.path, &copy, sync).map_err(|e| e.to_string())?;
+                std::fs::remove_file(&copy).map_err(|e| e.to_string())?;
+                bases.push(base);
+                let name = format!(
+                    "s1-leecher-{}-{round}",
+                    if sync { "sync" } else { "nosync" }
+                );
+                let flag = if sync { "true" } else { "false" };
+                let seeder_cpu = seeder.cpu_seconds();
+                let mut leecher = self.leecher(&name, addr, &key, &["--sync-on-finish", flag])?;
+                tooks.push(self.finished(&mut leecher, &data)?);
+                peaks.push(leecher.peak_rss());
+                if let (Some(before), Some(after), Some(leecher)) =
+                    (seeder_cpu, seeder.cpu_seconds(), leecher.cpu_seconds())
+                {
+                    cpu.push((leecher, after - before));
+                }
+            }
+            let (base, took) = (median(&mut bases), median(&mut tooks));
+            let ratio = took.as_secs_f64() / base.as_secs_f64();
+            rows.push(Row {
+                id: "S1",
+                what: format!("one to one, {}, {label}", size_text(data.size)),
+                measured: format!(
+                    "{:.2} s, {:.0} MB/s{}",
+                    took.as_secs_f64(),
+                    rate(data.size, took),
+                    mean_cpu(&cpu).map_or(String::new(), |(l, s)| format!(
+                        "; CPU {l:.2} s leecher + {s:.2} s seeder"
+                    ))
+                ),
+                baseline: format!(
+                    "copy {:.2} s, {:.0} MB/s (x{ratio:.2})",
+                    base.as_secs_f64(),
+                    rate(data.size, base)
+                ),
+                target: "<= 1.5 x copy".into(),
+                met: ratio <= 1.5,
+                json: json!({
+                    "scenario": "S1", "sync_on_finish": sync, "bytes": data.size,
+                    "rounds": ROUNDS, "leecher_secs": took.as_secs_f64(),
+                    "leecher_mb_per_s": rate(data.size, took),
+                    "baseline_secs": base.as_secs_f64(), "baseline_mb_per_s": rate(data.size, base),
+                    "ratio": ratio,
+                    "cpu_secs_leecher_seeder": cpu,
+                    "all_leecher_secs": tooks.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+                    "all_baseline_secs": bases.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+                }),
+            });
+        }
+        let peak = peaks.iter().flatten().max().copied();
+        rows.push(Row {
+            id: "S5",
+            what: format!("leecher peak memory during S1, {}", size_text(data.size)),
+            measured: peak.map_or("n/a (Linux only)".into(), |p| {
+                format!("{:.1} MiB", p as f64 / MIB)
+            }),
+            baseline: "-".into(),
+            target: "< 64 MiB".into(),
+            met: peak.is_some_and(|p| (p as f64) < 64.0 * MIB),
+            json: json!({"scenario": "S5", "peak_rss_bytes": peak}),
+        });
+        Ok(rows)
+    }
+
+    /// S2: four seeders at 25 MB/s each, one leecher.
+    pub fn many_to_one(&self) -> Result<Vec<Row>, String> {
+        let data = self.data(self.size)?;
+        let (_tracker, addr) = self.tracker("s2-tracker", &[])?;
+        let mut seeders = Vec::new();
+        let mut key = String::new();
+        for i in 0..4 {
+            let (seeder, k, _) = self.seeder(
+                &format!("s2-seeder-{i}"),
+                addr,
+                &data.path,
+                &["--upload-limit", "25MB"],
+            )?;
+            seeders.push(seeder);
+            key = k;
+        }
+        let mut leecher = self.leecher("s2-leecher", addr, &key, &[])?;
+        let took = self.finished(&mut leecher, &data)?;
+        let mbps = rate(data.size, took);
+        Ok(vec![Row {
+            id: "S2",
+            what: format!(
+                "four seeders at 25 MB/s to one leecher, {}",
+                size_text(data.size)
+            ),
+            measured: format!("{:.2} s, {mbps:.1} MB/s", took.as_secs_f64()),
+            baseline: "100 MB/s together".into(),
+            target: ">= 90 MB/s".into(),
+            met: mbps >= 90.0,
+            json: json!({"scenario": "S2", "bytes": data.size, "leecher_secs": took.as_secs_f64(),
+                         "leecher_mb_per_s": mbps, "seeders_mb_per_s": 100.0}),
+        }])
+    }
+
+    /// S3: one seeder and eight leechers, every peer at 20 MB/s upload.
+    pub fn one_to_many(&self) -> Result<Vec<Row>, String> {
+        let data = self.data(self.size.min(256 << 20))?;
+        let limit = ["--upload-limit", "20MB"];
+        let (_tracker, addr) = self.tracker("s3-tracker", &[])?;
+        let (_seeder, key, _) = self.seeder("s3-seeder", addr, &data.path, &limit)?;
+        let mut leechers = (0..8)
+            .map(|i| self.leecher(&format!("s3-leecher-{i}"), addr, &key, &limit))
+            .collect::<Result<Vec<_>, _>>()?;
+        let started = Instant::now();
+        let mut times = Vec::new();
+        for leecher in &mut leechers {
+            self.finished(leecher, &data)?;
+            times.push(leecher.started.elapsed().as_secs_f64());
+        }
+        let all = started.elapsed().as_secs_f64();
+        let single = data.size as f64 / (20.0 * MB);
+        let ratio = all / single;
+        Ok(vec![Row {
+            id: "S3",
+            what: format!(
+                "one seeder to eight leechers at 20 MB/s each, {}",
+                size_text(data.size)
+            ),
+            measured: format!("all done in {all:.1} s"),
+            baseline: format!(
+                "one transfer {single:.1} s (x{ratio:.2}); client-server {:.1} s",
+                single * 8.0
+            ),
+            target: "<= 1.5 x one transfer".into(),
+            met: ratio <= 1.5,
+            json: json!({"scenario": "S3", "bytes": data.size, "all_done_secs": all,
+                         "each_done_secs": times, "single_transfer_secs": single,
+                         "client_server_secs": single * 8.0, "ratio": ratio}),
+        }])
+    }
+
+    /// S4: 1,000 sessions offering 10 files each, then 32 threads sending
+    /// `RQFS` and `REQF` on persistent connections.
+    pub fn tracker_load(&self) -> Result<Vec<Row>, String> {
+        const SESSIONS: usize = 1000;
+        const FILES: usize = 10;
+        const CLIENTS: usize = 32;
+        const MEASURE: Duration = Duration::from_secs(5);
+        let (tracker, addr) = self.tracker(
+            "s4-tracker",
+            &[
+                "--max-connections",
+                "4096",
+                "--max-connections-per-ip",
+                "4096",
+            ],
+        )?;
+        let mut rng = fastrand::Rng::with_seed(4);
+        let mut sessions = Vec::with_capacity(SESSIONS);
+        let mut keys = Vec::with_capacity(SESSIONS * FILES);
+        for i in 0..SESSIONS {
+            let mut session = Session::open(addr, &format!("HELO {} u{i}", 20_000 + i))?;
+            for j in 0..FILES {
+                let key: String = (0..32).map(|_| format!("{:02x}", rng.u8(..))).collect();
+                session.ask(&format!(
+                    "ADDF {key} f-{i}-{j}.bin 1000000 262144 other /bench/f-{i}-{j}.bin"
+                ))?;
+                keys.push(key);
+            }
+            sessions.push(session);
+        }
+        let rss = tracker.rss();
+        let keys = Arc::new(keys);
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|t| {
+                let keys = Arc::clone(&keys);
+                std::thread::Builder::new()
+                    .name(format!("load-{t}"))
+                    .spawn(move || load_client(addr, t, &keys, MEASURE))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        let mut latencies = Vec::new();
+        for client in clients {
+            latencies.extend(client.join().map_err(|_| "a load thread panicked")??);
+        }
+        drop(sessions);
+        latencies.sort_unstable();
+        let count = latencies.len();
+        let per_second = count as f64 / MEASURE.as_secs_f64();
+        let pct = |p: f64| {
+            latencies
+                .get(((count as f64 * p) as usize).min(count.saturating_sub(1)))
+                .map_or(0.0, |&us| us as f64 / 1000.0)
+        };
+        let (p50, p99) = (pct(0.50), pct(0.99));
+        let rss_mib = rss.map(|r| r as f64 / MIB);
+        Ok(vec![Row {
+            id: "S4",
+            what: format!("tracker: {SESSIONS} sessions x {FILES} files, {CLIENTS} clients"),
+            measured: format!(
+                "{per_second:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {}",
+                rss_mib.map_or("rss n/a".into(), |m| format!("{m:.1} MiB resident"))
+            ),
+            baseline: "-".into(),
+            target: ">= 50000 req/s, p99 < 5 ms, < 200 MiB".into(),
+            met: per_second >= 50_000.0 && p99 < 5.0 && rss_mib.is_some_and(|m| m < 200.0),
+            json: json!({"scenario": "S4", "sessions": SESSIONS, "files_per_session": FILES,
+                         "clients": CLIENTS, "requests": count, "requests_per_s": per_second,
+                         "p50_ms": p50, "p99_ms": p99, "tracker_rss_bytes": rss}),
+        }])
+    }
+
+    /// S6: the time a peer takes to share (hash) a file, against SHA-256
+    /// of the same file on one core.
+    pub fn hashing(&self) -> Result<Vec<Row>, String> {
+        let data = self.data(self.size)?;
+        let (_, one_core) = sha256_one_core(&data.path).map_err(|e| e.to_string())?;
+        let (_tracker, addr) = self.tracker("s6-tracker", &[])?;
+        let (_seeder, _, took) = self.seeder("s6-seeder", addr, &data.path, &[])?;
+        let gbps = data.size as f64 / took.as_secs_f64() / 1e9;
+        Ok(vec![Row {
+            id: "S6",
+            what: format!("share (hash) {}, peer start included", size_text(data.size)),
+            measured: format!("{:.2} s, {gbps:.2} GB/s", took.as_secs_f64()),
+            baseline: format!(
+                "SHA-256 on one core {:.2} s, {:.2} GB/s",
+                one_core.as_secs_f64(),
+                data.size as f64 / one_core.as_secs_f64() / 1e9
+            ),
+            target: ">= 1 GB/s".into(),
+            met: gbps >= 1.0,
+            json: json!({"scenario": "S6", "bytes": data.size, "share_secs": took.as_secs_f64(),
+                         "gb_per_s": gbps, "one_core_secs": one_core.as_secs_f64()}),
+        }])
+    }
+}
+
+/// One tracker connection that speaks a line and reads the answer.
+struct Session {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    line: String,
+}
+
+impl Session {
+    fn open(addr: SocketAddr, helo: &str) -> Result<Session, String> {
+        let stream = TcpStream::connect(addr).map_err(|e| format!("tracker: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let mut session = Session {
+            reader: BufReader::new(stream),
+            writer,
+            line: String::new(),
+        };
+        session.ask(helo)?;
+        Ok(session)
+    }
+
+    /// Sends `request`; reads one line, or up to `END` for a listing.
+    fn ask(&mut self, request: &str) -> Result<usize, String> {
+        self.writer
+            .write_all(format!("{request}\n").as_bytes())
+            .map_err(|e| format!("tracker: {e}"))?;
+        let listing = request.starts_with("RQFS") || request.starts_with("REQF");
+        let mut lines = 0;
+        loop {
+            self.line.clear();
+            let n = self
+                .reader
+                .read_line(&mut self.line)
+                .map_err(|e| format!("tracker: {e}"))?;
+            if n == 0 {
+                return Err("the tracker closed the connection".into());
+            }
+            if self.line.starts_with("ERRR") {
+                return Err(format!("{request:?} refused: {}", self.line.trim()));
+            }
+            lines += 1;
+            if !listing || self.line.starts_with("END") {
+                return Ok(lines);
+            }
+        }
+    }
+}
+
+/// One load thread: `RQFS key=` and `REQF` in turn for random keys, for
+/// `measure` after a short warm-up; the latency of each, in microseconds.
+fn load_client(
+    addr: SocketAddr,
+    id: usize,
+    keys: &[String],
+    measure: Duration,
+) -> Result<Vec<u32>, String> {
+    let mut session = Session::open(addr, &format!("HELO {}", 60_000 + id))?;
+    let mut rng = fastrand::Rng::with_seed(id as u64);
+    let warm_until = Instant::now() + Duration::from_millis(500);
+    let stop_at = warm_until + measure;
+    let mut latencies = Vec::new();
+    let mut turn = false;
+    loop {
+        let key = &keys[rng.usize(..keys.len())];
+        turn = !turn;
+        let request = if turn {
+            format!("RQFS key={key}")
+        } else {
+            format!("REQF {key}")
+        };
+        let sent = Instant::now();
+        if sent >= stop_at {
+            return Ok(latencies);
+        }
+        let lines = session.ask(&request)?;
+        if lines != 2 {
+            return Err(format!("{request}: {lines} lines, expected one and END"));
+        }
+        if sent >= warm_until {
+            latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+}
+
+/// Rounds of each S1 measurement; the median is reported.
+const ROUNDS: usize = 3;
+
+/// The mean (leecher, seeder) CPU seconds of the rounds, if measured.
+fn mean_cpu(rounds: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = rounds.len() as f64;
+    (n > 0.0).then(|| {
+        let (l, s) = rounds
+            .iter()
+            .fold((0.0, 0.0), |(l, s), (a, b)| (l + a, s + b));
+        (l / n, s / n)
+    })
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+fn rate(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64() / MB
+}
+
+fn size_text(bytes: u64) -> String {
+    swarmline::units::format_bytes(bytes)
+}
