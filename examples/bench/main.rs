@@ -87,6 +87,7 @@ fn run(options: &Options) -> Result<bool, String> {
         bins,
         dir: work.path().to_path_buf(),
         size: options.size,
+        made: Default::default(),
     };
     eprintln!("warming up the machine's memory...");
     bench.warm_up(options.size.saturating_mul(3))?;

@@ -58,7 +58,9 @@ pub fn binaries() -> Result<Binaries, String> {
 pub struct Proc {
     pub name: String,
     child: Child,
-    lines: Receiver<String>,
+    /// Standard output, each line with the moment it was read: a
+    /// measurement ends when the line came, not when it was looked at.
+    lines: Receiver<(Instant, String)>,
     reader: Option<JoinHandle<()>>,
     pub started: Instant,
 }
@@ -82,7 +84,7 @@ impl Proc {
             .spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
+                    if tx.send((Instant::now(), line)).is_err() {
                         break;
                     }
                 }
@@ -97,8 +99,8 @@ impl Proc {
         })
     }
 
-    /// The next line of standard output, within `timeout`.
-    pub fn next_line(&mut self, timeout: Duration) -> Result<String, String> {
+    /// The next line of standard output and when it came, within `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Result<(Instant, String), String> {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => Ok(line),
             Err(RecvTimeoutError::Timeout) => Err(format!(
@@ -116,14 +118,19 @@ impl Proc {
         }
     }
 
-    /// The rest of the first line that starts with `prefix`.
-    pub fn line_after(&mut self, prefix: &str, timeout: Duration) -> Result<String, String> {
+    /// The rest of the first line that starts with `prefix`, and the time
+    /// from the start of the process to that line.
+    pub fn line_after(
+        &mut self,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<(Duration, String), String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.next_line(left)?;
+            let (at, line) = self.next_line(left)?;
             if let Some(rest) = line.strip_prefix(prefix) {
-                return Ok(rest.trim().to_string());
+                return Ok((at - self.started, rest.trim().to_string()));
             }
         }
     }
@@ -137,9 +144,7 @@ impl Proc {
     pub fn rss(&self) -> Option<u64> {
         status_field(self.child.id(), "VmRSS:")
     }
-}
 
-impl Proc {
     /// CPU time it has used so far, user and system (Linux only; clock
     /// ticks taken as the usual 100 per second).
     pub fn cpu_seconds(&self) -> Option<f64> {

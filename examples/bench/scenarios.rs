@@ -3,6 +3,7 @@
 //! baseline in the same invocation, checks what it measured (every copy's
 //! SHA-256), and returns its rows for the table and the JSON file.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -35,10 +36,13 @@ pub struct Bench {
     pub bins: Binaries,
     pub dir: PathBuf,
     pub size: u64,
+    /// The data files made so far (each made and hashed once).
+    pub made: RefCell<Vec<Data>>,
 }
 
 /// A file of random bytes and its SHA-256.
-struct Data {
+#[derive(Clone)]
+pub struct Data {
     path: PathBuf,
     size: u64,
     sha256: [u8; 32],
@@ -47,8 +51,11 @@ struct Data {
 impl Bench {
     /// A data file of `size` random bytes (made once per size).
     fn data(&self, size: u64) -> Result<Data, String> {
+        if let Some(made) = self.made.borrow().iter().find(|d| d.size == size) {
+            return Ok(made.clone());
+        }
         let path = self.dir.join(format!("data-{size}.bin"));
-        if !path.exists() {
+        {
             let mut out = std::io::BufWriter::with_capacity(
                 1 << 20,
                 std::fs::File::create(&path).map_err(|e| e.to_string())?,
@@ -68,7 +75,9 @@ impl Bench {
             out.get_ref().sync_all().map_err(|e| e.to_string())?;
         }
         let (sha256, _) = sha256_one_core(&path).map_err(|e| e.to_string())?;
-        Ok(Data { path, size, sha256 })
+        let data = Data { path, size, sha256 };
+        self.made.borrow_mut().push(data.clone());
+        Ok(data)
     }
 
     /// Writes and deletes a scratch file of `bytes`. On a virtual machine
@@ -105,6 +114,7 @@ impl Bench {
         let mut proc = Proc::spawn(name, &self.bins.tracker, &args, &log)?;
         let addr = proc
             .line_after("listening on", STEP_TIMEOUT)?
+            .1
             .parse()
             .map_err(|e| format!("tracker address: {e}"))?;
         Ok((proc, addr))
@@ -131,6 +141,8 @@ impl Bench {
             "warn".into(),
         ];
         args.extend(extra.iter().map(ToString::to_string));
+        // For experiments: extra flags for every peer, such as
+        // BENCH_PEER_FLAGS="--lanes-per-peer 1" (BENCHMARKS.md).
         if let Ok(more) = std::env::var("BENCH_PEER_FLAGS") {
             args.extend(more.split_whitespace().map(ToString::to_string));
         }
@@ -150,8 +162,7 @@ impl Bench {
         args.extend(["share".to_string(), file.to_string_lossy().into_owned()]);
         let log = self.dir.join(format!("{name}.log"));
         let mut proc = Proc::spawn(name, &self.bins.peer, &args, &log)?;
-        let shared = proc.line_after("sharing", STEP_TIMEOUT)?;
-        let took = proc.started.elapsed();
+        let (took, shared) = proc.line_after("sharing", STEP_TIMEOUT)?;
         let key = shared
             .rsplit(' ')
             .next()
@@ -176,16 +187,17 @@ impl Bench {
         Ok(proc)
     }
 
-    /// Waits for a leecher's verified file; the time since it started.
-    fn finished(&self, leecher: &mut Proc, data: &Data) -> Result<Duration, String> {
-        let path = PathBuf::from(leecher.next_line(STEP_TIMEOUT)?);
-        let took = leecher.started.elapsed();
+    /// Waits for a leecher's file and checks its SHA-256; the time from
+    /// the leecher's start to the moment it printed the file's path, and
+    /// the path.
+    fn finished(&self, leecher: &mut Proc, data: &Data) -> Result<(Duration, PathBuf), String> {
+        let (at, path) = leecher.next_line(STEP_TIMEOUT)?;
+        let path = PathBuf::from(path);
         let (hash, _) = sha256_one_core(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if hash != data.sha256 {
             return Err(format!("{}: the copy's SHA-256 is wrong", leecher.name));
         }
-        std::fs::remove_file(&path).map_err(|e| e.to_string())?;
-        Ok(took)
+        Ok((at - leecher.started, path))
     }
 
     /// S1 (one to one), with and without the flush before the final name,
@@ -216,13 +228,16 @@ impl Bench {
                 let flag = if sync { "true" } else { "false" };
                 let seeder_cpu = seeder.cpu_seconds();
                 let mut leecher = self.leecher(&name, addr, &key, &["--sync-on-finish", flag])?;
-                tooks.push(self.finished(&mut leecher, &data)?);
+                let (took, path) = self.finished(&mut leecher, &data)?;
+                tooks.push(took);
                 peaks.push(leecher.peak_rss());
                 if let (Some(before), Some(after), Some(leecher)) =
                     (seeder_cpu, seeder.cpu_seconds(), leecher.cpu_seconds())
                 {
                     cpu.push((leecher, after - before));
                 }
+                drop(leecher);
+                std::fs::remove_file(&path).map_err(|e| e.to_string())?;
             }
             let (base, took) = (median(&mut bases), median(&mut tooks));
             let ratio = took.as_secs_f64() / base.as_secs_f64();
@@ -288,7 +303,7 @@ impl Bench {
             key = k;
         }
         let mut leecher = self.leecher("s2-leecher", addr, &key, &[])?;
-        let took = self.finished(&mut leecher, &data)?;
+        let (took, _) = self.finished(&mut leecher, &data)?;
         let mbps = rate(data.size, took);
         Ok(vec![Row {
             id: "S2",
@@ -314,13 +329,15 @@ impl Bench {
         let mut leechers = (0..8)
             .map(|i| self.leecher(&format!("s3-leecher-{i}"), addr, &key, &limit))
             .collect::<Result<Vec<_>, _>>()?;
-        let started = Instant::now();
+        // From the first leecher's start to each one's path line (the
+        // copies' hashes are checked after, off the clock).
+        let first = leechers[0].started;
         let mut times = Vec::new();
         for leecher in &mut leechers {
-            self.finished(leecher, &data)?;
-            times.push(leecher.started.elapsed().as_secs_f64());
+            let (took, _) = self.finished(leecher, &data)?;
+            times.push((leecher.started + took - first).as_secs_f64());
         }
-        let all = started.elapsed().as_secs_f64();
+        let all = times.iter().copied().fold(0.0, f64::max);
         let single = data.size as f64 / (20.0 * MB);
         let ratio = all / single;
         Ok(vec![Row {

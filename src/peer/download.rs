@@ -103,6 +103,13 @@ pub enum DownloadState {
     Failed(String),
 }
 
+impl DownloadState {
+    /// True once the download is done or failed.
+    pub fn is_over(&self) -> bool {
+        matches!(self, DownloadState::Done(_) | DownloadState::Failed(_))
+    }
+}
+
 /// A neighbour as seen by one download.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceStatus {
@@ -230,22 +237,16 @@ impl Download {
 
     /// True once it is done or failed.
     pub fn is_finished(&self) -> bool {
-        matches!(
-            self.status.lock().state,
-            DownloadState::Done(_) | DownloadState::Failed(_)
-        )
+        self.status.lock().state.is_over()
     }
 
     /// Waits up to `timeout` for the end; true if it has ended.
     pub fn wait_for(&self, timeout: Duration) -> bool {
         let mut status = self.status.lock();
-        let over = |s: &DownloadStatus| {
-            matches!(s.state, DownloadState::Done(_) | DownloadState::Failed(_))
-        };
-        if !over(&status) {
+        if !status.state.is_over() {
             self.ended.wait_for(&mut status, timeout);
         }
-        over(&status)
+        status.state.is_over()
     }
 
     /// Waits for the end; the verified file's path, or why it failed.
@@ -881,6 +882,12 @@ impl<'a> Coordinator<'a> {
     fn assign(&mut self, jobs: &Sender<Job>) {
         let interval = self.context.settings.bitmap_interval;
         let availability = self.availability();
+        // Whether any missing piece is not asked for yet (else: endgame).
+        // Taken once per round: the next round sees the pieces assigned now.
+        let fresh_left = self
+            .have
+            .missing()
+            .any(|i| !self.in_flight.contains_key(&(i as u32)));
         for id in 0..self.neighbours.len() {
             for lane in 0..self.neighbours[id].lanes.len() {
                 let n = &self.neighbours[id];
@@ -896,10 +903,6 @@ impl<'a> Coordinator<'a> {
                     self.neighbours[id].bitmap_at = Some(Instant::now());
                     Job::Bitmap { at, link, peer }
                 } else {
-                    let fresh_left = self
-                        .have
-                        .missing()
-                        .any(|i| !self.in_flight.contains_key(&(i as u32)));
                     let indices = self.pick(id, &availability, fresh_left);
                     if indices.is_empty() {
                         break;
