@@ -1,7 +1,8 @@
 //! The baselines each scenario is measured against, run in the same
 //! invocation so that a ratio holds on a noisy machine: a plain TCP file
 //! copy (the machine's practical limit for moving a file between two
-//! processes' worth of sockets and disk), and SHA-256 on one core.
+//! processes' worth of sockets and disk), and SHA-256 on one core (of a
+//! file, and of bytes already in memory: the CPU cost of checking them).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -75,4 +76,18 @@ pub fn sha256_one_core(path: &Path) -> io::Result<([u8; 32], Duration)> {
         hasher.update(&buf[..n]);
     }
     Ok((hasher.finalize().into(), started.elapsed()))
+}
+
+/// The CPU time SHA-256 takes per byte on one core, hashing bytes already
+/// in memory (no disk, no page cache): the least any verified download
+/// must add to a plain copy, per byte received.
+pub fn sha256_seconds_per_byte() -> f64 {
+    const BYTES: usize = 64 << 20;
+    let data = vec![0x5au8; BYTES];
+    // Once to warm the pages and the code, then timed.
+    let _ = Sha256::digest(&data);
+    let started = Instant::now();
+    let sum = Sha256::digest(&data);
+    std::hint::black_box(sum);
+    started.elapsed().as_secs_f64() / BYTES as f64
 }

@@ -148,13 +148,24 @@ impl Proc {
     /// CPU time it has used so far, user and system (Linux only; clock
     /// ticks taken as the usual 100 per second).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name (which is in parentheses).
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split(' ').collect();
-        let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
-        Some((ticks(11)? + ticks(12)?) / 100.0)
+        cpu_seconds_of(&self.child.id().to_string())
     }
+}
+
+/// The CPU time (user and system) this benchmark process has used so far,
+/// all threads together (Linux only: `None` elsewhere).
+pub fn own_cpu_seconds() -> Option<f64> {
+    cpu_seconds_of("self")
+}
+
+/// The CPU time of process `pid` (a number, or `self`) from `/proc`.
+fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 impl Drop for Proc {

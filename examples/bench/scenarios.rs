@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::baseline::{sha256_one_core, tcp_copy};
-use crate::procs::{Binaries, Proc};
+use crate::baseline::{sha256_one_core, sha256_seconds_per_byte, tcp_copy};
+use crate::procs::{own_cpu_seconds, Binaries, Proc};
 
 const MB: f64 = 1_000_000.0;
 const MIB: f64 = 1_048_576.0;
@@ -210,17 +210,30 @@ impl Bench {
         let mut peaks = Vec::new();
         let (_tracker, addr) = self.tracker("s1-tracker", &[])?;
         let (seeder, key, _) = self.seeder("s1-seeder", addr, &data.path, &[])?;
+        // The CPU time checking every byte takes, measured on this machine.
+        let hash_cpu = sha256_seconds_per_byte() * data.size as f64;
         for (sync, label) in [(false, "no flush"), (true, "flushed to disk")] {
             // The median of a few rounds of each, taken in turn, so that a
             // hiccup of the machine moves neither figure much.
             let mut bases = Vec::new();
+            // The fastest any verified download could be in each round
+            // (without the flush only): see `verified_floor`.
+            let mut floors = Vec::new();
             let mut tooks = Vec::new();
             // CPU seconds (leecher, seeder) of each round.
             let mut cpu: Vec<(f64, f64)> = Vec::new();
+            // CPU seconds of each round's copy (both ends).
+            let mut copy_cpu: Vec<f64> = Vec::new();
             for round in 0..ROUNDS {
+                let cpu_before = own_cpu_seconds();
                 let base = tcp_copy(&data.path, &copy, sync).map_err(|e| e.to_string())?;
+                let cpu_copied = own_cpu_seconds();
                 std::fs::remove_file(&copy).map_err(|e| e.to_string())?;
                 bases.push(base);
+                if let (false, Some(before), Some(after)) = (sync, cpu_before, cpu_copied) {
+                    copy_cpu.push(after - before);
+                    floors.push(verified_floor(base, after - before, hash_cpu));
+                }
                 let name = format!(
                     "s1-leecher-{}-{round}",
                     if sync { "sync" } else { "nosync" }
@@ -241,6 +254,10 @@ impl Bench {
             }
             let (base, took) = (median(&mut bases), median(&mut tooks));
             let ratio = took.as_secs_f64() / base.as_secs_f64();
+            let floor = (!floors.is_empty()).then(|| median(&mut floors));
+            let floor_ratio = floor.map(|f| f.as_secs_f64() / base.as_secs_f64());
+            let copy_cpu_mean = (!copy_cpu.is_empty())
+                .then(|| copy_cpu.iter().sum::<f64>() / copy_cpu.len() as f64);
             rows.push(Row {
                 id: "S1",
                 what: format!("one to one, {}, {label}", size_text(data.size)),
@@ -253,9 +270,18 @@ impl Bench {
                     ))
                 ),
                 baseline: format!(
-                    "copy {:.2} s, {:.0} MB/s (x{ratio:.2})",
+                    "copy {:.2} s, {:.0} MB/s (x{ratio:.2}){}",
                     base.as_secs_f64(),
-                    rate(data.size, base)
+                    rate(data.size, base),
+                    floor
+                        .zip(floor_ratio)
+                        .zip(copy_cpu_mean)
+                        .map_or(String::new(), |((f, r), c)| format!(
+                            "; copy CPU {c:.2} s + SHA-256 CPU {hash_cpu:.2} s on {} cores: \
+                             a verified download takes at least {:.2} s (x{r:.2} the copy)",
+                            cores(),
+                            f.as_secs_f64()
+                        ))
                 ),
                 target: "<= 1.5 x copy".into(),
                 met: ratio <= 1.5,
@@ -265,6 +291,11 @@ impl Bench {
                     "leecher_mb_per_s": rate(data.size, took),
                     "baseline_secs": base.as_secs_f64(), "baseline_mb_per_s": rate(data.size, base),
                     "ratio": ratio,
+                    "verified_floor_secs": floor.map(|f| f.as_secs_f64()),
+                    "verified_floor_ratio": floor_ratio,
+                    "sha256_cpu_secs": hash_cpu,
+                    "cores": cores(),
+                    "all_copy_cpu_secs": copy_cpu,
                     "cpu_secs_leecher_seeder": cpu,
                     "all_leecher_secs": tooks.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
                     "all_baseline_secs": bases.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
@@ -552,6 +583,20 @@ fn mean_cpu(rounds: &[(f64, f64)]) -> Option<(f64, f64)> {
             .fold((0.0, 0.0), |(l, s), (a, b)| (l + a, s + b));
         (l / n, s / n)
     })
+}
+
+/// The fastest a verified download of the copied bytes could be: it does
+/// at least the copy's work (`copy_cpu`, both ends) plus SHA-256 over every
+/// byte (`hash_cpu`), spread perfectly over every core, and it is no
+/// faster than the copy itself.
+fn verified_floor(copy: Duration, copy_cpu: f64, hash_cpu: f64) -> Duration {
+    let spread = (copy_cpu + hash_cpu) / cores() as f64;
+    copy.max(Duration::from_secs_f64(spread))
+}
+
+/// The machine's cores (1 if unknown).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn median(times: &mut [Duration]) -> Duration {

@@ -963,12 +963,13 @@ impl<'a> Coordinator<'a> {
                 .map(|(&i, _)| (availability[i as usize], self.rng.u64(..), i))
                 .collect()
         };
+        // Only the first `depth` are wanted: select them, then sort those.
+        if candidates.len() > depth {
+            candidates.select_nth_unstable(depth);
+            candidates.truncate(depth);
+        }
         candidates.sort_unstable();
-        candidates
-            .into_iter()
-            .take(depth)
-            .map(|(_, _, i)| i)
-            .collect()
+        candidates.into_iter().map(|(_, _, i)| i).collect()
     }
 
     fn handle(&mut self, outcome: Outcome) -> Result<(), String> {
