@@ -2,16 +2,19 @@
 //!
 //! Without a subcommand it runs the interactive shell; `share`, `get` and
 //! `search` do one job for scripts. Every mode that serves prints
-//! `listening on <ip:port>` as its first line on standard output.
+//! `listening on <ip:port>` as its first line on standard output, and then,
+//! unless `--gui false`, `gui on http://<ip:port>/` (the web page).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use swarmline::config::{flag_args, load_settings, PeerConfig, PEER_KEYS};
+use swarmline::peer::gui::Gui;
 use swarmline::peer::shell::{self, progress_line};
 use swarmline::peer::tracker_client::TrackerClient;
 use swarmline::peer::{DownloadState, Peer};
@@ -97,12 +100,50 @@ fn main() -> ExitCode {
     }
 }
 
-/// Starts the peer and prints where it listens.
-fn start(config: PeerConfig) -> Result<Peer, String> {
-    let peer = Peer::start(config).map_err(|e| e.to_string())?;
+/// A running peer and its web page.
+struct Running {
+    peer: Arc<Peer>,
+    gui: Option<Gui>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Peer;
+    fn deref(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl Running {
+    /// Stops the page (joining its threads, which hold the peer), then the
+    /// peer.
+    fn shutdown(self) {
+        if let Some(gui) = self.gui {
+            gui.shutdown();
+        }
+        match Arc::try_unwrap(self.peer) {
+            Ok(peer) => peer.shutdown(),
+            // Not reached once the page is stopped; dropping the last
+            // reference stops the peer all the same.
+            Err(peer) => drop(peer),
+        }
+    }
+}
+
+/// Starts the peer and its web page, and prints where they listen.
+fn start(config: PeerConfig) -> Result<Running, String> {
+    let gui_addr = config.gui;
+    let peer = Arc::new(Peer::start(config).map_err(|e| e.to_string())?);
     println!("listening on {}", peer.listen_addr());
+    let gui = match gui_addr {
+        Some(addr) => {
+            let gui = Gui::start(addr, Arc::clone(&peer)).map_err(|e| e.to_string())?;
+            println!("gui on http://{}/", gui.addr());
+            Some(gui)
+        }
+        None => None,
+    };
     let _ = std::io::stdout().flush();
-    Ok(peer)
+    Ok(Running { peer, gui })
 }
 
 fn interactive(config: PeerConfig) -> Result<(), String> {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::peer::media::Profile;
 use crate::protocol::fields::check_piece_size;
 use crate::protocol::UserName;
 use crate::units::parse_byte_size;
@@ -476,6 +477,30 @@ pub const PEER_KEYS: &[KeySpec] = &[
         help: "most bytes per second received from other peers, all downloads together (units allowed: 25MB; 0: no limit)",
     },
     KeySpec {
+        key: "profile",
+        flag: "--profile",
+        default: "all",
+        help: "which files the web page lists and offers to download: audio, video or all (pieces of anything held are still served)",
+    },
+    KeySpec {
+        key: "gui",
+        flag: "--gui",
+        default: "true",
+        help: "serve the web page (files, downloads, player) while the peer runs",
+    },
+    KeySpec {
+        key: "gui_address",
+        flag: "--gui-address",
+        default: "127.0.0.1",
+        help: "IP address the web page listens on (127.0.0.1: this machine only; the page can start downloads)",
+    },
+    KeySpec {
+        key: "gui_port",
+        flag: "--gui-port",
+        default: "0",
+        help: "TCP port of the web page (0 picks a free one; the address is printed as `gui on http://...`)",
+    },
+    KeySpec {
         key: "sync_on_finish",
         flag: "--sync-on-finish",
         default: "true",
@@ -529,6 +554,9 @@ pub struct PeerConfig {
     pub upload_limit: u64,
     pub download_limit: u64,
     pub sync_on_finish: bool,
+    pub profile: Profile,
+    /// Where the web page listens (`None`: no page).
+    pub gui: Option<SocketAddr>,
     pub user_map_file: PathBuf,
     pub user_map_refresh: Duration,
     pub log_file: Option<PathBuf>,
@@ -576,6 +604,15 @@ impl PeerConfig {
             upload_limit: s.get("upload_limit", size_in(0, u64::MAX))?,
             download_limit: s.get("download_limit", size_in(0, u64::MAX))?,
             sync_on_finish: s.get("sync_on_finish", boolean)?,
+            profile: s.get("profile", Profile::parse)?,
+            gui: if s.get("gui", boolean)? {
+                Some(SocketAddr::new(
+                    s.get("gui_address", ip_address)?,
+                    s.get("gui_port", port)?,
+                ))
+            } else {
+                None
+            },
             user_map_file: s.get("user_map_file", path)?,
             user_map_refresh: s.get("user_map_refresh_secs", seconds_in(1, 86_400))?,
             log_file: s.get("log_file", optional_path)?,

@@ -139,6 +139,9 @@ impl Bench {
             at("users.txt"),
             "--log-level".into(),
             "warn".into(),
+            // No web page: the benchmark reads the peers' output lines.
+            "--gui".into(),
+            "false".into(),
         ];
         args.extend(extra.iter().map(ToString::to_string));
         // For experiments: extra flags for every peer, such as

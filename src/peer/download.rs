@@ -34,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -53,6 +53,10 @@ use super::link::{LinkCloser, LinkError, PeerLink, PieceAnswer, MIN_PIECE_RATE};
 use super::ratelimit::RateLimiter;
 use super::resume::ResumeStore;
 use super::tracker_client::TrackerClient;
+
+mod speed;
+
+use speed::Speed;
 
 /// How many peers may be asked for the same piece in the endgame.
 const ENDGAME_COPIES: usize = 2;
@@ -110,12 +114,24 @@ impl DownloadState {
     }
 }
 
+/// Pieces from the focus on (see [`Download::focus_on`]) fetched before
+/// any other: a few seconds of sound or video at common bit rates.
+pub const FOCUS_PIECES: u32 = 8;
+/// No focus set.
+const NO_FOCUS: u64 = u64::MAX;
+
 /// A neighbour as seen by one download.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceStatus {
     pub peer: PeerId,
     /// Verified pieces received from it.
     pub pieces: u64,
+    /// Bytes received from it (duplicates included).
+    pub bytes: u64,
+    /// Its recent throughput in bytes per second, once measured.
+    pub rate: Option<f64>,
+    /// Its recent time from a request to the first answer.
+    pub latency: Option<Duration>,
     /// `None` while it is in use; else why it was dropped.
     pub dropped: Option<String>,
 }
@@ -125,12 +141,19 @@ pub struct SourceStatus {
 pub struct DownloadStatus {
     pub key: FileKey,
     pub name: String,
+    pub kind: MediaKind,
     pub size: u64,
     pub pieces_total: usize,
     pub pieces_done: usize,
     pub state: DownloadState,
     pub elapsed: Duration,
     pub sources: Vec<SourceStatus>,
+    /// The pieces verified here (empty until the manifest is known).
+    pub have: Bitmap,
+    /// The pieces asked for and not in yet.
+    pub in_flight: Vec<u32>,
+    /// Recent throughput of the whole download, bytes per second.
+    pub rate: Option<f64>,
 }
 
 impl DownloadStatus {
@@ -153,6 +176,8 @@ pub struct Download {
     /// Signalled (with `status` locked) when the download ends.
     ended: Arc<Condvar>,
     cancel: Arc<AtomicBool>,
+    /// The piece a player needs next ([`NO_FOCUS`]: none).
+    focus: Arc<AtomicU64>,
     manifest_link: Arc<Mutex<Option<LinkCloser>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -172,6 +197,8 @@ pub struct DownloadContext {
     pub settings: DownloadSettings,
 }
 
+/// How often each neighbour's throughput is sampled.
+const SPEED_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a download's progress is saved for a restart.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Time allowed for any batch of pieces, on top of the time the bytes take
@@ -184,24 +211,33 @@ impl Download {
         let status = Arc::new(Mutex::new(DownloadStatus {
             key: plan.key,
             name: plan.name.as_str().to_string(),
+            kind: plan.kind,
             size: 0,
             pieces_total: 0,
             pieces_done: 0,
             state: DownloadState::Starting,
             elapsed: Duration::ZERO,
             sources: Vec::new(),
+            have: Bitmap::empty(0),
+            in_flight: Vec::new(),
+            rate: None,
         }));
         let cancel = Arc::new(AtomicBool::new(false));
+        let focus = Arc::new(AtomicU64::new(NO_FOCUS));
         let ended = Arc::new(Condvar::new());
         let manifest_link = Arc::clone(&context.manifest_link);
         let thread = thread::Builder::new()
             .name(format!("download-{}", plan.name.as_str()))
             .spawn({
                 let (status, cancel) = (Arc::clone(&status), Arc::clone(&cancel));
-                let ended = Arc::clone(&ended);
+                let (ended, focus) = (Arc::clone(&ended), Arc::clone(&focus));
                 move || {
                     let started = Instant::now();
-                    let result = run(&context, &plan, &status, &cancel);
+                    let controls = Controls {
+                        cancel: &cancel,
+                        focus: &focus,
+                    };
+                    let result = run(&context, &plan, &status, controls);
                     let mut status = status.lock();
                     status.elapsed = started.elapsed();
                     status.state = match result {
@@ -225,9 +261,17 @@ impl Download {
             status,
             ended,
             cancel,
+            focus,
             manifest_link,
             thread: Mutex::new(Some(thread)),
         }))
+    }
+
+    /// Streaming priority: fetch piece `index` and the [`FOCUS_PIECES`]
+    /// after it before any other (a player needs them next). Pieces
+    /// elsewhere go on rarest first once those are asked for.
+    pub fn focus_on(&self, index: u32) {
+        self.focus.store(u64::from(index), Ordering::Relaxed);
     }
 
     /// A snapshot of its progress.
@@ -272,13 +316,22 @@ impl Download {
     }
 }
 
+/// What the user can change while a download runs.
+#[derive(Clone, Copy)]
+struct Controls<'a> {
+    cancel: &'a AtomicBool,
+    /// See [`Download::focus_on`].
+    focus: &'a AtomicU64,
+}
+
 /// The whole download; `Err` is a sentence for the user.
 fn run(
     context: &DownloadContext,
     plan: &DownloadPlan,
     status: &Mutex<DownloadStatus>,
-    cancel: &AtomicBool,
+    controls: Controls<'_>,
 ) -> Result<PathBuf, String> {
+    let cancel = controls.cancel;
     let name = plan.name.as_str();
     let key = plan.key;
     let (shared, peers) = match context.library.get(&key) {
@@ -337,12 +390,13 @@ fn run(
         let mut status = status.lock();
         status.size = shared.manifest.size();
         status.pieces_total = shared.manifest.piece_count();
-        status.pieces_done = shared.bitmap().count();
+        status.have = shared.bitmap();
+        status.pieces_done = status.have.count();
         status.state = DownloadState::Fetching;
     }
 
     context.discovery.want(key);
-    let result = Coordinator::new(context, plan, &shared, status, cancel, peers)
+    let result = Coordinator::new(context, plan, &shared, status, controls, peers)
         .run()
         .and_then(|()| {
             status.lock().state = DownloadState::Finishing;
@@ -592,6 +646,8 @@ enum Job {
         link: Arc<LinkSlot>,
         peer: PeerId,
         indices: Vec<u32>,
+        /// The neighbour's byte counter (see [`Speed`]).
+        received: Arc<AtomicU64>,
     },
     /// Exchange BufferMaps with this neighbour.
     Bitmap {
@@ -608,6 +664,8 @@ enum Outcome {
         /// The pieces the job asked for.
         asked: Vec<u32>,
         pieces: Vec<(u32, PieceResult)>,
+        /// Time from the request to the first answer.
+        latency: Option<Duration>,
         /// The connection failed or the peer misbehaved after these pieces.
         error: Option<LinkError>,
         /// Writing to our own disk failed: the download cannot go on.
@@ -688,7 +746,12 @@ struct Neighbour {
     /// When its BufferMap was last asked for (`None`: never).
     bitmap_at: Option<Instant>,
     strikes: u32,
+    /// Verified pieces it gave.
     received: u64,
+    /// Its throughput and latency.
+    speed: Speed,
+    /// Pieces asked of it and not answered yet.
+    asked: usize,
     dropped: Option<String>,
     /// When it was dropped, and whether for good (banned).
     dropped_at: Option<Instant>,
@@ -703,7 +766,7 @@ struct Coordinator<'a> {
     plan: &'a DownloadPlan,
     shared: &'a Arc<SharedFile>,
     status: &'a Mutex<DownloadStatus>,
-    cancel: &'a AtomicBool,
+    controls: Controls<'a>,
     neighbours: Vec<Neighbour>,
     /// The pieces verified here so far.
     have: Bitmap,
@@ -718,7 +781,7 @@ impl<'a> Coordinator<'a> {
         plan: &'a DownloadPlan,
         shared: &'a Arc<SharedFile>,
         status: &'a Mutex<DownloadStatus>,
-        cancel: &'a AtomicBool,
+        controls: Controls<'a>,
         peers: Vec<PeerId>,
     ) -> Coordinator<'a> {
         let pieces = shared.manifest.piece_count();
@@ -727,7 +790,7 @@ impl<'a> Coordinator<'a> {
             plan,
             shared,
             status,
-            cancel,
+            controls,
             neighbours: Vec::new(),
             have: shared.bitmap(),
             in_flight: HashMap::new(),
@@ -757,6 +820,8 @@ impl<'a> Coordinator<'a> {
             bitmap_at: None,
             strikes: 0,
             received: 0,
+            speed: Speed::default(),
+            asked: 0,
             dropped: None,
             dropped_at: None,
             banned: false,
@@ -809,14 +874,22 @@ impl<'a> Coordinator<'a> {
     ) -> Result<(), String> {
         let interval = self.context.settings.bitmap_interval;
         let mut last_round = Instant::now();
+        let mut last_sample = Instant::now();
         let mut last_save = (Instant::now(), self.have.count());
         let mut idle_since: Option<Instant> = None;
         loop {
-            if self.cancel.load(Ordering::SeqCst) {
+            if self.controls.cancel.load(Ordering::SeqCst) {
                 return Err("cancelled".into());
             }
             if self.have.is_complete() {
                 return Ok(());
+            }
+            if last_sample.elapsed() >= SPEED_SAMPLE_INTERVAL {
+                last_sample = Instant::now();
+                for n in &mut self.neighbours {
+                    n.speed.sample(last_sample);
+                }
+                self.publish();
             }
             if last_round.elapsed() >= interval {
                 last_round = Instant::now();
@@ -865,6 +938,7 @@ impl<'a> Coordinator<'a> {
                 n.dropped = None;
                 n.dropped_at = None;
                 n.bitmap_at = None;
+                n.speed.reset_rate();
             }
         }
         // Progress reports and peer look-ups are the housekeeping thread's
@@ -878,9 +952,14 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Gives work to every idle lane of every live neighbour: its BufferMap
-    /// when that is due, else the next pieces.
+    /// when that is due, else the next pieces. Faster neighbours choose
+    /// first, and each is asked for no more than it gives in a couple of
+    /// seconds ([`Speed::allowance`]).
     fn assign(&mut self, jobs: &Sender<Job>) {
-        let interval = self.context.settings.bitmap_interval;
+        let settings = &self.context.settings;
+        let (interval, depth) = (settings.bitmap_interval, settings.queue_depth);
+        let most = settings.lanes_per_peer.max(1) * depth;
+        let piece_len = self.shared.manifest.piece_size();
         let availability = self.availability();
         // Whether any missing piece is not asked for yet (else: endgame).
         // Taken once per round: the next round sees the pieces assigned now.
@@ -888,7 +967,13 @@ impl<'a> Coordinator<'a> {
             .have
             .missing()
             .any(|i| !self.in_flight.contains_key(&(i as u32)));
-        for id in 0..self.neighbours.len() {
+        // Unmeasured neighbours first (to measure them), then the fastest.
+        let mut order: Vec<usize> = (0..self.neighbours.len()).collect();
+        let speed_of = |n: &Neighbour| n.speed.rate().unwrap_or(f64::INFINITY);
+        order.sort_by(|&a, &b| {
+            speed_of(&self.neighbours[b]).total_cmp(&speed_of(&self.neighbours[a]))
+        });
+        for id in order {
             for lane in 0..self.neighbours[id].lanes.len() {
                 let n = &self.neighbours[id];
                 if n.lanes[lane].busy || n.dropped.is_some() {
@@ -903,18 +988,28 @@ impl<'a> Coordinator<'a> {
                     self.neighbours[id].bitmap_at = Some(Instant::now());
                     Job::Bitmap { at, link, peer }
                 } else {
-                    let indices = self.pick(id, &availability, fresh_left);
+                    let room = n
+                        .speed
+                        .allowance(piece_len, depth, most)
+                        .saturating_sub(n.asked)
+                        .min(depth);
+                    if room == 0 {
+                        break;
+                    }
+                    let indices = self.pick(id, &availability, fresh_left, room);
                     if indices.is_empty() {
                         break;
                     }
                     for &index in &indices {
                         self.in_flight.entry(index).or_default().push(id);
                     }
+                    self.neighbours[id].asked += indices.len();
                     Job::Fetch {
                         at,
                         link,
                         peer,
                         indices,
+                        received: self.neighbours[id].speed.counter(),
                     }
                 };
                 self.neighbours[id].lanes[lane].busy = true;
@@ -923,6 +1018,13 @@ impl<'a> Coordinator<'a> {
                 }
             }
         }
+    }
+
+    /// The pieces a player needs next (see [`Download::focus_on`]).
+    fn focus_window(&self) -> Option<std::ops::Range<u32>> {
+        let focus = self.controls.focus.load(Ordering::Relaxed);
+        let first = u32::try_from(focus).ok()?;
+        Some(first..first.saturating_add(FOCUS_PIECES))
     }
 
     /// How many live neighbours hold each piece.
@@ -938,38 +1040,63 @@ impl<'a> Coordinator<'a> {
         counts
     }
 
-    /// The next pieces to ask neighbour `id` for: the rarest missing pieces
-    /// it has that nobody is fetching, random among equally rare; or, in the
-    /// endgame (everything missing is being fetched), pieces another
-    /// neighbour is fetching, as a second copy.
-    fn pick(&mut self, id: usize, availability: &[u32], fresh_left: bool) -> Vec<u32> {
-        let depth = self.context.settings.queue_depth;
-        let bitmap = &self.neighbours[id].bitmap;
-        let mut candidates: Vec<(u32, u64, u32)> = if fresh_left {
-            self.have
-                .missing()
-                .filter(|&i| bitmap.has(i) && !self.in_flight.contains_key(&(i as u32)))
-                .map(|i| (availability[i], self.rng.u64(..), i as u32))
-                .collect()
-        } else {
-            self.in_flight
-                .iter()
-                .filter(|(i, askers)| {
-                    !self.have.has(**i as usize)
-                        && bitmap.has(**i as usize)
-                        && askers.len() < ENDGAME_COPIES
+    /// The next pieces (at most `room`) to ask neighbour `id` for:
+    /// 1. the missing pieces of the focus window that it has, in order; one
+    ///    already asked of a much slower neighbour is asked of this one too
+    ///    (stolen), so that playback does not wait on a slow peer;
+    /// 2. then the rarest missing pieces it has that nobody is fetching,
+    ///    random among equally rare; or, in the endgame (everything missing
+    ///    is being fetched), pieces another neighbour is fetching, as a
+    ///    second copy.
+    fn pick(&mut self, id: usize, availability: &[u32], fresh_left: bool, room: usize) -> Vec<u32> {
+        let window = self.focus_window().unwrap_or(0..0);
+        let pieces = self.have.len();
+        let n = &self.neighbours[id];
+        let wanted = |i: usize| i < pieces && !self.have.has(i) && n.bitmap.has(i);
+        // (tier, then order within the tier, then a random tie-break, index)
+        let mut candidates: Vec<(u8, u64, u64, u32)> = Vec::new();
+        for index in window.clone().filter(|&i| wanted(i as usize)) {
+            let take = match self.in_flight.get(&index) {
+                None => true,
+                Some(askers) => {
+                    askers.len() < ENDGAME_COPIES
                         && !askers.contains(&id)
-                })
-                .map(|(&i, _)| (availability[i as usize], self.rng.u64(..), i))
-                .collect()
-        };
-        // Only the first `depth` are wanted: select them, then sort those.
-        if candidates.len() > depth {
-            candidates.select_nth_unstable(depth);
-            candidates.truncate(depth);
+                        && askers
+                            .iter()
+                            .all(|&a| self.neighbours[a].speed.is_much_slower_than(n.speed.rate()))
+                }
+            };
+            if take {
+                candidates.push((0, u64::from(index - window.start), 0, index));
+            }
+        }
+        let outside = |i: u32| !window.contains(&i);
+        if fresh_left {
+            for i in self.have.missing() {
+                let index = i as u32;
+                if n.bitmap.has(i) && !self.in_flight.contains_key(&index) && outside(index) {
+                    candidates.push((1, u64::from(availability[i]), self.rng.u64(..), index));
+                }
+            }
+        } else {
+            for (&index, askers) in &self.in_flight {
+                if outside(index)
+                    && wanted(index as usize)
+                    && askers.len() < ENDGAME_COPIES
+                    && !askers.contains(&id)
+                {
+                    let rarity = u64::from(availability[index as usize]);
+                    candidates.push((1, rarity, self.rng.u64(..), index));
+                }
+            }
+        }
+        // Only the first `room` are wanted: select them, then sort those.
+        if candidates.len() > room {
+            candidates.select_nth_unstable(room);
+            candidates.truncate(room);
         }
         candidates.sort_unstable();
-        candidates.into_iter().map(|(_, _, i)| i).collect()
+        candidates.into_iter().map(|(.., i)| i).collect()
     }
 
     fn handle(&mut self, outcome: Outcome) -> Result<(), String> {
@@ -992,11 +1119,17 @@ impl<'a> Coordinator<'a> {
                 at,
                 asked,
                 pieces,
+                latency,
                 error,
                 disk_error,
             } => {
                 let neighbour = at.neighbour;
-                self.neighbours[neighbour].lanes[at.lane].busy = false;
+                let n = &mut self.neighbours[neighbour];
+                n.lanes[at.lane].busy = false;
+                n.asked = n.asked.saturating_sub(asked.len());
+                if let Some(latency) = latency {
+                    n.speed.answered_after(latency);
+                }
                 let answered: HashSet<u32> = pieces.iter().map(|&(i, _)| i).collect();
                 for (index, result) in pieces {
                     self.settle(neighbour, index, result);
@@ -1029,7 +1162,10 @@ impl<'a> Coordinator<'a> {
                 n.failures = 0;
                 self.have.set(index as usize);
             }
-            PieceResult::Duplicate => {}
+            // Here already: another worker stored it, and its own report
+            // (at the end of its batch) may be still to come. Counted as
+            // here now, or the endgame would ask for it again and again.
+            PieceResult::Duplicate => self.have.set(index as usize),
             PieceResult::Missing => {
                 n.refused.insert(index);
                 n.bitmap.clear(index as usize);
@@ -1118,12 +1254,19 @@ impl<'a> Coordinator<'a> {
     fn publish(&self) {
         let mut status = self.status.lock();
         status.pieces_done = self.have.count();
+        status.have.clone_from(&self.have);
+        status.in_flight = self.in_flight.keys().copied().collect();
+        let live = self.neighbours.iter().filter(|n| n.dropped.is_none());
+        status.rate = live.filter_map(|n| n.speed.rate()).reduce(|a, b| a + b);
         status.sources = self
             .neighbours
             .iter()
             .map(|n| SourceStatus {
                 peer: n.peer,
                 pieces: n.received,
+                bytes: n.speed.bytes(),
+                rate: n.speed.rate(),
+                latency: n.speed.latency(),
                 dropped: n.dropped.clone(),
             })
             .collect();
@@ -1174,7 +1317,8 @@ impl Worker {
                     link,
                     peer,
                     indices,
-                } => self.fetch(at, &link, peer, indices, &mut buf),
+                    received,
+                } => self.fetch(at, &link, peer, indices, &received, &mut buf),
                 Job::Bitmap { at, link, peer } => {
                     let mut guard = link.link.lock();
                     let pieces = self.shared.manifest.piece_count();
@@ -1198,10 +1342,12 @@ impl Worker {
         link: &LinkSlot,
         peer: PeerId,
         indices: Vec<u32>,
+        received: &AtomicU64,
         buf: &mut Vec<u8>,
     ) -> Outcome {
         let mut pieces = Vec::with_capacity(indices.len());
         let mut disk_error = None;
+        let mut latency = None;
         let mut guard = link.link.lock();
         let key = self.shared.key;
         let manifest = &self.shared.manifest;
@@ -1217,10 +1363,13 @@ impl Worker {
                 key,
                 indices: indices.clone(),
             })?;
+            let asked_at = Instant::now();
             for &index in &indices {
                 let len = manifest.piece_len(index as usize).unwrap_or(0);
                 let answer = l.read_piece(key, index, len, buf)?;
+                latency.get_or_insert_with(|| asked_at.elapsed());
                 if answer == PieceAnswer::Received {
+                    received.fetch_add(u64::from(len), Ordering::Relaxed);
                     // Paid after the fact: the wait holds back the next
                     // read, and the sender with it.
                     self.limit.take(u64::from(len));
@@ -1254,6 +1403,7 @@ impl Worker {
             at,
             asked: indices,
             pieces,
+            latency,
             error,
             disk_error,
         }

@@ -6,7 +6,8 @@
 //! - [`miniserver`]: answers other peers (`BITF`, `MANF`, `REQF`, `LSTF`);
 //! - [`link`]: this peer's side of a connection to another mini-server;
 //! - [`tracker_client`]: the session with the tracker;
-//! - [`share`]: media kind and the manifest cache;
+//! - [`share`]: the manifest cache;
+//! - [`media`]: a file's media kind and MIME type; client profiles;
 //! - [`fsutil`]: portable names, no-replace renames, atomic writes;
 //! - [`download`]: one download (coordinator and worker pool);
 //! - [`discovery`]: peer look-ups for downloads, done off their threads;
@@ -14,14 +15,17 @@
 //! - [`usermap`]: the `<user> - <ip:port>` file of the course;
 //! - [`ratelimit`]: the upload and download limits;
 //! - [`shell`]: the interactive shell of the course's commands;
+//! - [`gui`]: the web page (files, downloads, player) and its JSON API;
 //! - [`Peer`]: ties them together; `bin/peer.rs` and the shell drive it.
 
 pub mod discovery;
 pub mod download;
 pub mod error;
 pub mod fsutil;
+pub mod gui;
 pub mod library;
 pub mod link;
+pub mod media;
 pub mod miniserver;
 pub mod ratelimit;
 pub mod resume;
@@ -226,7 +230,7 @@ impl Peer {
             .cache
             .manifest(&path, piece_size, progress)
             .map_err(|e| PeerError::file(&path, e))?;
-        let kind = share::detect_kind(&path);
+        let kind = media::detect(&path).kind;
         let file = Arc::new(
             SharedFile::complete(name, kind, manifest, &path)
                 .map_err(|e| PeerError::file(&path, e))?,
@@ -372,7 +376,7 @@ impl Peer {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         self.start_download(DownloadPlan {
             key: share.key,
-            kind: share::kind_from_extension(save_to),
+            kind: media::from_name(save_to).kind,
             name,
             dir,
             only_from: Some(peer),

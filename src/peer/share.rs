@@ -1,68 +1,19 @@
-//! Preparing a file for sharing: its media kind, and its manifest, hashed
+//! Preparing a file for sharing: its manifest, hashed
 //! once and remembered in a small cache (serde + bincode, in the peer's
 //! state directory) keyed by path, size and modification time, so an
 //! unchanged file is not hashed again.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use log::{debug, warn};
 use parking_lot::Mutex;
 
 use crate::pieces::Manifest;
-use crate::protocol::MediaKind;
 
 use super::fsutil::{modified_ns, write_atomically};
-
-/// The kind of a file, from its first bytes where they say, else from its
-/// extension.
-pub fn detect_kind(path: &Path) -> MediaKind {
-    let mut head = [0u8; 12];
-    let read = File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    kind_from_magic(&head[..read]).unwrap_or_else(|| kind_from_extension(path))
-}
-
-/// The kind told by a file's first bytes, when they are a known signature.
-pub fn kind_from_magic(head: &[u8]) -> Option<MediaKind> {
-    let starts = |magic: &[u8]| head.starts_with(magic);
-    if starts(b"ID3") || starts(b"fLaC") || starts(b"OggS") || head.starts_with(&[0xff, 0xfb]) {
-        Some(MediaKind::Audio)
-    } else if starts(b"RIFF") && head.len() >= 12 {
-        match &head[8..12] {
-            b"WAVE" => Some(MediaKind::Audio),
-            b"AVI " => Some(MediaKind::Video),
-            _ => None,
-        }
-    } else if starts(&[0x1a, 0x45, 0xdf, 0xa3]) {
-        Some(MediaKind::Video) // Matroska / WebM
-    } else if head.len() >= 12 && &head[4..8] == b"ftyp" {
-        // ISO media: the brand tells audio-only files apart.
-        match &head[8..12] {
-            b"M4A " | b"M4B " => Some(MediaKind::Audio),
-            _ => Some(MediaKind::Video),
-        }
-    } else {
-        None
-    }
-}
-
-/// The kind told by a file's extension.
-pub fn kind_from_extension(path: &Path) -> MediaKind {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "mp3" | "flac" | "ogg" | "oga" | "opus" | "wav" | "m4a" | "aac" => MediaKind::Audio,
-        "mp4" | "m4v" | "mkv" | "webm" | "avi" | "mov" => MediaKind::Video,
-        _ => MediaKind::Other,
-    }
-}
 
 /// Most pieces a shared file is cut into, so that its BufferMap fits one
 /// line of the default size (8192 bytes hold about 32,400 pieces in hex).
@@ -179,38 +130,6 @@ impl ManifestCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_by_magic_then_extension() {
-        assert_eq!(kind_from_magic(b"ID3\x04rest"), Some(MediaKind::Audio));
-        assert_eq!(
-            kind_from_magic(b"RIFF\0\0\0\0WAVEfmt"),
-            Some(MediaKind::Audio)
-        );
-        assert_eq!(
-            kind_from_magic(b"RIFF\0\0\0\0AVI LIST"),
-            Some(MediaKind::Video)
-        );
-        assert_eq!(
-            kind_from_magic(b"\0\0\0\x20ftypisom"),
-            Some(MediaKind::Video)
-        );
-        assert_eq!(
-            kind_from_magic(b"\0\0\0\x20ftypM4A "),
-            Some(MediaKind::Audio)
-        );
-        assert_eq!(kind_from_magic(b"\x1a\x45\xdf\xa3"), Some(MediaKind::Video));
-        assert_eq!(kind_from_magic(b"hello"), None);
-        assert_eq!(
-            kind_from_extension(Path::new("a/Song.MP3")),
-            MediaKind::Audio
-        );
-        assert_eq!(
-            kind_from_extension(Path::new("clip.webm")),
-            MediaKind::Video
-        );
-        assert_eq!(kind_from_extension(Path::new("notes")), MediaKind::Other);
-    }
 
     #[test]
     fn big_files_get_bigger_pieces() {

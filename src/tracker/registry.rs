@@ -331,9 +331,8 @@ impl Registry {
         entries
     }
 
-    /// `REQF`: the holders of a file, best first: seeders, then those with
-    /// the most pieces, then by peer id. The asking session is left out, and
-    /// at most `limit` are listed.
+    /// `REQF`: the holders of a file, best first (see [`HolderRank`]). The
+    /// asking session is left out, and at most `limit` are listed.
     pub fn holders(
         &self,
         key: FileKey,
@@ -344,32 +343,56 @@ impl Registry {
             .files
             .get(&key)
             .ok_or(RegistryError::UnknownFile(key))?;
-        let mut entries: Vec<PeerEntry> = record
+        let asker_ip = self.sessions.get(&asker).map(|s| s.peer.ip());
+        let mut ranked: Vec<(HolderRank, PeerEntry)> = record
             .holders
             .iter()
             .filter(|(id, _)| **id != asker)
             .filter_map(|(id, holding)| {
                 let session = self.sessions.get(id)?;
-                Some(PeerEntry {
+                let role = if record.is_complete(holding) {
+                    Role::Seeder
+                } else {
+                    Role::Leecher
+                };
+                let rank = HolderRank {
+                    role,
+                    pieces: std::cmp::Reverse(holding.pieces),
+                    distance: asker_ip.map_or(Distance::Elsewhere, |ip| {
+                        Distance::between(ip, session.peer.ip())
+                    }),
+                    serving: self.swarms_served(*id, session),
+                    peer: session.peer,
+                };
+                let entry = PeerEntry {
                     peer: session.peer,
                     user: session.user.clone(),
-                    role: if record.is_complete(holding) {
-                        Role::Seeder
-                    } else {
-                        Role::Leecher
-                    },
+                    role,
                     pieces: holding.pieces,
-                })
+                };
+                Some((rank, entry))
             })
             .collect();
-        entries.sort_by(|a, b| {
-            a.role
-                .cmp(&b.role)
-                .then(b.pieces.cmp(&a.pieces))
-                .then(a.peer.cmp(&b.peer))
-        });
-        entries.truncate(limit);
-        Ok(entries)
+        ranked.sort_by(|a, b| a.0.cmp(&b.0));
+        ranked.truncate(limit);
+        Ok(ranked.into_iter().map(|(_, entry)| entry).collect())
+    }
+
+    /// How many files `session` holds that others are downloading: each is
+    /// a swarm it is probably uploading to. The tracker does not see the
+    /// transfers themselves; this is its best guess of a peer's load.
+    fn swarms_served(&self, id: SessionId, session: &Session) -> usize {
+        session
+            .files
+            .iter()
+            .filter_map(|key| self.files.get(key))
+            .filter(|record| {
+                record
+                    .holders
+                    .iter()
+                    .any(|(other, holding)| *other != id && !record.is_complete(holding))
+            })
+            .count()
     }
 
     /// `USRS`: the named users and their peer ids, by name.
@@ -458,6 +481,45 @@ impl FileRecord {
     /// True when `holding` has every piece of this file.
     fn is_complete(&self, holding: &Holding) -> bool {
         holding.pieces == self.meta.piece_count()
+    }
+}
+
+/// How good a holder is for one asker, best first when sorted: complete
+/// copies first, then the most pieces, then the nearest (same host, then
+/// same subnet), then the least busy, then by address (so that the order
+/// is stable).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct HolderRank {
+    role: Role,
+    pieces: std::cmp::Reverse<u64>,
+    distance: Distance,
+    serving: usize,
+    peer: PeerId,
+}
+
+/// How far a holder is from the asker, by IP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Distance {
+    /// The same IP address: the same machine.
+    SameHost,
+    /// The same IPv4 /24 or IPv6 /64 network: probably the same LAN.
+    SameSubnet,
+    Elsewhere,
+}
+
+impl Distance {
+    pub fn between(a: std::net::IpAddr, b: std::net::IpAddr) -> Distance {
+        use std::net::IpAddr;
+        match (a, b) {
+            _ if a == b => Distance::SameHost,
+            (IpAddr::V4(a), IpAddr::V4(b)) if a.octets()[..3] == b.octets()[..3] => {
+                Distance::SameSubnet
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) if a.segments()[..4] == b.segments()[..4] => {
+                Distance::SameSubnet
+            }
+            _ => Distance::Elsewhere,
+        }
     }
 }
 
@@ -610,6 +672,45 @@ mod tests {
         assert_eq!(registry.search(&criteria(""), NO_LIMIT)[0].seeders, 2);
         // Only offers (ADDF) are listed as shares, with their paths.
         assert_eq!(registry.shares(&criteria(""), NO_LIMIT).len(), 1);
+    }
+
+    #[test]
+    fn holders_are_ranked_complete_then_pieces_then_nearest_then_least_busy() {
+        let mut registry = Registry::new(NO_LIMIT);
+        let at = |ip: [u8; 4], port| PeerId::from((ip, port));
+        let asker = 1;
+        registry
+            .open(asker, at([192, 168, 1, 10], 7000), None)
+            .unwrap();
+        // Four seeders: far away, far away but busy, same subnet, same host.
+        let far = at([10, 0, 0, 1], 7000);
+        let far_busy = at([10, 0, 0, 2], 7000);
+        let subnet = at([192, 168, 1, 20], 7000);
+        let host = at([192, 168, 1, 10], 7001);
+        for (id, peer) in [(2, far_busy), (3, far), (4, subnet), (5, host)] {
+            registry.open(id, peer, None).unwrap();
+        }
+        let song = offer(1, "song.mp3", 40_000); // 3 pieces
+        for id in 2..=5 {
+            registry.offer(id, &song).unwrap();
+        }
+        // The busy one also seeds a file someone (session 6) is fetching.
+        let film = offer(2, "film.mp3", 40_000);
+        registry.offer(2, &film).unwrap();
+        registry.open(6, at([10, 0, 0, 9], 7000), None).unwrap();
+        assert_eq!(registry.report(6, film.key, &bits("80")), Ok(1));
+        // A leecher on the same host ranks after every complete copy.
+        registry.open(7, at([192, 168, 1, 10], 7002), None).unwrap();
+        assert_eq!(registry.report(7, song.key, &bits("c0")), Ok(2));
+
+        let order: Vec<PeerId> = registry
+            .holders(song.key, asker, 50)
+            .unwrap()
+            .iter()
+            .map(|e| e.peer)
+            .collect();
+        let leecher = at([192, 168, 1, 10], 7002);
+        assert_eq!(order, vec![host, subnet, far, far_busy, leecher]);
     }
 
     #[test]

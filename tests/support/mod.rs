@@ -784,3 +784,35 @@ pub fn plant_partial(
     peer.library().insert(Arc::new(shared));
     part
 }
+
+// ---------------------------------------------------------------------------
+// Odds and ends for tests that start other programs.
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0,
+/// then released), for programs that must be told their port.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else
+/// `<repo>/target`. For files a test leaves for people to look at.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => repo_root().join(dir), // (an absolute `dir` stays as is)
+        None => repo_root().join("target"),
+    }
+}
+
+impl PeerProcess {
+    /// A line containing `wanted`, printed already (even before
+    /// `listening on`, which [`PeerProcess::start`] skips to) or to come:
+    /// for start-up lines whose order is not fixed.
+    pub fn printed(&mut self, wanted: &str) -> String {
+        self.remaining_lines();
+        match self.seen.iter().find(|line| line.contains(wanted)) {
+            Some(line) => line.clone(),
+            None => self.expect(wanted),
+        }
+    }
+}

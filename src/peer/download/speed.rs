@@ -1,0 +1,170 @@
+//! How fast a neighbour gives pieces: a running estimate of its throughput
+//! and of its latency (request to first answer), so a download sends more
+//! requests to faster peers and takes stuck pieces away from slow ones.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Weight of the newest latency sample in its running average.
+const NEW_SAMPLE_WEIGHT: f64 = 0.5;
+/// Time constant of the throughput average: a sample counts less the
+/// shorter the time it covers, so that the estimate follows a peer that
+/// slows down within a few seconds, whatever the sampling rhythm, and one
+/// piece arriving just before or after a sample does not swing it.
+const RATE_MEMORY_SECS: f64 = 2.0;
+/// Seconds of a neighbour's throughput the requests sent to it may cover.
+/// A peer giving 200 KB/s gets a couple of pieces at a time; one giving
+/// 100 MB/s gets every request slot there is.
+const REQUEST_HORIZON_SECS: f64 = 2.0;
+
+/// The throughput and latency of one neighbour, as one download sees them.
+#[derive(Debug, Clone)]
+pub struct Speed {
+    /// Bytes received from it (verified pieces and duplicates alike: all
+    /// of them crossed the network), counted by the workers as each piece
+    /// arrives.
+    bytes: Arc<AtomicU64>,
+    /// `bytes` when the throughput was last sampled, and when.
+    sampled: (u64, Instant),
+    /// Bytes per second (`None` until the first sample).
+    rate: Option<f64>,
+    /// Time from a request to its first answer.
+    latency: Option<Duration>,
+}
+
+impl Default for Speed {
+    fn default() -> Speed {
+        Speed {
+            bytes: Arc::new(AtomicU64::new(0)),
+            sampled: (0, Instant::now()),
+            rate: None,
+            latency: None,
+        }
+    }
+}
+
+impl Speed {
+    /// The counter a worker adds each piece's bytes to.
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.bytes)
+    }
+
+    /// Takes a latency sample.
+    pub fn answered_after(&mut self, latency: Duration) {
+        self.latency = Some(match self.latency {
+            None => latency,
+            Some(old) => old.mul_f64(1.0 - NEW_SAMPLE_WEIGHT) + latency.mul_f64(NEW_SAMPLE_WEIGHT),
+        });
+    }
+
+    /// Takes a throughput sample: the bytes since the last one, over the
+    /// time since (a few times a second).
+    pub fn sample(&mut self, now: Instant) {
+        let (bytes_then, then) = self.sampled;
+        let secs = now.duration_since(then).as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        let bytes = self.bytes();
+        if self.rate.is_none() && bytes == bytes_then {
+            // Nothing has come yet: the first sample will cover the time
+            // from the start to the first bytes, however long it is.
+            return;
+        }
+        let newest = bytes.saturating_sub(bytes_then) as f64 / secs;
+        let weight = 1.0 - (-secs / RATE_MEMORY_SECS).exp();
+        self.rate = Some(match self.rate {
+            None => newest,
+            Some(old) => old * (1.0 - weight) + newest * weight,
+        });
+        self.sampled = (bytes, now);
+    }
+
+    /// Bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes per second, once measured.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    /// Time to the first answer, once measured.
+    pub fn latency(&self) -> Option<Duration> {
+        self.latency
+    }
+
+    /// Forgets the throughput (a neighbour dropped and tried again starts
+    /// afresh).
+    pub fn reset_rate(&mut self) {
+        self.rate = None;
+        self.sampled = (self.bytes(), Instant::now());
+    }
+
+    /// How many pieces of `piece_len` bytes may be asked of this neighbour
+    /// at once, at most `most`: what it gives in [`REQUEST_HORIZON_SECS`]
+    /// (at least one); `first` (one batch) until it is measured, so that a
+    /// slow peer is not handed many pieces before anyone knows it is slow.
+    pub fn allowance(&self, piece_len: u32, first: usize, most: usize) -> usize {
+        match self.rate {
+            None => first.min(most),
+            Some(rate) => {
+                let pieces = (rate * REQUEST_HORIZON_SECS / f64::from(piece_len.max(1))).ceil();
+                (pieces as usize).clamp(1, most.max(1))
+            }
+        }
+    }
+
+    /// Whether this neighbour is clearly slower than one giving `rate`
+    /// (less than half as fast): a piece stuck on it may be asked of the
+    /// faster one too.
+    pub fn is_much_slower_than(&self, rate: Option<f64>) -> bool {
+        match (self.rate, rate) {
+            (Some(mine), Some(theirs)) => mine * 2.0 < theirs,
+            // Nothing measured here yet while the other gives: not known to
+            // be slower.
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_peer_gets_few_requests_and_a_fast_one_many() {
+        let start = Instant::now();
+        let mut slow = Speed::default();
+        let mut fast = Speed::default();
+        // Unmeasured: one batch.
+        assert_eq!(slow.allowance(256 * 1024, 4, 16), 4);
+        slow.sampled = (0, start);
+        fast.sampled = (0, start);
+        slow.counter().fetch_add(200_000, Ordering::Relaxed);
+        fast.counter().fetch_add(50_000_000, Ordering::Relaxed);
+        let later = start + Duration::from_secs(1);
+        slow.sample(later);
+        fast.sample(later);
+        assert_eq!(slow.rate(), Some(200_000.0));
+        assert_eq!(slow.allowance(256 * 1024, 4, 16), 2);
+        assert_eq!(fast.allowance(256 * 1024, 4, 16), 16);
+        assert!(slow.is_much_slower_than(fast.rate()));
+        assert!(!fast.is_much_slower_than(slow.rate()));
+        // The estimate follows a peer that stops giving: after a second of
+        // nothing it has lost 1 - e^(-1/2) of its value.
+        slow.sample(later + Duration::from_secs(1));
+        let rate = slow.rate().unwrap();
+        assert!((rate - 200_000.0 * (-0.5f64).exp()).abs() < 1.0, "{rate}");
+    }
+
+    #[test]
+    fn latency_is_a_running_average() {
+        let mut speed = Speed::default();
+        speed.answered_after(Duration::from_millis(100));
+        speed.answered_after(Duration::from_millis(300));
+        assert_eq!(speed.latency(), Some(Duration::from_millis(200)));
+    }
+}

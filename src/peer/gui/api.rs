@@ -1,0 +1,259 @@
+//! The JSON API behind the page, usable with `curl` (README, section API).
+//! Each handler takes the running [`Peer`] and returns a status code and a
+//! JSON body, or an [`ApiError`] whose message is meant for a person.
+
+use serde_json::{json, Value};
+
+use crate::peer::download::{Download, DownloadState, DownloadStatus};
+use crate::peer::media::Profile;
+use crate::peer::{Peer, PeerError};
+use crate::protocol::{Criterion, FileEntry, FileKey, SearchCriteria};
+
+/// A failed API call: an HTTP status and a sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The body sent for it: `{"error": "..."}`.
+    pub fn body(&self) -> Value {
+        json!({ "error": self.message })
+    }
+}
+
+pub type ApiResult = Result<(u16, Value), ApiError>;
+
+/// Longest request body read (a download request is under 100 bytes).
+pub const MAX_BODY: u64 = 4096;
+
+/// A peer error as the page shows it: the tracker out of reach is a bad
+/// gateway; anything else the peer refused is the request's fault.
+fn peer_error(e: PeerError) -> ApiError {
+    match e {
+        PeerError::TrackerUnreachable { .. } | PeerError::TrackerProtocol(_) => {
+            ApiError::new(502, e.to_string())
+        }
+        PeerError::NotFound(_) => ApiError::new(404, e.to_string()),
+        PeerError::TrackerRefused { .. } => ApiError::new(400, e.to_string()),
+        PeerError::File { .. } | PeerError::Failed(_) => ApiError::new(500, e.to_string()),
+    }
+}
+
+/// `GET /api/info`
+pub fn info(peer: &Peer) -> ApiResult {
+    let config = peer.config();
+    Ok((
+        200,
+        json!({
+            "profile": config.profile.as_str(),
+            "peer": peer.listen_addr().to_string(),
+            "tracker": config.tracker.to_string(),
+            "user": config.user.as_ref().map(|u| u.as_str()),
+        }),
+    ))
+}
+
+/// `GET /api/files?q=words`: the swarm's files of this peer's kind.
+pub fn files(peer: &Peer, words: &str) -> ApiResult {
+    let mut criteria: Vec<Criterion> = words
+        .split_whitespace()
+        .map(|w| Criterion::Word(w.to_string()))
+        .collect();
+    if let Some(kind) = peer.config().profile.kind() {
+        criteria.push(Criterion::Kind(kind));
+    }
+    let found = peer
+        .tracker()
+        .search(SearchCriteria(criteria))
+        .map_err(peer_error)?;
+    let files: Vec<Value> = found
+        .iter()
+        .map(|f| {
+            let here = peer.library().get(&f.key).map(|file| {
+                if file.is_complete() {
+                    "complete"
+                } else {
+                    "partial"
+                }
+            });
+            json!({
+                "key": f.key.to_string(), "name": f.name.as_str(), "size": f.size,
+                "kind": f.kind.as_str(), "seeders": f.seeders, "leechers": f.leechers,
+                "here": here,
+            })
+        })
+        .collect();
+    Ok((200, json!({ "files": files })))
+}
+
+/// `POST /api/downloads` with `{"key": "<64 hex digits>"}`.
+pub fn start_download(peer: &Peer, body: &[u8]) -> ApiResult {
+    let asked: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            400,
+            format!("the body must be JSON like {{\"key\": \"...\"}}: {e}"),
+        )
+    })?;
+    let text = asked
+        .get("key")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::new(400, "the body must have a \"key\" (64 hex digits)"))?;
+    let key = FileKey::parse(text).map_err(|e| ApiError::new(400, e.to_string()))?;
+    let entry = find(peer, key)?;
+    let profile = peer.config().profile;
+    if !profile.shows(entry.kind) {
+        return Err(ApiError::new(
+            403,
+            format!(
+                "{} is a {} file, and this is {} client",
+                entry.name.as_str(),
+                entry.kind,
+                profile_article(profile)
+            ),
+        ));
+    }
+    if running(peer, key).is_some() {
+        return Err(ApiError::new(
+            409,
+            format!("{} is already downloading", entry.name.as_str()),
+        ));
+    }
+    if peer.library().get(&key).is_some_and(|f| f.is_complete()) {
+        return Err(ApiError::new(
+            409,
+            format!("{} is already here", entry.name.as_str()),
+        ));
+    }
+    peer.download(&key.to_string(), None).map_err(peer_error)?;
+    Ok((202, json!({ "key": key.to_string() })))
+}
+
+fn profile_article(profile: Profile) -> &'static str {
+    match profile {
+        Profile::Audio => "an audio",
+        Profile::Video => "a video",
+        Profile::All => "an all-files",
+    }
+}
+
+/// The tracker's entry for `key`, or 404.
+fn find(peer: &Peer, key: FileKey) -> Result<FileEntry, ApiError> {
+    let found = peer
+        .tracker()
+        .search(SearchCriteria(vec![Criterion::Key(key)]))
+        .map_err(peer_error)?;
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::new(404, format!("no file with key {key} in the swarm")))
+}
+
+/// The download of `key` under way, if any.
+pub fn running(peer: &Peer, key: FileKey) -> Option<std::sync::Arc<Download>> {
+    peer.downloads()
+        .into_iter()
+        .rev()
+        .find(|d| !d.is_finished() && d.status().key == key)
+}
+
+/// `GET /api/downloads`: every download of this peer's kind, newest last.
+pub fn downloads(peer: &Peer) -> ApiResult {
+    let profile = peer.config().profile;
+    let list: Vec<Value> = peer
+        .downloads()
+        .iter()
+        .map(|d| d.status())
+        .filter(|s| profile.shows(s.kind))
+        .map(|s| download_json(&s))
+        .collect();
+    Ok((200, json!({ "downloads": list })))
+}
+
+fn download_json(s: &DownloadStatus) -> Value {
+    let (state, error) = match &s.state {
+        DownloadState::Starting => ("starting", None),
+        DownloadState::Fetching => ("downloading", None),
+        DownloadState::Finishing => ("finishing", None),
+        DownloadState::Done(_) => ("done", None),
+        DownloadState::Failed(reason) if reason == "cancelled" => ("cancelled", None),
+        DownloadState::Failed(reason) => ("failed", Some(reason.as_str())),
+    };
+    let done = s.bytes_done();
+    let progress = match s.state {
+        DownloadState::Done(_) => 1.0,
+        _ if s.pieces_total == 0 => 0.0,
+        _ => s.pieces_done as f64 / s.pieces_total as f64,
+    };
+    let eta = s
+        .rate
+        .filter(|&r| r > 0.0 && !s.state.is_over())
+        .map(|r| s.size.saturating_sub(done) as f64 / r);
+    let peers: Vec<Value> = s
+        .sources
+        .iter()
+        .map(|p| {
+            json!({
+                "addr": p.peer.to_string(), "pieces": p.pieces, "bytes": p.bytes,
+                "rate": if s.state.is_over() { 0.0 } else { p.rate.unwrap_or(0.0) },
+                "latency_ms": p.latency.map(|l| l.as_secs_f64() * 1000.0),
+                "state": p.dropped.as_deref().unwrap_or("ok"),
+            })
+        })
+        .collect();
+    json!({
+        "key": s.key.to_string(), "name": s.name, "kind": s.kind.as_str(), "size": s.size,
+        "state": state, "error": error, "bytes_done": done,
+        "pieces": s.pieces_total, "have": s.pieces_done, "progress": progress,
+        "speed": if s.state.is_over() { 0.0 } else { s.rate.unwrap_or(0.0) },
+        "eta_secs": eta, "chunks": chunk_map(s), "peers": peers,
+    })
+}
+
+/// One character per piece: `#` here, `>` asked for, `.` missing.
+fn chunk_map(s: &DownloadStatus) -> String {
+    if matches!(s.state, DownloadState::Done(_)) {
+        return "#".repeat(s.pieces_total);
+    }
+    let mut map: Vec<u8> = (0..s.pieces_total)
+        .map(|i| {
+            if s.have.len() > i && s.have.has(i) {
+                b'#'
+            } else {
+                b'.'
+            }
+        })
+        .collect();
+    for &i in &s.in_flight {
+        if let Some(c @ b'.') = map.get_mut(i as usize) {
+            *c = b'>';
+        }
+    }
+    String::from_utf8(map).unwrap_or_default()
+}
+
+/// `GET /api/shares`: the files this peer serves, of its kind.
+pub fn shares(peer: &Peer) -> ApiResult {
+    let profile = peer.config().profile;
+    let list: Vec<Value> = peer
+        .files()
+        .iter()
+        .filter(|f| profile.shows(f.kind))
+        .map(|f| {
+            json!({
+                "key": f.key.to_string(), "name": f.name.as_str(), "kind": f.kind.as_str(),
+                "size": f.manifest.size(), "complete": f.is_complete(),
+                "uploaded": f.uploaded().1, "path": f.path().display().to_string(),
+            })
+        })
+        .collect();
+    Ok((200, json!({ "shares": list })))
+}

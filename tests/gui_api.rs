@@ -1,0 +1,347 @@
+//! The peer's web API against live peers (the real binaries on 127.0.0.1):
+//! listing by profile, starting a download and following it to 100%, a
+//! `Range` request on a file still downloading, and the best peers first.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use support::{random_bytes, write_file, PeerProcess, TrackerProcess};
+
+/// The web API of one peer.
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    /// The API of `peer`, from the `gui on http://...` line it printed.
+    fn of(peer: &mut PeerProcess) -> Api {
+        let line = peer.expect("gui on http://");
+        let base = line
+            .trim()
+            .trim_start_matches("gui on ")
+            .trim_end_matches('/')
+            .to_string();
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(90)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Api { base, agent }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_json().unwrap())
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .send_json(body)
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_json().unwrap())
+    }
+
+    /// `GET /media/<key>` with a `Range` header: status, `Content-Range`,
+    /// body.
+    fn range(&self, key: &str, range: &str) -> (u16, String, Vec<u8>) {
+        let mut response = self
+            .agent
+            .get(format!("{}/media/{key}", self.base))
+            .header("Range", range)
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_range = response
+            .headers()
+            .get("Content-Range")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap();
+        (status, content_range, body)
+    }
+
+    /// The listed file called `name` (its JSON), if any.
+    fn file(&self, name: &str) -> Option<Value> {
+        let (status, body) = self.get("/api/files");
+        assert_eq!(status, 200, "{body}");
+        body["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+    }
+
+    /// The download of `key` (its JSON).
+    fn download(&self, key: &str) -> Value {
+        let (_, body) = self.get("/api/downloads");
+        body["downloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["key"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no download of {key} in {body}"))
+    }
+
+    /// Waits (bounded) for the download of `key` to be done.
+    fn wait_done(&self, key: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let download = self.download(key);
+            if download["state"] == "done" {
+                return download;
+            }
+            assert!(
+                download["state"] != "failed" && Instant::now() < deadline,
+                "the download did not finish: {download}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A WAV header followed by `data` as its samples: a file any player and
+/// any kind detector takes for audio.
+fn wav(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(44 + data.len());
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    for field in [
+        16u32.to_le_bytes(),
+        [1, 0, 1, 0],
+        8000u32.to_le_bytes(),
+        16000u32.to_le_bytes(),
+        [2, 0, 16, 0],
+    ] {
+        out.extend_from_slice(&field);
+    }
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn start_client(home: &Path, tracker: &TrackerProcess, profile: &str) -> (PeerProcess, Api) {
+    let mut peer = PeerProcess::start(home, tracker.addr, &["--profile", profile]);
+    let api = Api::of(&mut peer);
+    (peer, api)
+}
+
+#[test]
+fn each_profile_lists_its_kind_and_a_download_reaches_100_percent() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerProcess::start(&[]);
+    let song = wav(&random_bytes(300_000, 1));
+    let clip = random_bytes(200_000, 2);
+    let originals = dir.path().join("originals");
+    let files = [
+        write_file(&originals, "song.wav", &song),
+        write_file(&originals, "clip.webm", &clip),
+        write_file(&originals, "notes.txt", b"not media"),
+    ];
+    let mut args: Vec<&str> = vec!["share"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let mut seeder = PeerProcess::start(&dir.path().join("seeder"), tracker.addr, &args);
+    for _ in &files {
+        seeder.expect("sharing ");
+    }
+
+    let (_audio_peer, audio) = start_client(&dir.path().join("audio"), &tracker, "audio");
+    let (_video_peer, video) = start_client(&dir.path().join("video"), &tracker, "video");
+    let (_, info) = audio.get("/api/info");
+    assert_eq!(info["profile"], "audio");
+    let names = |api: &Api| -> Vec<String> {
+        let (_, body) = api.get("/api/files");
+        let files = body["files"].as_array().unwrap().clone();
+        files
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&audio), ["song.wav"]);
+    assert_eq!(names(&video), ["clip.webm"]);
+    let (_, found) = audio.get("/api/files?q=SONG");
+    assert_eq!(found["files"].as_array().unwrap().len(), 1, "{found}");
+    let (_, none) = audio.get("/api/files?q=clip");
+    assert_eq!(none["files"], json!([]), "a video file, on an audio client");
+
+    // The audio client refuses the video file, and nonsense.
+    let clip_key = video.file("clip.webm").unwrap()["key"].clone();
+    let (status, refused) = audio.post("/api/downloads", &json!({ "key": clip_key }));
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("video"),
+        "{refused}"
+    );
+    let (status, refused) = audio.post("/api/downloads", &json!({ "key": "abc" }));
+    assert_eq!(status, 400, "{refused}");
+    let (status, _) = audio.post("/api/downloads", &json!({ "key": "00".repeat(32) }));
+    assert_eq!(status, 404);
+
+    let entry = audio.file("song.wav").unwrap();
+    assert_eq!(
+        (entry["kind"].clone(), entry["size"].clone()),
+        (json!("audio"), json!(song.len()))
+    );
+    assert_eq!(entry["seeders"], 1);
+    let key = entry["key"].as_str().unwrap().to_string();
+    let (status, started) = audio.post("/api/downloads", &json!({ "key": key }));
+    assert_eq!(status, 202, "{started}");
+    let done = audio.wait_done(&key, Duration::from_secs(60));
+    assert_eq!(done["progress"], 1.0);
+    assert_eq!(done["bytes_done"], song.len());
+    assert!(
+        done["chunks"].as_str().unwrap().chars().all(|c| c == '#'),
+        "{done}"
+    );
+    let saved = std::fs::read(dir.path().join("audio/downloads/song.wav")).unwrap();
+    assert_eq!(sha256(&saved), sha256(&song));
+    let (status, again) = audio.post("/api/downloads", &json!({ "key": key }));
+    assert_eq!(status, 409, "{again}");
+
+    // Its shares: the song, complete; the video client shares nothing.
+    let (_, shares) = audio.get("/api/shares");
+    assert_eq!(shares["shares"][0]["name"], "song.wav", "{shares}");
+    assert_eq!(shares["shares"][0]["complete"], true);
+    let (_, shares) = video.get("/api/shares");
+    assert_eq!(shares["shares"], json!([]));
+}
+
+#[test]
+fn a_range_of_a_file_still_downloading_is_exact_and_fetched_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerProcess::start(&[]);
+    // 1 MiB at 64 KB/s: about 16 s in all (64 pieces of 16 KiB).
+    let song = wav(&random_bytes((1 << 20) - 44, 3));
+    let original = write_file(&dir.path().join("originals"), "long.wav", &song);
+    let mut seeder = PeerProcess::start(
+        &dir.path().join("seeder"),
+        tracker.addr,
+        &[
+            "--upload-limit",
+            "64KB",
+            "share",
+            original.to_str().unwrap(),
+        ],
+    );
+    seeder.expect("sharing ");
+    let (_client, api) = start_client(&dir.path().join("client"), &tracker, "audio");
+    let key = api.file("long.wav").unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = api.post("/api/downloads", &json!({ "key": key }));
+    assert_eq!(status, 202);
+
+    // Near the end of the file: rarest-first alone would get there late.
+    let (start, end) = (900_000usize, 900_999usize);
+    let (status, content_range, body) = api.range(&key, &format!("bytes={start}-{end}"));
+    let progress = api.download(&key)["progress"].as_f64().unwrap();
+    assert_eq!(status, 206);
+    assert_eq!(content_range, format!("bytes {start}-{end}/{}", song.len()));
+    assert_eq!(body, song[start..=end], "the bytes of the range, exactly");
+    assert!(
+        progress < 0.5,
+        "the range's pieces came first: the download was at {:.0}% when they were served",
+        progress * 100.0
+    );
+
+    // A range past the end, and an open range to the end.
+    let (status, content_range, _) = api.range(&key, &format!("bytes={}-", song.len()));
+    assert_eq!(
+        (status, content_range),
+        (416, format!("bytes */{}", song.len()))
+    );
+    let (status, _, tail) = api.range(&key, "bytes=-100");
+    assert_eq!((status, tail.as_slice()), (206, &song[song.len() - 100..]));
+}
+
+#[test]
+fn most_pieces_come_from_the_fast_peer_and_the_time_stays_close_to_its() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerProcess::start(&[]);
+    // 2 MiB (128 pieces): 2 s from the fast peer alone, 40 s from the slow.
+    let data = random_bytes(2 << 20, 4);
+    let original = write_file(&dir.path().join("originals"), "film.bin", &data);
+    let path = original.to_str().unwrap();
+    let mut fast = PeerProcess::start(
+        &dir.path().join("fast"),
+        tracker.addr,
+        &["--upload-limit", "1MB", "share", path],
+    );
+    fast.expect("sharing ");
+    let timed_download = |name: &str| {
+        let (client, api) = start_client(&dir.path().join(name), &tracker, "all");
+        let key = api.file("film.bin").unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let started = Instant::now();
+        let (status, _) = api.post("/api/downloads", &json!({ "key": key }));
+        assert_eq!(status, 202);
+        let done = api.wait_done(&key, Duration::from_secs(120));
+        let saved = std::fs::read(dir.path().join(name).join("downloads/film.bin")).unwrap();
+        assert_eq!(sha256(&saved), sha256(&data));
+        (client, done, started.elapsed())
+    };
+    // The baseline, in the same run: the fast peer alone.
+    let (alone_client, _, alone) = timed_download("alone");
+    // It would seed too: only the two seeders serve the next download.
+    drop(alone_client);
+    let mut slow = PeerProcess::start(
+        &dir.path().join("slow"),
+        tracker.addr,
+        &["--upload-limit", "50KB", "share", path],
+    );
+    slow.expect("sharing ");
+    let (_client, done, took) = timed_download("client");
+
+    let pieces_from = |peer: &PeerProcess| -> u64 {
+        let sources = done["peers"].as_array().unwrap();
+        let addr = peer.addr.port();
+        sources
+            .iter()
+            .find(|s| s["addr"].as_str().unwrap().ends_with(&format!(":{addr}")))
+            .map_or(0, |s| s["pieces"].as_u64().unwrap())
+    };
+    let (from_fast, from_slow) = (pieces_from(&fast), pieces_from(&slow));
+    println!(
+        "{from_fast} pieces from the fast peer, {from_slow} from the slow one, in {took:?} \
+         (the fast peer alone: {alone:?})"
+    );
+    // (A piece the slow peer gave after the end is not counted.)
+    assert!(from_fast + from_slow <= 128, "{done}");
+    assert!(from_fast >= 110, "most pieces from the fast peer: {done}");
+    // The slow peer's pieces must not hold the download back (an even
+    // split would take over 20 s): pieces stuck on it go to the fast one.
+    let close = alone.mul_f64(1.5) + Duration::from_secs(1);
+    assert!(
+        took <= close,
+        "took {took:?}, the fast peer alone {alone:?}: {done}"
+    );
+}
