@@ -56,7 +56,7 @@ use super::tracker_client::TrackerClient;
 
 mod speed;
 
-use speed::Speed;
+use speed::{Speed, Tally};
 
 /// How many peers may be asked for the same piece in the endgame.
 const ENDGAME_COPIES: usize = 2;
@@ -646,8 +646,8 @@ enum Job {
         link: Arc<LinkSlot>,
         peer: PeerId,
         indices: Vec<u32>,
-        /// The neighbour's byte counter (see [`Speed`]).
-        received: Arc<AtomicU64>,
+        /// The neighbour's counters (see [`Speed`]).
+        tally: Arc<Tally>,
     },
     /// Exchange BufferMaps with this neighbour.
     Bitmap {
@@ -1009,7 +1009,7 @@ impl<'a> Coordinator<'a> {
                         link,
                         peer,
                         indices,
-                        received: self.neighbours[id].speed.counter(),
+                        tally: self.neighbours[id].speed.tally(),
                     }
                 };
                 self.neighbours[id].lanes[lane].busy = true;
@@ -1263,7 +1263,10 @@ impl<'a> Coordinator<'a> {
             .iter()
             .map(|n| SourceStatus {
                 peer: n.peer,
-                pieces: n.received,
+                // Counted by the workers as pieces are stored, so a piece
+                // whose batch had not reported when the download ended
+                // still counts.
+                pieces: n.speed.pieces(),
                 bytes: n.speed.bytes(),
                 rate: n.speed.rate(),
                 latency: n.speed.latency(),
@@ -1317,8 +1320,8 @@ impl Worker {
                     link,
                     peer,
                     indices,
-                    received,
-                } => self.fetch(at, &link, peer, indices, &received, &mut buf),
+                    tally,
+                } => self.fetch(at, &link, peer, indices, &tally, &mut buf),
                 Job::Bitmap { at, link, peer } => {
                     let mut guard = link.link.lock();
                     let pieces = self.shared.manifest.piece_count();
@@ -1342,7 +1345,7 @@ impl Worker {
         link: &LinkSlot,
         peer: PeerId,
         indices: Vec<u32>,
-        received: &AtomicU64,
+        tally: &Tally,
         buf: &mut Vec<u8>,
     ) -> Outcome {
         let mut pieces = Vec::with_capacity(indices.len());
@@ -1369,7 +1372,7 @@ impl Worker {
                 let answer = l.read_piece(key, index, len, buf)?;
                 latency.get_or_insert_with(|| asked_at.elapsed());
                 if answer == PieceAnswer::Received {
-                    received.fetch_add(u64::from(len), Ordering::Relaxed);
+                    tally.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
                     // Paid after the fact: the wait holds back the next
                     // read, and the sender with it.
                     self.limit.take(u64::from(len));
@@ -1383,7 +1386,10 @@ impl Worker {
                         PieceResult::Corrupt
                     }
                     PieceAnswer::Received => match self.shared.store_piece(index as usize, buf) {
-                        Ok(true) => PieceResult::Stored,
+                        Ok(true) => {
+                            tally.pieces.fetch_add(1, Ordering::Relaxed);
+                            PieceResult::Stored
+                        }
                         Ok(false) => PieceResult::Duplicate,
                         Err(e) => {
                             disk_error = Some(e);

@@ -18,13 +18,20 @@ const RATE_MEMORY_SECS: f64 = 2.0;
 /// 100 MB/s gets every request slot there is.
 const REQUEST_HORIZON_SECS: f64 = 2.0;
 
+/// What the workers count for one neighbour as each piece arrives.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Bytes received from it (verified pieces and duplicates alike: all
+    /// of them crossed the network).
+    pub bytes: AtomicU64,
+    /// Pieces it gave that were verified and stored here.
+    pub pieces: AtomicU64,
+}
+
 /// The throughput and latency of one neighbour, as one download sees them.
 #[derive(Debug, Clone)]
 pub struct Speed {
-    /// Bytes received from it (verified pieces and duplicates alike: all
-    /// of them crossed the network), counted by the workers as each piece
-    /// arrives.
-    bytes: Arc<AtomicU64>,
+    tally: Arc<Tally>,
     /// `bytes` when the throughput was last sampled, and when.
     sampled: (u64, Instant),
     /// Bytes per second (`None` until the first sample).
@@ -36,7 +43,7 @@ pub struct Speed {
 impl Default for Speed {
     fn default() -> Speed {
         Speed {
-            bytes: Arc::new(AtomicU64::new(0)),
+            tally: Arc::default(),
             sampled: (0, Instant::now()),
             rate: None,
             latency: None,
@@ -45,9 +52,14 @@ impl Default for Speed {
 }
 
 impl Speed {
-    /// The counter a worker adds each piece's bytes to.
-    pub fn counter(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.bytes)
+    /// The counters a worker adds each piece to.
+    pub fn tally(&self) -> Arc<Tally> {
+        Arc::clone(&self.tally)
+    }
+
+    /// Pieces it gave that were stored here.
+    pub fn pieces(&self) -> u64 {
+        self.tally.pieces.load(Ordering::Relaxed)
     }
 
     /// Takes a latency sample.
@@ -83,7 +95,7 @@ impl Speed {
 
     /// Bytes received so far.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.tally.bytes.load(Ordering::Relaxed)
     }
 
     /// Bytes per second, once measured.
@@ -143,8 +155,8 @@ mod tests {
         assert_eq!(slow.allowance(256 * 1024, 4, 16), 4);
         slow.sampled = (0, start);
         fast.sampled = (0, start);
-        slow.counter().fetch_add(200_000, Ordering::Relaxed);
-        fast.counter().fetch_add(50_000_000, Ordering::Relaxed);
+        slow.tally().bytes.fetch_add(200_000, Ordering::Relaxed);
+        fast.tally().bytes.fetch_add(50_000_000, Ordering::Relaxed);
         let later = start + Duration::from_secs(1);
         slow.sample(later);
         fast.sample(later);

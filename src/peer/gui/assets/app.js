@@ -321,24 +321,24 @@ function drawChunkMap(canvas, chunks) {
   if (canvas.dataset.drawn === chunks && canvas.width === width) return; // nothing changed
   canvas.dataset.drawn = chunks;
 
-  const cells = Math.min(chunks.length, Math.floor(width / 3) * 4); // at most 4 rows of 3 px cells
-  const cellSize = Math.max(3, Math.min(14, Math.floor(width / Math.max(cells, 1))));
-  const columns = Math.max(1, Math.floor(width / cellSize));
-  const rows = Math.max(1, Math.ceil(cells / columns));
+  // One strip across the whole width: a cell per piece, or per group of
+  // pieces when there are more pieces than pixels to show them.
+  const cells = Math.max(1, Math.min(chunks.length, Math.floor(width / 2)));
+  const cellWidth = width / cells;
   canvas.width = width;
-  canvas.height = rows * cellSize;
+  canvas.height = 14;
 
   const context = canvas.getContext("2d");
   context.clearRect(0, 0, canvas.width, canvas.height);
-  for (let cell = 0; cell < cells; cell++) {
+  for (let cell = 0; cell < cells && chunks.length > 0; cell++) {
     const from = Math.floor((cell * chunks.length) / cells);
     const to = Math.max(from + 1, Math.floor(((cell + 1) * chunks.length) / cells));
     const part = chunks.slice(from, to);
     const mark = part.includes(">") ? ">" : /^#+$/.test(part) ? "#" : ".";
     context.fillStyle = CHUNK_COLOURS[mark];
-    const x = (cell % columns) * cellSize;
-    const y = Math.floor(cell / columns) * cellSize;
-    context.fillRect(x, y, cellSize - 1, cellSize - 1); // 1 px gap between cells
+    const x = Math.floor(cell * cellWidth);
+    const gap = cellWidth >= 4 ? 1 : 0; // a gap between cells when they are wide enough
+    context.fillRect(x, 0, Math.max(1, Math.ceil(cellWidth) - gap), canvas.height);
   }
 }
 
