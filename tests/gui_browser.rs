@@ -85,14 +85,7 @@ fn gui_lists_the_profile_files_and_plays_them_while_downloading() {
     for (file, key, other) in [(&audio, &audio_key, &video), (&video, &video_key, &audio)] {
         let home = dir.path().join(format!("{}-client", file.kind));
         let mut peer = PeerProcess::start(&home, tracker.addr, &["--profile", file.kind]);
-        let line = peer.printed("gui on ");
-        let gui = line[line
-            .find("http://")
-            .unwrap_or_else(|| panic!("no address in {line:?}"))..]
-            .trim()
-            .trim_end_matches('/')
-            .to_string()
-            + "/";
+        let gui = peer.gui_url() + "/";
         let client = GuiClient {
             browser: &browser,
             gui,
@@ -499,27 +492,14 @@ fn tools_installed(programs: &[&str]) -> bool {
 
 /// Writes `seconds` of a 440 Hz tone as 16-bit mono PCM WAV.
 fn write_wav(path: &Path, seconds: u32, rate: u32) {
-    let samples = seconds * rate;
-    let data_len = samples * 2;
-    let mut wav = Vec::with_capacity(44 + data_len as usize);
-    wav.extend(b"RIFF");
-    wav.extend((36 + data_len).to_le_bytes());
-    wav.extend(b"WAVEfmt ");
-    wav.extend(16u32.to_le_bytes()); // the fmt chunk's size
-    wav.extend(1u16.to_le_bytes()); // PCM
-    wav.extend(1u16.to_le_bytes()); // mono
-    wav.extend(rate.to_le_bytes());
-    wav.extend((rate * 2).to_le_bytes()); // bytes per second
-    wav.extend(2u16.to_le_bytes()); // bytes per frame
-    wav.extend(16u16.to_le_bytes()); // bits per sample
-    wav.extend(b"data");
-    wav.extend(data_len.to_le_bytes());
-    for i in 0..samples {
-        let t = f64::from(i) / f64::from(rate);
-        let sample = (t * 440.0 * std::f64::consts::TAU).sin() * 8000.0;
-        wav.extend((sample as i16).to_le_bytes());
-    }
-    std::fs::write(path, wav).unwrap();
+    let pcm: Vec<u8> = (0..seconds * rate)
+        .flat_map(|i| {
+            let t = f64::from(i) / f64::from(rate);
+            let sample = (t * 440.0 * std::f64::consts::TAU).sin() * 8000.0;
+            (sample as i16).to_le_bytes()
+        })
+        .collect();
+    std::fs::write(path, support::wav_bytes(&pcm, rate)).unwrap();
 }
 
 /// Makes a `seconds` long WebM (VP8 test card with noise, so it does not

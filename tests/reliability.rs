@@ -93,7 +93,7 @@ fn downloads_go_on_while_the_tracker_restarts_and_peers_come_back_to_it() {
     let key = seeder.share(&original, |_| {}).unwrap().key;
     let leecher = start_peer(dir.path(), "leecher", addr, &[("user", "leech")]);
     let download = leecher.download(&key.to_string(), None).unwrap();
-    assert!(eventually(WAIT, || download.status().pieces_done > 10));
+    assert!(eventually(WAIT, || download.status().pieces_done() > 10));
 
     // The tracker goes away in the middle of the download...
     tracker.shutdown();

@@ -143,12 +143,11 @@ pub struct DownloadStatus {
     pub name: String,
     pub kind: MediaKind,
     pub size: u64,
-    pub pieces_total: usize,
-    pub pieces_done: usize,
     pub state: DownloadState,
     pub elapsed: Duration,
     pub sources: Vec<SourceStatus>,
-    /// The pieces verified here (empty until the manifest is known).
+    /// The pieces verified here (empty until the manifest is known, then
+    /// one bit per piece of the file).
     pub have: Bitmap,
     /// The pieces asked for and not in yet.
     pub in_flight: Vec<u32>,
@@ -157,16 +156,23 @@ pub struct DownloadStatus {
 }
 
 impl DownloadStatus {
+    /// The file's pieces (0 until the manifest is known).
+    pub fn pieces_total(&self) -> usize {
+        self.have.len()
+    }
+
+    /// The pieces verified here.
+    pub fn pieces_done(&self) -> usize {
+        self.have.count()
+    }
+
     /// Bytes received so far (pieces are whole, the last may be short).
     pub fn bytes_done(&self) -> u64 {
-        if self.pieces_total == 0 || self.pieces_done == self.pieces_total {
-            return if self.pieces_done == self.pieces_total {
-                self.size
-            } else {
-                0
-            };
+        let (done, total) = (self.pieces_done(), self.pieces_total());
+        if total == 0 || done == total {
+            return if done == total { self.size } else { 0 };
         }
-        self.size / self.pieces_total as u64 * self.pieces_done as u64
+        self.size / total as u64 * done as u64
     }
 }
 
@@ -213,8 +219,6 @@ impl Download {
             name: plan.name.as_str().to_string(),
             kind: plan.kind,
             size: 0,
-            pieces_total: 0,
-            pieces_done: 0,
             state: DownloadState::Starting,
             elapsed: Duration::ZERO,
             sources: Vec::new(),
@@ -389,9 +393,7 @@ fn run(
     {
         let mut status = status.lock();
         status.size = shared.manifest.size();
-        status.pieces_total = shared.manifest.piece_count();
         status.have = shared.bitmap();
-        status.pieces_done = status.have.count();
         status.state = DownloadState::Fetching;
     }
 
@@ -746,8 +748,6 @@ struct Neighbour {
     /// When its BufferMap was last asked for (`None`: never).
     bitmap_at: Option<Instant>,
     strikes: u32,
-    /// Verified pieces it gave.
-    received: u64,
     /// Its throughput and latency.
     speed: Speed,
     /// Pieces asked of it and not answered yet.
@@ -819,7 +819,6 @@ impl<'a> Coordinator<'a> {
             refused: HashSet::new(),
             bitmap_at: None,
             strikes: 0,
-            received: 0,
             speed: Speed::default(),
             asked: 0,
             dropped: None,
@@ -1158,7 +1157,6 @@ impl<'a> Coordinator<'a> {
         let n = &mut self.neighbours[neighbour];
         match result {
             PieceResult::Stored => {
-                n.received += 1;
                 n.failures = 0;
                 self.have.set(index as usize);
             }
@@ -1253,7 +1251,6 @@ impl<'a> Coordinator<'a> {
     /// Copies the progress into the shared status.
     fn publish(&self) {
         let mut status = self.status.lock();
-        status.pieces_done = self.have.count();
         status.have.clone_from(&self.have);
         status.in_flight = self.in_flight.keys().copied().collect();
         let live = self.neighbours.iter().filter(|n| n.dropped.is_none());

@@ -21,6 +21,9 @@ pub enum PeerError {
     File { path: PathBuf, source: io::Error },
     #[error("{0}")]
     NotFound(String),
+    /// The thing asked for is under way already (a download of that file).
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Failed(String),
 }

@@ -46,7 +46,9 @@ use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::PeerConfig;
-use crate::protocol::{FileKey, FileName, FileOffer, SearchCriteria, ShareEntry, SharedPath};
+use crate::protocol::{
+    FileEntry, FileKey, FileName, FileOffer, SearchCriteria, ShareEntry, SharedPath,
+};
 use crate::server::{Handler, Server, ServerOptions};
 use crate::service::LineLimits;
 
@@ -296,6 +298,16 @@ impl Peer {
             return self.resume_download(&partial);
         }
         let entry = self.find_file(what)?;
+        self.download_file(entry, dir)
+    }
+
+    /// Starts downloading the file the tracker listed as `entry` into `dir`
+    /// (default: the configured download directory).
+    pub fn download_file(
+        &self,
+        entry: FileEntry,
+        dir: Option<&Path>,
+    ) -> Result<Arc<Download>, PeerError> {
         let dir = dir.map_or_else(|| self.config.download_dir.clone(), Path::to_path_buf);
         self.start_download(DownloadPlan {
             key: entry.key,
@@ -389,7 +401,7 @@ impl Peer {
             .iter()
             .any(|d| d.status().key == plan.key && !d.is_finished())
         {
-            return Err(PeerError::Failed(format!(
+            return Err(PeerError::Busy(format!(
                 "{} is already being downloaded",
                 plan.name.as_str()
             )));
@@ -418,7 +430,7 @@ impl Peer {
     }
 
     /// Finds a file at the tracker by key or exact name.
-    fn find_file(&self, what: &str) -> Result<crate::protocol::FileEntry, PeerError> {
+    pub fn find_file(&self, what: &str) -> Result<FileEntry, PeerError> {
         use crate::protocol::Criterion;
         let criteria = match FileKey::parse(what) {
             Ok(key) => vec![Criterion::Key(key)],

@@ -342,8 +342,8 @@ pub fn progress_line(status: &DownloadStatus) -> String {
     let percent = if status.state == DownloadState::Starting {
         0
     } else {
-        (status.pieces_done * 100)
-            .checked_div(status.pieces_total)
+        (status.pieces_done() * 100)
+            .checked_div(status.pieces_total())
             .unwrap_or(100)
     };
     let filled = percent / 5;
@@ -357,7 +357,8 @@ pub fn progress_line(status: &DownloadStatus) -> String {
         DownloadState::Starting => "starting".to_string(),
         DownloadState::Fetching => format!(
             "{}/{} pieces from {live} peer(s)",
-            status.pieces_done, status.pieces_total
+            status.pieces_done(),
+            status.pieces_total()
         ),
         DownloadState::Finishing => "finishing".to_string(),
         DownloadState::Done(_) => "done".to_string(),

@@ -47,7 +47,12 @@ struct Session {
 #[derive(Debug)]
 pub(crate) struct FileRecord {
     pub(crate) meta: FileMeta,
+    /// Changed only through `set_holding` and `remove_holding`, which keep
+    /// `leechers` in step.
     holders: HashMap<SessionId, Holding>,
+    /// How many holders lack pieces (so a holder's load is counted without
+    /// walking every holder of every file it holds).
+    leechers: usize,
 }
 
 /// What identifies and describes a file, fixed by its first offer.
@@ -207,8 +212,9 @@ impl Registry {
                 kind: offer.kind,
             },
             holders: HashMap::new(),
+            leechers: 0,
         });
-        record.holders.insert(
+        record.set_holding(
             id,
             Holding {
                 pieces: offer.piece_count(),
@@ -257,11 +263,8 @@ impl Registry {
         if !session.files.contains(&key) && session.files.len() >= self.max_files_per_session {
             return Err(RegistryError::TooManyFiles(session.files.len()));
         }
-        record
-            .holders
-            .entry(id)
-            .and_modify(|holding| holding.pieces = pieces)
-            .or_insert(Holding { pieces, path: None });
+        let path = record.holders.get(&id).and_then(|h| h.path.clone());
+        record.set_holding(id, Holding { pieces, path });
         session.files.insert(key);
         Ok(pieces)
     }
@@ -272,21 +275,14 @@ impl Registry {
         let mut entries: Vec<FileEntry> = self
             .candidates(criteria)
             .filter(|record| self.matches(record, criteria))
-            .map(|record| {
-                let seeders = record
-                    .holders
-                    .values()
-                    .filter(|h| record.is_complete(h))
-                    .count();
-                FileEntry {
-                    key: record.meta.key,
-                    name: record.meta.name.clone(),
-                    size: record.meta.size,
-                    piece_size: record.meta.piece_size,
-                    kind: record.meta.kind,
-                    seeders: seeders as u32,
-                    leechers: (record.holders.len() - seeders) as u32,
-                }
+            .map(|record| FileEntry {
+                key: record.meta.key,
+                name: record.meta.name.clone(),
+                size: record.meta.size,
+                piece_size: record.meta.piece_size,
+                kind: record.meta.kind,
+                seeders: (record.holders.len() - record.leechers) as u32,
+                leechers: record.leechers as u32,
             })
             .collect();
         entries.sort_by(|a, b| {
@@ -326,7 +322,6 @@ impl Registry {
         entries.sort_by(|a, b| {
             (&a.user, a.peer, a.path.as_str()).cmp(&(&b.user, b.peer, b.path.as_str()))
         });
-        entries.truncate(limit);
         entries.truncate(limit);
         entries
     }
@@ -386,12 +381,7 @@ impl Registry {
             .files
             .iter()
             .filter_map(|key| self.files.get(key))
-            .filter(|record| {
-                record
-                    .holders
-                    .iter()
-                    .any(|(other, holding)| *other != id && !record.is_complete(holding))
-            })
+            .filter(|record| record.has_leechers_besides(id))
             .count()
     }
 
@@ -453,7 +443,7 @@ impl Registry {
 
     fn drop_holding(&mut self, key: FileKey, id: SessionId) {
         if let Some(record) = self.files.get_mut(&key) {
-            record.holders.remove(&id);
+            record.remove_holding(id);
             if record.holders.is_empty() {
                 self.files.remove(&key);
             }
@@ -482,6 +472,34 @@ impl FileRecord {
     fn is_complete(&self, holding: &Holding) -> bool {
         holding.pieces == self.meta.piece_count()
     }
+
+    /// Records what session `id` holds (replacing what it held), keeping
+    /// the count of leechers.
+    fn set_holding(&mut self, id: SessionId, holding: Holding) {
+        self.remove_holding(id);
+        if !self.is_complete(&holding) {
+            self.leechers += 1;
+        }
+        self.holders.insert(id, holding);
+    }
+
+    /// Forgets what session `id` holds, keeping the count of leechers.
+    fn remove_holding(&mut self, id: SessionId) {
+        if let Some(old) = self.holders.remove(&id) {
+            if !self.is_complete(&old) {
+                self.leechers -= 1;
+            }
+        }
+    }
+
+    /// Whether anyone but session `id` is downloading this file.
+    fn has_leechers_besides(&self, id: SessionId) -> bool {
+        let own = self
+            .holders
+            .get(&id)
+            .is_some_and(|holding| !self.is_complete(holding));
+        self.leechers > usize::from(own)
+    }
 }
 
 /// How good a holder is for one asker, best first when sorted: complete
@@ -499,7 +517,7 @@ struct HolderRank {
 
 /// How far a holder is from the asker, by IP address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Distance {
+enum Distance {
     /// The same IP address: the same machine.
     SameHost,
     /// The same IPv4 /24 or IPv6 /64 network: probably the same LAN.
@@ -508,7 +526,7 @@ pub enum Distance {
 }
 
 impl Distance {
-    pub fn between(a: std::net::IpAddr, b: std::net::IpAddr) -> Distance {
+    fn between(a: std::net::IpAddr, b: std::net::IpAddr) -> Distance {
         use std::net::IpAddr;
         match (a, b) {
             _ if a == b => Distance::SameHost,

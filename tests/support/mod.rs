@@ -815,4 +815,35 @@ impl PeerProcess {
             None => self.expect(wanted),
         }
     }
+
+    /// The address of its web page, from the `gui on http://...` line it
+    /// printed (without the final `/`).
+    pub fn gui_url(&mut self) -> String {
+        let line = self.printed("gui on ");
+        let at = line
+            .find("http://")
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        line[at..].trim().trim_end_matches('/').to_string()
+    }
+}
+
+/// A WAV file (16-bit mono PCM at `rate` samples a second) holding `pcm`
+/// as its samples: audio to any player and any kind detector.
+pub fn wav_bytes(pcm: &[u8], rate: u32) -> Vec<u8> {
+    let data_len = pcm.len() as u32;
+    let mut wav = Vec::with_capacity(44 + pcm.len());
+    wav.extend(b"RIFF");
+    wav.extend((36 + data_len).to_le_bytes());
+    wav.extend(b"WAVEfmt ");
+    wav.extend(16u32.to_le_bytes()); // the fmt chunk's size
+    wav.extend(1u16.to_le_bytes()); // PCM
+    wav.extend(1u16.to_le_bytes()); // mono
+    wav.extend(rate.to_le_bytes());
+    wav.extend((rate * 2).to_le_bytes()); // bytes per second
+    wav.extend(2u16.to_le_bytes()); // bytes per frame
+    wav.extend(16u16.to_le_bytes()); // bits per sample
+    wav.extend(b"data");
+    wav.extend(data_len.to_le_bytes());
+    wav.extend(pcm);
+    wav
 }

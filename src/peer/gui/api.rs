@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::peer::download::{Download, DownloadState, DownloadStatus};
 use crate::peer::media::Profile;
 use crate::peer::{Peer, PeerError};
-use crate::protocol::{Criterion, FileEntry, FileKey, SearchCriteria};
+use crate::protocol::{Criterion, FileKey, SearchCriteria};
 
 /// A failed API call: an HTTP status and a sentence.
 #[derive(Debug)]
@@ -43,6 +43,7 @@ fn peer_error(e: PeerError) -> ApiError {
             ApiError::new(502, e.to_string())
         }
         PeerError::NotFound(_) => ApiError::new(404, e.to_string()),
+        PeerError::Busy(_) => ApiError::new(409, e.to_string()),
         PeerError::TrackerRefused { .. } => ApiError::new(400, e.to_string()),
         PeerError::File { .. } | PeerError::Failed(_) => ApiError::new(500, e.to_string()),
     }
@@ -108,7 +109,7 @@ pub fn start_download(peer: &Peer, body: &[u8]) -> ApiResult {
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::new(400, "the body must have a \"key\" (64 hex digits)"))?;
     let key = FileKey::parse(text).map_err(|e| ApiError::new(400, e.to_string()))?;
-    let entry = find(peer, key)?;
+    let entry = peer.find_file(&key.to_string()).map_err(peer_error)?;
     let profile = peer.config().profile;
     if !profile.shows(entry.kind) {
         return Err(ApiError::new(
@@ -121,19 +122,13 @@ pub fn start_download(peer: &Peer, body: &[u8]) -> ApiResult {
             ),
         ));
     }
-    if running(peer, key).is_some() {
-        return Err(ApiError::new(
-            409,
-            format!("{} is already downloading", entry.name.as_str()),
-        ));
-    }
     if peer.library().get(&key).is_some_and(|f| f.is_complete()) {
         return Err(ApiError::new(
             409,
             format!("{} is already here", entry.name.as_str()),
         ));
     }
-    peer.download(&key.to_string(), None).map_err(peer_error)?;
+    peer.download_file(entry, None).map_err(peer_error)?;
     Ok((202, json!({ "key": key.to_string() })))
 }
 
@@ -143,18 +138,6 @@ fn profile_article(profile: Profile) -> &'static str {
         Profile::Video => "a video",
         Profile::All => "an all-files",
     }
-}
-
-/// The tracker's entry for `key`, or 404.
-fn find(peer: &Peer, key: FileKey) -> Result<FileEntry, ApiError> {
-    let found = peer
-        .tracker()
-        .search(SearchCriteria(vec![Criterion::Key(key)]))
-        .map_err(peer_error)?;
-    found
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::new(404, format!("no file with key {key} in the swarm")))
 }
 
 /// The download of `key` under way, if any.
@@ -190,8 +173,8 @@ fn download_json(s: &DownloadStatus) -> Value {
     let done = s.bytes_done();
     let progress = match s.state {
         DownloadState::Done(_) => 1.0,
-        _ if s.pieces_total == 0 => 0.0,
-        _ => s.pieces_done as f64 / s.pieces_total as f64,
+        _ if s.pieces_total() == 0 => 0.0,
+        _ => s.pieces_done() as f64 / s.pieces_total() as f64,
     };
     let eta = s
         .rate
@@ -212,7 +195,7 @@ fn download_json(s: &DownloadStatus) -> Value {
     json!({
         "key": s.key.to_string(), "name": s.name, "kind": s.kind.as_str(), "size": s.size,
         "state": state, "error": error, "bytes_done": done,
-        "pieces": s.pieces_total, "have": s.pieces_done, "progress": progress,
+        "pieces": s.pieces_total(), "have": s.pieces_done(), "progress": progress,
         "speed": if s.state.is_over() { 0.0 } else { s.rate.unwrap_or(0.0) },
         "eta_secs": eta, "chunks": chunk_map(s), "peers": peers,
     })
@@ -221,9 +204,9 @@ fn download_json(s: &DownloadStatus) -> Value {
 /// One character per piece: `#` here, `>` asked for, `.` missing.
 fn chunk_map(s: &DownloadStatus) -> String {
     if matches!(s.state, DownloadState::Done(_)) {
-        return "#".repeat(s.pieces_total);
+        return "#".repeat(s.pieces_total());
     }
-    let mut map: Vec<u8> = (0..s.pieces_total)
+    let mut map: Vec<u8> = (0..s.pieces_total())
         .map(|i| {
             if s.have.len() > i && s.have.has(i) {
                 b'#'
