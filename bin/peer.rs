@@ -57,6 +57,33 @@ enum Command {
     /// Search the tracker's files (words, name=*.mp3, kind=audio, min=1MB,
     /// max=..., user=..., key=...).
     Search { criteria: Vec<String> },
+    /// Walk the ring from a member and show every peer's predecessor,
+    /// successors and routing table, flagging inconsistencies; --svg draws
+    /// it.
+    Ring {
+        /// A ring member's mini-server address (ip:port).
+        #[arg(value_parser = swarmline::config::host_port)]
+        addr: std::net::SocketAddr,
+        /// Also draw the ring into this SVG file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// The most peers to walk.
+        #[arg(long, value_name = "N", default_value_t = 256)]
+        most: usize,
+    },
+    /// Look an id up in the ring, starting at a member, and show each hop
+    /// and the owner (and whether a peer has exactly that id).
+    Route {
+        /// A ring member's mini-server address (ip:port).
+        #[arg(value_parser = swarmline::config::host_port)]
+        addr: std::net::SocketAddr,
+        /// The id to look up.
+        id: u64,
+        /// Route by successors only, ignoring the routing tables (to
+        /// compare: about N/2 hops instead of about log2 N).
+        #[arg(long)]
+        no_fingers: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +110,12 @@ fn main() -> ExitCode {
     }
     let result = match args.command {
         Some(Command::Search { criteria }) => search(&config, &criteria),
+        Some(Command::Ring { addr, svg, most }) => ring(addr, svg.as_deref(), most),
+        Some(Command::Route {
+            addr,
+            id,
+            no_fingers,
+        }) => route(addr, id, !no_fingers),
         Some(Command::Share { files }) => share(config, &files),
         Some(Command::Get {
             key_or_name,
@@ -245,4 +278,59 @@ fn get(config: PeerConfig, what: &str, output: Option<PathBuf>, seed: bool) -> R
     };
     peer.shutdown();
     result
+}
+
+/// `peer ring`: walks the ring from the member at `addr`, prints what every
+/// peer knows and what is wrong, and draws it into `svg` if asked. Starts
+/// no peer: it only asks the members (`RNFO`). Fails (exit 1) when there
+/// are findings, or when `addr` does not answer.
+fn ring(
+    addr: std::net::SocketAddr,
+    svg: Option<&std::path::Path>,
+    most: usize,
+) -> Result<(), String> {
+    use swarmline::ring::monitor;
+    let client = swarmline::ring::RingClient::new();
+    let snapshot = monitor::walk(&client, addr, most)
+        .map_err(|e| format!("cannot walk the ring from {addr}: {e}"))?;
+    let findings = monitor::check(&snapshot);
+    print!("{}", monitor::render_text(&snapshot, &findings));
+    if let Some(path) = svg {
+        std::fs::write(path, monitor::render_svg(&snapshot, &findings))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("drawing written to {}", path.display());
+    }
+    let _ = std::io::stdout().flush();
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} in the ring (listed above)",
+            match findings.len() {
+                1 => "1 problem".to_string(),
+                n => format!("{n} problems"),
+            }
+        ))
+    }
+}
+
+/// `peer route`: looks `id` up hop by hop from the member at `addr`, as a
+/// ring peer does, and prints each hop. Starts no peer.
+fn route(addr: std::net::SocketAddr, id: u64, fingers: bool) -> Result<(), String> {
+    let client = swarmline::ring::RingClient::new();
+    let start = client
+        .info(addr)
+        .map_err(|e| format!("cannot ask {addr}: {e}"))?;
+    if id >= start.size {
+        return Err(format!(
+            "{id} is outside the ring (0 to {})",
+            start.size - 1
+        ));
+    }
+    let trace = client
+        .trace(start.me, id, fingers)
+        .map_err(|e| format!("the look-up of {id} failed: {e}"))?;
+    let how = if fingers { "" } else { " by successors only" };
+    println!("route to {id} from {}{how}:\n{trace}", start.me);
+    Ok(())
 }

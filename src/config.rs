@@ -19,6 +19,8 @@ use log::LevelFilter;
 use crate::peer::media::Profile;
 use crate::protocol::fields::check_piece_size;
 use crate::protocol::UserName;
+use crate::ring::space::MAX_RING_SIZE;
+use crate::ring::{Entry, IdChoice, RingSettings, RingSpace};
 use crate::units::parse_byte_size;
 
 /// One configuration key.
@@ -207,6 +209,11 @@ pub fn seconds_in(min: u64, max: u64) -> impl Fn(&str) -> Result<Duration, Strin
     move |text| number_in(min, max)(text).map(Duration::from_secs)
 }
 
+/// A number of milliseconds in `min..=max`.
+pub fn millis_in(min: u64, max: u64) -> impl Fn(&str) -> Result<Duration, String> {
+    move |text| number_in(min, max)(text).map(Duration::from_millis)
+}
+
 /// A port number (0 picks a free one).
 pub fn port(text: &str) -> Result<u16, String> {
     number_in(0, 65535)(text).map(|n| n as u16)
@@ -324,6 +331,18 @@ pub const TRACKER_KEYS: &[KeySpec] = &[
         default: "50",
         help: "most peers listed in one REQF answer",
     },
+    KeySpec {
+        key: "ring_size",
+        flag: "--ring-size",
+        default: "65536",
+        help: "how many ids the course's ring has, for the hash and welcome services the tracker serves (2 to 4294967296)",
+    },
+    KeySpec {
+        key: "ring_port",
+        flag: "--ring-port",
+        default: "7000",
+        help: "the port ring peers usually listen on: a `yo` without a port means it, and the welcome service writes addresses on it as a bare IP",
+    },
 ];
 
 /// The tracker's validated configuration.
@@ -338,6 +357,11 @@ pub struct TrackerConfig {
 impl TrackerConfig {
     /// Validates the tracker's settings.
     pub fn from_settings(s: &Settings) -> Result<TrackerConfig, ConfigError> {
+        // A whole number of ids from 2 to 2^32.
+        let ring_size = |text: &str| {
+            number_in(2, crate::ring::space::MAX_RING_SIZE)(text)
+                .and_then(|size| crate::ring::RingSpace::new(size).map(|space| space.size()))
+        };
         Ok(TrackerConfig {
             listen: SocketAddr::new(s.get("address", ip_address)?, s.get("port", port)?),
             log_file: s.get("log_file", optional_path)?,
@@ -352,6 +376,8 @@ impl TrackerConfig {
                 max_results: s.get("max_results", number_in(1, 1_000_000))? as usize,
                 max_files_per_session: s.get("max_files_per_session", number_in(1, 1_000_000))?
                     as usize,
+                ring_size: s.get("ring_size", ring_size)?,
+                ring_port: s.get("ring_port", number_in(1, 65535))? as u16,
             },
         })
     }
@@ -501,6 +527,72 @@ pub const PEER_KEYS: &[KeySpec] = &[
         help: "TCP port of the web page (0 picks a free one; the address is printed as `gui on http://...`)",
     },
     KeySpec {
+        key: "ring",
+        flag: "--ring",
+        default: "false",
+        help: "join the Chord ring, so that files are found and downloaded with no tracker at all",
+    },
+    KeySpec {
+        key: "ring_size",
+        flag: "--ring-size",
+        default: "65536",
+        help: "how many ring ids there are, from 2 to 4294967296 (every peer of a ring and its welcome service must agree; the course used 100)",
+    },
+    KeySpec {
+        key: "ring_id",
+        flag: "--ring-id",
+        default: "",
+        help: "this peer's ring id: a number, `service` (ask the hash service at ring_welcome), or empty (the hash of ip:port, the next free one if taken)",
+    },
+    KeySpec {
+        key: "ring_welcome",
+        flag: "--ring-welcome",
+        default: "",
+        help: "HOST:PORT of the welcome service used to join the ring (empty: the tracker, which serves it)",
+    },
+    KeySpec {
+        key: "ring_join",
+        flag: "--ring-join",
+        default: "",
+        help: "HOST:PORT of any live ring member to join through instead of the welcome service (its mini-server)",
+    },
+    KeySpec {
+        key: "ring_successors",
+        flag: "--ring-successors",
+        default: "4",
+        help: "length of the successor list: the ring survives that many neighbours failing at once, less one",
+    },
+    KeySpec {
+        key: "ring_replicas",
+        flag: "--ring-replicas",
+        default: "3",
+        help: "on how many peers each record is kept (its owner and the next ones)",
+    },
+    KeySpec {
+        key: "ring_stabilize_ms",
+        flag: "--ring-stabilize-ms",
+        default: "1000",
+        help: "milliseconds between stabilisation rounds (ask the successor for its predecessor, notify it)",
+    },
+    KeySpec {
+        key: "ring_fix_fingers_ms",
+        flag: "--ring-fix-fingers-ms",
+        default: "2000",
+        help: "milliseconds between rounds that look up every routing table line again",
+    },
+    KeySpec {
+        key: "ring_check_predecessor_ms",
+        flag: "--ring-check-predecessor-ms",
+        default: "2000",
+        help: "milliseconds between checks that the predecessor still answers",
+    },
+    KeySpec {
+        key: "ring_refresh_secs",
+        flag: "--ring-refresh-secs",
+        default: "30",
+        help: "seconds between announcements of this peer's files in the ring; a record not announced again for three times this long expires",
+    },
+    KeySpec {
         key: "sync_on_finish",
         flag: "--sync-on-finish",
         default: "true",
@@ -557,6 +649,10 @@ pub struct PeerConfig {
     pub profile: Profile,
     /// Where the web page listens (`None`: no page).
     pub gui: Option<SocketAddr>,
+    /// How it takes part in the ring (`None`: it does not).
+    pub ring: Option<RingSettings>,
+    /// How often its files are announced in the ring.
+    pub ring_refresh: Duration,
     pub user_map_file: PathBuf,
     pub user_map_refresh: Duration,
     pub log_file: Option<PathBuf>,
@@ -613,12 +709,58 @@ impl PeerConfig {
             } else {
                 None
             },
+            ring: if s.get("ring", boolean)? {
+                Some(ring_settings(s)?)
+            } else {
+                None
+            },
+            ring_refresh: s.get("ring_refresh_secs", seconds_in(1, 3600))?,
             user_map_file: s.get("user_map_file", path)?,
             user_map_refresh: s.get("user_map_refresh_secs", seconds_in(1, 86_400))?,
             log_file: s.get("log_file", optional_path)?,
             log_level: s.get("log_level", log_level)?,
         })
     }
+}
+
+/// The ring settings of a peer (see the `ring_*` keys).
+fn ring_settings(s: &Settings) -> Result<RingSettings, ConfigError> {
+    let space = s.get("ring_size", |text| {
+        number_in(2, MAX_RING_SIZE)(text).and_then(RingSpace::new)
+    })?;
+    let tracker = s.get("tracker", host_port)?;
+    let welcome = s.get("ring_welcome", |text| {
+        if text.is_empty() {
+            Ok(tracker)
+        } else {
+            host_port(text)
+        }
+    })?;
+    let entry = s.get("ring_join", |text| {
+        if text.is_empty() {
+            Ok(Entry::Welcome(welcome))
+        } else {
+            host_port(text).map(Entry::Member)
+        }
+    })?;
+    let id = s.get("ring_id", |text| match text {
+        "" => Ok(IdChoice::FromAddress),
+        "service" => Ok(IdChoice::HashService(welcome)),
+        number => space
+            .parse_id(number)
+            .map(IdChoice::Fixed)
+            .map_err(|e| format!("{e}; or `service`, or empty")),
+    })?;
+    Ok(RingSettings {
+        space,
+        id,
+        entry,
+        successors: s.get("ring_successors", number_in(1, 32))? as usize,
+        replicas: s.get("ring_replicas", number_in(1, 16))? as usize,
+        stabilize: s.get("ring_stabilize_ms", millis_in(50, 600_000))?,
+        fix_fingers: s.get("ring_fix_fingers_ms", millis_in(50, 600_000))?,
+        check_predecessor: s.get("ring_check_predecessor_ms", millis_in(50, 600_000))?,
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 //! | [`server`] | the accept loop: a named thread per connection, cap, joined shutdown |
 //! | [`service`] | the per-connection loop: read a line, answer it, flush, until done |
 //! | [`tracker`] | the tracker's registry, request handler and connection loop |
+//! | [`ring`] | the Chord ring: ids, look-ups, records, the monitor |
 //! | [`peer`] | a peer: library, mini-server, tracker session, downloads |
 //! | [`config`] | ini files and flags to typed, validated settings |
 //! | [`logging`] | terminal + file logs with timestamps and thread names |
@@ -26,6 +27,7 @@ pub mod logging;
 pub mod peer;
 pub mod pieces;
 pub mod protocol;
+pub mod ring;
 pub mod server;
 pub mod service;
 pub mod tracker;

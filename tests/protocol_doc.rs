@@ -3,6 +3,8 @@
 //!
 //! - each ```tracker-session block runs, line by line, against a fresh real
 //!   `tracker` process: `>` lines are sent, `<` lines must come back exactly;
+//!   flags after the info string's first word (```tracker-session
+//!   --ring-size 100) are passed to that tracker;
 //! - each ```peer-session block runs against a real peer's mini-server that
 //!   shares `hello` and holds pieces 0 and 2 of `swarm.txt`; a payload line
 //!   `  [N bytes: ...]` reads exactly N bytes, which must be the piece or
@@ -27,6 +29,18 @@ struct Block {
     lines: Vec<String>,
     after: String,
     line_number: usize,
+}
+
+impl Block {
+    /// The first word of the info string (its kind, as Markdown sees it).
+    fn kind(&self) -> &str {
+        self.info.split_whitespace().next().unwrap_or("")
+    }
+
+    /// The words after the first.
+    fn flags(&self) -> Vec<&str> {
+        self.info.split_whitespace().skip(1).collect()
+    }
 }
 
 /// The fenced blocks of protocol.md.
@@ -69,7 +83,8 @@ fn blocks_of(file: &str) -> Vec<Block> {
 /// Plays one transcript line on `client`: sends a `>` line; for a `<`
 /// line, checks that the next line received (passed through `shown`, which
 /// puts a run's own addresses into the documented ones) is exactly `text`,
-/// or, for `(closed)`, that the connection was closed.
+/// or, for `(closed)`, that the connection was closed, or, for
+/// `(one of) a b ...`, that it is one of the words `a`, `b`, ...
 fn play(
     client: &mut Client,
     arrow: char,
@@ -84,6 +99,13 @@ fn play(
             client.recv(),
             None,
             "{place}: expected the connection to close"
+        );
+    } else if let Some(choices) = text.strip_prefix("(one of) ") {
+        let got = client.recv().map(shown);
+        assert!(
+            got.as_deref()
+                .is_some_and(|got| choices.split_whitespace().any(|c| c == got)),
+            "{place}: expected one of {choices}, got {got:?}"
         );
     } else {
         let got = client.recv().map(shown);
@@ -106,7 +128,7 @@ fn split_arrow(line: &str) -> Option<(&str, char, &str)> {
 fn every_tracker_session_in_protocol_md_runs_as_shown() {
     let sessions: Vec<Block> = blocks()
         .into_iter()
-        .filter(|b| b.info == "tracker-session")
+        .filter(|b| b.kind() == "tracker-session")
         .collect();
     assert!(
         sessions.len() >= 10,
@@ -120,7 +142,7 @@ fn every_tracker_session_in_protocol_md_runs_as_shown() {
 fn the_readme_session_runs_as_shown() {
     let sessions: Vec<Block> = blocks_of("README.md")
         .into_iter()
-        .filter(|b| b.info == "tracker-session")
+        .filter(|b| b.kind() == "tracker-session")
         .collect();
     assert_eq!(sessions.len(), 1);
     run_tracker_sessions("README.md", sessions);
@@ -129,7 +151,7 @@ fn the_readme_session_runs_as_shown() {
 /// Runs each block against a fresh tracker process.
 fn run_tracker_sessions(file: &str, sessions: Vec<Block>) {
     for block in sessions {
-        let tracker = TrackerProcess::start(&[]);
+        let tracker = TrackerProcess::start(&block.flags());
         let mut clients: HashMap<String, Client> = HashMap::new();
         for (offset, line) in block.lines.iter().enumerate() {
             let place = format!("{file} line {}", block.line_number + offset + 1);

@@ -196,6 +196,8 @@ pub struct DownloadContext {
     pub manifest_link: Arc<Mutex<Option<LinkCloser>>>,
     pub library: Arc<Library>,
     pub tracker: Arc<TrackerClient>,
+    /// The ring, when the peer is in one: another place to find peers.
+    pub ring: Option<Arc<crate::ring::RingNode>>,
     pub discovery: Arc<Discovery>,
     pub resume: ResumeStore,
     /// The peer's download limit, shared by all its downloads.
@@ -545,18 +547,35 @@ fn find_peers(context: &DownloadContext, plan: &DownloadPlan) -> Result<Vec<Peer
     if let Some(peer) = plan.only_from {
         return Ok(vec![peer]);
     }
-    let holders = context
-        .tracker
-        .holders(plan.key)
-        .map_err(|e| format!("cannot ask the tracker for peers: {e}"))?;
-    if holders.is_empty() {
+    let mut peers: Vec<PeerId> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    match context.tracker.holders(plan.key) {
+        Ok(holders) => peers.extend(holders.into_iter().map(|h| h.peer)),
+        Err(e) => failures.push(format!("cannot ask the tracker for peers: {e}")),
+    }
+    if let Some(ring) = &context.ring {
+        match ring.holders(plan.key) {
+            Ok(holders) => peers.extend(
+                holders
+                    .into_iter()
+                    .filter(|p| !peers.contains(p))
+                    .collect::<Vec<_>>(),
+            ),
+            Err(e) => failures.push(format!("cannot ask the ring for peers: {e}")),
+        }
+    }
+    let every_source_failed = failures.len() == 1 + usize::from(context.ring.is_some());
+    if every_source_failed {
+        return Err(failures.join("; "));
+    }
+    if peers.is_empty() {
         return Err(format!(
             "no peer holds {} ({})",
             plan.name.as_str(),
             plan.key
         ));
     }
-    Ok(holders.into_iter().map(|h| h.peer).collect())
+    Ok(peers)
 }
 
 /// The manifest from the first peer that gives a good one.

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, FileKey};
 
 /// A peer operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,5 +35,15 @@ impl PeerError {
             path: path.into(),
             source,
         }
+    }
+
+    /// Several files have the name `what`: say to download by key.
+    pub fn ambiguous_name(what: &str, keys: impl IntoIterator<Item = FileKey>) -> PeerError {
+        let keys: Vec<String> = keys.into_iter().map(|k| k.to_string()).collect();
+        PeerError::Failed(format!(
+            "{} files are named {what}; download one by key: {}",
+            keys.len(),
+            keys.join(", ")
+        ))
     }
 }

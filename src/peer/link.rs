@@ -108,7 +108,12 @@ impl LinkCloser {
 impl PeerLink {
     /// Connects to the mini-server at `peer`.
     pub fn connect(peer: SocketAddr) -> io::Result<PeerLink> {
-        let stream = TcpStream::connect_timeout(&peer, CONNECT_TIMEOUT)?;
+        PeerLink::connect_within(peer, CONNECT_TIMEOUT)
+    }
+
+    /// Connects to the mini-server at `peer`, waiting at most `wait`.
+    pub fn connect_within(peer: SocketAddr, wait: Duration) -> io::Result<PeerLink> {
+        let stream = TcpStream::connect_timeout(&peer, wait)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
@@ -146,10 +151,21 @@ impl PeerLink {
         self.writer.flush()
     }
 
+    /// Sends one line of any grammar (the ring's, the course's).
+    pub fn send_line(&mut self, line: &impl std::fmt::Display) -> io::Result<()> {
+        write_line(&mut self.writer, line)?;
+        self.writer.flush()
+    }
+
     /// Reads one answer line.
     fn reply(&mut self) -> Result<Reply, LinkError> {
-        let line = self
-            .reader
+        let line = self.read_text()?;
+        Reply::parse(&line).map_err(|e| LinkError::Misbehaved(format!("{e} in {line:?}")))
+    }
+
+    /// Reads one line as text, whatever its grammar.
+    pub fn read_text(&mut self) -> Result<String, LinkError> {
+        self.reader
             .read_line()?
             .ok_or_else(|| {
                 io::Error::new(
@@ -157,8 +173,7 @@ impl PeerLink {
                     "the peer closed the connection",
                 )
             })?
-            .map_err(|e| LinkError::Misbehaved(e.to_string()))?;
-        Reply::parse(&line).map_err(|e| LinkError::Misbehaved(format!("{e} in {line:?}")))
+            .map_err(|e| LinkError::Misbehaved(e.to_string()))
     }
 
     /// Exchanges BufferMaps for `key`: tells ours (if any), returns theirs,

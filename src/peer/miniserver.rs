@@ -3,17 +3,25 @@
 //! (`MANF`), the pieces themselves (`REQF` -> `PIEC`), and the list of files
 //! it offers (`LSTF`). One named thread per connection (see
 //! [`crate::server`]); files are found by key in the [`Library`] only.
+//!
+//! A peer in the ring also answers the ring's requests here (`LOOK`,
+//! `RNFO`, `NTFY`, ...: see [`crate::protocol::ring`]), and the course
+//! monitor's bare `rt?` line, after which it closes the connection as the
+//! course's tools expect.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use log::{debug, warn};
 use parking_lot::RwLock;
 
+use crate::protocol::course::{CourseReply, CourseRequest};
+use crate::protocol::ring::{is_ring_verb, RingRequest};
 use crate::protocol::{
     ErrorCode, FileKey, PeerId, PeerRequest, ProtocolError, Reply, ShareEntry, SharedPath, UserName,
 };
+use crate::ring::RingNode;
 use crate::server::Connection;
 use crate::service::{serve_lines, Flow, LineLimits, LineService, Output};
 use crate::wire::write_line;
@@ -29,6 +37,8 @@ pub struct MiniServerState {
     /// This peer's user name and id, for `LSTF` lines.
     pub user: Option<UserName>,
     pub peer_id: RwLock<PeerId>,
+    /// This peer's place in the ring, once it has joined one.
+    pub ring: OnceLock<Arc<RingNode>>,
 }
 
 /// Serves one connection from another peer.
@@ -156,6 +166,54 @@ impl MiniServerConnection {
     }
 }
 
+impl MiniServerConnection {
+    /// The line as a ring request, if its verb is one of the ring's.
+    fn ring_request(&self, text: &str) -> Option<Result<RingRequest, ProtocolError>> {
+        let verb = text.trim_start().split(' ').next()?.to_ascii_uppercase();
+        is_ring_verb(&verb).then(|| RingRequest::parse(text))
+    }
+
+    fn answer_ring(
+        &mut self,
+        request: Result<RingRequest, ProtocolError>,
+        out: &mut Output<'_>,
+    ) -> io::Result<Flow> {
+        let lines = match (request, self.state.ring.get()) {
+            (Ok(request), Some(ring)) => ring.answer(&request),
+            (Ok(_), None) => vec![crate::protocol::ring::RingReply::Common(Reply::error(
+                ErrorCode::UnknownVerb,
+                "this peer is not in a ring (start it with --ring true)",
+            ))],
+            (Err(error), _) => {
+                vec![crate::protocol::ring::RingReply::Common(Reply::from_error(
+                    &error,
+                ))]
+            }
+        };
+        for line in &lines {
+            write_line(out, line)?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The course's grammar: a peer answers a bare `rt?` with its routing
+    /// table; anything else is `wrq`. One request per connection.
+    fn answer_course(
+        &mut self,
+        request: Option<CourseRequest>,
+        out: &mut Output<'_>,
+    ) -> io::Result<Flow> {
+        let lines = match (request, self.state.ring.get()) {
+            (Some(CourseRequest::Table { hash: None }), Some(ring)) => ring.course_table(),
+            _ => vec![CourseReply::Wrong],
+        };
+        for line in &lines {
+            write_line(out, line)?;
+        }
+        Ok(Flow::Close)
+    }
+}
+
 impl LineService for MiniServerConnection {
     fn on_line(
         &mut self,
@@ -165,6 +223,12 @@ impl LineService for MiniServerConnection {
         let parsed = match line {
             Ok(text) => {
                 debug!("{} > {text}", self.remote);
+                if let Some(course) = CourseRequest::recognise(text) {
+                    return self.answer_course(course.ok(), out);
+                }
+                if let Some(request) = self.ring_request(text) {
+                    return self.answer_ring(request, out);
+                }
                 PeerRequest::parse(text)
             }
             Err(error) => Err(error.clone()),

@@ -16,6 +16,7 @@
 //! - [`ratelimit`]: the upload and download limits;
 //! - [`shell`]: the interactive shell of the course's commands;
 //! - [`gui`]: the web page (files, downloads, player) and its JSON API;
+//! - [`ring_duties`]: announcing files and finding peers in the ring;
 //! - [`Peer`]: ties them together; `bin/peer.rs` and the shell drive it.
 
 pub mod discovery;
@@ -29,6 +30,7 @@ pub mod media;
 pub mod miniserver;
 pub mod ratelimit;
 pub mod resume;
+pub mod ring_duties;
 pub mod share;
 pub mod shell;
 pub mod tracker_client;
@@ -49,6 +51,7 @@ use crate::config::PeerConfig;
 use crate::protocol::{
     FileEntry, FileKey, FileName, FileOffer, SearchCriteria, ShareEntry, SharedPath,
 };
+use crate::ring::RingNode;
 use crate::server::{Handler, Server, ServerOptions};
 use crate::service::LineLimits;
 
@@ -80,6 +83,8 @@ pub struct Peer {
     /// The download limit, shared by every download's workers.
     download: Arc<RateLimiter>,
     downloads: Mutex<Vec<Arc<Download>>>,
+    /// Its place in the ring, when it is in one.
+    ring: Option<Arc<RingNode>>,
     housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
@@ -96,6 +101,7 @@ impl Peer {
             config.tracker,
             Some(Identity {
                 listen_port: listen.port(),
+                listen_ip: Some(listen.ip()),
                 user: config.user.clone(),
             }),
         ));
@@ -116,9 +122,12 @@ impl Peer {
             upload: Arc::clone(&upload),
             user: config.user.clone(),
             peer_id: RwLock::new(tracker.peer_id().unwrap_or(listen)),
+            ring: std::sync::OnceLock::new(),
         });
-        let handler: Arc<Handler> =
-            Arc::new(move |conn| miniserver::serve(conn, Arc::clone(&mini)));
+        let handler: Arc<Handler> = Arc::new({
+            let mini = Arc::clone(&mini);
+            move |conn| miniserver::serve(conn, Arc::clone(&mini))
+        });
         let server = Server::start(
             listener,
             ServerOptions {
@@ -129,6 +138,19 @@ impl Peer {
             handler,
         )
         .map_err(|e| PeerError::Failed(format!("cannot start the mini-server: {e}")))?;
+        // Serving first: the ring's members talk to us as soon as we join.
+        let ring = match &config.ring {
+            Some(settings) => {
+                let node = RingNode::join(settings.clone(), listen)
+                    .map_err(|e| PeerError::Failed(format!("cannot join the ring: {e}")))?;
+                let node = Arc::new(node);
+                let _ = mini.ring.set(Arc::clone(&node));
+                node.start_rounds()
+                    .map_err(|e| PeerError::Failed(e.to_string()))?;
+                Some(node)
+            }
+            None => None,
+        };
         fs::create_dir_all(&config.state_dir).map_err(|e| PeerError::file(&config.state_dir, e))?;
         let cache = ManifestCache::open(&config.state_dir);
         let resume = ResumeStore::new(&config.state_dir);
@@ -160,8 +182,20 @@ impl Peer {
                     map_refresh: config.user_map_refresh,
                     ping_every: config.tracker_ping,
                     round_every: config.bitmap_interval,
+                    ring: ring.as_ref().map(|ring| ring_duties::RingDuties {
+                        ring: Arc::clone(ring),
+                        library: Arc::clone(&library),
+                        discovery: Arc::clone(&discovery),
+                        refresh: config.ring_refresh,
+                        round_every: config.bitmap_interval,
+                        last_announce: None,
+                        last_round: None,
+                    }),
                 };
-                move || duties.run(&stop_rx)
+                move || {
+                    let mut duties = duties;
+                    duties.run(&stop_rx)
+                }
             })
             .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
         info!("peer listening on {listen}, tracker {}", config.tracker);
@@ -176,6 +210,7 @@ impl Peer {
             upload,
             download,
             downloads: Mutex::new(Vec::new()),
+            ring,
             housekeeping: Some((stop_tx, housekeeping)),
         })
     }
@@ -195,6 +230,11 @@ impl Peer {
     /// The tracker session.
     pub fn tracker(&self) -> &TrackerClient {
         &self.tracker
+    }
+
+    /// Its place in the ring, when it is in one.
+    pub fn ring(&self) -> Option<&Arc<RingNode>> {
+        self.ring.as_ref()
     }
 
     /// The files this peer serves, by key.
@@ -257,6 +297,9 @@ impl Peer {
                 self.library.remove(&file.key);
                 return Err(e);
             }
+        }
+        if let Some(ring) = &self.ring {
+            ring_duties::announce(ring, &file, self.config.ring_refresh);
         }
         info!("sharing {} as {}", path.display(), file.key);
         Ok(file)
@@ -410,6 +453,7 @@ impl Peer {
             manifest_link: Arc::new(Mutex::new(None)),
             library: Arc::clone(&self.library),
             tracker: Arc::clone(&self.tracker),
+            ring: self.ring.clone(),
             discovery: Arc::clone(&self.discovery),
             resume: self.resume.clone(),
             download_limit: Arc::clone(&self.download),
@@ -429,8 +473,28 @@ impl Peer {
         Ok(download)
     }
 
-    /// Finds a file at the tracker by key or exact name.
+    /// Finds a file by key or exact name: in the ring first when the peer
+    /// is in one, else (or when the ring does not know it) at the tracker.
     pub fn find_file(&self, what: &str) -> Result<FileEntry, PeerError> {
+        let Some(ring) = &self.ring else {
+            return self.find_at_tracker(what);
+        };
+        match ring_duties::find_file(ring, what) {
+            Ok(entry) => Ok(entry),
+            Err(in_ring) => match self.find_at_tracker(what) {
+                Ok(entry) => Ok(entry),
+                // The tracker may well be off: the ring's answer says more.
+                Err(PeerError::TrackerUnreachable { .. }) => Err(in_ring),
+                Err(other) => {
+                    debug!("{what}: {in_ring}");
+                    Err(other)
+                }
+            },
+        }
+    }
+
+    /// Finds a file at the tracker by key or exact name.
+    fn find_at_tracker(&self, what: &str) -> Result<FileEntry, PeerError> {
         use crate::protocol::Criterion;
         let criteria = match FileKey::parse(what) {
             Ok(key) => vec![Criterion::Key(key)],
@@ -447,14 +511,7 @@ impl Peer {
                 "the tracker knows no file {what}"
             ))),
             1 => Ok(found.remove(0)),
-            n => Err(PeerError::Failed(format!(
-                "{n} files are named {what}; download one by key: {}",
-                found
-                    .iter()
-                    .map(|f| f.key.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            _ => Err(PeerError::ambiguous_name(what, found.iter().map(|f| f.key))),
         }
     }
 
@@ -482,6 +539,9 @@ impl Peer {
         if let Some((stop, thread)) = self.housekeeping.take() {
             drop(stop);
             let _ = thread.join();
+        }
+        if let Some(ring) = self.ring.take() {
+            ring.leave();
         }
         self.tracker.quit();
         self.upload.close();
@@ -531,6 +591,8 @@ struct Housekeeping {
     ping_every: Duration,
     /// How often downloads' progress is reported and their peers looked up.
     round_every: Duration,
+    /// The ring's duties, when the peer is in one.
+    ring: Option<ring_duties::RingDuties>,
 }
 
 impl Housekeeping {
@@ -540,7 +602,7 @@ impl Housekeeping {
     /// the peer's files again); while the tracker answers, sends queued
     /// offers, reports the progress of unfinished files, looks up peers for
     /// downloads, and keeps the user map file fresh.
-    fn run(&self, stop: &Receiver<()>) {
+    fn run(&mut self, stop: &Receiver<()>) {
         let mut next_ping = Instant::now() + self.ping_every;
         let mut failures: u32 = 0;
         let mut last_round: Option<Instant> = None;
@@ -576,6 +638,10 @@ impl Housekeeping {
                     next_ping = Instant::now(); // check the session at once
                 }
             }
+            // The ring does not need the tracker.
+            if let Some(ring) = &mut self.ring {
+                ring.run_due();
+            }
             match stop.recv_timeout(Duration::from_millis(200)) {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 _ => return,
@@ -600,8 +666,9 @@ impl Housekeeping {
             }
             for key in self.discovery.wanted() {
                 if let Some(holders) = refusal_is_fine(self.tracker.holders(key))? {
+                    let peers = holders.into_iter().map(|h| h.peer).collect();
                     self.discovery
-                        .found(&key, holders.into_iter().map(|h| h.peer).collect());
+                        .found(discovery::Source::Tracker, &key, peers);
                 }
             }
         }

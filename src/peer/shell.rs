@@ -29,6 +29,9 @@ commands:
   peers <key>                          who holds a file
   users                                the user map: <user> - <ip:port>
   status                               downloads, shared files, uploads
+  ring                                 this peer's place in the ring: id, predecessor, successors, fingers
+  ring files                           every file named in the ring (walks it peer by peer)
+  route <id> [nofingers]               look an id up in the ring and show each hop
   help                                 this text
   quit                                 leave (also Ctrl-D)";
 
@@ -268,6 +271,49 @@ fn execute(
                 );
             }
         }
+        ["ring"] => {
+            let view = in_ring(peer)?.view();
+            say(
+                out,
+                format!("ring member {} (ring size {})", view.me, view.size),
+            );
+            let pred = view
+                .predecessor
+                .map_or_else(|| "unknown".into(), |p| p.to_string());
+            say(out, format!("  predecessor {pred}"));
+            for (n, succ) in view.successors.iter().enumerate() {
+                say(out, format!("  successor {} {succ}", n + 1));
+            }
+            for (k, node) in &view.fingers {
+                let node = node.map_or_else(|| "?".into(), |n| n.to_string());
+                say(out, format!("  finger {k} -> {node}"));
+            }
+        }
+        ["ring", "files"] => {
+            let files = in_ring(peer)?.all_files(256);
+            for file in &files {
+                say(
+                    out,
+                    format!(
+                        "{}  {:>10}  {:<5}  {}",
+                        file.key,
+                        format_bytes(file.size),
+                        file.kind.as_str(),
+                        file.name.as_str()
+                    ),
+                );
+            }
+            say(out, format!("{} file(s) in the ring", files.len()));
+        }
+        ["route", id] | ["route", id, "nofingers"] => {
+            let ring = in_ring(peer)?;
+            let id = ring.space().parse_id(id).map_err(PeerError::Failed)?;
+            let fingers = command.len() == 2;
+            let trace = ring
+                .trace(id, fingers)
+                .map_err(|e| PeerError::Failed(e.to_string()))?;
+            say(out, format!("route to {id}:\n{trace}"));
+        }
         _ => {
             return Err(PeerError::Failed(format!(
                 "unknown command {:?}; type `help`",
@@ -276,6 +322,13 @@ fn execute(
         }
     }
     Ok(())
+}
+
+/// The peer's ring node, or why there is none.
+fn in_ring(peer: &Peer) -> Result<&crate::ring::RingNode, PeerError> {
+    peer.ring().map(|ring| ring.as_ref()).ok_or_else(|| {
+        PeerError::Failed("this peer is not in a ring (start it with --ring true)".into())
+    })
 }
 
 /// Prints "hashing <file>: N%" every 10% for files over 64 MiB.

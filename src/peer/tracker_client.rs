@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use log::{info, warn};
@@ -32,6 +32,11 @@ const MAX_LINE: usize = 64 * 1024;
 pub struct Identity {
     /// The port of this peer's mini-server.
     pub listen_port: u16,
+    /// The IP its mini-server listens on, when it is one address (not the
+    /// wildcard): the session is opened from that address, because the
+    /// tracker takes a peer's IP from the socket. So peers of a class on
+    /// 127.0.0.2, 127.0.0.3, ... are told apart.
+    pub listen_ip: Option<IpAddr>,
     pub user: Option<UserName>,
 }
 
@@ -92,7 +97,8 @@ impl TrackerClient {
             addr: self.addr,
             source,
         };
-        let stream = TcpStream::connect_timeout(&self.addr, TIMEOUT).map_err(unreachable)?;
+        let from = self.identity.as_ref().and_then(|i| i.listen_ip);
+        let stream = connect_from(from, self.addr, TIMEOUT).map_err(unreachable)?;
         let setup = |stream: &TcpStream| -> io::Result<Conn> {
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(TIMEOUT))?;
@@ -370,5 +376,34 @@ fn refusal(replies: &[Reply]) -> PeerError {
         },
         Some(other) => PeerError::TrackerProtocol(format!("unexpected answer {other}")),
         None => PeerError::TrackerProtocol("no answer".into()),
+    }
+}
+
+/// Connects to `addr`, from the local IP `from` when one is given (and of
+/// the same family, and not the wildcard). If the connection cannot be
+/// made from there, it is made from wherever the system chooses.
+fn connect_from(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let Some(ip) = from.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4()) else {
+        return TcpStream::connect_timeout(&addr, timeout);
+    };
+    let bound = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).and_then(
+        |socket| {
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+            socket.connect_timeout(&addr.into(), timeout)?;
+            Ok(TcpStream::from(socket))
+        },
+    );
+    match bound {
+        Ok(stream) => Ok(stream),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(e),
+        Err(e) => {
+            log::debug!("cannot reach {addr} from {ip} ({e}); trying from any address");
+            TcpStream::connect_timeout(&addr, timeout)
+        }
     }
 }

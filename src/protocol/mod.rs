@@ -15,10 +15,12 @@
 //! Each message type has `parse(&str) -> Result<_, ProtocolError>` and a
 //! `Display` that is its exact inverse for canonical lines.
 
+pub mod course;
 pub mod error;
 pub mod fields;
 pub mod peer;
 pub mod reply;
+pub mod ring;
 pub mod tracker;
 
 pub use error::{ErrorCode, ProtocolError};

@@ -2,6 +2,11 @@
 //! the [handler](super::handler), and logged. Runs on the connection's own
 //! thread inside [`serve_lines`]; whatever goes wrong here ends this
 //! connection only.
+//!
+//! A line in the form of the course's ring tools
+//! ([`CourseRequest::recognise`]) is answered by the
+//! [welcome service](super::welcome) instead, and the connection then
+//! closes: one request per connection, as the course's tools expect.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,6 +14,7 @@ use std::sync::Arc;
 
 use log::{debug, info, warn};
 
+use crate::protocol::course::{CourseRequest, WrongRequest};
 use crate::protocol::{ProtocolError, Reply, TrackerRequest};
 use crate::server::Connection;
 use crate::service::{serve_lines, Flow, LineLimits, LineService, Output};
@@ -16,7 +22,7 @@ use crate::wire::write_line;
 
 use super::handler::{respond, Answer};
 use super::registry::SessionId;
-use super::TrackerState;
+use super::{TrackerState, Welcome};
 
 /// Serves one connection until the client quits, closes, goes silent past
 /// the keep-alive deadline, or the tracker stops. The session it opened, if
@@ -75,6 +81,40 @@ impl TrackerConnection {
         }
         answer
     }
+
+    /// Answers a course line by the welcome service, logs it, and says to
+    /// close.
+    fn answer_course(
+        &self,
+        text: &str,
+        request: Result<CourseRequest, WrongRequest>,
+        out: &mut Output<'_>,
+    ) -> io::Result<Flow> {
+        let replies = match &request {
+            Ok(request) => self
+                .state
+                .welcome
+                .lock()
+                .answer(request, |n| fastrand::usize(..n)),
+            Err(wrong) => Welcome::wrong(wrong),
+        };
+        let asked = match &request {
+            Ok(request) => request.to_string(),
+            Err(_) => text.trim().chars().take(80).collect(),
+        };
+        match &replies[..] {
+            [one] => info!("course: {} {asked} -> {one}", self.remote),
+            lines => info!(
+                "course: {} {asked} -> {} line(s) and end",
+                self.remote,
+                lines.len().saturating_sub(1)
+            ),
+        }
+        for reply in &replies {
+            write_line(out, reply)?;
+        }
+        Ok(Flow::Close)
+    }
 }
 
 impl LineService for TrackerConnection {
@@ -83,6 +123,12 @@ impl LineService for TrackerConnection {
         line: Result<&str, &ProtocolError>,
         out: &mut Output<'_>,
     ) -> io::Result<Flow> {
+        if let Some((text, request)) = line
+            .ok()
+            .and_then(|text| Some((text, CourseRequest::recognise(text)?)))
+        {
+            return self.answer_course(text, request, out);
+        }
         let answer = match line {
             Ok(text) => self.answer(text),
             Err(error) => Answer::protocol_error(error),

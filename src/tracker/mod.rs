@@ -4,24 +4,29 @@
 //! - [`registry`]: the state and its rules (pure, unit-tested);
 //! - [`search`]: how search criteria select files;
 //! - [`handler`]: one request in, its answer out (pure);
-//! - [`connection`]: the per-connection read-parse-answer loop;
+//! - [`welcome`]: the course's hash and welcome services (pure, unit-tested);
+//! - [`connection`]: the per-connection read-parse-answer loop, which tells
+//!   course lines from native ones;
 //! - [`Tracker`]: ties them to a [`Server`] on a caller-bound listener.
 
 pub mod connection;
 pub mod handler;
 pub mod registry;
 pub mod search;
+pub mod welcome;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::ring::RingSpace;
 use crate::server::{Handler, Server, ServerOptions};
 
 pub use registry::Registry;
+pub use welcome::Welcome;
 
 /// The tracker's run-time limits (see `config/tracker.ini`).
 #[derive(Debug, Clone)]
@@ -40,6 +45,11 @@ pub struct TrackerOptions {
     pub max_results: usize,
     /// Most files one session may offer or report on.
     pub max_files_per_session: usize,
+    /// How many ids the course's ring has (hash and welcome services).
+    pub ring_size: u64,
+    /// The port ring peers usually listen on: a `yo` without a port means
+    /// it, and addresses on it are written without it.
+    pub ring_port: u16,
 }
 
 impl Default for TrackerOptions {
@@ -52,6 +62,8 @@ impl Default for TrackerOptions {
             max_peers: 50,
             max_results: 1000,
             max_files_per_session: 1000,
+            ring_size: 65536,
+            ring_port: 7000,
         }
     }
 }
@@ -60,6 +72,8 @@ impl Default for TrackerOptions {
 pub(crate) struct TrackerState {
     pub(crate) registry: RwLock<Registry>,
     pub(crate) options: TrackerOptions,
+    /// The course's hash and welcome services.
+    pub(crate) welcome: Mutex<Welcome>,
 }
 
 /// A running tracker. Dropping it, or [`Tracker::shutdown`], stops it and
@@ -70,10 +84,14 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Starts serving on `listener`, which the caller has bound.
+    /// Starts serving on `listener`, which the caller has bound. An
+    /// invalid `ring_size` is an `InvalidInput` error.
     pub fn start(listener: TcpListener, options: TrackerOptions) -> io::Result<Tracker> {
+        let space = RingSpace::new(options.ring_size)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let state = Arc::new(TrackerState {
             registry: RwLock::new(Registry::new(options.max_files_per_session)),
+            welcome: Mutex::new(Welcome::new(space, options.ring_port)),
             options,
         });
         let server_options = ServerOptions {

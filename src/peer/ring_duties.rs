@@ -1,0 +1,187 @@
+//! What a peer does in the ring, on top of keeping its place there (that
+//! is [`crate::ring::node`]): it announces its files as records, finds the
+//! peers of the files it downloads, and finds files by key or name, all
+//! without the tracker.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+
+use crate::protocol::ring::{NameRecord, Record};
+use crate::protocol::{FileEntry, FileKey, FileName};
+use crate::ring::RingNode;
+
+use super::discovery::{Discovery, Source};
+use super::library::{Library, SharedFile};
+use super::link::PeerLink;
+use super::{media, PeerError};
+
+/// A record lives for this many announcement intervals unless announced
+/// again, so one lost announcement does not lose it.
+const TTL_INTERVALS: u32 = 3;
+
+/// The records announcing `file`, held by the peer at `me`: "I hold it"
+/// once it has a piece, and its name once it is complete.
+pub fn records_of(file: &SharedFile, me: SocketAddr) -> Vec<Record> {
+    let mut records = Vec::new();
+    if file.bitmap().count() > 0 {
+        records.push(Record::Holder {
+            key: file.key,
+            peer: me,
+        });
+    }
+    if file.is_offered() {
+        records.push(Record::Name(NameRecord {
+            name: file.name.clone(),
+            key: file.key,
+            size: file.manifest.size(),
+            piece_size: file.manifest.piece_size(),
+            kind: file.kind,
+        }));
+    }
+    records
+}
+
+/// How long an announcement made every `refresh` lives.
+pub fn record_ttl(refresh: Duration) -> Duration {
+    refresh * TTL_INTERVALS
+}
+
+/// Announces `file` in the ring now (a share should not wait for the next
+/// round to be found).
+pub fn announce(ring: &RingNode, file: &SharedFile, refresh: Duration) {
+    let records = records_of(file, ring.me().addr);
+    let failed = ring.publish(&records, record_ttl(refresh));
+    if failed > 0 {
+        debug!(
+            "ring: {failed} home(s) of {} not reached; next try in {} s",
+            file.name.as_str(),
+            refresh.as_secs()
+        );
+    }
+}
+
+/// The ring's part of the housekeeping: announcing every file again each
+/// `refresh`, and finding peers for downloads each `round_every`.
+pub struct RingDuties {
+    pub ring: Arc<RingNode>,
+    pub library: Arc<Library>,
+    pub discovery: Arc<Discovery>,
+    pub refresh: Duration,
+    pub round_every: Duration,
+    pub last_announce: Option<Instant>,
+    pub last_round: Option<Instant>,
+}
+
+impl RingDuties {
+    /// Does what is due.
+    pub fn run_due(&mut self) {
+        if self
+            .last_round
+            .is_none_or(|at| at.elapsed() >= self.round_every)
+        {
+            self.last_round = Some(Instant::now());
+            for key in self.discovery.wanted() {
+                match self.ring.holders(key) {
+                    Ok(peers) => self.discovery.found(Source::Ring, &key, peers),
+                    Err(e) => debug!("ring: holders of {key}: {e}"),
+                }
+            }
+        }
+        if self
+            .last_announce
+            .is_none_or(|at| at.elapsed() >= self.refresh)
+        {
+            self.last_announce = Some(Instant::now());
+            let me = self.ring.me().addr;
+            let records: Vec<Record> = self
+                .library
+                .all()
+                .iter()
+                .flat_map(|file| records_of(file, me))
+                .collect();
+            let failed = self.ring.publish(&records, record_ttl(self.refresh));
+            info!(
+                "ring: announced {} record(s){}",
+                records.len(),
+                if failed > 0 {
+                    format!(", {failed} home(s) not reached")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+}
+
+/// Finds a file in the ring by key or exact name.
+pub fn find_file(ring: &RingNode, what: &str) -> Result<FileEntry, PeerError> {
+    let failed = |e: crate::ring::RingError| PeerError::Failed(format!("the ring: {e}"));
+    if let Ok(key) = FileKey::parse(what) {
+        let holders = ring.holders(key).map_err(failed)?;
+        return entry_from_holders(key, &holders);
+    }
+    let name = FileName::new(what).map_err(|e| PeerError::Failed(e.to_string()))?;
+    let mut found = ring.files_named(&name).map_err(failed)?;
+    match found.len() {
+        0 => Err(PeerError::NotFound(format!(
+            "the ring knows no file {what}"
+        ))),
+        1 => {
+            let file = found.remove(0);
+            let holders = ring.holders(file.key).map_err(failed)?.len() as u32;
+            Ok(FileEntry {
+                key: file.key,
+                name: file.name,
+                size: file.size,
+                piece_size: file.piece_size,
+                kind: file.kind,
+                seeders: holders,
+                leechers: 0,
+            })
+        }
+        _ => Err(PeerError::ambiguous_name(what, found.iter().map(|f| f.key))),
+    }
+}
+
+/// A file known only by its key: its name comes from the first holder
+/// that lists it (`LSTF`).
+fn entry_from_holders(key: FileKey, holders: &[SocketAddr]) -> Result<FileEntry, PeerError> {
+    if holders.is_empty() {
+        return Err(PeerError::NotFound(format!(
+            "no peer in the ring holds {key}"
+        )));
+    }
+    for &holder in holders {
+        let shares = PeerLink::connect(holder)
+            .map_err(super::link::LinkError::from)
+            .and_then(|mut link| link.shares());
+        let Ok(shares) = shares else { continue };
+        let Some(share) = shares.into_iter().find(|s| s.key == key) else {
+            continue;
+        };
+        let path = Path::new(share.path.as_str());
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| FileName::new(&n.to_string_lossy()).ok())
+        else {
+            continue;
+        };
+        return Ok(FileEntry {
+            key,
+            kind: media::from_name(path).kind,
+            name,
+            size: 0,
+            piece_size: 0,
+            seeders: holders.len() as u32,
+            leechers: 0,
+        });
+    }
+    Err(PeerError::NotFound(format!(
+        "none of the {} peer(s) holding {key} lists it with a name",
+        holders.len()
+    )))
+}

@@ -1,0 +1,309 @@
+//! The grammar of the course's ring tools (hash server, welcome server,
+//! monitor): one request per TCP connection, a line each way, fields
+//! separated by `:`. Pure: parsing and formatting only.
+//!
+//! These lines share ports with the native protocol, and are told apart
+//! by their form ([`CourseRequest::recognise`]): a native line starts with
+//! a four-letter verb and a space, a course line starts with `yo:`, `a+:`,
+//! `ip?`, `li?`, `rt?`, or is an IP address (a hash request).
+//!
+//! Addresses: the course tools give an IP and no port, because every peer
+//! of a class listens on the same port. This project also lets peers on
+//! other ports in (`ip:port`, for one machine without extra loopback
+//! addresses); [`CourseAddr`] prints the port only when it is not the
+//! agreed one.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// An address as the course tools write it: an IP, with a port when it is
+/// not the one every ring peer is expected to listen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CourseAddr {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl CourseAddr {
+    /// `ip` or `ip:port` (`[ip]:port` for IPv6).
+    pub fn parse(text: &str) -> Option<CourseAddr> {
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Some(CourseAddr { ip, port: None });
+        }
+        let addr: SocketAddr = text.parse().ok()?;
+        Some(CourseAddr {
+            ip: addr.ip(),
+            port: Some(addr.port()),
+        })
+    }
+
+    /// The socket address, taking `default_port` when none was written.
+    pub fn socket(&self, default_port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port.unwrap_or(default_port))
+    }
+
+    /// How `addr` is written where every peer is expected on `usual_port`.
+    pub fn of(addr: SocketAddr, usual_port: u16) -> CourseAddr {
+        CourseAddr {
+            ip: addr.ip(),
+            port: (addr.port() != usual_port).then_some(addr.port()),
+        }
+    }
+}
+
+impl fmt::Display for CourseAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            None => write!(f, "{}", self.ip),
+            Some(port) => write!(f, "{}", SocketAddr::new(self.ip, port)),
+        }
+    }
+}
+
+/// One request of the course's grammar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CourseRequest {
+    /// `<ip>`: "give this address an id" (the hash service).
+    Hash { text: String },
+    /// `yo:<hash>:<ip>`: "I join with this hash at this address".
+    Join { hash: u64, at: CourseAddr },
+    /// `a+:<hash>`: "the peer with this hash leaves".
+    Leave { hash: u64 },
+    /// `ip?:<hash>`: "where is the peer with this hash?"
+    AddressOf { hash: u64 },
+    /// `li?`: "list every peer".
+    List,
+    /// `rt?:<hash>`: "the ideal routing table of this hash"; a bare `rt?`:
+    /// "your own routing table" (asked of a peer).
+    Table { hash: Option<u64> },
+}
+
+/// A course line that does not follow the grammar (answered `wrq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongRequest;
+
+impl CourseRequest {
+    /// Whether `line` is in the course's form, and if so what it asks.
+    /// `None`: a native line, for the native parser.
+    pub fn recognise(line: &str) -> Option<Result<CourseRequest, WrongRequest>> {
+        let line = line.trim();
+        let (head, rest) = match line.split_once(':') {
+            Some((head, rest)) => (head, Some(rest)),
+            None => (line, None),
+        };
+        let hash = |text: Option<&str>| -> Result<u64, WrongRequest> {
+            let text = text.ok_or(WrongRequest)?;
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(WrongRequest);
+            }
+            text.parse().map_err(|_| WrongRequest)
+        };
+        let request = match head.to_ascii_lowercase().as_str() {
+            "yo" => rest
+                .and_then(|rest| rest.split_once(':'))
+                .ok_or(WrongRequest)
+                .and_then(|(h, at)| {
+                    Ok(CourseRequest::Join {
+                        hash: hash(Some(h))?,
+                        at: CourseAddr::parse(at).ok_or(WrongRequest)?,
+                    })
+                }),
+            "a+" => hash(rest).map(|hash| CourseRequest::Leave { hash }),
+            "ip?" => hash(rest).map(|hash| CourseRequest::AddressOf { hash }),
+            "li?" if rest.is_none() => Ok(CourseRequest::List),
+            "rt?" if rest.is_none() => Ok(CourseRequest::Table { hash: None }),
+            "rt?" => hash(rest).map(|h| CourseRequest::Table { hash: Some(h) }),
+            _ if CourseAddr::parse(line).is_some() => Ok(CourseRequest::Hash {
+                text: line.to_string(),
+            }),
+            // Native lines start with a word of letters and a space (or
+            // are one word of letters); anything else with the course's
+            // punctuation is a course line gone wrong.
+            _ if line.contains([':', '?', '+']) && !line.contains(' ') => Err(WrongRequest),
+            _ => return None,
+        };
+        Some(request)
+    }
+}
+
+impl fmt::Display for CourseRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CourseRequest::Hash { text } => write!(f, "{text}"),
+            CourseRequest::Join { hash, at } => write!(f, "yo:{hash}:{at}"),
+            CourseRequest::Leave { hash } => write!(f, "a+:{hash}"),
+            CourseRequest::AddressOf { hash } => write!(f, "ip?:{hash}"),
+            CourseRequest::List => write!(f, "li?"),
+            CourseRequest::Table { hash: None } => write!(f, "rt?"),
+            CourseRequest::Table { hash: Some(h) } => write!(f, "rt?:{h}"),
+        }
+    }
+}
+
+/// One answer line of the course's grammar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CourseReply {
+    /// An id from the hash service.
+    Id(u64),
+    /// `aht`: every id is taken.
+    AllTaken,
+    /// `yaf`: "you are first" (no peer to join through).
+    First,
+    /// A peer's address (a random present peer, or the one asked for).
+    Addr(CourseAddr),
+    /// `ok`.
+    Ok,
+    /// `wrq`: a wrong request (bad or duplicate hash, unknown form).
+    Wrong,
+    /// `ukh`: unknown hash.
+    UnknownHash,
+    /// `<hash>:<ip>`: one line of `li?`.
+    Member { hash: u64, at: CourseAddr },
+    /// `<k>:<succHash>:<succIp>`: one line of a routing table.
+    Route { k: u64, hash: u64, at: CourseAddr },
+    /// `end`: closes `li?` and `rt?`.
+    End,
+}
+
+impl CourseReply {
+    /// Reads the answer to `yo`: `yaf`, an address, or `wrq`.
+    pub fn parse_join_answer(line: &str) -> Option<CourseReply> {
+        match line.trim() {
+            "yaf" => Some(CourseReply::First),
+            "wrq" => Some(CourseReply::Wrong),
+            other => CourseAddr::parse(other).map(CourseReply::Addr),
+        }
+    }
+
+    /// Reads the hash service's answer: an id or `aht`.
+    pub fn parse_id_answer(line: &str) -> Option<CourseReply> {
+        match line.trim() {
+            "aht" => Some(CourseReply::AllTaken),
+            other => other.parse().ok().map(CourseReply::Id),
+        }
+    }
+
+    /// Reads one line of a routing table: `<k>:<hash>:<ip>`, or `end`.
+    pub fn parse_route_line(line: &str) -> Option<CourseReply> {
+        let line = line.trim();
+        if line == "end" {
+            return Some(CourseReply::End);
+        }
+        let mut parts = line.splitn(3, ':');
+        let k = parts.next()?.parse().ok()?;
+        let hash = parts.next()?.parse().ok()?;
+        let at = CourseAddr::parse(parts.next()?)?;
+        Some(CourseReply::Route { k, hash, at })
+    }
+}
+
+impl fmt::Display for CourseReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CourseReply::Id(id) => write!(f, "{id}"),
+            CourseReply::AllTaken => write!(f, "aht"),
+            CourseReply::First => write!(f, "yaf"),
+            CourseReply::Addr(at) => write!(f, "{at}"),
+            CourseReply::Ok => write!(f, "ok"),
+            CourseReply::Wrong => write!(f, "wrq"),
+            CourseReply::UnknownHash => write!(f, "ukh"),
+            CourseReply::Member { hash, at } => write!(f, "{hash}:{at}"),
+            CourseReply::Route { k, hash, at } => write!(f, "{k}:{hash}:{at}"),
+            CourseReply::End => write!(f, "end"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Option<Result<CourseRequest, WrongRequest>> {
+        CourseRequest::recognise(line)
+    }
+
+    #[test]
+    fn course_lines_round_trip() {
+        for line in [
+            "127.0.0.2",
+            "::1",
+            "127.0.0.1:7001",
+            "yo:42:127.0.0.2",
+            "yo:42:127.0.0.2:7001",
+            "a+:42",
+            "ip?:42",
+            "li?",
+            "rt?",
+            "rt?:42",
+        ] {
+            let request = parse(line).unwrap().unwrap();
+            assert_eq!(request.to_string(), line);
+        }
+    }
+
+    #[test]
+    fn native_lines_are_left_alone() {
+        for line in [
+            "HELO 7001",
+            "quit",
+            "RQFS name=*.mp3",
+            "PING",
+            "BITF ab 00",
+            "hello",
+        ] {
+            assert_eq!(parse(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn wrong_course_lines_are_wrq() {
+        for line in [
+            "yo:abc:127.0.0.2",
+            "yo:42",
+            "yo:42:not-an-ip",
+            "a+:",
+            "a+:-3",
+            "ip?:x",
+            "li?:3",
+            "rt?:",
+            "zz:1",
+            "what?",
+        ] {
+            assert_eq!(parse(line), Some(Err(WrongRequest)), "{line}");
+        }
+    }
+
+    #[test]
+    fn addresses_show_the_port_only_when_unusual() {
+        let addr: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+        assert_eq!(CourseAddr::of(addr, 7000).to_string(), "127.0.0.2");
+        assert_eq!(CourseAddr::of(addr, 6000).to_string(), "127.0.0.2:7000");
+        assert_eq!(CourseAddr::parse("127.0.0.2").unwrap().socket(7000), addr);
+    }
+
+    #[test]
+    fn answers_parse_back() {
+        let route = CourseReply::Route {
+            k: 32,
+            hash: 60,
+            at: CourseAddr::parse("127.0.0.3").unwrap(),
+        };
+        assert_eq!(
+            CourseReply::parse_route_line(&route.to_string()),
+            Some(route)
+        );
+        assert_eq!(CourseReply::parse_route_line("end"), Some(CourseReply::End));
+        assert_eq!(
+            CourseReply::parse_join_answer("yaf"),
+            Some(CourseReply::First)
+        );
+        assert_eq!(
+            CourseReply::parse_id_answer("aht"),
+            Some(CourseReply::AllTaken)
+        );
+        assert_eq!(
+            CourseReply::parse_id_answer("17"),
+            Some(CourseReply::Id(17))
+        );
+    }
+}

@@ -1,0 +1,451 @@
+//! This peer's side of the ring's requests: one request to another ring
+//! peer and its checked answer, and whole look-ups hop by hop.
+//!
+//! Look-ups are iterative: the asker sends `LOOK <id>` to one peer, which
+//! answers either with the owner (`OWNR`) or with a closer peer to ask next
+//! (`NEXT`). So the asker sees every hop, which is what `route` prints.
+//!
+//! Connections are kept for reuse (a few per peer), because the periodic
+//! rounds talk to the same neighbours again and again; a kept connection
+//! that the other side has closed meanwhile is replaced once, silently.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::peer::link::{LinkError, PeerLink};
+use crate::protocol::course::CourseRequest;
+use crate::protocol::ring::{Member, NameRecord, Record, RecordQuery, RingReply, RingRequest};
+use crate::protocol::{ErrorCode, Reply};
+
+/// How long to wait for a connection to a ring peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a whole request may take.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
+/// The most lines of one listing answer.
+pub const MAX_LISTING: usize = 1000;
+/// The most hops of one look-up (a ring walked peer by peer without
+/// fingers may need one per peer).
+pub const MAX_HOPS: usize = 1024;
+/// Connections kept per peer, and peers with kept connections.
+const KEPT_PER_PEER: usize = 2;
+const KEPT_PEERS: usize = 64;
+
+/// Why a ring request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// The peer could not be reached, or broke off.
+    #[error("{addr} unreachable: {error}")]
+    Unreachable { addr: SocketAddr, error: io::Error },
+    /// The peer refused with an `ERRR` line.
+    #[error("{addr} refused: {text} (ERRR {code})")]
+    Refused {
+        addr: SocketAddr,
+        code: ErrorCode,
+        text: String,
+    },
+    /// The peer answered something that is not the protocol.
+    #[error("{addr} misbehaved: {text}")]
+    Misbehaved { addr: SocketAddr, text: String },
+    /// The ring could not do what was asked (no route, id taken, ...).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl RingError {
+    fn from_link(addr: SocketAddr, error: LinkError) -> RingError {
+        match error {
+            LinkError::Io(error) => RingError::Unreachable { addr, error },
+            LinkError::Refused { code, text } => RingError::Refused { addr, code, text },
+            LinkError::Misbehaved(text) => RingError::Misbehaved { addr, text },
+        }
+    }
+
+    fn misbehaved(addr: SocketAddr, text: impl Into<String>) -> RingError {
+        RingError::Misbehaved {
+            addr,
+            text: text.into(),
+        }
+    }
+}
+
+/// One step of a look-up, as a peer answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookStep {
+    /// The owner, then its successors.
+    Owner(Vec<Member>),
+    /// Ask this peer next.
+    Next(Member),
+}
+
+/// One hop of a look-up: who was asked, and what it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub asked: Member,
+    pub answer: LookStep,
+}
+
+/// A whole look-up: every hop, and the owner with its successors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    pub id: u64,
+    pub hops: Vec<Hop>,
+    pub owners: Vec<Member>,
+}
+
+impl Trace {
+    /// The peer that owns the id.
+    pub fn owner(&self) -> Member {
+        self.owners[0]
+    }
+
+    /// Whether a peer has exactly this id. When none does, a message for
+    /// that id is answered as such: the course's rule, "the target lies
+    /// between a peer and its successor, and is neither".
+    pub fn peer_exists(&self) -> bool {
+        self.owner().id == self.id
+    }
+}
+
+impl std::fmt::Display for Trace {
+    /// The route as `route <id>` prints it: one line per hop, then the
+    /// owner.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, hop) in self.hops.iter().enumerate() {
+            let said = match &hop.answer {
+                LookStep::Owner(owners) => format!("the owner is {}", owners[0]),
+                LookStep::Next(next) => format!("ask {next}"),
+            };
+            writeln!(f, "  hop {}: {} says {said}", n + 1, hop.asked)?;
+        }
+        write!(
+            f,
+            "{} owns {} ({} hop(s))",
+            self.owner(),
+            self.id,
+            self.hops.len()
+        )?;
+        if !self.peer_exists() {
+            write!(
+                f,
+                "; no peer has id {}: it lies before {} and is not it",
+                self.id,
+                self.owner().id
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A peer's ring state, as `RNFO` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub me: Member,
+    pub size: u64,
+    pub predecessor: Option<Member>,
+    pub successors: Vec<Member>,
+    /// The routing table: each line's `k` and the peer it points at.
+    pub fingers: Vec<(u64, Option<Member>)>,
+}
+
+/// Sends ring requests, keeping connections for reuse.
+#[derive(Default)]
+pub struct RingClient {
+    kept: Mutex<HashMap<SocketAddr, Vec<PeerLink>>>,
+}
+
+impl RingClient {
+    /// A client with no connection yet.
+    pub fn new() -> RingClient {
+        RingClient::default()
+    }
+
+    /// Sends `request` to `addr` and reads its whole answer: one line, or
+    /// the lines of a listing up to its `END`.
+    pub fn call(
+        &self,
+        addr: SocketAddr,
+        request: &RingRequest,
+    ) -> Result<Vec<RingReply>, RingError> {
+        let kept = self.kept.lock().get_mut(&addr).and_then(Vec::pop);
+        let result = match kept {
+            Some(mut link) => match exchange(&mut link, request) {
+                // A kept connection that broke may just have been closed
+                // by the other side while unused: one fresh try.
+                Err(LinkError::Io(_)) => self.fresh_exchange(addr, request),
+                other => other.map(|lines| (lines, link)),
+            },
+            None => self.fresh_exchange(addr, request),
+        };
+        let (lines, link) = result.map_err(|e| RingError::from_link(addr, e))?;
+        self.keep(addr, link);
+        let lines = lines
+            .iter()
+            .map(|line| {
+                RingReply::parse(line)
+                    .map_err(|e| RingError::misbehaved(addr, format!("{e} in {line:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match lines.last() {
+            Some(RingReply::Common(Reply::Error { code, text })) => Err(RingError::Refused {
+                addr,
+                code: *code,
+                text: text.clone(),
+            }),
+            _ => Ok(lines),
+        }
+    }
+
+    fn fresh_exchange(
+        &self,
+        addr: SocketAddr,
+        request: &RingRequest,
+    ) -> Result<(Vec<String>, PeerLink), LinkError> {
+        let mut link = PeerLink::connect_within(addr, CONNECT_TIMEOUT)?;
+        exchange(&mut link, request).map(|lines| (lines, link))
+    }
+
+    fn keep(&self, addr: SocketAddr, link: PeerLink) {
+        let mut kept = self.kept.lock();
+        if kept.len() >= KEPT_PEERS && !kept.contains_key(&addr) {
+            // Forget some peer's connections (they close when dropped).
+            if let Some(other) = kept.keys().next().copied() {
+                kept.remove(&other);
+            }
+        }
+        let links = kept.entry(addr).or_default();
+        if links.len() < KEPT_PER_PEER {
+            links.push(link);
+        }
+    }
+
+    /// Closes every kept connection to `addr` (it is gone).
+    pub fn forget(&self, addr: SocketAddr) {
+        self.kept.lock().remove(&addr);
+    }
+
+    /// Sends a request whose answer is one `OK`.
+    fn expect_ok(&self, addr: SocketAddr, request: &RingRequest) -> Result<(), RingError> {
+        match &self.call(addr, request)?[..] {
+            [RingReply::Common(Reply::Ok(_))] => Ok(()),
+            other => Err(RingError::misbehaved(
+                addr,
+                format!("expected OK, got {other:?}"),
+            )),
+        }
+    }
+
+    /// Asks `addr` one step of the look-up of `id`.
+    pub fn look(&self, addr: SocketAddr, id: u64, fingers: bool) -> Result<LookStep, RingError> {
+        match self.call(addr, &RingRequest::Look { id, fingers })?.pop() {
+            Some(RingReply::Owner(members)) => Ok(LookStep::Owner(members)),
+            Some(RingReply::Next(member)) => Ok(LookStep::Next(member)),
+            other => Err(RingError::misbehaved(
+                addr,
+                format!("expected OWNR or NEXT, got {other:?}"),
+            )),
+        }
+    }
+
+    /// Follows a look-up of `id` from `first` (the first hop's answer, got
+    /// from `asked`) to its owner.
+    pub fn follow(
+        &self,
+        id: u64,
+        asked: Member,
+        first: LookStep,
+        fingers: bool,
+    ) -> Result<Trace, RingError> {
+        let mut hops = vec![Hop {
+            asked,
+            answer: first,
+        }];
+        loop {
+            let next = match &hops[hops.len() - 1].answer {
+                LookStep::Owner(owners) => {
+                    return Ok(Trace {
+                        id,
+                        owners: owners.clone(),
+                        hops,
+                    })
+                }
+                LookStep::Next(next) => *next,
+            };
+            if hops.len() >= MAX_HOPS || hops.iter().any(|hop| hop.asked.addr == next.addr) {
+                return Err(RingError::Failed(format!(
+                    "the look-up of {id} goes round in circles after {} hops (the ring is still settling?)",
+                    hops.len()
+                )));
+            }
+            let answer = self.look(next.addr, id, fingers)?;
+            hops.push(Hop {
+                asked: next,
+                answer,
+            });
+        }
+    }
+
+    /// A whole look-up of `id`, starting at the peer `start`.
+    pub fn trace(&self, start: Member, id: u64, fingers: bool) -> Result<Trace, RingError> {
+        let first = self.look(start.addr, id, fingers)?;
+        self.follow(id, start, first, fingers)
+    }
+
+    /// The ring state of the peer at `addr`.
+    pub fn info(&self, addr: SocketAddr) -> Result<NodeView, RingError> {
+        let lines = self.call(addr, &RingRequest::Info)?;
+        let mut view: Option<NodeView> = None;
+        for line in lines {
+            match (line, view.as_mut()) {
+                (RingReply::Node { me, size }, None) => {
+                    view = Some(NodeView {
+                        me,
+                        size,
+                        predecessor: None,
+                        successors: Vec::new(),
+                        fingers: Vec::new(),
+                    })
+                }
+                (RingReply::Pred(pred), Some(view)) => view.predecessor = pred,
+                (RingReply::Succ(member), Some(view)) => view.successors.push(member),
+                (RingReply::Finger { k, node }, Some(view)) => view.fingers.push((k, node)),
+                (RingReply::Common(Reply::End), Some(_)) => {}
+                (other, _) => {
+                    return Err(RingError::misbehaved(
+                        addr,
+                        format!("unexpected {other} in RNFO"),
+                    ))
+                }
+            }
+        }
+        view.ok_or_else(|| RingError::misbehaved(addr, "RNFO without a NODE line"))
+    }
+
+    /// Tells `addr` that `me` may be its predecessor.
+    pub fn notify(&self, addr: SocketAddr, me: Member) -> Result<(), RingError> {
+        self.expect_ok(addr, &RingRequest::Notify(me))
+    }
+
+    /// Tells `addr` that `leaving` leaves, with its neighbours.
+    pub fn leave(
+        &self,
+        addr: SocketAddr,
+        leaving: Member,
+        predecessor: Option<Member>,
+        successor: Member,
+    ) -> Result<(), RingError> {
+        self.expect_ok(
+            addr,
+            &RingRequest::Leave {
+                leaving,
+                predecessor,
+                successor,
+            },
+        )
+    }
+
+    /// Asks `addr` to keep `record` for `ttl`.
+    pub fn store(&self, addr: SocketAddr, ttl: Duration, record: &Record) -> Result<(), RingError> {
+        let ttl = ttl
+            .as_secs()
+            .clamp(1, u64::from(crate::protocol::ring::MAX_TTL)) as u32;
+        self.expect_ok(
+            addr,
+            &RingRequest::Store {
+                ttl,
+                record: record.clone(),
+            },
+        )
+    }
+
+    /// The records `addr` keeps that answer `query`.
+    pub fn find(&self, addr: SocketAddr, query: &RecordQuery) -> Result<Vec<Record>, RingError> {
+        self.records(addr, &RingRequest::Find(query.clone()))
+    }
+
+    /// Every name record `addr` keeps.
+    pub fn names(&self, addr: SocketAddr) -> Result<Vec<NameRecord>, RingError> {
+        Ok(self
+            .records(addr, &RingRequest::Names)?
+            .into_iter()
+            .filter_map(|record| match record {
+                Record::Name(name) => Some(name),
+                Record::Holder { .. } => None,
+            })
+            .collect())
+    }
+
+    fn records(&self, addr: SocketAddr, request: &RingRequest) -> Result<Vec<Record>, RingError> {
+        self.call(addr, request)?
+            .into_iter()
+            .filter(|line| *line != RingReply::Common(Reply::End))
+            .map(|line| match line {
+                RingReply::Record(record) => Ok(record),
+                other => Err(RingError::misbehaved(
+                    addr,
+                    format!("expected a record, got {other}"),
+                )),
+            })
+            .collect()
+    }
+
+    /// Sends one line of the course's grammar to `addr` (a welcome or hash
+    /// service: one request per connection) and returns the first answer
+    /// line.
+    pub fn course(&self, addr: SocketAddr, request: &CourseRequest) -> Result<String, RingError> {
+        let mut link = PeerLink::connect_within(addr, CONNECT_TIMEOUT)
+            .map_err(|error| RingError::Unreachable { addr, error })?;
+        link.set_deadline(Some(REQUEST_DEADLINE));
+        link.send_line(request)
+            .map_err(|error| RingError::Unreachable { addr, error })?;
+        link.read_text().map_err(|e| RingError::from_link(addr, e))
+    }
+
+    /// Whether the peer at `addr` answers at all.
+    pub fn ping(&self, addr: SocketAddr) -> Result<(), RingError> {
+        let mut link = PeerLink::connect_within(addr, CONNECT_TIMEOUT)
+            .map_err(|error| RingError::Unreachable { addr, error })?;
+        link.set_deadline(Some(REQUEST_DEADLINE));
+        link.send_line(&crate::protocol::PeerRequest::Ping)
+            .map_err(|error| RingError::Unreachable { addr, error })?;
+        match link.read_text() {
+            Ok(line) if line.starts_with("OK") => Ok(()),
+            Ok(line) => Err(RingError::misbehaved(
+                addr,
+                format!("PING answered {line:?}"),
+            )),
+            Err(e) => Err(RingError::from_link(addr, e)),
+        }
+    }
+}
+
+/// Whether the answer to `request` is a listing closed by `END`.
+fn is_listing(request: &RingRequest) -> bool {
+    matches!(
+        request,
+        RingRequest::Info | RingRequest::Find(_) | RingRequest::Names
+    )
+}
+
+/// Sends one request on `link` and reads the lines of its answer.
+fn exchange(link: &mut PeerLink, request: &RingRequest) -> Result<Vec<String>, LinkError> {
+    link.set_deadline(Some(REQUEST_DEADLINE));
+    link.send_line(request)?;
+    let mut lines = Vec::new();
+    loop {
+        let line = link.read_text()?;
+        let last = !is_listing(request) || line == "END" || line.starts_with("ERRR");
+        lines.push(line);
+        if last {
+            return Ok(lines);
+        }
+        if lines.len() > MAX_LISTING {
+            return Err(LinkError::Misbehaved(format!(
+                "a listing of over {MAX_LISTING} lines"
+            )));
+        }
+    }
+}

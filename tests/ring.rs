@@ -1,0 +1,487 @@
+//! The ring, with real `tracker` and `peer` processes on loopback: a ring
+//! of 16 peers routes every look-up to its owner in few hops; it heals
+//! after peers leave and crash, keeping its records while a replica lives;
+//! and a file shared in the ring is downloaded with the tracker stopped.
+//!
+//! Look-ups are made from the test with the library's [`RingClient`],
+//! which speaks the same lines as `nc` would, to the peers' mini-servers.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use swarmline::protocol::ring::{Member, Record, RecordQuery};
+use swarmline::protocol::FileKey;
+use swarmline::ring::{RingClient, RingSpace};
+
+use support::{eventually, random_bytes, write_file, Client, PeerProcess, TrackerProcess};
+
+/// How often the peers of these tests run their stabilisation round.
+const STABILIZE_MS: u64 = 150;
+
+/// Flags of a ring peer in these tests: short rounds, no web page.
+fn ring_flags(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut flags = vec![
+        "--ring",
+        "true",
+        "--ring-stabilize-ms",
+        "150",
+        "--ring-fix-fingers-ms",
+        "300",
+        "--ring-check-predecessor-ms",
+        "300",
+        "--gui",
+        "false",
+    ];
+    flags.extend_from_slice(extra);
+    flags
+}
+
+/// A tracker (the welcome service) and `n` ring peers joined through it,
+/// one after the other.
+struct Ring {
+    tracker: TrackerProcess,
+    peers: Vec<PeerProcess>,
+    dir: tempfile::TempDir,
+    space: RingSpace,
+    client: RingClient,
+}
+
+impl Ring {
+    fn start(n: usize, extra: &[&'static str]) -> Ring {
+        let tracker = TrackerProcess::start(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        let peers = (0..n)
+            .map(|i| {
+                let home = dir.path().join(format!("peer{i}"));
+                PeerProcess::start(&home, tracker.addr, &ring_flags(extra))
+            })
+            .collect();
+        Ring {
+            tracker,
+            peers,
+            dir,
+            space: RingSpace::new(65536).unwrap(),
+            client: RingClient::new(),
+        }
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.peers.iter().map(|p| p.addr).collect()
+    }
+
+    /// Each live peer as a ring member, asked of the peer itself.
+    fn members(&self) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .addrs()
+            .into_iter()
+            .map(|addr| self.client.info(addr).unwrap().me)
+            .collect();
+        members.sort_by_key(|m| m.id);
+        members
+    }
+
+    /// Whether every peer's successors, predecessor and routing table are
+    /// the ideal ones for the ring formed by `members`.
+    fn is_settled(&self, members: &[Member]) -> bool {
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        let by_id = |id: u64| *members.iter().find(|m| m.id == id).unwrap();
+        members.iter().enumerate().all(|(i, me)| {
+            let Ok(view) = self.client.info(me.addr) else {
+                return false;
+            };
+            let previous = members[(i + members.len() - 1) % members.len()];
+            let ideal: Vec<(u64, Option<Member>)> = self
+                .space
+                .ideal_table(me.id, &ids)
+                .into_iter()
+                .map(|(k, id)| (k, Some(by_id(id))))
+                .collect();
+            // The default successor list: the next four peers.
+            let successors: Vec<Member> = (1..members.len().min(5))
+                .map(|step| members[(i + step) % members.len()])
+                .collect();
+            view.successors == successors
+                && view.predecessor == Some(previous)
+                && view.fingers == ideal
+        })
+    }
+
+    /// Waits until the ring is settled; how long it took.
+    fn settle(&self, members: &[Member], limit: Duration) -> Duration {
+        let started = Instant::now();
+        assert!(
+            eventually(limit, || self.is_settled(members)),
+            "the ring of {} did not settle within {limit:?}",
+            members.len()
+        );
+        started.elapsed()
+    }
+
+    /// Looks up `ids` from every peer; checks each owner; the mean number
+    /// of peers asked.
+    fn mean_hops(&self, members: &[Member], ids: &[u64], fingers: bool) -> f64 {
+        let owner_ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        let mut hops = 0;
+        let mut lookups = 0;
+        for start in members {
+            for &id in ids {
+                let trace = self.client.trace(*start, id, fingers).unwrap();
+                let owner = self.space.owner_among(id, owner_ids.iter().copied());
+                assert_eq!(
+                    Some(trace.owner().id),
+                    owner,
+                    "look-up of {id} from {start}:\n{trace}"
+                );
+                hops += trace.hops.len();
+                lookups += 1;
+            }
+        }
+        hops as f64 / lookups as f64
+    }
+}
+
+/// Ids spread over the whole ring, some of them peers' own.
+fn sample_ids(space: &RingSpace, members: &[Member]) -> Vec<u64> {
+    let mut ids: Vec<u64> = (0..12).map(|i| (i * 5471 + 97) % space.size()).collect();
+    ids.extend(members.iter().take(4).map(|m| m.id));
+    ids
+}
+
+#[test]
+fn sixteen_peers_route_every_lookup_to_its_owner_in_few_hops() {
+    let ring = Ring::start(16, &[]);
+    let members = ring.members();
+    let took = ring.settle(&members, Duration::from_secs(60));
+    println!("16 peers settled in {took:?}");
+    let ids = sample_ids(&ring.space, &members);
+    let with_fingers = ring.mean_hops(&members, &ids, true);
+    let successors_only = ring.mean_hops(&members, &ids, false);
+    println!(
+        "mean peers asked per look-up: {with_fingers:.2} with fingers, {successors_only:.2} by successors only (N = 16, log2 N + 1 = 5, N / 2 = 8)"
+    );
+    assert!(with_fingers <= 5.0, "{with_fingers} hops with fingers");
+    assert!(
+        (4.0..=13.0).contains(&successors_only),
+        "{successors_only} hops without fingers is not about N / 2"
+    );
+    assert!(successors_only > with_fingers * 1.5);
+
+    // The welcome service lists them all.
+    let listed = course_lines(ring.tracker.addr, "li?");
+    assert_eq!(listed.len(), 17, "16 peers and `end`: {listed:?}");
+    // A peer answers `rt?` with its table in the course's form, which is
+    // the ideal one.
+    let me = members[3];
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let lines = course_lines(me.addr, "rt?");
+    let expected: Vec<String> = ring
+        .space
+        .ideal_table(me.id, &ids)
+        .into_iter()
+        .map(|(k, id)| {
+            let peer = members.iter().find(|m| m.id == id).unwrap();
+            // Every peer here listens on its own port: written ip:port.
+            format!("{k}:{id}:{}", peer.addr)
+        })
+        .chain(["end".to_string()])
+        .collect();
+    assert_eq!(lines, expected, "then the peer closes the connection");
+}
+
+/// Where the records placed by `text` live: the owner of its id and the
+/// two peers after it.
+fn homes(ring: &Ring, from: Member, text: &str) -> Vec<Member> {
+    let trace = ring
+        .client
+        .trace(from, ring.space.id_of(text), true)
+        .unwrap();
+    trace.owners.into_iter().take(3).collect()
+}
+
+/// The records answering `query`, from its homes together.
+fn found(ring: &Ring, from: Member, query: &RecordQuery) -> Vec<Record> {
+    let mut records = Vec::new();
+    for home in homes(ring, from, &query.placement()) {
+        if let Ok(more) = ring.client.find(home.addr, query) {
+            records.extend(more);
+        }
+    }
+    records
+}
+
+fn share_in_ring(ring: &mut Ring, name: &str, bytes: &[u8]) -> (PeerProcess, FileKey) {
+    let dir = ring.dir.path().join("sharer");
+    let file = write_file(&dir, name, bytes);
+    let mut args = ring_flags(&["--ring-refresh-secs", "600"]);
+    let file = file.to_string_lossy().into_owned();
+    let file: &'static str = Box::leak(file.into_boxed_str());
+    args.extend(["share", file]);
+    let mut sharer = PeerProcess::start(&dir, ring.tracker.addr, &args);
+    let line = sharer.expect("sharing ");
+    let key = FileKey::parse(line.rsplit(' ').next().unwrap()).unwrap();
+    (sharer, key)
+}
+
+#[test]
+fn the_ring_heals_after_peers_leave_and_crash_and_keeps_its_records() {
+    // Records are announced once (the refresh is far away), so what is
+    // found later was kept by the replicas alone.
+    let mut ring = Ring::start(8, &["--ring-refresh-secs", "600"]);
+    let (sharer, key) = share_in_ring(&mut ring, "notes.bin", &random_bytes(50_000, 7));
+    ring.peers.push(sharer);
+    let members = ring.members();
+    ring.settle(&members, Duration::from_secs(60));
+    let sharer = *members
+        .iter()
+        .find(|m| m.addr == ring.peers[8].addr)
+        .unwrap();
+    let holder = Record::Holder {
+        key,
+        peer: sharer.addr,
+    };
+    let query = RecordQuery::Holders(key);
+    // Announced while the ring was forming: the records reach their homes
+    // within a few rounds.
+    assert!(eventually(Duration::from_secs(30), || found(
+        &ring, members[0], &query
+    )
+    .contains(&holder)));
+
+    // The record's owner crashes; the next home leaves gracefully.
+    let victims: Vec<Member> = homes(&ring, members[0], &key.to_string())
+        .into_iter()
+        .filter(|m| *m != sharer)
+        .take(2)
+        .collect();
+    let index_of =
+        |ring: &Ring, m: &Member| ring.peers.iter().position(|p| p.addr == m.addr).unwrap();
+    let crashed = index_of(&ring, &victims[0]);
+    let mut crashed = ring.peers.remove(crashed);
+    crashed.child.kill().unwrap();
+    crashed.wait(Duration::from_secs(10));
+    let leaving = index_of(&ring, &victims[1]);
+    let mut leaving = ring.peers.remove(leaving);
+    leaving.send("quit");
+    assert!(leaving.wait(Duration::from_secs(30)).success());
+
+    let alive: Vec<Member> = members
+        .iter()
+        .filter(|m| !victims.contains(m))
+        .copied()
+        .collect();
+    let took = ring.settle(&alive, Duration::from_secs(60));
+    let rounds = took.as_millis() as u64 / STABILIZE_MS + 1;
+    println!(
+        "after a crash and a leave, settled in {took:?} (about {rounds} stabilisation rounds)"
+    );
+    assert!(rounds <= 200, "{rounds} rounds");
+    let ids = sample_ids(&ring.space, &alive);
+    ring.mean_hops(&alive, &ids, true);
+    for from in &alive {
+        assert!(
+            found(&ring, *from, &query).contains(&holder),
+            "the record of {key} is lost (asked from {from})"
+        );
+    }
+    // The welcome service no longer lists the peer that left.
+    let listed = course_lines(ring.tracker.addr, "li?");
+    assert!(!listed
+        .iter()
+        .any(|l| l.starts_with(&format!("{}:", victims[1].id))));
+}
+
+#[test]
+fn a_file_shared_in_the_ring_is_downloaded_with_the_tracker_stopped() {
+    let mut ring = Ring::start(3, &[]);
+    let bytes = random_bytes(300_000, 11);
+    let (sharer, _key) = share_in_ring(&mut ring, "lecture.bin", &bytes);
+    ring.peers.push(sharer);
+    let members = ring.members();
+    ring.settle(&members, Duration::from_secs(60));
+    ring.tracker.child.kill().unwrap();
+    ring.tracker.wait_exit(Duration::from_secs(10));
+
+    // A new peer joins through a member (the welcome service is gone) and
+    // downloads by name.
+    let home = ring.dir.path().join("leecher");
+    let output = Command::new(env!("CARGO_BIN_EXE_peer"))
+        .args(["--tracker", &ring.tracker.addr.to_string()])
+        .args(["--address", "127.0.0.1", "--port", "0", "--log-file", ""])
+        .args(ring_flags(&["--ring-join"]))
+        .arg(members[0].addr.to_string())
+        .arg("--download-dir")
+        .arg(home.join("downloads"))
+        .arg("--state-dir")
+        .arg(home.join("state"))
+        .args(["get", "lecture.bin"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let saved = std::fs::read(home.join("downloads").join("lecture.bin")).unwrap();
+    assert!(saved == bytes, "the downloaded bytes differ");
+    assert_no_part_files(&home.join("downloads"));
+}
+
+/// Sends one line of the course's grammar and reads every line of the
+/// answer, up to the close of the connection (one request per connection).
+fn course_lines(addr: SocketAddr, line: &str) -> Vec<String> {
+    let mut client = Client::connect(addr);
+    client.send(line);
+    let mut lines = Vec::new();
+    while let Some(line) = client.recv() {
+        lines.push(line);
+    }
+    lines
+}
+
+fn assert_no_part_files(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(!name.to_string_lossy().ends_with(".part"), "{name:?} left");
+    }
+}
+
+/// Runs `peer` with `args` (a client-only subcommand); its exit status and
+/// standard output.
+fn peer_command(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_peer"))
+        .args(["--log-file", ""])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[test]
+fn the_monitor_draws_the_ring_and_sees_it_heal_after_a_crash() {
+    let mut ring = Ring::start(5, &[]);
+    let members = ring.members();
+    ring.settle(&members, Duration::from_secs(60));
+    let start = members[0].addr.to_string();
+    let svg = support::target_dir().join("ring-monitor.svg");
+    let svg_arg = svg.to_string_lossy().into_owned();
+    let (ok, text) = peer_command(&["ring", &start, "--svg", &svg_arg]);
+    assert!(ok, "{text}");
+    assert!(text.contains("5 peers, ring closed, 0 problems"), "{text}");
+    for member in &members {
+        assert!(
+            text.contains(&member.to_string()),
+            "{member} missing:\n{text}"
+        );
+    }
+    let drawing = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawing.starts_with("<svg") && drawing.trim_end().ends_with("</svg>"));
+    assert!(drawing.contains(&members[2].id.to_string()));
+
+    // A route shows its hops and the owner; an id no peer has is said so.
+    let missing = (members[2].id + 1) % ring.space.size();
+    let (ok, text) = peer_command(&["route", &start, &missing.to_string()]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("{} owns {missing}", members[3])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("no peer has id {missing}")),
+        "{text}"
+    );
+    let (ok, text) = peer_command(&["route", &start, &members[3].id.to_string(), "--no-fingers"]);
+    assert!(ok && !text.contains("no peer has id"), "{text}");
+
+    // Kill a peer: the monitor sees a ring of four again soon.
+    let index = ring
+        .peers
+        .iter()
+        .position(|p| p.addr == members[2].addr)
+        .unwrap();
+    let mut crashed = ring.peers.remove(index);
+    crashed.child.kill().unwrap();
+    crashed.wait(Duration::from_secs(10));
+    let mut last = String::new();
+    let healed = eventually(Duration::from_secs(60), || {
+        let (ok, text) = peer_command(&["ring", &start]);
+        last = text;
+        ok && last.contains("4 peers, ring closed, 0 problems")
+    });
+    assert!(healed, "not healed; the monitor said:\n{last}");
+    assert!(!last.contains(&members[2].to_string()), "{last}");
+}
+
+/// The course's classroom: every peer on its own loopback address, all on
+/// one port, so the course's tools (which give IPs without ports) work.
+/// Linux routes all of 127.0.0.0/8 to the loopback interface; macOS needs
+/// aliases (`ifconfig lo0 alias 127.0.0.2`), so this runs on Linux only.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_class_runs_its_peers_on_loopback_addresses_and_one_port() {
+    let port = support::free_port().to_string();
+    let tracker = TrackerProcess::start(&["--ring-port", &port, "--ring-size", "100"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "slides.bin", &random_bytes(40_000, 3));
+    let file = file.to_string_lossy().into_owned();
+    let mut peers = Vec::new();
+    for n in 2..=4 {
+        let address = format!("127.0.0.{n}");
+        let mut args = vec!["--address", &address, "--port", &port, "--ring-size", "100"];
+        args.extend(ring_flags(&[]));
+        args.extend(["share", &file]);
+        let home = dir.path().join(format!("peer{n}"));
+        let mut peer = PeerProcess::start(&home, tracker.addr, &args);
+        assert_eq!(peer.addr.to_string(), format!("{address}:{port}"));
+        let key = peer.expect("sharing ");
+        peers.push((peer, key.rsplit(' ').next().unwrap().to_string()));
+    }
+    // The welcome service writes bare IPs: every peer is on ring_port.
+    let listed = course_lines(tracker.addr, "li?");
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    for line in &listed[..3] {
+        let (_, ip) = line.split_once(':').unwrap();
+        assert!(ip.starts_with("127.0.0.") && !ip.contains(':'), "{line}");
+    }
+    // The tracker tells the three peers apart by their addresses.
+    let mut client = Client::connect(tracker.addr);
+    let holders = client.list(&format!("REQF {}", peers[0].1));
+    for n in 2..=4 {
+        let id = format!("127.0.0.{n}:{port}");
+        assert!(
+            holders.iter().any(|h| h.contains(&id)),
+            "{id} in {holders:?}"
+        );
+    }
+    // A peer's own table is in the course's form, bare IPs too.
+    let space = RingSpace::new(100).unwrap();
+    let ring = RingClient::new();
+    let members: Vec<Member> = peers
+        .iter()
+        .map(|(p, _)| ring.info(p.addr).unwrap().me)
+        .collect();
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let me = members[1];
+    let expected: Vec<String> = space
+        .ideal_table(me.id, &ids)
+        .into_iter()
+        .map(|(k, id)| {
+            let ip = members.iter().find(|m| m.id == id).unwrap().addr.ip();
+            format!("{k}:{id}:{ip}")
+        })
+        .chain(["end".to_string()])
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(30), || course_lines(me.addr, "rt?")
+            == expected),
+        "rt? of {me}: {:?}, expected {expected:?}",
+        course_lines(me.addr, "rt?")
+    );
+}
