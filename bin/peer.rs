@@ -324,7 +324,7 @@ fn route(addr: std::net::SocketAddr, id: u64, fingers: bool) -> Result<(), Strin
     if id >= start.size {
         return Err(format!(
             "{id} is outside the ring (0 to {})",
-            start.size - 1
+            start.size.saturating_sub(1)
         ));
     }
     let trace = client

@@ -566,7 +566,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "ring_replicas",
         flag: "--ring-replicas",
         default: "3",
-        help: "on how many peers each record is kept (its owner and the next ones)",
+        help: "on how many peers each record is kept: its owner and the next ones (at most ring_successors)",
     },
     KeySpec {
         key: "ring_stabilize_ms",
@@ -751,12 +751,16 @@ fn ring_settings(s: &Settings) -> Result<RingSettings, ConfigError> {
             .map(IdChoice::Fixed)
             .map_err(|e| format!("{e}; or `service`, or empty")),
     })?;
+    let successors = s.get("ring_successors", number_in(1, 32))? as usize;
+    // A record's homes are its owner and the peers on the owner's
+    // successor list: there cannot be more of them.
+    let replicas = s.get("ring_replicas", number_in(1, successors as u64))? as usize;
     Ok(RingSettings {
         space,
         id,
         entry,
-        successors: s.get("ring_successors", number_in(1, 32))? as usize,
-        replicas: s.get("ring_replicas", number_in(1, 16))? as usize,
+        successors,
+        replicas,
         stabilize: s.get("ring_stabilize_ms", millis_in(50, 600_000))?,
         fix_fingers: s.get("ring_fix_fingers_ms", millis_in(50, 600_000))?,
         check_predecessor: s.get("ring_check_predecessor_ms", millis_in(50, 600_000))?,

@@ -26,6 +26,15 @@ fn check_shipped_file(file: &str, section: &'static str, specs: &'static [KeySpe
             "{file}: `{}` is not the built-in default",
             spec.key
         );
+        let settings_of_key = text
+            .lines()
+            .filter(|line| line.split('=').next().map(str::trim) == Some(spec.key))
+            .count();
+        assert_eq!(
+            settings_of_key, 1,
+            "{file}: `{}` is set {settings_of_key} times",
+            spec.key
+        );
         assert!(
             text.contains(&format!("; Flag: {}.", spec.flag)),
             "{file}: the comment of `{}` does not name {}",

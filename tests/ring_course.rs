@@ -136,10 +136,11 @@ fn the_welcome_service_follows_the_course_grammar() {
     assert_eq!(ask_one(&tracker, "a+:60"), "wrq");
     assert_eq!(ask_one(&tracker, "ip?:60"), "ukh");
 
-    // A peer on another port than the usual one is written with it.
+    // A peer on another port than the usual one is written with it; and
+    // as it gave a port, it is answered with one.
     let present = ask_one(&tracker, "yo:5:127.0.0.1:45000");
     assert!(
-        ["127.0.0.2", "127.0.0.3", "127.0.0.5"].contains(&present.as_str()),
+        ["127.0.0.2:7000", "127.0.0.3:7000", "127.0.0.5:7000"].contains(&present.as_str()),
         "{present}"
     );
     assert_eq!(
@@ -174,9 +175,10 @@ fn ring_port_is_the_port_a_yo_without_one_means() {
     let tracker = TrackerProcess::start(&["--ring-port", "45000"]);
     assert_eq!(ask_one(&tracker, "yo:5:127.0.0.1:45000"), "yaf");
     assert_eq!(ask_one(&tracker, "yo:6:127.0.0.2"), "127.0.0.1");
+    // A joiner that gives its port is given the member's port too.
     let present = ask_one(&tracker, "yo:7:127.0.0.3:7000");
     assert!(
-        ["127.0.0.1", "127.0.0.2"].contains(&present.as_str()),
+        ["127.0.0.1:45000", "127.0.0.2:45000"].contains(&present.as_str()),
         "{present}"
     );
     assert_eq!(

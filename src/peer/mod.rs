@@ -138,19 +138,6 @@ impl Peer {
             handler,
         )
         .map_err(|e| PeerError::Failed(format!("cannot start the mini-server: {e}")))?;
-        // Serving first: the ring's members talk to us as soon as we join.
-        let ring = match &config.ring {
-            Some(settings) => {
-                let node = RingNode::join(settings.clone(), listen)
-                    .map_err(|e| PeerError::Failed(format!("cannot join the ring: {e}")))?;
-                let node = Arc::new(node);
-                let _ = mini.ring.set(Arc::clone(&node));
-                node.start_rounds()
-                    .map_err(|e| PeerError::Failed(e.to_string()))?;
-                Some(node)
-            }
-            None => None,
-        };
         fs::create_dir_all(&config.state_dir).map_err(|e| PeerError::file(&config.state_dir, e))?;
         let cache = ManifestCache::open(&config.state_dir);
         let resume = ResumeStore::new(&config.state_dir);
@@ -168,6 +155,20 @@ impl Peer {
             );
             library.insert(Arc::new(file));
         }
+        // Serving first: the ring's members talk to us as soon as we join.
+        // (Last of the steps that can fail, but for the thread below.)
+        let ring = match &config.ring {
+            Some(settings) => {
+                let node = RingNode::join(settings.clone(), listen)
+                    .map_err(|e| PeerError::Failed(format!("cannot join the ring: {e}")))?;
+                let node = Arc::new(node);
+                let _ = mini.ring.set(Arc::clone(&node));
+                node.start_rounds()
+                    .map_err(|e| PeerError::Failed(e.to_string()))?;
+                Some(node)
+            }
+            None => None,
+        };
         let discovery = Arc::new(Discovery::new());
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let housekeeping = thread::Builder::new()
@@ -197,7 +198,12 @@ impl Peer {
                     duties.run(&stop_rx)
                 }
             })
-            .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
+            .map_err(|e| {
+                if let Some(ring) = &ring {
+                    ring.leave();
+                }
+                PeerError::Failed(format!("cannot start a thread: {e}"))
+            })?;
         info!("peer listening on {listen}, tracker {}", config.tracker);
         Ok(Peer {
             config,

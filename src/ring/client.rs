@@ -404,6 +404,37 @@ impl RingClient {
         link.read_text().map_err(|e| RingError::from_link(addr, e))
     }
 
+    /// Sends a course line whose answer is a listing (`li?`, `rt?`) and
+    /// reads it up to `end` (at most `most` lines).
+    pub fn course_listing(
+        &self,
+        addr: SocketAddr,
+        request: &CourseRequest,
+        most: usize,
+    ) -> Result<Vec<String>, RingError> {
+        let mut link = PeerLink::connect_within(addr, CONNECT_TIMEOUT)
+            .map_err(|error| RingError::Unreachable { addr, error })?;
+        link.set_deadline(Some(REQUEST_DEADLINE));
+        link.send_line(request)
+            .map_err(|error| RingError::Unreachable { addr, error })?;
+        let mut lines = Vec::new();
+        loop {
+            let line = link
+                .read_text()
+                .map_err(|e| RingError::from_link(addr, e))?;
+            if line == "end" || line == "wrq" || line == "ukh" {
+                return Ok(lines);
+            }
+            if lines.len() >= most {
+                return Err(RingError::misbehaved(
+                    addr,
+                    format!("a listing of over {most} lines"),
+                ));
+            }
+            lines.push(line);
+        }
+    }
+
     /// Whether the peer at `addr` answers at all.
     pub fn ping(&self, addr: SocketAddr) -> Result<(), RingError> {
         let mut link = PeerLink::connect_within(addr, CONNECT_TIMEOUT)

@@ -9,8 +9,10 @@
 //! - *fix fingers*: look up, for each routing table line, the peer it
 //!   should point at;
 //! - *place records*: copy the records this peer owns to its successors
-//!   (the replicas), and move records it keeps but should not (stored while
-//!   the ring was changing) to where they belong.
+//!   (the replicas), a replica's records to their owner (perhaps a peer
+//!   that joined since), and records it keeps but should not (stored while
+//!   the ring was changing) to where they belong. Copies only: a record
+//!   kept where it need not be is harmless, and expires.
 //!
 //! A successor that does not answer is dropped, and the next one in the
 //! list takes its place: that is how the ring heals after a crash.
@@ -184,7 +186,9 @@ impl Routing {
 
     /// `candidate` says it may be our predecessor.
     fn notified(&mut self, space: &RingSpace, candidate: Member) -> bool {
-        if candidate == self.me {
+        // Our own id at another address cannot be our predecessor: with it
+        // this peer would think it owns the whole ring.
+        if candidate.id == self.me.id {
             return false;
         }
         let mut changed = false;
@@ -318,6 +322,12 @@ impl RingNode {
                 Entry::Welcome(welcome) => match welcome_join(&client, welcome, id, addr)? {
                     Welcomed::First => None,
                     Welcomed::Through(member) => Some(member),
+                    Welcomed::Taken if !probing && stale_at_welcome(&client, welcome, id, addr) => {
+                        // Our own entry from before a crash, or a peer gone
+                        // since: it is off the list now; join again.
+                        let _ = client.course(welcome, &CourseRequest::Leave { hash: id });
+                        continue;
+                    }
                     Welcomed::Taken => {
                         if !probing {
                             return Err(RingError::Failed(format!(
@@ -333,32 +343,40 @@ impl RingNode {
             let successors = match member {
                 None => Vec::new(),
                 Some(member) => {
-                    let view = client.info(member)?;
-                    if view.size != space.size() {
-                        return Err(RingError::Failed(format!(
-                            "{} is in a ring of size {}, this peer's ring_size is {}",
-                            view.me,
-                            view.size,
-                            space.size()
-                        )));
-                    }
-                    let trace = client.trace(view.me, id, true)?;
-                    if trace.owner().id == id {
+                    let place = find_place(&client, &space, member, id);
+                    if place
+                        .as_ref()
+                        .map_or(true, |p| matches!(p, Place::Taken(_)))
+                    {
                         if let Entry::Welcome(welcome) = settings.entry {
-                            // The welcome service let us in, the ring says
-                            // no: take our name off its list again.
+                            // The welcome service has us on its list: take
+                            // us off again before trying anything else.
                             let _ = client.course(welcome, &CourseRequest::Leave { hash: id });
                         }
-                        if !probing {
-                            return Err(RingError::Failed(format!(
-                                "ring id {id} is taken by {}",
-                                trace.owner().addr
-                            )));
-                        }
-                        id = space.add(id, 1);
-                        continue;
                     }
-                    trace.owners
+                    match place {
+                        Ok(Place::Free(owners)) => owners,
+                        Ok(Place::Taken(by)) if !probing => {
+                            return Err(RingError::Failed(format!("ring id {id} is taken by {by}")))
+                        }
+                        Ok(Place::Taken(_)) => {
+                            id = space.add(id, 1);
+                            continue;
+                        }
+                        // A member the welcome service still lists, but
+                        // gone (a crash): ask again, for another one.
+                        Err(RingError::Unreachable { addr: gone, .. }) => {
+                            let Entry::Welcome(welcome) = settings.entry else {
+                                return Err(RingError::Failed(format!(
+                                    "the member {gone} to join through does not answer"
+                                )));
+                            };
+                            warn!("ring: {gone} does not answer; taking it off the welcome service's list");
+                            forget_at_welcome(&client, welcome, gone, addr.port());
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             };
             let me = Member { id, addr };
@@ -423,6 +441,18 @@ impl RingNode {
     /// Answers a ring request from another peer.
     pub fn answer(&self, request: &RingRequest) -> Vec<RingReply> {
         let space = &self.settings.space;
+        if let Some(stray) = members_of(request)
+            .into_iter()
+            .find(|m| !space.contains(m.id))
+        {
+            return vec![RingReply::Common(Reply::error(
+                ErrorCode::BadField,
+                format!(
+                    "{stray}: the id is outside this ring (0 to {})",
+                    space.size() - 1
+                ),
+            ))];
+        }
         match request {
             RingRequest::Look { id, fingers } => {
                 match self.routing.read().step(space, *id, *fingers) {
@@ -803,24 +833,43 @@ impl RingNode {
                 (routing.me, routing.successor())
             };
             let mut view = match self.client.info(succ.addr) {
-                Ok(view) => view,
-                Err(e) => {
+                Ok(view) if fits(&view, space) => view,
+                Ok(view) => {
+                    warn!(
+                        "ring: successor {} is not in this ring (size {}); dropping it",
+                        view.me, view.size
+                    );
+                    self.routing.write().drop_member(succ.addr);
+                    continue;
+                }
+                Err(e @ RingError::Unreachable { .. }) => {
                     warn!("ring: successor {succ} does not answer ({e}); dropping it");
                     self.client.forget(succ.addr);
                     self.routing.write().drop_member(succ.addr);
                     continue;
                 }
+                // Busy, or a bad answer: it is there; try again next round.
+                Err(e) => {
+                    debug!("ring: successor {succ}: {e}");
+                    return;
+                }
             };
             if let Some(between) = view.predecessor {
                 if between != me && space.in_open(between.id, me.id, view.me.id) {
-                    if let Ok(closer) = self.client.info(between.addr) {
-                        view = closer;
+                    match self.client.info(between.addr) {
+                        Ok(closer) if fits(&closer, space) => view = closer,
+                        _ => {}
                     }
                 }
             }
             {
                 let mut routing = self.routing.write();
                 let before = routing.successor();
+                if before != succ {
+                    // Changed while we asked (a leave, a notify): the
+                    // next round starts from the new one.
+                    return;
+                }
                 routing.adopt_successor(&view, self.settings.successors);
                 if routing.successor() != before {
                     info!("ring: successor {} (was {before})", routing.successor());
@@ -834,8 +883,8 @@ impl RingNode {
     }
 
     /// Copies the records this peer owns to its next `replicas - 1`
-    /// successors, and records it keeps without being one of their homes
-    /// to those homes. (A record stored while the ring was still forming
+    /// successors, the records it keeps as a replica to their owner, and
+    /// records it keeps without being one of their homes to those homes. (A record stored while the ring was still forming
     /// may have gone to a peer that is no longer its owner.)
     fn place_records(&self) {
         let space = &self.settings.space;
@@ -866,11 +915,18 @@ impl RingNode {
                     .collect()
             } else {
                 match self.trace(id, true) {
-                    Ok(trace) if !trace.owners.iter().take(replicas).any(|m| *m == me) => {
-                        trace.owners.into_iter().take(replicas).collect()
+                    Ok(trace) => {
+                        let mut homes: Vec<Member> =
+                            trace.owners.into_iter().take(replicas).collect();
+                        if homes.contains(&me) {
+                            // A replica here: make sure the owner (perhaps
+                            // new) has it too.
+                            homes.truncate(1);
+                        }
+                        homes.retain(|home| *home != me);
+                        homes
                     }
-                    // Kept here as a replica (or the way is unknown now).
-                    _ => continue,
+                    Err(_) => continue,
                 }
             };
             for home in homes {
@@ -937,6 +993,103 @@ impl RingNode {
                 finger.node = owner;
             }
         }
+    }
+}
+
+/// The members a request names (checked against the ring's size).
+fn members_of(request: &RingRequest) -> Vec<Member> {
+    match request {
+        RingRequest::Notify(member) => vec![*member],
+        RingRequest::Leave {
+            leaving,
+            predecessor,
+            successor,
+        } => [Some(*leaving), *predecessor, Some(*successor)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a peer's view fits this ring: its size, and every id in it.
+fn fits(view: &NodeView, space: &RingSpace) -> bool {
+    view.size == space.size()
+        && view
+            .predecessor
+            .iter()
+            .chain(&view.successors)
+            .chain(view.fingers.iter().filter_map(|(_, m)| m.as_ref()))
+            .all(|m| space.contains(m.id))
+}
+
+/// Where an id would go in the ring.
+enum Place {
+    /// Free: these are its owner-to-be (our successor) and the peers after.
+    Free(Vec<Member>),
+    /// A peer has this id already.
+    Taken(Member),
+}
+
+/// Looks `id` up through `member`, checking that the ring has our size.
+fn find_place(
+    client: &RingClient,
+    space: &RingSpace,
+    member: SocketAddr,
+    id: u64,
+) -> Result<Place, RingError> {
+    let view = client.info(member)?;
+    if !fits(&view, space) {
+        return Err(RingError::Failed(format!(
+            "{} is in a ring of size {}, this peer's ring_size is {}",
+            view.me,
+            view.size,
+            space.size()
+        )));
+    }
+    let trace = client.trace(view.me, id, true)?;
+    if trace.owner().id == id {
+        Ok(Place::Taken(trace.owner()))
+    } else {
+        Ok(Place::Free(trace.owners))
+    }
+}
+
+/// The most members read from a welcome service's list.
+const MAX_WELCOME_LIST: usize = 100_000;
+
+/// Takes the member at `gone` off the welcome service's list (the course's
+/// `a+` has no owner check: anyone may say a peer left). A member written
+/// without a port is on `usual_port`.
+fn forget_at_welcome(client: &RingClient, welcome: SocketAddr, gone: SocketAddr, usual_port: u16) {
+    let Ok(lines) = client.course_listing(welcome, &CourseRequest::List, MAX_WELCOME_LIST) else {
+        return;
+    };
+    for line in lines {
+        let Some((hash, at)) = line.split_once(':') else {
+            continue;
+        };
+        let (Ok(hash), Some(at)) = (hash.parse::<u64>(), CourseAddr::parse(at)) else {
+            continue;
+        };
+        if at.socket(usual_port) == gone {
+            let _ = client.course(welcome, &CourseRequest::Leave { hash });
+        }
+    }
+}
+
+/// Whether the welcome service's entry for `id` is stale: this very
+/// address (before a restart), or a peer that does not answer.
+fn stale_at_welcome(client: &RingClient, welcome: SocketAddr, id: u64, me: SocketAddr) -> bool {
+    let Ok(line) = client.course(welcome, &CourseRequest::AddressOf { hash: id }) else {
+        return false;
+    };
+    match CourseAddr::parse(&line) {
+        Some(at) => {
+            let holder = at.socket(me.port());
+            holder == me || matches!(client.info(holder), Err(RingError::Unreachable { .. }))
+        }
+        None => false,
     }
 }
 

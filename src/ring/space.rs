@@ -70,6 +70,9 @@ impl RingSpace {
 
     /// How far `to` is from `from`, going clockwise (0 when equal).
     pub fn distance(&self, from: u64, to: u64) -> u64 {
+        // Ids from the network are checked, but a stray one must not
+        // make this underflow.
+        let (from, to) = (from % self.size, to % self.size);
         if to >= from {
             to - from
         } else {

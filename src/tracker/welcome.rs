@@ -198,7 +198,16 @@ impl Welcome {
         } else {
             let pick = random(self.members.len()).min(self.members.len() - 1);
             let (_, &addr) = self.members.iter().nth(pick).expect("a member at pick");
-            CourseReply::Addr(self.shown(addr))
+            if at.port.is_some() {
+                // A joiner that gave its port speaks this project's
+                // extension: it gets the member's port too, whatever it is.
+                CourseReply::Addr(CourseAddr {
+                    ip: addr.ip(),
+                    port: Some(addr.port()),
+                })
+            } else {
+                CourseReply::Addr(self.shown(addr))
+            }
         };
         self.members.insert(hash, at.socket(self.ring_port));
         answer
@@ -364,6 +373,11 @@ mod tests {
         assert_eq!(ask(&mut w, "yo:6:[::1]:7000"), ["127.0.0.1:45000"]);
         assert_eq!(ask(&mut w, "li?"), ["5:127.0.0.1:45000", "6:::1", "end"]);
         assert_eq!(ask(&mut w, "ip?:5"), ["127.0.0.1:45000"]);
+        let answer = ask(&mut w, "yo:7:127.0.0.3:7000");
+        assert!(
+            answer == ["127.0.0.1:45000"] || answer == ["[::1]:7000"],
+            "a joiner that gives a port gets one: {answer:?}"
+        );
     }
 
     #[test]
