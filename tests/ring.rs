@@ -330,6 +330,22 @@ fn a_file_shared_in_the_ring_is_downloaded_with_the_tracker_stopped() {
     );
     shell.send("ring files");
     assert!(shell.expect("lecture.bin").contains(&key.to_string()));
+    // A search finds it in the ring too, with its holder.
+    shell.send("search lect kind=other");
+    // (Lines of the `ring files` above start with the key; a search
+    // result starts with the name, and says how many hold it.)
+    let found = loop {
+        let line = shell.expect("lecture.bin");
+        if line.starts_with("lecture.bin") {
+            break line;
+        }
+    };
+    assert!(found.contains(&key.to_string()), "{found}");
+    assert_eq!(
+        found.split_whitespace().nth(4),
+        Some("1"),
+        "one seeder: {found}"
+    );
 
     // A new peer joins through a member (the welcome service is gone) and
     // downloads by name.
@@ -556,4 +572,31 @@ fn a_crashed_peer_left_on_the_welcome_list_does_not_block_joins() {
         course_lines(tracker.addr, "ip?:42"),
         [again.addr.to_string()]
     );
+}
+
+#[test]
+fn a_restarted_welcome_service_learns_the_ring_again_and_does_not_split_it() {
+    let mut ring = Ring::start(3, &["--ring-refresh-secs", "1"]);
+    let members = ring.members();
+    ring.settle(&members, Duration::from_secs(60));
+    let port = ring.tracker.addr.port().to_string();
+    ring.tracker.child.kill().unwrap();
+    ring.tracker.wait_exit(Duration::from_secs(10));
+    ring.tracker = TrackerProcess::start(&["--port", &port]);
+    assert!(
+        eventually(Duration::from_secs(30), || course_lines(
+            ring.tracker.addr,
+            "li?"
+        )
+        .len()
+            == 4),
+        "the members did not list themselves again: {:?}",
+        course_lines(ring.tracker.addr, "li?")
+    );
+    // A newcomer is sent to one of them: one ring of four, not two.
+    let home = ring.dir.path().join("newcomer");
+    let newcomer = PeerProcess::start(&home, ring.tracker.addr, &ring_flags(&[]));
+    ring.peers.push(newcomer);
+    let members = ring.members();
+    ring.settle(&members, Duration::from_secs(60));
 }

@@ -4,7 +4,7 @@
 //! which the downloader holds against that peer.
 
 use std::io::{self, BufWriter, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::pieces::{Bitmap, Manifest};
@@ -113,7 +113,17 @@ impl PeerLink {
 
     /// Connects to the mini-server at `peer`, waiting at most `wait`.
     pub fn connect_within(peer: SocketAddr, wait: Duration) -> io::Result<PeerLink> {
-        let stream = TcpStream::connect_timeout(&peer, wait)?;
+        PeerLink::connect_from(None, peer, wait)
+    }
+
+    /// Connects to the mini-server at `peer` from the local IP `from` (see
+    /// [`connect_from`]), waiting at most `wait`.
+    pub fn connect_from(
+        from: Option<IpAddr>,
+        peer: SocketAddr,
+        wait: Duration,
+    ) -> io::Result<PeerLink> {
+        let stream = connect_from(from, peer, wait)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
@@ -277,6 +287,35 @@ fn unexpected(reply: Reply, wanted: &str) -> LinkError {
     match reply {
         Reply::Error { code, text } => LinkError::Refused { code, text },
         other => LinkError::Misbehaved(format!("expected {wanted}, got {other}")),
+    }
+}
+
+/// Connects to `addr`, from the local IP `from` when one is given (and of
+/// the same family, and not the wildcard). If the connection cannot be
+/// made from there, it is made from wherever the system chooses.
+pub fn connect_from(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let Some(ip) = from.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4()) else {
+        return TcpStream::connect_timeout(&addr, timeout);
+    };
+    let bound = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).and_then(
+        |socket| {
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+            socket.connect_timeout(&addr.into(), timeout)?;
+            Ok(TcpStream::from(socket))
+        },
+    );
+    match bound {
+        Ok(stream) => Ok(stream),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(e),
+        Err(e) => {
+            log::debug!("cannot reach {addr} from {ip} ({e}); trying from any address");
+            TcpStream::connect_timeout(&addr, timeout)
+        }
     }
 }
 

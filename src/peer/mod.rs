@@ -521,6 +521,23 @@ impl Peer {
         }
     }
 
+    /// Searches files: at the tracker and, when the peer is in a ring,
+    /// among the files named in the ring (a walk of it). In a ring, an
+    /// unreachable tracker is not an error.
+    pub fn search(&self, criteria: &SearchCriteria) -> Result<Vec<FileEntry>, PeerError> {
+        let at_tracker = self.tracker.search(criteria.clone());
+        let Some(ring) = &self.ring else {
+            return at_tracker;
+        };
+        let mut files = at_tracker.unwrap_or_else(|e| {
+            debug!("search: {e}; the ring only");
+            Vec::new()
+        });
+        let more = ring_duties::search(ring, criteria, &files);
+        files.extend(more);
+        Ok(files)
+    }
+
     /// Every download started by this peer, oldest first.
     pub fn downloads(&self) -> Vec<Arc<Download>> {
         self.downloads.lock().clone()
@@ -533,6 +550,9 @@ impl Peer {
     }
 
     fn stop(&mut self) {
+        if let Some(ring) = &self.ring {
+            ring.begin_leaving();
+        }
         for download in self.downloads.lock().iter() {
             download.cancel();
         }

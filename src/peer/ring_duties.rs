@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 
 use crate::protocol::ring::{NameRecord, Record};
-use crate::protocol::{FileEntry, FileKey, FileName};
+use crate::protocol::{FileEntry, FileKey, FileName, SearchCriteria};
 use crate::ring::RingNode;
+use crate::tracker::registry::FileMeta;
+use crate::tracker::search::matches;
 
 use super::discovery::{Discovery, Source};
 use super::library::{Library, SharedFile};
@@ -65,7 +67,8 @@ pub fn announce(ring: &RingNode, file: &SharedFile, refresh: Duration) {
 }
 
 /// The ring's part of the housekeeping: announcing every file again each
-/// `refresh`, and finding peers for downloads each `round_every`.
+/// `refresh` (and checking the welcome service still lists this peer), and
+/// finding peers for downloads each `round_every`.
 pub struct RingDuties {
     pub ring: Arc<RingNode>,
     pub library: Arc<Library>,
@@ -96,6 +99,7 @@ impl RingDuties {
             .is_none_or(|at| at.elapsed() >= self.refresh)
         {
             self.last_announce = Some(Instant::now());
+            self.ring.renew_welcome();
             let me = self.ring.me().addr;
             let records: Vec<Record> = self
                 .library
@@ -184,4 +188,39 @@ fn entry_from_holders(key: FileKey, holders: &[SocketAddr]) -> Result<FileEntry,
         "none of the {} peer(s) holding {key} lists it with a name",
         holders.len()
     )))
+}
+
+/// The most peers a search walks in the ring, and the most files it
+/// answers from there (each costs a look-up of its holders).
+const SEARCH_PEERS: usize = 256;
+const SEARCH_FILES: usize = 100;
+
+/// The files named in the ring that pass `criteria`, other than those in
+/// `known`, with their holder counts. `user=` matches none (the ring does
+/// not know users).
+pub fn search(ring: &RingNode, criteria: &SearchCriteria, known: &[FileEntry]) -> Vec<FileEntry> {
+    ring.all_files(SEARCH_PEERS)
+        .into_iter()
+        .filter(|file| !known.iter().any(|k| k.key == file.key))
+        .filter(|file| {
+            let meta = FileMeta {
+                key: file.key,
+                name: file.name.clone(),
+                size: file.size,
+                piece_size: file.piece_size,
+                kind: file.kind,
+            };
+            matches(&meta, criteria, |_| false)
+        })
+        .take(SEARCH_FILES)
+        .map(|file| FileEntry {
+            seeders: ring.holders(file.key).map_or(0, |h| h.len() as u32),
+            leechers: 0,
+            key: file.key,
+            name: file.name,
+            size: file.size,
+            piece_size: file.piece_size,
+            kind: file.kind,
+        })
+        .collect()
 }

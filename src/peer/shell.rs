@@ -22,7 +22,7 @@ commands:
   register <user> <file>...            share files (as this peer's user); quote paths with spaces: \"my song.mp3\"
   unregister <user> <file>...          stop sharing files
   list-files                           every shared file: <user> : <path>
-  search [criteria]                    search the tracker (words, name=*.mp3, kind=audio, min=1MB, max=, user=, key=)
+  search [criteria]                    search the tracker and the ring (words, name=*.mp3, kind=audio, min=1MB, max=, user=, key=)
   download <key-or-name> [dir]         download from the swarm, every piece verified
   download <user> <path-on-user> <path-to-save>
                                        download from one user, found in the user map
@@ -179,7 +179,7 @@ fn execute(
         ["search", criteria @ ..] => {
             let criteria = SearchCriteria::parse(&criteria.join(" "))
                 .map_err(|e| PeerError::Failed(e.to_string()))?;
-            let files = peer.tracker().search(criteria)?;
+            let files = peer.search(&criteria)?;
             say(
                 out,
                 format!(

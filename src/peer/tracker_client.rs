@@ -98,7 +98,7 @@ impl TrackerClient {
             source,
         };
         let from = self.identity.as_ref().and_then(|i| i.listen_ip);
-        let stream = connect_from(from, self.addr, TIMEOUT).map_err(unreachable)?;
+        let stream = super::link::connect_from(from, self.addr, TIMEOUT).map_err(unreachable)?;
         let setup = |stream: &TcpStream| -> io::Result<Conn> {
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(TIMEOUT))?;
@@ -376,34 +376,5 @@ fn refusal(replies: &[Reply]) -> PeerError {
         },
         Some(other) => PeerError::TrackerProtocol(format!("unexpected answer {other}")),
         None => PeerError::TrackerProtocol("no answer".into()),
-    }
-}
-
-/// Connects to `addr`, from the local IP `from` when one is given (and of
-/// the same family, and not the wildcard). If the connection cannot be
-/// made from there, it is made from wherever the system chooses.
-fn connect_from(
-    from: Option<IpAddr>,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> io::Result<TcpStream> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let Some(ip) = from.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4()) else {
-        return TcpStream::connect_timeout(&addr, timeout);
-    };
-    let bound = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).and_then(
-        |socket| {
-            socket.bind(&SocketAddr::new(ip, 0).into())?;
-            socket.connect_timeout(&addr.into(), timeout)?;
-            Ok(TcpStream::from(socket))
-        },
-    );
-    match bound {
-        Ok(stream) => Ok(stream),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(e),
-        Err(e) => {
-            log::debug!("cannot reach {addr} from {ip} ({e}); trying from any address");
-            TcpStream::connect_timeout(&addr, timeout)
-        }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -155,12 +155,29 @@ pub struct NodeView {
 #[derive(Default)]
 pub struct RingClient {
     kept: Mutex<HashMap<SocketAddr, Vec<PeerLink>>>,
+    /// The local IP connections are made from (`None`: the system's
+    /// choice). A peer uses its own, so that on one machine a class of
+    /// peers on 127.0.0.2, 127.0.0.3, ... is not all seen as 127.0.0.1
+    /// (and held to one address's connection cap).
+    local_ip: Option<IpAddr>,
 }
 
 impl RingClient {
     /// A client with no connection yet.
     pub fn new() -> RingClient {
         RingClient::default()
+    }
+
+    /// A client whose connections come from `ip`.
+    pub fn from_ip(ip: IpAddr) -> RingClient {
+        RingClient {
+            local_ip: Some(ip),
+            ..RingClient::default()
+        }
+    }
+
+    fn connect(&self, addr: SocketAddr) -> io::Result<PeerLink> {
+        PeerLink::connect_from(self.local_ip, addr, CONNECT_TIMEOUT)
     }
 
     /// Sends `request` to `addr` and reads its whole answer: one line, or
@@ -204,7 +221,7 @@ impl RingClient {
         addr: SocketAddr,
         request: &RingRequest,
     ) -> Result<(Vec<String>, PeerLink), LinkError> {
-        let mut link = PeerLink::connect_within(addr, CONNECT_TIMEOUT)?;
+        let mut link = self.connect(addr)?;
         exchange(&mut link, request).map(|lines| (lines, link))
     }
 
@@ -396,7 +413,8 @@ impl RingClient {
     /// service: one request per connection) and returns the first answer
     /// line.
     pub fn course(&self, addr: SocketAddr, request: &CourseRequest) -> Result<String, RingError> {
-        let mut link = PeerLink::connect_within(addr, CONNECT_TIMEOUT)
+        let mut link = self
+            .connect(addr)
             .map_err(|error| RingError::Unreachable { addr, error })?;
         link.set_deadline(Some(REQUEST_DEADLINE));
         link.send_line(request)
@@ -412,7 +430,8 @@ impl RingClient {
         request: &CourseRequest,
         most: usize,
     ) -> Result<Vec<String>, RingError> {
-        let mut link = PeerLink::connect_within(addr, CONNECT_TIMEOUT)
+        let mut link = self
+            .connect(addr)
             .map_err(|error| RingError::Unreachable { addr, error })?;
         link.set_deadline(Some(REQUEST_DEADLINE));
         link.send_line(request)
@@ -437,7 +456,8 @@ impl RingClient {
 
     /// Whether the peer at `addr` answers at all.
     pub fn ping(&self, addr: SocketAddr) -> Result<(), RingError> {
-        let mut link = PeerLink::connect_within(addr, CONNECT_TIMEOUT)
+        let mut link = self
+            .connect(addr)
             .map_err(|error| RingError::Unreachable { addr, error })?;
         link.set_deadline(Some(REQUEST_DEADLINE));
         link.send_line(&crate::protocol::PeerRequest::Ping)

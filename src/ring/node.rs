@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -286,6 +287,8 @@ pub struct RingNode {
     /// The welcome service it joined through, told when it leaves.
     welcome: Option<SocketAddr>,
     rounds: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// Set when leaving: a round under way stops at its next step.
+    stopping: AtomicBool,
 }
 
 impl RingNode {
@@ -304,7 +307,7 @@ impl RingNode {
         } else {
             listen
         };
-        let client = RingClient::new();
+        let client = RingClient::from_ip(addr.ip());
         let mut id = match settings.id {
             IdChoice::Fixed(id) if space.contains(id) => id,
             IdChoice::Fixed(id) => {
@@ -396,6 +399,7 @@ impl RingNode {
                 },
                 settings,
                 rounds: Mutex::new(None),
+                stopping: AtomicBool::new(false),
             });
         }
         Err(RingError::Failed(format!(
@@ -428,6 +432,10 @@ impl RingNode {
     /// What this peer knows of the ring now.
     pub fn view(&self) -> NodeView {
         self.routing.read().view(self.settings.space.size())
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// How many records this peer keeps for the ring.
@@ -578,6 +586,9 @@ impl RingNode {
                     self.routing.write().drop_member(addr);
                     self.client.forget(addr);
                     last_error = Some(RingError::Unreachable { addr, error });
+                    if self.is_stopping() {
+                        break;
+                    }
                     thread::sleep(self.settings.stabilize.min(Duration::from_millis(500)));
                 }
                 Err(other) => return Err(other),
@@ -602,6 +613,9 @@ impl RingNode {
         let me = self.me();
         let mut failures = 0;
         for record in records {
+            if self.is_stopping() {
+                break;
+            }
             let homes = match self.record_homes(&record.placement()) {
                 Ok(homes) => homes,
                 Err(e) => {
@@ -725,13 +739,66 @@ impl RingNode {
         files
     }
 
+    /// Makes sure the welcome service still lists this peer: a welcome
+    /// service that restarted has forgotten every member, and would answer
+    /// the next newcomer `yaf`, starting a second ring. If it says `ukh`
+    /// for our id, join its list again (`yo`).
+    pub fn renew_welcome(&self) {
+        let Some(welcome) = self.welcome else {
+            return;
+        };
+        let me = self.me();
+        match self
+            .client
+            .course(welcome, &CourseRequest::AddressOf { hash: me.id })
+        {
+            Ok(line) if line.trim() == "ukh" => {
+                let at = CourseAddr {
+                    ip: me.addr.ip(),
+                    port: Some(me.addr.port()),
+                };
+                match self
+                    .client
+                    .course(welcome, &CourseRequest::Join { hash: me.id, at })
+                {
+                    Ok(answer) if answer.trim() != "wrq" => {
+                        info!("ring: the welcome service at {welcome} had forgotten this peer; listed again");
+                    }
+                    Ok(_) => warn!(
+                        "ring: the welcome service at {welcome} refuses id {}",
+                        me.id
+                    ),
+                    Err(e) => debug!("ring: welcome service: {e}"),
+                }
+            }
+            Ok(line) => {
+                if CourseAddr::parse(&line).is_some_and(|at| at.socket(me.addr.port()) != me.addr) {
+                    warn!(
+                        "ring: the welcome service lists {line} with this peer's id {}",
+                        me.id
+                    );
+                }
+            }
+            Err(e) => debug!("ring: welcome service: {e}"),
+        }
+    }
+
     // -----------------------------------------------------------------
     // Leaving
+
+    /// Says the peer is about to leave: work under way (rounds, look-ups
+    /// retried, announcements) stops at its next step. [`RingNode::leave`]
+    /// does this too; calling it first lets other threads of the peer
+    /// finish sooner.
+    pub fn begin_leaving(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
 
     /// Leaves gracefully: stops the rounds, hands every record kept here
     /// to the successor, tells both neighbours, and takes this peer off
     /// the welcome service's list.
     pub fn leave(&self) {
+        self.begin_leaving();
         if let Some((stop, handle)) = self.rounds.lock().take() {
             drop(stop);
             let _ = handle.join();
@@ -905,6 +972,9 @@ impl RingNode {
         };
         let replicas = self.settings.replicas.max(1);
         for (id, group) in by_place {
+            if self.is_stopping() {
+                return;
+            }
             let owned = predecessor.is_some_and(|p| space.in_half_open(id, p.id, me.id));
             let homes: Vec<Member> = if owned {
                 successors
@@ -967,6 +1037,9 @@ impl RingNode {
         let mut previous: Option<(u64, Member)> = None;
         let mut found = Vec::with_capacity(targets.len());
         for target in targets {
+            if self.is_stopping() {
+                return;
+            }
             let owner = if succ == me || space.in_half_open(target, me.id, succ.id) {
                 Some(succ)
             } else if let Some((_, owner)) = previous.filter(|(earlier, owner)| {

@@ -72,10 +72,7 @@ pub fn files(peer: &Peer, words: &str) -> ApiResult {
     if let Some(kind) = peer.config().profile.kind() {
         criteria.push(Criterion::Kind(kind));
     }
-    let found = peer
-        .tracker()
-        .search(SearchCriteria(criteria))
-        .map_err(peer_error)?;
+    let found = peer.search(&SearchCriteria(criteria)).map_err(peer_error)?;
     let files: Vec<Value> = found
         .iter()
         .map(|f| {
