@@ -1395,7 +1395,7 @@ impl Worker {
                 }
                 let result = match answer {
                     PieceAnswer::Missing => PieceResult::Missing,
-                    PieceAnswer::Received if self.shared.bitmap().has(index as usize) => {
+                    PieceAnswer::Received if self.shared.has_piece(index as usize) => {
                         PieceResult::Duplicate
                     }
                     PieceAnswer::Received if !manifest.verify_piece(index as usize, buf) => {

@@ -67,8 +67,10 @@ pub struct SharedFile {
 #[derive(Debug)]
 struct FileState {
     path: PathBuf,
-    /// `None` only for the moment the file is renamed.
-    file: Option<PieceFile>,
+    /// `None` only for the moment the file is renamed. Shared, so that a
+    /// piece is read or written with the state lock already released: a
+    /// worker marking a piece here never waits for another's disk I/O.
+    file: Option<Arc<PieceFile>>,
     bitmap: Bitmap,
     /// True for a file this peer offered with `ADDF` (shared or finished).
     offered: bool,
@@ -119,7 +121,7 @@ impl SharedFile {
             manifest: Arc::new(manifest),
             state: RwLock::new(FileState {
                 path: path.to_path_buf(),
-                file: Some(file),
+                file: Some(Arc::new(file)),
                 bitmap,
                 offered,
             }),
@@ -136,6 +138,11 @@ impl SharedFile {
     /// Which pieces are here.
     pub fn bitmap(&self) -> Bitmap {
         self.state.read().bitmap.clone()
+    }
+
+    /// Whether piece `index` is here.
+    pub fn has_piece(&self, index: usize) -> bool {
+        self.state.read().bitmap.has(index)
     }
 
     /// True when every piece is here.
@@ -155,29 +162,30 @@ impl SharedFile {
 
     /// Reads piece `index` into `buf` if it is here; `Ok(false)` if not.
     pub fn read_piece(&self, index: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
-        let state = self.state.read();
-        match &state.file {
-            Some(file) if state.bitmap.has(index) => {
-                file.read_piece(&self.manifest, index, buf)?;
-                Ok(true)
+        let file = {
+            let state = self.state.read();
+            match &state.file {
+                Some(file) if state.bitmap.has(index) => Arc::clone(file),
+                _ => return Ok(false),
             }
-            _ => Ok(false),
-        }
+        };
+        file.read_piece(&self.manifest, index, buf)?;
+        Ok(true)
     }
 
     /// Writes a verified piece and marks it here, so it is served at once.
     /// Returns false when the piece was already here (two peers sent it at
     /// once in the endgame: the same verified bytes were written twice).
     pub fn store_piece(&self, index: usize, data: &[u8]) -> io::Result<bool> {
-        {
-            // Positioned writes need only shared access to the file.
-            let state = self.state.read();
-            let file = state
-                .file
-                .as_ref()
-                .ok_or_else(|| io::Error::other("file is being renamed"))?;
-            file.write_piece(&self.manifest, index, data)?;
-        }
+        // Positioned writes need only shared access to the file, and no
+        // lock: the bitmap is locked only to mark the piece, after.
+        let file = self
+            .state
+            .read()
+            .file
+            .clone()
+            .ok_or_else(|| io::Error::other("file is being renamed"))?;
+        file.write_piece(&self.manifest, index, data)?;
         let mut state = self.state.write();
         let new = !state.bitmap.has(index);
         state.bitmap.set(index);
@@ -186,22 +194,22 @@ impl SharedFile {
 
     /// Flushes the file to disk.
     pub fn sync(&self) -> io::Result<()> {
-        match &self.state.read().file {
-            Some(file) => file.sync(),
-            None => Ok(()),
-        }
+        let file = self.state.read().file.clone();
+        file.map_or(Ok(()), |file| file.sync())
     }
 
     /// Moves the finished download to `final_path` (never replacing a file
     /// already there) and marks it offered. The file is closed for the
-    /// rename (Windows cannot rename an open file) and reopened after.
+    /// rename (Windows cannot rename an open file) and reopened after. It
+    /// is not flushed here: [`SharedFile::sync`] first, when the data must
+    /// be on the disk before the name is (`sync_on_finish`).
     pub fn finish(&self, final_path: &Path) -> io::Result<()> {
         let mut state = self.state.write();
         if let Some(file) = state.file.take() {
-            if let Err(e) = file.sync() {
-                state.file = Some(file); // still served, still writable
-                return Err(e);
-            }
+            // Closed once the readers that took it before (a mini-server
+            // sending a piece) are done: the write lock held here lets
+            // none take it again.
+            close_when_unshared(file);
         }
         let renamed = super::fsutil::rename_no_replace(&state.path, final_path);
         let path = if renamed.is_ok() {
@@ -209,7 +217,7 @@ impl SharedFile {
         } else {
             state.path.clone()
         };
-        state.file = Some(PieceFile::open(&path)?);
+        state.file = Some(Arc::new(PieceFile::open(&path)?));
         renamed?;
         state.path = path;
         state.offered = true;
@@ -228,5 +236,28 @@ impl SharedFile {
             self.uploaded_pieces.load(Ordering::Relaxed),
             self.uploaded_bytes.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// The longest a rename waits for readers of the file to finish.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Closes `file` once no one else holds it (each holder is in one read or
+/// write of a piece), or gives up waiting after [`CLOSE_WAIT`]: then the
+/// last holder closes it, and on Windows the rename may fail and be
+/// reported.
+fn close_when_unshared(mut file: Arc<PieceFile>) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < CLOSE_WAIT {
+        match Arc::try_unwrap(file) {
+            Ok(unshared) => {
+                drop(unshared);
+                return;
+            }
+            Err(shared) => {
+                file = shared;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 }

@@ -87,6 +87,15 @@ impl CourseRequest {
     /// `None`: a native line, for the native parser.
     pub fn recognise(line: &str) -> Option<Result<CourseRequest, WrongRequest>> {
         let line = line.trim();
+        // The common case first, cheaply: a native verb (four letters, then
+        // a space or nothing).
+        let bytes = line.as_bytes();
+        if bytes.len() >= 4
+            && bytes[..4].iter().all(u8::is_ascii_alphabetic)
+            && bytes.get(4).is_none_or(|&b| b == b' ')
+        {
+            return None;
+        }
         let (head, rest) = match line.split_once(':') {
             Some((head, rest)) => (head, Some(rest)),
             None => (line, None),

@@ -121,7 +121,7 @@ impl PieceStream {
             if self.stopping.load(Ordering::Relaxed) {
                 return Err(io::Error::other("the page's server is stopping"));
             }
-            if self.file.bitmap().has(index) {
+            if self.file.has_piece(index) {
                 // `Ok(false)` or an error: the file is being renamed at the
                 // end of its download; try again in a moment.
                 if let Ok(true) = self.file.read_piece(index, &mut self.buf) {
