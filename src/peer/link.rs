@@ -75,21 +75,29 @@ struct LinkStream {
 
 impl Read for LinkStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let wait = match self.deadline {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the peer is too slow",
-                    ));
+        loop {
+            let wait = match self.deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the peer is too slow",
+                        ));
+                    }
+                    left.min(READ_TIMEOUT)
                 }
-                left.min(READ_TIMEOUT)
+                None => READ_TIMEOUT,
+            };
+            self.timeout.at_most(&self.stream, wait)?;
+            match self.stream.read(buf) {
+                // The socket's timeout may be a little shorter than what
+                // is left (it is not set again for every read): wait the
+                // rest, or say the deadline passed.
+                Err(e) if crate::wire::is_timeout(&e) && self.deadline.is_some() => continue,
+                other => return other,
             }
-            None => READ_TIMEOUT,
-        };
-        self.timeout.at_most(&self.stream, wait)?;
-        self.stream.read(buf)
+        }
     }
 }
 
