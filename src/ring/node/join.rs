@@ -1,0 +1,272 @@
+//! Getting into the ring: choosing an id (the hash of the address, a
+//! given one, or the hash service's), asking a welcome service for a member
+//! (or using the member given), and finding the successor by a look-up
+//! through it. Also the welcome service's list kept right: a member found
+//! dead is taken off it.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::AtomicBool;
+
+use log::{info, warn};
+use parking_lot::{Mutex, RwLock};
+
+use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest};
+use crate::protocol::ring::Member;
+
+use crate::ring::client::{RingClient, RingError, CONNECT_TIMEOUT};
+use crate::ring::records::RecordStore;
+use crate::ring::space::RingSpace;
+
+use super::routing::Routing;
+use super::{fits, Entry, IdChoice, RingNode, RingSettings};
+
+/// How many ids are tried when the address's hash is taken.
+const ID_ATTEMPTS: u64 = 64;
+
+impl RingNode {
+    /// Gets into the ring: chooses an id, asks the entry for a member (or
+    /// learns it is the first), and finds its successor by a look-up
+    /// through that member. `listen` is the mini-server's address; when
+    /// it is the wildcard address, the IP that reaches the entry is used.
+    /// Nothing is running yet: serve the node, then start its rounds.
+    pub fn join(settings: RingSettings, listen: SocketAddr) -> Result<RingNode, RingError> {
+        let space = settings.space;
+        let contact = match settings.entry {
+            Entry::Welcome(addr) | Entry::Member(addr) => addr,
+        };
+        let addr = if listen.ip().is_unspecified() {
+            SocketAddr::new(local_ip_towards(contact)?, listen.port())
+        } else {
+            listen
+        };
+        let client = RingClient::from_ip(addr.ip());
+        let mut id = match settings.id {
+            IdChoice::Fixed(id) if space.contains(id) => id,
+            IdChoice::Fixed(id) => {
+                return Err(RingError::Failed(format!(
+                    "ring id {id} is outside the ring (0 to {})",
+                    space.size() - 1
+                )))
+            }
+            IdChoice::FromAddress => space.id_of(&addr.to_string()),
+            IdChoice::HashService(service) => ask_hash_service(&client, service, addr, &space)?,
+        };
+        let probing = settings.id == IdChoice::FromAddress;
+        for _ in 0..ID_ATTEMPTS {
+            let member = match settings.entry {
+                Entry::Welcome(welcome) => match welcome_join(&client, welcome, id, addr)? {
+                    Welcomed::First => None,
+                    Welcomed::Through(member) => Some(member),
+                    Welcomed::Taken if !probing && stale_at_welcome(&client, welcome, id, addr) => {
+                        // Our own entry from before a crash, or a peer gone
+                        // since: it is off the list now; join again.
+                        let _ = client.course(welcome, &CourseRequest::Leave { hash: id });
+                        continue;
+                    }
+                    Welcomed::Taken => {
+                        if !probing {
+                            return Err(RingError::Failed(format!(
+                                "the welcome service at {welcome} refused id {id} (taken, or outside its ring)"
+                            )));
+                        }
+                        id = space.add(id, 1);
+                        continue;
+                    }
+                },
+                Entry::Member(member) => Some(member),
+            };
+            let successors = match member {
+                None => Vec::new(),
+                Some(member) => {
+                    let place = find_place(&client, &space, member, id);
+                    if place
+                        .as_ref()
+                        .map_or(true, |p| matches!(p, Place::Taken(_)))
+                    {
+                        if let Entry::Welcome(welcome) = settings.entry {
+                            // The welcome service has us on its list: take
+                            // us off again before trying anything else.
+                            let _ = client.course(welcome, &CourseRequest::Leave { hash: id });
+                        }
+                    }
+                    match place {
+                        Ok(Place::Free(owners)) => owners,
+                        Ok(Place::Taken(by)) if !probing => {
+                            return Err(RingError::Failed(format!("ring id {id} is taken by {by}")))
+                        }
+                        Ok(Place::Taken(_)) => {
+                            id = space.add(id, 1);
+                            continue;
+                        }
+                        // A member the welcome service still lists, but
+                        // gone (a crash): ask again, for another one.
+                        Err(RingError::Unreachable { addr: gone, .. }) => {
+                            let Entry::Welcome(welcome) = settings.entry else {
+                                return Err(RingError::Failed(format!(
+                                    "the member {gone} to join through does not answer"
+                                )));
+                            };
+                            warn!("ring: {gone} does not answer; taking it off the welcome service's list");
+                            forget_at_welcome(&client, welcome, gone, addr.port());
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            let me = Member { id, addr };
+            info!(
+                "ring: joined as {me}, successor {}",
+                successors
+                    .first()
+                    .map_or_else(|| "me (first peer)".to_string(), ToString::to_string)
+            );
+            return Ok(RingNode {
+                routing: RwLock::new(Routing::new(&space, me, successors)),
+                records: Mutex::new(RecordStore::new()),
+                client,
+                welcome: match settings.entry {
+                    Entry::Welcome(welcome) => Some(welcome),
+                    Entry::Member(_) => None,
+                },
+                settings,
+                rounds: Mutex::new(None),
+                stopping: AtomicBool::new(false),
+            });
+        }
+        Err(RingError::Failed(format!(
+            "{ID_ATTEMPTS} ids in a row were taken; set ring_id"
+        )))
+    }
+}
+
+/// Where an id would go in the ring.
+enum Place {
+    /// Free: these are its owner-to-be (our successor) and the peers after.
+    Free(Vec<Member>),
+    /// A peer has this id already.
+    Taken(Member),
+}
+
+/// Looks `id` up through `member`, checking that the ring has our size.
+fn find_place(
+    client: &RingClient,
+    space: &RingSpace,
+    member: SocketAddr,
+    id: u64,
+) -> Result<Place, RingError> {
+    let view = client.info(member)?;
+    if !fits(&view, space) {
+        return Err(RingError::Failed(format!(
+            "{} is in a ring of size {}, this peer's ring_size is {}",
+            view.me,
+            view.size,
+            space.size()
+        )));
+    }
+    let trace = client.trace(view.me, id, true)?;
+    if trace.owner().id == id {
+        Ok(Place::Taken(trace.owner()))
+    } else {
+        Ok(Place::Free(trace.owners))
+    }
+}
+
+/// The most members read from a welcome service's list.
+const MAX_WELCOME_LIST: usize = 100_000;
+
+/// Takes the member at `gone` off the welcome service's list (the course's
+/// `a+` has no owner check: anyone may say a peer left). A member written
+/// without a port is on `usual_port`.
+fn forget_at_welcome(client: &RingClient, welcome: SocketAddr, gone: SocketAddr, usual_port: u16) {
+    let Ok(lines) = client.course_listing(welcome, &CourseRequest::List, MAX_WELCOME_LIST) else {
+        return;
+    };
+    for line in lines {
+        let Some((hash, at)) = line.split_once(':') else {
+            continue;
+        };
+        let (Ok(hash), Some(at)) = (hash.parse::<u64>(), CourseAddr::parse(at)) else {
+            continue;
+        };
+        if at.socket(usual_port) == gone {
+            let _ = client.course(welcome, &CourseRequest::Leave { hash });
+        }
+    }
+}
+
+/// Whether the welcome service's entry for `id` is stale: this very
+/// address (before a restart), or a peer that does not answer.
+fn stale_at_welcome(client: &RingClient, welcome: SocketAddr, id: u64, me: SocketAddr) -> bool {
+    let Ok(line) = client.course(welcome, &CourseRequest::AddressOf { hash: id }) else {
+        return false;
+    };
+    match CourseAddr::parse(&line) {
+        Some(at) => {
+            let holder = at.socket(me.port());
+            holder == me || matches!(client.info(holder), Err(RingError::Unreachable { .. }))
+        }
+        None => false,
+    }
+}
+
+/// What a welcome service said to `yo`.
+enum Welcomed {
+    First,
+    Through(SocketAddr),
+    Taken,
+}
+
+fn welcome_join(
+    client: &RingClient,
+    welcome: SocketAddr,
+    id: u64,
+    me: SocketAddr,
+) -> Result<Welcomed, RingError> {
+    let at = CourseAddr {
+        ip: me.ip(),
+        port: Some(me.port()),
+    };
+    let line = client.course(welcome, &CourseRequest::Join { hash: id, at })?;
+    match CourseReply::parse_join_answer(&line) {
+        Some(CourseReply::First) => Ok(Welcomed::First),
+        Some(CourseReply::Wrong) => Ok(Welcomed::Taken),
+        // A member without a port listens on ours (the course's rule).
+        Some(CourseReply::Addr(member)) => Ok(Welcomed::Through(member.socket(me.port()))),
+        _ => Err(RingError::Failed(format!(
+            "the welcome service at {welcome} answered {line:?} to yo"
+        ))),
+    }
+}
+
+fn ask_hash_service(
+    client: &RingClient,
+    service: SocketAddr,
+    me: SocketAddr,
+    space: &RingSpace,
+) -> Result<u64, RingError> {
+    let line = client.course(
+        service,
+        &CourseRequest::Hash {
+            text: me.to_string(),
+        },
+    )?;
+    match CourseReply::parse_id_answer(&line) {
+        Some(CourseReply::Id(id)) if space.contains(id) => Ok(id),
+        Some(CourseReply::AllTaken) => Err(RingError::Failed(format!(
+            "the hash service at {service} has no id left (aht)"
+        ))),
+        _ => Err(RingError::Failed(format!(
+            "the hash service at {service} answered {line:?}, not an id of a ring of size {}",
+            space.size()
+        ))),
+    }
+}
+
+/// The local IP address that reaches `addr`.
+fn local_ip_towards(addr: SocketAddr) -> Result<std::net::IpAddr, RingError> {
+    TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+        .and_then(|stream| stream.local_addr())
+        .map(|local| local.ip())
+        .map_err(|error| RingError::Unreachable { addr, error })
+}

@@ -1,0 +1,550 @@
+//! This peer's place in the ring: its id, predecessor, successor list and
+//! routing table; the answers it gives other ring peers; look-ups and the
+//! records it stores in the ring; and leaving.
+//!
+//! - [`routing`]: what this peer knows of the ring, and the decisions
+//!   made from it alone (one step of a look-up, a notify, a leave); pure;
+//! - [`join`]: getting in: an id, a member to join through, a successor;
+//! - [`rounds`]: the periodic rounds that keep it all right as peers come
+//!   and go, and heal the ring after a crash.
+//!
+//! No lock is held while talking to another peer.
+
+mod join;
+mod rounds;
+mod routing;
+
+use routing::Routing;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use log::{debug, info, warn};
+use parking_lot::{Mutex, RwLock};
+
+use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest};
+use crate::protocol::ring::{Member, NameRecord, Record, RecordQuery, RingReply, RingRequest};
+use crate::protocol::{ErrorCode, FileKey, FileName, Reply};
+
+use crate::ring::client::{LookStep, NodeView, RingClient, RingError, Trace};
+use crate::ring::records::RecordStore;
+use crate::ring::space::RingSpace;
+
+/// How a peer takes part in the ring (see `config/peer.ini`).
+#[derive(Debug, Clone)]
+pub struct RingSettings {
+    pub space: RingSpace,
+    /// How its id is chosen.
+    pub id: IdChoice,
+    /// Whom it asks to get in.
+    pub entry: Entry,
+    /// Length of the successor list (how many failures in a row the ring
+    /// survives).
+    pub successors: usize,
+    /// On how many peers each record is kept (the owner and its next).
+    pub replicas: usize,
+    pub stabilize: Duration,
+    pub fix_fingers: Duration,
+    pub check_predecessor: Duration,
+}
+
+/// How a peer's ring id is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdChoice {
+    /// The hash of its `ip:port`; the next free id if taken.
+    FromAddress,
+    /// This id, or no join.
+    Fixed(u64),
+    /// Asked of the hash service at this address.
+    HashService(SocketAddr),
+}
+
+/// Whom a peer asks to get into the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// A welcome service (`yo:`): the tracker, or the course's server.
+    Welcome(SocketAddr),
+    /// Any live member of the ring.
+    Member(SocketAddr),
+}
+
+/// The most name records one `NAMS` answer gives.
+const MAX_NAMES: usize = 1000;
+/// How many times a look-up is tried again after a peer on its way did
+/// not answer (the ring routes around it once the rounds notice).
+const LOOKUP_ATTEMPTS: usize = 3;
+
+/// This peer as a ring member. Made by [`RingNode::join`]; its rounds run
+/// from [`RingNode::start_rounds`] until [`RingNode::leave`].
+pub struct RingNode {
+    settings: RingSettings,
+    routing: RwLock<Routing>,
+    records: Mutex<RecordStore>,
+    client: RingClient,
+    /// The welcome service it joined through, told when it leaves.
+    welcome: Option<SocketAddr>,
+    rounds: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// Set when leaving: a round under way stops at its next step.
+    stopping: AtomicBool,
+}
+
+impl RingNode {
+    /// Starts the periodic rounds on a thread of their own.
+    pub fn start_rounds(self: &Arc<Self>) -> Result<(), RingError> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let node = Arc::clone(self);
+        let handle = thread::Builder::new()
+            .name("ring-rounds".into())
+            .spawn(move || node.run_rounds(&stop_rx))
+            .map_err(|e| RingError::Failed(format!("cannot start a thread: {e}")))?;
+        *self.rounds.lock() = Some((stop_tx, handle));
+        Ok(())
+    }
+
+    /// This peer as a ring member.
+    pub fn me(&self) -> Member {
+        self.routing.read().me
+    }
+
+    /// The ring's id space.
+    pub fn space(&self) -> &RingSpace {
+        &self.settings.space
+    }
+
+    /// What this peer knows of the ring now.
+    pub fn view(&self) -> NodeView {
+        self.routing.read().view(self.settings.space.size())
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// How many records this peer keeps for the ring.
+    pub fn record_count(&self) -> usize {
+        self.records.lock().len()
+    }
+
+    // -----------------------------------------------------------------
+    // Answers to other peers
+
+    /// Answers a ring request from another peer.
+    pub fn answer(&self, request: &RingRequest) -> Vec<RingReply> {
+        let space = &self.settings.space;
+        if let Some(stray) = members_of(request)
+            .into_iter()
+            .find(|m| !space.contains(m.id))
+        {
+            return vec![RingReply::Common(Reply::error(
+                ErrorCode::BadField,
+                format!(
+                    "{stray}: the id is outside this ring (0 to {})",
+                    space.size() - 1
+                ),
+            ))];
+        }
+        match request {
+            RingRequest::Look { id, fingers } => {
+                match self.routing.read().step(space, *id, *fingers) {
+                    LookStep::Owner(owners) => vec![RingReply::Owner(owners)],
+                    LookStep::Next(next) => vec![RingReply::Next(next)],
+                }
+            }
+            RingRequest::Info => {
+                let view = self.view();
+                let mut lines = vec![
+                    RingReply::Node {
+                        me: view.me,
+                        size: view.size,
+                    },
+                    RingReply::Pred(view.predecessor),
+                ];
+                lines.extend(view.successors.into_iter().map(RingReply::Succ));
+                lines.extend(
+                    view.fingers
+                        .into_iter()
+                        .map(|(k, node)| RingReply::Finger { k, node }),
+                );
+                lines.push(RingReply::Common(Reply::End));
+                lines
+            }
+            RingRequest::Notify(candidate) => {
+                let mut routing = self.routing.write();
+                if routing.notified(space, *candidate) {
+                    info!(
+                        "ring: predecessor {}, successor {}",
+                        candidate,
+                        routing.successor()
+                    );
+                }
+                vec![RingReply::Common(Reply::ok(""))]
+            }
+            RingRequest::Leave {
+                leaving,
+                predecessor,
+                successor,
+            } => {
+                info!("ring: {leaving} leaves");
+                self.routing
+                    .write()
+                    .left(*leaving, *predecessor, *successor);
+                self.client.forget(leaving.addr);
+                vec![RingReply::Common(Reply::ok(""))]
+            }
+            RingRequest::Store { ttl, record } => {
+                let ttl = Duration::from_secs(u64::from(*ttl));
+                match self
+                    .records
+                    .lock()
+                    .insert(record.clone(), ttl, Instant::now())
+                {
+                    Ok(()) => vec![RingReply::Common(Reply::ok(""))],
+                    Err(e) => vec![RingReply::Common(Reply::error(
+                        ErrorCode::TooManyFiles,
+                        e.to_string(),
+                    ))],
+                }
+            }
+            RingRequest::Find(query) => {
+                self.listing(self.records.lock().find(query, Instant::now()))
+            }
+            RingRequest::Names => self.listing(
+                self.records
+                    .lock()
+                    .names(MAX_NAMES, Instant::now())
+                    .into_iter()
+                    .map(Record::Name)
+                    .collect(),
+            ),
+        }
+    }
+
+    fn listing(&self, records: Vec<Record>) -> Vec<RingReply> {
+        let mut lines: Vec<RingReply> = records.into_iter().map(RingReply::Record).collect();
+        lines.push(RingReply::Common(Reply::End));
+        lines
+    }
+
+    /// This peer's routing table in the course's form (the answer to a
+    /// bare `rt?`): lines `<k>:<hash>:<ip>` for the lines it knows, then
+    /// `end`. Addresses on this peer's own port are written as a bare IP,
+    /// as the course tools expect.
+    pub fn course_table(&self) -> Vec<CourseReply> {
+        let routing = self.routing.read();
+        let usual_port = routing.me.addr.port();
+        let mut lines: Vec<CourseReply> = routing
+            .fingers
+            .iter()
+            .filter_map(|f| {
+                let node = f.node?;
+                Some(CourseReply::Route {
+                    k: f.k,
+                    hash: node.id,
+                    at: CourseAddr::of(node.addr, usual_port),
+                })
+            })
+            .collect();
+        lines.push(CourseReply::End);
+        lines
+    }
+
+    // -----------------------------------------------------------------
+    // Look-ups, records
+
+    /// Looks `id` up from here, hop by hop: every hop and the owner.
+    /// `fingers: false` routes by successors only (to compare).
+    pub fn trace(&self, id: u64, fingers: bool) -> Result<Trace, RingError> {
+        let mut last_error = None;
+        for _ in 0..LOOKUP_ATTEMPTS {
+            let (me, first) = {
+                let routing = self.routing.read();
+                (routing.me, routing.step(&self.settings.space, id, fingers))
+            };
+            match self.client.follow(id, me, first, fingers) {
+                Ok(trace) => return Ok(trace),
+                Err(RingError::Unreachable { addr, error }) => {
+                    // Route around it; the rounds will notice it too.
+                    debug!("ring: look-up of {id}: {addr} unreachable ({error})");
+                    self.routing.write().drop_member(addr);
+                    self.client.forget(addr);
+                    last_error = Some(RingError::Unreachable { addr, error });
+                    if self.is_stopping() {
+                        break;
+                    }
+                    thread::sleep(self.settings.stabilize.min(Duration::from_millis(500)));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| RingError::Failed(format!("no route to {id}"))))
+    }
+
+    /// Where the records placed by `text` live: the owner of its id, then
+    /// the peers after it, as many as the replicas.
+    fn record_homes(&self, text: &str) -> Result<Vec<Member>, RingError> {
+        let id = self.settings.space.id_of(text);
+        let mut homes = self.trace(id, true)?.owners;
+        homes.truncate(self.settings.replicas.max(1));
+        Ok(homes)
+    }
+
+    /// Stores `records` in the ring for `ttl`: each at the owner of its
+    /// key (or name) and the replicas after it. Returns how many homes
+    /// could not be reached.
+    pub fn publish(&self, records: &[Record], ttl: Duration) -> usize {
+        let me = self.me();
+        let mut failures = 0;
+        for record in records {
+            if self.is_stopping() {
+                break;
+            }
+            let homes = match self.record_homes(&record.placement()) {
+                Ok(homes) => homes,
+                Err(e) => {
+                    debug!("ring: cannot place {record}: {e}");
+                    failures += 1;
+                    continue;
+                }
+            };
+            for home in homes {
+                let stored = if home == me {
+                    self.records
+                        .lock()
+                        .insert(record.clone(), ttl, Instant::now())
+                        .map_err(|e| RingError::Failed(e.to_string()))
+                } else {
+                    self.client.store(home.addr, ttl, record)
+                };
+                if let Err(e) = stored {
+                    debug!("ring: cannot store {record} at {home}: {e}");
+                    failures += 1;
+                }
+            }
+        }
+        failures
+    }
+
+    /// The records answering `query`, from the owner and its replicas
+    /// (together: a peer that joined lately may not have them yet, and a
+    /// crashed owner's replicas still do).
+    pub fn find(&self, query: &RecordQuery) -> Result<Vec<Record>, RingError> {
+        let me = self.me();
+        let mut found: Vec<Record> = Vec::new();
+        let mut last_error = None;
+        let mut answered = false;
+        for home in self.record_homes(&query.placement())? {
+            let records = if home == me {
+                Ok(self.records.lock().find(query, Instant::now()))
+            } else {
+                self.client.find(home.addr, query)
+            };
+            match records {
+                Ok(records) => {
+                    answered = true;
+                    for record in records {
+                        if !found.contains(&record) {
+                            found.push(record);
+                        }
+                    }
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        match (answered, last_error) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(found),
+        }
+    }
+
+    /// The peers (other than this one) that hold the file `key`.
+    pub fn holders(&self, key: FileKey) -> Result<Vec<SocketAddr>, RingError> {
+        let me = self.me().addr;
+        Ok(self
+            .find(&RecordQuery::Holders(key))?
+            .into_iter()
+            .filter_map(|record| match record {
+                Record::Holder { peer, .. } if peer != me => Some(peer),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The files named exactly `name`.
+    pub fn files_named(&self, name: &FileName) -> Result<Vec<NameRecord>, RingError> {
+        Ok(self
+            .find(&RecordQuery::Name(name.clone()))?
+            .into_iter()
+            .filter_map(|record| match record {
+                Record::Name(found) => Some(found),
+                Record::Holder { .. } => None,
+            })
+            .collect())
+    }
+
+    /// Every file named in the ring, found by walking it peer by peer from
+    /// here (at most `most_peers` of them).
+    pub fn all_files(&self, most_peers: usize) -> Vec<NameRecord> {
+        let me = self.me();
+        let mut files: Vec<NameRecord> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut current = me;
+        while seen.len() < most_peers && seen.insert(current.id) {
+            let (names, next) = if current == me {
+                let names = self.records.lock().names(MAX_NAMES, Instant::now());
+                (Ok(names), Ok(self.routing.read().successor()))
+            } else {
+                (
+                    self.client.names(current.addr),
+                    self.client.info(current.addr).and_then(|view| {
+                        view.successors.first().copied().ok_or_else(|| {
+                            RingError::Failed(format!("{current} lists no successor"))
+                        })
+                    }),
+                )
+            };
+            match names {
+                Ok(names) => {
+                    for name in names {
+                        if !files.contains(&name) {
+                            files.push(name);
+                        }
+                    }
+                }
+                Err(e) => debug!("ring: cannot list {current}: {e}"),
+            }
+            match next {
+                Ok(next) if next != me => current = next,
+                _ => break,
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name).then(a.key.cmp(&b.key)));
+        files
+    }
+
+    /// Makes sure the welcome service still lists this peer: a welcome
+    /// service that restarted has forgotten every member, and would answer
+    /// the next newcomer `yaf`, starting a second ring. If it says `ukh`
+    /// for our id, join its list again (`yo`).
+    pub fn renew_welcome(&self) {
+        let Some(welcome) = self.welcome else {
+            return;
+        };
+        let me = self.me();
+        match self
+            .client
+            .course(welcome, &CourseRequest::AddressOf { hash: me.id })
+        {
+            Ok(line) if line.trim() == "ukh" => {
+                let at = CourseAddr {
+                    ip: me.addr.ip(),
+                    port: Some(me.addr.port()),
+                };
+                match self
+                    .client
+                    .course(welcome, &CourseRequest::Join { hash: me.id, at })
+                {
+                    Ok(answer) if answer.trim() != "wrq" => {
+                        info!("ring: the welcome service at {welcome} had forgotten this peer; listed again");
+                    }
+                    Ok(_) => warn!(
+                        "ring: the welcome service at {welcome} refuses id {}",
+                        me.id
+                    ),
+                    Err(e) => debug!("ring: welcome service: {e}"),
+                }
+            }
+            Ok(line) => {
+                if CourseAddr::parse(&line).is_some_and(|at| at.socket(me.addr.port()) != me.addr) {
+                    warn!(
+                        "ring: the welcome service lists {line} with this peer's id {}",
+                        me.id
+                    );
+                }
+            }
+            Err(e) => debug!("ring: welcome service: {e}"),
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Leaving
+
+    /// Says the peer is about to leave: work under way (rounds, look-ups
+    /// retried, announcements) stops at its next step. [`RingNode::leave`]
+    /// does this too; calling it first lets other threads of the peer
+    /// finish sooner.
+    pub fn begin_leaving(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Leaves gracefully: stops the rounds, hands every record kept here
+    /// to the successor, tells both neighbours, and takes this peer off
+    /// the welcome service's list.
+    pub fn leave(&self) {
+        self.begin_leaving();
+        if let Some((stop, handle)) = self.rounds.lock().take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        let routing = self.routing.read().clone();
+        let (me, succ) = (routing.me, routing.successor());
+        if succ != me {
+            let records = self.records.lock().all(Instant::now());
+            let handed = records
+                .iter()
+                .filter(|(record, left)| self.client.store(succ.addr, *left, record).is_ok())
+                .count();
+            let told = self.client.leave(succ.addr, me, routing.predecessor, succ);
+            info!(
+                "ring: leaving; {handed} of {} record(s) handed to {succ}{}",
+                records.len(),
+                told.err()
+                    .map_or_else(String::new, |e| format!(" (not told: {e})"))
+            );
+            if let Some(pred) = routing.predecessor.filter(|p| *p != succ && *p != me) {
+                if let Err(e) = self.client.leave(pred.addr, me, routing.predecessor, succ) {
+                    debug!("ring: cannot tell {pred} we leave: {e}");
+                }
+            }
+        }
+        if let Some(welcome) = self.welcome {
+            if let Err(e) = self
+                .client
+                .course(welcome, &CourseRequest::Leave { hash: me.id })
+            {
+                debug!("ring: cannot tell the welcome service we leave: {e}");
+            }
+        }
+    }
+}
+
+/// The members a request names (checked against the ring's size).
+fn members_of(request: &RingRequest) -> Vec<Member> {
+    match request {
+        RingRequest::Notify(member) => vec![*member],
+        RingRequest::Leave {
+            leaving,
+            predecessor,
+            successor,
+        } => [Some(*leaving), *predecessor, Some(*successor)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a peer's view fits this ring: its size, and every id in it.
+fn fits(view: &NodeView, space: &RingSpace) -> bool {
+    view.size == space.size()
+        && view
+            .predecessor
+            .iter()
+            .chain(&view.successors)
+            .chain(view.fingers.iter().filter_map(|(_, m)| m.as_ref()))
+            .all(|m| space.contains(m.id))
+}

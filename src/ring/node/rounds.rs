@@ -1,0 +1,267 @@
+//! The periodic rounds that keep this peer's place in the ring right:
+//!
+//! - *stabilise*: ask the successor for its predecessor; if that peer sits
+//!   between us, it becomes our successor; take the successor's own list
+//!   as the rest of ours; tell the successor we are here (*notify*);
+//! - *check predecessor*: forget a predecessor that no longer answers;
+//! - *fix fingers*: look up, for each routing table line, the peer it
+//!   should point at;
+//! - *place records*: copy the records this peer owns to its successors
+//!   (the replicas), a replica's records to their owner (perhaps a peer
+//!   that joined since), and records it keeps but should not (stored while
+//!   the ring was changing) to where they belong. Copies only: a record
+//!   kept where it need not be is harmless, and expires.
+//!
+//! A successor that does not answer is dropped, and the next one in the
+//! list takes its place: that is how the ring heals after a crash.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{debug, info, warn};
+
+use crate::protocol::ring::{Member, Record};
+
+use crate::ring::client::RingError;
+
+use super::{fits, RingNode};
+
+/// How often expired records are dropped.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+/// Records are put in their places once every this many stabilisation
+/// rounds.
+const PLACE_EVERY_ROUNDS: u32 = 5;
+
+impl RingNode {
+    pub(super) fn run_rounds(&self, stop: &Receiver<()>) {
+        let settings = &self.settings;
+        let now = Instant::now();
+        let mut next_stabilize = now;
+        let mut next_check = now + settings.check_predecessor;
+        let mut next_fix = now + settings.fix_fingers.min(settings.stabilize);
+        let mut next_expire = now + EXPIRE_EVERY;
+        let place_every = settings.stabilize * PLACE_EVERY_ROUNDS;
+        let mut next_place = now + place_every;
+        loop {
+            let now = Instant::now();
+            if now >= next_stabilize {
+                self.stabilize();
+                next_stabilize = now + settings.stabilize;
+            }
+            if now >= next_check {
+                self.check_predecessor();
+                next_check = now + settings.check_predecessor;
+            }
+            if now >= next_fix {
+                self.fix_fingers();
+                next_fix = now + settings.fix_fingers;
+            }
+            if now >= next_place {
+                self.place_records();
+                next_place = now + place_every;
+            }
+            if now >= next_expire {
+                let gone = self.records.lock().expire(now);
+                if gone > 0 {
+                    debug!("ring: {gone} record(s) expired");
+                }
+                next_expire = now + EXPIRE_EVERY;
+            }
+            let due = next_stabilize
+                .min(next_check)
+                .min(next_fix)
+                .min(next_expire)
+                .min(next_place);
+            match stop.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Err(RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// One stabilisation round (see the module's doc).
+    fn stabilize(&self) {
+        let space = &self.settings.space;
+        let attempts = self.settings.successors + 1;
+        for _ in 0..attempts {
+            let (me, succ) = {
+                let mut routing = self.routing.write();
+                if routing.is_alone() {
+                    // Someone notified us: it is our successor too.
+                    match routing.predecessor {
+                        Some(pred) => routing.successors = vec![pred],
+                        None => return,
+                    }
+                }
+                (routing.me, routing.successor())
+            };
+            let mut view = match self.client.info(succ.addr) {
+                Ok(view) if fits(&view, space) => view,
+                Ok(view) => {
+                    warn!(
+                        "ring: successor {} is not in this ring (size {}); dropping it",
+                        view.me, view.size
+                    );
+                    self.routing.write().drop_member(succ.addr);
+                    continue;
+                }
+                Err(e @ RingError::Unreachable { .. }) => {
+                    warn!("ring: successor {succ} does not answer ({e}); dropping it");
+                    self.client.forget(succ.addr);
+                    self.routing.write().drop_member(succ.addr);
+                    continue;
+                }
+                // Busy, or a bad answer: it is there; try again next round.
+                Err(e) => {
+                    debug!("ring: successor {succ}: {e}");
+                    return;
+                }
+            };
+            if let Some(between) = view.predecessor {
+                if between != me && space.in_open(between.id, me.id, view.me.id) {
+                    match self.client.info(between.addr) {
+                        Ok(closer) if fits(&closer, space) => view = closer,
+                        _ => {}
+                    }
+                }
+            }
+            {
+                let mut routing = self.routing.write();
+                let before = routing.successor();
+                if before != succ {
+                    // Changed while we asked (a leave, a notify): the
+                    // next round starts from the new one.
+                    return;
+                }
+                routing.adopt_successor(&view, self.settings.successors);
+                if routing.successor() != before {
+                    info!("ring: successor {} (was {before})", routing.successor());
+                }
+            }
+            if let Err(e) = self.client.notify(view.me.addr, me) {
+                debug!("ring: cannot notify {}: {e}", view.me);
+            }
+            return;
+        }
+    }
+
+    /// Copies the records this peer owns to its next `replicas - 1`
+    /// successors, the records it keeps as a replica to their owner, and
+    /// records it keeps without being one of their homes to those homes. (A record stored while the ring was still forming
+    /// may have gone to a peer that is no longer its owner.)
+    fn place_records(&self) {
+        let space = &self.settings.space;
+        let records = self.records.lock().all(Instant::now());
+        if records.is_empty() {
+            return;
+        }
+        let mut by_place: HashMap<u64, Vec<(Record, Duration)>> = HashMap::new();
+        for (record, left) in records {
+            by_place
+                .entry(space.id_of(&record.placement()))
+                .or_default()
+                .push((record, left));
+        }
+        let (me, predecessor, successors) = {
+            let routing = self.routing.read();
+            (routing.me, routing.predecessor, routing.successors.clone())
+        };
+        let replicas = self.settings.replicas.max(1);
+        for (id, group) in by_place {
+            if self.is_stopping() {
+                return;
+            }
+            let owned = predecessor.is_some_and(|p| space.in_half_open(id, p.id, me.id));
+            let homes: Vec<Member> = if owned {
+                successors
+                    .iter()
+                    .filter(|m| **m != me)
+                    .take(replicas - 1)
+                    .copied()
+                    .collect()
+            } else {
+                match self.trace(id, true) {
+                    Ok(trace) => {
+                        let mut homes: Vec<Member> =
+                            trace.owners.into_iter().take(replicas).collect();
+                        if homes.contains(&me) {
+                            // A replica here: make sure the owner (perhaps
+                            // new) has it too.
+                            homes.truncate(1);
+                        }
+                        homes.retain(|home| *home != me);
+                        homes
+                    }
+                    Err(_) => continue,
+                }
+            };
+            for home in homes {
+                for (record, left) in &group {
+                    if let Err(e) = self.client.store(home.addr, *left, record) {
+                        debug!("ring: cannot place {record} at {home}: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets the predecessor if it does not answer.
+    fn check_predecessor(&self) {
+        let Some(pred) = self.routing.read().predecessor else {
+            return;
+        };
+        if let Err(e) = self.client.ping(pred.addr) {
+            warn!("ring: predecessor {pred} does not answer ({e}); forgetting it");
+            self.client.forget(pred.addr);
+            let mut routing = self.routing.write();
+            if routing.predecessor == Some(pred) {
+                routing.predecessor = None;
+            }
+        }
+    }
+
+    /// Points every routing table line at the owner of its target. A line
+    /// whose target the previous line's owner also owns needs no look-up.
+    fn fix_fingers(&self) {
+        let space = &self.settings.space;
+        let (me, succ, targets): (Member, Member, Vec<u64>) = {
+            let routing = self.routing.read();
+            let targets = routing.fingers.iter().map(|f| f.target).collect();
+            (routing.me, routing.successor(), targets)
+        };
+        let mut previous: Option<(u64, Member)> = None;
+        let mut found = Vec::with_capacity(targets.len());
+        for target in targets {
+            if self.is_stopping() {
+                return;
+            }
+            let owner = if succ == me || space.in_half_open(target, me.id, succ.id) {
+                Some(succ)
+            } else if let Some((_, owner)) = previous.filter(|(earlier, owner)| {
+                space.distance(*earlier, target) <= space.distance(*earlier, owner.id)
+            }) {
+                Some(owner)
+            } else {
+                match self.trace(target, true) {
+                    Ok(trace) => Some(trace.owner()),
+                    Err(e) => {
+                        debug!("ring: finger for {target}: {e}");
+                        None
+                    }
+                }
+            };
+            if let Some(owner) = owner {
+                previous = Some((target, owner));
+            }
+            found.push(owner);
+        }
+        let mut routing = self.routing.write();
+        for (finger, owner) in routing.fingers.iter_mut().zip(found) {
+            if owner.is_some() {
+                finger.node = owner;
+            }
+        }
+    }
+}
