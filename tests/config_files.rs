@@ -64,11 +64,18 @@ fn the_peer_refuses_bad_configuration_with_exit_code_2() {
         "--tracker <TRACKER>",
         "--piece-size",
         "--upload-limit",
-        "share",
-        "get",
-        "search",
+        "--ring-size",
     ] {
         assert!(help.contains(flag), "help lacks {flag}: {help}");
+    }
+    // Each subcommand on a line of its own in the list of commands (the
+    // words alone appear in the flags' help too).
+    for command in ["share", "get", "search", "ring", "route"] {
+        assert!(
+            help.lines()
+                .any(|line| line.trim_start().starts_with(&format!("{command} "))),
+            "help lists no {command} command: {help}"
+        );
     }
 
     let output = Command::new(peer)

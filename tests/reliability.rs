@@ -413,7 +413,9 @@ fn a_symlink_swapped_in_after_sharing_never_leaks_its_target() {
     let tracker = tracker_in_process();
     let dir = tempfile::tempdir().unwrap();
     let peer = start_peer(dir.path(), "alice", tracker.local_addr(), &[]);
-    let secret = write_file(&dir.path().join("private"), "secret", b"SECRETS!");
+    // The same size as the shared file: a peer that followed the link would
+    // read a whole piece of it, and send it.
+    let secret = write_file(&dir.path().join("private"), "secret", b"SECRT");
     let shared = write_file(&dir.path().join("shared"), "note", b"hello");
     let key = peer.share(&shared, |_| {}).unwrap().key;
     // The shared path becomes a link to a secret file of the same size.

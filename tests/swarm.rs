@@ -234,7 +234,7 @@ fn one_peer_runs_several_downloads_at_once() {
         dir.path(),
         "seeder",
         tracker.local_addr(),
-        &[("upload_limit", "4MB")],
+        &[("upload_limit", "1MB")],
     );
     let files: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| {
@@ -257,8 +257,21 @@ fn one_peer_runs_several_downloads_at_once() {
         .iter()
         .map(|(name, _)| leecher.download(name, None).unwrap())
         .collect();
-    // All three are under way together before any is done.
-    assert!(downloads.iter().all(|d| !d.is_finished()));
+    // All three are under way together: each has a piece before any is
+    // done (one after the other, the last would start only after the
+    // first ended).
+    let mut all_started_while_none_done = false;
+    while !downloads.iter().any(|d| d.is_finished()) {
+        if downloads.iter().all(|d| d.status().pieces_done() > 0) {
+            all_started_while_none_done = !downloads.iter().any(|d| d.is_finished());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(
+        all_started_while_none_done,
+        "the downloads did not run at the same time"
+    );
     for ((name, data), download) in files.iter().zip(&downloads) {
         assert_eq!(
             &std::fs::read(download.wait().unwrap()).unwrap(),
@@ -345,7 +358,12 @@ fn a_download_never_overwrites_a_file_or_another_download() {
     // Two different files of one name into one directory: the second is
     // refused rather than sharing (and truncating) the first one's .part.
     let first = leecher.download(&key_a.to_string(), Some(&out)).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        support::eventually(std::time::Duration::from_secs(30), || out
+            .join("song.bin.part")
+            .exists()),
+        "the first download made no .part file"
+    );
     let second = leecher.download(&key_b.to_string(), Some(&out)).unwrap();
     let reason = second.wait().unwrap_err();
     assert!(reason.contains("song.bin.part already exists"), "{reason}");
