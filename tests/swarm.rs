@@ -419,3 +419,39 @@ fn after_a_tracker_restart_the_peer_announces_its_files_again() {
     );
     drop(tracker);
 }
+
+#[test]
+fn a_peer_started_before_its_tracker_lists_its_shares_under_the_id_the_tracker_gives() {
+    // The tracker's port is chosen now; the tracker starts later.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tracker_addr = listener.local_addr().unwrap();
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let peer = start_peer(
+        dir.path(),
+        "early",
+        tracker_addr,
+        &[("address", "0.0.0.0"), ("tracker_ping_secs", "1")],
+    );
+    peer.share(&write_file(dir.path(), "notes.txt", b"notes"), |_| {})
+        .unwrap();
+    let mini = std::net::SocketAddr::from(([127, 0, 0, 1], peer.listen_addr().port()));
+    let shares = || support::Client::connect(mini).list("LSTF");
+    // Before the tracker: the only id it knows is its bind address.
+    assert!(
+        shares()[0].contains(&format!(" 0.0.0.0:{} ", mini.port())),
+        "{:?}",
+        shares()
+    );
+
+    let listener = std::net::TcpListener::bind(tracker_addr).unwrap();
+    let _tracker =
+        swarmline::tracker::Tracker::start(listener, swarmline::tracker::TrackerOptions::default())
+            .unwrap();
+    let given = format!(" 127.0.0.1:{} ", mini.port());
+    assert!(
+        support::eventually(Duration::from_secs(30), || shares()[0].contains(&given)),
+        "LSTF still says {:?}",
+        shares()
+    );
+}

@@ -212,14 +212,13 @@ impl SharedFile {
             close_when_unshared(file);
         }
         let renamed = super::fsutil::rename_no_replace(&state.path, final_path);
-        let path = if renamed.is_ok() {
-            final_path.to_path_buf()
-        } else {
-            state.path.clone()
-        };
-        state.file = Some(Arc::new(PieceFile::open(&path)?));
+        if renamed.is_ok() {
+            // Recorded first: the file is there now, whether or not it
+            // can be opened again below.
+            state.path = final_path.to_path_buf();
+        }
+        state.file = Some(Arc::new(PieceFile::open(&state.path)?));
         renamed?;
-        state.path = path;
         state.offered = true;
         Ok(())
     }

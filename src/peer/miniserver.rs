@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use log::{debug, warn};
-use parking_lot::RwLock;
 
 use crate::protocol::course::{CourseReply, CourseRequest};
 use crate::protocol::ring::{is_ring_verb, RingRequest};
@@ -28,15 +27,22 @@ use crate::wire::write_line;
 
 use super::library::{Library, SharedFile};
 use super::ratelimit::RateLimiter;
+use super::tracker_client::TrackerClient;
 
 /// What every mini-server connection shares.
 pub struct MiniServerState {
     pub library: Arc<Library>,
     pub limits: LineLimits,
     pub upload: Arc<RateLimiter>,
-    /// This peer's user name and id, for `LSTF` lines.
+    /// This peer's user name, for `LSTF` lines.
     pub user: Option<UserName>,
-    pub peer_id: RwLock<PeerId>,
+    /// The tracker session, whose peer id `LSTF` lines give (it may open
+    /// after the mini-server starts, or change when the session is opened
+    /// again).
+    pub tracker: Arc<TrackerClient>,
+    /// Where the mini-server listens: the peer id until the tracker gives
+    /// one.
+    pub listen: PeerId,
     /// This peer's place in the ring, once it has joined one.
     pub ring: OnceLock<Arc<RingNode>>,
 }
@@ -89,7 +95,7 @@ impl MiniServerConnection {
             },
             PeerRequest::Reqf { key, indices } => self.send_pieces(key, &indices, out)?,
             PeerRequest::Lstf => {
-                let peer = *self.state.peer_id.read();
+                let peer = self.state.tracker.peer_id().unwrap_or(self.state.listen);
                 let mut shares: Vec<ShareEntry> = self
                     .state
                     .library

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::config::PeerConfig;
 use crate::protocol::{
@@ -121,7 +121,8 @@ impl Peer {
             },
             upload: Arc::clone(&upload),
             user: config.user.clone(),
-            peer_id: RwLock::new(tracker.peer_id().unwrap_or(listen)),
+            tracker: Arc::clone(&tracker),
+            listen,
             ring: std::sync::OnceLock::new(),
         });
         let handler: Arc<Handler> = Arc::new({
