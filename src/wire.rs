@@ -185,7 +185,56 @@ impl ReadTimeout {
         }
         Ok(())
     }
+
+    /// Reads from `stream` into `buf`, waiting at most `each` per call
+    /// (`None`: no limit but the deadline), and never past `deadline`.
+    ///
+    /// - Past the deadline: a `TimedOut` error saying `what`.
+    /// - Silent for all of `each`: the socket's timeout error.
+    /// - A timeout that comes early (the socket's timeout is kept when it
+    ///   is a little shorter than the wait, see [`ReadTimeout::at_most`])
+    ///   is waited out.
+    pub fn read_before(
+        &mut self,
+        stream: &TcpStream,
+        deadline: Option<Instant>,
+        each: Option<Duration>,
+        buf: &mut [u8],
+        what: &'static str,
+    ) -> io::Result<usize> {
+        let passed = || io::Error::new(io::ErrorKind::TimedOut, what);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                return Err(passed());
+            }
+            let wait = match (left, each) {
+                (Some(left), Some(each)) => left.min(each),
+                (Some(wait), None) | (None, Some(wait)) => wait,
+                (None, None) => Duration::from_secs(3600),
+            };
+            self.at_most(stream, wait)?;
+            let started = Instant::now();
+            let mut reader = stream;
+            match reader.read(buf) {
+                Err(e) if is_timeout(&e) => {
+                    if started.elapsed() + EARLY_SLACK < wait {
+                        continue; // fired early: wait out the rest
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(passed());
+                    }
+                    return Err(e);
+                }
+                other => return other,
+            }
+        }
+    }
 }
+
+/// How much sooner than asked a socket timeout may fire and still count as
+/// on time (timer granularity).
+const EARLY_SLACK: Duration = Duration::from_millis(5);
 
 impl<'a> IdleDeadline<'a> {
     /// A reader of `stream` whose deadline is `idle` from now.
@@ -206,16 +255,13 @@ impl<'a> IdleDeadline<'a> {
 
 impl Read for IdleDeadline<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "idle deadline passed",
-            ));
-        }
-        self.timeout.at_most(self.stream, left)?;
-        let mut stream = self.stream;
-        stream.read(buf)
+        self.timeout.read_before(
+            self.stream,
+            Some(self.deadline),
+            None,
+            buf,
+            "idle deadline passed",
+        )
     }
 }
 
@@ -236,6 +282,43 @@ pub fn is_timeout(error: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_under_a_deadline_lasts_until_the_deadline_even_with_a_shorter_timeout_kept() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let mut timeout = ReadTimeout::default();
+        // A 200 ms timeout is set on the socket...
+        timeout
+            .at_most(&client, Duration::from_millis(200))
+            .unwrap();
+        // ...and kept for a 300 ms wait (it is over half of it).
+        let started = Instant::now();
+        let deadline = Some(started + Duration::from_millis(300));
+        let mut buf = [0u8; 8];
+        let error = timeout
+            .read_before(&client, deadline, None, &mut buf, "deadline passed")
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(290),
+            "gave up after {:?}, before the deadline",
+            started.elapsed()
+        );
+        // Without a deadline, silence for the whole wait is the socket's
+        // own timeout error.
+        let error = timeout
+            .read_before(
+                &client,
+                None,
+                Some(Duration::from_millis(50)),
+                &mut buf,
+                "-",
+            )
+            .unwrap_err();
+        assert!(is_timeout(&error), "{error}");
+    }
 
     /// A reader that hands out its bytes a few at a time, as a network would.
     struct Trickle<'a> {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::pieces::{Bitmap, Manifest};
-use crate::protocol::{ErrorCode, FileKey, PeerRequest, Reply, ShareEntry};
+use crate::protocol::{ErrorCode, FileKey, PeerRequest, Reply, ShareEntry, MAX_LISTED_SHARES};
 use crate::wire::{write_line, LineReader, ReadTimeout};
 
 /// How long to wait for a connection to a peer.
@@ -54,9 +54,6 @@ pub enum PieceAnswer {
     Missing,
 }
 
-/// The most `SHAR` lines read from one peer's `LSTF`.
-const MAX_SHARES: usize = 1000;
-
 /// A connection to one peer's mini-server.
 pub struct PeerLink {
     peer: SocketAddr,
@@ -75,29 +72,13 @@ struct LinkStream {
 
 impl Read for LinkStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let wait = match self.deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "the peer is too slow",
-                        ));
-                    }
-                    left.min(READ_TIMEOUT)
-                }
-                None => READ_TIMEOUT,
-            };
-            self.timeout.at_most(&self.stream, wait)?;
-            match self.stream.read(buf) {
-                // The socket's timeout may be a little shorter than what
-                // is left (it is not set again for every read): wait the
-                // rest, or say the deadline passed.
-                Err(e) if crate::wire::is_timeout(&e) && self.deadline.is_some() => continue,
-                other => return other,
-            }
-        }
+        self.timeout.read_before(
+            &self.stream,
+            self.deadline,
+            Some(READ_TIMEOUT),
+            buf,
+            "the peer is too slow",
+        )
     }
 }
 
@@ -282,9 +263,9 @@ impl PeerLink {
                 Reply::End => return Ok(shares),
                 other => return Err(unexpected(other, "SHAR or END")),
             }
-            if shares.len() > MAX_SHARES {
+            if shares.len() > MAX_LISTED_SHARES {
                 return Err(LinkError::Misbehaved(format!(
-                    "an LSTF listing of over {MAX_SHARES} lines"
+                    "an LSTF listing of over {MAX_LISTED_SHARES} lines"
                 )));
             }
         }

@@ -113,7 +113,7 @@ impl MiniServerConnection {
                     })
                     .collect();
                 shares.sort_by(|a, b| a.path.cmp(&b.path));
-                for share in shares.into_iter().take(1000) {
+                for share in shares.into_iter().take(crate::protocol::MAX_LISTED_SHARES) {
                     write_line(out, &Reply::Share(share))?;
                 }
                 write_line(out, &Reply::End)?;

@@ -184,6 +184,7 @@ impl Peer {
                     map_refresh: config.user_map_refresh,
                     ping_every: config.tracker_ping,
                     round_every: config.bitmap_interval,
+                    reported: std::collections::HashMap::new(),
                     ring: ring.as_ref().map(|ring| ring_duties::RingDuties {
                         ring: Arc::clone(ring),
                         library: Arc::clone(&library),
@@ -620,6 +621,8 @@ struct Housekeeping {
     round_every: Duration,
     /// The ring's duties, when the peer is in one.
     ring: Option<ring_duties::RingDuties>,
+    /// The piece count last reported for each unfinished file.
+    reported: std::collections::HashMap<FileKey, usize>,
 }
 
 impl Housekeeping {
@@ -678,7 +681,7 @@ impl Housekeeping {
 
     /// The work done while the tracker answers.
     fn duties(
-        &self,
+        &mut self,
         last_round: &mut Option<Instant>,
         last_refresh: &mut Option<Instant>,
     ) -> Result<(), PeerError> {
@@ -687,8 +690,12 @@ impl Housekeeping {
             *last_round = Some(Instant::now());
             for file in self.library.all().iter().filter(|f| !f.is_complete()) {
                 let held = file.bitmap();
-                if held.count() > 0 {
-                    refusal_is_fine(self.tracker.report(file.key, &held))?;
+                // Only what changed: a new session hears every last report
+                // again from the tracker client itself.
+                let count = held.count();
+                let changed = count > 0 && self.reported.get(&file.key) != Some(&count);
+                if changed && refusal_is_fine(self.tracker.report(file.key, &held))?.is_some() {
+                    self.reported.insert(file.key, count);
                 }
             }
             for key in self.discovery.wanted() {

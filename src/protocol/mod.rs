@@ -25,7 +25,7 @@ pub mod tracker;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use fields::{BitmapField, FileKey, FileName, MediaKind, PeerId, SharedPath, UserName};
-pub use peer::{PeerRequest, MAX_REQUEST_INDICES};
+pub use peer::{PeerRequest, MAX_LISTED_SHARES, MAX_REQUEST_INDICES};
 pub use reply::{FileEntry, PeerEntry, Reply, Role, ShareEntry};
 pub use tracker::{Criterion, FileOffer, SearchCriteria, TrackerRequest};
 

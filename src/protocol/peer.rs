@@ -15,6 +15,10 @@ use super::tracker::no_fields;
 /// The verbs a mini-server understands, for "unknown verb" messages.
 pub const PEER_VERBS: &str = "BITF MANF REQF LSTF PING QUIT";
 
+/// The most `SHAR` lines a mini-server's `LSTF` answer gives (and a peer
+/// reads).
+pub const MAX_LISTED_SHARES: usize = 1000;
+
 /// The most piece indices one `REQF` may name.
 pub const MAX_REQUEST_INDICES: usize = 64;
 
