@@ -58,10 +58,51 @@ pub struct Server {
 /// State shared by the accept thread, the connection threads and `Server`.
 struct Shared {
     stopping: AtomicBool,
-    /// A clone of every open connection's socket (to close them on
-    /// shutdown) and the IP it comes from (for the per-IP cap).
-    live: Mutex<HashMap<u64, (TcpStream, IpAddr)>>,
+    live: Mutex<Live>,
     next_id: AtomicU64,
+}
+
+/// The open connections: a clone of each socket (to close them on
+/// shutdown) with the IP it comes from, and a count per IP (for the per-IP
+/// cap, without a scan of every connection at each accept).
+#[derive(Default)]
+struct Live {
+    sockets: HashMap<u64, (TcpStream, IpAddr)>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Live {
+    fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    fn count_from(&self, ip: IpAddr) -> usize {
+        self.per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, id: u64, stream: TcpStream, ip: IpAddr) {
+        self.sockets.insert(id, (stream, ip));
+        *self.per_ip.entry(ip).or_default() += 1;
+    }
+
+    fn remove(&mut self, id: u64) -> Option<TcpStream> {
+        let (stream, ip) = self.sockets.remove(&id)?;
+        if let Some(count) = self.per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+        Some(stream)
+    }
+
+    fn drain(&mut self) -> Vec<TcpStream> {
+        self.per_ip.clear();
+        self.sockets
+            .drain()
+            .map(|(_, (stream, _))| stream)
+            .collect()
+    }
 }
 
 impl Server {
@@ -74,7 +115,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
-            live: Mutex::new(HashMap::new()),
+            live: Mutex::new(Live::default()),
             next_id: AtomicU64::new(1),
         });
         let accept_thread = thread::Builder::new()
@@ -112,7 +153,7 @@ impl Server {
         self.shared.stopping.store(true, Ordering::SeqCst);
         // Close every connection first: their threads wake from their reads
         // and end, which also frees their descriptors for the wake-up below.
-        for (stream, _) in self.shared.live.lock().values() {
+        for (stream, _) in self.shared.live.lock().sockets.values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
         // `accept` blocks; a connection to ourselves wakes it so it can see
@@ -175,7 +216,7 @@ fn accept_loop(
         }
     }
     // Closing the sockets wakes every connection thread blocked in a read.
-    let live: Vec<TcpStream> = shared.live.lock().drain().map(|(_, (s, _))| s).collect();
+    let live: Vec<TcpStream> = shared.live.lock().drain();
     info!("stopping: closing {} connection(s)", live.len());
     for stream in live {
         let _ = stream.shutdown(Shutdown::Both);
@@ -198,8 +239,7 @@ fn spawn_connection(
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (open, from_ip) = {
         let live = shared.live.lock();
-        let from_ip = live.values().filter(|(_, ip)| *ip == remote.ip()).count();
-        (live.len(), from_ip)
+        (live.len(), live.count_from(remote.ip()))
     };
     let full = if open >= options.max_connections {
         Some(format!(
@@ -226,7 +266,7 @@ fn spawn_connection(
             return Err(e);
         }
     };
-    shared.live.lock().insert(id, (clone, remote.ip()));
+    shared.live.lock().insert(id, clone, remote.ip());
     let spawned = thread::Builder::new()
         .name(format!("{}-{remote}", options.name))
         .stack_size(CONNECTION_STACK_SIZE)
@@ -236,7 +276,7 @@ fn spawn_connection(
             move || {
                 debug!("connection {id} from {remote} opened");
                 handler(Connection { stream, remote, id });
-                shared.live.lock().remove(&id);
+                shared.live.lock().remove(id);
                 debug!("connection {id} from {remote} closed");
             }
         });
@@ -247,7 +287,7 @@ fn spawn_connection(
         }
         Err(e) => {
             // Out of threads: the cap is set too high for this machine.
-            if let Some((stream, _)) = shared.live.lock().remove(&id) {
+            if let Some(stream) = shared.live.lock().remove(id) {
                 refuse(stream, "server out of resources, try again later");
             }
             Err(e)

@@ -16,6 +16,10 @@ pub fn write(path: &Path, users: &[(UserName, PeerId)]) -> io::Result<()> {
         .iter()
         .map(|(user, peer)| format!("{user} - {peer}\n"))
         .collect();
+    // Unchanged (the usual case, every refresh): no write, no flush.
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
     write_atomically(path, text.as_bytes())
 }
 

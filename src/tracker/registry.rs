@@ -272,7 +272,7 @@ impl Registry {
     /// `RQFS`: the files that pass every criterion, by name then key, at
     /// most `limit` of them.
     pub fn search(&self, criteria: &SearchCriteria, limit: usize) -> Vec<FileEntry> {
-        let mut entries: Vec<FileEntry> = self
+        let entries: Vec<FileEntry> = self
             .candidates(criteria)
             .filter(|record| self.matches(record, criteria))
             .map(|record| FileEntry {
@@ -285,22 +285,13 @@ impl Registry {
                 leechers: record.leechers as u32,
             })
             .collect();
-        entries.sort_by(|a, b| {
-            let by_name = a
-                .name
-                .as_str()
-                .to_lowercase()
-                .cmp(&b.name.as_str().to_lowercase());
-            by_name.then(a.key.cmp(&b.key))
-        });
-        entries.truncate(limit);
-        entries
+        first_sorted(entries, limit, |e| (e.name.as_str().to_lowercase(), e.key))
     }
 
     /// `LSTF`: every offer (a complete holder with a shared path) of the
     /// files that pass the criteria, by user, then path, at most `limit`.
     pub fn shares(&self, criteria: &SearchCriteria, limit: usize) -> Vec<ShareEntry> {
-        let mut entries: Vec<ShareEntry> = self
+        let entries: Vec<ShareEntry> = self
             .candidates(criteria)
             .filter(|record| self.matches(record, criteria))
             .flat_map(|record| {
@@ -319,11 +310,7 @@ impl Registry {
             })
             .filter(|entry| user_passes(criteria, entry.user.as_ref()))
             .collect();
-        entries.sort_by(|a, b| {
-            (&a.user, a.peer, a.path.as_str()).cmp(&(&b.user, b.peer, b.path.as_str()))
-        });
-        entries.truncate(limit);
-        entries
+        first_sorted(entries, limit, |e| (e.user.clone(), e.peer, e.path.clone()))
     }
 
     /// `REQF`: the holders of a file, best first (see [`HolderRank`]). The
@@ -541,9 +528,32 @@ impl Distance {
     }
 }
 
+/// The first `limit` of `items` in the order of `key`, each key computed
+/// once; only those are fully sorted (a search may match every file).
+fn first_sorted<T, K: Ord>(items: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut keyed: Vec<(K, T)> = items.into_iter().map(|item| (key(&item), item)).collect();
+    if keyed.len() > limit && limit > 0 {
+        keyed.select_nth_unstable_by(limit - 1, |a, b| a.0.cmp(&b.0));
+    }
+    keyed.truncate(limit);
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    keyed.into_iter().map(|(_, item)| item).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_few_come_out_sorted_whatever_the_count() {
+        let items: Vec<u32> = vec![9, 3, 7, 1, 8, 2, 6];
+        assert_eq!(first_sorted(items.clone(), 3, |&x| x), [1, 2, 3]);
+        assert_eq!(
+            first_sorted(items.clone(), 100, |&x| x),
+            [1, 2, 3, 6, 7, 8, 9]
+        );
+        assert_eq!(first_sorted(items, 0, |&x| x), Vec::<u32>::new());
+    }
     use crate::protocol::{Criterion, TrackerRequest};
 
     const NO_LIMIT: usize = usize::MAX;
