@@ -15,7 +15,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use swarmline::config::{flag_args, load_settings, PeerConfig, PEER_KEYS};
 use swarmline::peer::gui::Gui;
-use swarmline::peer::shell::{self, progress_line};
+use swarmline::peer::shell::{self, hashing_progress, progress_line};
 use swarmline::peer::tracker_client::TrackerClient;
 use swarmline::peer::{DownloadState, Peer};
 use swarmline::protocol::SearchCriteria;
@@ -209,18 +209,13 @@ fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
 fn share(config: PeerConfig, files: &[PathBuf]) -> Result<(), String> {
     let peer = start(config)?;
     for file in files {
-        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-        let shared = peer
-            .share(file, |done| {
-                if size > 64 << 20 && std::io::stderr().is_terminal() {
-                    eprint!(
-                        "\rhashing {}: {}%",
-                        file.display(),
-                        done * 100 / size.max(1)
-                    );
-                }
-            })
-            .map_err(|e| e.to_string())?;
+        let live = std::io::stderr().is_terminal();
+        let progress = hashing_progress(file, |percent| {
+            if live {
+                eprint!("\rhashing {}: {percent}%", file.display());
+            }
+        });
+        let shared = peer.share(file, progress).map_err(|e| e.to_string())?;
         println!("sharing {} as {}", shared.path().display(), shared.key);
     }
     let _ = std::io::stdout().flush();

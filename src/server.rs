@@ -275,8 +275,10 @@ fn spawn_connection(
             let shared = Arc::clone(shared);
             move || {
                 debug!("connection {id} from {remote} opened");
+                // Off the live list when this thread ends, even by a panic
+                // (else its IP's count would never come down).
+                let _live = LiveGuard { shared, id };
                 handler(Connection { stream, remote, id });
-                shared.live.lock().remove(id);
                 debug!("connection {id} from {remote} closed");
             }
         });
@@ -292,6 +294,18 @@ fn spawn_connection(
             }
             Err(e)
         }
+    }
+}
+
+/// Takes a connection off the live list when dropped.
+struct LiveGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.shared.live.lock().remove(self.id);
     }
 }
 

@@ -203,28 +203,35 @@ impl ReadTimeout {
         what: &'static str,
     ) -> io::Result<usize> {
         let passed = || io::Error::new(io::ErrorKind::TimedOut, what);
+        // Fixed once: a timeout that fires early must not start the
+        // silence over again.
+        let silent_until = each.map(|each| Instant::now() + each);
+        let end = match (deadline, silent_until) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(end), None) | (None, Some(end)) => end,
+            (None, None) => Instant::now() + Duration::from_secs(3600),
+        };
         loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|left| left.is_zero()) {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
                 return Err(passed());
             }
-            let wait = match (left, each) {
-                (Some(left), Some(each)) => left.min(each),
-                (Some(wait), None) | (None, Some(wait)) => wait,
-                (None, None) => Duration::from_secs(3600),
-            };
+            let wait = end.saturating_duration_since(now);
+            if wait.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, "no data in time"));
+            }
             self.at_most(stream, wait)?;
-            let started = Instant::now();
             let mut reader = stream;
             match reader.read(buf) {
                 Err(e) if is_timeout(&e) => {
-                    if started.elapsed() + EARLY_SLACK < wait {
-                        continue; // fired early: wait out the rest
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
                         return Err(passed());
                     }
-                    return Err(e);
+                    if now + EARLY_SLACK >= end {
+                        return Err(e);
+                    }
+                    // Fired early (see above): wait out the rest.
                 }
                 other => return other,
             }
@@ -304,6 +311,30 @@ mod tests {
         assert!(
             started.elapsed() >= Duration::from_millis(290),
             "gave up after {:?}, before the deadline",
+            started.elapsed()
+        );
+        // A silence is measured once: a kept timeout shorter than the wait
+        // does not start it over (here 200 ms is kept for a 300 ms wait).
+        timeout
+            .at_most(&client, Duration::from_millis(200))
+            .unwrap();
+        let started = Instant::now();
+        let error = timeout
+            .read_before(
+                &client,
+                None,
+                Some(Duration::from_millis(300)),
+                &mut buf,
+                "-",
+            )
+            .unwrap_err();
+        assert!(is_timeout(&error), "{error}");
+        assert!(started.elapsed() >= Duration::from_millis(290));
+        // (Started over, it would never end: every 200 ms timeout would
+        // come early for a 300 ms wait.)
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the silence started over: {:?}",
             started.elapsed()
         );
         // Without a deadline, silence for the whole wait is the socket's

@@ -234,7 +234,7 @@ fn one_peer_runs_several_downloads_at_once() {
         dir.path(),
         "seeder",
         tracker.local_addr(),
-        &[("upload_limit", "1MB")],
+        &[("upload_limit", "256KB")],
     );
     let files: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| {
@@ -261,7 +261,9 @@ fn one_peer_runs_several_downloads_at_once() {
     // done (one after the other, the last would start only after the
     // first ended).
     let mut all_started_while_none_done = false;
-    while !downloads.iter().any(|d| d.is_finished()) {
+    let started = std::time::Instant::now();
+    while !downloads.iter().any(|d| d.is_finished()) && started.elapsed() < Duration::from_secs(60)
+    {
         if downloads.iter().all(|d| d.status().pieces_done() > 0) {
             all_started_while_none_done = !downloads.iter().any(|d| d.is_finished());
             break;
@@ -336,11 +338,13 @@ fn a_peer_that_sends_one_byte_a_second_neither_stalls_nor_hangs_the_download() {
 fn a_download_never_overwrites_a_file_or_another_download() {
     let tracker = tracker_in_process();
     let dir = tempfile::tempdir().unwrap();
+    // Slow (30 pieces take about 15 s), so the first download is still
+    // under way when the second starts, however busy the machine.
     let seeder = start_peer(
         dir.path(),
         "seeder",
         tracker.local_addr(),
-        &[("upload_limit", "1MB")],
+        &[("upload_limit", "32KB")],
     );
     let a = random_bytes(30 * PIECE, 41);
     let b = random_bytes(30 * PIECE, 42);
@@ -422,10 +426,11 @@ fn after_a_tracker_restart_the_peer_announces_its_files_again() {
 
 #[test]
 fn a_peer_started_before_its_tracker_lists_its_shares_under_the_id_the_tracker_gives() {
-    // The tracker's port is chosen now; the tracker starts later.
+    // The tracker's port is taken now (kept, so nothing else takes it); the
+    // tracker serves on it later. Until then the peer's HELO goes
+    // unanswered.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tracker_addr = listener.local_addr().unwrap();
-    drop(listener);
     let dir = tempfile::tempdir().unwrap();
     let peer = start_peer(
         dir.path(),
@@ -444,7 +449,6 @@ fn a_peer_started_before_its_tracker_lists_its_shares_under_the_id_the_tracker_g
         shares()
     );
 
-    let listener = std::net::TcpListener::bind(tracker_addr).unwrap();
     let _tracker =
         swarmline::tracker::Tracker::start(listener, swarmline::tracker::TrackerOptions::default())
             .unwrap();

@@ -179,13 +179,17 @@ impl SharedFile {
     pub fn store_piece(&self, index: usize, data: &[u8]) -> io::Result<bool> {
         // Positioned writes need only shared access to the file, and no
         // lock: the bitmap is locked only to mark the piece, after.
-        let file = self
-            .state
-            .read()
-            .file
-            .clone()
-            .ok_or_else(|| io::Error::other("file is being renamed"))?;
-        file.write_piece(&self.manifest, index, data)?;
+        {
+            let file = self
+                .state
+                .read()
+                .file
+                .clone()
+                .ok_or_else(|| io::Error::other("file is being renamed"))?;
+            file.write_piece(&self.manifest, index, data)?;
+            // (Dropped here, before the lock below: `finish` waits for the
+            // file to be unshared while holding that lock.)
+        }
         let mut state = self.state.write();
         let new = !state.bitmap.has(index);
         state.bitmap.set(index);
@@ -200,7 +204,7 @@ impl SharedFile {
 
     /// Moves the finished download to `final_path` (never replacing a file
     /// already there) and marks it offered. The file is closed for the
-    /// rename (Windows cannot rename an open file) and reopened after. It
+    /// rename (not every system renames an open file) and reopened after. It
     /// is not flushed here: [`SharedFile::sync`] first, when the data must
     /// be on the disk before the name is (`sync_on_finish`).
     pub fn finish(&self, final_path: &Path) -> io::Result<()> {

@@ -621,8 +621,9 @@ struct Housekeeping {
     round_every: Duration,
     /// The ring's duties, when the peer is in one.
     ring: Option<ring_duties::RingDuties>,
-    /// The piece count last reported for each unfinished file.
-    reported: std::collections::HashMap<FileKey, usize>,
+    /// The session and piece count last reported for each unfinished
+    /// file.
+    reported: std::collections::HashMap<FileKey, (u64, usize)>,
 }
 
 impl Housekeeping {
@@ -688,14 +689,18 @@ impl Housekeeping {
         self.tracker.flush()?;
         if last_round.is_none_or(|at| at.elapsed() >= self.round_every) {
             *last_round = Some(Instant::now());
-            for file in self.library.all().iter().filter(|f| !f.is_complete()) {
+            // Only what changed since this session heard it (a new session
+            // hears everything again).
+            let session = self.tracker.session_number();
+            let files = self.library.all();
+            self.reported
+                .retain(|key, _| files.iter().any(|f| f.key == *key && !f.is_complete()));
+            for file in files.iter().filter(|f| !f.is_complete()) {
                 let held = file.bitmap();
-                // Only what changed: a new session hears every last report
-                // again from the tracker client itself.
-                let count = held.count();
-                let changed = count > 0 && self.reported.get(&file.key) != Some(&count);
+                let now = (session, held.count());
+                let changed = now.1 > 0 && self.reported.get(&file.key) != Some(&now);
                 if changed && refusal_is_fine(self.tracker.report(file.key, &held))?.is_some() {
-                    self.reported.insert(file.key, count);
+                    self.reported.insert(file.key, now);
                 }
             }
             for key in self.discovery.wanted() {

@@ -33,6 +33,10 @@ pub fn piece_size_for(size: u64, configured: u32) -> u32 {
 
 /// Largest cache file read back (a bound for a corrupted file).
 const CACHE_LIMIT: usize = 256 * 1024 * 1024;
+/// The manifest text the cache keeps at most, in bytes: past it, the
+/// manifests used least lately are forgotten (they are hashed again if
+/// their files are shared again). 64 MiB is a few thousand large files.
+const CACHE_BUDGET: usize = 64 * 1024 * 1024;
 
 /// Manifests of files already hashed.
 #[derive(Debug)]
@@ -48,6 +52,8 @@ struct CachedManifest {
     piece_size: u32,
     /// The canonical text: parsed (so checked) again when used.
     manifest: String,
+    /// When it was last used, in seconds since the Unix epoch.
+    used_at: u64,
 }
 
 impl ManifestCache {
@@ -87,13 +93,14 @@ impl ManifestCache {
         let canonical = fs::canonicalize(path)?;
         let meta = fs::metadata(&canonical)?;
         let modified_ns = modified_ns(&meta);
-        if let Some(cached) = self.entries.lock().get(&canonical) {
+        if let Some(cached) = self.entries.lock().get_mut(&canonical) {
             if cached.size == meta.len()
                 && cached.modified_ns == modified_ns
                 && cached.piece_size == piece_size
             {
                 if let Ok(manifest) = Manifest::parse(cached.manifest.as_bytes()) {
                     debug!("manifest of {} from the cache", path.display());
+                    cached.used_at = now_secs();
                     return Ok(manifest);
                 }
             }
@@ -106,6 +113,7 @@ impl ManifestCache {
                 modified_ns,
                 piece_size,
                 manifest: manifest.to_string(),
+                used_at: now_secs(),
             },
         );
         if let Err(e) = self.save() {
@@ -120,16 +128,80 @@ impl ManifestCache {
     /// Writes the cache atomically (a temporary file, synced, then
     /// renamed), holding the lock so two saves cannot interleave.
     fn save(&self) -> io::Result<()> {
-        let entries = self.entries.lock();
+        let mut entries = self.entries.lock();
+        prune(&mut entries, CACHE_BUDGET);
         let bytes = bincode::serde::encode_to_vec(&*entries, bincode::config::standard())
             .map_err(io::Error::other)?;
         write_atomically(&self.path, &bytes)
     }
 }
 
+/// Forgets the entries that can never be used again (their file is gone
+/// or changed), then the least lately used ones until the manifests fit in
+/// `budget` bytes.
+fn prune(entries: &mut HashMap<PathBuf, CachedManifest>, budget: usize) {
+    entries.retain(|path, cached| {
+        fs::metadata(path)
+            .is_ok_and(|meta| meta.len() == cached.size && modified_ns(&meta) == cached.modified_ns)
+    });
+    let mut total: usize = entries.values().map(|c| c.manifest.len()).sum();
+    if total <= budget {
+        return;
+    }
+    let mut by_age: Vec<(u64, PathBuf)> = entries
+        .iter()
+        .map(|(path, cached)| (cached.used_at, path.clone()))
+        .collect();
+    by_age.sort_unstable();
+    for (_, path) in by_age {
+        if total <= budget {
+            break;
+        }
+        if let Some(gone) = entries.remove(&path) {
+            total -= gone.manifest.len();
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (0 on a clock set before it).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_forgets_gone_files_and_then_the_least_lately_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries = HashMap::new();
+        for (name, used_at) in [("old", 1), ("new", 3), ("mid", 2), ("gone", 9)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, name).unwrap();
+            let meta = std::fs::metadata(&path).unwrap();
+            entries.insert(
+                path.clone(),
+                CachedManifest {
+                    size: meta.len(),
+                    modified_ns: modified_ns(&meta),
+                    piece_size: 16384,
+                    manifest: "x".repeat(100),
+                    used_at,
+                },
+            );
+        }
+        std::fs::remove_file(dir.path().join("gone")).unwrap();
+        prune(&mut entries, 200);
+        let mut kept: Vec<_> = entries
+            .keys()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["mid", "new"], "gone first, then the oldest");
+    }
 
     #[test]
     fn big_files_get_bigger_pieces() {

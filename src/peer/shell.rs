@@ -151,7 +151,10 @@ fn execute(
         ["register", user, files @ ..] if !files.is_empty() => {
             check_user(peer, user)?;
             for file in files {
-                let shared = peer.share(Path::new(file), hashing_progress(file, out))?;
+                let progress = hashing_progress(Path::new(file), |p| {
+                    say(out, format!("hashing {file}: {p}%"))
+                });
+                let shared = peer.share(Path::new(file), progress)?;
                 say(
                     out,
                     format!(
@@ -331,15 +334,17 @@ fn in_ring(peer: &Peer) -> Result<&crate::ring::RingNode, PeerError> {
     })
 }
 
-/// Prints "hashing <file>: N%" every 10% for files over 64 MiB.
-fn hashing_progress<'a>(file: &'a str, out: &'a Out) -> impl FnMut(u64) + 'a {
-    let size = std::fs::metadata(file).map_or(0, |m| m.len());
+/// A progress callback for [`Peer::share`] that calls `show` with the
+/// percentage hashed, in steps of 10%, for files over 64 MiB (smaller ones
+/// hash in a blink). Shared by the shell and `peer share`.
+pub fn hashing_progress(path: &Path, mut show: impl FnMut(u64)) -> impl FnMut(u64) {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
     let mut shown = 0;
     move |done| {
         let percent = (done * 100).checked_div(size).unwrap_or(100);
         if size > 64 << 20 && percent >= shown + 10 {
             shown = percent - percent % 10;
-            say(out, format!("hashing {file}: {shown}%"));
+            show(shown);
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct TrackerClient {
     identity: Option<Identity>,
     conn: Mutex<Option<Conn>>,
     peer_id: Mutex<Option<PeerId>>,
+    /// Sessions opened so far: a new number is a tracker that may have
+    /// forgotten what the last session told it.
+    sessions: std::sync::atomic::AtomicU64,
     /// What this peer wants the tracker to know (offers and progress
     /// reports), to tell every new session again.
     announced: Mutex<BTreeMap<FileKey, TrackerRequest>>,
@@ -68,6 +71,7 @@ impl TrackerClient {
             identity,
             conn: Mutex::new(None),
             peer_id: Mutex::new(None),
+            sessions: std::sync::atomic::AtomicU64::new(0),
             announced: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
         }
@@ -76,6 +80,12 @@ impl TrackerClient {
     /// The tracker's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many sessions have been opened so far (it changes when the
+    /// session is opened again).
+    pub fn session_number(&self) -> u64 {
+        self.sessions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The peer id the tracker gave this peer, once the session is open.
@@ -121,6 +131,8 @@ impl TrackerClient {
                     })?;
                     info!("session open at the tracker {} as {id}", self.addr);
                     *self.peer_id.lock() = Some(id);
+                    self.sessions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 other => return Err(refusal(other)),
             }

@@ -310,7 +310,9 @@ impl Registry {
             })
             .filter(|entry| user_passes(criteria, entry.user.as_ref()))
             .collect();
-        first_sorted(entries, limit, |e| (e.user.clone(), e.peer, e.path.clone()))
+        first_sorted(entries, limit, |e| {
+            (e.user.clone(), e.peer, e.path.clone(), e.key)
+        })
     }
 
     /// `REQF`: the holders of a file, best first (see [`HolderRank`]). The
