@@ -18,7 +18,7 @@ use routing::Routing;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -91,6 +91,9 @@ pub struct RingNode {
     rounds: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     /// Set when leaving: a round under way stops at its next step.
     stopping: AtomicBool,
+    /// The id of the last record group put in place (rounds go on from
+    /// there).
+    place_cursor: AtomicU64,
 }
 
 impl RingNode {

@@ -16,6 +16,7 @@
 //! list takes its place: that is how the ring heals after a crash.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -26,6 +27,11 @@ use crate::protocol::ring::{Member, Record};
 use crate::ring::client::RingError;
 
 use super::{fits, RingNode};
+
+/// The most record groups (records placed by one id) a round puts in
+/// place, and the most look-ups it makes for them.
+const PLACES_PER_ROUND: usize = 256;
+const LOOKUPS_PER_ROUND: usize = 64;
 
 /// How often expired records are dropped.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
@@ -168,10 +174,23 @@ impl RingNode {
             (routing.me, routing.predecessor, routing.successors.clone())
         };
         let replicas = self.settings.replicas.max(1);
-        for (id, group) in by_place {
-            if self.is_stopping() {
+        // A round does a bounded amount of work, going on next round from
+        // where it stopped (by id, round the circle), so that with many
+        // records the other rounds still run on time.
+        let mut ids: Vec<u64> = by_place.keys().copied().collect();
+        ids.sort_unstable();
+        let cursor = self.place_cursor.load(Ordering::Relaxed);
+        let start = ids.partition_point(|&id| id <= cursor);
+        ids.rotate_left(start);
+        let mut lookups = 0;
+        for id in ids.into_iter().take(PLACES_PER_ROUND) {
+            if self.is_stopping() || lookups >= LOOKUPS_PER_ROUND {
                 return;
             }
+            self.place_cursor.store(id, Ordering::Relaxed);
+            let Some(group) = by_place.remove(&id) else {
+                continue;
+            };
             let owned = predecessor.is_some_and(|p| space.in_half_open(id, p.id, me.id));
             let homes: Vec<Member> = if owned {
                 successors
@@ -181,6 +200,7 @@ impl RingNode {
                     .copied()
                     .collect()
             } else {
+                lookups += 1;
                 match self.trace(id, true) {
                     Ok(trace) => {
                         let mut homes: Vec<Member> =
