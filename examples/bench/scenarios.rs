@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use swarmline::peer::fsutil::sha256_of_file;
 
 use crate::baseline::{sha256_one_core, sha256_seconds_per_byte, tcp_copy};
 use crate::procs::{own_cpu_seconds, Binaries, Proc};
@@ -55,7 +57,7 @@ impl Bench {
             return Ok(made.clone());
         }
         let path = self.dir.join(format!("data-{size}.bin"));
-        {
+        let sha256: [u8; 32] = {
             let mut out = std::io::BufWriter::with_capacity(
                 1 << 20,
                 std::fs::File::create(&path).map_err(|e| e.to_string())?,
@@ -63,9 +65,12 @@ impl Bench {
             let mut rng = fastrand::Rng::with_seed(size);
             let mut chunk = vec![0u8; 1 << 20];
             let mut left = size;
+            // Hashed as it is written: no second pass over the file.
+            let mut hasher = Sha256::new();
             while left > 0 {
                 rng.fill(&mut chunk);
                 let n = left.min(chunk.len() as u64) as usize;
+                hasher.update(&chunk[..n]);
                 out.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
                 left -= n as u64;
             }
@@ -73,8 +78,8 @@ impl Bench {
             // On disk before anything is measured: no write-back of it
             // competes with a measurement.
             out.get_ref().sync_all().map_err(|e| e.to_string())?;
-        }
-        let (sha256, _) = sha256_one_core(&path).map_err(|e| e.to_string())?;
+            hasher.finalize().into()
+        };
         let data = Data { path, size, sha256 };
         self.made.borrow_mut().push(data.clone());
         Ok(data)
@@ -196,7 +201,7 @@ impl Bench {
     fn finished(&self, leecher: &mut Proc, data: &Data) -> Result<(Duration, PathBuf), String> {
         let (at, path) = leecher.next_line(STEP_TIMEOUT)?;
         let path = PathBuf::from(path);
-        let (hash, _) = sha256_one_core(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let hash = sha256_of_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if hash != data.sha256 {
             return Err(format!("{}: the copy's SHA-256 is wrong", leecher.name));
         }

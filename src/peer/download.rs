@@ -151,8 +151,6 @@ pub struct DownloadStatus {
     pub have: Bitmap,
     /// The pieces asked for and not in yet.
     pub in_flight: Vec<u32>,
-    /// Recent throughput of the whole download, bytes per second.
-    pub rate: Option<f64>,
 }
 
 impl DownloadStatus {
@@ -164,6 +162,16 @@ impl DownloadStatus {
     /// The pieces verified here.
     pub fn pieces_done(&self) -> usize {
         self.have.count()
+    }
+
+    /// Recent throughput of the whole download, bytes per second: what
+    /// its live sources give together (`None` before any is measured).
+    pub fn rate(&self) -> Option<f64> {
+        self.sources
+            .iter()
+            .filter(|s| s.dropped.is_none())
+            .filter_map(|s| s.rate)
+            .reduce(|a, b| a + b)
     }
 
     /// Bytes received so far (pieces are whole, the last may be short).
@@ -178,6 +186,8 @@ impl DownloadStatus {
 
 /// A download running on its own thread.
 pub struct Download {
+    /// The file's key (also in the status, which is costlier to read).
+    key: FileKey,
     status: Arc<Mutex<DownloadStatus>>,
     /// Signalled (with `status` locked) when the download ends.
     ended: Arc<Condvar>,
@@ -226,12 +236,12 @@ impl Download {
             sources: Vec::new(),
             have: Bitmap::empty(0),
             in_flight: Vec::new(),
-            rate: None,
         }));
         let cancel = Arc::new(AtomicBool::new(false));
         let focus = Arc::new(AtomicU64::new(NO_FOCUS));
         let ended = Arc::new(Condvar::new());
         let manifest_link = Arc::clone(&context.manifest_link);
+        let key = plan.key;
         let thread = thread::Builder::new()
             .name(format!("download-{}", plan.name.as_str()))
             .spawn({
@@ -264,6 +274,7 @@ impl Download {
                 }
             })?;
         Ok(Arc::new(Download {
+            key,
             status,
             ended,
             cancel,
@@ -271,6 +282,11 @@ impl Download {
             manifest_link,
             thread: Mutex::new(Some(thread)),
         }))
+    }
+
+    /// The key of the file downloaded.
+    pub fn key(&self) -> FileKey {
+        self.key
     }
 
     /// Streaming priority: fetch piece `index` and the [`FOCUS_PIECES`]
@@ -873,6 +889,8 @@ impl<'a> Coordinator<'a> {
         }
         drop((job_rx, outcome_tx));
         let result = self.coordinate(&job_tx, &outcome_rx);
+        // (Published every SPEED_SAMPLE_INTERVAL meanwhile; now as it ends.)
+        self.publish();
         // Closing the job channel ends idle workers; closing every link
         // wakes those still blocked on a slow or silent peer. Then join.
         drop(job_tx);
@@ -1148,12 +1166,12 @@ impl<'a> Coordinator<'a> {
                 if let Some(latency) = latency {
                     n.speed.answered_after(latency);
                 }
-                let answered: HashSet<u32> = pieces.iter().map(|&(i, _)| i).collect();
                 for (index, result) in pieces {
                     self.settle(neighbour, index, result);
                 }
-                // Pieces asked for but not answered go back to the pool.
-                for index in asked.into_iter().filter(|i| !answered.contains(i)) {
+                // Pieces asked for but not answered go back to the pool
+                // (for the answered ones, settling did it already).
+                for index in asked {
                     self.forget_request(neighbour, index);
                 }
                 if let Some(e) = disk_error {
@@ -1165,7 +1183,6 @@ impl<'a> Coordinator<'a> {
                 if let Some(e) = error {
                     self.drop_neighbour(neighbour, e);
                 }
-                self.publish();
             }
         }
         Ok(())
@@ -1272,8 +1289,6 @@ impl<'a> Coordinator<'a> {
         let mut status = self.status.lock();
         status.have.clone_from(&self.have);
         status.in_flight = self.in_flight.keys().copied().collect();
-        let live = self.neighbours.iter().filter(|n| n.dropped.is_none());
-        status.rate = live.filter_map(|n| n.speed.rate()).reduce(|a, b| a + b);
         status.sources = self
             .neighbours
             .iter()

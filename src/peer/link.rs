@@ -97,12 +97,7 @@ impl LinkCloser {
 impl PeerLink {
     /// Connects to the mini-server at `peer`.
     pub fn connect(peer: SocketAddr) -> io::Result<PeerLink> {
-        PeerLink::connect_within(peer, CONNECT_TIMEOUT)
-    }
-
-    /// Connects to the mini-server at `peer`, waiting at most `wait`.
-    pub fn connect_within(peer: SocketAddr, wait: Duration) -> io::Result<PeerLink> {
-        PeerLink::connect_from(None, peer, wait)
+        PeerLink::connect_from(None, peer, CONNECT_TIMEOUT)
     }
 
     /// Connects to the mini-server at `peer` from the local IP `from` (see

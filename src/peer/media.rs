@@ -86,11 +86,7 @@ impl Profile {
 
     /// Whether a client of this profile shows files of `kind`.
     pub fn shows(self, kind: MediaKind) -> bool {
-        match self {
-            Profile::Audio => kind == MediaKind::Audio,
-            Profile::Video => kind == MediaKind::Video,
-            Profile::All => true,
-        }
+        self.kind().is_none_or(|shown| shown == kind)
     }
 
     /// The one kind this profile shows (`None` for `all`).

@@ -377,7 +377,7 @@ impl Peer {
             .lock()
             .iter()
             .filter(|d| !d.is_finished())
-            .map(|d| d.status().key)
+            .map(|d| d.key())
             .collect();
         self.files()
             .into_iter()
@@ -450,7 +450,7 @@ impl Peer {
         let mut downloads = self.downloads.lock();
         if downloads
             .iter()
-            .any(|d| d.status().key == plan.key && !d.is_finished())
+            .any(|d| d.key() == plan.key && !d.is_finished())
         {
             return Err(PeerError::Busy(format!(
                 "{} is already being downloaded",
@@ -692,10 +692,16 @@ impl Housekeeping {
             // Only what changed since this session heard it (a new session
             // hears everything again).
             let session = self.tracker.session_number();
-            let files = self.library.all();
-            self.reported
-                .retain(|key, _| files.iter().any(|f| f.key == *key && !f.is_complete()));
-            for file in files.iter().filter(|f| !f.is_complete()) {
+            let unfinished: Vec<_> = self
+                .library
+                .all()
+                .into_iter()
+                .filter(|f| !f.is_complete())
+                .collect();
+            let keys: std::collections::HashSet<FileKey> =
+                unfinished.iter().map(|f| f.key).collect();
+            self.reported.retain(|key, _| keys.contains(key));
+            for file in &unfinished {
                 let held = file.bitmap();
                 let now = (session, held.count());
                 let changed = now.1 > 0 && self.reported.get(&file.key) != Some(&now);

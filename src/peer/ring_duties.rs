@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use crate::protocol::ring::{NameRecord, Record};
-use crate::protocol::{FileEntry, FileKey, FileName, SearchCriteria};
+use crate::protocol::ring::Record;
+use crate::protocol::{FileEntry, FileKey, FileMeta, FileName, SearchCriteria};
 use crate::ring::RingNode;
-use crate::tracker::registry::FileMeta;
 use crate::tracker::search::matches;
 
 use super::discovery::{Discovery, Source};
@@ -36,7 +35,7 @@ pub fn records_of(file: &SharedFile, me: SocketAddr) -> Vec<Record> {
         });
     }
     if file.is_offered() {
-        records.push(Record::Name(NameRecord {
+        records.push(Record::Name(FileMeta {
             name: file.name.clone(),
             key: file.key,
             size: file.manifest.size(),
@@ -137,15 +136,7 @@ pub fn find_file(ring: &RingNode, what: &str) -> Result<FileEntry, PeerError> {
         1 => {
             let file = found.remove(0);
             let holders = ring.holders(file.key).map_err(failed)?.len() as u32;
-            Ok(FileEntry {
-                key: file.key,
-                name: file.name,
-                size: file.size,
-                piece_size: file.piece_size,
-                kind: file.kind,
-                seeders: holders,
-                leechers: 0,
-            })
+            Ok(file.entry(holders, 0))
         }
         _ => Err(PeerError::ambiguous_name(what, found.iter().map(|f| f.key))),
     }
@@ -202,25 +193,11 @@ pub fn search(ring: &RingNode, criteria: &SearchCriteria, known: &[FileEntry]) -
     ring.all_files(SEARCH_PEERS)
         .into_iter()
         .filter(|file| !known.iter().any(|k| k.key == file.key))
-        .filter(|file| {
-            let meta = FileMeta {
-                key: file.key,
-                name: file.name.clone(),
-                size: file.size,
-                piece_size: file.piece_size,
-                kind: file.kind,
-            };
-            matches(&meta, criteria, |_| false)
-        })
+        .filter(|file| matches(file, criteria, |_| false))
         .take(SEARCH_FILES)
-        .map(|file| FileEntry {
-            seeders: ring.holders(file.key).map_or(0, |h| h.len() as u32),
-            leechers: 0,
-            key: file.key,
-            name: file.name,
-            size: file.size,
-            piece_size: file.piece_size,
-            kind: file.kind,
+        .map(|file| {
+            let holders = ring.holders(file.key).map_or(0, |h| h.len() as u32);
+            file.entry(holders, 0)
         })
         .collect()
 }

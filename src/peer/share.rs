@@ -60,7 +60,7 @@ impl ManifestCache {
     /// The cache kept in `state_dir`; an unreadable cache starts empty.
     pub fn open(state_dir: &Path) -> ManifestCache {
         let path = state_dir.join("manifests.bin");
-        let entries = fs::read(&path)
+        let mut entries = fs::read(&path)
             .ok()
             .and_then(|bytes| {
                 let config = bincode::config::standard().with_limit::<CACHE_LIMIT>();
@@ -76,6 +76,7 @@ impl ManifestCache {
                 }
             })
             .unwrap_or_default();
+        forget_stale(&mut entries);
         ManifestCache {
             path,
             entries: Mutex::new(entries),
@@ -129,21 +130,25 @@ impl ManifestCache {
     /// renamed), holding the lock so two saves cannot interleave.
     fn save(&self) -> io::Result<()> {
         let mut entries = self.entries.lock();
-        prune(&mut entries, CACHE_BUDGET);
+        trim_to(&mut entries, CACHE_BUDGET);
         let bytes = bincode::serde::encode_to_vec(&*entries, bincode::config::standard())
             .map_err(io::Error::other)?;
         write_atomically(&self.path, &bytes)
     }
 }
 
-/// Forgets the entries that can never be used again (their file is gone
-/// or changed), then the least lately used ones until the manifests fit in
-/// `budget` bytes.
-fn prune(entries: &mut HashMap<PathBuf, CachedManifest>, budget: usize) {
+/// Forgets the entries that can never be used again: their file is gone
+/// or changed (done once, when the cache is opened).
+fn forget_stale(entries: &mut HashMap<PathBuf, CachedManifest>) {
     entries.retain(|path, cached| {
         fs::metadata(path)
             .is_ok_and(|meta| meta.len() == cached.size && modified_ns(&meta) == cached.modified_ns)
     });
+}
+
+/// Forgets the least lately used entries until the manifests fit in
+/// `budget` bytes.
+fn trim_to(entries: &mut HashMap<PathBuf, CachedManifest>, budget: usize) {
     let mut total: usize = entries.values().map(|c| c.manifest.len()).sum();
     if total <= budget {
         return;
@@ -194,7 +199,8 @@ mod tests {
             );
         }
         std::fs::remove_file(dir.path().join("gone")).unwrap();
-        prune(&mut entries, 200);
+        forget_stale(&mut entries);
+        trim_to(&mut entries, 200);
         let mut kept: Vec<_> = entries
             .keys()
             .map(|p| p.file_name().unwrap().to_owned())

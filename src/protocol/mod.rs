@@ -26,7 +26,7 @@ pub mod tracker;
 pub use error::{ErrorCode, ProtocolError};
 pub use fields::{BitmapField, FileKey, FileName, MediaKind, PeerId, SharedPath, UserName};
 pub use peer::{PeerRequest, MAX_LISTED_SHARES, MAX_REQUEST_INDICES};
-pub use reply::{FileEntry, PeerEntry, Reply, Role, ShareEntry};
+pub use reply::{FileEntry, FileMeta, PeerEntry, Reply, Role, ShareEntry};
 pub use tracker::{Criterion, FileOffer, SearchCriteria, TrackerRequest};
 
 /// Default cap on one line's length in bytes, line ending included. Large

@@ -45,6 +45,37 @@ pub enum Reply {
     Manifest { key: FileKey, length: u32 },
 }
 
+/// What identifies and describes a file: fixed by its first offer at the
+/// tracker, carried by a ring's `NAME` record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileMeta {
+    pub key: FileKey,
+    pub name: FileName,
+    pub size: u64,
+    pub piece_size: u32,
+    pub kind: MediaKind,
+}
+
+impl FileMeta {
+    /// Number of pieces.
+    pub fn piece_count(&self) -> u64 {
+        super::fields::piece_count(self.size, self.piece_size)
+    }
+
+    /// The file as a search result, with its holders counted.
+    pub fn entry(self, seeders: u32, leechers: u32) -> FileEntry {
+        FileEntry {
+            key: self.key,
+            name: self.name,
+            size: self.size,
+            piece_size: self.piece_size,
+            kind: self.kind,
+            seeders,
+            leechers,
+        }
+    }
+}
+
 /// A file in a search result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {

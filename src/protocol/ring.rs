@@ -23,7 +23,7 @@ use super::error::ProtocolError;
 use super::fields::{
     parse_number, parse_peer_id, split_verb, Fields, FileKey, FileName, MediaKind,
 };
-use super::reply::Reply;
+use super::reply::{FileMeta, Reply};
 use super::tracker::no_fields;
 
 /// The verbs of the ring, for "unknown verb" messages.
@@ -89,17 +89,7 @@ pub enum Record {
     /// `HOLD <key> <peer>`: the peer at `peer` holds (some of) the file.
     Holder { key: FileKey, peer: SocketAddr },
     /// `NAME <name> <key> <size> <piece-size> <kind>`: a file by name.
-    Name(NameRecord),
-}
-
-/// A file as found by its name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NameRecord {
-    pub name: FileName,
-    pub key: FileKey,
-    pub size: u64,
-    pub piece_size: u32,
-    pub kind: MediaKind,
+    Name(FileMeta),
 }
 
 impl Record {
@@ -118,7 +108,7 @@ impl Record {
                 key: FileKey::parse(f.next("a key")?)?,
                 peer: parse_peer_id(f.next("a peer")?)?,
             }),
-            "NAME" => Ok(Record::Name(NameRecord {
+            "NAME" => Ok(Record::Name(FileMeta {
                 name: FileName::parse(f.next("a name")?)?,
                 key: FileKey::parse(f.next("a key")?)?,
                 size: parse_number("size", f.next("a size")?)?,

@@ -18,8 +18,8 @@ use parking_lot::Mutex;
 
 use crate::peer::link::{LinkError, PeerLink};
 use crate::protocol::course::CourseRequest;
-use crate::protocol::ring::{Member, NameRecord, Record, RecordQuery, RingReply, RingRequest};
-use crate::protocol::{ErrorCode, Reply};
+use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest};
+use crate::protocol::{ErrorCode, FileMeta, Reply};
 
 /// How long to wait for a connection to a ring peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -180,6 +180,20 @@ impl RingClient {
         PeerLink::connect_from(self.local_ip, addr, CONNECT_TIMEOUT)
     }
 
+    /// A fresh connection (never a kept one) with `line` sent on it, for
+    /// one exchange under [`REQUEST_DEADLINE`].
+    fn one_shot(
+        &self,
+        addr: SocketAddr,
+        line: &impl std::fmt::Display,
+    ) -> Result<PeerLink, RingError> {
+        let unreachable = |error| RingError::Unreachable { addr, error };
+        let mut link = self.connect(addr).map_err(unreachable)?;
+        link.set_deadline(Some(REQUEST_DEADLINE));
+        link.send_line(line).map_err(unreachable)?;
+        Ok(link)
+    }
+
     /// Sends `request` to `addr` and reads its whole answer: one line, or
     /// the lines of a listing up to its `END`.
     pub fn call(
@@ -206,14 +220,7 @@ impl RingClient {
                     .map_err(|e| RingError::misbehaved(addr, format!("{e} in {line:?}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        match lines.last() {
-            Some(RingReply::Common(Reply::Error { code, text })) => Err(RingError::Refused {
-                addr,
-                code: *code,
-                text: text.clone(),
-            }),
-            _ => Ok(lines),
-        }
+        refused_or(addr, lines)
     }
 
     fn fresh_exchange(
@@ -246,13 +253,8 @@ impl RingClient {
 
     /// Sends a request whose answer is one `OK`.
     fn expect_ok(&self, addr: SocketAddr, request: &RingRequest) -> Result<(), RingError> {
-        match &self.call(addr, request)?[..] {
-            [RingReply::Common(Reply::Ok(_))] => Ok(()),
-            other => Err(RingError::misbehaved(
-                addr,
-                format!("expected OK, got {other:?}"),
-            )),
-        }
+        self.call(addr, request)
+            .and_then(|lines| decode_ok(addr, lines))
     }
 
     /// Asks `addr` one step of the look-up of `id`.
@@ -366,16 +368,7 @@ impl RingClient {
 
     /// Asks `addr` to keep `record` for `ttl`.
     pub fn store(&self, addr: SocketAddr, ttl: Duration, record: &Record) -> Result<(), RingError> {
-        let ttl = ttl
-            .as_secs()
-            .clamp(1, u64::from(crate::protocol::ring::MAX_TTL)) as u32;
-        self.expect_ok(
-            addr,
-            &RingRequest::Store {
-                ttl,
-                record: record.clone(),
-            },
-        )
+        self.expect_ok(addr, &store_request(ttl, record))
     }
 
     /// The records `addr` keeps that answer `query`.
@@ -383,42 +376,16 @@ impl RingClient {
         self.records(addr, &RingRequest::Find(query.clone()))
     }
 
-    /// Every name record `addr` keeps.
-    pub fn names(&self, addr: SocketAddr) -> Result<Vec<NameRecord>, RingError> {
-        Ok(self
-            .records(addr, &RingRequest::Names)?
-            .into_iter()
-            .filter_map(|record| match record {
-                Record::Name(name) => Some(name),
-                Record::Holder { .. } => None,
-            })
-            .collect())
-    }
-
     fn records(&self, addr: SocketAddr, request: &RingRequest) -> Result<Vec<Record>, RingError> {
-        self.call(addr, request)?
-            .into_iter()
-            .filter(|line| *line != RingReply::Common(Reply::End))
-            .map(|line| match line {
-                RingReply::Record(record) => Ok(record),
-                other => Err(RingError::misbehaved(
-                    addr,
-                    format!("expected a record, got {other}"),
-                )),
-            })
-            .collect()
+        self.call(addr, request)
+            .and_then(|lines| decode_records(addr, lines))
     }
 
     /// Sends one line of the course's grammar to `addr` (a welcome or hash
     /// service: one request per connection) and returns the first answer
     /// line.
     pub fn course(&self, addr: SocketAddr, request: &CourseRequest) -> Result<String, RingError> {
-        let mut link = self
-            .connect(addr)
-            .map_err(|error| RingError::Unreachable { addr, error })?;
-        link.set_deadline(Some(REQUEST_DEADLINE));
-        link.send_line(request)
-            .map_err(|error| RingError::Unreachable { addr, error })?;
+        let mut link = self.one_shot(addr, request)?;
         link.read_text().map_err(|e| RingError::from_link(addr, e))
     }
 
@@ -430,12 +397,7 @@ impl RingClient {
         request: &CourseRequest,
         most: usize,
     ) -> Result<Vec<String>, RingError> {
-        let mut link = self
-            .connect(addr)
-            .map_err(|error| RingError::Unreachable { addr, error })?;
-        link.set_deadline(Some(REQUEST_DEADLINE));
-        link.send_line(request)
-            .map_err(|error| RingError::Unreachable { addr, error })?;
+        let mut link = self.one_shot(addr, request)?;
         let mut lines = Vec::new();
         loop {
             let line = link
@@ -456,12 +418,7 @@ impl RingClient {
 
     /// Whether the peer at `addr` answers at all.
     pub fn ping(&self, addr: SocketAddr) -> Result<(), RingError> {
-        let mut link = self
-            .connect(addr)
-            .map_err(|error| RingError::Unreachable { addr, error })?;
-        link.set_deadline(Some(REQUEST_DEADLINE));
-        link.send_line(&crate::protocol::PeerRequest::Ping)
-            .map_err(|error| RingError::Unreachable { addr, error })?;
+        let mut link = self.one_shot(addr, &crate::protocol::PeerRequest::Ping)?;
         match link.read_text() {
             Ok(line) if line.starts_with("OK") => Ok(()),
             Ok(line) => Err(RingError::misbehaved(
@@ -470,6 +427,74 @@ impl RingClient {
             )),
             Err(e) => Err(RingError::from_link(addr, e)),
         }
+    }
+}
+
+/// The answer lines from `addr`, or its refusal when the last is `ERRR`.
+pub(crate) fn refused_or(
+    addr: SocketAddr,
+    lines: Vec<RingReply>,
+) -> Result<Vec<RingReply>, RingError> {
+    match lines.last() {
+        Some(RingReply::Common(Reply::Error { code, text })) => Err(RingError::Refused {
+            addr,
+            code: *code,
+            text: text.clone(),
+        }),
+        _ => Ok(lines),
+    }
+}
+
+/// An answer that must be one `OK`.
+pub(crate) fn decode_ok(addr: SocketAddr, lines: Vec<RingReply>) -> Result<(), RingError> {
+    match &lines[..] {
+        [RingReply::Common(Reply::Ok(_))] => Ok(()),
+        other => Err(RingError::misbehaved(
+            addr,
+            format!("expected OK, got {other:?}"),
+        )),
+    }
+}
+
+/// An answer that must be records, then `END`.
+pub(crate) fn decode_records(
+    addr: SocketAddr,
+    lines: Vec<RingReply>,
+) -> Result<Vec<Record>, RingError> {
+    lines
+        .into_iter()
+        .filter(|line| *line != RingReply::Common(Reply::End))
+        .map(|line| match line {
+            RingReply::Record(record) => Ok(record),
+            other => Err(RingError::misbehaved(
+                addr,
+                format!("expected a record, got {other}"),
+            )),
+        })
+        .collect()
+}
+
+/// The name records among `records`.
+pub(crate) fn names_of(records: Vec<Record>) -> Vec<FileMeta> {
+    records
+        .into_iter()
+        .filter_map(|record| match record {
+            Record::Name(name) => Some(name),
+            Record::Holder { .. } => None,
+        })
+        .collect()
+}
+
+/// `STOR` of `record` for `ttl` (whole seconds, 1 to [`MAX_TTL`]).
+///
+/// [`MAX_TTL`]: crate::protocol::ring::MAX_TTL
+pub(crate) fn store_request(ttl: Duration, record: &Record) -> RingRequest {
+    let ttl = ttl
+        .as_secs()
+        .clamp(1, u64::from(crate::protocol::ring::MAX_TTL)) as u32;
+    RingRequest::Store {
+        ttl,
+        record: record.clone(),
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::protocol::ring::{NameRecord, Record, RecordQuery};
-use crate::protocol::FileKey;
+use crate::protocol::ring::{Record, RecordQuery};
+use crate::protocol::{FileKey, FileMeta};
 
 /// The most records one peer keeps for the ring.
 pub const MAX_RECORDS: usize = 100_000;
@@ -28,7 +28,7 @@ pub enum StoreError {
 #[derive(Debug, Default)]
 pub struct RecordStore {
     holders: HashMap<FileKey, HashMap<SocketAddr, Instant>>,
-    names: HashMap<String, HashMap<FileKey, (NameRecord, Instant)>>,
+    names: HashMap<String, HashMap<FileKey, (FileMeta, Instant)>>,
     count: usize,
 }
 
@@ -125,8 +125,8 @@ impl RecordStore {
     }
 
     /// Up to `most` live name records, sorted by name.
-    pub fn names(&self, most: usize, now: Instant) -> Vec<NameRecord> {
-        let mut names: Vec<NameRecord> = self
+    pub fn names(&self, most: usize, now: Instant) -> Vec<FileMeta> {
+        let mut names: Vec<FileMeta> = self
             .names
             .values()
             .flat_map(|place| place.values())
@@ -211,7 +211,7 @@ mod tests {
     fn names_are_found_by_name() {
         let mut store = RecordStore::new();
         let now = Instant::now();
-        let name = NameRecord {
+        let name = FileMeta {
             name: FileName::new("song.mp3").unwrap(),
             key: FileKey([1; 32]),
             size: 10,

@@ -16,8 +16,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::pieces::{Bitmap, BitmapError};
 use crate::protocol::{
-    BitmapField, ErrorCode, FileEntry, FileKey, FileName, FileOffer, MediaKind, PeerEntry, PeerId,
-    Role, SearchCriteria, ShareEntry, SharedPath, UserName,
+    BitmapField, ErrorCode, FileEntry, FileKey, FileMeta, FileOffer, PeerEntry, PeerId, Role,
+    SearchCriteria, ShareEntry, SharedPath, UserName,
 };
 
 use super::search;
@@ -53,16 +53,6 @@ pub(crate) struct FileRecord {
     /// How many holders lack pieces (so a holder's load is counted without
     /// walking every holder of every file it holds).
     leechers: usize,
-}
-
-/// What identifies and describes a file, fixed by its first offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileMeta {
-    pub key: FileKey,
-    pub name: FileName,
-    pub size: u64,
-    pub piece_size: u32,
-    pub kind: MediaKind,
 }
 
 /// One session's hold on a file: how many pieces it holds (never 0), and
@@ -275,14 +265,9 @@ impl Registry {
         let entries: Vec<FileEntry> = self
             .candidates(criteria)
             .filter(|record| self.matches(record, criteria))
-            .map(|record| FileEntry {
-                key: record.meta.key,
-                name: record.meta.name.clone(),
-                size: record.meta.size,
-                piece_size: record.meta.piece_size,
-                kind: record.meta.kind,
-                seeders: (record.holders.len() - record.leechers) as u32,
-                leechers: record.leechers as u32,
+            .map(|record| {
+                let seeders = (record.holders.len() - record.leechers) as u32;
+                record.meta.clone().entry(seeders, record.leechers as u32)
             })
             .collect();
         first_sorted(entries, limit, |e| (e.name.as_str().to_lowercase(), e.key))
@@ -447,13 +432,6 @@ fn user_passes(criteria: &SearchCriteria, user: Option<&UserName>) -> bool {
         crate::protocol::Criterion::User(wanted) => user == Some(wanted),
         _ => true,
     })
-}
-
-impl FileMeta {
-    /// Number of pieces.
-    pub fn piece_count(&self) -> u64 {
-        crate::protocol::fields::piece_count(self.size, self.piece_size)
-    }
 }
 
 impl FileRecord {

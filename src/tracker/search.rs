@@ -1,9 +1,7 @@
 //! How `RQFS` and `LSTF` criteria select files: plain words, name globs,
 //! kind, size bounds and user. Pure functions over a file's metadata.
 
-use crate::protocol::{Criterion, SearchCriteria, UserName};
-
-use super::registry::FileMeta;
+use crate::protocol::{Criterion, FileMeta, SearchCriteria, UserName};
 
 /// True when the file passes every criterion. `held_by` answers whether a
 /// given user holds the file.

@@ -142,7 +142,7 @@ pub fn running(peer: &Peer, key: FileKey) -> Option<std::sync::Arc<Download>> {
     peer.downloads()
         .into_iter()
         .rev()
-        .find(|d| !d.is_finished() && d.status().key == key)
+        .find(|d| !d.is_finished() && d.key() == key)
 }
 
 /// `GET /api/downloads`: every download of this peer's kind, newest last.
@@ -174,7 +174,7 @@ fn download_json(s: &DownloadStatus) -> Value {
         _ => s.pieces_done() as f64 / s.pieces_total() as f64,
     };
     let eta = s
-        .rate
+        .rate()
         .filter(|&r| r > 0.0 && !s.state.is_over())
         .map(|r| s.size.saturating_sub(done) as f64 / r);
     let peers: Vec<Value> = s
@@ -193,7 +193,7 @@ fn download_json(s: &DownloadStatus) -> Value {
         "key": s.key.to_string(), "name": s.name, "kind": s.kind.as_str(), "size": s.size,
         "state": state, "error": error, "bytes_done": done,
         "pieces": s.pieces_total(), "have": s.pieces_done(), "progress": progress,
-        "speed": if s.state.is_over() { 0.0 } else { s.rate.unwrap_or(0.0) },
+        "speed": if s.state.is_over() { 0.0 } else { s.rate().unwrap_or(0.0) },
         "eta_secs": eta, "chunks": chunk_map(s), "peers": peers,
     })
 }

@@ -136,17 +136,6 @@ pub fn walk(
     Ok(snapshot)
 }
 
-/// Walks the ring from `start` (see [`walk`]) and checks it.
-pub fn walk_and_check(
-    client: &RingClient,
-    start: SocketAddr,
-    most: usize,
-) -> Result<(RingSnapshot, Vec<Finding>), RingError> {
-    let snapshot = walk(client, start, most)?;
-    let findings = check(&snapshot);
-    Ok((snapshot, findings))
-}
-
 // ---------------------------------------------------------------------
 // The checks
 

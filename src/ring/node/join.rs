@@ -53,66 +53,18 @@ impl RingNode {
         };
         let probing = settings.id == IdChoice::FromAddress;
         for _ in 0..ID_ATTEMPTS {
-            let member = match settings.entry {
-                Entry::Welcome(welcome) => match welcome_join(&client, welcome, id, addr)? {
-                    Welcomed::First => None,
-                    Welcomed::Through(member) => Some(member),
-                    Welcomed::Taken if !probing && stale_at_welcome(&client, welcome, id, addr) => {
-                        // Our own entry from before a crash, or a peer gone
-                        // since: it is off the list now; join again.
-                        let _ = client.course(welcome, &CourseRequest::Leave { hash: id });
-                        continue;
-                    }
-                    Welcomed::Taken => {
-                        if !probing {
-                            return Err(RingError::Failed(format!(
-                                "the welcome service at {welcome} refused id {id} (taken, or outside its ring)"
-                            )));
-                        }
-                        id = space.add(id, 1);
-                        continue;
-                    }
-                },
-                Entry::Member(member) => Some(member),
-            };
-            let successors = match member {
-                None => Vec::new(),
-                Some(member) => {
-                    let place = find_place(&client, &space, member, id);
-                    if place
-                        .as_ref()
-                        .map_or(true, |p| matches!(p, Place::Taken(_)))
-                    {
-                        if let Entry::Welcome(welcome) = settings.entry {
-                            // The welcome service has us on its list: take
-                            // us off again before trying anything else.
-                            let _ = client.course(welcome, &CourseRequest::Leave { hash: id });
-                        }
-                    }
-                    match place {
-                        Ok(Place::Free(owners)) => owners,
-                        Ok(Place::Taken(by)) if !probing => {
-                            return Err(RingError::Failed(format!("ring id {id} is taken by {by}")))
-                        }
-                        Ok(Place::Taken(_)) => {
-                            id = space.add(id, 1);
-                            continue;
-                        }
-                        // A member the welcome service still lists, but
-                        // gone (a crash): ask again, for another one.
-                        Err(RingError::Unreachable { addr: gone, .. }) => {
-                            let Entry::Welcome(welcome) = settings.entry else {
-                                return Err(RingError::Failed(format!(
-                                    "the member {gone} to join through does not answer"
-                                )));
-                            };
-                            warn!("ring: {gone} does not answer; taking it off the welcome service's list");
-                            forget_at_welcome(&client, welcome, gone, addr.port());
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    }
+            let successors = match attempt(&client, &settings, id, addr)? {
+                Attempt::Placed(successors) => successors,
+                Attempt::NextId if probing => {
+                    id = space.add(id, 1);
+                    continue;
                 }
+                Attempt::NextId => {
+                    return Err(RingError::Failed(format!(
+                        "ring id {id} is taken (or outside the welcome service's ring)"
+                    )))
+                }
+                Attempt::Again => continue,
             };
             let me = Member { id, addr };
             info!(
@@ -138,6 +90,68 @@ impl RingNode {
         Err(RingError::Failed(format!(
             "{ID_ATTEMPTS} ids in a row were taken; set ring_id"
         )))
+    }
+}
+
+/// What one attempt to join with an id came to.
+enum Attempt {
+    /// In: these are the successor and the peers after it (none: the
+    /// first peer of the ring).
+    Placed(Vec<Member>),
+    /// The id is taken: another is needed.
+    NextId,
+    /// Something stale was cleared (a crashed member, our own old entry on
+    /// the welcome list): the same id may be tried again.
+    Again,
+}
+
+/// One attempt to join with `id` at `addr`: a member to join through (from
+/// the welcome service, or the one given), then our place, found through
+/// it. The welcome service's list is left as it was when the attempt fails.
+fn attempt(
+    client: &RingClient,
+    settings: &RingSettings,
+    id: u64,
+    addr: SocketAddr,
+) -> Result<Attempt, RingError> {
+    let member = match settings.entry {
+        Entry::Member(member) => member,
+        Entry::Welcome(welcome) => match welcome_join(client, welcome, id, addr)? {
+            Welcomed::First => return Ok(Attempt::Placed(Vec::new())),
+            Welcomed::Through(member) => member,
+            Welcomed::Taken if stale_at_welcome(client, welcome, id, addr) => {
+                // Our own entry from before a crash, or a peer gone since.
+                let _ = client.course(welcome, &CourseRequest::Leave { hash: id });
+                return Ok(Attempt::Again);
+            }
+            Welcomed::Taken => return Ok(Attempt::NextId),
+        },
+    };
+    let place = find_place(client, &settings.space, member, id);
+    if let (Entry::Welcome(welcome), false) = (settings.entry, matches!(place, Ok(Place::Free(_))))
+    {
+        // The welcome service has us on its list: off it again.
+        let _ = client.course(welcome, &CourseRequest::Leave { hash: id });
+    }
+    match place {
+        Ok(Place::Free(owners)) => Ok(Attempt::Placed(owners)),
+        Ok(Place::Taken(by)) => {
+            info!("ring: id {id} is taken by {by}");
+            Ok(Attempt::NextId)
+        }
+        // A member the welcome service still lists, but gone (a crash):
+        // off its list, and ask again for another.
+        Err(RingError::Unreachable { addr: gone, .. }) => match settings.entry {
+            Entry::Welcome(welcome) => {
+                warn!("ring: {gone} does not answer; taking it off the welcome service's list");
+                forget_at_welcome(client, welcome, gone, addr.port());
+                Ok(Attempt::Again)
+            }
+            Entry::Member(_) => Err(RingError::Failed(format!(
+                "the member {gone} to join through does not answer"
+            ))),
+        },
+        Err(e) => Err(e),
     }
 }
 

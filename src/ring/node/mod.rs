@@ -28,10 +28,13 @@ use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest};
-use crate::protocol::ring::{Member, NameRecord, Record, RecordQuery, RingReply, RingRequest};
-use crate::protocol::{ErrorCode, FileKey, FileName, Reply};
+use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest};
+use crate::protocol::{ErrorCode, FileKey, FileMeta, FileName, Reply};
 
-use crate::ring::client::{LookStep, NodeView, RingClient, RingError, Trace};
+use crate::ring::client::{
+    decode_ok, decode_records, names_of, refused_or, store_request, LookStep, NodeView, RingClient,
+    RingError, Trace,
+};
 use crate::ring::records::RecordStore;
 use crate::ring::space::RingSpace;
 
@@ -126,11 +129,6 @@ impl RingNode {
 
     fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
-    }
-
-    /// How many records this peer keeps for the ring.
-    pub fn record_count(&self) -> usize {
-        self.records.lock().len()
     }
 
     // -----------------------------------------------------------------
@@ -287,6 +285,16 @@ impl RingNode {
         Err(last_error.unwrap_or_else(|| RingError::Failed(format!("no route to {id}"))))
     }
 
+    /// Sends `request` to `home`, or answers it here when `home` is this
+    /// peer: the same answer, checked the same way, either way.
+    fn ask(&self, home: Member, request: &RingRequest) -> Result<Vec<RingReply>, RingError> {
+        if home == self.me() {
+            refused_or(home.addr, self.answer(request))
+        } else {
+            self.client.call(home.addr, request)
+        }
+    }
+
     /// Where the records placed by `text` live: the owner of its id, then
     /// the peers after it, as many as the replicas.
     fn record_homes(&self, text: &str) -> Result<Vec<Member>, RingError> {
@@ -300,7 +308,6 @@ impl RingNode {
     /// key (or name) and the replicas after it. Returns how many homes
     /// could not be reached.
     pub fn publish(&self, records: &[Record], ttl: Duration) -> usize {
-        let me = self.me();
         let mut failures = 0;
         for record in records {
             if self.is_stopping() {
@@ -315,14 +322,9 @@ impl RingNode {
                 }
             };
             for home in homes {
-                let stored = if home == me {
-                    self.records
-                        .lock()
-                        .insert(record.clone(), ttl, Instant::now())
-                        .map_err(|e| RingError::Failed(e.to_string()))
-                } else {
-                    self.client.store(home.addr, ttl, record)
-                };
+                let stored = self
+                    .ask(home, &store_request(ttl, record))
+                    .and_then(|lines| decode_ok(home.addr, lines));
                 if let Err(e) = stored {
                     debug!("ring: cannot store {record} at {home}: {e}");
                     failures += 1;
@@ -336,16 +338,13 @@ impl RingNode {
     /// (together: a peer that joined lately may not have them yet, and a
     /// crashed owner's replicas still do).
     pub fn find(&self, query: &RecordQuery) -> Result<Vec<Record>, RingError> {
-        let me = self.me();
         let mut found: Vec<Record> = Vec::new();
         let mut last_error = None;
         let mut answered = false;
         for home in self.record_homes(&query.placement())? {
-            let records = if home == me {
-                Ok(self.records.lock().find(query, Instant::now()))
-            } else {
-                self.client.find(home.addr, query)
-            };
+            let records = self
+                .ask(home, &RingRequest::Find(query.clone()))
+                .and_then(|lines| decode_records(home.addr, lines));
             match records {
                 Ok(records) => {
                     answered = true;
@@ -378,7 +377,7 @@ impl RingNode {
     }
 
     /// The files named exactly `name`.
-    pub fn files_named(&self, name: &FileName) -> Result<Vec<NameRecord>, RingError> {
+    pub fn files_named(&self, name: &FileName) -> Result<Vec<FileMeta>, RingError> {
         Ok(self
             .find(&RecordQuery::Name(name.clone()))?
             .into_iter()
@@ -391,24 +390,25 @@ impl RingNode {
 
     /// Every file named in the ring, found by walking it peer by peer from
     /// here (at most `most_peers` of them).
-    pub fn all_files(&self, most_peers: usize) -> Vec<NameRecord> {
+    pub fn all_files(&self, most_peers: usize) -> Vec<FileMeta> {
         let me = self.me();
-        let mut files: Vec<NameRecord> = Vec::new();
+        let mut files: Vec<FileMeta> = Vec::new();
         let mut seen = HashSet::new();
         let mut current = me;
         while seen.len() < most_peers && seen.insert(current.id) {
-            let (names, next) = if current == me {
-                let names = self.records.lock().names(MAX_NAMES, Instant::now());
-                (Ok(names), Ok(self.routing.read().successor()))
+            let names = self
+                .ask(current, &RingRequest::Names)
+                .and_then(|lines| decode_records(current.addr, lines))
+                .map(names_of);
+            let next = if current == me {
+                Ok(self.routing.read().successor())
             } else {
-                (
-                    self.client.names(current.addr),
-                    self.client.info(current.addr).and_then(|view| {
-                        view.successors.first().copied().ok_or_else(|| {
-                            RingError::Failed(format!("{current} lists no successor"))
-                        })
-                    }),
-                )
+                self.client.info(current.addr).and_then(|view| {
+                    view.successors
+                        .first()
+                        .copied()
+                        .ok_or_else(|| RingError::Failed(format!("{current} lists no successor")))
+                })
             };
             match names {
                 Ok(names) => {
