@@ -1,13 +1,16 @@
 //! The baselines each scenario is measured against, run in the same
 //! invocation so that a ratio holds on a noisy machine: a plain TCP file
 //! copy (the machine's practical limit for moving a file between two
-//! processes' worth of sockets and disk), and SHA-256 on one core (of a
-//! file, and of bytes already in memory: the CPU cost of checking them).
+//! processes' worth of sockets and disk), SHA-256 on one core (of a
+//! file, and of bytes already in memory: the CPU cost of checking them),
+//! and a server that answers each request line with a canned reply (the
+//! most requests a thread-per-connection server can answer here).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -62,6 +65,28 @@ pub fn tcp_copy(from: &Path, to: &Path, sync: bool) -> io::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Writes `bytes` from memory into a new file `to` (one thread, 1 MiB
+/// writes, no network, no hashing, no flush) and deletes it again: the
+/// time the writes took. This is the part of every copy and download that
+/// puts the bytes in the page cache. On a virtual machine whose host takes
+/// back the memory the guest frees, it varies tenfold from one moment to
+/// the next (BENCHMARKS.md), and the other figures with it.
+pub fn page_cache_write(to: &Path, bytes: u64) -> io::Result<Duration> {
+    let chunk = vec![0xa5u8; COPY_BUFFER];
+    let mut out = File::create(to)?;
+    let started = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    let took = started.elapsed();
+    drop(out);
+    std::fs::remove_file(to)?;
+    Ok(took)
+}
+
 /// SHA-256 of the file, and the time it took on one core.
 pub fn sha256_one_core(path: &Path) -> io::Result<([u8; 32], Duration)> {
     let started = Instant::now();
@@ -90,4 +115,67 @@ pub fn sha256_seconds_per_byte() -> f64 {
     let sum = Sha256::digest(&data);
     std::hint::black_box(sum);
     started.elapsed().as_secs_f64() / BYTES as f64
+}
+
+/// The argument that makes the benchmark binary the canned-reply server
+/// ([`serve_canned`]) instead: it is started as a process of its own, as
+/// the tracker is, so that both pay the same for switching between the
+/// clients' process and theirs.
+pub const CANNED_SERVER: &str = "--canned-server";
+
+/// A server in the tracker's design (blocking sockets, a thread per
+/// connection, line in, answer out) that does no work at all: each line
+/// gets the canned reply for its verb at once. The requests per second it
+/// answers are the most any thread-per-connection server could answer
+/// with the same clients on this machine: the rest is the sockets, the
+/// loopback and the scheduler.
+///
+/// `args` are pairs of a verb (a line's start) and a file holding its
+/// reply; any other line is answered `OK`. Prints `listening on ADDR`,
+/// then serves until the benchmark kills it.
+pub fn serve_canned(args: &[String]) -> Result<(), String> {
+    let replies: Vec<(String, Vec<u8>)> = args
+        .chunks(2)
+        .map(|pair| match pair {
+            [verb, path] => std::fs::read(path)
+                .map(|reply| (verb.clone(), reply))
+                .map_err(|e| format!("{path}: {e}")),
+            _ => Err(format!("{CANNED_SERVER} takes pairs of a verb and a file")),
+        })
+        .collect::<Result<_, _>>()?;
+    let replies = Arc::new(replies);
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {addr}");
+    io::stdout().flush().map_err(|e| e.to_string())?;
+    for (n, stream) in listener.incoming().enumerate() {
+        let Ok(stream) = stream else { continue };
+        let replies = Arc::clone(&replies);
+        // Not joined: the process ends when the benchmark kills it.
+        std::thread::Builder::new()
+            .name(format!("canned-{n}"))
+            .spawn(move || answer_lines(stream, &replies))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// One connection of the canned server: reads lines until the client
+/// closes, answering each.
+fn answer_lines(stream: TcpStream, replies: &[(String, Vec<u8>)]) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let reply = replies
+            .iter()
+            .find(|(verb, _)| line.starts_with(verb.as_str()))
+            .map_or(&b"OK\n"[..], |(_, bytes)| bytes);
+        writer.write_all(reply)?;
+    }
 }

@@ -6,6 +6,10 @@
 //!
 //! Run: `cargo run --release --example bench -- [s1 s2 s3 s4 s5 s6] [--size 1GiB] [--json PATH]`
 //! (no scenario named: all of them; `s5` is measured during `s1`).
+//!
+//! S4 also starts this same program as a child process with
+//! `--canned-server` (see [`baseline::serve_canned`]): its baseline, a
+//! server that answers without doing any work.
 
 mod baseline;
 mod procs;
@@ -50,6 +54,18 @@ fn parse_options() -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((first, rest)) = args.split_first() {
+        if first == baseline::CANNED_SERVER {
+            return match baseline::serve_canned(rest) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench {first}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
     let options = match parse_options() {
         Ok(options) => options,
         Err(e) => {

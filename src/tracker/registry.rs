@@ -313,7 +313,7 @@ impl Registry {
             .get(&key)
             .ok_or(RegistryError::UnknownFile(key))?;
         let asker_ip = self.sessions.get(&asker).map(|s| s.peer.ip());
-        let mut ranked: Vec<(HolderRank, PeerEntry)> = record
+        let mut ranked: Vec<(HolderRank, SessionId, PeerEntry)> = record
             .holders
             .iter()
             .filter(|(id, _)| **id != asker)
@@ -330,7 +330,8 @@ impl Registry {
                     distance: asker_ip.map_or(Distance::Elsewhere, |ip| {
                         Distance::between(ip, session.peer.ip())
                     }),
-                    serving: self.swarms_served(*id, session),
+                    // Looked up below, only where it decides the order.
+                    serving: 0,
                     peer: session.peer,
                 };
                 let entry = PeerEntry {
@@ -339,12 +340,26 @@ impl Registry {
                     role,
                     pieces: holding.pieces,
                 };
-                Some((rank, entry))
+                Some((rank, *id, entry))
             })
             .collect();
-        ranked.sort_by(|a, b| a.0.cmp(&b.0));
+        ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // A holder's load only breaks ties, and counting it walks every
+        // file the holder offers: it is counted only for holders that tie
+        // on everything before it, and only they are sorted again.
+        for tied in ranked.chunk_by_mut(|a, b| a.0.ties_before_load(&b.0)) {
+            if tied.len() > 1 {
+                for (rank, id, _) in tied.iter_mut() {
+                    rank.serving = self
+                        .sessions
+                        .get(id)
+                        .map_or(0, |session| self.swarms_served(*id, session));
+                }
+                tied.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
         ranked.truncate(limit);
-        Ok(ranked.into_iter().map(|(_, entry)| entry).collect())
+        Ok(ranked.into_iter().map(|(_, _, entry)| entry).collect())
     }
 
     /// How many files `session` holds that others are downloading: each is
@@ -480,6 +495,13 @@ struct HolderRank {
     distance: Distance,
     serving: usize,
     peer: PeerId,
+}
+
+impl HolderRank {
+    /// Whether the two rank the same on everything before the load.
+    fn ties_before_load(&self, other: &HolderRank) -> bool {
+        (self.role, self.pieces, self.distance) == (other.role, other.pieces, other.distance)
+    }
 }
 
 /// How far a holder is from the asker, by IP address.
