@@ -724,9 +724,12 @@ mod tests {
         for id in 2..=5 {
             registry.offer(id, &song).unwrap();
         }
-        // The busy one also seeds a file someone (session 6) is fetching.
+        // The busy one also seeds a file someone (session 6) is fetching;
+        // so does the one on the same host, which still comes first: load
+        // only breaks ties.
         let film = offer(2, "film.mp3", 40_000);
         registry.offer(2, &film).unwrap();
+        registry.offer(5, &film).unwrap();
         registry.open(6, at([10, 0, 0, 9], 7000), None).unwrap();
         assert_eq!(registry.report(6, film.key, &bits("80")), Ok(1));
         // A leecher on the same host ranks after every complete copy.
