@@ -69,8 +69,9 @@ pub fn tcp_copy(from: &Path, to: &Path, sync: bool) -> io::Result<Duration> {
 /// writes, no network, no hashing, no flush) and deletes it again: the
 /// time the writes took. This is the part of every copy and download that
 /// puts the bytes in the page cache. On a virtual machine whose host takes
-/// back the memory the guest frees, it varies tenfold from one moment to
-/// the next (BENCHMARKS.md), and the other figures with it.
+/// back the memory the guest frees, it varies by a factor of ten or more
+/// from one moment to the next (BENCHMARKS.md), and the other figures
+/// with it.
 pub fn page_cache_write(to: &Path, bytes: u64) -> io::Result<Duration> {
     let chunk = vec![0xa5u8; COPY_BUFFER];
     let mut out = File::create(to)?;
@@ -149,7 +150,9 @@ pub fn serve_canned(args: &[String]) -> Result<(), String> {
     println!("listening on {addr}");
     io::stdout().flush().map_err(|e| e.to_string())?;
     for (n, stream) in listener.incoming().enumerate() {
-        let Ok(stream) = stream else { continue };
+        // A failed accept ends the server (no spinning on it): the
+        // benchmark then fails with the clients' errors.
+        let stream = stream.map_err(|e| format!("accept: {e}"))?;
         let replies = Arc::clone(&replies);
         // Not joined: the process ends when the benchmark kills it.
         std::thread::Builder::new()

@@ -466,21 +466,28 @@ impl Bench {
             .parse()
             .map_err(|e| format!("canned server address: {e}"))?;
         let keys = Arc::new(keys);
-        // In turn, twice each: the best of each is reported, so a moment
-        // of load from elsewhere on the machine counts against neither.
-        let mut tracker_runs = Vec::new();
-        let mut canned_runs = Vec::new();
-        for _ in 0..2 {
-            tracker_runs.push(load(&tracker, addr, &keys, CLIENTS, MEASURE)?);
-            canned_runs.push(load(&canned, canned_addr, &keys, CLIENTS, MEASURE)?);
+        // Two pairs of runs, tracker then canned server, then canned
+        // server then tracker, so neither always goes first. Each pair's
+        // two runs are minutes apart at most and share the machine's mood;
+        // the pair where the tracker did best is reported, with its own
+        // canned run, so the ratio never mixes two moments.
+        let mut pairs = Vec::new();
+        for tracker_first in [true, false] {
+            let run_tracker = || load(&tracker, addr, &keys, CLIENTS, MEASURE);
+            let run_canned = || load(&canned, canned_addr, &keys, CLIENTS, MEASURE);
+            pairs.push(if tracker_first {
+                let ours = run_tracker()?;
+                (ours, run_canned()?)
+            } else {
+                let theirs = run_canned()?;
+                (run_tracker()?, theirs)
+            });
         }
         drop(sessions);
-        let best = |runs: Vec<Load>| {
-            runs.into_iter()
-                .max_by_key(|run| run.latencies.len())
-                .unwrap_or_default()
-        };
-        let (mut ours, theirs) = (best(tracker_runs), best(canned_runs));
+        let (mut ours, theirs) = pairs
+            .into_iter()
+            .max_by_key(|(ours, _)| ours.latencies.len())
+            .ok_or("no load run")?;
         let per_second = ours.per_second();
         let limit = theirs.per_second();
         let (p50, p99) = (ours.percentile(0.50), ours.percentile(0.99));
@@ -616,7 +623,9 @@ impl Load {
 }
 
 /// `clients` threads, each on its own persistent connection to `server`,
-/// asking for `keys` for `measure` after a warm-up ([`WARM_UP`]).
+/// asking for `keys` for `measure` after a warm-up ([`WARM_UP`]). The
+/// clients count requests and this counts the server's CPU time over the
+/// same window, from one start.
 fn load(
     server: &Proc,
     addr: SocketAddr,
@@ -624,19 +633,21 @@ fn load(
     clients: usize,
     measure: Duration,
 ) -> Result<Load, String> {
+    let start = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|t| {
             let keys = Arc::clone(keys);
             std::thread::Builder::new()
                 .name(format!("load-{t}"))
-                .spawn(move || load_client(addr, t, &keys, measure))
+                .spawn(move || load_client(addr, t, &keys, start, measure))
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
-    // The clients measure from the end of their warm-up; so does this.
-    std::thread::sleep(WARM_UP);
+    let sleep_until =
+        |at: Instant| std::thread::sleep(at.saturating_duration_since(Instant::now()));
+    sleep_until(start + WARM_UP);
     let cpu_before = server.cpu_seconds();
-    std::thread::sleep(measure);
+    sleep_until(start + WARM_UP + measure);
     let cpu_after = server.cpu_seconds();
     let mut latencies = Vec::new();
     for thread in threads {
@@ -653,16 +664,18 @@ fn load(
 const WARM_UP: Duration = Duration::from_millis(500);
 
 /// One load thread: `RQFS key=` and `REQF` in turn for random keys, for
-/// `measure` after a short warm-up; the latency of each, in microseconds.
+/// `measure` after the warm-up that follows `start`; the latency of each
+/// request sent in that window, in microseconds.
 fn load_client(
     addr: SocketAddr,
     id: usize,
     keys: &[String],
+    start: Instant,
     measure: Duration,
 ) -> Result<Vec<u32>, String> {
     let mut session = Session::open(addr, &format!("HELO {}", 60_000 + id))?;
     let mut rng = fastrand::Rng::with_seed(id as u64);
-    let warm_until = Instant::now() + WARM_UP;
+    let warm_until = start + WARM_UP;
     let stop_at = warm_until + measure;
     let mut latencies = Vec::new();
     let mut turn = false;

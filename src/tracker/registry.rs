@@ -346,8 +346,14 @@ impl Registry {
         ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         // A holder's load only breaks ties, and counting it walks every
         // file the holder offers: it is counted only for holders that tie
-        // on everything before it, and only they are sorted again.
+        // on everything before it, within the first `limit`, and only they
+        // are sorted again.
+        let mut listed = 0;
         for tied in ranked.chunk_by_mut(|a, b| a.0.ties_before_load(&b.0)) {
+            if listed >= limit {
+                break;
+            }
+            listed += tied.len();
             if tied.len() > 1 {
                 for (rank, id, _) in tied.iter_mut() {
                     rank.serving = self
@@ -493,6 +499,9 @@ struct HolderRank {
     role: Role,
     pieces: std::cmp::Reverse<u64>,
     distance: Distance,
+    /// Swarms the holder serves ([`Registry::swarms_served`]). Counted
+    /// only where it decides the order (see [`Registry::holders`]): 0
+    /// for a holder that ties with no other.
     serving: usize,
     peer: PeerId,
 }
@@ -713,8 +722,9 @@ mod tests {
             .open(asker, at([192, 168, 1, 10], 7000), None)
             .unwrap();
         // Four seeders: far away, far away but busy, same subnet, same host.
-        let far = at([10, 0, 0, 1], 7000);
-        let far_busy = at([10, 0, 0, 2], 7000);
+        // The busy one has the lower address: only its load puts it after.
+        let far = at([10, 0, 0, 2], 7000);
+        let far_busy = at([10, 0, 0, 1], 7000);
         let subnet = at([192, 168, 1, 20], 7000);
         let host = at([192, 168, 1, 10], 7001);
         for (id, peer) in [(2, far_busy), (3, far), (4, subnet), (5, host)] {
