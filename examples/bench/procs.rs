@@ -140,6 +140,14 @@ impl Proc {
         status_field(self.child.id(), "VmHWM:")
     }
 
+    /// Bytes it has read so far through `read` and its kin, files and
+    /// sockets alike (`rchar` in `/proc/<pid>/io`; Linux only).
+    pub fn bytes_read(&self) -> Option<u64> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).ok()?;
+        let line = io.lines().find(|l| l.starts_with("rchar:"))?;
+        line["rchar:".len()..].trim().parse().ok()
+    }
+
     /// Its resident memory now, in bytes (Linux only).
     pub fn rss(&self) -> Option<u64> {
         status_field(self.child.id(), "VmRSS:")

@@ -989,8 +989,8 @@ impl<'a> Coordinator<'a> {
 
     /// Gives work to every idle lane of every live neighbour: its BufferMap
     /// when that is due, else the next pieces. Faster neighbours choose
-    /// first, and each is asked for no more than it gives in a couple of
-    /// seconds ([`Speed::allowance`]).
+    /// first, and each is asked for no more than it gives in half a second
+    /// ([`Speed::allowance`]).
     fn assign(&mut self, jobs: &Sender<Job>) {
         let settings = &self.context.settings;
         let (interval, depth) = (settings.bitmap_interval, settings.queue_depth);
