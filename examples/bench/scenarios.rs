@@ -92,15 +92,12 @@ impl Bench {
     /// about 0.4 GB/s here, against over 3 GB/s after); the page cache a
     /// measurement writes into must not pay for that, or whichever step
     /// runs first looks several times slower than it is.
+    /// (The host takes pages back again later: see [`page_cache_write`],
+    /// which S1 times before each round.)
     pub fn warm_up(&self, bytes: u64) -> Result<(), String> {
-        let path = self.dir.join("warm-up.bin");
-        let mut out = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-        let chunk = vec![0x5au8; 1 << 20];
-        for _ in 0..bytes.div_ceil(chunk.len() as u64) {
-            out.write_all(&chunk).map_err(|e| e.to_string())?;
-        }
-        drop(out);
-        std::fs::remove_file(&path).map_err(|e| e.to_string())
+        page_cache_write(&self.dir.join("warm-up.bin"), bytes)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// A tracker on 127.0.0.1, and its address.

@@ -1164,15 +1164,7 @@ impl<'a> Coordinator<'a> {
                 n.lanes[at.lane].busy = false;
                 n.asked = n.asked.saturating_sub(asked.len());
                 if let Some(latency) = latency {
-                    n.speed.answered_after(latency);
-                }
-                // A neighbour is held to one batch until its rate is known:
-                // measured at its first answer, not at the next sampling
-                // tick, or a fast peer would serve one batch at a time
-                // for a quarter of a second (a quarter of a 1 GiB
-                // download on loopback).
-                if n.speed.rate().is_none() {
-                    n.speed.sample(Instant::now());
+                    n.speed.answered_after(latency, Instant::now());
                 }
                 for (index, result) in pieces {
                     self.settle(neighbour, index, result);

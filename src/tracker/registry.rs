@@ -501,7 +501,7 @@ struct HolderRank {
     distance: Distance,
     /// Swarms the holder serves ([`Registry::swarms_served`]). Counted
     /// only where it decides the order (see [`Registry::holders`]): 0
-    /// for a holder that ties with no other.
+    /// for a holder that ties with no other, or past the listing's limit.
     serving: usize,
     peer: PeerId,
 }

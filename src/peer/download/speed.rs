@@ -66,8 +66,16 @@ impl Speed {
         self.tally.pieces.load(Ordering::Relaxed)
     }
 
-    /// Takes a latency sample.
-    pub fn answered_after(&mut self, latency: Duration) {
+    /// Takes a latency sample from a batch answered at `now`. The first
+    /// answer also gives the first throughput sample, at once rather than
+    /// at the next tick of [`Speed::sample`]: until then the neighbour is
+    /// held to one batch ([`Speed::allowance`]), and a fast peer would
+    /// serve one batch at a time for a whole tick (a fifth of a 1 GiB
+    /// download on loopback).
+    pub fn answered_after(&mut self, latency: Duration, now: Instant) {
+        if self.rate.is_none() {
+            self.sample(now);
+        }
         self.latency = Some(match self.latency {
             None => latency,
             Some(old) => old.mul_f64(1.0 - NEW_SAMPLE_WEIGHT) + latency.mul_f64(NEW_SAMPLE_WEIGHT),
@@ -177,10 +185,32 @@ mod tests {
     }
 
     #[test]
+    fn the_first_answer_measures_the_rate_at_once() {
+        let start = Instant::now();
+        let mut speed = Speed {
+            sampled: (0, start),
+            ..Speed::default()
+        };
+        // An answer with nothing received yet (a refused piece) measures
+        // nothing.
+        speed.answered_after(Duration::from_millis(5), start + Duration::from_millis(10));
+        assert_eq!(speed.rate(), None);
+        speed.tally().bytes.fetch_add(1_000_000, Ordering::Relaxed);
+        let at = start + Duration::from_millis(20);
+        speed.answered_after(Duration::from_millis(5), at);
+        assert_eq!(speed.rate(), Some(50_000_000.0));
+        // Once measured, answers leave the rate to the sampling ticks.
+        speed.tally().bytes.fetch_add(1_000_000, Ordering::Relaxed);
+        speed.answered_after(Duration::from_millis(5), at + Duration::from_millis(1));
+        assert_eq!(speed.rate(), Some(50_000_000.0));
+        assert_eq!(speed.allowance(256 * 1024, 4, 16), 16);
+    }
+
+    #[test]
     fn latency_is_a_running_average() {
         let mut speed = Speed::default();
-        speed.answered_after(Duration::from_millis(100));
-        speed.answered_after(Duration::from_millis(300));
+        speed.answered_after(Duration::from_millis(100), Instant::now());
+        speed.answered_after(Duration::from_millis(300), Instant::now());
         assert_eq!(speed.latency(), Some(Duration::from_millis(200)));
     }
 }
