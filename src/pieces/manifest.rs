@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::protocol::fields::{check_piece_size, hex_decode, hex_encode, piece_count, MAX_PIECES};
+use crate::protocol::fields::{check_piece_size, hex_decode, piece_count, Hex, MAX_PIECES};
 use crate::protocol::FileKey;
 
 /// First line of every manifest: the format and its version.
@@ -323,10 +323,10 @@ impl fmt::Display for Manifest {
         writeln!(f, "{MAGIC}")?;
         writeln!(f, "size {}", self.size)?;
         writeln!(f, "piece-size {}", self.piece_size)?;
-        writeln!(f, "sha256 {}", hex_encode(&self.file_hash))?;
+        writeln!(f, "sha256 {}", Hex(&self.file_hash))?;
         writeln!(f, "pieces {}", self.piece_hashes.len())?;
         for hash in &self.piece_hashes {
-            writeln!(f, "piece {}", hex_encode(hash))?;
+            writeln!(f, "piece {}", Hex(hash))?;
         }
         Ok(())
     }

@@ -26,20 +26,37 @@ pub const MAX_PIECES: u64 = 1 << 20;
 // ---------------------------------------------------------------------------
 // Percent-encoding
 
-/// Percent-encodes `text` for use as one field: space, `%`, control
+/// `text` percent-encoded for use as one field: space, `%`, control
 /// characters and every non-ASCII byte become `%XX` (upper-case hex), and so
 /// do the bytes in `extra`. Everything else stays as it is, so plain names
 /// stay readable in a terminal.
-pub fn percent_encode(text: &str, extra: &[u8]) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &byte in text.as_bytes() {
-        if byte <= b' ' || byte == b'%' || byte >= 0x7f || extra.contains(&byte) {
-            out.push_str(&format!("%{byte:02X}"));
-        } else {
-            out.push(byte as char);
-        }
+///
+/// A [`Display`](fmt::Display) wrapper rather than a `String`: a reply line
+/// is written straight into the connection's buffer, with no allocation.
+pub struct PercentEncoded<'a> {
+    text: &'a str,
+    extra: &'a [u8],
+}
+
+impl<'a> PercentEncoded<'a> {
+    pub fn new(text: &'a str, extra: &'a [u8]) -> PercentEncoded<'a> {
+        PercentEncoded { text, extra }
     }
-    out
+}
+
+impl fmt::Display for PercentEncoded<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for byte in self.text.bytes() {
+            if byte <= b' ' || byte == b'%' || byte >= 0x7f || self.extra.contains(&byte) {
+                write!(f, "%{byte:02X}")?;
+            } else {
+                // Plain bytes are ASCII: each is a character of its own.
+                f.write_char(char::from(byte))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Decodes a percent-encoded field. Every `%` must be followed by two hex
@@ -201,7 +218,7 @@ impl FileKey {
 
 impl fmt::Display for FileKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex_encode(&self.0))
+        Hex(&self.0).fmt(f)
     }
 }
 
@@ -211,15 +228,25 @@ impl fmt::Debug for FileKey {
     }
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0x0f)] as char);
+/// Lower-case hex of the bytes, as a [`Display`](fmt::Display) wrapper
+/// (written with no allocation).
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        // Encoded through a small buffer on the stack: no allocation.
+        let mut buf = [0u8; 64];
+        for chunk in self.0.chunks(buf.len() / 2) {
+            for (pair, &byte) in buf.chunks_exact_mut(2).zip(chunk) {
+                pair[0] = DIGITS[usize::from(byte >> 4)];
+                pair[1] = DIGITS[usize::from(byte & 0x0f)];
+            }
+            let digits = &buf[..chunk.len() * 2];
+            f.write_str(std::str::from_utf8(digits).map_err(|_| fmt::Error)?)?;
+        }
+        Ok(())
     }
-    out
 }
 
 /// Bytes of an even-length hex string (either case), or `None`.
@@ -282,7 +309,7 @@ impl FileName {
 
 impl fmt::Display for FileName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&percent_encode(&self.0, &[]))
+        PercentEncoded::new(&self.0, &[]).fmt(f)
     }
 }
 
@@ -331,7 +358,7 @@ impl SharedPath {
 
 impl fmt::Display for SharedPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&percent_encode(&self.0, &[]))
+        PercentEncoded::new(&self.0, &[]).fmt(f)
     }
 }
 
@@ -472,7 +499,7 @@ impl fmt::Display for BitmapField {
         if self.0.is_empty() {
             f.write_str("-")
         } else {
-            f.write_str(&hex_encode(&self.0))
+            Hex(&self.0).fmt(f)
         }
     }
 }
@@ -532,6 +559,26 @@ mod tests {
             assert!(FileName::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(FileName::parse("..%2Fetc").is_err());
+    }
+
+    #[test]
+    fn percent_encoding_escapes_exactly_what_it_must() {
+        let encoded = |text, extra| PercentEncoded::new(text, extra).to_string();
+        assert_eq!(encoded("plain.txt", &[]), "plain.txt");
+        assert_eq!(encoded("", &[]), "");
+        assert_eq!(encoded("é x%", &[]), "%C3%A9%20x%25");
+        assert_eq!(encoded("a=b=", b"="), "a%3Db%3D");
+        assert_eq!(encoded("\u{7f}\t", &[]), "%7F%09");
+    }
+
+    #[test]
+    fn hex_is_lower_case_and_whole_at_any_length() {
+        assert_eq!(Hex(&[]).to_string(), "");
+        assert_eq!(Hex(&[0x00, 0xff, 0x1a]).to_string(), "00ff1a");
+        // Longer than the stack buffer's 32 bytes.
+        let bytes: Vec<u8> = (0..=70).collect();
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(Hex(&bytes).to_string(), expected);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!   in [`crate::wire`] strips the ending before the parsers here see it;
 //! - the verb comes first, four upper-case letters (any case accepted);
 //! - fields are separated by spaces and never contain one: names and paths
-//!   are percent-encoded ([`fields::percent_encode`]);
+//!   are percent-encoded ([`fields::PercentEncoded`]);
 //! - a success is one `OK` line, a listing is lines closed by `END`, a
 //!   failure is `ERRR <code> <text>` ([`ErrorCode`]);
 //! - binary payloads follow only a header line stating their exact length.

@@ -8,8 +8,8 @@ use std::fmt;
 
 use super::error::ProtocolError;
 use super::fields::{
-    parse_number, parse_piece_size, percent_decode, percent_encode, piece_count, split_verb,
-    BitmapField, Fields, FileKey, FileName, MediaKind, SharedPath, UserName, MAX_PIECES,
+    parse_number, parse_piece_size, percent_decode, piece_count, split_verb, BitmapField, Fields,
+    FileKey, FileName, MediaKind, PercentEncoded, SharedPath, UserName, MAX_PIECES,
 };
 use crate::units::parse_byte_size;
 
@@ -274,8 +274,8 @@ impl Criterion {
 impl fmt::Display for Criterion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Criterion::Word(word) => f.write_str(&percent_encode(word, b"=")),
-            Criterion::NameGlob(glob) => write!(f, "name={}", percent_encode(glob, &[])),
+            Criterion::Word(word) => PercentEncoded::new(word, b"=").fmt(f),
+            Criterion::NameGlob(glob) => write!(f, "name={}", PercentEncoded::new(glob, &[])),
             Criterion::Kind(kind) => write!(f, "kind={kind}"),
             Criterion::MinSize(size) => write!(f, "min={size}"),
             Criterion::MaxSize(size) => write!(f, "max={size}"),

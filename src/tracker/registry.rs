@@ -541,7 +541,12 @@ impl Distance {
 
 /// The first `limit` of `items` in the order of `key`, each key computed
 /// once; only those are fully sorted (a search may match every file).
-fn first_sorted<T, K: Ord>(items: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> Vec<T> {
+fn first_sorted<T, K: Ord>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> Vec<T> {
+    if items.len() <= 1 {
+        // Nothing to order (a search by key): no sort key to build.
+        items.truncate(limit);
+        return items;
+    }
     let mut keyed: Vec<(K, T)> = items.into_iter().map(|item| (key(&item), item)).collect();
     if keyed.len() > limit && limit > 0 {
         keyed.select_nth_unstable_by(limit - 1, |a, b| a.0.cmp(&b.0));
@@ -564,7 +569,14 @@ mod tests {
             [1, 2, 3, 6, 7, 8, 9]
         );
         assert_eq!(first_sorted(items, 0, |&x| x), Vec::<u32>::new());
+        assert_eq!(first_sorted(vec![5u32], 1, |&x| x), [5]);
+        assert_eq!(first_sorted(vec![5u32], 0, |&x| x), Vec::<u32>::new());
+        assert_eq!(
+            first_sorted(Vec::<u32>::new(), 3, |&x| x),
+            Vec::<u32>::new()
+        );
     }
+
     use crate::protocol::{Criterion, TrackerRequest};
 
     const NO_LIMIT: usize = usize::MAX;
