@@ -30,7 +30,7 @@
 //!    the whole file would double the work per byte and prove nothing the
 //!    piece checks have not.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -54,8 +54,10 @@ use super::ratelimit::RateLimiter;
 use super::resume::ResumeStore;
 use super::tracker_client::TrackerClient;
 
+mod in_flight;
 mod speed;
 
+use in_flight::InFlight;
 use speed::{Speed, Tally};
 
 /// How many peers may be asked for the same piece in the endgame.
@@ -806,7 +808,7 @@ struct Coordinator<'a> {
     /// The pieces verified here so far.
     have: Bitmap,
     /// Pieces asked for, and from which neighbours.
-    in_flight: HashMap<u32, Vec<usize>>,
+    in_flight: InFlight,
     rng: fastrand::Rng,
 }
 
@@ -828,7 +830,7 @@ impl<'a> Coordinator<'a> {
             controls,
             neighbours: Vec::new(),
             have: shared.bitmap(),
-            in_flight: HashMap::new(),
+            in_flight: InFlight::new(pieces),
             rng: fastrand::Rng::new(),
         };
         for peer in peers {
@@ -1002,7 +1004,7 @@ impl<'a> Coordinator<'a> {
         let fresh_left = self
             .have
             .missing()
-            .any(|i| !self.in_flight.contains_key(&(i as u32)));
+            .any(|i| !self.in_flight.contains(i as u32));
         // Unmeasured neighbours first (to measure them), then the fastest.
         let mut order: Vec<usize> = (0..self.neighbours.len()).collect();
         let speed_of = |n: &Neighbour| n.speed.rate().unwrap_or(f64::INFINITY);
@@ -1037,7 +1039,7 @@ impl<'a> Coordinator<'a> {
                         break;
                     }
                     for &index in &indices {
-                        self.in_flight.entry(index).or_default().push(id);
+                        self.in_flight.add(index, id);
                     }
                     self.neighbours[id].asked += indices.len();
                     Job::Fetch {
@@ -1092,16 +1094,13 @@ impl<'a> Coordinator<'a> {
         // (tier, then order within the tier, then a random tie-break, index)
         let mut candidates: Vec<(u8, u64, u64, u32)> = Vec::new();
         for index in window.clone().filter(|&i| wanted(i as usize)) {
-            let take = match self.in_flight.get(&index) {
-                None => true,
-                Some(askers) => {
-                    askers.len() < ENDGAME_COPIES
-                        && !askers.contains(&id)
-                        && askers
-                            .iter()
-                            .all(|&a| self.neighbours[a].speed.is_much_slower_than(n.speed.rate()))
-                }
-            };
+            let askers = self.in_flight.askers(index);
+            let take = askers.is_empty()
+                || (askers.len() < ENDGAME_COPIES
+                    && !askers.contains(&id)
+                    && askers
+                        .iter()
+                        .all(|&a| self.neighbours[a].speed.is_much_slower_than(n.speed.rate())));
             if take {
                 candidates.push((0, u64::from(index - window.start), 0, index));
             }
@@ -1110,12 +1109,12 @@ impl<'a> Coordinator<'a> {
         if fresh_left {
             for i in self.have.missing() {
                 let index = i as u32;
-                if n.bitmap.has(i) && !self.in_flight.contains_key(&index) && outside(index) {
+                if n.bitmap.has(i) && !self.in_flight.contains(index) && outside(index) {
                     candidates.push((1, u64::from(availability[i]), self.rng.u64(..), index));
                 }
             }
         } else {
-            for (&index, askers) in &self.in_flight {
+            for (index, askers) in self.in_flight.iter() {
                 if outside(index)
                     && wanted(index as usize)
                     && askers.len() < ENDGAME_COPIES
@@ -1172,7 +1171,7 @@ impl<'a> Coordinator<'a> {
                 // Pieces asked for but not answered go back to the pool
                 // (for the answered ones, settling did it already).
                 for index in asked {
-                    self.forget_request(neighbour, index);
+                    self.in_flight.remove(index, neighbour);
                 }
                 if let Some(e) = disk_error {
                     return Err(format!(
@@ -1189,7 +1188,7 @@ impl<'a> Coordinator<'a> {
     }
 
     fn settle(&mut self, neighbour: usize, index: u32, result: PieceResult) {
-        self.forget_request(neighbour, index);
+        self.in_flight.remove(index, neighbour);
         let n = &mut self.neighbours[neighbour];
         match result {
             PieceResult::Stored => {
@@ -1223,15 +1222,6 @@ impl<'a> Coordinator<'a> {
                     );
                     self.ban(neighbour, reason);
                 }
-            }
-        }
-    }
-
-    fn forget_request(&mut self, neighbour: usize, index: u32) {
-        if let Some(askers) = self.in_flight.get_mut(&index) {
-            askers.retain(|&a| a != neighbour);
-            if askers.is_empty() {
-                self.in_flight.remove(&index);
             }
         }
     }
@@ -1288,7 +1278,7 @@ impl<'a> Coordinator<'a> {
     fn publish(&self) {
         let mut status = self.status.lock();
         status.have.clone_from(&self.have);
-        status.in_flight = self.in_flight.keys().copied().collect();
+        status.in_flight = self.in_flight.iter().map(|(index, _)| index).collect();
         status.sources = self
             .neighbours
             .iter()
