@@ -235,7 +235,7 @@ pub struct Hex<'a>(pub &'a [u8]);
 impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        // Encoded through a small buffer on the stack: no allocation.
+        // 32 bytes at a time through a buffer on the stack.
         let mut buf = [0u8; 64];
         for chunk in self.0.chunks(buf.len() / 2) {
             for (pair, &byte) in buf.chunks_exact_mut(2).zip(chunk) {
@@ -575,7 +575,7 @@ mod tests {
     fn hex_is_lower_case_and_whole_at_any_length() {
         assert_eq!(Hex(&[]).to_string(), "");
         assert_eq!(Hex(&[0x00, 0xff, 0x1a]).to_string(), "00ff1a");
-        // Longer than the stack buffer's 32 bytes.
+        // More bytes than one pass of the stack buffer (32) encodes.
         let bytes: Vec<u8> = (0..=70).collect();
         let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(Hex(&bytes).to_string(), expected);

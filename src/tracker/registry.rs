@@ -543,7 +543,7 @@ impl Distance {
 /// once; only those are fully sorted (a search may match every file).
 fn first_sorted<T, K: Ord>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> Vec<T> {
     if items.len() <= 1 {
-        // Nothing to order (a search by key): no sort key to build.
+        // Nothing to order (a search by key, say): no sort key to build.
         items.truncate(limit);
         return items;
     }

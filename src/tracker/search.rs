@@ -12,11 +12,11 @@ pub fn matches(
 ) -> bool {
     // Lower-cased once, and only if a criterion looks at the name (a
     // search by key, the commonest from peers, does not).
-    let name = std::cell::OnceCell::new();
-    let name = || name.get_or_init(|| meta.name.as_str().to_lowercase());
+    let lowered = std::cell::OnceCell::new();
+    let lower_name = || lowered.get_or_init(|| meta.name.as_str().to_lowercase());
     criteria.0.iter().all(|criterion| match criterion {
-        Criterion::Word(word) => name().contains(&word.to_lowercase()),
-        Criterion::NameGlob(glob) => glob_matches(&glob.to_lowercase(), name()),
+        Criterion::Word(word) => lower_name().contains(&word.to_lowercase()),
+        Criterion::NameGlob(glob) => glob_matches(&glob.to_lowercase(), lower_name()),
         Criterion::Kind(kind) => meta.kind == *kind,
         Criterion::MinSize(min) => meta.size >= *min,
         Criterion::MaxSize(max) => meta.size <= *max,

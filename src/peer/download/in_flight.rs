@@ -1,6 +1,6 @@
 //! Which pieces a download has asked for and not received yet, and of
-//! which neighbours (two at once in the endgame, or for a piece a player
-//! waits on).
+//! which neighbours (more than one in the endgame, or for a piece a player
+//! waits on: see `ENDGAME_COPIES` in the coordinator).
 //!
 //! Choosing pieces asks "is this one asked for already?" of every missing
 //! piece, each time a lane needs work: that question is answered from a
@@ -51,10 +51,12 @@ impl InFlight {
             .map(|(&index, askers)| (index, askers.as_slice()))
     }
 
-    /// Records that piece `index` is asked of `neighbour`.
+    /// Records that piece `index` is asked of `neighbour`. The index is a
+    /// piece of the file (the coordinator picks it from its own bitmaps).
     pub fn add(&mut self, index: u32, neighbour: usize) {
-        self.askers.entry(index).or_default().push(neighbour);
+        // The bit first: past the end it panics, before the map changes.
         self.asked.set(index as usize);
+        self.askers.entry(index).or_default().push(neighbour);
     }
 
     /// Forgets the request of piece `index` from `neighbour` (answered or
@@ -73,6 +75,24 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_past_the_first_byte_and_the_last_piece_are_kept_apart() {
+        let mut in_flight = InFlight::new(10);
+        in_flight.add(8, 0);
+        in_flight.add(9, 2);
+        assert!(in_flight.contains(8) && in_flight.contains(9));
+        assert!(!in_flight.contains(0) && !in_flight.contains(1));
+        assert!(!in_flight.contains(10), "past the end: never in flight");
+        in_flight.remove(8, 0);
+        assert!(!in_flight.contains(8) && in_flight.contains(9));
+        let mut listed: Vec<(u32, Vec<usize>)> = in_flight
+            .iter()
+            .map(|(index, askers)| (index, askers.to_vec()))
+            .collect();
+        listed.sort();
+        assert_eq!(listed, [(9, vec![2])]);
+    }
 
     #[test]
     fn a_piece_stays_in_flight_until_its_last_asker_is_done() {
