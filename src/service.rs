@@ -61,12 +61,10 @@ pub fn serve_lines(
     let mut reader = LineReader::new(IdleDeadline::new(stream, limits.idle), limits.max_line);
     let mut out = BufWriter::new(stream);
     loop {
+        // The line is borrowed from the reader's buffer: answered before
+        // the next read, it is never copied.
         let line = match reader.read_line() {
-            Ok(Some(line)) => {
-                // Any complete line, even a bad one, is a sign of life.
-                reader.get_mut().restart();
-                line
-            }
+            Ok(Some(line)) => line,
             Ok(None) => break,
             Err(e) if is_timeout(&e) => {
                 let text = format!(
@@ -83,12 +81,15 @@ pub fn serve_lines(
                 break;
             }
         };
-        let flow = match &line {
-            Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => service.on_line(Ok(text), &mut out),
-            Err(error) => service.on_line(Err(error), &mut out),
+        let flow = match line {
+            Ok(text) if text.trim().is_empty() => Ok(Flow::Continue),
+            line => service
+                .on_line(line.as_ref().copied(), &mut out)
+                .and_then(|flow| out.flush().map(|()| flow)),
         };
-        match flow.and_then(|flow| out.flush().map(|()| flow)) {
+        // Any complete line, even a bad or blank one, is a sign of life.
+        reader.get_mut().restart();
+        match flow {
             Ok(Flow::Continue) => {}
             Ok(Flow::Close) => break,
             Err(e) => {

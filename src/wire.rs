@@ -28,8 +28,9 @@ pub struct LineReader<R> {
     skipping: bool,
 }
 
-/// One line as read: its text, or why it cannot be used.
-pub type LineResult = Result<String, ProtocolError>;
+/// One line as read: its text (borrowed from the reader's buffer until the
+/// next read, so reading a line copies nothing), or why it cannot be used.
+pub type LineResult<'a> = Result<&'a str, ProtocolError>;
 
 impl<R: Read> LineReader<R> {
     /// A reader whose lines may be at most `max_line` bytes, line ending
@@ -65,7 +66,7 @@ impl<R: Read> LineReader<R> {
     ///   was read of a partial line is kept for the next call.
     ///
     /// A last line without a `\n` before the end of the stream still counts.
-    pub fn read_line(&mut self) -> io::Result<Option<LineResult>> {
+    pub fn read_line(&mut self) -> io::Result<Option<LineResult<'_>>> {
         // `scanned` bytes after `start` are known to hold no newline.
         let mut scanned = 0;
         loop {
@@ -146,11 +147,9 @@ impl<R: Read> LineReader<R> {
     }
 }
 
-fn decode(bytes: &[u8]) -> LineResult {
+fn decode(bytes: &[u8]) -> LineResult<'_> {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    std::str::from_utf8(bytes)
-        .map(str::to_string)
-        .map_err(|_| ProtocolError::NotText)
+    std::str::from_utf8(bytes).map_err(|_| ProtocolError::NotText)
 }
 
 /// Reads a socket under a deadline that only a complete line moves: the
@@ -366,15 +365,19 @@ mod tests {
         }
     }
 
-    fn lines(data: &[u8], step: usize, max_line: usize) -> Vec<LineResult> {
+    fn lines(data: &[u8], step: usize, max_line: usize) -> Vec<Result<String, ProtocolError>> {
         let mut reader = LineReader::new(Trickle { data, step }, max_line);
-        std::iter::from_fn(|| reader.read_line().unwrap()).collect()
+        let mut lines = Vec::new();
+        while let Some(line) = reader.read_line().unwrap() {
+            lines.push(line.map(str::to_string));
+        }
+        lines
     }
 
     #[test]
     fn framing_does_not_depend_on_read_sizes() {
         let data = b"HELO 7001\r\nRQFS\n\nQUIT";
-        let expected: Vec<LineResult> = ["HELO 7001", "RQFS", "", "QUIT"]
+        let expected: Vec<Result<String, ProtocolError>> = ["HELO 7001", "RQFS", "", "QUIT"]
             .iter()
             .map(|s| Ok(s.to_string()))
             .collect();
@@ -418,9 +421,9 @@ mod tests {
     fn payloads_follow_their_header_exactly() {
         let data = b"PIEC k 0 5\nhelloPIEC k 1 3\nabc";
         let mut reader = LineReader::new(Trickle { data, step: 4 }, 64);
-        assert_eq!(reader.read_line().unwrap(), Some(Ok("PIEC k 0 5".into())));
+        assert_eq!(reader.read_line().unwrap(), Some(Ok("PIEC k 0 5")));
         assert_eq!(reader.read_payload_vec(5, 16).unwrap(), b"hello");
-        assert_eq!(reader.read_line().unwrap(), Some(Ok("PIEC k 1 3".into())));
+        assert_eq!(reader.read_line().unwrap(), Some(Ok("PIEC k 1 3")));
         assert!(reader.read_payload_vec(3, 2).is_err(), "over the cap");
         assert_eq!(reader.read_payload_vec(3, 16).unwrap(), b"abc");
         assert_eq!(reader.read_line().unwrap(), None);

@@ -240,8 +240,8 @@ proptest! {
             match line {
                 Ok(text) => {
                     prop_assert!(text.len() < max_line);
-                    typed(TrackerRequest::parse(&text));
-                    typed(Reply::parse(&text));
+                    typed(TrackerRequest::parse(text));
+                    typed(Reply::parse(text));
                 }
                 Err(error) => {
                     let framing_error =
@@ -262,7 +262,7 @@ proptest! {
         let mut reader = LineReader::new(chunked, 1 << 20);
         for request in &requests {
             let line = reader.read_line().unwrap().unwrap().unwrap();
-            prop_assert_eq!(&TrackerRequest::parse(&line).unwrap(), request);
+            prop_assert_eq!(&TrackerRequest::parse(line).unwrap(), request);
         }
         prop_assert!(reader.read_line().unwrap().is_none());
     }

@@ -153,12 +153,17 @@ impl PeerLink {
 
     /// Reads one answer line.
     fn reply(&mut self) -> Result<Reply, LinkError> {
-        let line = self.read_text()?;
-        Reply::parse(&line).map_err(|e| LinkError::Misbehaved(format!("{e} in {line:?}")))
+        let line = self.read_str()?;
+        Reply::parse(line).map_err(|e| LinkError::Misbehaved(format!("{e} in {line:?}")))
     }
 
     /// Reads one line as text, whatever its grammar.
     pub fn read_text(&mut self) -> Result<String, LinkError> {
+        self.read_str().map(str::to_string)
+    }
+
+    /// Reads one line, borrowed from the reader's buffer.
+    fn read_str(&mut self) -> Result<&str, LinkError> {
         self.reader
             .read_line()?
             .ok_or_else(|| {

@@ -212,7 +212,7 @@ impl TrackerClient {
                     ))
                 })?
                 .map_err(|e| PeerError::TrackerProtocol(e.to_string()))?;
-            let reply = Reply::parse(&line)
+            let reply = Reply::parse(line)
                 .map_err(|e| PeerError::TrackerProtocol(format!("{e} in {line:?}")))?;
             let done = !listing || matches!(reply, Reply::End | Reply::Error { .. });
             replies.push(reply);

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::protocol::fields::{check_piece_size, hex_decode, piece_count, Hex, MAX_PIECES};
+use crate::protocol::fields::{check_piece_size, hex_array, piece_count, Hex, MAX_PIECES};
 use crate::protocol::FileKey;
 
 /// First line of every manifest: the format and its version.
@@ -345,7 +345,7 @@ fn canonical_hash(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 || text.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
-    hex_decode(text)?.try_into().ok()
+    hex_array(text)
 }
 
 #[cfg(test)]

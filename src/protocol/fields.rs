@@ -5,6 +5,7 @@
 //! Every `parse` here is strict and every `Display` gives the canonical form,
 //! so `parse(display(x)) == x`. Pure: no I/O.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -154,14 +155,38 @@ impl<'a> Fields<'a> {
 }
 
 /// Splits a line into its verb and the rest, upper-casing the verb (verbs
-/// are accepted in any case; the canonical form is upper-case).
-pub(crate) fn split_verb(line: &str) -> Result<(String, &str), ProtocolError> {
+/// are accepted in any case; the canonical form is upper-case, and is
+/// borrowed as it is).
+pub(crate) fn split_verb(line: &str) -> Result<(Cow<'_, str>, &str), ProtocolError> {
     let line = line.trim_start_matches(' ');
     if line.trim_end_matches(' ').is_empty() {
         return Err(ProtocolError::Empty);
     }
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
-    Ok((verb.to_ascii_uppercase(), rest))
+    Ok((in_ascii_case(verb, Case::Upper), rest))
+}
+
+/// A letter case, for [`in_ascii_case`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Case {
+    Upper,
+    Lower,
+}
+
+/// `text` with its ASCII letters in `case`: borrowed when it already is
+/// (the usual case on the wire, which then costs no allocation).
+pub(crate) fn in_ascii_case(text: &str, case: Case) -> Cow<'_, str> {
+    let in_other_case = |b: &u8| match case {
+        Case::Upper => b.is_ascii_lowercase(),
+        Case::Lower => b.is_ascii_uppercase(),
+    };
+    if !text.as_bytes().iter().any(in_other_case) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(match case {
+        Case::Upper => text.to_ascii_uppercase(),
+        Case::Lower => text.to_ascii_lowercase(),
+    })
 }
 
 /// Cuts text that came from the network to a length fit to echo back in
@@ -207,12 +232,9 @@ pub struct FileKey(pub [u8; 32]);
 impl FileKey {
     /// Parses 64 hex digits.
     pub fn parse(text: &str) -> Result<FileKey, ProtocolError> {
-        let bytes = hex_decode(text)
-            .filter(|bytes| bytes.len() == 32)
-            .ok_or_else(|| ProtocolError::bad_field("key", text, "expected 64 hex digits"))?;
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&bytes);
-        Ok(FileKey(key))
+        hex_array(text)
+            .map(FileKey)
+            .ok_or_else(|| ProtocolError::bad_field("key", text, "expected 64 hex digits"))
     }
 }
 
@@ -251,10 +273,25 @@ impl fmt::Display for Hex<'_> {
 
 /// Bytes of an even-length hex string (either case), or `None`.
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    text.as_bytes().chunks(2).map(hex_pair).collect()
+    let mut bytes = vec![0u8; text.len() / 2];
+    hex_decode_into(text, &mut bytes).then_some(bytes)
+}
+
+/// Exactly `N` bytes written as `2 * N` hex digits (either case), or
+/// `None`. Decoded on the stack: a key in a request costs no allocation.
+pub fn hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut bytes = [0u8; N];
+    hex_decode_into(text, &mut bytes).then_some(bytes)
+}
+
+/// Fills `out` from `2 * out.len()` hex digits; false if `text` is not that.
+fn hex_decode_into(text: &str, out: &mut [u8]) -> bool {
+    text.len() == 2 * out.len()
+        && text
+            .as_bytes()
+            .chunks_exact(2)
+            .zip(out.iter_mut())
+            .all(|(pair, byte)| hex_pair(pair).map(|value| *byte = value).is_some())
 }
 
 /// The byte written by two hex digits (either case). Strict: unlike
@@ -603,7 +640,40 @@ mod tests {
         assert!(FileKey::parse(&text[..62]).is_err());
         assert!(FileKey::parse(&"zz".repeat(32)).is_err());
         assert!(FileKey::parse(&"+f".repeat(32)).is_err());
+        assert!(FileKey::parse(&format!("{text}00")).is_err(), "too long");
+        assert!(FileKey::parse(&text[..63]).is_err(), "odd length");
         assert!(BitmapField::parse("+f").is_err());
+    }
+
+    #[test]
+    fn case_is_changed_only_where_it_differs() {
+        assert!(matches!(
+            in_ascii_case("RQFS", Case::Upper),
+            Cow::Borrowed("RQFS")
+        ));
+        assert!(matches!(
+            in_ascii_case("key", Case::Lower),
+            Cow::Borrowed("key")
+        ));
+        assert_eq!(in_ascii_case("rQfs", Case::Upper), "RQFS");
+        assert_eq!(in_ascii_case("KeY", Case::Lower), "key");
+        assert_eq!(
+            in_ascii_case("é-É", Case::Upper),
+            "é-É",
+            "ASCII letters only"
+        );
+    }
+
+    #[test]
+    fn hex_decodes_to_a_vector_or_an_exact_array() {
+        assert_eq!(hex_decode("00fF1a"), Some(vec![0x00, 0xff, 0x1a]));
+        assert_eq!(hex_decode(""), Some(vec![]));
+        assert_eq!(hex_decode("abc"), None, "odd length");
+        assert_eq!(hex_decode("0g"), None);
+        assert_eq!(hex_array::<2>("ABcd"), Some([0xab, 0xcd]));
+        assert_eq!(hex_array::<2>("abcdef"), None, "too long");
+        assert_eq!(hex_array::<2>("abc"), None, "too short");
+        assert_eq!(hex_array::<2>("ab-d"), None);
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl PeerRequest {
     /// Parses one line (without its line ending).
     pub fn parse(line: &str) -> Result<PeerRequest, ProtocolError> {
         let (verb, rest) = split_verb(line)?;
-        match verb.as_str() {
+        match &*verb {
             "BITF" => {
                 let mut f = Fields::new("BITF", USAGE_BITF, 2, rest);
                 let key = FileKey::parse(f.next("a key")?)?;

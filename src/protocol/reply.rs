@@ -136,7 +136,7 @@ impl Reply {
     pub fn parse(line: &str) -> Result<Reply, ProtocolError> {
         const REPLY_VERBS: &str = "OK ERRR END FILE SHAR PEER USER BITF PIEC MANF";
         let (verb, rest) = split_verb(line)?;
-        match verb.as_str() {
+        match &*verb {
             "OK" => Ok(Reply::Ok(rest.trim_matches(' ').to_string())),
             "ERRR" => {
                 let rest = rest.trim_start_matches(' ');

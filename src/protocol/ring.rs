@@ -190,7 +190,7 @@ impl RingRequest {
     /// Parses one line (without its line ending).
     pub fn parse(line: &str) -> Result<RingRequest, ProtocolError> {
         let (verb, rest) = split_verb(line)?;
-        match verb.as_str() {
+        match &*verb {
             "LOOK" => {
                 let mut f = Fields::new("LOOK", USAGE_LOOK, 2, rest);
                 let id = parse_number("id", f.next("an id")?)?;
@@ -313,7 +313,7 @@ impl RingReply {
     /// Parses one answer line.
     pub fn parse(line: &str) -> Result<RingReply, ProtocolError> {
         let (verb, rest) = split_verb(line)?;
-        match verb.as_str() {
+        match &*verb {
             "OWNR" => {
                 let usage = "OWNR <member> [<member>...]";
                 let mut f = Fields::new("OWNR", usage, MAX_OWNER_LIST, rest);

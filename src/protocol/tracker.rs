@@ -8,8 +8,9 @@ use std::fmt;
 
 use super::error::ProtocolError;
 use super::fields::{
-    parse_number, parse_piece_size, percent_decode, piece_count, split_verb, BitmapField, Fields,
-    FileKey, FileName, MediaKind, PercentEncoded, SharedPath, UserName, MAX_PIECES,
+    in_ascii_case, parse_number, parse_piece_size, percent_decode, piece_count, split_verb,
+    BitmapField, Case, Fields, FileKey, FileName, MediaKind, PercentEncoded, SharedPath, UserName,
+    MAX_PIECES,
 };
 use crate::units::parse_byte_size;
 
@@ -98,7 +99,7 @@ impl TrackerRequest {
     /// Parses one line (without its line ending).
     pub fn parse(line: &str) -> Result<TrackerRequest, ProtocolError> {
         let (verb, rest) = split_verb(line)?;
-        match verb.as_str() {
+        match &*verb {
             "HELO" => {
                 let mut f = Fields::new("HELO", USAGE_HELO, 2, rest);
                 let port_text = f.next("a listen port")?;
@@ -250,7 +251,7 @@ impl Criterion {
             parse_byte_size(value)
                 .map_err(|reason| ProtocolError::bad_field("size filter", value, reason))
         };
-        match filter.to_ascii_lowercase().as_str() {
+        match &*in_ascii_case(filter, Case::Lower) {
             "name" if !value.is_empty() => Ok(Criterion::NameGlob(percent_decode("glob", value)?)),
             "kind" => Ok(Criterion::Kind(MediaKind::parse(value)?)),
             "min" => Ok(Criterion::MinSize(size(value)?)),

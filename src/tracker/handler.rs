@@ -26,7 +26,10 @@ impl Answer {
         }
     }
 
-    fn listing(mut lines: Vec<Reply>) -> Answer {
+    /// The lines of a listing, then `END`, in one allocation.
+    fn listing(items: impl ExactSizeIterator<Item = Reply>) -> Answer {
+        let mut lines = Vec::with_capacity(items.len() + 1);
+        lines.extend(items);
         lines.push(Reply::End);
         Answer {
             lines,
@@ -80,28 +83,25 @@ pub fn respond(
                 .read()
                 .search(criteria, limits.max_results)
                 .into_iter()
-                .map(Reply::File)
-                .collect(),
+                .map(Reply::File),
         )),
         TrackerRequest::Lstf(criteria) => Ok(Answer::listing(
             registry
                 .read()
                 .shares(criteria, limits.max_results)
                 .into_iter()
-                .map(Reply::Share)
-                .collect(),
+                .map(Reply::Share),
         )),
         TrackerRequest::Reqf { key } => registry
             .read()
             .holders(*key, session, limits.max_peers)
-            .map(|peers| Answer::listing(peers.into_iter().map(Reply::Peer).collect())),
+            .map(|peers| Answer::listing(peers.map(Reply::Peer))),
         TrackerRequest::Usrs => Ok(Answer::listing(
             registry
                 .read()
                 .users()
                 .into_iter()
-                .map(|(user, peer)| Reply::User { user, peer })
-                .collect(),
+                .map(|(user, peer)| Reply::User { user, peer }),
         )),
         TrackerRequest::Ping => Ok(Answer::one(Reply::ok("pong"))),
         TrackerRequest::Quit => {

@@ -307,7 +307,7 @@ impl Registry {
         key: FileKey,
         asker: SessionId,
         limit: usize,
-    ) -> Result<Vec<PeerEntry>, RegistryError> {
+    ) -> Result<impl ExactSizeIterator<Item = PeerEntry>, RegistryError> {
         let record = self
             .files
             .get(&key)
@@ -365,7 +365,9 @@ impl Registry {
             }
         }
         ranked.truncate(limit);
-        Ok(ranked.into_iter().map(|(_, _, entry)| entry).collect())
+        // Handed out as they are, not collected again: a listing costs the
+        // tracker as few allocations as it can.
+        Ok(ranked.into_iter().map(|(_, _, entry)| entry))
     }
 
     /// How many files `session` holds that others are downloading: each is
@@ -406,24 +408,28 @@ impl Registry {
     fn candidates<'r>(
         &'r self,
         criteria: &SearchCriteria,
-    ) -> Box<dyn Iterator<Item = &'r FileRecord> + 'r> {
+    ) -> impl Iterator<Item = &'r FileRecord> + 'r {
         use crate::protocol::Criterion;
-        for criterion in &criteria.0 {
-            if let Criterion::Key(key) = criterion {
-                return Box::new(self.files.get(key).into_iter());
-            }
-        }
-        for criterion in &criteria.0 {
-            if let Criterion::User(user) = criterion {
-                let files = self
-                    .by_user
+        let key = criteria.0.iter().find_map(|criterion| match criterion {
+            Criterion::Key(key) => Some(key),
+            _ => None,
+        });
+        let user = criteria.0.iter().find_map(|criterion| match criterion {
+            Criterion::User(user) => Some(user),
+            _ => None,
+        });
+        match (key, user) {
+            (Some(key), _) => Candidates::One(self.files.get(key)),
+            (None, Some(user)) => Candidates::OfUser(
+                self.by_user
                     .get(user)
                     .and_then(|id| self.sessions.get(id))
-                    .map(|session| session.files.iter().filter_map(|k| self.files.get(k)));
-                return Box::new(files.into_iter().flatten());
-            }
+                    .into_iter()
+                    .flat_map(|session| session.files.iter())
+                    .filter_map(|key| self.files.get(key)),
+            ),
+            (None, None) => Candidates::All(self.files.values()),
         }
-        Box::new(self.files.values())
     }
 
     fn matches(&self, record: &FileRecord, criteria: &SearchCriteria) -> bool {
@@ -554,6 +560,27 @@ fn first_sorted<T, K: Ord>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> 
     keyed.truncate(limit);
     keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     keyed.into_iter().map(|(_, item)| item).collect()
+}
+
+/// The files a search looks at: the one with the asked key, the asked
+/// user's, or all of them. An enum, not a boxed iterator, so that starting
+/// a search costs no allocation.
+enum Candidates<'r, U: Iterator<Item = &'r FileRecord>> {
+    One(Option<&'r FileRecord>),
+    OfUser(U),
+    All(std::collections::hash_map::Values<'r, FileKey, FileRecord>),
+}
+
+impl<'r, U: Iterator<Item = &'r FileRecord>> Iterator for Candidates<'r, U> {
+    type Item = &'r FileRecord;
+
+    fn next(&mut self) -> Option<&'r FileRecord> {
+        match self {
+            Candidates::One(record) => record.take(),
+            Candidates::OfUser(records) => records.next(),
+            Candidates::All(records) => records.next(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -703,7 +730,6 @@ mod tests {
         let listed: Vec<(PeerId, Role, u64)> = registry
             .holders(song.key, 3, 50)
             .unwrap()
-            .iter()
             .map(|e| (e.peer, e.role, e.pieces))
             .collect();
         assert_eq!(
@@ -761,7 +787,6 @@ mod tests {
         let order: Vec<PeerId> = registry
             .holders(song.key, asker, 50)
             .unwrap()
-            .iter()
             .map(|e| e.peer)
             .collect();
         let leecher = at([192, 168, 1, 10], 7002);
