@@ -37,7 +37,8 @@ pub trait LineService {
 /// Limits of one connection.
 #[derive(Debug, Clone, Copy)]
 pub struct LineLimits {
-    /// The connection closes after this long without a complete line.
+    /// The connection closes after this long without a complete line,
+    /// counted from the answer to the last one.
     pub idle: Duration,
     /// Longest line accepted, ending included.
     pub max_line: usize,
@@ -81,12 +82,12 @@ pub fn serve_lines(
                 break;
             }
         };
-        let flow = match line {
+        let answered = match &line {
             Ok(text) if text.trim().is_empty() => Ok(Flow::Continue),
-            line => service
-                .on_line(line.as_ref().copied(), &mut out)
-                .and_then(|flow| out.flush().map(|()| flow)),
+            Ok(text) => service.on_line(Ok(text), &mut out),
+            Err(error) => service.on_line(Err(error), &mut out),
         };
+        let flow = answered.and_then(|flow| out.flush().map(|()| flow));
         // Any complete line, even a bad or blank one, is a sign of life.
         reader.get_mut().restart();
         match flow {

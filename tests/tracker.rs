@@ -309,7 +309,7 @@ fn a_client_that_dribbles_bytes_without_a_line_is_dropped_at_the_deadline() {
     let mut slow = std::net::TcpStream::connect(tracker.addr).unwrap();
     slow.write_all(b"HELO 7001 slow\n").unwrap();
     // One byte every 200 ms would reset a plain socket timeout forever; the
-    // deadline counts from the last complete line instead.
+    // deadline counts from the answer to the last complete line instead.
     slow.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut received = Vec::new();

@@ -155,8 +155,8 @@ impl<'a> Fields<'a> {
 }
 
 /// Splits a line into its verb and the rest, upper-casing the verb (verbs
-/// are accepted in any case; the canonical form is upper-case, and is
-/// borrowed as it is).
+/// are accepted in any case; a verb already in upper case, the canonical
+/// form, is borrowed, not copied).
 pub(crate) fn split_verb(line: &str) -> Result<(Cow<'_, str>, &str), ProtocolError> {
     let line = line.trim_start_matches(' ');
     if line.trim_end_matches(' ').is_empty() {
@@ -286,12 +286,16 @@ pub fn hex_array<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 /// Fills `out` from `2 * out.len()` hex digits; false if `text` is not that.
 fn hex_decode_into(text: &str, out: &mut [u8]) -> bool {
-    text.len() == 2 * out.len()
-        && text
-            .as_bytes()
-            .chunks_exact(2)
-            .zip(out.iter_mut())
-            .all(|(pair, byte)| hex_pair(pair).map(|value| *byte = value).is_some())
+    if text.len() != 2 * out.len() {
+        return false;
+    }
+    for (pair, byte) in text.as_bytes().chunks_exact(2).zip(out) {
+        match hex_pair(pair) {
+            Some(value) => *byte = value,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// The byte written by two hex digits (either case). Strict: unlike
@@ -642,6 +646,10 @@ mod tests {
         assert!(FileKey::parse(&"+f".repeat(32)).is_err());
         assert!(FileKey::parse(&format!("{text}00")).is_err(), "too long");
         assert!(FileKey::parse(&text[..63]).is_err(), "odd length");
+        assert!(
+            FileKey::parse(&"é".repeat(32)).is_err(),
+            "64 bytes, not digits"
+        );
         assert!(BitmapField::parse("+f").is_err());
     }
 

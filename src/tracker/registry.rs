@@ -885,6 +885,18 @@ mod tests {
         assert_eq!(names("max=1MB min=1000"), ["notes.txt", "winter.ogg"]);
         assert_eq!(names("user=bob"), ["winter.ogg"]);
         assert_eq!(names("user=carol"), Vec::<String>::new());
+        // key= is looked up, and the other criteria still apply to it.
+        let winter = FileKey([3; 32]);
+        assert_eq!(names(&format!("key={winter}")), ["winter.ogg"]);
+        assert_eq!(names(&format!("key={winter} user=bob")), ["winter.ogg"]);
+        assert_eq!(
+            names(&format!("key={winter} user=alice")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(&format!("key={}", FileKey([9; 32]))),
+            Vec::<String>::new()
+        );
         let alice = SearchCriteria(vec![Criterion::User(UserName::parse("alice").unwrap())]);
         assert_eq!(registry.shares(&alice, NO_LIMIT).len(), 2);
         assert_eq!(registry.search(&criteria(""), 2).len(), 2);
