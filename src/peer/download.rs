@@ -55,9 +55,11 @@ use super::resume::ResumeStore;
 use super::tracker_client::TrackerClient;
 
 mod in_flight;
+mod rarity;
 mod speed;
 
 use in_flight::InFlight;
+use rarity::{sample_rarest, Rarity};
 use speed::{Speed, Tally};
 
 /// How many peers may be asked for the same piece in the endgame.
@@ -809,6 +811,8 @@ struct Coordinator<'a> {
     have: Bitmap,
     /// Pieces asked for, and from which neighbours.
     in_flight: InFlight,
+    /// How many live neighbours hold each piece.
+    rarity: Rarity,
     rng: fastrand::Rng,
 }
 
@@ -831,6 +835,7 @@ impl<'a> Coordinator<'a> {
             neighbours: Vec::new(),
             have: shared.bitmap(),
             in_flight: InFlight::new(pieces),
+            rarity: Rarity::new(pieces),
             rng: fastrand::Rng::new(),
         };
         for peer in peers {
@@ -977,6 +982,7 @@ impl<'a> Coordinator<'a> {
                 n.dropped_at = None;
                 n.bitmap_at = None;
                 n.speed.reset_rate();
+                self.rarity.mark_stale();
             }
         }
         // Progress reports and peer look-ups are the housekeeping thread's
@@ -998,7 +1004,8 @@ impl<'a> Coordinator<'a> {
         let (interval, depth) = (settings.bitmap_interval, settings.queue_depth);
         let most = settings.lanes_per_peer.max(1) * depth;
         let piece_len = self.shared.manifest.piece_size();
-        let availability = self.availability();
+        let live = self.neighbours.iter().filter(|n| n.dropped.is_none());
+        self.rarity.refresh(live.map(|n| &n.bitmap), &self.have);
         // Whether any missing piece is not asked for yet (else: endgame).
         // Taken once per round: the next round sees the pieces assigned now.
         let fresh_left = self
@@ -1034,7 +1041,7 @@ impl<'a> Coordinator<'a> {
                     if room == 0 {
                         break;
                     }
-                    let indices = self.pick(id, &availability, fresh_left, room);
+                    let indices = self.pick(id, fresh_left, room);
                     if indices.is_empty() {
                         break;
                     }
@@ -1065,19 +1072,6 @@ impl<'a> Coordinator<'a> {
         Some(first..first.saturating_add(FOCUS_PIECES))
     }
 
-    /// How many live neighbours hold each piece.
-    fn availability(&self) -> Vec<u32> {
-        let mut counts = vec![0u32; self.have.len()];
-        for n in self.neighbours.iter().filter(|n| n.dropped.is_none()) {
-            for (i, count) in counts.iter_mut().enumerate() {
-                if n.bitmap.has(i) {
-                    *count += 1;
-                }
-            }
-        }
-        counts
-    }
-
     /// The next pieces (at most `room`) to ask neighbour `id` for:
     /// 1. the missing pieces of the focus window that it has, in order; one
     ///    already asked of a much slower neighbour is asked of this one too
@@ -1086,7 +1080,11 @@ impl<'a> Coordinator<'a> {
     ///    random among equally rare; or, in the endgame (everything missing
     ///    is being fetched), pieces another neighbour is fetching, as a
     ///    second copy.
-    fn pick(&mut self, id: usize, availability: &[u32], fresh_left: bool, room: usize) -> Vec<u32> {
+    ///
+    /// The rarest pieces are first sought by drawing pieces at random
+    /// ([`sample_rarest`]); only when that finds too few is every missing
+    /// piece listed.
+    fn pick(&mut self, id: usize, fresh_left: bool, room: usize) -> Vec<u32> {
         let window = self.focus_window().unwrap_or(0..0);
         let pieces = self.have.len();
         let n = &self.neighbours[id];
@@ -1106,11 +1104,25 @@ impl<'a> Coordinator<'a> {
             }
         }
         let outside = |i: u32| !window.contains(&i);
+        let fresh = |i: usize| wanted(i) && !self.in_flight.contains(i as u32) && outside(i as u32);
         if fresh_left {
-            for i in self.have.missing() {
-                let index = i as u32;
-                if n.bitmap.has(i) && !self.in_flight.contains(index) && outside(index) {
-                    candidates.push((1, u64::from(availability[i]), self.rng.u64(..), index));
+            let rarity = &self.rarity;
+            let sampled = rarity.rarest().and_then(|rarest| {
+                sample_rarest(&mut self.rng, pieces, room, |i| {
+                    fresh(i) && rarity.of(i) == rarest
+                })
+            });
+            match sampled {
+                // No fresh piece is rarer than these: nothing else to see.
+                Some(sampled) => {
+                    let rarest = u64::from(rarity.rarest().unwrap_or(0));
+                    candidates.extend(sampled.into_iter().map(|index| (1, rarest, 0, index)));
+                }
+                None => {
+                    for i in self.have.missing().filter(|&i| fresh(i)) {
+                        let rarity = u64::from(rarity.of(i));
+                        candidates.push((1, rarity, self.rng.u64(..), i as u32));
+                    }
                 }
             }
         } else {
@@ -1120,7 +1132,7 @@ impl<'a> Coordinator<'a> {
                     && askers.len() < ENDGAME_COPIES
                     && !askers.contains(&id)
                 {
-                    let rarity = u64::from(availability[index as usize]);
+                    let rarity = u64::from(self.rarity.of(index as usize));
                     candidates.push((1, rarity, self.rng.u64(..), index));
                 }
             }
@@ -1146,6 +1158,7 @@ impl<'a> Coordinator<'a> {
                         for &index in &n.refused {
                             n.bitmap.clear(index as usize);
                         }
+                        self.rarity.mark_stale();
                     }
                     Err(e) => self.drop_neighbour(neighbour, e),
                 }
@@ -1202,11 +1215,13 @@ impl<'a> Coordinator<'a> {
             PieceResult::Missing => {
                 n.refused.insert(index);
                 n.bitmap.clear(index as usize);
+                self.rarity.mark_stale();
             }
             PieceResult::Corrupt => {
                 // Never ask it for this piece again: another peer must give it.
                 n.refused.insert(index);
                 n.bitmap.clear(index as usize);
+                self.rarity.mark_stale();
                 n.strikes += 1;
                 let max = self.context.settings.max_bad_pieces;
                 warn!(
@@ -1268,6 +1283,7 @@ impl<'a> Coordinator<'a> {
             n.dropped = Some(reason);
             n.dropped_at = Some(Instant::now());
             n.banned = banned;
+            self.rarity.mark_stale();
             for lane in &n.lanes {
                 lane.link.close();
             }
