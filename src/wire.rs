@@ -153,10 +153,10 @@ fn decode(bytes: &[u8]) -> LineResult<'_> {
 }
 
 /// Reads a socket under a deadline that only a complete line moves: the
-/// owner calls [`IdleDeadline::restart`] once each line is answered. A client that
-/// dribbles a byte now and then without ever finishing a line still runs
-/// out of time, which a plain socket read timeout (reset by every byte)
-/// would not do.
+/// owner calls [`IdleDeadline::restart`] once each line is answered. A
+/// client that dribbles a byte now and then without ever finishing a line
+/// still runs out of time, which a plain socket read timeout (reset by
+/// every byte) would not do.
 pub struct IdleDeadline<'a> {
     stream: &'a TcpStream,
     idle: Duration,
