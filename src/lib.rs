@@ -21,6 +21,13 @@
 //! | [`config`] | ini files and flags to typed, validated settings |
 //! | [`logging`] | terminal + file logs with timestamps and thread names |
 //! | [`units`] | byte sizes with units (`256KiB`, `25MB`) |
+//!
+//! The inner workings are the point, so read these pages with the private
+//! items too: `cargo doc --document-private-items --open`.
+
+// Public pages link to the private items that do the work; with
+// `--document-private-items` those links resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod config;
 pub mod logging;
