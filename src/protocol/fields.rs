@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::error::ProtocolError;
 
@@ -312,8 +313,11 @@ fn hex_pair(pair: &[u8]) -> Option<u8> {
 /// Not empty, at most [`MAX_NAME_LEN`] bytes, no `/`, `\` or control
 /// characters, and not `.` or `..`, so a name can never climb out of a
 /// download directory.
+///
+/// The text is shared (`Arc<str>`): a name is copied into every listing
+/// that shows it, and a shared copy costs a counter, not an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileName(String);
+pub struct FileName(Arc<str>);
 
 impl FileName {
     /// Checks a decoded name.
@@ -333,7 +337,7 @@ impl FileName {
         };
         match reason {
             Some(reason) => Err(ProtocolError::bad_field("name", name, reason)),
-            None => Ok(FileName(name.to_string())),
+            None => Ok(FileName(Arc::from(name))),
         }
     }
 
@@ -405,9 +409,9 @@ impl fmt::Display for SharedPath {
 
 /// A user name: 1 to [`MAX_USER_LEN`] ASCII letters, digits, `-` or `_`,
 /// starting with a letter or digit (so it can never be the `-` that
-/// listings write for "no name").
+/// listings write for "no name"). Shared like [`FileName`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserName(String);
+pub struct UserName(Arc<str>);
 
 impl UserName {
     /// Checks a user name.
@@ -436,7 +440,7 @@ impl UserName {
                 "a user name starts with a letter or a digit",
             ));
         }
-        Ok(UserName(text.to_string()))
+        Ok(UserName(Arc::from(text)))
     }
 
     /// The name.
