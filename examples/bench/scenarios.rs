@@ -264,9 +264,9 @@ impl Bench {
                 drop(leecher);
                 std::fs::remove_file(&path).map_err(|e| e.to_string())?;
             }
-            let (base, took) = (median(&mut bases), median(&mut tooks));
+            let (base, took) = (median(&bases), median(&tooks));
             let ratio = took.as_secs_f64() / base.as_secs_f64();
-            let floor = (!floors.is_empty()).then(|| median(&mut floors));
+            let floor = (!floors.is_empty()).then(|| median(&floors));
             let floor_ratio = floor.map(|f| f.as_secs_f64() / base.as_secs_f64());
             let copy_cpu_mean = (!copy_cpu.is_empty())
                 .then(|| copy_cpu.iter().sum::<f64>() / copy_cpu.len() as f64);
@@ -745,9 +745,12 @@ fn spread(times: &[Duration]) -> Option<(Duration, Duration)> {
     Some((*times.iter().min()?, *times.iter().max()?))
 }
 
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort_unstable();
-    times[times.len() / 2]
+fn median(times: &[Duration]) -> Duration {
+    // Sorted in a copy: the JSON lists the rounds in the order they ran,
+    // beside figures (CPU, floors) kept in that order too.
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    sorted[sorted.len() / 2]
 }
 
 /// Microseconds for the table, or `n/a`.
