@@ -1111,11 +1111,11 @@ impl<'a> Coordinator<'a> {
                 sample_rarest(&mut self.rng, pieces, room, |i| {
                     fresh(i) && rarity.of(i) == rarest
                 })
+                .map(|sampled| (u64::from(rarest), sampled))
             });
             match sampled {
                 // No fresh piece is rarer than these: nothing else to see.
-                Some(sampled) => {
-                    let rarest = u64::from(rarity.rarest().unwrap_or(0));
+                Some((rarest, sampled)) => {
                     candidates.extend(sampled.into_iter().map(|index| (1, rarest, 0, index)));
                 }
                 None => {

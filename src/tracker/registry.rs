@@ -307,13 +307,13 @@ impl Registry {
         key: FileKey,
         asker: SessionId,
         limit: usize,
-    ) -> Result<impl ExactSizeIterator<Item = PeerEntry>, RegistryError> {
+    ) -> Result<impl ExactSizeIterator<Item = PeerEntry> + '_, RegistryError> {
         let record = self
             .files
             .get(&key)
             .ok_or(RegistryError::UnknownFile(key))?;
         let asker_ip = self.sessions.get(&asker).map(|s| s.peer.ip());
-        let mut ranked: Vec<(HolderRank, SessionId, PeerEntry)> = record
+        let mut ranked: Vec<(HolderRank, (SessionId, &Session), PeerEntry)> = record
             .holders
             .iter()
             .filter(|(id, _)| **id != asker)
@@ -340,7 +340,7 @@ impl Registry {
                     role,
                     pieces: holding.pieces,
                 };
-                Some((rank, *id, entry))
+                Some((rank, (*id, session), entry))
             })
             .collect();
         ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -355,11 +355,8 @@ impl Registry {
             }
             listed += tied.len();
             if tied.len() > 1 {
-                for (rank, id, _) in tied.iter_mut() {
-                    rank.serving = self
-                        .sessions
-                        .get(id)
-                        .map_or(0, |session| self.swarms_served(*id, session));
+                for (rank, (id, session), _) in tied.iter_mut() {
+                    rank.serving = self.swarms_served(*id, session);
                 }
                 tied.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             }
