@@ -1,0 +1,612 @@
+//! The coordinator: the download's own thread, which decides and never
+//! waits on a socket. It keeps every neighbour's BufferMap, picks which
+//! pieces to ask whom for (focus window first, then rarest first, then
+//! the endgame's second copies), hands the batches to the worker pool
+//! ([`super::worker`]), and settles what the workers report: pieces
+//! stored, refused or corrupt, neighbours dropped, retried or banned.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use crate::peer::library::SharedFile;
+use crate::peer::link::LinkError;
+use crate::pieces::Bitmap;
+use crate::protocol::PeerId;
+
+use super::in_flight::InFlight;
+use super::rarity::{sample_rarest, Rarity};
+use super::speed::Speed;
+use super::worker::{Job, LinkSlot, Outcome, PieceResult, Place, Worker};
+use super::{
+    save_progress, Controls, DownloadContext, DownloadPlan, DownloadStatus, SourceStatus,
+    FOCUS_PIECES,
+};
+
+/// How many peers may be asked for the same piece in the endgame.
+const ENDGAME_COPIES: usize = 2;
+/// Failed exchanges in a row (no piece between them) after which a
+/// neighbour is given up for the rest of the download.
+const MAX_FAILURES: u32 = 4;
+/// How often each neighbour's throughput is sampled.
+const SPEED_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a download's progress is saved for a restart.
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One connection to a neighbour, and whether a worker is using it.
+struct Lane {
+    link: Arc<LinkSlot>,
+    busy: bool,
+}
+
+/// One neighbour, from the coordinator's point of view.
+struct Neighbour {
+    peer: PeerId,
+    /// Its connections (`lanes_per_peer` of them), each used by one worker
+    /// at a time: pieces of one neighbour are fetched, checked and written
+    /// on several cores at once.
+    lanes: Vec<Lane>,
+    /// Its BufferMap, less the pieces it failed to give.
+    bitmap: Bitmap,
+    /// Pieces it answered as missing or sent bad: never asked of it again,
+    /// whatever its next BufferMaps claim.
+    refused: HashSet<u32>,
+    /// When its BufferMap was last asked for (`None`: never).
+    bitmap_at: Option<Instant>,
+    strikes: u32,
+    /// Its throughput and latency.
+    speed: Speed,
+    /// Pieces asked of it and not answered yet.
+    asked: usize,
+    dropped: Option<String>,
+    /// When it was dropped, and whether for good (banned).
+    dropped_at: Option<Instant>,
+    banned: bool,
+    /// Failed exchanges since the last piece it gave: each doubles the
+    /// pause before it is tried again, and [`MAX_FAILURES`] give it up.
+    failures: u32,
+}
+
+pub(super) struct Coordinator<'a> {
+    context: &'a DownloadContext,
+    plan: &'a DownloadPlan,
+    shared: &'a Arc<SharedFile>,
+    status: &'a Mutex<DownloadStatus>,
+    controls: Controls<'a>,
+    neighbours: Vec<Neighbour>,
+    /// The pieces verified here so far.
+    have: Bitmap,
+    /// Pieces asked for, and from which neighbours.
+    in_flight: InFlight,
+    /// How many live neighbours hold each piece.
+    rarity: Rarity,
+    rng: fastrand::Rng,
+}
+
+impl<'a> Coordinator<'a> {
+    pub(super) fn new(
+        context: &'a DownloadContext,
+        plan: &'a DownloadPlan,
+        shared: &'a Arc<SharedFile>,
+        status: &'a Mutex<DownloadStatus>,
+        controls: Controls<'a>,
+        peers: Vec<PeerId>,
+    ) -> Coordinator<'a> {
+        let pieces = shared.manifest.piece_count();
+        let mut coordinator = Coordinator {
+            context,
+            plan,
+            shared,
+            status,
+            controls,
+            neighbours: Vec::new(),
+            have: shared.bitmap(),
+            in_flight: InFlight::new(pieces),
+            rarity: Rarity::new(pieces),
+            rng: fastrand::Rng::new(),
+        };
+        for peer in peers {
+            coordinator.add_neighbour(peer, pieces);
+        }
+        coordinator
+    }
+
+    fn add_neighbour(&mut self, peer: PeerId, pieces: usize) {
+        if self.neighbours.iter().any(|n| n.peer == peer) {
+            return;
+        }
+        debug!("{}: new neighbour {peer}", self.plan.name.as_str());
+        self.neighbours.push(Neighbour {
+            peer,
+            lanes: (0..self.context.settings.lanes_per_peer.max(1))
+                .map(|_| Lane {
+                    link: Arc::new(LinkSlot::default()),
+                    busy: false,
+                })
+                .collect(),
+            bitmap: Bitmap::empty(pieces),
+            refused: HashSet::new(),
+            bitmap_at: None,
+            strikes: 0,
+            speed: Speed::default(),
+            asked: 0,
+            dropped: None,
+            dropped_at: None,
+            banned: false,
+            failures: 0,
+        });
+    }
+
+    /// Runs the pool until every piece is here, or the download fails.
+    pub(super) fn run(mut self) -> Result<(), String> {
+        let settings = &self.context.settings;
+        let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+        let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded::<Outcome>();
+        let mut workers = Vec::with_capacity(settings.pool_size);
+        for i in 0..settings.pool_size {
+            let worker = Worker {
+                shared: Arc::clone(self.shared),
+                limit: Arc::clone(&self.context.download_limit),
+                jobs: job_rx.clone(),
+                outcomes: outcome_tx.clone(),
+            };
+            let spawned = thread::Builder::new()
+                .name(format!("fetch-{}-{i}", self.plan.name.as_str()))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) if workers.is_empty() => {
+                    return Err(format!("cannot start a worker thread: {e}"))
+                }
+                Err(e) => warn!("pool smaller than configured: {e}"),
+            }
+        }
+        drop((job_rx, outcome_tx));
+        let result = self.coordinate(&job_tx, &outcome_rx);
+        // (Published every SPEED_SAMPLE_INTERVAL meanwhile; now as it ends.)
+        self.publish();
+        // Closing the job channel ends idle workers; closing every link
+        // wakes those still blocked on a slow or silent peer. Then join.
+        drop(job_tx);
+        for lane in self.neighbours.iter().flat_map(|n| &n.lanes) {
+            lane.link.close_for_good();
+        }
+        for worker in workers {
+            let _ = worker.join();
+        }
+        result
+    }
+
+    fn coordinate(
+        &mut self,
+        jobs: &Sender<Job>,
+        outcomes: &Receiver<Outcome>,
+    ) -> Result<(), String> {
+        let interval = self.context.settings.bitmap_interval;
+        let mut last_round = Instant::now();
+        let mut last_sample = Instant::now();
+        let mut last_save = (Instant::now(), self.have.count());
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            if self.controls.cancel.load(Ordering::SeqCst) {
+                return Err("cancelled".into());
+            }
+            if self.have.is_complete() {
+                return Ok(());
+            }
+            if last_sample.elapsed() >= SPEED_SAMPLE_INTERVAL {
+                last_sample = Instant::now();
+                for n in &mut self.neighbours {
+                    n.speed.sample(last_sample);
+                }
+                self.publish();
+            }
+            if last_round.elapsed() >= interval {
+                last_round = Instant::now();
+                self.periodic_round();
+            }
+            if last_save.0.elapsed() >= SAVE_INTERVAL && last_save.1 != self.have.count() {
+                last_save = (Instant::now(), self.have.count());
+                save_progress(self.context, self.shared);
+            }
+            self.assign(jobs);
+            // Stalled: no piece asked for and none to ask (BufferMap
+            // exchanges go on meanwhile, and may change that).
+            if !self.in_flight.is_empty() {
+                idle_since = None;
+            } else {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.context.settings.stall_timeout {
+                    return Err(self.stall_message());
+                }
+            }
+            match outcomes.recv_timeout(interval.min(Duration::from_millis(250))) {
+                Ok(outcome) => self.handle(outcome)?,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err("every worker thread stopped".into())
+                }
+            }
+        }
+    }
+
+    /// Every BufferMap interval: take in the peers the housekeeping thread
+    /// found, give dropped (not banned) neighbours another chance after a
+    /// pause.
+    fn periodic_round(&mut self) {
+        let interval = self.context.settings.bitmap_interval;
+        for n in &mut self.neighbours {
+            // One interval after the first failure, doubling after each.
+            let pause = (interval * 2u32.pow(n.failures.saturating_sub(1).min(6)))
+                .min(Duration::from_secs(120));
+            if !n.banned && n.dropped_at.is_some_and(|at| at.elapsed() >= pause) {
+                debug!(
+                    "{}: trying neighbour {} again",
+                    self.plan.name.as_str(),
+                    n.peer
+                );
+                n.dropped = None;
+                n.dropped_at = None;
+                n.bitmap_at = None;
+                n.speed.reset_rate();
+                self.rarity.mark_stale();
+            }
+        }
+        // Progress reports and peer look-ups are the housekeeping thread's
+        // job: here only what it found is read, without waiting.
+        if self.plan.only_from.is_none() {
+            let pieces = self.have.len();
+            for peer in self.context.discovery.peers(&self.shared.key) {
+                self.add_neighbour(peer, pieces);
+            }
+        }
+    }
+
+    /// Gives work to every idle lane of every live neighbour: its BufferMap
+    /// when that is due, else the next pieces. Faster neighbours choose
+    /// first, and each is asked for no more than it gives in half a second
+    /// ([`Speed::allowance`]).
+    fn assign(&mut self, jobs: &Sender<Job>) {
+        let settings = &self.context.settings;
+        let (interval, depth) = (settings.bitmap_interval, settings.queue_depth);
+        let most = settings.lanes_per_peer.max(1) * depth;
+        let piece_len = self.shared.manifest.piece_size();
+        let live = self.neighbours.iter().filter(|n| n.dropped.is_none());
+        self.rarity.refresh(live.map(|n| &n.bitmap), &self.have);
+        // Whether any missing piece is not asked for yet (else: endgame).
+        // Taken once per round: the next round sees the pieces assigned now.
+        let fresh_left = self
+            .have
+            .missing()
+            .any(|i| !self.in_flight.contains(i as u32));
+        // Unmeasured neighbours first (to measure them), then the fastest.
+        let mut order: Vec<usize> = (0..self.neighbours.len()).collect();
+        let speed_of = |n: &Neighbour| n.speed.rate().unwrap_or(f64::INFINITY);
+        order.sort_by(|&a, &b| {
+            speed_of(&self.neighbours[b]).total_cmp(&speed_of(&self.neighbours[a]))
+        });
+        for id in order {
+            for lane in 0..self.neighbours[id].lanes.len() {
+                let n = &self.neighbours[id];
+                if n.lanes[lane].busy || n.dropped.is_some() {
+                    continue;
+                }
+                let at = Place {
+                    neighbour: id,
+                    lane,
+                };
+                let (link, peer) = (Arc::clone(&n.lanes[lane].link), n.peer);
+                let job = if n.bitmap_at.is_none_or(|t| t.elapsed() >= interval) {
+                    self.neighbours[id].bitmap_at = Some(Instant::now());
+                    Job::Bitmap { at, link, peer }
+                } else {
+                    let room = n
+                        .speed
+                        .allowance(piece_len, depth, most)
+                        .saturating_sub(n.asked)
+                        .min(depth);
+                    if room == 0 {
+                        break;
+                    }
+                    let indices = self.pick(id, fresh_left, room);
+                    if indices.is_empty() {
+                        break;
+                    }
+                    for &index in &indices {
+                        self.in_flight.add(index, id);
+                    }
+                    self.neighbours[id].asked += indices.len();
+                    Job::Fetch {
+                        at,
+                        link,
+                        peer,
+                        indices,
+                        tally: self.neighbours[id].speed.tally(),
+                    }
+                };
+                self.neighbours[id].lanes[lane].busy = true;
+                if jobs.send(job).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The pieces a player needs next (see [`super::Download::focus_on`]).
+    fn focus_window(&self) -> Option<std::ops::Range<u32>> {
+        let focus = self.controls.focus.load(Ordering::Relaxed);
+        let first = u32::try_from(focus).ok()?;
+        Some(first..first.saturating_add(FOCUS_PIECES))
+    }
+
+    /// The next pieces (at most `room`) to ask neighbour `id` for:
+    /// 1. the missing pieces of the focus window that it has, in order; one
+    ///    already asked of a much slower neighbour is asked of this one too
+    ///    (stolen), so that playback does not wait on a slow peer;
+    /// 2. then the rarest missing pieces it has that nobody is fetching,
+    ///    random among equally rare; or, in the endgame (everything missing
+    ///    is being fetched), pieces another neighbour is fetching, as a
+    ///    second copy.
+    ///
+    /// The rarest pieces are first sought by drawing pieces at random
+    /// ([`sample_rarest`]); only when that finds too few is every missing
+    /// piece listed.
+    fn pick(&mut self, id: usize, fresh_left: bool, room: usize) -> Vec<u32> {
+        let window = self.focus_window().unwrap_or(0..0);
+        let pieces = self.have.len();
+        let n = &self.neighbours[id];
+        let wanted = |i: usize| i < pieces && !self.have.has(i) && n.bitmap.has(i);
+        // (tier, then order within the tier, then a random tie-break, index)
+        let mut candidates: Vec<(u8, u64, u64, u32)> = Vec::new();
+        for index in window.clone().filter(|&i| wanted(i as usize)) {
+            let askers = self.in_flight.askers(index);
+            let take = askers.is_empty()
+                || (askers.len() < ENDGAME_COPIES
+                    && !askers.contains(&id)
+                    && askers
+                        .iter()
+                        .all(|&a| self.neighbours[a].speed.is_much_slower_than(n.speed.rate())));
+            if take {
+                candidates.push((0, u64::from(index - window.start), 0, index));
+            }
+        }
+        let outside = |i: u32| !window.contains(&i);
+        let fresh = |i: usize| wanted(i) && !self.in_flight.contains(i as u32) && outside(i as u32);
+        if fresh_left {
+            let rarity = &self.rarity;
+            let sampled = rarity.rarest().and_then(|rarest| {
+                sample_rarest(&mut self.rng, pieces, room, |i| {
+                    fresh(i) && rarity.of(i) == rarest
+                })
+                .map(|sampled| (u64::from(rarest), sampled))
+            });
+            match sampled {
+                // No fresh piece is rarer than these: nothing else to see.
+                Some((rarest, sampled)) => {
+                    candidates.extend(sampled.into_iter().map(|index| (1, rarest, 0, index)));
+                }
+                None => {
+                    for i in self.have.missing().filter(|&i| fresh(i)) {
+                        let rarity = u64::from(rarity.of(i));
+                        candidates.push((1, rarity, self.rng.u64(..), i as u32));
+                    }
+                }
+            }
+        } else {
+            for (index, askers) in self.in_flight.iter() {
+                if outside(index)
+                    && wanted(index as usize)
+                    && askers.len() < ENDGAME_COPIES
+                    && !askers.contains(&id)
+                {
+                    let rarity = u64::from(self.rarity.of(index as usize));
+                    candidates.push((1, rarity, self.rng.u64(..), index));
+                }
+            }
+        }
+        // Only the first `room` are wanted: select them, then sort those.
+        if candidates.len() > room {
+            candidates.select_nth_unstable(room);
+            candidates.truncate(room);
+        }
+        candidates.sort_unstable();
+        candidates.into_iter().map(|(.., i)| i).collect()
+    }
+
+    fn handle(&mut self, outcome: Outcome) -> Result<(), String> {
+        match outcome {
+            Outcome::Bitmap { at, result } => {
+                let neighbour = at.neighbour;
+                self.neighbours[neighbour].lanes[at.lane].busy = false;
+                match result {
+                    Ok(bitmap) => {
+                        let n = &mut self.neighbours[neighbour];
+                        n.bitmap = bitmap;
+                        for &index in &n.refused {
+                            n.bitmap.clear(index as usize);
+                        }
+                        self.rarity.mark_stale();
+                    }
+                    Err(e) => self.drop_neighbour(neighbour, e),
+                }
+            }
+            Outcome::Fetched {
+                at,
+                asked,
+                pieces,
+                latency,
+                error,
+                disk_error,
+            } => {
+                let neighbour = at.neighbour;
+                let n = &mut self.neighbours[neighbour];
+                n.lanes[at.lane].busy = false;
+                n.asked = n.asked.saturating_sub(asked.len());
+                if let Some(latency) = latency {
+                    n.speed.answered_after(latency, Instant::now());
+                }
+                for (index, result) in pieces {
+                    self.settle(neighbour, index, result);
+                }
+                // Pieces asked for but not answered go back to the pool
+                // (for the answered ones, settling did it already).
+                for index in asked {
+                    self.in_flight.remove(index, neighbour);
+                }
+                if let Some(e) = disk_error {
+                    return Err(format!(
+                        "cannot write to {}: {e}",
+                        self.shared.path().display()
+                    ));
+                }
+                if let Some(e) = error {
+                    self.drop_neighbour(neighbour, e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self, neighbour: usize, index: u32, result: PieceResult) {
+        self.in_flight.remove(index, neighbour);
+        let n = &mut self.neighbours[neighbour];
+        match result {
+            PieceResult::Stored => {
+                n.failures = 0;
+                self.have.set(index as usize);
+            }
+            // Here already: another worker stored it, and its own report
+            // (at the end of its batch) may be still to come. Counted as
+            // here now, or the endgame would ask for it again and again.
+            PieceResult::Duplicate => self.have.set(index as usize),
+            PieceResult::Missing => {
+                n.refused.insert(index);
+                n.bitmap.clear(index as usize);
+                self.rarity.mark_stale();
+            }
+            PieceResult::Corrupt => {
+                // Never ask it for this piece again: another peer must give it.
+                n.refused.insert(index);
+                n.bitmap.clear(index as usize);
+                self.rarity.mark_stale();
+                n.strikes += 1;
+                let max = self.context.settings.max_bad_pieces;
+                warn!(
+                    "{}: piece {index} from {} failed its hash check ({} of {max} strikes)",
+                    self.plan.name.as_str(),
+                    n.peer,
+                    n.strikes
+                );
+                if n.strikes >= max {
+                    let reason = format!(
+                        "banned: sent {} pieces that failed their hash check",
+                        n.strikes
+                    );
+                    self.ban(neighbour, reason);
+                }
+            }
+        }
+    }
+
+    /// Stops using a neighbour after a failed exchange: for good if it
+    /// misbehaved, for a while if the connection failed.
+    fn drop_neighbour(&mut self, neighbour: usize, error: LinkError) {
+        match &error {
+            LinkError::Misbehaved(what) => {
+                let n = &mut self.neighbours[neighbour];
+                n.strikes += 1;
+                if n.strikes >= self.context.settings.max_bad_pieces {
+                    self.ban(neighbour, format!("banned: {what}"));
+                } else {
+                    self.set_dropped(neighbour, format!("disconnected: {what}"), false);
+                }
+            }
+            other => self.set_dropped(neighbour, format!("dropped: {other}"), false),
+        }
+    }
+
+    fn ban(&mut self, neighbour: usize, reason: String) {
+        self.set_dropped(neighbour, reason, true);
+    }
+
+    fn set_dropped(&mut self, neighbour: usize, reason: String, banned: bool) {
+        let n = &mut self.neighbours[neighbour];
+        if !banned {
+            n.failures += 1;
+            if n.failures >= MAX_FAILURES {
+                return self.ban(
+                    neighbour,
+                    format!("given up after {MAX_FAILURES} failures in a row (last: {reason})"),
+                );
+            }
+        }
+        let n = &mut self.neighbours[neighbour];
+        if n.dropped.is_none() {
+            if banned {
+                warn!("{}: neighbour {} {reason}", self.plan.name.as_str(), n.peer);
+            } else {
+                info!("{}: neighbour {} {reason}", self.plan.name.as_str(), n.peer);
+            }
+            n.dropped = Some(reason);
+            n.dropped_at = Some(Instant::now());
+            n.banned = banned;
+            self.rarity.mark_stale();
+            for lane in &n.lanes {
+                lane.link.close();
+            }
+        }
+    }
+
+    /// Copies the progress into the shared status.
+    fn publish(&self) {
+        let mut status = self.status.lock();
+        status.have.clone_from(&self.have);
+        status.in_flight = self.in_flight.iter().map(|(index, _)| index).collect();
+        status.sources = self
+            .neighbours
+            .iter()
+            .map(|n| SourceStatus {
+                peer: n.peer,
+                // Counted by the workers as pieces are stored, so a piece
+                // whose batch had not reported when the download ended
+                // still counts.
+                pieces: n.speed.pieces(),
+                bytes: n.speed.bytes(),
+                rate: n.speed.rate(),
+                latency: n.speed.latency(),
+                dropped: n.dropped.clone(),
+            })
+            .collect();
+    }
+
+    /// Why the download cannot finish: which pieces no live peer has.
+    fn stall_message(&self) -> String {
+        let held: HashSet<usize> = self
+            .neighbours
+            .iter()
+            .filter(|n| n.dropped.is_none())
+            .flat_map(|n| (0..n.bitmap.len()).filter(|&i| n.bitmap.has(i)))
+            .collect();
+        let lacking: Vec<usize> = self.have.missing().filter(|i| !held.contains(i)).collect();
+        let shown: Vec<String> = lacking.iter().take(20).map(ToString::to_string).collect();
+        let more = if lacking.len() > 20 {
+            format!(" and {} more", lacking.len() - 20)
+        } else {
+            String::new()
+        };
+        format!(
+            "stalled at {} of {} pieces: no live peer has piece(s) {}{more} ({} of {} neighbours left)",
+            self.have.count(),
+            self.have.len(),
+            shown.join(", "),
+            self.neighbours.iter().filter(|n| n.dropped.is_none()).count(),
+            self.neighbours.len()
+        )
+    }
+}

@@ -1,0 +1,254 @@
+//! The pool threads of a download, and what passes between them and the
+//! coordinator: a [`Job`] in (fetch these pieces from that neighbour, or
+//! exchange BufferMaps with it), an [`Outcome`] out. A worker owns nothing
+//! but the job in hand: it takes the neighbour's connection ([`LinkSlot`]),
+//! sends one `REQF` for the batch, checks each piece's SHA-256 against the
+//! manifest as it arrives, and writes the good ones at their offset.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::peer::library::SharedFile;
+use crate::peer::link::{LinkCloser, LinkError, PeerLink, PieceAnswer, MIN_PIECE_RATE};
+use crate::peer::ratelimit::RateLimiter;
+use crate::pieces::Bitmap;
+use crate::protocol::{PeerId, PeerRequest};
+
+use super::speed::Tally;
+
+/// Time allowed for any batch of pieces, on top of the time the bytes take
+/// at [`MIN_PIECE_RATE`].
+const BATCH_ALLOWANCE: Duration = Duration::from_secs(60);
+
+/// Which connection a job runs on: a neighbour, and one of its lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Place {
+    pub(super) neighbour: usize,
+    pub(super) lane: usize,
+}
+
+/// Work for a worker thread.
+pub(super) enum Job {
+    /// Fetch these pieces from this neighbour.
+    Fetch {
+        at: Place,
+        link: Arc<LinkSlot>,
+        peer: PeerId,
+        indices: Vec<u32>,
+        /// The neighbour's counters (see [`super::speed::Speed`]).
+        tally: Arc<Tally>,
+    },
+    /// Exchange BufferMaps with this neighbour.
+    Bitmap {
+        at: Place,
+        link: Arc<LinkSlot>,
+        peer: PeerId,
+    },
+}
+
+/// What a worker reports back.
+pub(super) enum Outcome {
+    Fetched {
+        at: Place,
+        /// The pieces the job asked for.
+        asked: Vec<u32>,
+        pieces: Vec<(u32, PieceResult)>,
+        /// Time from the request to the first answer.
+        latency: Option<Duration>,
+        /// The connection failed or the peer misbehaved after these pieces.
+        error: Option<LinkError>,
+        /// Writing to our own disk failed: the download cannot go on.
+        disk_error: Option<io::Error>,
+    },
+    Bitmap {
+        at: Place,
+        result: Result<Bitmap, LinkError>,
+    },
+}
+
+/// What became of one requested piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PieceResult {
+    /// Verified and written.
+    Stored,
+    /// The neighbour said it does not have it.
+    Missing,
+    /// Its hash did not match: thrown away.
+    Corrupt,
+    /// Already here (an endgame duplicate): thrown away.
+    Duplicate,
+}
+
+/// A neighbour's connection: the link a worker uses, and a closer the
+/// coordinator can use while a worker is blocked on the link.
+#[derive(Default)]
+pub(super) struct LinkSlot {
+    link: Mutex<Option<PeerLink>>,
+    closer: Mutex<Closer>,
+}
+
+/// The closer of a slot's current link, and whether the slot is closed.
+#[derive(Default)]
+struct Closer {
+    current: Option<LinkCloser>,
+    /// Set when the download ends: no new link may be opened any more (a
+    /// worker that takes a job left in the queue must not connect again).
+    closed: bool,
+}
+
+impl LinkSlot {
+    /// Closes the connection, waking a worker blocked on it.
+    pub(super) fn close(&self) {
+        if let Some(closer) = self.closer.lock().current.take() {
+            closer.close();
+        }
+    }
+
+    /// Closes the connection for good: no new one may be opened.
+    pub(super) fn close_for_good(&self) {
+        let mut closer = self.closer.lock();
+        closer.closed = true;
+        if let Some(current) = closer.current.take() {
+            current.close();
+        }
+    }
+}
+
+/// A pool thread: takes jobs until the channel closes.
+pub(super) struct Worker {
+    pub(super) shared: Arc<SharedFile>,
+    /// The peer's download limit: each piece received is paid for here.
+    pub(super) limit: Arc<RateLimiter>,
+    pub(super) jobs: Receiver<Job>,
+    pub(super) outcomes: Sender<Outcome>,
+}
+
+impl Worker {
+    pub(super) fn run(self) {
+        let mut buf = Vec::new();
+        for job in self.jobs.iter() {
+            let outcome = match job {
+                Job::Fetch {
+                    at,
+                    link,
+                    peer,
+                    indices,
+                    tally,
+                } => self.fetch(at, &link, peer, indices, &tally, &mut buf),
+                Job::Bitmap { at, link, peer } => {
+                    let mut guard = link.link.lock();
+                    let pieces = self.shared.manifest.piece_count();
+                    let result = connected(&mut guard, &link, peer)
+                        .and_then(|l| l.exchange_bitmaps(self.shared.key, None, pieces));
+                    if result.is_err() {
+                        *guard = None;
+                    }
+                    Outcome::Bitmap { at, result }
+                }
+            };
+            if self.outcomes.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn fetch(
+        &self,
+        at: Place,
+        link: &LinkSlot,
+        peer: PeerId,
+        indices: Vec<u32>,
+        tally: &Tally,
+        buf: &mut Vec<u8>,
+    ) -> Outcome {
+        let mut pieces = Vec::with_capacity(indices.len());
+        let mut disk_error = None;
+        let mut latency = None;
+        let mut guard = link.link.lock();
+        let key = self.shared.key;
+        let manifest = &self.shared.manifest;
+        let result = connected(&mut guard, link, peer).and_then(|l| {
+            let bytes: u64 = indices
+                .iter()
+                .map(|&i| u64::from(manifest.piece_len(i as usize).unwrap_or(0)))
+                .sum();
+            l.set_deadline(Some(
+                BATCH_ALLOWANCE + Duration::from_secs(bytes / MIN_PIECE_RATE),
+            ));
+            l.send(&PeerRequest::Reqf {
+                key,
+                indices: indices.clone(),
+            })?;
+            let asked_at = Instant::now();
+            for &index in &indices {
+                let len = manifest.piece_len(index as usize).unwrap_or(0);
+                let answer = l.read_piece(key, index, len, buf)?;
+                latency.get_or_insert_with(|| asked_at.elapsed());
+                if answer == PieceAnswer::Received {
+                    tally.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+                    // Paid after the fact: the wait holds back the next
+                    // read, and the sender with it.
+                    self.limit.take(u64::from(len));
+                }
+                let result = match answer {
+                    PieceAnswer::Missing => PieceResult::Missing,
+                    PieceAnswer::Received if self.shared.has_piece(index as usize) => {
+                        PieceResult::Duplicate
+                    }
+                    PieceAnswer::Received if !manifest.verify_piece(index as usize, buf) => {
+                        PieceResult::Corrupt
+                    }
+                    PieceAnswer::Received => match self.shared.store_piece(index as usize, buf) {
+                        Ok(true) => {
+                            tally.pieces.fetch_add(1, Ordering::Relaxed);
+                            PieceResult::Stored
+                        }
+                        Ok(false) => PieceResult::Duplicate,
+                        Err(e) => {
+                            disk_error = Some(e);
+                            break;
+                        }
+                    },
+                };
+                pieces.push((index, result));
+            }
+            Ok(())
+        });
+        let error = result.err();
+        if error.is_some() {
+            *guard = None;
+        }
+        Outcome::Fetched {
+            at,
+            asked: indices,
+            pieces,
+            latency,
+            error,
+            disk_error,
+        }
+    }
+}
+
+/// The link in `slot`, connecting first if there is none (and leaving a
+/// closer for the coordinator in `owner`).
+fn connected<'s>(
+    slot: &'s mut Option<PeerLink>,
+    owner: &LinkSlot,
+    peer: PeerId,
+) -> Result<&'s mut PeerLink, LinkError> {
+    if slot.is_none() {
+        let link = PeerLink::connect(peer)?;
+        let mut closer = owner.closer.lock();
+        if closer.closed {
+            return Err(LinkError::Io(io::Error::other("the download is over")));
+        }
+        closer.current = Some(link.closer()?);
+        *slot = Some(link);
+    }
+    Ok(slot.as_mut().expect("just connected"))
+}
