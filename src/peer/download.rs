@@ -23,9 +23,10 @@
 //! 6. A neighbour that fails (connection lost, timeout, killed) is dropped
 //!    and its pieces go to the others (and it is tried again later); one
 //!    that sends bad pieces or breaks the protocol is disconnected, and
-//!    banned for the rest of the download after `max_bad_pieces` of those. With no piece coming and none to ask for
-//!    during the stall timeout, the download fails and says which pieces no
-//!    live peer has.
+//!    banned for the rest of the download after `max_bad_pieces` of those
+//!    (the rules are in [`standing`]). With no piece coming and none to
+//!    ask for during the stall timeout, the download fails and says which
+//!    pieces no live peer has.
 //! 7. All pieces in (each one checked against the manifest, which is
 //!    checked against the key, so the whole file is): the file is flushed
 //!    to disk (`sync_on_finish`), renamed to its final name, and offered to
@@ -59,6 +60,7 @@ mod coordinator;
 mod in_flight;
 mod rarity;
 mod speed;
+mod standing;
 mod worker;
 
 use coordinator::Coordinator;

@@ -144,15 +144,42 @@ impl Bitmap {
         self.bytes
             .iter()
             .enumerate()
-            .filter(|(_, &byte)| byte != 0xff)
-            .flat_map(|(at, &byte)| {
-                (0..8)
-                    .filter(move |bit| byte & (0x80 >> bit) == 0)
-                    .map(move |bit| at * 8 + bit)
-            })
+            .flat_map(|(at, &byte)| set_bits(at, !byte))
             // The pad bits after the last piece are zero: not pieces.
             .take_while(|&index| index < self.len)
     }
+
+    /// The indices of the pieces held, in order, passing over a byte of
+    /// none at once.
+    pub fn held(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bytes
+            .iter()
+            .enumerate()
+            .flat_map(|(at, &byte)| set_bits(at, byte))
+    }
+
+    /// The pieces held by one of `self` and `newer` but not the other, in
+    /// order, each with whether `newer` holds it: what changed from one
+    /// BufferMap to the next. Bytes that agree are passed over at once.
+    /// Bitmaps of different lengths are compared over the shorter one.
+    pub fn changes<'a>(&'a self, newer: &'a Bitmap) -> impl Iterator<Item = (usize, bool)> + 'a {
+        self.bytes
+            .iter()
+            .zip(&newer.bytes)
+            .enumerate()
+            .flat_map(|(at, (&old, &new))| set_bits(at, old ^ new))
+            .map(|index| (index, newer.has(index)))
+    }
+}
+
+/// The indices of the bits set in `byte`, the `at`-th byte of a bitmap.
+/// A zero byte, the common case, is passed over without looking at its
+/// bits.
+fn set_bits(at: usize, byte: u8) -> impl Iterator<Item = usize> {
+    let bits = if byte == 0 { 0 } else { 8 };
+    (0..bits)
+        .filter(move |bit| byte & (0x80 >> bit) != 0)
+        .map(move |bit| at * 8 + bit)
 }
 
 #[cfg(test)]
@@ -186,6 +213,28 @@ mod tests {
         assert!(bitmap.has(9) && !bitmap.has(1) && !bitmap.has(10));
         let back = Bitmap::from_field(&BitmapField::parse("a040").unwrap(), 10).unwrap();
         assert_eq!(back, bitmap);
+    }
+
+    #[test]
+    fn held_and_changes_list_the_bits_in_order() {
+        let mut older = Bitmap::empty(20);
+        for i in [0, 7, 8, 19] {
+            older.set(i);
+        }
+        assert_eq!(older.held().collect::<Vec<_>>(), [0, 7, 8, 19]);
+        assert_eq!(Bitmap::empty(20).held().count(), 0);
+        assert_eq!(Bitmap::full(11).held().count(), 11, "no pad bits");
+        let mut newer = older.clone();
+        newer.clear(7);
+        newer.set(9);
+        newer.set(18);
+        assert_eq!(
+            older.changes(&newer).collect::<Vec<_>>(),
+            [(7, false), (9, true), (18, true)]
+        );
+        assert_eq!(older.changes(&older).count(), 0);
+        let joined: Vec<_> = Bitmap::empty(20).changes(&older).collect();
+        assert_eq!(joined, [(0, true), (7, true), (8, true), (19, true)]);
     }
 
     #[test]

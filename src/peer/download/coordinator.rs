@@ -23,6 +23,7 @@ use crate::protocol::PeerId;
 use super::in_flight::InFlight;
 use super::rarity::{sample_rarest, Rarity};
 use super::speed::Speed;
+use super::standing::Standing;
 use super::worker::{Job, LinkSlot, Outcome, PieceResult, Place, Worker};
 use super::{
     save_progress, Controls, DownloadContext, DownloadPlan, DownloadStatus, SourceStatus,
@@ -31,9 +32,6 @@ use super::{
 
 /// How many peers may be asked for the same piece in the endgame.
 const ENDGAME_COPIES: usize = 2;
-/// Failed exchanges in a row (no piece between them) after which a
-/// neighbour is given up for the rest of the download.
-const MAX_FAILURES: u32 = 4;
 /// How often each neighbour's throughput is sampled.
 const SPEED_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a download's progress is saved for a restart.
@@ -59,18 +57,12 @@ struct Neighbour {
     refused: HashSet<u32>,
     /// When its BufferMap was last asked for (`None`: never).
     bitmap_at: Option<Instant>,
-    strikes: u32,
     /// Its throughput and latency.
     speed: Speed,
     /// Pieces asked of it and not answered yet.
     asked: usize,
-    dropped: Option<String>,
-    /// When it was dropped, and whether for good (banned).
-    dropped_at: Option<Instant>,
-    banned: bool,
-    /// Failed exchanges since the last piece it gave: each doubles the
-    /// pause before it is tried again, and [`MAX_FAILURES`] give it up.
-    failures: u32,
+    /// Live, out for a while, or banned.
+    standing: Standing,
 }
 
 pub(super) struct Coordinator<'a> {
@@ -133,13 +125,9 @@ impl<'a> Coordinator<'a> {
             bitmap: Bitmap::empty(pieces),
             refused: HashSet::new(),
             bitmap_at: None,
-            strikes: 0,
             speed: Speed::default(),
             asked: 0,
-            dropped: None,
-            dropped_at: None,
-            banned: false,
-            failures: 0,
+            standing: Standing::default(),
         });
     }
 
@@ -240,22 +228,17 @@ impl<'a> Coordinator<'a> {
     /// found, give dropped (not banned) neighbours another chance after a
     /// pause.
     fn periodic_round(&mut self) {
-        let interval = self.context.settings.bitmap_interval;
+        let (interval, now) = (self.context.settings.bitmap_interval, Instant::now());
         for n in &mut self.neighbours {
-            // One interval after the first failure, doubling after each.
-            let pause = (interval * 2u32.pow(n.failures.saturating_sub(1).min(6)))
-                .min(Duration::from_secs(120));
-            if !n.banned && n.dropped_at.is_some_and(|at| at.elapsed() >= pause) {
+            if n.standing.retry_if_due(interval, now) {
                 debug!(
                     "{}: trying neighbour {} again",
                     self.plan.name.as_str(),
                     n.peer
                 );
-                n.dropped = None;
-                n.dropped_at = None;
                 n.bitmap_at = None;
                 n.speed.reset_rate();
-                self.rarity.mark_stale();
+                self.rarity.add(&n.bitmap);
             }
         }
         // Progress reports and peer look-ups are the housekeeping thread's
@@ -277,8 +260,13 @@ impl<'a> Coordinator<'a> {
         let (interval, depth) = (settings.bitmap_interval, settings.queue_depth);
         let most = settings.lanes_per_peer.max(1) * depth;
         let piece_len = self.shared.manifest.piece_size();
-        let live = self.neighbours.iter().filter(|n| n.dropped.is_none());
-        self.rarity.refresh(live.map(|n| &n.bitmap), &self.have);
+        if self.rarity.refresh(&self.have) {
+            let live = self.neighbours.iter().filter(|n| n.standing.is_live());
+            debug_assert!(
+                self.rarity.agrees_with(live.map(|n| &n.bitmap)),
+                "piece counts drifted from the live neighbours' BufferMaps"
+            );
+        }
         // Whether any missing piece is not asked for yet (else: endgame).
         // Taken once per round: the next round sees the pieces assigned now.
         let fresh_left = self
@@ -294,7 +282,7 @@ impl<'a> Coordinator<'a> {
         for id in order {
             for lane in 0..self.neighbours[id].lanes.len() {
                 let n = &self.neighbours[id];
-                if n.lanes[lane].busy || n.dropped.is_some() {
+                if n.lanes[lane].busy || !n.standing.is_live() {
                     continue;
                 }
                 let at = Place {
@@ -425,13 +413,17 @@ impl<'a> Coordinator<'a> {
                 let neighbour = at.neighbour;
                 self.neighbours[neighbour].lanes[at.lane].busy = false;
                 match result {
-                    Ok(bitmap) => {
+                    Ok(mut bitmap) => {
                         let n = &mut self.neighbours[neighbour];
-                        n.bitmap = bitmap;
                         for &index in &n.refused {
-                            n.bitmap.clear(index as usize);
+                            bitmap.clear(index as usize);
                         }
-                        self.rarity.mark_stale();
+                        // A dropped neighbour's pieces are not counted
+                        // until it is back (see `periodic_round`).
+                        if n.standing.is_live() {
+                            self.rarity.update(&n.bitmap, &bitmap);
+                        }
+                        n.bitmap = bitmap;
                     }
                     Err(e) => self.drop_neighbour(neighbour, e),
                 }
@@ -478,85 +470,90 @@ impl<'a> Coordinator<'a> {
         let n = &mut self.neighbours[neighbour];
         match result {
             PieceResult::Stored => {
-                n.failures = 0;
+                n.standing.gave_piece();
                 self.have.set(index as usize);
             }
             // Here already: another worker stored it, and its own report
             // (at the end of its batch) may be still to come. Counted as
             // here now, or the endgame would ask for it again and again.
             PieceResult::Duplicate => self.have.set(index as usize),
-            PieceResult::Missing => {
-                n.refused.insert(index);
-                n.bitmap.clear(index as usize);
-                self.rarity.mark_stale();
-            }
+            PieceResult::Missing => self.refuse(neighbour, index),
             PieceResult::Corrupt => {
                 // Never ask it for this piece again: another peer must give it.
-                n.refused.insert(index);
-                n.bitmap.clear(index as usize);
-                self.rarity.mark_stale();
-                n.strikes += 1;
+                self.refuse(neighbour, index);
+                let n = &mut self.neighbours[neighbour];
+                let strikes = n.standing.strike();
                 let max = self.context.settings.max_bad_pieces;
                 warn!(
-                    "{}: piece {index} from {} failed its hash check ({} of {max} strikes)",
+                    "{}: piece {index} from {} failed its hash check ({strikes} of {max} strikes)",
                     self.plan.name.as_str(),
                     n.peer,
-                    n.strikes
                 );
-                if n.strikes >= max {
-                    let reason = format!(
-                        "banned: sent {} pieces that failed their hash check",
-                        n.strikes
-                    );
-                    self.ban(neighbour, reason);
+                if strikes >= max {
+                    let reason =
+                        format!("banned: sent {strikes} pieces that failed their hash check");
+                    self.change_standing(neighbour, |s, now| s.ban(reason, now));
                 }
             }
         }
+    }
+
+    /// The neighbour does not give piece `index` (it said so, or sent it
+    /// corrupt): it is never asked for it again, whatever its next
+    /// BufferMaps claim.
+    fn refuse(&mut self, neighbour: usize, index: u32) {
+        let n = &mut self.neighbours[neighbour];
+        n.refused.insert(index);
+        if n.standing.is_live() && n.bitmap.has(index as usize) {
+            self.rarity.forget(index as usize);
+        }
+        n.bitmap.clear(index as usize);
     }
 
     /// Stops using a neighbour after a failed exchange: for good if it
-    /// misbehaved, for a while if the connection failed.
+    /// misbehaved `max_bad_pieces` times, for a while otherwise.
     fn drop_neighbour(&mut self, neighbour: usize, error: LinkError) {
-        match &error {
+        let (reason, for_good) = match &error {
             LinkError::Misbehaved(what) => {
-                let n = &mut self.neighbours[neighbour];
-                n.strikes += 1;
-                if n.strikes >= self.context.settings.max_bad_pieces {
-                    self.ban(neighbour, format!("banned: {what}"));
+                let strikes = self.neighbours[neighbour].standing.strike();
+                if strikes >= self.context.settings.max_bad_pieces {
+                    (format!("banned: {what}"), true)
                 } else {
-                    self.set_dropped(neighbour, format!("disconnected: {what}"), false);
+                    (format!("disconnected: {what}"), false)
                 }
             }
-            other => self.set_dropped(neighbour, format!("dropped: {other}"), false),
-        }
-    }
-
-    fn ban(&mut self, neighbour: usize, reason: String) {
-        self.set_dropped(neighbour, reason, true);
-    }
-
-    fn set_dropped(&mut self, neighbour: usize, reason: String, banned: bool) {
-        let n = &mut self.neighbours[neighbour];
-        if !banned {
-            n.failures += 1;
-            if n.failures >= MAX_FAILURES {
-                return self.ban(
-                    neighbour,
-                    format!("given up after {MAX_FAILURES} failures in a row (last: {reason})"),
-                );
-            }
-        }
-        let n = &mut self.neighbours[neighbour];
-        if n.dropped.is_none() {
-            if banned {
-                warn!("{}: neighbour {} {reason}", self.plan.name.as_str(), n.peer);
+            other => (format!("dropped: {other}"), false),
+        };
+        self.change_standing(neighbour, |standing, now| {
+            if for_good {
+                standing.ban(reason, now)
             } else {
-                info!("{}: neighbour {} {reason}", self.plan.name.as_str(), n.peer);
+                standing.fail(reason, now)
             }
-            n.dropped = Some(reason);
-            n.dropped_at = Some(Instant::now());
-            n.banned = banned;
-            self.rarity.mark_stale();
+        });
+    }
+
+    /// Applies `change` to a neighbour's standing; if that took it out, says
+    /// so in the log and, if it was live until then, closes its connections
+    /// and stops counting its pieces.
+    fn change_standing(
+        &mut self,
+        neighbour: usize,
+        change: impl FnOnce(&mut Standing, Instant) -> bool,
+    ) {
+        let n = &mut self.neighbours[neighbour];
+        let was_live = n.standing.is_live();
+        if !change(&mut n.standing, Instant::now()) {
+            return;
+        }
+        let (name, reason) = (self.plan.name.as_str(), n.standing.reason().unwrap_or(""));
+        if n.standing.is_banned() {
+            warn!("{name}: neighbour {} {reason}", n.peer);
+        } else {
+            info!("{name}: neighbour {} {reason}", n.peer);
+        }
+        if was_live {
+            self.rarity.remove(&n.bitmap);
             for lane in &n.lanes {
                 lane.link.close();
             }
@@ -580,7 +577,7 @@ impl<'a> Coordinator<'a> {
                 bytes: n.speed.bytes(),
                 rate: n.speed.rate(),
                 latency: n.speed.latency(),
-                dropped: n.dropped.clone(),
+                dropped: n.standing.reason().map(str::to_owned),
             })
             .collect();
     }
@@ -590,8 +587,8 @@ impl<'a> Coordinator<'a> {
         let held: HashSet<usize> = self
             .neighbours
             .iter()
-            .filter(|n| n.dropped.is_none())
-            .flat_map(|n| (0..n.bitmap.len()).filter(|&i| n.bitmap.has(i)))
+            .filter(|n| n.standing.is_live())
+            .flat_map(|n| n.bitmap.held())
             .collect();
         let lacking: Vec<usize> = self.have.missing().filter(|i| !held.contains(i)).collect();
         let shown: Vec<String> = lacking.iter().take(20).map(ToString::to_string).collect();
@@ -605,7 +602,7 @@ impl<'a> Coordinator<'a> {
             self.have.count(),
             self.have.len(),
             shown.join(", "),
-            self.neighbours.iter().filter(|n| n.dropped.is_none()).count(),
+            self.neighbours.iter().filter(|n| n.standing.is_live()).count(),
             self.neighbours.len()
         )
     }

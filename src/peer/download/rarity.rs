@@ -1,7 +1,9 @@
 //! How rare each piece is: how many live neighbours hold it, the counts
-//! behind "rarest first". The coordinator keeps them here between
-//! assignments and counts again only after a BufferMap, a refusal or a
-//! neighbour's departure changed them, not each time a lane needs work.
+//! behind "rarest first". The coordinator tells [`Rarity`] what changed (a
+//! new BufferMap, a piece refused, a neighbour gone or back) and the counts
+//! move by that difference alone: a BufferMap that differs from the last
+//! one by a few pieces costs a pass over its bytes, not a count of every
+//! piece of every neighbour.
 //!
 //! [`sample_rarest`] picks pieces of the lowest rarity by drawing random
 //! pieces, so that a download of many pieces does not list every missing
@@ -13,14 +15,14 @@ use crate::pieces::Bitmap;
 pub struct Rarity {
     counts: Vec<u32>,
     /// The fewest holders of any missing piece that someone holds (`None`:
-    /// no missing piece is held by anyone).
+    /// no missing piece is held by anyone), as of the last refresh.
     rarest: Option<u32>,
-    /// Set when the bitmaps changed since the counts were taken.
+    /// Set when the counts changed since `rarest` was found.
     stale: bool,
 }
 
 impl Rarity {
-    /// Counts for `pieces` pieces, to be taken at the first [`Rarity::refresh`].
+    /// Counts for `pieces` pieces, none held by anyone yet.
     pub fn new(pieces: usize) -> Rarity {
         Rarity {
             counts: vec![0; pieces],
@@ -29,34 +31,80 @@ impl Rarity {
         }
     }
 
-    /// Says that a neighbour's bitmap changed, or a neighbour came or went.
-    pub fn mark_stale(&mut self) {
-        self.stale = true;
-    }
-
-    /// Counts again if the bitmaps changed: `live` are the bitmaps of the
-    /// live neighbours, `have` ours.
-    ///
-    /// Between two counts pieces only arrive, so [`Rarity::rarest`] can
-    /// only be lower than the truth, never higher.
-    pub fn refresh<'a>(&mut self, live: impl Iterator<Item = &'a Bitmap>, have: &Bitmap) {
-        if !self.stale {
-            return;
-        }
-        self.stale = false;
-        self.counts.iter_mut().for_each(|count| *count = 0);
-        for bitmap in live {
-            for (index, count) in self.counts.iter_mut().enumerate() {
-                if bitmap.has(index) {
-                    *count += 1;
-                }
+    /// A live neighbour's holdings went from `old` to `new` (its next
+    /// BufferMap).
+    pub fn update(&mut self, old: &Bitmap, new: &Bitmap) {
+        for (index, held) in old.changes(new) {
+            if held {
+                self.add_one(index);
+            } else {
+                self.remove_one(index);
             }
         }
+    }
+
+    /// A neighbour holding `held` became live: it joined with a BufferMap,
+    /// or came back after being dropped.
+    pub fn add(&mut self, held: &Bitmap) {
+        held.held().for_each(|index| self.add_one(index));
+    }
+
+    /// A live neighbour holding `held` was dropped.
+    pub fn remove(&mut self, held: &Bitmap) {
+        held.held().for_each(|index| self.remove_one(index));
+    }
+
+    /// A live neighbour turned out not to have piece `index` after all (it
+    /// refused it, or sent it corrupt).
+    pub fn forget(&mut self, index: usize) {
+        self.remove_one(index);
+    }
+
+    fn add_one(&mut self, index: usize) {
+        if let Some(count) = self.counts.get_mut(index) {
+            *count += 1;
+            self.stale = true;
+        }
+    }
+
+    fn remove_one(&mut self, index: usize) {
+        if let Some(count) = self.counts.get_mut(index) {
+            *count = count.saturating_sub(1);
+            self.stale = true;
+        }
+    }
+
+    /// Finds the rarest missing piece again if the counts changed since
+    /// the last refresh, and says whether they had; `have` is our own
+    /// bitmap.
+    ///
+    /// Between two refreshes pieces only arrive, so [`Rarity::rarest`] can
+    /// only be lower than the truth, never higher.
+    pub fn refresh(&mut self, have: &Bitmap) -> bool {
+        if !self.stale {
+            return false;
+        }
+        self.stale = false;
         self.rarest = have
             .missing()
-            .map(|index| self.counts[index])
+            .map(|index| self.of(index))
             .filter(|&count| count > 0)
             .min();
+        true
+    }
+
+    /// Whether the counts are those of `live`, the bitmaps of the live
+    /// neighbours, counted from scratch: the check behind the incremental
+    /// updates, which the debug builds (and so the tests) make at every
+    /// assignment that follows a change.
+    pub fn agrees_with<'a>(&self, live: impl Iterator<Item = &'a Bitmap>) -> bool {
+        let mut counts = vec![0; self.counts.len()];
+        for index in live.flat_map(Bitmap::held) {
+            if let Some(count) = counts.get_mut(index) {
+                *count += 1;
+            }
+        }
+        counts == self.counts
     }
 
     /// How many live neighbours hold piece `index`.
@@ -65,7 +113,7 @@ impl Rarity {
     }
 
     /// The fewest holders of any missing piece that someone holds, as of
-    /// the last count.
+    /// the last refresh.
     pub fn rarest(&self) -> Option<u32> {
         self.rarest
     }
@@ -116,32 +164,38 @@ mod tests {
     }
 
     #[test]
-    fn counts_are_taken_again_only_when_stale() {
+    fn counts_follow_what_changed() {
         let mut rarity = Rarity::new(4);
         let a = bitmap(4, &[0, 1, 2]);
         let b = bitmap(4, &[1, 2]);
         let have = bitmap(4, &[2]);
-        rarity.refresh([&a, &b].into_iter(), &have);
-        assert_eq!(
-            (0..4).map(|i| rarity.of(i)).collect::<Vec<_>>(),
-            [1, 2, 2, 0]
-        );
+        let counts = |r: &Rarity| (0..4).map(|i| r.of(i)).collect::<Vec<_>>();
+        rarity.add(&a);
+        rarity.add(&b);
+        assert!(rarity.refresh(&have));
+        assert_eq!(counts(&rarity), [1, 2, 2, 0]);
+        assert!(rarity.agrees_with([&a, &b].into_iter()));
         // Piece 2 is here, piece 3 held by nobody: the rarest is piece 0.
         assert_eq!(rarity.rarest(), Some(1));
-        // Without a change said, nothing is counted again.
-        rarity.refresh([&b].into_iter(), &have);
-        assert_eq!(rarity.of(0), 1);
-        rarity.mark_stale();
-        rarity.refresh([&b].into_iter(), &have);
-        assert_eq!(
-            (0..4).map(|i| rarity.of(i)).collect::<Vec<_>>(),
-            [0, 1, 1, 0]
-        );
-        assert_eq!(rarity.rarest(), Some(1));
-        rarity.mark_stale();
-        rarity.refresh(std::iter::empty(), &have);
+        // b's next BufferMap: piece 3 new, piece 1 gone.
+        let b2 = bitmap(4, &[2, 3]);
+        rarity.update(&b, &b2);
+        rarity.refresh(&have);
+        assert_eq!(counts(&rarity), [1, 1, 2, 1]);
+        assert!(rarity.agrees_with([&a, &b2].into_iter()));
+        assert!(!rarity.agrees_with([&a, &b].into_iter()));
+        // a refuses piece 0, then leaves.
+        rarity.forget(0);
+        rarity.remove(&bitmap(4, &[1, 2]));
+        rarity.refresh(&have);
+        assert_eq!(counts(&rarity), [0, 0, 1, 1]);
+        assert_eq!(rarity.rarest(), Some(1), "piece 3, from b");
+        rarity.remove(&b2);
+        rarity.refresh(&have);
         assert_eq!(rarity.rarest(), None, "nobody holds a missing piece");
+        assert!(rarity.agrees_with(std::iter::empty()));
         assert_eq!(rarity.of(99), 0, "past the end");
+        rarity.forget(99);
     }
 
     #[test]

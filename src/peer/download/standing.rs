@@ -1,0 +1,192 @@
+//! A neighbour's standing in one download: live; out for a while after a
+//! failed exchange (tried again after a pause that doubles with each
+//! failure in a row); or out for good, banned for bad pieces, a broken
+//! protocol, or [`MAX_FAILURES`] failures in a row. Pure bookkeeping with
+//! the clock passed in: the coordinator tells it what happened and asks
+//! whether the neighbour may be used, so the rules are tested here alone.
+
+use std::time::{Duration, Instant};
+
+/// Failed exchanges in a row (no piece between them) after which a
+/// neighbour is given up for the rest of the download.
+pub const MAX_FAILURES: u32 = 4;
+
+/// The longest pause before a neighbour is tried again.
+const LONGEST_PAUSE: Duration = Duration::from_secs(120);
+
+/// Whether a neighbour may be used, and its record.
+#[derive(Debug, Default)]
+pub struct Standing {
+    /// Why it is out, since when, and whether for good (`None`: live).
+    out: Option<Out>,
+    /// Pieces that failed their hash check and protocol breaches so far.
+    strikes: u32,
+    /// Failed exchanges since the last piece it gave.
+    failures: u32,
+}
+
+#[derive(Debug)]
+struct Out {
+    reason: String,
+    since: Instant,
+    for_good: bool,
+}
+
+impl Standing {
+    /// Whether the neighbour may be asked for anything.
+    pub fn is_live(&self) -> bool {
+        self.out.is_none()
+    }
+
+    /// Whether it is out for the rest of the download.
+    pub fn is_banned(&self) -> bool {
+        self.out.as_ref().is_some_and(|out| out.for_good)
+    }
+
+    /// Why it is out, in words for the user (`None`: live).
+    pub fn reason(&self) -> Option<&str> {
+        self.out.as_ref().map(|out| out.reason.as_str())
+    }
+
+    /// One more strike; returns how many it has now.
+    pub fn strike(&mut self) -> u32 {
+        self.strikes += 1;
+        self.strikes
+    }
+
+    /// It gave a good piece: its failures in a row are over.
+    pub fn gave_piece(&mut self) {
+        self.failures = 0;
+    }
+
+    /// An exchange with it failed at `now`: it is out for a while, or for
+    /// good at the [`MAX_FAILURES`]th failure in a row. A failure while it
+    /// is out already is the same failure seen on another of its
+    /// connections (the first one's drop closed them all) and changes
+    /// nothing. Returns whether the standing changed.
+    pub fn fail(&mut self, reason: String, now: Instant) -> bool {
+        if !self.is_live() {
+            return false;
+        }
+        self.failures += 1;
+        if self.failures >= MAX_FAILURES {
+            let reason =
+                format!("given up after {MAX_FAILURES} failures in a row (last: {reason})");
+            return self.ban(reason, now);
+        }
+        self.out = Some(Out {
+            reason,
+            since: now,
+            for_good: false,
+        });
+        true
+    }
+
+    /// Out for good from `now`, live or out for a while before. Returns
+    /// whether the standing changed (not when it was banned already).
+    pub fn ban(&mut self, reason: String, now: Instant) -> bool {
+        if self.is_banned() {
+            return false;
+        }
+        self.out = Some(Out {
+            reason,
+            since: now,
+            for_good: true,
+        });
+        true
+    }
+
+    /// Brings it back if it is out for a while and its pause is over at
+    /// `now`: one `interval` after the first failure in a row, doubling
+    /// after each, at most two minutes. Returns whether it came back.
+    pub fn retry_if_due(&mut self, interval: Duration, now: Instant) -> bool {
+        let Some(out) = &self.out else {
+            return false;
+        };
+        let doublings = self.failures.saturating_sub(1).min(6);
+        let pause = (interval * 2u32.pow(doublings)).min(LONGEST_PAUSE);
+        if out.for_good || now.saturating_duration_since(out.since) < pause {
+            return false;
+        }
+        self.out = None;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_failure_is_counted_once_however_many_connections_it_broke() {
+        let (mut standing, t0) = (Standing::default(), Instant::now());
+        assert!(standing.is_live() && standing.reason().is_none());
+        assert!(standing.fail("dropped: reset".into(), t0));
+        assert!(!standing.is_live() && !standing.is_banned());
+        // Its other three lanes fail too, closed by the drop.
+        for _ in 0..3 {
+            assert!(!standing.fail("dropped: closed".into(), t0));
+        }
+        assert_eq!(standing.reason(), Some("dropped: reset"));
+        // So the pause is the first one: one interval.
+        assert!(!standing.retry_if_due(SECOND, t0 + SECOND / 2));
+        assert!(standing.retry_if_due(SECOND, t0 + SECOND));
+        assert!(standing.is_live());
+    }
+
+    #[test]
+    fn pauses_double_until_the_neighbour_is_given_up() {
+        let (mut standing, mut now) = (Standing::default(), Instant::now());
+        for pause in [1, 2, 4] {
+            assert!(standing.fail(format!("dropped: try {pause}"), now));
+            let due = now + pause * SECOND;
+            assert!(!standing.retry_if_due(SECOND, due - SECOND / 10), "{pause}");
+            assert!(standing.retry_if_due(SECOND, due), "{pause}");
+            now = due;
+        }
+        assert!(standing.fail("dropped: refused".into(), now));
+        assert!(standing.is_banned());
+        assert_eq!(
+            standing.reason(),
+            Some("given up after 4 failures in a row (last: dropped: refused)")
+        );
+        assert!(!standing.retry_if_due(SECOND, now + 3600 * SECOND));
+    }
+
+    #[test]
+    fn a_good_piece_starts_the_failures_over() {
+        let (mut standing, t0) = (Standing::default(), Instant::now());
+        for _ in 0..3 {
+            standing.fail("dropped".into(), t0);
+            assert!(standing.retry_if_due(SECOND, t0 + 200 * SECOND));
+        }
+        standing.gave_piece();
+        assert!(standing.fail("dropped".into(), t0));
+        assert!(!standing.is_banned(), "the first failure of a new run");
+        assert!(standing.retry_if_due(SECOND, t0 + SECOND));
+    }
+
+    #[test]
+    fn a_ban_holds_whatever_came_before_or_after() {
+        let (mut standing, t0) = (Standing::default(), Instant::now());
+        assert!(standing.fail("dropped: timeout".into(), t0));
+        // Bad pieces from it reported after it was dropped still ban it.
+        assert_eq!(standing.strike(), 1);
+        assert!(standing.ban("banned: bad pieces".into(), t0));
+        assert!(!standing.ban("banned: again".into(), t0));
+        assert!(!standing.fail("dropped: late".into(), t0));
+        assert_eq!(standing.reason(), Some("banned: bad pieces"));
+        assert!(!standing.retry_if_due(SECOND, t0 + 3600 * SECOND));
+        assert_eq!(standing.strike(), 2);
+    }
+
+    #[test]
+    fn the_longest_pause_is_two_minutes() {
+        let (mut standing, t0) = (Standing::default(), Instant::now());
+        standing.fail("dropped".into(), t0);
+        assert!(!standing.retry_if_due(1000 * SECOND, t0 + 119 * SECOND));
+        assert!(standing.retry_if_due(1000 * SECOND, t0 + 120 * SECOND));
+    }
+}
