@@ -166,6 +166,24 @@ pub fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds_of("self")
 }
 
+/// The machine's CPU time so far, summed over its cores: (busy, all), in
+/// seconds, from `/proc/stat` (Linux only). Busy is all but idle and
+/// waiting for I/O; time the host gave to others (steal) counts as busy.
+pub fn machine_cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let first = stat.lines().next()?.strip_prefix("cpu ")?;
+    // user nice system idle iowait irq softirq steal (guest time is
+    // counted in user already)
+    let ticks: Vec<f64> = first
+        .split_whitespace()
+        .take(8)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let all: f64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some(((all - idle) / 100.0, all / 100.0))
+}
+
 /// The CPU time of process `pid` (a number, or `self`) from `/proc`.
 fn cpu_seconds_of(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

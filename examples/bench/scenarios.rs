@@ -15,9 +15,10 @@ use sha2::{Digest, Sha256};
 use swarmline::peer::fsutil::sha256_of_file;
 
 use crate::baseline::{
-    page_cache_write, sha256_one_core, sha256_seconds_per_byte, tcp_copy, CANNED_SERVER,
+    page_cache_write, sha256_one_core, sha256_seconds_per_byte, tcp_copy, tracker_work_alone,
+    CANNED_SERVER,
 };
-use crate::procs::{own_cpu_seconds, Binaries, Proc};
+use crate::procs::{machine_cpu_seconds, own_cpu_seconds, Binaries, Proc};
 
 const MB: f64 = 1_000_000.0;
 const MIB: f64 = 1_048_576.0;
@@ -441,16 +442,22 @@ impl Bench {
         let mut rng = fastrand::Rng::with_seed(4);
         let mut sessions = Vec::with_capacity(SESSIONS);
         let mut keys = Vec::with_capacity(SESSIONS * FILES);
+        // Each session's lines, `HELO` then its `ADDF`s, kept for the
+        // measure of the tracker's work alone.
+        let mut session_lines = Vec::with_capacity(SESSIONS);
         for i in 0..SESSIONS {
-            let mut session = Session::open(addr, &format!("HELO {} u{i}", 20_000 + i))?;
+            let mut lines = vec![format!("HELO {} u{i}", 20_000 + i)];
+            let mut session = Session::open(addr, &lines[0])?;
             for j in 0..FILES {
                 let key: String = (0..32).map(|_| format!("{:02x}", rng.u8(..))).collect();
-                session.ask(&format!(
+                lines.push(format!(
                     "ADDF {key} f-{i}-{j}.bin 1000000 262144 other /bench/f-{i}-{j}.bin"
-                ))?;
+                ));
+                session.ask(&lines[j + 1])?;
                 keys.push(key);
             }
             sessions.push(session);
+            session_lines.push(lines);
         }
         let rss = tracker.rss();
         // The baseline server answers with the tracker's own replies to
@@ -501,6 +508,11 @@ impl Bench {
             .ok_or("no load run")?;
         let per_second = ours.per_second();
         let limit = theirs.per_second();
+        let requests: Vec<String> = (0..WORK_ALONE_REQUESTS)
+            .map(|n| request_line(&keys, n % 2 == 0, &mut rng))
+            .collect();
+        let work_alone = tracker_work_alone(&session_lines, &requests)?.as_secs_f64() * 1e6;
+        let budget = work_budget(limit);
         let (p50, p99) = (ours.percentile(0.50), ours.percentile(0.99));
         let rss_mib = rss.map(|r| r as f64 / MIB);
         Ok(vec![Row {
@@ -511,8 +523,11 @@ impl Bench {
                 rss_mib.map_or("rss n/a".into(), |m| format!("{m:.1} MiB resident"))
             ),
             baseline: format!(
-                "canned replies, no work, same clients: {limit:.0} req/s (x{:.2}); server CPU per request {} against {}",
+                "canned replies, no work, same clients: {limit:.0} req/s (x{:.2}), the machine {} busy; server CPU per request {} against {}; the tracker's work alone {work_alone:.2} us per request, where 50,000 req/s leaves it {budget:.2} us more than the canned server's",
                 per_second / limit,
+                theirs
+                    .machine_busy
+                    .map_or("n/a".into(), |b| format!("{:.0}%", b * 100.0)),
                 micros(ours.cpu_per_request()),
                 micros(theirs.cpu_per_request()),
             ),
@@ -523,6 +538,10 @@ impl Bench {
                          "canned_requests_per_s": limit,
                          "tracker_cpu_us_per_request": ours.cpu_per_request(),
                          "canned_cpu_us_per_request": theirs.cpu_per_request(),
+                         "canned_machine_busy": theirs.machine_busy,
+                         "tracker_machine_busy": ours.machine_busy,
+                         "tracker_work_alone_us": work_alone,
+                         "work_budget_us_at_target": budget,
                          "p50_ms": p50, "p99_ms": p99, "tracker_rss_bytes": rss}),
         }])
     }
@@ -610,6 +629,8 @@ struct Load {
     latencies: Vec<u32>,
     measured: Duration,
     server_cpu: Option<f64>,
+    /// The share of the machine's CPU time (all cores) that was busy.
+    machine_busy: Option<f64>,
 }
 
 impl Load {
@@ -657,9 +678,9 @@ fn load(
     let sleep_until =
         |at: Instant| std::thread::sleep(at.saturating_duration_since(Instant::now()));
     sleep_until(start + WARM_UP);
-    let cpu_before = server.cpu_seconds();
+    let (cpu_before, machine_before) = (server.cpu_seconds(), machine_cpu_seconds());
     sleep_until(start + WARM_UP + measure);
-    let cpu_after = server.cpu_seconds();
+    let (cpu_after, machine_after) = (server.cpu_seconds(), machine_cpu_seconds());
     let mut latencies = Vec::new();
     for thread in threads {
         latencies.extend(thread.join().map_err(|_| "a load thread panicked")??);
@@ -668,6 +689,11 @@ fn load(
         latencies,
         measured: measure,
         server_cpu: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
+        machine_busy: machine_before.zip(machine_after).map(
+            |((busy_a, all_a), (busy_b, all_b))| {
+                (busy_b - busy_a) / (all_b - all_a).max(f64::EPSILON)
+            },
+        ),
     })
 }
 
@@ -691,13 +717,8 @@ fn load_client(
     let mut latencies = Vec::new();
     let mut turn = false;
     loop {
-        let key = &keys[rng.usize(..keys.len())];
         turn = !turn;
-        let request = if turn {
-            format!("RQFS key={key}")
-        } else {
-            format!("REQF {key}")
-        };
+        let request = request_line(keys, turn, &mut rng);
         let sent = Instant::now();
         if sent >= stop_at {
             return Ok(latencies);
@@ -710,6 +731,30 @@ fn load_client(
             latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
         }
     }
+}
+
+/// One of S4's requests for a random key: `RQFS key=` or `REQF`.
+fn request_line(keys: &[String], search: bool, rng: &mut fastrand::Rng) -> String {
+    let key = &keys[rng.usize(..keys.len())];
+    if search {
+        format!("RQFS key={key}")
+    } else {
+        format!("REQF {key}")
+    }
+}
+
+/// How many requests the measure of the tracker's work alone times.
+const WORK_ALONE_REQUESTS: usize = 200_000;
+
+/// How much more CPU time per request than the canned server's the
+/// tracker may take and still answer 50,000 requests a second, when the
+/// canned server answered `canned_rate` with every core busy: the cores'
+/// time per request at 50,000 a second, less theirs at `canned_rate`
+/// (clients and kernel cost the same against both servers). Zero or less:
+/// not even a server that does nothing reached the target.
+fn work_budget(canned_rate: f64) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    cores * 1e6 * (1.0 / 50_000.0 - 1.0 / canned_rate.max(1.0))
 }
 
 /// Rounds of each S1 measurement; the median is reported.
