@@ -150,7 +150,8 @@ impl Bitmap {
     }
 
     /// The indices of the pieces held, in order, passing over a byte of
-    /// none at once.
+    /// none at once. (The pad bits after the last piece are zero: none is
+    /// listed.)
     pub fn held(&self) -> impl Iterator<Item = usize> + '_ {
         self.bytes
             .iter()
@@ -161,7 +162,8 @@ impl Bitmap {
     /// The pieces held by one of `self` and `newer` but not the other, in
     /// order, each with whether `newer` holds it: what changed from one
     /// BufferMap to the next. Bytes that agree are passed over at once.
-    /// Bitmaps of different lengths are compared over the shorter one.
+    /// Bitmaps of different lengths are compared over the bytes of the
+    /// shorter one.
     pub fn changes<'a>(&'a self, newer: &'a Bitmap) -> impl Iterator<Item = (usize, bool)> + 'a {
         self.bytes
             .iter()

@@ -238,7 +238,7 @@ impl<'a> Coordinator<'a> {
                 );
                 n.bitmap_at = None;
                 n.speed.reset_rate();
-                self.rarity.add(&n.bitmap);
+                self.rarity.add_holder(&n.bitmap);
             }
         }
         // Progress reports and peer look-ups are the housekeeping thread's
@@ -384,6 +384,9 @@ impl<'a> Coordinator<'a> {
                         let rarity = u64::from(rarity.of(i));
                         candidates.push((1, rarity, self.rng.u64(..), i as u32));
                     }
+                    // Perhaps every piece as rare as `rarest` is here by
+                    // now: find the rarest again before the next pick.
+                    self.rarity.mark_stale();
                 }
             }
         } else {
@@ -505,15 +508,22 @@ impl<'a> Coordinator<'a> {
         let n = &mut self.neighbours[neighbour];
         n.refused.insert(index);
         if n.standing.is_live() && n.bitmap.has(index as usize) {
-            self.rarity.forget(index as usize);
+            self.rarity.remove_piece(index as usize);
         }
         n.bitmap.clear(index as usize);
     }
 
     /// Stops using a neighbour after a failed exchange: for good if it
-    /// misbehaved `max_bad_pieces` times, for a while otherwise.
+    /// misbehaved `max_bad_pieces` times or failed [`MAX_FAILURES`] times in
+    /// a row, for a while otherwise.
+    ///
+    /// [`MAX_FAILURES`]: super::standing::MAX_FAILURES
     fn drop_neighbour(&mut self, neighbour: usize, error: LinkError) {
+        let live = self.neighbours[neighbour].standing.is_live();
         let (reason, for_good) = match &error {
+            // Out already: its other connections were closed by us, and a
+            // reply cut short there (a line ended early) is no breach.
+            LinkError::Misbehaved(what) if !live => (format!("disconnected: {what}"), false),
             LinkError::Misbehaved(what) => {
                 let strikes = self.neighbours[neighbour].standing.strike();
                 if strikes >= self.context.settings.max_bad_pieces {
@@ -533,9 +543,9 @@ impl<'a> Coordinator<'a> {
         });
     }
 
-    /// Applies `change` to a neighbour's standing; if that took it out, says
-    /// so in the log and, if it was live until then, closes its connections
-    /// and stops counting its pieces.
+    /// Applies `change` to a neighbour's standing. If that changed it (took
+    /// it out, or banned it while out), says so in the log; if it was live
+    /// until then, closes its connections and stops counting its pieces.
     fn change_standing(
         &mut self,
         neighbour: usize,
@@ -553,7 +563,7 @@ impl<'a> Coordinator<'a> {
             info!("{name}: neighbour {} {reason}", n.peer);
         }
         if was_live {
-            self.rarity.remove(&n.bitmap);
+            self.rarity.remove_holder(&n.bitmap);
             for lane in &n.lanes {
                 lane.link.close();
             }

@@ -32,42 +32,48 @@ impl Rarity {
     }
 
     /// A live neighbour's holdings went from `old` to `new` (its next
-    /// BufferMap).
+    /// BufferMap; a new neighbour starts from an empty one).
     pub fn update(&mut self, old: &Bitmap, new: &Bitmap) {
         for (index, held) in old.changes(new) {
             if held {
-                self.add_one(index);
+                self.increment(index);
             } else {
-                self.remove_one(index);
+                self.decrement(index);
             }
         }
     }
 
-    /// A neighbour holding `held` became live: it joined with a BufferMap,
-    /// or came back after being dropped.
-    pub fn add(&mut self, held: &Bitmap) {
-        held.held().for_each(|index| self.add_one(index));
+    /// A dropped neighbour holding `held` is live again.
+    pub fn add_holder(&mut self, held: &Bitmap) {
+        held.held().for_each(|index| self.increment(index));
     }
 
     /// A live neighbour holding `held` was dropped.
-    pub fn remove(&mut self, held: &Bitmap) {
-        held.held().for_each(|index| self.remove_one(index));
+    pub fn remove_holder(&mut self, held: &Bitmap) {
+        held.held().for_each(|index| self.decrement(index));
     }
 
     /// A live neighbour turned out not to have piece `index` after all (it
     /// refused it, or sent it corrupt).
-    pub fn forget(&mut self, index: usize) {
-        self.remove_one(index);
+    pub fn remove_piece(&mut self, index: usize) {
+        self.decrement(index);
     }
 
-    fn add_one(&mut self, index: usize) {
+    /// Asks for the rarest piece to be found again at the next refresh,
+    /// though no count changed: pieces that arrived may have been all the
+    /// rarest ones.
+    pub fn mark_stale(&mut self) {
+        self.stale = true;
+    }
+
+    fn increment(&mut self, index: usize) {
         if let Some(count) = self.counts.get_mut(index) {
             *count += 1;
             self.stale = true;
         }
     }
 
-    fn remove_one(&mut self, index: usize) {
+    fn decrement(&mut self, index: usize) {
         if let Some(count) = self.counts.get_mut(index) {
             *count = count.saturating_sub(1);
             self.stale = true;
@@ -170,8 +176,8 @@ mod tests {
         let b = bitmap(4, &[1, 2]);
         let have = bitmap(4, &[2]);
         let counts = |r: &Rarity| (0..4).map(|i| r.of(i)).collect::<Vec<_>>();
-        rarity.add(&a);
-        rarity.add(&b);
+        rarity.update(&Bitmap::empty(4), &a);
+        rarity.update(&Bitmap::empty(4), &b);
         assert!(rarity.refresh(&have));
         assert_eq!(counts(&rarity), [1, 2, 2, 0]);
         assert!(rarity.agrees_with([&a, &b].into_iter()));
@@ -184,18 +190,27 @@ mod tests {
         assert_eq!(counts(&rarity), [1, 1, 2, 1]);
         assert!(rarity.agrees_with([&a, &b2].into_iter()));
         assert!(!rarity.agrees_with([&a, &b].into_iter()));
-        // a refuses piece 0, then leaves.
-        rarity.forget(0);
-        rarity.remove(&bitmap(4, &[1, 2]));
+        // a refuses piece 0, then leaves; b leaves and comes back.
+        rarity.remove_piece(0);
+        rarity.remove_holder(&bitmap(4, &[1, 2]));
         rarity.refresh(&have);
         assert_eq!(counts(&rarity), [0, 0, 1, 1]);
         assert_eq!(rarity.rarest(), Some(1), "piece 3, from b");
-        rarity.remove(&b2);
+        rarity.remove_holder(&b2);
         rarity.refresh(&have);
         assert_eq!(rarity.rarest(), None, "nobody holds a missing piece");
         assert!(rarity.agrees_with(std::iter::empty()));
+        rarity.add_holder(&b2);
+        assert!(rarity.refresh(&have));
+        assert_eq!(rarity.rarest(), Some(1));
+        assert!(rarity.agrees_with([&b2].into_iter()));
+        // Nothing changed, nothing to find again; unless asked.
+        assert!(!rarity.refresh(&have));
+        rarity.mark_stale();
+        assert!(rarity.refresh(&bitmap(4, &[2, 3])));
+        assert_eq!(rarity.rarest(), None, "piece 3 arrived");
         assert_eq!(rarity.of(99), 0, "past the end");
-        rarity.forget(99);
+        rarity.remove_piece(99);
     }
 
     #[test]

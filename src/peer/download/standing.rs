@@ -98,7 +98,9 @@ impl Standing {
 
     /// Brings it back if it is out for a while and its pause is over at
     /// `now`: one `interval` after the first failure in a row, doubling
-    /// after each, at most two minutes. Returns whether it came back.
+    /// after each, at most two minutes (which only an `interval` over
+    /// 30 s reaches before the [`MAX_FAILURES`]th failure gives it up).
+    /// Returns whether it came back.
     pub fn retry_if_due(&mut self, interval: Duration, now: Instant) -> bool {
         let Some(out) = &self.out else {
             return false;

@@ -234,21 +234,61 @@ impl Worker {
     }
 }
 
-/// The link in `slot`, connecting first if there is none (and leaving a
-/// closer for the coordinator in `owner`).
+/// The link in `slot`, connecting first if there is none, or if the one
+/// there was closed by the coordinator (and leaving a closer for the
+/// coordinator in `owner`).
 fn connected<'s>(
     slot: &'s mut Option<PeerLink>,
     owner: &LinkSlot,
     peer: PeerId,
 ) -> Result<&'s mut PeerLink, LinkError> {
+    let over = || LinkError::Io(io::Error::other("the download is over"));
+    {
+        let closer = owner.closer.lock();
+        if closer.closed {
+            return Err(over());
+        }
+        // No closer left: the coordinator closed this link while no worker
+        // was using it (a neighbour dropped, see `LinkSlot::close`). It is
+        // dead; using it would fail at once and count as a new failure.
+        if closer.current.is_none() {
+            *slot = None;
+        }
+    }
     if slot.is_none() {
         let link = PeerLink::connect(peer)?;
         let mut closer = owner.closer.lock();
         if closer.closed {
-            return Err(LinkError::Io(io::Error::other("the download is over")));
+            return Err(over());
         }
         closer.current = Some(link.closer()?);
         *slot = Some(link);
     }
     Ok(slot.as_mut().expect("just connected"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_link_closed_while_idle_is_replaced_and_a_closed_slot_stays_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = listener.local_addr().unwrap();
+        let slot = LinkSlot::default();
+        let mut guard = slot.link.lock();
+        connected(&mut guard, &slot, peer).unwrap();
+        let (_first, first_from) = listener.accept().unwrap();
+        // Used again as it is: no new connection.
+        connected(&mut guard, &slot, peer).unwrap();
+        // The coordinator closes it while no worker holds it.
+        slot.close();
+        let link = connected(&mut guard, &slot, peer).unwrap();
+        let (_second, second_from) = listener.accept().unwrap();
+        assert_ne!(first_from, second_from, "a new connection");
+        assert_eq!(link.peer(), peer);
+        slot.close_for_good();
+        assert!(connected(&mut guard, &slot, peer).is_err());
+    }
 }
