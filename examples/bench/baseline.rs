@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
-use swarmline::protocol::TrackerRequest;
+use swarmline::protocol::{Reply, TrackerRequest};
 use swarmline::tracker::handler::respond;
 use swarmline::tracker::{Registry, TrackerOptions};
 use swarmline::wire::write_line;
@@ -193,9 +193,11 @@ fn answer_lines(stream: TcpStream, replies: &[(String, Vec<u8>)]) -> io::Result<
 /// parse the line, answer it from a registry that holds what S4's tracker
 /// holds (`sessions`: each one's `HELO` and `ADDF` lines), and format the
 /// reply into a buffer. The fastest of three rounds over `requests`, per
-/// request: the least CPU time a request can cost the tracker on top of
+/// request, timed on one thread while the machine has nothing else to
+/// do: about the least CPU time a request can cost the tracker on top of
 /// what the canned server pays, its code running with its data in the
-/// cache.
+/// cache. Every request must be answered as S4's clients expect (one line
+/// and `END`), or the measure is refused.
 pub fn tracker_work_alone(
     sessions: &[Vec<String>],
     requests: &[String],
@@ -203,21 +205,34 @@ pub fn tracker_work_alone(
     let options = TrackerOptions::default();
     let registry = RwLock::new(Registry::new(options.max_files_per_session));
     let ip = IpAddr::from([127, 0, 0, 1]);
-    let parse = |line: &str| TrackerRequest::parse(line).map_err(|e| format!("{line}: {e}"));
+    let answer = |session: u64, line: &str| {
+        let request = TrackerRequest::parse(line).map_err(|e| format!("{line}: {e}"))?;
+        let answer = respond(&registry, session, ip, &request, &options);
+        match answer.lines.first() {
+            Some(Reply::Error { text, .. }) => Err(format!("{line}: {text}")),
+            _ => Ok(answer),
+        }
+    };
     for (id, lines) in (1..).zip(sessions) {
         for line in lines {
-            respond(&registry, id, ip, &parse(line)?, &options);
+            answer(id, line)?;
         }
     }
     // The asking client has a session of its own, as S4's clients do.
     let asker = sessions.len() as u64 + 1;
-    respond(&registry, asker, ip, &parse("HELO 60000")?, &options);
+    answer(asker, "HELO 60000")?;
     let mut out = Vec::with_capacity(1 << 20);
     let mut fastest = Duration::MAX;
     for _ in 0..3 {
         let started = Instant::now();
         for line in requests {
-            let answer = respond(&registry, asker, ip, &parse(line)?, &options);
+            let answer = answer(asker, line)?;
+            if answer.lines.len() != 2 {
+                return Err(format!(
+                    "{line}: {} lines, expected one and END",
+                    answer.lines.len()
+                ));
+            }
             for reply in &answer.lines {
                 write_line(&mut out, reply).map_err(|e| e.to_string())?;
             }

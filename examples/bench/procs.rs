@@ -167,8 +167,9 @@ pub fn own_cpu_seconds() -> Option<f64> {
 }
 
 /// The machine's CPU time so far, summed over its cores: (busy, all), in
-/// seconds, from `/proc/stat` (Linux only). Busy is all but idle and
-/// waiting for I/O; time the host gave to others (steal) counts as busy.
+/// seconds, from `/proc/stat` (Linux only; clock ticks taken as the usual
+/// 100 per second). Busy is all but idle and waiting for I/O; time the
+/// host gave to others (steal) counts as busy.
 pub fn machine_cpu_seconds() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let first = stat.lines().next()?.strip_prefix("cpu ")?;
