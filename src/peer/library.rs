@@ -202,6 +202,13 @@ impl SharedFile {
         file.map_or(Ok(()), |file| file.sync())
     }
 
+    /// Starts writing the file out to disk without waiting (see
+    /// [`PieceFile::start_writeback`]).
+    pub fn start_writeback(&self) -> io::Result<()> {
+        let file = self.state.read().file.clone();
+        file.map_or(Ok(()), |file| file.start_writeback())
+    }
+
     /// Moves the finished download to `final_path` (never replacing a file
     /// already there) and marks it offered. The file is closed for the
     /// rename (not every system renames an open file) and reopened after. It

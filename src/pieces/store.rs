@@ -87,6 +87,36 @@ impl PieceFile {
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
     }
+
+    /// Starts writing what was written so far out to the disk, without
+    /// waiting for it, so that a [`PieceFile::sync`] later has less left to
+    /// do: the disk works while the rest of the file arrives. Linux only
+    /// (`sync_file_range`); elsewhere it does nothing, and the final sync
+    /// does it all.
+    pub fn start_writeback(&self) -> io::Result<()> {
+        start_writeback(&self.file)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Offset 0 and length 0: the whole file. WRITE alone starts the
+    // write-out of the dirty pages not being written already, and returns.
+    // SAFETY: the descriptor is the open file's own, alive for the call;
+    // the call takes no pointer.
+    let done =
+        unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File) -> io::Result<()> {
+    Ok(())
 }
 
 fn past_the_end(index: usize) -> io::Error {
@@ -177,6 +207,9 @@ mod tests {
             let end = (start + 16384).min(data.len());
             file.write_piece(&manifest, index, &data[start..end])
                 .unwrap();
+            // Started early, between the writes: it must not fail or
+            // change a byte (nothing at all, off Linux).
+            file.start_writeback().unwrap();
         }
         assert!(file.write_piece(&manifest, 3, b"x").is_err());
         assert!(file.write_piece(&manifest, 2, b"short").is_err());

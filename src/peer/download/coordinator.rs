@@ -36,6 +36,11 @@ const ENDGAME_COPIES: usize = 2;
 const SPEED_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often a download's progress is saved for a restart.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// When the file is to be flushed at the end (`sync_on_finish`), the
+/// write-out to the disk is started each time a sixteenth of the file
+/// more is stored, at most this much apart, so that the disk works while
+/// the rest arrives and the final flush has only the last of it left.
+const WRITEBACK_AT_MOST: u64 = 64 << 20;
 
 /// One connection to a neighbour, and whether a worker is using it.
 struct Lane {
@@ -78,6 +83,11 @@ pub(super) struct Coordinator<'a> {
     in_flight: InFlight,
     /// How many live neighbours hold each piece.
     rarity: Rarity,
+    /// Bytes stored since the write-out to disk was last started.
+    not_written_out: u64,
+    /// How many bytes stored start the write-out again (see
+    /// [`WRITEBACK_AT_MOST`]).
+    writeback_every: u64,
     rng: fastrand::Rng,
 }
 
@@ -101,6 +111,10 @@ impl<'a> Coordinator<'a> {
             have: shared.bitmap(),
             in_flight: InFlight::new(pieces),
             rarity: Rarity::new(pieces),
+            not_written_out: 0,
+            writeback_every: (shared.manifest.size() / 16)
+                .max(u64::from(shared.manifest.piece_size()))
+                .min(WRITEBACK_AT_MOST),
             rng: fastrand::Rng::new(),
         };
         for peer in peers {
@@ -202,6 +216,13 @@ impl<'a> Coordinator<'a> {
             if last_save.0.elapsed() >= SAVE_INTERVAL && last_save.1 != self.have.count() {
                 last_save = (Instant::now(), self.have.count());
                 save_progress(self.context, self.shared);
+            }
+            if self.context.settings.sync_on_finish && self.not_written_out >= self.writeback_every
+            {
+                self.not_written_out = 0;
+                if jobs.send(Job::StartWriteback).is_err() {
+                    return Err("every worker thread stopped".into());
+                }
             }
             self.assign(jobs);
             // Stalled: no piece asked for and none to ask (BufferMap
@@ -475,6 +496,8 @@ impl<'a> Coordinator<'a> {
             PieceResult::Stored => {
                 n.standing.gave_piece();
                 self.have.set(index as usize);
+                let len = self.shared.manifest.piece_len(index as usize).unwrap_or(0);
+                self.not_written_out += u64::from(len);
             }
             // Here already: another worker stored it, and its own report
             // (at the end of its batch) may be still to come. Counted as

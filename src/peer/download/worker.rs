@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use log::debug;
 use parking_lot::Mutex;
 
 use crate::peer::library::SharedFile;
@@ -49,6 +50,9 @@ pub(super) enum Job {
         link: Arc<LinkSlot>,
         peer: PeerId,
     },
+    /// Start writing the pieces stored so far out to the disk (the file is
+    /// to be flushed at the end): no outcome.
+    StartWriteback,
 }
 
 /// What a worker reports back.
@@ -149,6 +153,13 @@ impl Worker {
                         *guard = None;
                     }
                     Outcome::Bitmap { at, result }
+                }
+                Job::StartWriteback => {
+                    // Only a head start: the final flush reports any error.
+                    if let Err(e) = self.shared.start_writeback() {
+                        debug!("{}: early write-out: {e}", self.shared.name.as_str());
+                    }
+                    continue;
                 }
             };
             if self.outcomes.send(outcome).is_err() {
