@@ -596,7 +596,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "sync_on_finish",
         flag: "--sync-on-finish",
         default: "true",
-        help: "flush a finished download to disk before giving it its final name, so a power cut cannot leave a damaged file under that name; the write-out to disk starts while the pieces arrive, so little is left to flush at the end (false: done sooner on a slow disk)",
+        help: "flush a finished download to disk before giving it its final name, so a power cut cannot leave a damaged file under that name; on Linux the write-out to disk starts while the pieces arrive, so little is left to flush at the end (false: done sooner on a slow disk)",
     },
     KeySpec {
         key: "user_map_file",

@@ -29,11 +29,11 @@
 //!    pieces no live peer has.
 //! 7. All pieces in (each one checked against the manifest, which is
 //!    checked against the key, so the whole file is): the file is flushed
-//!    to disk (`sync_on_finish`; its write-out was started along the way,
-//!    see [`coordinator`]), renamed to its final name, and offered to
-//!    the tracker (`ADDF`). It is not read back: a second SHA-256 pass over
-//!    the whole file would double the work per byte and prove nothing the
-//!    piece checks have not.
+//!    to disk (`sync_on_finish`; on Linux its write-out was started along
+//!    the way, see [`coordinator`]), renamed to its final name, and
+//!    offered to the tracker (`ADDF`). It is not read back: a second
+//!    SHA-256 pass over the whole file would double the work per byte and
+//!    prove nothing the piece checks have not.
 
 use std::fs;
 use std::io;

@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Manifest;
 
@@ -15,6 +16,8 @@ use super::Manifest;
 #[derive(Debug)]
 pub struct PieceFile {
     file: File,
+    /// Set while a [`PieceFile::start_writeback`] runs: one at a time.
+    writing_out: AtomicBool,
 }
 
 impl PieceFile {
@@ -28,7 +31,7 @@ impl PieceFile {
             .truncate(true)
             .open(path)?;
         file.set_len(size)?;
-        Ok(PieceFile { file })
+        Ok(PieceFile::from(file))
     }
 
     /// Creates `path`, which must not exist yet, at the file's full size.
@@ -39,14 +42,14 @@ impl PieceFile {
             .create_new(true)
             .open(path)?;
         file.set_len(size)?;
-        Ok(PieceFile { file })
+        Ok(PieceFile::from(file))
     }
 
     /// Opens an existing file to read and write pieces (a download that
     /// goes on after a restart).
     pub fn open_rw(path: &Path) -> io::Result<PieceFile> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(PieceFile { file })
+        Ok(PieceFile::from(file))
     }
 
     /// Sets the file's size (a `.part` file found too short or too long).
@@ -56,9 +59,7 @@ impl PieceFile {
 
     /// Opens an existing file for reading pieces.
     pub fn open(path: &Path) -> io::Result<PieceFile> {
-        Ok(PieceFile {
-            file: File::open(path)?,
-        })
+        Ok(PieceFile::from(File::open(path)?))
     }
 
     /// Reads piece `index` into `buf` (resized to the piece's length).
@@ -89,12 +90,28 @@ impl PieceFile {
     }
 
     /// Starts writing what was written so far out to the disk, without
-    /// waiting for it, so that a [`PieceFile::sync`] later has less left to
-    /// do: the disk works while the rest of the file arrives. Linux only
-    /// (`sync_file_range`); elsewhere it does nothing, and the final sync
-    /// does it all.
+    /// waiting for the disk to finish, so that a [`PieceFile::sync`] later
+    /// has less left to do: the disk works while the rest of the file
+    /// arrives. It can still wait while the disk's queue is full; a call
+    /// made while another runs returns at once, so that a slow disk holds
+    /// one caller at most. Linux only (`sync_file_range`); elsewhere it
+    /// does nothing, and the final sync does it all.
     pub fn start_writeback(&self) -> io::Result<()> {
-        start_writeback(&self.file)
+        if self.writing_out.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let started = start_writeback(&self.file);
+        self.writing_out.store(false, Ordering::Release);
+        started
+    }
+}
+
+impl From<File> for PieceFile {
+    fn from(file: File) -> PieceFile {
+        PieceFile {
+            file,
+            writing_out: AtomicBool::new(false),
+        }
     }
 }
 
@@ -102,7 +119,8 @@ impl PieceFile {
 fn start_writeback(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // Offset 0 and length 0: the whole file. WRITE alone starts the
-    // write-out of the dirty pages not being written already, and returns.
+    // write-out of the dirty pages not being written already, and does not
+    // wait for it to end.
     // SAFETY: the descriptor is the open file's own, alive for the call;
     // the call takes no pointer.
     let done =

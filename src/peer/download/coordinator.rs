@@ -217,7 +217,10 @@ impl<'a> Coordinator<'a> {
                 last_save = (Instant::now(), self.have.count());
                 save_progress(self.context, self.shared);
             }
-            if self.context.settings.sync_on_finish && self.not_written_out >= self.writeback_every
+            // (Linux only: elsewhere the job would do nothing.)
+            if cfg!(target_os = "linux")
+                && self.context.settings.sync_on_finish
+                && self.not_written_out >= self.writeback_every
             {
                 self.not_written_out = 0;
                 if jobs.send(Job::StartWriteback).is_err() {
@@ -259,6 +262,9 @@ impl<'a> Coordinator<'a> {
                 );
                 n.bitmap_at = None;
                 n.speed.reset_rate();
+                for lane in &n.lanes {
+                    lane.link.reopen();
+                }
                 self.rarity.add_holder(&n.bitmap);
             }
         }

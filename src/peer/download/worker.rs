@@ -1,6 +1,7 @@
 //! The pool threads of a download, and what passes between them and the
 //! coordinator: a [`Job`] in (fetch these pieces from that neighbour, or
-//! exchange BufferMaps with it), an [`Outcome`] out. A worker owns nothing
+//! exchange BufferMaps with it), an [`Outcome`] out (none for a
+//! [`Job::StartWriteback`]). A worker owns nothing
 //! but the job in hand: it takes the neighbour's connection ([`LinkSlot`]),
 //! sends one `REQF` for the batch, checks each piece's SHA-256 against the
 //! manifest as it arrives, and writes the good ones at their offset.
@@ -96,21 +97,34 @@ pub(super) struct LinkSlot {
     closer: Mutex<Closer>,
 }
 
-/// The closer of a slot's current link, and whether the slot is closed.
+/// The closer of a slot's current link, and whether a new link may be
+/// opened.
 #[derive(Default)]
 struct Closer {
     current: Option<LinkCloser>,
-    /// Set when the download ends: no new link may be opened any more (a
-    /// worker that takes a job left in the queue must not connect again).
+    /// Set while the neighbour is dropped: a worker that takes a job left
+    /// in the queue for it must not connect to it again (until
+    /// [`LinkSlot::reopen`]).
+    paused: bool,
+    /// Set when the download ends: no new link may be opened any more.
     closed: bool,
 }
 
 impl LinkSlot {
-    /// Closes the connection, waking a worker blocked on it.
+    /// Closes the connection, waking a worker blocked on it, and opens no
+    /// other until [`LinkSlot::reopen`] (the neighbour was dropped).
     pub(super) fn close(&self) {
-        if let Some(closer) = self.closer.lock().current.take() {
-            closer.close();
+        let mut closer = self.closer.lock();
+        closer.paused = true;
+        if let Some(current) = closer.current.take() {
+            current.close();
         }
+    }
+
+    /// Lets a new connection be opened after [`LinkSlot::close`] (the
+    /// neighbour is tried again).
+    pub(super) fn reopen(&self) {
+        self.closer.lock().paused = false;
     }
 
     /// Closes the connection for good: no new one may be opened.
@@ -247,21 +261,29 @@ impl Worker {
 
 /// The link in `slot`, connecting first if there is none, or if the one
 /// there was closed by the coordinator (and leaving a closer for the
-/// coordinator in `owner`).
+/// coordinator in `owner`). Refused while the slot is paused or closed.
 fn connected<'s>(
     slot: &'s mut Option<PeerLink>,
     owner: &LinkSlot,
     peer: PeerId,
 ) -> Result<&'s mut PeerLink, LinkError> {
-    let over = || LinkError::Io(io::Error::other("the download is over"));
+    let refused = |closer: &Closer| {
+        let why = if closer.closed {
+            "the download is over"
+        } else {
+            "the neighbour is dropped"
+        };
+        LinkError::Io(io::Error::other(why))
+    };
     {
         let closer = owner.closer.lock();
-        if closer.closed {
-            return Err(over());
+        if closer.closed || closer.paused {
+            return Err(refused(&closer));
         }
         // No closer left: the coordinator closed this link while no worker
-        // was using it (a neighbour dropped, see `LinkSlot::close`). It is
-        // dead; using it would fail at once and count as a new failure.
+        // was using it (the neighbour was dropped, and is now tried
+        // again). It is dead; using it would fail at once and count as a
+        // new failure.
         if closer.current.is_none() {
             *slot = None;
         }
@@ -269,8 +291,8 @@ fn connected<'s>(
     if slot.is_none() {
         let link = PeerLink::connect(peer)?;
         let mut closer = owner.closer.lock();
-        if closer.closed {
-            return Err(over());
+        if closer.closed || closer.paused {
+            return Err(refused(&closer));
         }
         closer.current = Some(link.closer()?);
         *slot = Some(link);
@@ -284,22 +306,45 @@ mod tests {
     use std::net::TcpListener;
 
     #[test]
-    fn a_link_closed_while_idle_is_replaced_and_a_closed_slot_stays_closed() {
+    fn a_closed_link_is_replaced_only_once_reopened_and_never_after_the_end() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = listener.local_addr().unwrap();
         let slot = LinkSlot::default();
         let mut guard = slot.link.lock();
         connected(&mut guard, &slot, peer).unwrap();
         let (_first, first_from) = listener.accept().unwrap();
-        // Used again as it is: no new connection.
+        listener.set_nonblocking(true).unwrap();
+        let no_new_connection = |listener: &TcpListener| {
+            std::thread::sleep(Duration::from_millis(100));
+            matches!(listener.accept(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        };
+        // Used again as it is.
         connected(&mut guard, &slot, peer).unwrap();
-        // The coordinator closes it while no worker holds it.
+        assert!(no_new_connection(&listener));
+        // The neighbour is dropped while no worker holds the link: a job
+        // still queued for it must not connect again.
         slot.close();
-        let link = connected(&mut guard, &slot, peer).unwrap();
-        let (_second, second_from) = listener.accept().unwrap();
-        assert_ne!(first_from, second_from, "a new connection");
-        assert_eq!(link.peer(), peer);
-        slot.close_for_good();
         assert!(connected(&mut guard, &slot, peer).is_err());
+        assert!(no_new_connection(&listener));
+        // Tried again: a new connection replaces the dead one.
+        slot.reopen();
+        connected(&mut guard, &slot, peer).unwrap();
+        let second_from = loop {
+            match listener.accept() {
+                Ok((_, from)) => break from,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_ne!(first_from, second_from, "a new connection");
+        slot.close_for_good();
+        slot.reopen();
+        assert!(
+            connected(&mut guard, &slot, peer).is_err(),
+            "the end is final"
+        );
+        assert!(no_new_connection(&listener));
     }
 }
