@@ -217,16 +217,7 @@ impl<'a> Coordinator<'a> {
                 last_save = (Instant::now(), self.have.count());
                 save_progress(self.context, self.shared);
             }
-            // (Linux only: elsewhere the job would do nothing.)
-            if cfg!(target_os = "linux")
-                && self.context.settings.sync_on_finish
-                && self.not_written_out >= self.writeback_every
-            {
-                self.not_written_out = 0;
-                if jobs.send(Job::StartWriteback).is_err() {
-                    return Err("every worker thread stopped".into());
-                }
-            }
+            self.start_writeback_if_due(jobs)?;
             self.assign(jobs);
             // Stalled: no piece asked for and none to ask (BufferMap
             // exchanges go on meanwhile, and may change that).
@@ -246,6 +237,20 @@ impl<'a> Coordinator<'a> {
                 }
             }
         }
+    }
+
+    /// Has a worker start the write-out to disk when the file is to be
+    /// flushed at the end and another `writeback_every` bytes are stored
+    /// (Linux only: elsewhere the job would do nothing).
+    fn start_writeback_if_due(&mut self, jobs: &Sender<Job>) -> Result<(), String> {
+        let due =
+            self.context.settings.sync_on_finish && self.not_written_out >= self.writeback_every;
+        if cfg!(target_os = "linux") && due {
+            self.not_written_out = 0;
+            jobs.send(Job::StartWriteback)
+                .map_err(|_| "every worker thread stopped".to_string())?;
+        }
+        Ok(())
     }
 
     /// Every BufferMap interval: take in the peers the housekeeping thread
