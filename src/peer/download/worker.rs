@@ -1,10 +1,10 @@
 //! The pool threads of a download, and what passes between them and the
 //! coordinator: a [`Job`] in (fetch these pieces from that neighbour, or
 //! exchange BufferMaps with it), an [`Outcome`] out (none for a
-//! [`Job::StartWriteback`]). A worker owns nothing
-//! but the job in hand: it takes the neighbour's connection ([`LinkSlot`]),
-//! sends one `REQF` for the batch, checks each piece's SHA-256 against the
-//! manifest as it arrives, and writes the good ones at their offset.
+//! [`Job::StartWriteback`]). A worker owns nothing but the job in hand:
+//! it takes the neighbour's connection ([`LinkSlot`]), sends one `REQF`
+//! for the batch, checks each piece's SHA-256 against the manifest as it
+//! arrives, and writes the good ones at their offset.
 
 use std::io;
 use std::sync::atomic::Ordering;
