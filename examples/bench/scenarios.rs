@@ -654,8 +654,7 @@ impl Load {
     /// The whole machine's busy CPU time per request (clients, kernel and
     /// server), in microseconds.
     fn machine_cpu_per_request(&self) -> Option<f64> {
-        let count = self.latencies.len().max(1) as f64;
-        self.machine_cpu.map(|(busy, _)| busy / count * 1e6)
+        self.per_request(self.machine_cpu.map(|(busy, _)| busy))
     }
 
     /// How much more CPU time per request than this run's whole machine
@@ -673,8 +672,14 @@ impl Load {
 
     /// The server's CPU time per request, in microseconds.
     fn cpu_per_request(&self) -> Option<f64> {
+        self.per_request(self.server_cpu)
+    }
+
+    /// `seconds` of CPU time spread over the requests answered, in
+    /// microseconds each.
+    fn per_request(&self, seconds: Option<f64>) -> Option<f64> {
         let count = self.latencies.len().max(1) as f64;
-        self.server_cpu.map(|cpu| cpu / count * 1e6)
+        seconds.map(|cpu| cpu / count * 1e6)
     }
 
     /// The latency at `p` (0 to 1), in milliseconds.
