@@ -189,19 +189,40 @@ fn answer_lines(stream: TcpStream, replies: &[(String, Vec<u8>)]) -> io::Result<
     }
 }
 
+/// The tracker's own work per request, with no socket and no other thread,
+/// three ways: with its code and data in the cache, and with them pushed
+/// out of the cache before each request. See [`tracker_work_alone`].
+#[derive(Debug, Clone, Copy)]
+pub struct WorkAlone {
+    /// The fastest of three rounds, everything in the cache.
+    pub warm: Duration,
+    /// Each request after the core's own caches (L1 and L2) were filled
+    /// with other data; the shared cache (L3) still holds some of it.
+    pub core_cold: Duration,
+    /// Each request after every cache level was filled with other data.
+    pub all_cold: Duration,
+}
+
 /// The tracker's own work per request, with no socket and no other thread:
 /// parse the line, answer it from a registry that holds what S4's tracker
 /// holds (`sessions`: each one's `HELO` and `ADDF` lines), and format the
-/// reply into a buffer. The fastest of three rounds over `requests`, per
-/// request, timed on one thread while the machine has nothing else to
-/// do: about the least CPU time a request can cost the tracker on top of
-/// what the canned server pays, its code running with its data in the
-/// cache. Every request must be answered as S4's clients expect (one line
-/// and `END`), or the measure is refused.
+/// reply into a buffer, on one thread while the machine has nothing else
+/// to do.
+///
+/// Warm, it is about the least CPU time a request can cost the tracker on
+/// top of what the canned server pays. Under load a request runs after a
+/// switch from other threads, which have used the caches meanwhile: the
+/// two cold figures time the same work after the caches were filled with
+/// other data (reading one byte per cache line of a buffer twice the size
+/// of the caches in question), one request at a time, the filling
+/// untimed. They bound what the work itself can cost inside S4.
+///
+/// Every request must be answered as S4's clients expect (one line and
+/// `END`), or the measure is refused.
 pub fn tracker_work_alone(
     sessions: &[Vec<String>],
     requests: &[String],
-) -> Result<Duration, String> {
+) -> Result<WorkAlone, String> {
     let options = TrackerOptions::default();
     let registry = RwLock::new(Registry::new(options.max_files_per_session));
     let ip = IpAddr::from([127, 0, 0, 1]);
@@ -222,25 +243,85 @@ pub fn tracker_work_alone(
     let asker = sessions.len() as u64 + 1;
     answer(asker, "HELO 60000")?;
     let mut out = Vec::with_capacity(1 << 20);
-    let mut fastest = Duration::MAX;
+    let mut work = |line: &str| -> Result<(), String> {
+        let answer = answer(asker, line)?;
+        if answer.lines.len() != 2 {
+            return Err(format!(
+                "{line}: {} lines, expected one and END",
+                answer.lines.len()
+            ));
+        }
+        for reply in &answer.lines {
+            write_line(&mut out, reply).map_err(|e| e.to_string())?;
+        }
+        if out.len() > 1 << 19 {
+            out.clear();
+        }
+        Ok(())
+    };
+    let mut warm = Duration::MAX;
     for _ in 0..3 {
         let started = Instant::now();
         for line in requests {
-            let answer = answer(asker, line)?;
-            if answer.lines.len() != 2 {
-                return Err(format!(
-                    "{line}: {} lines, expected one and END",
-                    answer.lines.len()
-                ));
-            }
-            for reply in &answer.lines {
-                write_line(&mut out, reply).map_err(|e| e.to_string())?;
-            }
-            if out.len() > 1 << 19 {
-                out.clear();
-            }
+            work(line)?;
         }
-        fastest = fastest.min(started.elapsed());
+        warm = warm.min(started.elapsed() / requests.len().max(1) as u32);
     }
-    Ok(fastest / requests.len().max(1) as u32)
+    let (core_caches, all_caches) = cache_sizes();
+    let mut cold = |cache_bytes: usize| -> Result<Duration, String> {
+        // Written once, so that every page is really there (a page never
+        // written reads as the one shared zero page), then only read: no
+        // dirty line is left for the request to write back.
+        let other_data = vec![1u8; 2 * cache_bytes];
+        let asked = &requests[..COLD_REQUESTS.min(requests.len())];
+        let mut spent = Duration::ZERO;
+        for line in asked {
+            let sum = other_data
+                .iter()
+                .step_by(CACHE_LINE)
+                .fold(0u8, |sum, byte| sum.wrapping_add(*byte));
+            std::hint::black_box(sum);
+            let started = Instant::now();
+            work(line)?;
+            spent += started.elapsed();
+        }
+        Ok(spent / asked.len().max(1) as u32)
+    };
+    Ok(WorkAlone {
+        warm,
+        core_cold: cold(core_caches)?,
+        all_cold: cold(all_caches)?,
+    })
+}
+
+/// Requests timed one by one with the caches cold: filling every cache
+/// level before each takes milliseconds, so a thousand are enough.
+const COLD_REQUESTS: usize = 1_000;
+
+/// The cache line size of every machine this runs on.
+const CACHE_LINE: usize = 64;
+
+/// The sizes of the first core's data caches of the level below the
+/// largest (here L2, each core's own) and of the largest (here L3, shared
+/// by all), from `/sys/devices/system/cpu/cpu0/cache` (Linux); 1 MiB and
+/// 32 MiB where that cannot be read.
+fn cache_sizes() -> (usize, usize) {
+    let mut levels: Vec<(u32, usize)> = (0..8)
+        .filter_map(|index| {
+            let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{index}");
+            let read = |field: &str| std::fs::read_to_string(format!("{dir}/{field}")).ok();
+            if read("type")?.trim() == "Instruction" {
+                return None;
+            }
+            let level = read("level")?.trim().parse().ok()?;
+            let size = read("size")?;
+            let kib: usize = size.trim().strip_suffix('K')?.parse().ok()?;
+            Some((level, kib << 10))
+        })
+        .collect();
+    levels.sort_unstable();
+    match &levels[..] {
+        [.., private, (_, shared)] => (private.1, *shared),
+        _ => (1 << 20, 32 << 20),
+    }
 }

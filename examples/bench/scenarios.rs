@@ -506,7 +506,10 @@ impl Bench {
         let requests: Vec<String> = (0..WORK_ALONE_REQUESTS)
             .map(|n| request_line(&keys, n % 2 == 0, &mut rng))
             .collect();
-        let work_alone = tracker_work_alone(&session_lines, &requests)?.as_secs_f64() * 1e6;
+        let work_alone = tracker_work_alone(&session_lines, &requests)?;
+        let [warm, core_cold, all_cold] =
+            [work_alone.warm, work_alone.core_cold, work_alone.all_cold]
+                .map(|per_request| per_request.as_secs_f64() * 1e6);
         drop(sessions);
         let (mut ours, theirs) = pairs
             .into_iter()
@@ -525,7 +528,7 @@ impl Bench {
                 rss_mib.map_or("rss n/a".into(), |m| format!("{m:.1} MiB resident"))
             ),
             baseline: format!(
-                "canned replies, no work, same clients: {limit:.0} req/s (x{:.2}), the machine {} busy; server CPU per request {} against {}, the whole machine's {} against {}; the tracker's work alone {work_alone:.2} us per request, where {TARGET_RATE:.0} req/s leaves it about {} more than the canned server's",
+                "canned replies, no work, same clients: {limit:.0} req/s (x{:.2}), the machine {} busy; server CPU per request {} against {}, the whole machine's {} against {}; the tracker's work alone {warm:.2} us per request ({core_cold:.2} us with the core's own caches cold, {all_cold:.2} us with every cache cold), where {TARGET_RATE:.0} req/s leaves it about {} more than the canned server's",
                 per_second / limit,
                 theirs
                     .machine_busy()
@@ -547,7 +550,9 @@ impl Bench {
                          "tracker_machine_busy": ours.machine_busy(),
                          "canned_machine_cpu_us_per_request": theirs.machine_cpu_per_request(),
                          "tracker_machine_cpu_us_per_request": ours.machine_cpu_per_request(),
-                         "tracker_work_alone_us": work_alone,
+                         "tracker_work_alone_us": warm,
+                         "tracker_work_alone_core_cold_us": core_cold,
+                         "tracker_work_alone_all_cold_us": all_cold,
                          "work_budget_us_at_target": budget,
                          "p50_ms": p50, "p99_ms": p99, "tracker_rss_bytes": rss}),
         }])
