@@ -196,10 +196,12 @@ fn answer_lines(stream: TcpStream, replies: &[(String, Vec<u8>)]) -> io::Result<
 pub struct WorkAlone {
     /// The fastest of three rounds, everything in the cache.
     pub warm: Duration,
-    /// Each request after the core's own caches (L1 and L2) were filled
-    /// with other data; the shared cache (L3) still holds some of it.
+    /// The mean over requests each made after the core's own caches (L1
+    /// and L2) were filled with other data: what they held is then in
+    /// the shared cache (L3), mostly.
     pub core_cold: Duration,
-    /// Each request after every cache level was filled with other data.
+    /// The mean over requests each made after every cache level was
+    /// filled with other data, the TLB's page translations with it.
     pub all_cold: Duration,
 }
 
@@ -215,7 +217,9 @@ pub struct WorkAlone {
 /// two cold figures time the same work after the caches were filled with
 /// other data (reading one byte per cache line of a buffer twice the size
 /// of the caches in question), one request at a time, the filling
-/// untimed. They bound what the work itself can cost inside S4.
+/// untimed. Inside S4 a request finds some of its lines cached (other
+/// tracker threads run the same code) and others not: the two figures
+/// bracket what its work can cost there.
 ///
 /// Every request must be answered as S4's clients expect (one line and
 /// `END`), or the measure is refused.
@@ -272,7 +276,9 @@ pub fn tracker_work_alone(
         // Written once, so that every page is really there (a page never
         // written reads as the one shared zero page), then only read: no
         // dirty line is left for the request to write back.
-        let other_data = vec![1u8; 2 * cache_bytes];
+        // `black_box`: the compiler may not assume it knows the bytes and
+        // skip reading them.
+        let other_data = std::hint::black_box(vec![1u8; 2 * cache_bytes]);
         let asked = &requests[..COLD_REQUESTS.min(requests.len())];
         let mut spent = Duration::ZERO;
         for line in asked {
@@ -298,7 +304,8 @@ pub fn tracker_work_alone(
 /// level before each takes milliseconds, so a thousand are enough.
 const COLD_REQUESTS: usize = 1_000;
 
-/// The cache line size of every machine this runs on.
+/// The cache line size on x86-64 and most ARM cores; where lines are
+/// larger, a step of 64 bytes still reads every one.
 const CACHE_LINE: usize = 64;
 
 /// The sizes of the first core's data caches of the level below the
@@ -306,6 +313,7 @@ const CACHE_LINE: usize = 64;
 /// by all), from `/sys/devices/system/cpu/cpu0/cache` (Linux); 1 MiB and
 /// 32 MiB where that cannot be read.
 fn cache_sizes() -> (usize, usize) {
+    // A core lists a handful of caches (`index0`, `index1`, ...).
     let mut levels: Vec<(u32, usize)> = (0..8)
         .filter_map(|index| {
             let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{index}");
@@ -321,7 +329,7 @@ fn cache_sizes() -> (usize, usize) {
         .collect();
     levels.sort_unstable();
     match &levels[..] {
-        [.., private, (_, shared)] => (private.1, *shared),
+        [.., (_, private), (_, shared)] => (*private, *shared),
         _ => (1 << 20, 32 << 20),
     }
 }
