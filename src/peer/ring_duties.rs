@@ -13,7 +13,7 @@ use log::{debug, info};
 use crate::protocol::ring::Record;
 use crate::protocol::{FileEntry, FileKey, FileMeta, FileName, SearchCriteria};
 use crate::ring::RingNode;
-use crate::tracker::search::matches;
+use crate::tracker::search::Matcher;
 
 use super::discovery::{Discovery, Source};
 use super::library::{Library, SharedFile};
@@ -190,10 +190,11 @@ const SEARCH_FILES: usize = 100;
 /// `known`, with their holder counts. `user=` matches none (the ring does
 /// not know users).
 pub fn search(ring: &RingNode, criteria: &SearchCriteria, known: &[FileEntry]) -> Vec<FileEntry> {
+    let matcher = Matcher::new(criteria);
     ring.all_files(SEARCH_PEERS)
         .into_iter()
         .filter(|file| !known.iter().any(|k| k.key == file.key))
-        .filter(|file| matches(file, criteria, |_| false))
+        .filter(|file| matcher.matches(file, |_| false))
         .take(SEARCH_FILES)
         .map(|file| {
             let holders = ring.holders(file.key).map_or(0, |h| h.len() as u32);

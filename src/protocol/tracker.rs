@@ -220,11 +220,23 @@ impl fmt::Display for TrackerRequest {
     }
 }
 
+/// Criteria one search may give: a search tests each against every file
+/// it looks at, under the registry's lock, so their number is capped.
+pub const MAX_CRITERIA: usize = 16;
+
 impl SearchCriteria {
-    /// Parses the fields after `RQFS` / `LSTF`.
+    /// Parses the fields after `RQFS` / `LSTF`: at most [`MAX_CRITERIA`].
     pub fn parse(rest: &str) -> Result<SearchCriteria, ProtocolError> {
-        rest.split(' ')
-            .filter(|part| !part.is_empty())
+        let fields = rest.split(' ').filter(|part| !part.is_empty());
+        let count = fields.clone().count();
+        if count > MAX_CRITERIA {
+            return Err(ProtocolError::bad_field(
+                "search",
+                rest,
+                format!("{count} criteria, at most {MAX_CRITERIA}"),
+            ));
+        }
+        fields
             .map(Criterion::parse)
             .collect::<Result<Vec<_>, _>>()
             .map(SearchCriteria)
@@ -353,5 +365,18 @@ mod tests {
             let err = TrackerRequest::parse(line).expect_err(line);
             assert_eq!(err.code(), code, "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn a_search_takes_at_most_sixteen_criteria() {
+        let words = |n: usize| vec!["a"; n].join(" ");
+        let sixteen = format!("RQFS {}", words(MAX_CRITERIA));
+        assert!(TrackerRequest::parse(&sixteen).is_ok());
+        let err = TrackerRequest::parse(&format!("LSTF {}", words(4000))).unwrap_err();
+        assert_eq!(err.code(), crate::protocol::ErrorCode::BadField);
+        assert!(
+            err.to_string().ends_with(": 4000 criteria, at most 16"),
+            "{err}"
+        );
     }
 }

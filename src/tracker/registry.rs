@@ -12,7 +12,7 @@
 //! and for each holder only a piece count is kept (the BufferMap itself is
 //! checked, counted and dropped).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 use crate::pieces::{Bitmap, BitmapError};
 use crate::protocol::{
@@ -20,7 +20,7 @@ use crate::protocol::{
     SearchCriteria, ShareEntry, SharedPath, UserName,
 };
 
-use super::search;
+use super::search::Matcher;
 
 /// Identifies a session: the id of the connection that opened it.
 pub type SessionId = u64;
@@ -262,42 +262,49 @@ impl Registry {
     /// `RQFS`: the files that pass every criterion, by name then key, at
     /// most `limit` of them.
     pub fn search(&self, criteria: &SearchCriteria, limit: usize) -> Vec<FileEntry> {
-        let entries: Vec<FileEntry> = self
+        let matcher = Matcher::new(criteria);
+        let found = self
             .candidates(criteria)
-            .filter(|record| self.matches(record, criteria))
-            .map(|record| {
+            .filter(|record| self.matches(record, &matcher));
+        first_by(
+            found,
+            limit,
+            |record| (record.meta.name.as_str().to_lowercase(), record.meta.key),
+            |record| {
                 let seeders = (record.holders.len() - record.leechers) as u32;
                 record.meta.clone().entry(seeders, record.leechers as u32)
-            })
-            .collect();
-        first_sorted(entries, limit, |e| (e.name.as_str().to_lowercase(), e.key))
+            },
+        )
     }
 
     /// `LSTF`: every offer (a complete holder with a shared path) of the
     /// files that pass the criteria, by user, then path, at most `limit`.
     pub fn shares(&self, criteria: &SearchCriteria, limit: usize) -> Vec<ShareEntry> {
-        let entries: Vec<ShareEntry> = self
+        let matcher = Matcher::new(criteria);
+        let offers = self
             .candidates(criteria)
-            .filter(|record| self.matches(record, criteria))
+            .filter(|record| self.matches(record, &matcher))
             .flat_map(|record| {
-                record.holders.iter().filter_map(|(id, holding)| {
+                record.holders.iter().filter_map(move |(id, holding)| {
                     let session = self
                         .sessions
                         .get(id)
                         .filter(|_| record.is_complete(holding))?;
-                    Some(ShareEntry {
-                        key: record.meta.key,
-                        user: session.user.clone(),
-                        peer: session.peer,
-                        path: holding.path.clone()?,
-                    })
+                    Some((record, session, holding.path.as_ref()?))
                 })
             })
-            .filter(|entry| user_passes(criteria, entry.user.as_ref()))
-            .collect();
-        first_sorted(entries, limit, |e| {
-            (e.user.clone(), e.peer, e.path.clone(), e.key)
-        })
+            .filter(|(_, session, _)| user_passes(criteria, session.user.as_ref()));
+        first_by(
+            offers,
+            limit,
+            |(record, session, path)| (session.user.as_ref(), session.peer, *path, record.meta.key),
+            |(record, session, path)| ShareEntry {
+                key: record.meta.key,
+                user: session.user.clone(),
+                peer: session.peer,
+                path: path.clone(),
+            },
+        )
     }
 
     /// `REQF`: the holders of a file, best first (see [`HolderRank`]). The
@@ -429,8 +436,8 @@ impl Registry {
         }
     }
 
-    fn matches(&self, record: &FileRecord, criteria: &SearchCriteria) -> bool {
-        search::matches(&record.meta, criteria, |user| {
+    fn matches(&self, record: &FileRecord, matcher: &Matcher<'_>) -> bool {
+        matcher.matches(&record.meta, |user| {
             record.holders.keys().any(|id| {
                 self.sessions
                     .get(id)
@@ -543,21 +550,66 @@ impl Distance {
 }
 
 /// The first `limit` of `items` in the order of `key`, each key computed
-/// once; only those are fully sorted (a search may match every file).
-fn first_sorted<T, K: Ord>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> Vec<T> {
-    if items.len() <= 1 {
-        // Nothing to order (a search by key, say): no sort key to build.
-        items.truncate(limit);
-        return items;
+/// once, made into replies by `build`. At most `limit` items are held at a
+/// time, however many there are (a search may match every file), and only
+/// those kept are built.
+fn first_by<T, K: Ord, R>(
+    items: impl Iterator<Item = T>,
+    limit: usize,
+    key: impl Fn(&T) -> K,
+    mut build: impl FnMut(T) -> R,
+) -> Vec<R> {
+    let mut items = items.peekable();
+    let Some(first) = items.next().filter(|_| limit > 0) else {
+        return Vec::new();
+    };
+    if items.peek().is_none() {
+        // One item (a search by key, the commonest): nothing to order, so
+        // no sort key to build.
+        return vec![build(first)];
     }
-    let mut keyed: Vec<(K, T)> = items.into_iter().map(|item| (key(&item), item)).collect();
-    if keyed.len() > limit && limit > 0 {
-        keyed.select_nth_unstable_by(limit - 1, |a, b| a.0.cmp(&b.0));
+    // A max-heap on the key: its top is the worst of the best so far,
+    // replaced by any later item that sorts before it.
+    let mut best = BinaryHeap::new();
+    best.push(Keyed(key(&first), first));
+    for item in items {
+        let item_key = key(&item);
+        if best.len() < limit {
+            best.push(Keyed(item_key, item));
+        } else if let Some(mut worst) = best.peek_mut() {
+            if item_key < worst.0 {
+                *worst = Keyed(item_key, item);
+            }
+        }
     }
-    keyed.truncate(limit);
-    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    keyed.into_iter().map(|(_, item)| item).collect()
+    best.into_sorted_vec()
+        .into_iter()
+        .map(|Keyed(_, item)| build(item))
+        .collect()
 }
+
+/// An item ordered by its key alone (for [`first_by`]'s heap).
+struct Keyed<K, T>(K, T);
+
+impl<K: Ord, T> Ord for Keyed<K, T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl<K: Ord, T> PartialOrd for Keyed<K, T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K: Ord, T> PartialEq for Keyed<K, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<K: Ord, T> Eq for Keyed<K, T> {}
 
 /// The files a search looks at: the one with the asked key, the asked
 /// user's, or all of them. An enum, not a boxed iterator, so that starting
@@ -587,18 +639,31 @@ mod tests {
     #[test]
     fn the_first_few_come_out_sorted_whatever_the_count() {
         let items: Vec<u32> = vec![9, 3, 7, 1, 8, 2, 6];
-        assert_eq!(first_sorted(items.clone(), 3, |&x| x), [1, 2, 3]);
+        let first = |items: &[u32], limit| first_by(items.iter().copied(), limit, |&x| x, |x| x);
+        assert_eq!(first(&items, 3), [1, 2, 3]);
+        assert_eq!(first(&items, 1), [1]);
+        assert_eq!(first(&items, 100), [1, 2, 3, 6, 7, 8, 9]);
+        assert_eq!(first(&items, 0), Vec::<u32>::new());
+        assert_eq!(first(&[5], 1), [5]);
+        assert_eq!(first(&[5], 0), Vec::<u32>::new());
+        assert_eq!(first(&[], 3), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn each_sort_key_is_computed_once_and_none_for_a_single_item() {
+        let computed = std::cell::Cell::new(0);
+        let key = |&x: &u32| {
+            computed.set(computed.get() + 1);
+            x
+        };
         assert_eq!(
-            first_sorted(items.clone(), 100, |&x| x),
-            [1, 2, 3, 6, 7, 8, 9]
+            first_by((0..1000u32).rev(), 10, key, |x| x),
+            (0..10).collect::<Vec<_>>()
         );
-        assert_eq!(first_sorted(items, 0, |&x| x), Vec::<u32>::new());
-        assert_eq!(first_sorted(vec![5u32], 1, |&x| x), [5]);
-        assert_eq!(first_sorted(vec![5u32], 0, |&x| x), Vec::<u32>::new());
-        assert_eq!(
-            first_sorted(Vec::<u32>::new(), 3, |&x| x),
-            Vec::<u32>::new()
-        );
+        assert_eq!(computed.get(), 1000);
+        computed.set(0);
+        assert_eq!(first_by(std::iter::once(7u32), 10, key, |x| x), [7]);
+        assert_eq!(computed.get(), 0);
     }
 
     use crate::protocol::{Criterion, TrackerRequest};
@@ -898,5 +963,34 @@ mod tests {
         assert_eq!(registry.shares(&alice, NO_LIMIT).len(), 2);
         assert_eq!(registry.search(&criteria(""), 2).len(), 2);
         assert_eq!(registry.shares(&criteria(""), 1).len(), 1);
+    }
+
+    #[test]
+    fn a_capped_listing_is_the_head_of_the_whole_one() {
+        let mut registry = Registry::new(NO_LIMIT);
+        for session in 1..=3u8 {
+            let name = ["carol", "alice", "bob"][usize::from(session) - 1];
+            registry
+                .open(session.into(), peer(7000 + u16::from(session)), user(name))
+                .unwrap();
+            // Every session offers the same ten files, in scrambled order.
+            for n in [7u8, 2, 9, 0, 5, 3, 8, 1, 6, 4] {
+                let file = offer(n, &format!("F{n}.mp3"), 10);
+                registry.offer(session.into(), &file).unwrap();
+            }
+        }
+        let all_files = registry.search(&criteria(""), NO_LIMIT);
+        let all_offers = registry.shares(&criteria(""), NO_LIMIT);
+        assert_eq!(all_files.len(), 10);
+        assert_eq!(all_offers.len(), 30);
+        assert_eq!(all_files[0].name.as_str(), "F0.mp3");
+        assert_eq!(all_offers[0].user, user("alice"));
+        assert_eq!(all_offers[0].path.as_str(), "/music/F0.mp3");
+        for limit in [0, 1, 4, 10, 11, 29] {
+            let files = registry.search(&criteria(""), limit);
+            assert_eq!(files[..], all_files[..limit.min(10)], "limit {limit}");
+            let offers = registry.shares(&criteria(""), limit);
+            assert_eq!(offers[..], all_offers[..limit], "limit {limit}");
+        }
     }
 }

@@ -1,28 +1,53 @@
 //! How `RQFS` and `LSTF` criteria select files: plain words, name globs,
-//! kind, size bounds and user. Pure functions over a file's metadata.
+//! kind, size bounds and user. Pure functions over a file's metadata; a
+//! [`Matcher`] prepares a search's criteria once for the many files it
+//! tests.
 
 use crate::protocol::{Criterion, FileMeta, SearchCriteria, UserName};
 
-/// True when the file passes every criterion. `held_by` answers whether a
-/// given user holds the file.
-pub fn matches(
-    meta: &FileMeta,
-    criteria: &SearchCriteria,
-    held_by: impl Fn(&UserName) -> bool,
-) -> bool {
-    // Lower-cased once, and only if a criterion looks at the name (a
-    // search by key, the commonest from peers, does not).
-    let lowered = std::cell::OnceCell::new();
-    let lower_name = || lowered.get_or_init(|| meta.name.as_str().to_lowercase());
-    criteria.0.iter().all(|criterion| match criterion {
-        Criterion::Word(word) => lower_name().contains(&word.to_lowercase()),
-        Criterion::NameGlob(glob) => glob_matches(&glob.to_lowercase(), lower_name()),
-        Criterion::Kind(kind) => meta.kind == *kind,
-        Criterion::MinSize(min) => meta.size >= *min,
-        Criterion::MaxSize(max) => meta.size <= *max,
-        Criterion::User(user) => held_by(user),
-        Criterion::Key(key) => meta.key == *key,
-    })
+/// A search's criteria, ready to test many files: the words and globs
+/// are lower-cased once per search, not once per file.
+pub struct Matcher<'c> {
+    criteria: &'c [Criterion],
+    /// The text of each word and glob among `criteria`, lower-cased, in
+    /// their order (none for a search by key alone: nothing allocated).
+    lowered: Vec<String>,
+}
+
+impl<'c> Matcher<'c> {
+    pub fn new(criteria: &'c SearchCriteria) -> Matcher<'c> {
+        let lowered = criteria
+            .0
+            .iter()
+            .filter_map(|criterion| match criterion {
+                Criterion::Word(text) | Criterion::NameGlob(text) => Some(text.to_lowercase()),
+                _ => None,
+            })
+            .collect();
+        Matcher {
+            criteria: &criteria.0,
+            lowered,
+        }
+    }
+
+    /// True when the file passes every criterion. `held_by` answers
+    /// whether a given user holds the file.
+    pub fn matches(&self, meta: &FileMeta, held_by: impl Fn(&UserName) -> bool) -> bool {
+        // Lower-cased once, and only if a criterion looks at the name (a
+        // search by key, the commonest from peers, does not).
+        let lowered_name = std::cell::OnceCell::new();
+        let name = || lowered_name.get_or_init(|| meta.name.as_str().to_lowercase());
+        let mut texts = self.lowered.iter().map(String::as_str);
+        self.criteria.iter().all(|criterion| match criterion {
+            Criterion::Word(_) => texts.next().is_some_and(|word| name().contains(word)),
+            Criterion::NameGlob(_) => texts.next().is_some_and(|glob| glob_matches(glob, name())),
+            Criterion::Kind(kind) => meta.kind == *kind,
+            Criterion::MinSize(min) => meta.size >= *min,
+            Criterion::MaxSize(max) => meta.size <= *max,
+            Criterion::User(user) => held_by(user),
+            Criterion::Key(key) => meta.key == *key,
+        })
+    }
 }
 
 /// Whole-string glob match: `*` matches any run of characters (also none),
