@@ -41,6 +41,14 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// more is stored, at most this much apart, so that the disk works while
 /// the rest arrives and the final flush has only the last of it left.
 const WRITEBACK_AT_MOST: u64 = 64 << 20;
+/// Live neighbours of one download at once: a newly listed peer waits
+/// until one of them fails or is banned. Anyone may offer a file at the
+/// tracker, so the list a look-up returns cannot be trusted to stay small.
+const MAX_NEIGHBOURS: usize = 64;
+/// Neighbours of one download ever, banned ones included (each keeps its
+/// place: its index names it in the bookkeeping). Past this, the
+/// download goes on with the ones it has.
+const MAX_NEIGHBOURS_EVER: usize = 4096;
 
 /// One connection to a neighbour, and whether a worker is using it.
 struct Lane {
@@ -124,7 +132,10 @@ impl<'a> Coordinator<'a> {
     }
 
     fn add_neighbour(&mut self, peer: PeerId, pieces: usize) {
-        if self.neighbours.iter().any(|n| n.peer == peer) {
+        let live = self.neighbours.iter().filter(|n| n.standing.is_live());
+        if self.neighbours.iter().any(|n| n.peer == peer)
+            || !admits_neighbour(live.count(), self.neighbours.len())
+        {
             return;
         }
         debug!("{}: new neighbour {peer}", self.plan.name.as_str());
@@ -454,11 +465,14 @@ impl<'a> Coordinator<'a> {
                             bitmap.clear(index as usize);
                         }
                         // A dropped neighbour's pieces are not counted
-                        // until it is back (see `periodic_round`).
+                        // until it is back (see `periodic_round`); a
+                        // banned one's are not kept at all.
                         if n.standing.is_live() {
                             self.rarity.update(&n.bitmap, &bitmap);
                         }
-                        n.bitmap = bitmap;
+                        if !n.standing.is_banned() {
+                            n.bitmap = bitmap;
+                        }
                     }
                     Err(e) => self.drop_neighbour(neighbour, e),
                 }
@@ -602,6 +616,12 @@ impl<'a> Coordinator<'a> {
                 lane.link.close();
             }
         }
+        if n.standing.is_banned() {
+            // Never asked for anything again: what it holds and what it
+            // refused need not be kept (a BufferMap is up to 128 KiB).
+            n.bitmap = Bitmap::empty(0);
+            n.refused = HashSet::new();
+        }
     }
 
     /// Copies the progress into the shared status.
@@ -649,5 +669,27 @@ impl<'a> Coordinator<'a> {
             self.neighbours.iter().filter(|n| n.standing.is_live()).count(),
             self.neighbours.len()
         )
+    }
+}
+
+/// Whether a download with `live` neighbours now and `ever` in all may
+/// take one more: see [`MAX_NEIGHBOURS`] and [`MAX_NEIGHBOURS_EVER`].
+fn admits_neighbour(live: usize, ever: usize) -> bool {
+    live < MAX_NEIGHBOURS && ever < MAX_NEIGHBOURS_EVER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbours_are_capped_at_once_and_in_all() {
+        assert!(admits_neighbour(0, 0));
+        assert!(admits_neighbour(MAX_NEIGHBOURS - 1, 1000));
+        // Full: a new one waits until one fails or is banned.
+        assert!(!admits_neighbour(MAX_NEIGHBOURS, MAX_NEIGHBOURS));
+        assert!(admits_neighbour(MAX_NEIGHBOURS - 1, MAX_NEIGHBOURS));
+        // Banned ones count in all, so a stream of bad peers ends.
+        assert!(!admits_neighbour(1, MAX_NEIGHBOURS_EVER));
     }
 }
