@@ -67,6 +67,30 @@ fn the_hash_service_says_all_taken_when_every_id_is_given() {
 }
 
 #[test]
+fn spellings_of_one_address_share_one_id_and_long_texts_are_wrq() {
+    // A ring of 2: were each spelling its own text, the spellings would
+    // take both ids and a genuine newcomer would get `aht`.
+    let tracker = TrackerProcess::start(&["--ring-size", "2"]);
+    let first = ask_one(&tracker, "127.0.0.1:7000");
+    assert_eq!(ask_one(&tracker, "127.0.0.1:07000"), first);
+    assert_eq!(ask_one(&tracker, "127.0.0.1:000000000007000"), first);
+    // The longest a line may be: Rust would take it as an address.
+    let long = format!("127.0.0.1:{:0>8000}", 7000);
+    assert_eq!(ask_one(&tracker, &long), "wrq");
+    let second = ask_one(&tracker, "127.0.0.2");
+    let mut ids = [first, second];
+    ids.sort();
+    assert_eq!(ids, ["0", "1"], "the newcomer got the id left");
+    assert_eq!(ask_one(&tracker, "127.0.0.3"), "aht");
+    // The log names the canonical address, and only a prefix of the long
+    // text.
+    let log = tracker.log();
+    assert!(log.contains("127.0.0.1:7000 ->"), "{log}");
+    assert!(!log.contains("127.0.0.1:07000"), "{log}");
+    assert!(!log.contains(&"0".repeat(100)), "{log}");
+}
+
+#[test]
 fn the_welcome_service_follows_the_course_grammar() {
     let tracker = TrackerProcess::start(&["--ring-size", "100"]);
     assert_eq!(ask(&tracker, "li?"), ["end"]);

@@ -12,9 +12,35 @@
 //! other ports in (`ip:port`, for one machine without extra loopback
 //! addresses); [`CourseAddr`] prints the port only when it is not the
 //! agreed one.
+//!
+//! An address text is at most [`MAX_ADDRESS_TEXT`] bytes: Rust's parser
+//! takes any number of leading zeros in a port (`127.0.0.1:0007000`), so
+//! without a bound one address has endless spellings. A hash request
+//! carries its address in canonical form ([`canonical_address`]), so every
+//! spelling of one address is one text.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+
+/// Longest address text a course line may carry, in bytes. The longest
+/// canonical address (IPv6 with a scope and a port) takes 58; the longest
+/// spelling with no padding zeros in port or scope
+/// (`[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535`)
+/// exactly 64; the course's own, an IPv4 address, at most 15.
+pub const MAX_ADDRESS_TEXT: usize = 64;
+
+/// The canonical form of the address `text` (`ip`, or `ip:port`, `[ip]:port`
+/// for IPv6), as Rust writes it back: no leading zeros, IPv6 compressed. `None`
+/// when `text` is no address or longer than [`MAX_ADDRESS_TEXT`].
+pub fn canonical_address(text: &str) -> Option<String> {
+    if text.len() > MAX_ADDRESS_TEXT {
+        return None;
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip.to_string());
+    }
+    text.parse::<SocketAddr>().ok().map(|addr| addr.to_string())
+}
 
 /// An address as the course tools write it: an IP, with a port when it is
 /// not the one every ring peer is expected to listen on.
@@ -25,8 +51,12 @@ pub struct CourseAddr {
 }
 
 impl CourseAddr {
-    /// `ip` or `ip:port` (`[ip]:port` for IPv6).
+    /// `ip` or `ip:port` (`[ip]:port` for IPv6), at most
+    /// [`MAX_ADDRESS_TEXT`] bytes.
     pub fn parse(text: &str) -> Option<CourseAddr> {
+        if text.len() > MAX_ADDRESS_TEXT {
+            return None;
+        }
         if let Ok(ip) = text.parse::<IpAddr>() {
             return Some(CourseAddr { ip, port: None });
         }
@@ -63,7 +93,8 @@ impl fmt::Display for CourseAddr {
 /// One request of the course's grammar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CourseRequest {
-    /// `<ip>`: "give this address an id" (the hash service).
+    /// `<ip>`: "give this address an id" (the hash service). Parsed, `text`
+    /// is the address's canonical form ([`canonical_address`]).
     Hash { text: String },
     /// `yo:<hash>:<ip>`: "I join with this hash at this address".
     Join { hash: u64, at: CourseAddr },
@@ -122,14 +153,15 @@ impl CourseRequest {
             "li?" if rest.is_none() => Ok(CourseRequest::List),
             "rt?" if rest.is_none() => Ok(CourseRequest::Table { hash: None }),
             "rt?" => hash(rest).map(|h| CourseRequest::Table { hash: Some(h) }),
-            _ if CourseAddr::parse(line).is_some() => Ok(CourseRequest::Hash {
-                text: line.to_string(),
-            }),
-            // Native lines start with a word of letters and a space (or
-            // are one word of letters); anything else with the course's
-            // punctuation is a course line gone wrong.
-            _ if line.contains([':', '?', '+']) && !line.contains(' ') => Err(WrongRequest),
-            _ => return None,
+            _ => match canonical_address(line) {
+                Some(text) => Ok(CourseRequest::Hash { text }),
+                // Native lines start with a word of letters and a space (or
+                // are one word of letters); anything else with the course's
+                // punctuation (an over-long address too) is a course line
+                // gone wrong.
+                None if line.contains([':', '?', '+']) && !line.contains(' ') => Err(WrongRequest),
+                None => return None,
+            },
         };
         Some(request)
     }
@@ -279,6 +311,48 @@ mod tests {
             "what?",
         ] {
             assert_eq!(parse(line), Some(Err(WrongRequest)), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_hash_request_carries_the_canonical_address() {
+        for (line, canonical) in [
+            ("127.0.0.1:07000", "127.0.0.1:7000"),
+            ("127.0.0.1:0000000000007000", "127.0.0.1:7000"),
+            ("0:0:0:0:0:0:0:1", "::1"),
+            ("[0000:0::1]:00080", "[::1]:80"),
+            ("[fe80::1%0002]:7000", "[fe80::1%2]:7000"),
+            ("127.0.0.2", "127.0.0.2"),
+        ] {
+            assert_eq!(
+                parse(line),
+                Some(Ok(CourseRequest::Hash {
+                    text: canonical.to_string()
+                })),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn over_long_addresses_are_wrq() {
+        let longest = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535";
+        assert_eq!(longest.len(), MAX_ADDRESS_TEXT);
+        assert!(matches!(
+            parse(longest),
+            Some(Ok(CourseRequest::Hash { .. }))
+        ));
+        let padded = |width: usize| format!("127.0.0.1:{:0>width$}", 7000);
+        let at_bound = padded(MAX_ADDRESS_TEXT - "127.0.0.1:".len());
+        assert_eq!(at_bound.len(), MAX_ADDRESS_TEXT);
+        assert!(matches!(parse(&at_bound), Some(Ok(_))));
+        for width in [MAX_ADDRESS_TEXT, 8000] {
+            let line = padded(width);
+            assert!(line.parse::<SocketAddr>().is_ok(), "Rust takes it");
+            assert_eq!(parse(&line), Some(Err(WrongRequest)), "{width}");
+            assert_eq!(parse(&format!("yo:1:{line}")), Some(Err(WrongRequest)));
+            assert_eq!(canonical_address(&line), None);
+            assert_eq!(CourseAddr::parse(&line), None);
         }
     }
 

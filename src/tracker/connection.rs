@@ -15,6 +15,7 @@ use std::sync::Arc;
 use log::{debug, info, warn};
 
 use crate::protocol::course::{CourseRequest, WrongRequest};
+use crate::protocol::fields::echo;
 use crate::protocol::{ProtocolError, Reply, TrackerRequest};
 use crate::server::Connection;
 use crate::service::{serve_lines, Flow, LineLimits, LineService, Output};
@@ -102,9 +103,11 @@ impl TrackerConnection {
                 .answer(request, |n| fastrand::usize(..n)),
             Err(wrong) => Welcome::wrong(wrong),
         };
+        // A parsed request is short (its address canonical, at most
+        // MAX_ADDRESS_TEXT bytes); a wrong one is cut to a short prefix.
         let asked = match &request {
             Ok(request) => request.to_string(),
-            Err(_) => text.trim().chars().take(80).collect(),
+            Err(_) => echo(text.trim()),
         };
         match &replies[..] {
             [one] => info!("course: {} {asked} -> {one}", self.remote),

@@ -3,11 +3,15 @@
 //! said `yo` and not yet `a+`. Pure: a request in, the answer lines out; the
 //! connection loop ([`super::connection`]) reads and writes.
 //!
-//! - **Hash service** (`<ip>` -> an id): a text keeps the id it was given;
-//!   a new text gets the first id not yet given at or after the text's
-//!   SHA-256 ([`RingSpace::id_of`]), clockwise; `aht` once every id is
-//!   given. To bound memory, at most [`MAX_GIVEN_IDS`] ids are given (fewer
-//!   when the ring is smaller); past that cap every new text gets `aht` too.
+//! - **Hash service** (`<ip>` -> an id): an address keeps the id it was
+//!   given; a new address gets the first id not yet given at or after the
+//!   SHA-256 of its canonical text ([`canonical_address`],
+//!   [`RingSpace::id_of`]), clockwise; `aht` once every id is given. Every
+//!   spelling of one address (`127.0.0.1:7000`, `127.0.0.1:07000`) is that
+//!   one canonical text, so shares one id; a text that is no address, or is
+//!   longer than [`MAX_ADDRESS_TEXT`], is `wrq`. To bound memory, at most
+//!   [`MAX_GIVEN_IDS`] ids are given (fewer when the ring is smaller); past
+//!   that cap every new address gets `aht` too.
 //! - **Welcome service**: `yo` joins (`yaf` to the first peer, else the
 //!   address of a random present peer), `a+` leaves, `ip?` looks a hash up,
 //!   `li?` lists every peer, `rt?:<hash>` gives a peer's ideal routing
@@ -18,11 +22,15 @@
 //! Addresses: a `yo` without a port means the usual port of ring peers
 //! (`ring_port`); every address written back is bare when it is on that
 //! port and `ip:port` otherwise ([`CourseAddr::of`]).
+//!
+//! [`MAX_ADDRESS_TEXT`]: crate::protocol::course::MAX_ADDRESS_TEXT
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest, WrongRequest};
+use crate::protocol::course::{
+    canonical_address, CourseAddr, CourseReply, CourseRequest, WrongRequest,
+};
 use crate::ring::RingSpace;
 
 /// Most ids the hash service gives (the ring size if smaller).
@@ -36,7 +44,10 @@ pub const MAX_MEMBERS: usize = 100_000;
 pub struct Welcome {
     space: RingSpace,
     ring_port: u16,
-    /// The hash service: each text and the id it was given.
+    /// The hash service: each address, in canonical form (at most
+    /// [`MAX_ADDRESS_TEXT`] bytes), and the id it was given.
+    ///
+    /// [`MAX_ADDRESS_TEXT`]: crate::protocol::course::MAX_ADDRESS_TEXT
     given: HashMap<String, u64>,
     /// The ids given, as disjoint runs `start -> end` (`start..end`), never
     /// touching one another, so the next free id is one look-up away.
@@ -134,17 +145,22 @@ impl Welcome {
         CourseAddr::of(addr, self.ring_port)
     }
 
-    /// The hash service.
+    /// The hash service. The key is the address's canonical text, whatever
+    /// the spelling asked (a parsed request already carries it; this holds
+    /// for a request built by hand too).
     fn hash(&mut self, text: &str) -> CourseReply {
-        if let Some(&id) = self.given.get(text) {
+        let Some(key) = canonical_address(text) else {
+            return CourseReply::Wrong;
+        };
+        if let Some(&id) = self.given.get(&key) {
             return CourseReply::Id(id);
         }
         if self.given.len() as u64 >= self.id_cap {
             return CourseReply::AllTaken;
         }
-        let id = self.next_free(self.space.id_of(text));
+        let id = self.next_free(self.space.id_of(&key));
         self.take(id);
-        self.given.insert(text.to_string(), id);
+        self.given.insert(key, id);
         CourseReply::Id(id)
     }
 
@@ -249,6 +265,7 @@ impl Welcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::course::MAX_ADDRESS_TEXT;
 
     fn welcome(size: u64) -> Welcome {
         Welcome::new(RingSpace::new(size).unwrap(), 7000)
@@ -298,6 +315,65 @@ mod tests {
             ask(&mut w, texts[0])[0],
             w.space().id_of(texts[0]).to_string()
         );
+    }
+
+    #[test]
+    fn spellings_of_one_address_share_one_id() {
+        let mut w = welcome(65536);
+        let id = ask(&mut w, "127.0.0.1:7000");
+        assert_eq!(id, [w.space().id_of("127.0.0.1:7000").to_string()]);
+        for spelling in ["127.0.0.1:07000", "127.0.0.1:000000000000007000"] {
+            assert_eq!(ask(&mut w, spelling), id, "{spelling}");
+        }
+        // A request built by hand, not parsed, is keyed the same way.
+        let by_hand = CourseRequest::Hash {
+            text: "127.0.0.1:0007000".to_string(),
+        };
+        assert_eq!(
+            w.answer(&by_hand, |_| 0),
+            [CourseReply::Id(id[0].parse().unwrap())]
+        );
+        let v6 = ask(&mut w, "[::1]:80");
+        assert_eq!(ask(&mut w, "[0:0:0:0:0:0:0:0001]:0080"), v6);
+        assert_eq!(w.given_count(), 2);
+    }
+
+    #[test]
+    fn an_over_long_address_is_wrq_and_given_nothing() {
+        let mut w = welcome(65536);
+        let long = format!("127.0.0.1:{:0>8000}", 7000);
+        assert_eq!(ask(&mut w, &long), ["wrq"]);
+        let by_hand = CourseRequest::Hash { text: long };
+        assert_eq!(w.answer(&by_hand, |_| 0), [CourseReply::Wrong]);
+        let not_an_address = CourseRequest::Hash {
+            text: "hello".to_string(),
+        };
+        assert_eq!(w.answer(&not_an_address, |_| 0), [CourseReply::Wrong]);
+        assert_eq!(w.given_count(), 0);
+        assert!(w.taken.is_empty());
+    }
+
+    #[test]
+    fn ids_and_memory_do_not_grow_with_spellings() {
+        // A ring of 2: were each spelling its own text, the second would
+        // take the last id and a genuine newcomer would get `aht`.
+        let mut w = welcome(2);
+        let id = ask(&mut w, "10.0.0.1:7000");
+        for zeros in 0..1000 {
+            let spelling = format!("10.0.0.1:{}7000", "0".repeat(zeros));
+            let answer = ask(&mut w, &spelling);
+            if spelling.len() <= MAX_ADDRESS_TEXT {
+                assert_eq!(answer, id, "{spelling}");
+            } else {
+                assert_eq!(answer, ["wrq"], "{spelling}");
+            }
+        }
+        assert_eq!(w.given_count(), 1);
+        assert_eq!(w.taken.len(), 1);
+        let key_bytes: usize = w.given.keys().map(String::len).sum();
+        assert_eq!(key_bytes, "10.0.0.1:7000".len());
+        assert_ne!(ask(&mut w, "10.0.0.2"), ["aht"], "a genuine newcomer");
+        assert_eq!(ask(&mut w, "10.0.0.3"), ["aht"], "now the ring is full");
     }
 
     #[test]
