@@ -367,12 +367,18 @@ impl TrackerConfig {
             log_file: s.get("log_file", optional_path)?,
             log_level: s.get("log_level", log_level)?,
             options: crate::tracker::TrackerOptions {
-                max_connections: s.get("max_connections", number_in(1, 100_000))? as usize,
+                max_connections: s.get(
+                    "max_connections",
+                    number_in(1, crate::tracker::MAX_CONNECTIONS as u64),
+                )? as usize,
                 max_connections_per_ip: s.get("max_connections_per_ip", number_in(1, 100_000))?
                     as usize,
                 keep_alive: s.get("keep_alive_secs", seconds_in(1, 86_400))?,
                 max_line: s.get("max_line_bytes", size_in(256, 1 << 20))? as usize,
-                max_peers: s.get("max_peers_per_reply", number_in(1, 10_000))? as usize,
+                max_peers: s.get(
+                    "max_peers_per_reply",
+                    number_in(1, crate::tracker::MAX_PEERS_PER_REPLY as u64),
+                )? as usize,
                 max_results: s.get("max_results", number_in(1, 1_000_000))? as usize,
                 max_files_per_session: s.get("max_files_per_session", number_in(1, 1_000_000))?
                     as usize,

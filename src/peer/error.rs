@@ -13,6 +13,14 @@ pub enum PeerError {
         addr: std::net::SocketAddr,
         source: io::Error,
     },
+    /// The tracker (or whatever answers at its address) did not finish
+    /// answering one request in time, however steadily it sent bytes.
+    #[error("the tracker at {addr} did not answer {verb} in full within {} s", within.as_secs_f64())]
+    TrackerTooSlow {
+        addr: std::net::SocketAddr,
+        verb: &'static str,
+        within: std::time::Duration,
+    },
     #[error("the tracker refused: {text} (ERRR {code})")]
     TrackerRefused { code: ErrorCode, text: String },
     #[error("the tracker answered something unexpected: {0}")]

@@ -4,11 +4,20 @@
 //! reports): when a broken connection is reopened on the next call, the
 //! new session announces all of it again, so a tracker restart loses
 //! nothing for long.
+//!
+//! Every exchange (a request and its whole answer, listing included) must
+//! end within [`EXCHANGE_DEADLINE`], not only each read: a tracker, or
+//! anything at its address, that dribbles bytes or slow listing lines
+//! fails with [`PeerError::TrackerTooSlow`] instead of holding the
+//! connection (and every caller waiting for it) forever. A listing is
+//! capped by request type ([`max_answer_lines`]), so an endless one fails
+//! before it fills memory. Either way the connection is dropped and the
+//! next call opens a new one.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use parking_lot::Mutex;
@@ -18,14 +27,24 @@ use crate::protocol::{
     FileEntry, FileKey, FileOffer, PeerEntry, PeerId, Reply, SearchCriteria, ShareEntry,
     TrackerRequest, UserName,
 };
-use crate::wire::{write_line, LineReader};
+use crate::wire::{write_line, LineReader, ReadTimeout};
 
 use super::error::PeerError;
 
-/// How long to wait for the tracker to accept or answer.
+/// How long to wait for the tracker to accept the connection, take a
+/// request, or send the next bytes of an answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one whole exchange (a request and all of its answer) may
+/// take, however steadily the answer trickles in. A listing of the most
+/// lines allowed ([`max_answer_lines`]) is well under a few MB, seconds on
+/// any link that can carry a download.
+pub const EXCHANGE_DEADLINE: Duration = Duration::from_secs(30);
 /// Longest answer line read from the tracker.
 const MAX_LINE: usize = 64 * 1024;
+/// Most `FILE` or `SHAR` lines accepted in one `RQFS` or `LSTF` answer: ten
+/// times the tracker's default `max_results` (1000). A tracker set higher
+/// gets its longer listings refused; narrowing the search helps.
+pub const MAX_LISTED_RESULTS: usize = 10_000;
 
 /// Who this peer is to the tracker.
 #[derive(Debug, Clone)]
@@ -46,6 +65,8 @@ pub struct TrackerClient {
     /// `None` for a client that only asks (searches) and serves nothing.
     identity: Option<Identity>,
     conn: Mutex<Option<Conn>>,
+    /// How long one exchange may take ([`EXCHANGE_DEADLINE`]).
+    deadline: Duration,
     peer_id: Mutex<Option<PeerId>>,
     /// Sessions opened so far: a new number is a tracker that may have
     /// forgotten what the last session told it.
@@ -58,8 +79,48 @@ pub struct TrackerClient {
 }
 
 struct Conn {
-    reader: LineReader<TcpStream>,
+    reader: LineReader<TrackerStream>,
     writer: BufWriter<TcpStream>,
+}
+
+/// The reading half of the connection: each read waits at most
+/// [`TIMEOUT`], and never past the deadline of the exchange under way.
+struct TrackerStream {
+    stream: TcpStream,
+    deadline: Option<Instant>,
+    timeout: ReadTimeout,
+}
+
+impl Read for TrackerStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.timeout.read_before(
+            &self.stream,
+            self.deadline,
+            Some(TIMEOUT),
+            buf,
+            "the tracker's answer is overdue",
+        )
+    }
+}
+
+/// Most lines before `END` accepted in the answer to `request`: none for
+/// a request answered by a single line (it is not a listing); for a
+/// listing, the most any tracker can send (`REQF`: the highest
+/// `max_peers_per_reply`; `USRS`: one user per connection, at most the
+/// highest `max_connections`), or [`MAX_LISTED_RESULTS`] for `RQFS` and
+/// `LSTF`.
+fn max_answer_lines(request: &TrackerRequest) -> usize {
+    match request {
+        TrackerRequest::Rqfs(_) | TrackerRequest::Lstf(_) => MAX_LISTED_RESULTS,
+        TrackerRequest::Reqf { .. } => crate::tracker::MAX_PEERS_PER_REPLY,
+        TrackerRequest::Usrs => crate::tracker::MAX_CONNECTIONS,
+        TrackerRequest::Helo { .. }
+        | TrackerRequest::Addf(_)
+        | TrackerRequest::Rmvf { .. }
+        | TrackerRequest::Bitf { .. }
+        | TrackerRequest::Ping
+        | TrackerRequest::Quit => 0,
+    }
 }
 
 impl TrackerClient {
@@ -70,11 +131,19 @@ impl TrackerClient {
             addr,
             identity,
             conn: Mutex::new(None),
+            deadline: EXCHANGE_DEADLINE,
             peer_id: Mutex::new(None),
             sessions: std::sync::atomic::AtomicU64::new(0),
             announced: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same client with another limit on one exchange (tests).
+    #[cfg(test)]
+    fn with_deadline(mut self, deadline: Duration) -> TrackerClient {
+        self.deadline = deadline;
+        self
     }
 
     /// The tracker's address.
@@ -113,8 +182,13 @@ impl TrackerClient {
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(TIMEOUT))?;
             stream.set_write_timeout(Some(TIMEOUT))?;
+            let reading = TrackerStream {
+                stream: stream.try_clone()?,
+                deadline: None,
+                timeout: ReadTimeout::default(),
+            };
             Ok(Conn {
-                reader: LineReader::new(stream.try_clone()?, MAX_LINE),
+                reader: LineReader::new(reading, MAX_LINE),
                 writer: BufWriter::new(stream.try_clone()?),
             })
         };
@@ -157,7 +231,9 @@ impl TrackerClient {
     }
 
     /// Sends `request` and reads its whole answer (one line, or a listing
-    /// up to `END`). Reconnects once if the connection had broken.
+    /// up to `END`). Reconnects once if the connection had broken; any
+    /// other failure (a deadline missed, a listing too long, garbage) drops
+    /// the connection, so the next call opens a new one.
     fn exchange(&self, request: &TrackerRequest) -> Result<Vec<Reply>, PeerError> {
         let mut guard = self.conn.lock();
         for attempt in 0..2 {
@@ -181,30 +257,43 @@ impl TrackerClient {
         unreachable!("the second attempt returns")
     }
 
+    /// Sends `request` and reads its whole answer, all within the client's
+    /// deadline ([`EXCHANGE_DEADLINE`]) and at most
+    /// [`max_answer_lines`] lines before `END`.
     fn exchange_on(
         &self,
         conn: &mut Conn,
         request: &TrackerRequest,
     ) -> Result<Vec<Reply>, PeerError> {
+        let deadline = Instant::now() + self.deadline;
+        conn.reader.get_mut().deadline = Some(deadline);
         let io_error = |source| PeerError::TrackerUnreachable {
             addr: self.addr,
             source,
         };
+        // A read that failed at or past the deadline missed it (whichever
+        // timeout fired first): the exchange took too long in all.
+        let read_error = |source| {
+            if Instant::now() >= deadline {
+                PeerError::TrackerTooSlow {
+                    addr: self.addr,
+                    verb: request.verb(),
+                    within: self.deadline,
+                }
+            } else {
+                io_error(source)
+            }
+        };
         write_line(&mut conn.writer, request).map_err(io_error)?;
         conn.writer.flush().map_err(io_error)?;
-        let listing = matches!(
-            request,
-            TrackerRequest::Rqfs(_)
-                | TrackerRequest::Lstf(_)
-                | TrackerRequest::Reqf { .. }
-                | TrackerRequest::Usrs
-        );
+        let max_lines = max_answer_lines(request);
+        let listing = max_lines > 0;
         let mut replies = Vec::new();
         loop {
             let line = conn
                 .reader
                 .read_line()
-                .map_err(io_error)?
+                .map_err(read_error)?
                 .ok_or_else(|| {
                     io_error(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -215,12 +304,15 @@ impl TrackerClient {
             let reply = Reply::parse(line)
                 .map_err(|e| PeerError::TrackerProtocol(format!("{e} in {line:?}")))?;
             let done = !listing || matches!(reply, Reply::End | Reply::Error { .. });
+            if !done && replies.len() == max_lines {
+                return Err(PeerError::TrackerProtocol(format!(
+                    "a listing of over {max_lines} lines in answer to {}",
+                    request.verb()
+                )));
+            }
             replies.push(reply);
             if done {
                 return Ok(replies);
-            }
-            if replies.len() > 1_000_000 {
-                return Err(PeerError::TrackerProtocol("an endless listing".into()));
             }
         }
     }
@@ -388,5 +480,163 @@ fn refusal(replies: &[Reply]) -> PeerError {
         },
         Some(other) => PeerError::TrackerProtocol(format!("unexpected answer {other}")),
         None => PeerError::TrackerProtocol("no answer".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::thread::{self, JoinHandle};
+
+    type Script = Box<dyn FnOnce(TcpStream) + Send>;
+
+    /// A fake tracker on 127.0.0.1: connection `i` is handled by
+    /// `scripts[i]`, each on its own named thread; the returned thread
+    /// accepts them all, then joins their handlers.
+    fn fake_tracker(scripts: Vec<Script>) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = thread::Builder::new()
+            .name("fake-tracker".into())
+            .spawn(move || {
+                let mut handlers = Vec::new();
+                for (i, script) in scripts.into_iter().enumerate() {
+                    let (stream, _) = listener.accept().unwrap();
+                    // A bound on any wait, should the client misbehave.
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(60)))
+                        .unwrap();
+                    let handler = thread::Builder::new()
+                        .name(format!("fake-tracker-conn-{i}"))
+                        .spawn(move || script(stream))
+                        .unwrap();
+                    handlers.push(handler);
+                }
+                for handler in handlers {
+                    handler.join().unwrap();
+                }
+            })
+            .unwrap();
+        (addr, acceptor)
+    }
+
+    /// Answers each request line read with the next answer, until the
+    /// answers or the connection run out.
+    fn serve(answers: Vec<Vec<String>>) -> Script {
+        Box::new(move |stream| {
+            let mut requests = BufReader::new(stream.try_clone().unwrap());
+            let mut out = BufWriter::new(stream);
+            for answer in answers {
+                let mut request = String::new();
+                if requests.read_line(&mut request).unwrap_or(0) == 0 {
+                    return;
+                }
+                for line in answer {
+                    if writeln!(out, "{line}").is_err() {
+                        return;
+                    }
+                }
+                if out.flush().is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Reads one request, then answers a byte every 500 ms (well within
+    /// the 5 s read timeout) and never a newline, until the client hangs
+    /// up (or 60 s pass).
+    fn trickle() -> Script {
+        Box::new(|mut stream| {
+            let mut request = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut request);
+            for _ in 0..120 {
+                if stream.write_all(b"O").is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(500));
+            }
+        })
+    }
+
+    #[test]
+    fn a_tracker_that_trickles_bytes_without_a_newline_fails_at_the_deadline() {
+        let deadline = Duration::from_secs(2);
+        let (addr, tracker) = fake_tracker(vec![trickle(), serve(vec![vec!["OK pong".into()]])]);
+        let client = TrackerClient::new(addr, None).with_deadline(deadline);
+        let started = Instant::now();
+        let result = client.ping();
+        let took = started.elapsed();
+        match &result {
+            Err(e @ PeerError::TrackerTooSlow { verb: "PING", .. }) => assert_eq!(
+                e.to_string(),
+                format!("the tracker at {addr} did not answer PING in full within 2 s")
+            ),
+            other => panic!("expected the deadline to pass, got {other:?}"),
+        }
+        assert!(
+            took >= deadline,
+            "gave up after {took:?}, before the deadline"
+        );
+        assert!(
+            took < deadline + Duration::from_secs(10),
+            "the deadline did not hold: {took:?}"
+        );
+        // The dribbling connection was dropped: the next call opens a new
+        // one, which answers.
+        client.ping().expect("a new connection answers PING");
+        drop(client);
+        tracker.join().unwrap();
+    }
+
+    #[test]
+    fn a_listing_longer_than_its_cap_fails_clearly() {
+        let files = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| format!("FILE {i:064x} f{i}.txt 5 16384 other 1 0"))
+                .chain(["END".to_string()])
+                .collect()
+        };
+        let peers = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| format!("PEER 127.0.0.1:{} - seeder 1", 1024 + i))
+                .chain(["END".to_string()])
+                .collect()
+        };
+        let max_peers = crate::tracker::MAX_PEERS_PER_REPLY;
+        let (addr, tracker) = fake_tracker(vec![
+            serve(vec![
+                files(MAX_LISTED_RESULTS),
+                files(MAX_LISTED_RESULTS + 1),
+            ]),
+            serve(vec![peers(max_peers + 1)]),
+        ]);
+        let client = TrackerClient::new(addr, None);
+        // At the cap: every line.
+        let found = client.search(SearchCriteria::default()).unwrap();
+        assert_eq!(found.len(), MAX_LISTED_RESULTS);
+        // One more: refused, saying why.
+        match client.search(SearchCriteria::default()) {
+            Err(PeerError::TrackerProtocol(text)) => assert_eq!(
+                text,
+                format!("a listing of over {MAX_LISTED_RESULTS} lines in answer to RQFS")
+            ),
+            other => panic!("expected the listing to be refused, got {other:?}"),
+        }
+        // The rest of that listing is not read as the next answer: the
+        // next call opens a new connection.
+        match client.holders(FileKey([7; 32])) {
+            Err(PeerError::TrackerProtocol(text)) => {
+                assert_eq!(
+                    text,
+                    format!("a listing of over {max_peers} lines in answer to REQF")
+                )
+            }
+            other => panic!("expected the listing to be refused, got {other:?}"),
+        }
+        drop(client);
+        tracker.join().unwrap();
     }
 }

@@ -28,6 +28,14 @@ use crate::server::{Handler, Server, ServerOptions};
 pub use registry::Registry;
 pub use welcome::Welcome;
 
+/// The most `max_peers_per_reply` may be set to: the longest `REQF`
+/// answer any tracker gives (a peer refuses a longer one as garbage).
+pub const MAX_PEERS_PER_REPLY: usize = 10_000;
+/// The most `max_connections` may be set to. A session lives on one
+/// connection and has at most one user name, so it also bounds a `USRS`
+/// answer (a peer refuses a longer one as garbage).
+pub const MAX_CONNECTIONS: usize = 100_000;
+
 /// The tracker's run-time limits (see `config/tracker.ini`).
 #[derive(Debug, Clone)]
 pub struct TrackerOptions {

@@ -39,9 +39,9 @@ pub const MAX_BODY: u64 = 4096;
 /// gateway; anything else the peer refused is the request's fault.
 fn peer_error(e: PeerError) -> ApiError {
     match e {
-        PeerError::TrackerUnreachable { .. } | PeerError::TrackerProtocol(_) => {
-            ApiError::new(502, e.to_string())
-        }
+        PeerError::TrackerUnreachable { .. }
+        | PeerError::TrackerTooSlow { .. }
+        | PeerError::TrackerProtocol(_) => ApiError::new(502, e.to_string()),
         PeerError::NotFound(_) => ApiError::new(404, e.to_string()),
         PeerError::Busy(_) => ApiError::new(409, e.to_string()),
         PeerError::TrackerRefused { .. } => ApiError::new(400, e.to_string()),
