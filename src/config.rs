@@ -317,7 +317,7 @@ pub const TRACKER_KEYS: &[KeySpec] = &[
         key: "max_results",
         flag: "--max-results",
         default: "1000",
-        help: "most lines in one RQFS or LSTF answer",
+        help: "most lines in one RQFS or LSTF answer (at most 10000)",
     },
     KeySpec {
         key: "max_files_per_session",
@@ -379,7 +379,10 @@ impl TrackerConfig {
                     "max_peers_per_reply",
                     number_in(1, crate::tracker::MAX_PEERS_PER_REPLY as u64),
                 )? as usize,
-                max_results: s.get("max_results", number_in(1, 1_000_000))? as usize,
+                max_results: s.get(
+                    "max_results",
+                    number_in(1, crate::tracker::MAX_RESULTS as u64),
+                )? as usize,
                 max_files_per_session: s.get("max_files_per_session", number_in(1, 1_000_000))?
                     as usize,
                 ring_size: s.get("ring_size", ring_size)?,

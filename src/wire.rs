@@ -228,7 +228,8 @@ impl ReadTimeout {
                         return Err(passed());
                     }
                     if now + EARLY_SLACK >= end {
-                        return Err(e);
+                        // On time: the deadline's, if it was the nearer end.
+                        return Err(if deadline == Some(end) { passed() } else { e });
                     }
                     // Fired early (see above): wait out the rest.
                 }
@@ -240,7 +241,7 @@ impl ReadTimeout {
 
 /// How much sooner than asked a socket timeout may fire and still count as
 /// on time (timer granularity).
-const EARLY_SLACK: Duration = Duration::from_millis(5);
+pub const EARLY_SLACK: Duration = Duration::from_millis(5);
 
 impl<'a> IdleDeadline<'a> {
     /// A reader of `stream` whose deadline is `idle` from now.

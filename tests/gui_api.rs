@@ -167,6 +167,16 @@ fn each_profile_lists_its_kind_and_a_download_reaches_100_percent() {
     assert_eq!(found["files"].as_array().unwrap().len(), 1, "{found}");
     let (_, none) = audio.get("/api/files?q=clip");
     assert_eq!(none["files"], json!([]), "a video file, on an audio client");
+    // A search takes 16 criteria, and the audio client adds `kind=audio`.
+    let words = |n: usize| vec!["song"; n].join("+");
+    let (status, found) = audio.get(&format!("/api/files?q={}", words(15)));
+    assert_eq!(
+        (status, found["files"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    let (status, refused) = audio.get(&format!("/api/files?q={}", words(16)));
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"], "at most 15 words in a search");
 
     // The audio client refuses the video file, and nonsense.
     let clip_key = video.file("clip.webm").unwrap()["key"].clone();

@@ -27,9 +27,10 @@ use crate::protocol::{
     FileEntry, FileKey, FileOffer, PeerEntry, PeerId, Reply, SearchCriteria, ShareEntry,
     TrackerRequest, UserName,
 };
-use crate::wire::{write_line, LineReader, ReadTimeout};
+use crate::wire::{write_line, LineReader, ReadTimeout, EARLY_SLACK};
 
 use super::error::PeerError;
+use crate::tracker::MAX_RESULTS;
 
 /// How long to wait for the tracker to accept the connection, take a
 /// request, or send the next bytes of an answer.
@@ -41,10 +42,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub const EXCHANGE_DEADLINE: Duration = Duration::from_secs(30);
 /// Longest answer line read from the tracker.
 const MAX_LINE: usize = 64 * 1024;
-/// Most `FILE` or `SHAR` lines accepted in one `RQFS` or `LSTF` answer: ten
-/// times the tracker's default `max_results` (1000). A tracker set higher
-/// gets its longer listings refused; narrowing the search helps.
-pub const MAX_LISTED_RESULTS: usize = 10_000;
 
 /// Who this peer is to the tracker.
 #[derive(Debug, Clone)]
@@ -107,11 +104,11 @@ impl Read for TrackerStream {
 /// a request answered by a single line (it is not a listing); for a
 /// listing, the most any tracker can send (`REQF`: the highest
 /// `max_peers_per_reply`; `USRS`: one user per connection, at most the
-/// highest `max_connections`), or [`MAX_LISTED_RESULTS`] for `RQFS` and
+/// highest `max_connections`), or [`MAX_RESULTS`] for `RQFS` and
 /// `LSTF`.
 fn max_answer_lines(request: &TrackerRequest) -> usize {
     match request {
-        TrackerRequest::Rqfs(_) | TrackerRequest::Lstf(_) => MAX_LISTED_RESULTS,
+        TrackerRequest::Rqfs(_) | TrackerRequest::Lstf(_) => MAX_RESULTS,
         TrackerRequest::Reqf { .. } => crate::tracker::MAX_PEERS_PER_REPLY,
         TrackerRequest::Usrs => crate::tracker::MAX_CONNECTIONS,
         TrackerRequest::Helo { .. }
@@ -166,12 +163,14 @@ impl TrackerClient {
     pub fn connect(&self) -> Result<(), PeerError> {
         let mut conn = self.conn.lock();
         if conn.is_none() {
-            *conn = Some(self.open()?);
+            *conn = Some(self.open(Instant::now() + self.deadline)?);
         }
         Ok(())
     }
 
-    fn open(&self) -> Result<Conn, PeerError> {
+    /// Opens a connection and, with an identity, the session on it (`HELO`,
+    /// then every offer again), all before `deadline`.
+    fn open(&self, deadline: Instant) -> Result<Conn, PeerError> {
         let unreachable = |source| PeerError::TrackerUnreachable {
             addr: self.addr,
             source,
@@ -198,7 +197,7 @@ impl TrackerClient {
                 port: identity.listen_port,
                 user: identity.user.clone(),
             };
-            match self.exchange_on(&mut conn, &helo)?.as_slice() {
+            match self.exchange_on(&mut conn, &helo, deadline)?.as_slice() {
                 [Reply::Ok(id)] => {
                     let id: PeerId = id.parse().map_err(|_| {
                         PeerError::TrackerProtocol(format!("HELO answered OK {id}"))
@@ -210,19 +209,22 @@ impl TrackerClient {
                 }
                 other => return Err(refusal(other)),
             }
-            self.announce_again(&mut conn)?;
+            self.announce_again(&mut conn, deadline)?;
         }
         Ok(conn)
     }
 
-    /// Tells a new session every offer and progress report of the old one.
-    fn announce_again(&self, conn: &mut Conn) -> Result<(), PeerError> {
+    /// Tells a new session every offer and progress report of the old one,
+    /// before `deadline`.
+    fn announce_again(&self, conn: &mut Conn, deadline: Instant) -> Result<(), PeerError> {
         let announced: Vec<TrackerRequest> = self.announced.lock().values().cloned().collect();
         if announced.is_empty() {
             return Ok(());
         }
         for request in &announced {
-            if let [Reply::Error { text, .. }] = self.exchange_on(conn, request)?.as_slice() {
+            if let [Reply::Error { text, .. }] =
+                self.exchange_on(conn, request, deadline)?.as_slice()
+            {
                 warn!("the tracker refused {} again: {text}", request.verb());
             }
         }
@@ -231,17 +233,20 @@ impl TrackerClient {
     }
 
     /// Sends `request` and reads its whole answer (one line, or a listing
-    /// up to `END`). Reconnects once if the connection had broken; any
-    /// other failure (a deadline missed, a listing too long, garbage) drops
-    /// the connection, so the next call opens a new one.
+    /// up to `END`), all within [`EXCHANGE_DEADLINE`]: opening a new session
+    /// first, if that is needed, counts in it too. Reconnects once if the
+    /// connection had broken; any other failure (the deadline missed, a
+    /// listing too long, garbage) drops the connection, so the next call
+    /// opens a new one.
     fn exchange(&self, request: &TrackerRequest) -> Result<Vec<Reply>, PeerError> {
+        let deadline = Instant::now() + self.deadline;
         let mut guard = self.conn.lock();
         for attempt in 0..2 {
             if guard.is_none() {
-                *guard = Some(self.open()?);
+                *guard = Some(self.open(deadline)?);
             }
             let conn = guard.as_mut().expect("just opened");
-            match self.exchange_on(conn, request) {
+            match self.exchange_on(conn, request, deadline) {
                 Ok(replies) => return Ok(replies),
                 Err(PeerError::TrackerUnreachable { source, .. }) if attempt == 0 => {
                     info!("tracker connection lost ({source}); reconnecting");
@@ -257,24 +262,24 @@ impl TrackerClient {
         unreachable!("the second attempt returns")
     }
 
-    /// Sends `request` and reads its whole answer, all within the client's
-    /// deadline ([`EXCHANGE_DEADLINE`]) and at most
-    /// [`max_answer_lines`] lines before `END`.
+    /// Sends `request` and reads its whole answer, all before `deadline`,
+    /// and at most [`max_answer_lines`] lines before `END`.
     fn exchange_on(
         &self,
         conn: &mut Conn,
         request: &TrackerRequest,
+        deadline: Instant,
     ) -> Result<Vec<Reply>, PeerError> {
-        let deadline = Instant::now() + self.deadline;
         conn.reader.get_mut().deadline = Some(deadline);
         let io_error = |source| PeerError::TrackerUnreachable {
             addr: self.addr,
             source,
         };
-        // A read that failed at or past the deadline missed it (whichever
-        // timeout fired first): the exchange took too long in all.
+        // A read that failed at the deadline (within a timer's
+        // granularity) or past it missed it, whichever timeout fired: the
+        // exchange took too long in all.
         let read_error = |source| {
-            if Instant::now() >= deadline {
+            if Instant::now() + EARLY_SLACK >= deadline {
                 PeerError::TrackerTooSlow {
                     addr: self.addr,
                     verb: request.verb(),
@@ -465,7 +470,8 @@ impl TrackerClient {
     pub fn quit(&self) {
         let mut guard = self.conn.lock();
         if let Some(conn) = guard.as_mut() {
-            let _ = self.exchange_on(conn, &TrackerRequest::Quit);
+            let deadline = Instant::now() + self.deadline;
+            let _ = self.exchange_on(conn, &TrackerRequest::Quit, deadline);
         }
         *guard = None;
     }
@@ -502,8 +508,24 @@ mod tests {
             .name("fake-tracker".into())
             .spawn(move || {
                 let mut handlers = Vec::new();
+                // A client that never connects fails the test, not hangs it.
+                listener.set_nonblocking(true).unwrap();
+                let accept = || {
+                    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+                    loop {
+                        match listener.accept() {
+                            Ok((stream, _)) => break stream,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                assert!(std::time::Instant::now() < give_up, "no connection");
+                                thread::sleep(Duration::from_millis(10));
+                            }
+                            Err(e) => panic!("accept: {e}"),
+                        }
+                    }
+                };
                 for (i, script) in scripts.into_iter().enumerate() {
-                    let (stream, _) = listener.accept().unwrap();
+                    let stream = accept();
+                    stream.set_nonblocking(false).unwrap();
                     // A bound on any wait, should the client misbehave.
                     stream
                         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -607,21 +629,18 @@ mod tests {
         };
         let max_peers = crate::tracker::MAX_PEERS_PER_REPLY;
         let (addr, tracker) = fake_tracker(vec![
-            serve(vec![
-                files(MAX_LISTED_RESULTS),
-                files(MAX_LISTED_RESULTS + 1),
-            ]),
+            serve(vec![files(MAX_RESULTS), files(MAX_RESULTS + 1)]),
             serve(vec![peers(max_peers + 1)]),
         ]);
         let client = TrackerClient::new(addr, None);
         // At the cap: every line.
         let found = client.search(SearchCriteria::default()).unwrap();
-        assert_eq!(found.len(), MAX_LISTED_RESULTS);
+        assert_eq!(found.len(), MAX_RESULTS);
         // One more: refused, saying why.
         match client.search(SearchCriteria::default()) {
             Err(PeerError::TrackerProtocol(text)) => assert_eq!(
                 text,
-                format!("a listing of over {MAX_LISTED_RESULTS} lines in answer to RQFS")
+                format!("a listing of over {MAX_RESULTS} lines in answer to RQFS")
             ),
             other => panic!("expected the listing to be refused, got {other:?}"),
         }

@@ -27,7 +27,7 @@ pub use error::{ErrorCode, ProtocolError};
 pub use fields::{BitmapField, FileKey, FileName, MediaKind, PeerId, SharedPath, UserName};
 pub use peer::{PeerRequest, MAX_LISTED_SHARES, MAX_REQUEST_INDICES};
 pub use reply::{FileEntry, FileMeta, PeerEntry, Reply, Role, ShareEntry};
-pub use tracker::{Criterion, FileOffer, SearchCriteria, TrackerRequest};
+pub use tracker::{Criterion, FileOffer, SearchCriteria, TrackerRequest, MAX_CRITERIA};
 
 /// Default cap on one line's length in bytes, line ending included. Large
 /// enough for a `BITF` line of a file of about 32,000 pieces (8 GiB at the

@@ -31,6 +31,9 @@ pub use welcome::Welcome;
 /// The most `max_peers_per_reply` may be set to: the longest `REQF`
 /// answer any tracker gives (a peer refuses a longer one as garbage).
 pub const MAX_PEERS_PER_REPLY: usize = 10_000;
+/// The most `max_results` may be set to: the longest `RQFS` or `LSTF`
+/// answer any tracker gives (a peer refuses a longer one as garbage).
+pub const MAX_RESULTS: usize = 10_000;
 /// The most `max_connections` may be set to. A session lives on one
 /// connection and has at most one user name, so it also bounds a `USRS`
 /// answer (a peer refuses a longer one as garbage).

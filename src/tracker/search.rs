@@ -37,6 +37,8 @@ impl<'c> Matcher<'c> {
         // search by key, the commonest from peers, does not).
         let lowered_name = std::cell::OnceCell::new();
         let name = || lowered_name.get_or_init(|| meta.name.as_str().to_lowercase());
+        // One lowered text per word or glob, in their order: the `next()`
+        // below is always `Some` (built so in `new`).
         let mut texts = self.lowered.iter().map(String::as_str);
         self.criteria.iter().all(|criterion| match criterion {
             Criterion::Word(_) => texts.next().is_some_and(|word| name().contains(word)),

@@ -41,9 +41,11 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// more is stored, at most this much apart, so that the disk works while
 /// the rest arrives and the final flush has only the last of it left.
 const WRITEBACK_AT_MOST: u64 = 64 << 20;
-/// Live neighbours of one download at once: a newly listed peer waits
-/// until one of them fails or is banned. Anyone may offer a file at the
-/// tracker, so the list a look-up returns cannot be trusted to stay small.
+/// Neighbours of one download not banned at once (live, or out for a
+/// while and to be tried again): a newly listed peer waits until one is
+/// banned or given up. Anyone may offer a file at the tracker, so the list
+/// a look-up returns cannot be trusted to stay small; and since a
+/// neighbour out for a while comes back on its own, it keeps its place.
 const MAX_NEIGHBOURS: usize = 64;
 /// Neighbours of one download ever, banned ones included (each keeps its
 /// place: its index names it in the bookkeeping). Past this, the
@@ -132,9 +134,9 @@ impl<'a> Coordinator<'a> {
     }
 
     fn add_neighbour(&mut self, peer: PeerId, pieces: usize) {
-        let live = self.neighbours.iter().filter(|n| n.standing.is_live());
+        let in_use = self.neighbours.iter().filter(|n| !n.standing.is_banned());
         if self.neighbours.iter().any(|n| n.peer == peer)
-            || !admits_neighbour(live.count(), self.neighbours.len())
+            || !admits_neighbour(in_use.count(), self.neighbours.len())
         {
             return;
         }
@@ -554,6 +556,10 @@ impl<'a> Coordinator<'a> {
     /// BufferMaps claim.
     fn refuse(&mut self, neighbour: usize, index: u32) {
         let n = &mut self.neighbours[neighbour];
+        if n.standing.is_banned() {
+            // Never asked again (its BufferMap is gone already).
+            return;
+        }
         n.refused.insert(index);
         if n.standing.is_live() && n.bitmap.has(index as usize) {
             self.rarity.remove_piece(index as usize);
@@ -672,10 +678,11 @@ impl<'a> Coordinator<'a> {
     }
 }
 
-/// Whether a download with `live` neighbours now and `ever` in all may
-/// take one more: see [`MAX_NEIGHBOURS`] and [`MAX_NEIGHBOURS_EVER`].
-fn admits_neighbour(live: usize, ever: usize) -> bool {
-    live < MAX_NEIGHBOURS && ever < MAX_NEIGHBOURS_EVER
+/// Whether a download with `in_use` neighbours not banned and `ever` in
+/// all may take one more: see [`MAX_NEIGHBOURS`] and
+/// [`MAX_NEIGHBOURS_EVER`].
+fn admits_neighbour(in_use: usize, ever: usize) -> bool {
+    in_use < MAX_NEIGHBOURS && ever < MAX_NEIGHBOURS_EVER
 }
 
 #[cfg(test)]
@@ -686,7 +693,7 @@ mod tests {
     fn neighbours_are_capped_at_once_and_in_all() {
         assert!(admits_neighbour(0, 0));
         assert!(admits_neighbour(MAX_NEIGHBOURS - 1, 1000));
-        // Full: a new one waits until one fails or is banned.
+        // Full: a new one waits until one is banned or given up.
         assert!(!admits_neighbour(MAX_NEIGHBOURS, MAX_NEIGHBOURS));
         assert!(admits_neighbour(MAX_NEIGHBOURS - 1, MAX_NEIGHBOURS));
         // Banned ones count in all, so a stream of bad peers ends.

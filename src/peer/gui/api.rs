@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::peer::download::{Download, DownloadState, DownloadStatus};
 use crate::peer::media::Profile;
 use crate::peer::{Peer, PeerError};
-use crate::protocol::{Criterion, FileKey, SearchCriteria};
+use crate::protocol::{Criterion, FileKey, SearchCriteria, MAX_CRITERIA};
 
 /// A failed API call: an HTTP status and a sentence.
 #[derive(Debug)]
@@ -71,6 +71,13 @@ pub fn files(peer: &Peer, words: &str) -> ApiResult {
         .collect();
     if let Some(kind) = peer.config().profile.kind() {
         criteria.push(Criterion::Kind(kind));
+    }
+    if criteria.len() > MAX_CRITERIA {
+        let words = MAX_CRITERIA - usize::from(peer.config().profile.kind().is_some());
+        return Err(ApiError::new(
+            400,
+            format!("at most {words} words in a search"),
+        ));
     }
     let found = peer.search(&SearchCriteria(criteria)).map_err(peer_error)?;
     let files: Vec<Value> = found
