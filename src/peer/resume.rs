@@ -72,7 +72,10 @@ impl std::fmt::Display for LoadError {
 /// other failure may pass.
 fn file_error(path: &Path, e: io::Error) -> LoadError {
     let reason = format!("{}: {e}", path.display());
-    if e.kind() == io::ErrorKind::NotFound {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::InvalidData
+    ) {
         LoadError::Invalid(reason)
     } else {
         LoadError::Unavailable(reason)
@@ -186,7 +189,7 @@ impl ResumeStore {
     /// Loads and checks one download's state.
     pub fn load(&self, key: &FileKey) -> Result<Resumed, LoadError> {
         let record_path = self.download_path(key);
-        let bytes = fs::read(&record_path).map_err(|e| file_error(&record_path, e))?;
+        let bytes = read_record(&record_path).map_err(|e| file_error(&record_path, e))?;
         let invalid = |what: String| LoadError::Invalid(format!("download record: {what}"));
         let record: DownloadRecord =
             decode(&bytes).map_err(|e| invalid(format!("unreadable ({e})")))?;
@@ -200,7 +203,7 @@ impl ResumeStore {
         let part = PieceFile::open_rw(&part_path).map_err(|e| file_error(&part_path, e))?;
         let pieces = manifest.piece_count();
 
-        let claimed = fs::read(self.resume_path(key))
+        let claimed = read_record(&self.resume_path(key))
             .map_err(|e| e.to_string())
             .and_then(|bytes| decode::<ProgressRecord>(&bytes).map_err(|e| e.to_string()))
             .and_then(|p| {
@@ -258,6 +261,24 @@ fn piece_is_right(manifest: &Manifest, part: &PieceFile, index: usize, buf: &mut
 
 fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(io::Error::other)
+}
+
+/// The bytes of a record file, refused (`InvalidData`) past
+/// [`RECORD_LIMIT`] without reading more than that: a damaged or foreign
+/// file in the state folder must not fill the memory.
+fn read_record(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(RECORD_LIMIT as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > RECORD_LIMIT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a record over {} MiB", RECORD_LIMIT >> 20),
+        ));
+    }
+    Ok(bytes)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
@@ -339,6 +360,32 @@ mod tests {
         let resumed = store.load(&manifest.key()).unwrap();
         assert_eq!(resumed.bitmap.count(), 2);
         assert!(resumed.bitmap.has(2) && resumed.bitmap.has(5));
+    }
+
+    #[test]
+    fn an_oversized_record_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, _) = saved_download(dir.path(), &data(), &[2]);
+        // Sparse where the system allows: the file claims just over the
+        // limit, the disk holds next to nothing.
+        let grow = |path: PathBuf| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_len(RECORD_LIMIT as u64 + (1 << 20))
+                .unwrap();
+        };
+        grow(store.resume_path(&manifest.key()));
+        let resumed = store.load(&manifest.key()).unwrap();
+        assert_eq!(resumed.bitmap.count(), 1, "rebuilt from the part file");
+        grow(store.download_path(&manifest.key()));
+        match store.load(&manifest.key()) {
+            Err(LoadError::Invalid(reason)) => {
+                assert!(reason.ends_with("a record over 96 MiB"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
