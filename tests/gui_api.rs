@@ -334,3 +334,76 @@ fn most_pieces_come_from_the_fast_peer_and_the_time_stays_close_to_its() {
         "took {took:?}, the fast peer alone {alone:?}: {done}"
     );
 }
+
+/// Sends `request` as is on a new connection to the page at `base`, and
+/// returns the status line of the answer.
+fn raw_status(base: &str, request: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut status = String::new();
+    BufReader::new(stream).read_line(&mut status).unwrap();
+    status.trim_end().to_string()
+}
+
+#[test]
+fn the_page_answers_only_this_machine_s_browser_and_drops_a_stalled_client() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerProcess::start(&[]);
+    let mut peer = PeerProcess::start(dir.path(), tracker.addr, &["--idle-timeout-secs", "2"]);
+    let base = peer.gui_url();
+    let host = base.trim_start_matches("http://").to_string();
+    let get =
+        |host: &str| format!("GET /api/info HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    assert!(raw_status(&base, &get(&host)).starts_with("HTTP/1.1 200"));
+    let port = host.rsplit_once(':').unwrap().1;
+    assert!(raw_status(&base, &get(&format!("localhost:{port}"))).starts_with("HTTP/1.1 200"));
+    // A site that rebinds its own name to 127.0.0.1 sends that name.
+    let rebound = raw_status(&base, &get(&format!("evil.example:{port}")));
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    // Another site's form or script may not start a download.
+    let post = |origin: &str| {
+        format!(
+            "POST /api/downloads HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+             Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+    };
+    let forged = raw_status(&base, &post("http://evil.example"));
+    assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
+    // The page's own request gets through (and is answered on its merits).
+    let own = raw_status(&base, &post(&format!("http://{host}")));
+    assert!(own.starts_with("HTTP/1.1 400"), "{own}");
+
+    // A client that stops in the middle of its request is dropped after
+    // the idle time (2 s here), instead of holding a thread for ever. (The
+    // connection takes the timeout from its listener: checked on Linux,
+    // where that is known to hold.)
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let mut stalled = std::net::TcpStream::connect(&host).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let started = Instant::now();
+    stalled
+        .write_all(
+            format!(
+                "POST /api/downloads HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stalled.read_to_end(&mut answer);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(50),
+        "dropped after {waited:?}"
+    );
+}

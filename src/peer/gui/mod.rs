@@ -8,7 +8,15 @@
 //!
 //! One named thread takes requests (`gui-accept`) and one named thread
 //! answers each (`gui-request`), at most [`MAX_REQUESTS`] at once; all are
-//! joined when the page stops.
+//! joined when the page stops. A request or an answer that stalls for the
+//! peer's `idle_timeout_secs` ends its connection (on Linux and the BSDs,
+//! where accepted sockets take the listener's timeouts), so a stalled
+//! client holds neither a thread nor the peer's shutdown.
+//!
+//! Only this machine's browser may use it ([`foreign_request`]): a request
+//! must name the page by an IP address or `localhost` (which defeats DNS
+//! rebinding), and a request that changes something must come from the
+//! page itself, not from another site's (cross-site request forgery).
 
 pub mod api;
 pub mod stream;
@@ -49,8 +57,11 @@ pub struct Gui {
 impl Gui {
     /// Listens on `addr` (port 0: any free port) and serves `peer`.
     pub fn start(addr: SocketAddr, peer: Arc<Peer>) -> io::Result<Gui> {
-        let server = Server::http(addr)
-            .map_err(|e| io::Error::other(format!("cannot serve the page on {addr}: {e}")))?;
+        let cannot = |e: &dyn std::fmt::Display| {
+            io::Error::other(format!("cannot serve the page on {addr}: {e}"))
+        };
+        let listener = listener(addr, peer.config().idle_timeout).map_err(|e| cannot(&e))?;
+        let server = Server::from_listener(listener, None).map_err(|e| cannot(&e))?;
         let addr = server
             .server_addr()
             .to_ip()
@@ -92,8 +103,25 @@ impl Drop for Gui {
     }
 }
 
+/// A listening socket on `addr` whose accepted connections wait at most
+/// `stall` for each read and each write (socket options a connection
+/// takes from its listener on Linux and the BSDs; tiny_http does not
+/// expose the connections to set them).
+fn listener(addr: SocketAddr, stall: Duration) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(not(windows))]
+    socket.set_reuse_address(true)?;
+    socket.set_read_timeout(Some(stall))?;
+    socket.set_write_timeout(Some(stall))?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
+}
+
 /// The accepting thread: hands each request to a thread of its own.
 fn accept(server: &Server, peer: &Arc<Peer>, stopping: &Arc<AtomicBool>) {
+    let port = server.server_addr().to_ip().map_or(0, |addr| addr.port());
     let mut answering: Vec<JoinHandle<()>> = Vec::new();
     while !stopping.load(Ordering::SeqCst) {
         let request = match server.recv_timeout(STOP_CHECK) {
@@ -113,7 +141,7 @@ fn accept(server: &Server, peer: &Arc<Peer>, stopping: &Arc<AtomicBool>) {
         let (peer, stopping) = (Arc::clone(peer), Arc::clone(stopping));
         let spawned = thread::Builder::new()
             .name("gui-request".into())
-            .spawn(move || answer(request, &peer, &stopping));
+            .spawn(move || answer(request, &peer, &stopping, port));
         match spawned {
             Ok(thread) => answering.push(thread),
             Err(e) => warn!("page: cannot start a thread: {e}"),
@@ -125,7 +153,11 @@ fn accept(server: &Server, peer: &Arc<Peer>, stopping: &Arc<AtomicBool>) {
 }
 
 /// Answers one request.
-fn answer(mut request: Request, peer: &Peer, stopping: &Arc<AtomicBool>) {
+fn answer(mut request: Request, peer: &Peer, stopping: &Arc<AtomicBool>, port: u16) {
+    if let Some(refused) = foreign_request(&request, port) {
+        warn!("page: refused: {}", refused.message);
+        return respond(request, api_response(Err(refused)));
+    }
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let method = request.method().clone();
@@ -156,6 +188,61 @@ fn answer(mut request: Request, peer: &Peer, stopping: &Arc<AtomicBool>) {
         _ => Err(ApiError::new(404, format!("nothing at {path}"))),
     };
     respond(request, api_response(result));
+}
+
+/// Why a request is refused as not from this machine's own page, if it
+/// is: its `Host` must be an IP address or `localhost` with the page's
+/// port (a site that rebinds its own name to 127.0.0.1 sends that name),
+/// and a request other than `GET` or `HEAD` with an `Origin` must come
+/// from the page's own origin (a form or script of another site sends
+/// its own). Requests without these headers (curl, scripts) pass.
+fn foreign_request(request: &Request, port: u16) -> Option<ApiError> {
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str())
+    };
+    let host = header("Host");
+    if let Some(host) = host.filter(|host| !names_this_page(host, port)) {
+        return Some(ApiError::new(
+            403,
+            format!("the page answers only by address or localhost, not as {host:?}"),
+        ));
+    }
+    let changes = !matches!(request.method(), Method::Get | Method::Head);
+    match (header("Origin"), host) {
+        (Some(origin), Some(host)) if changes && origin != format!("http://{host}") => {
+            Some(ApiError::new(
+                403,
+                format!("a request from {origin:?} may not change anything here"),
+            ))
+        }
+        (Some(origin), None) if changes => Some(ApiError::new(
+            403,
+            format!("a request from {origin:?} without a Host may not change anything here"),
+        )),
+        _ => None,
+    }
+}
+
+/// Whether `host` (a `Host` header) names this page: an IP address or
+/// `localhost`, with the page's `port` (or none, the default port 80).
+fn names_this_page(host: &str, port: u16) -> bool {
+    let (name, host_port) = match host.rsplit_once(':') {
+        Some((name, digits)) if !name.ends_with(':') && !digits.contains(']') => {
+            (name, digits.parse().ok())
+        }
+        _ => (host, Some(80)),
+    };
+    let is_address = name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+    is_address && host_port == Some(port)
 }
 
 fn respond<R: Read>(request: Request, response: Response<R>) {
@@ -289,6 +376,33 @@ fn file_soon(peer: &Peer, key: FileKey, stopping: &AtomicBool) -> Option<Arc<Sha
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_address_or_localhost_names_the_page() {
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LocalHost:8080",
+            "[::1]:8080",
+            "192.168.1.20:8080",
+        ] {
+            assert!(names_this_page(host, 8080), "{host}");
+        }
+        assert!(names_this_page("127.0.0.1", 80));
+        assert!(names_this_page("[::1]", 80));
+        for host in [
+            "evil.example:8080",
+            "127.0.0.1.nip.io:8080",
+            "127.0.0.1:8081",
+            "127.0.0.1",
+            "::1:8080",
+            "[::1]x:8080",
+            "localhost:",
+            "",
+        ] {
+            assert!(!names_this_page(host, 8080), "{host}");
+        }
+    }
 
     #[test]
     fn query_values_are_decoded() {
