@@ -15,6 +15,8 @@
 //! [`crate::protocol::course`] (the course's tools).
 
 pub mod client;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod monitor;
 pub mod node;
 pub mod records;

@@ -551,3 +551,42 @@ fn fits(view: &NodeView, space: &RingSpace) -> bool {
             .chain(view.fingers.iter().filter_map(|(_, m)| m.as_ref()))
             .all(|m| space.contains(m.id))
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(crate) fn member_at(id: u64, addr: SocketAddr) -> Member {
+        Member { id, addr }
+    }
+
+    /// A node in a ring of 1000 ids, not serving, with no rounds running.
+    pub(crate) fn test_node(
+        me: Member,
+        successors: Vec<Member>,
+        predecessor: Option<Member>,
+    ) -> RingNode {
+        let space = RingSpace::new(1000).expect("a ring size");
+        let mut routing = Routing::new(&space, me, successors);
+        routing.predecessor = predecessor;
+        RingNode {
+            settings: RingSettings {
+                space,
+                id: IdChoice::Fixed(me.id),
+                entry: Entry::Member(me.addr),
+                successors: 4,
+                replicas: 2,
+                stabilize: Duration::from_millis(200),
+                fix_fingers: Duration::from_millis(500),
+                check_predecessor: Duration::from_millis(500),
+            },
+            routing: RwLock::new(routing),
+            records: Mutex::new(RecordStore::new()),
+            client: RingClient::new(),
+            welcome: None,
+            rounds: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            place_cursor: AtomicU64::new(0),
+        }
+    }
+}

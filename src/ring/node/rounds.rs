@@ -1,9 +1,11 @@
 //! The periodic rounds that keep this peer's place in the ring right:
 //!
 //! - *stabilise*: ask the successor for its predecessor; if that peer sits
-//!   between us, it becomes our successor; take the successor's own list
-//!   as the rest of ours; tell the successor we are here (*notify*);
-//! - *check predecessor*: forget a predecessor that no longer answers;
+//!   between us (and is that peer when asked), it becomes our successor;
+//!   take the successor's own list as the rest of ours; tell the successor
+//!   we are here (*notify*);
+//! - *check predecessor*: forget a predecessor that no longer answers, or
+//!   whose address answers with another id;
 //! - *fix fingers*: look up, for each routing table line, the peer it
 //!   should point at;
 //! - *place records*: copy the records this peer owns to its successors
@@ -126,9 +128,17 @@ impl RingNode {
             };
             if let Some(between) = view.predecessor {
                 if between != me && space.in_open(between.id, me.id, view.me.id) {
+                    // Only the peer the successor named, at that address:
+                    // a notify may name another peer's address.
                     match self.client.info(between.addr) {
-                        Ok(closer) if fits(&closer, space) => view = closer,
-                        _ => {}
+                        Ok(closer) if fits(&closer, space) && closer.me == between => {
+                            view = closer;
+                        }
+                        Ok(closer) => debug!(
+                            "ring: {between} (the predecessor of {}) is {} there; not taken",
+                            view.me, closer.me
+                        ),
+                        Err(e) => debug!("ring: {between}: {e}"),
                     }
                 }
             }
@@ -227,18 +237,24 @@ impl RingNode {
         }
     }
 
-    /// Forgets the predecessor if it does not answer.
+    /// Forgets the predecessor if it does not answer, or if the peer at
+    /// its address is not it (another id: a notify may name any address).
     fn check_predecessor(&self) {
         let Some(pred) = self.routing.read().predecessor else {
             return;
         };
-        if let Err(e) = self.client.ping(pred.addr) {
-            warn!("ring: predecessor {pred} does not answer ({e}); forgetting it");
-            self.client.forget(pred.addr);
-            let mut routing = self.routing.write();
-            if routing.predecessor == Some(pred) {
-                routing.predecessor = None;
-            }
+        let why = match self.client.info(pred.addr) {
+            Ok(view) if view.me == pred => return,
+            Ok(view) => format!("{} is there instead", view.me),
+            // Busy: it is there; ask again next round.
+            Err(RingError::Refused { .. }) => return,
+            Err(e) => e.to_string(),
+        };
+        warn!("ring: predecessor {pred} is not there ({why}); forgetting it");
+        self.client.forget(pred.addr);
+        let mut routing = self.routing.write();
+        if routing.predecessor == Some(pred) {
+            routing.predecessor = None;
         }
     }
 
@@ -283,5 +299,84 @@ impl RingNode {
                 finger.node = owner;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{member_at, test_node};
+    use crate::ring::fake::Fake;
+
+    /// A fake member with this id that answers `RNFO` with the
+    /// predecessor `pred` gives (from its own address), and anything else
+    /// with `OK`.
+    fn fake_at(
+        id: u64,
+        pred: impl Fn(std::net::SocketAddr) -> Option<String> + Send + Sync + 'static,
+    ) -> Fake {
+        let own = std::sync::Arc::new(parking_lot::Mutex::new(None));
+        let seen = std::sync::Arc::clone(&own);
+        let fake = Fake::start(move |line| {
+            let addr: std::net::SocketAddr = seen.lock().expect("address set");
+            match line {
+                "RNFO" => vec![
+                    format!("NODE {id}@{addr} 1000"),
+                    format!("PRED {}", pred(addr).unwrap_or_else(|| "-".into())),
+                    "END".into(),
+                ],
+                _ => vec!["OK".into()],
+            }
+        });
+        *own.lock() = Some(fake.addr);
+        fake
+    }
+
+    #[test]
+    fn a_predecessor_named_at_another_peers_address_is_not_taken_as_successor() {
+        // The ring 100 -> 200 -> 300; someone told 200 that 199 is at
+        // 300's address.
+        let n300 = fake_at(300, |_| None);
+        let at300 = n300.addr;
+        let n200 = fake_at(200, move |_| Some(format!("199@{at300}")));
+        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
+        let n200_member = member_at(200, n200.addr);
+        let node = test_node(me, vec![n200_member, member_at(300, at300)], None);
+        for _ in 0..3 {
+            node.stabilize();
+            assert_eq!(node.routing.read().successor(), n200_member);
+        }
+    }
+
+    #[test]
+    fn a_true_closer_peer_is_taken_as_successor() {
+        let n199 = fake_at(199, |_| None);
+        let at199 = n199.addr;
+        let n200 = fake_at(200, move |_| Some(format!("199@{at199}")));
+        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
+        let node = test_node(me, vec![member_at(200, n200.addr)], None);
+        node.stabilize();
+        assert_eq!(node.routing.read().successor(), member_at(199, at199));
+    }
+
+    #[test]
+    fn a_predecessor_whose_address_answers_with_another_id_is_forgotten() {
+        let n300 = fake_at(300, |_| None);
+        let n50 = fake_at(50, |_| None);
+        let me = member_at(200, "127.0.0.1:9".parse().unwrap());
+        let node = test_node(
+            me,
+            vec![member_at(300, n300.addr)],
+            Some(member_at(199, n300.addr)),
+        );
+        node.check_predecessor();
+        assert_eq!(
+            node.routing.read().predecessor,
+            None,
+            "199 is not at 300's address"
+        );
+        let real = member_at(50, n50.addr);
+        node.routing.write().predecessor = Some(real);
+        node.check_predecessor();
+        assert_eq!(node.routing.read().predecessor, Some(real), "50 is there");
     }
 }
