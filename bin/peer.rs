@@ -316,14 +316,16 @@ fn route(addr: std::net::SocketAddr, id: u64, fingers: bool) -> Result<(), Strin
     let start = client
         .info(addr)
         .map_err(|e| format!("cannot ask {addr}: {e}"))?;
-    if id >= start.size {
+    let space = swarmline::ring::RingSpace::new(start.size)
+        .map_err(|e| format!("{addr} says its ring has size {}: {e}", start.size))?;
+    if !space.contains(id) {
         return Err(format!(
             "{id} is outside the ring (0 to {})",
             start.size.saturating_sub(1)
         ));
     }
     let trace = client
-        .trace(start.me, id, fingers)
+        .trace(&space, start.me, id, fingers)
         .map_err(|e| format!("the look-up of {id} failed: {e}"))?;
     let how = if fingers { "" } else { " by successors only" };
     println!("route to {id} from {}{how}:\n{trace}", start.me);

@@ -129,7 +129,7 @@ impl Ring {
         let mut lookups = 0;
         for start in members {
             for &id in ids {
-                let trace = self.client.trace(*start, id, fingers).unwrap();
+                let trace = self.client.trace(&self.space, *start, id, fingers).unwrap();
                 let owner = self.space.owner_among(id, owner_ids.iter().copied());
                 assert_eq!(
                     Some(trace.owner().id),
@@ -197,7 +197,7 @@ fn sixteen_peers_route_every_lookup_to_its_owner_in_few_hops() {
 fn homes(ring: &Ring, from: Member, text: &str) -> Vec<Member> {
     let trace = ring
         .client
-        .trace(from, ring.space.id_of(text), true)
+        .trace(&ring.space, from, ring.space.id_of(text), true)
         .unwrap();
     trace.owners.into_iter().take(3).collect()
 }

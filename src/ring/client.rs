@@ -4,6 +4,8 @@
 //! Look-ups are iterative: the asker sends `LOOK <id>` to one peer, which
 //! answers either with the owner (`OWNR`) or with a closer peer to ask next
 //! (`NEXT`). So the asker sees every hop, which is what `route` prints.
+//! Every member named in an answer is checked against the ring's size: an
+//! id outside it is misbehaviour, and ends the look-up.
 //!
 //! Connections are kept for reuse (a few per peer), because the periodic
 //! rounds talk to the same neighbours again and again; a kept connection
@@ -20,6 +22,7 @@ use crate::peer::link::{LinkError, PeerLink};
 use crate::protocol::course::CourseRequest;
 use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest};
 use crate::protocol::{ErrorCode, FileMeta, Reply};
+use crate::ring::space::RingSpace;
 
 /// How long to wait for a connection to a ring peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -257,27 +260,41 @@ impl RingClient {
             .and_then(|lines| decode_ok(addr, lines))
     }
 
-    /// Asks `addr` one step of the look-up of `id`.
-    pub fn look(&self, addr: SocketAddr, id: u64, fingers: bool) -> Result<LookStep, RingError> {
-        match self.call(addr, &RingRequest::Look { id, fingers })?.pop() {
-            Some(RingReply::Owner(members)) => Ok(LookStep::Owner(members)),
-            Some(RingReply::Next(member)) => Ok(LookStep::Next(member)),
-            other => Err(RingError::misbehaved(
-                addr,
-                format!("expected OWNR or NEXT, got {other:?}"),
-            )),
-        }
+    /// Asks `addr` one step of the look-up of `id` in the ring `space`.
+    /// Every member of the answer must be in `space`: a peer naming an id
+    /// outside it misbehaves.
+    pub fn look(
+        &self,
+        space: &RingSpace,
+        addr: SocketAddr,
+        id: u64,
+        fingers: bool,
+    ) -> Result<LookStep, RingError> {
+        let step = match self.call(addr, &RingRequest::Look { id, fingers })?.pop() {
+            Some(RingReply::Owner(members)) if !members.is_empty() => LookStep::Owner(members),
+            Some(RingReply::Next(member)) => LookStep::Next(member),
+            other => {
+                return Err(RingError::misbehaved(
+                    addr,
+                    format!("expected OWNR or NEXT, got {other:?}"),
+                ))
+            }
+        };
+        check_step(space, addr, &step)?;
+        Ok(step)
     }
 
-    /// Follows a look-up of `id` from `first` (the first hop's answer, got
-    /// from `asked`) to its owner.
+    /// Follows a look-up of `id` in the ring `space` from `first` (the
+    /// first hop's answer, got from `asked`) to its owner.
     pub fn follow(
         &self,
+        space: &RingSpace,
         id: u64,
         asked: Member,
         first: LookStep,
         fingers: bool,
     ) -> Result<Trace, RingError> {
+        check_step(space, asked.addr, &first)?;
         let mut hops = vec![Hop {
             asked,
             answer: first,
@@ -299,7 +316,7 @@ impl RingClient {
                     hops.len()
                 )));
             }
-            let answer = self.look(next.addr, id, fingers)?;
+            let answer = self.look(space, next.addr, id, fingers)?;
             hops.push(Hop {
                 asked: next,
                 answer,
@@ -307,10 +324,17 @@ impl RingClient {
         }
     }
 
-    /// A whole look-up of `id`, starting at the peer `start`.
-    pub fn trace(&self, start: Member, id: u64, fingers: bool) -> Result<Trace, RingError> {
-        let first = self.look(start.addr, id, fingers)?;
-        self.follow(id, start, first, fingers)
+    /// A whole look-up of `id` in the ring `space`, starting at the peer
+    /// `start`.
+    pub fn trace(
+        &self,
+        space: &RingSpace,
+        start: Member,
+        id: u64,
+        fingers: bool,
+    ) -> Result<Trace, RingError> {
+        let first = self.look(space, start.addr, id, fingers)?;
+        self.follow(space, id, start, first, fingers)
     }
 
     /// The ring state of the peer at `addr`.
@@ -430,6 +454,28 @@ impl RingClient {
     }
 }
 
+/// Checks that every member `addr` named in a look-up step is in `space`
+/// (and that an owner list is not empty).
+fn check_step(space: &RingSpace, addr: SocketAddr, step: &LookStep) -> Result<(), RingError> {
+    let members: &[Member] = match step {
+        LookStep::Owner(owners) if owners.is_empty() => {
+            return Err(RingError::misbehaved(addr, "OWNR with no member"))
+        }
+        LookStep::Owner(owners) => owners,
+        LookStep::Next(next) => std::slice::from_ref(next),
+    };
+    match members.iter().find(|m| !space.contains(m.id)) {
+        Some(stray) => Err(RingError::misbehaved(
+            addr,
+            format!(
+                "{stray} in a look-up answer: the id is outside this ring (0 to {})",
+                space.size() - 1
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The answer lines from `addr`, or its refusal when the last is `ERRR`.
 pub(crate) fn refused_or(
     addr: SocketAddr,
@@ -523,5 +569,37 @@ fn exchange(link: &mut PeerLink, request: &RingRequest) -> Result<Vec<String>, L
                 "a listing of over {MAX_LISTING} lines"
             )));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::fake::Fake;
+
+    fn member(id: u64, addr: SocketAddr) -> Member {
+        Member { id, addr }
+    }
+
+    #[test]
+    fn a_look_up_answer_naming_an_id_outside_the_ring_is_misbehaviour() {
+        let space = RingSpace::new(1000).unwrap();
+        let owner = Fake::start(|_| vec!["OWNR 700@127.0.0.1:9 5000@127.0.0.1:9".into()]);
+        let next = Fake::start(|_| vec!["NEXT 5000@127.0.0.1:9".into()]);
+        let client = RingClient::new();
+        for fake in [&owner, &next] {
+            match client.trace(&space, member(600, fake.addr), 650, true) {
+                Err(RingError::Misbehaved { addr, text }) => {
+                    assert_eq!(addr, fake.addr);
+                    assert!(text.contains("5000"), "{text}");
+                }
+                other => panic!("expected misbehaviour, got {other:?}"),
+            }
+        }
+        let honest = Fake::start(|_| vec!["OWNR 700@127.0.0.1:9".into()]);
+        let trace = client
+            .trace(&space, member(600, honest.addr), 650, true)
+            .unwrap();
+        assert_eq!(trace.owner().id, 700);
     }
 }

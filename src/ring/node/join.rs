@@ -179,7 +179,7 @@ fn find_place(
             space.size()
         )));
     }
-    let trace = client.trace(view.me, id, true)?;
+    let trace = client.trace(space, view.me, id, true)?;
     if trace.owner().id == id {
         Ok(Place::Taken(trace.owner()))
     } else {

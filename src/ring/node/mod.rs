@@ -266,7 +266,10 @@ impl RingNode {
                 let routing = self.routing.read();
                 (routing.me, routing.step(&self.settings.space, id, fingers))
             };
-            match self.client.follow(id, me, first, fingers) {
+            match self
+                .client
+                .follow(&self.settings.space, id, me, first, fingers)
+            {
                 Ok(trace) => return Ok(trace),
                 Err(RingError::Unreachable { addr, error }) => {
                     // Route around it; the rounds will notice it too.
