@@ -5,7 +5,9 @@
 //! answers either with the owner (`OWNR`) or with a closer peer to ask next
 //! (`NEXT`). So the asker sees every hop, which is what `route` prints.
 //! Every member named in an answer is checked against the ring's size: an
-//! id outside it is misbehaviour, and ends the look-up.
+//! id outside it is misbehaviour, and ends the look-up; so is a `NEXT`
+//! that is not strictly between the peer that said it and the target. A
+//! whole look-up has [`LOOKUP_DEADLINE`], and stops when its peer leaves.
 //!
 //! Connections are kept for reuse (a few per peer), because the periodic
 //! rounds talk to the same neighbours again and again; a kept connection
@@ -14,7 +16,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -33,6 +36,12 @@ pub const MAX_LISTING: usize = 1000;
 /// The most hops of one look-up (a ring walked peer by peer without
 /// fingers may need one per peer).
 pub const MAX_HOPS: usize = 1024;
+/// How long a whole look-up may take, all hops (and a node's retries)
+/// together: no new hop starts after it, so a look-up ends at most one
+/// request ([`CONNECT_TIMEOUT`] + [`REQUEST_DEADLINE`]) later. A peer that
+/// answers slowly, one hop at a time, cannot hold a look-up (and the
+/// rounds that wait for it) longer.
+pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(15);
 /// Connections kept per peer, and peers with kept connections.
 const KEPT_PER_PEER: usize = 2;
 const KEPT_PEERS: usize = 64;
@@ -140,6 +149,40 @@ impl std::fmt::Display for Trace {
             )?;
         }
         Ok(())
+    }
+}
+
+/// What ends a look-up early: its deadline, and a flag set when this
+/// peer stops (checked before every hop).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds<'a> {
+    pub deadline: Instant,
+    pub stopping: Option<&'a AtomicBool>,
+}
+
+impl Bounds<'_> {
+    /// [`LOOKUP_DEADLINE`] from now, with no stopping flag.
+    pub fn from_now() -> Bounds<'static> {
+        Bounds {
+            deadline: Instant::now() + LOOKUP_DEADLINE,
+            stopping: None,
+        }
+    }
+
+    /// Why a look-up of `id` after `hops` hops must stop now, if it must.
+    fn exceeded(&self, id: u64, hops: usize) -> Option<RingError> {
+        if self.stopping.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            Some(RingError::Failed(format!(
+                "the look-up of {id} was stopped after {hops} hop(s): this peer is leaving"
+            )))
+        } else if Instant::now() >= self.deadline {
+            Some(RingError::Failed(format!(
+                "the look-up of {id} ran out of time after {hops} hop(s) (at most {} s)",
+                LOOKUP_DEADLINE.as_secs()
+            )))
+        } else {
+            None
+        }
     }
 }
 
@@ -285,7 +328,10 @@ impl RingClient {
     }
 
     /// Follows a look-up of `id` in the ring `space` from `first` (the
-    /// first hop's answer, got from `asked`) to its owner.
+    /// first hop's answer, got from `asked`) to its owner, within `bounds`.
+    /// Each `NEXT` must name a peer strictly between the peer that said it
+    /// and `id`: so every hop gets closer, and a peer that sends the
+    /// look-up back or past its target misbehaves.
     pub fn follow(
         &self,
         space: &RingSpace,
@@ -293,6 +339,7 @@ impl RingClient {
         asked: Member,
         first: LookStep,
         fingers: bool,
+        bounds: Bounds<'_>,
     ) -> Result<Trace, RingError> {
         check_step(space, asked.addr, &first)?;
         let mut hops = vec![Hop {
@@ -300,7 +347,8 @@ impl RingClient {
             answer: first,
         }];
         loop {
-            let next = match &hops[hops.len() - 1].answer {
+            let last = &hops[hops.len() - 1];
+            let next = match &last.answer {
                 LookStep::Owner(owners) => {
                     return Ok(Trace {
                         id,
@@ -310,6 +358,18 @@ impl RingClient {
                 }
                 LookStep::Next(next) => *next,
             };
+            if !space.in_open(next.id, last.asked.id, id) {
+                return Err(RingError::misbehaved(
+                    last.asked.addr,
+                    format!(
+                        "NEXT {next} for {id} from {}: not between them, no closer",
+                        last.asked
+                    ),
+                ));
+            }
+            if let Some(error) = bounds.exceeded(id, hops.len()) {
+                return Err(error);
+            }
             if hops.len() >= MAX_HOPS || hops.iter().any(|hop| hop.asked.addr == next.addr) {
                 return Err(RingError::Failed(format!(
                     "the look-up of {id} goes round in circles after {} hops (the ring is still settling?)",
@@ -325,7 +385,7 @@ impl RingClient {
     }
 
     /// A whole look-up of `id` in the ring `space`, starting at the peer
-    /// `start`.
+    /// `start`, within [`LOOKUP_DEADLINE`].
     pub fn trace(
         &self,
         space: &RingSpace,
@@ -333,8 +393,9 @@ impl RingClient {
         id: u64,
         fingers: bool,
     ) -> Result<Trace, RingError> {
+        let bounds = Bounds::from_now();
         let first = self.look(space, start.addr, id, fingers)?;
-        self.follow(space, id, start, first, fingers)
+        self.follow(space, id, start, first, fingers, bounds)
     }
 
     /// The ring state of the peer at `addr`.
@@ -601,5 +662,52 @@ mod tests {
             .trace(&space, member(600, honest.addr), 650, true)
             .unwrap();
         assert_eq!(trace.owner().id, 700);
+    }
+
+    #[test]
+    fn a_next_that_is_not_between_the_asked_peer_and_the_target_is_misbehaviour() {
+        let space = RingSpace::new(1000).unwrap();
+        let client = RingClient::new();
+        for answer in [
+            "NEXT 550@127.0.0.1:9",
+            "NEXT 650@127.0.0.1:9",
+            "NEXT 600@127.0.0.1:9",
+        ] {
+            let fake = Fake::start(move |_| vec![answer.into()]);
+            match client.trace(&space, member(600, fake.addr), 650, true) {
+                Err(RingError::Misbehaved { addr, text }) => {
+                    assert_eq!(addr, fake.addr);
+                    assert!(text.contains("not between"), "{text}");
+                }
+                other => panic!("{answer}: expected misbehaviour, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_look_up_through_slow_peers_ends_at_its_deadline() {
+        let space = RingSpace::new(1000).unwrap();
+        let chain = crate::ring::fake::slow_chain(100, 40, Duration::from_millis(300));
+        let client = RingClient::new();
+        let start = member(100, chain[0].addr);
+        let first = client.look(&space, start.addr, 900, true).unwrap();
+        let begun = Instant::now();
+        let bounds = Bounds {
+            deadline: begun + Duration::from_secs(1),
+            stopping: None,
+        };
+        // Without the deadline, the 40 hops would take 12 s and succeed.
+        match client.follow(&space, 900, start, first, true, bounds) {
+            Err(RingError::Failed(text)) => assert!(text.contains("ran out of time"), "{text}"),
+            other => panic!("expected the deadline, got {other:?}"),
+        }
+        let took = begun.elapsed();
+        assert!(
+            took < Duration::from_secs(1)
+                + CONNECT_TIMEOUT
+                + REQUEST_DEADLINE
+                + Duration::from_secs(3),
+            "took {took:?}"
+        );
     }
 }

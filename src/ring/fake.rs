@@ -97,3 +97,26 @@ impl Drop for Fake {
         }
     }
 }
+
+/// `n` fakes with ids `first_id`, `first_id + 1`, ...: each answers a
+/// `LOOK` after `delay` with `NEXT` the one after it (an honest-looking
+/// step, one id closer), the last one with `OWNR` itself (at a made-up address). Ids are in
+/// order, so `fakes[0]` is the member to start from.
+pub(crate) fn slow_chain(first_id: u64, n: usize, delay: Duration) -> Vec<Fake> {
+    let mut chain: Vec<Fake> = Vec::with_capacity(n);
+    let mut after: Option<(u64, SocketAddr)> = None;
+    for i in (0..n as u64).rev() {
+        let id = first_id + i;
+        let fake = Fake::start(move |_| {
+            thread::sleep(delay);
+            vec![match after {
+                Some((next, addr)) => format!("NEXT {next}@{addr}"),
+                None => format!("OWNR {id}@127.0.0.1:9"),
+            }]
+        });
+        after = Some((id, fake.addr));
+        chain.push(fake);
+    }
+    chain.reverse();
+    chain
+}

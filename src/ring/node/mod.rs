@@ -32,8 +32,8 @@ use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest}
 use crate::protocol::{ErrorCode, FileKey, FileMeta, FileName, Reply};
 
 use crate::ring::client::{
-    decode_ok, decode_records, names_of, refused_or, store_request, LookStep, NodeView, RingClient,
-    RingError, Trace,
+    decode_ok, decode_records, names_of, refused_or, store_request, Bounds, LookStep, NodeView,
+    RingClient, RingError, Trace, LOOKUP_DEADLINE,
 };
 use crate::ring::records::RecordStore;
 use crate::ring::space::RingSpace;
@@ -79,7 +79,8 @@ pub enum Entry {
 /// The most name records one `NAMS` answer gives.
 const MAX_NAMES: usize = 1000;
 /// How many times a look-up is tried again after a peer on its way did
-/// not answer (the ring routes around it once the rounds notice).
+/// not answer (the ring routes around it once the rounds notice); all
+/// tries together within [`LOOKUP_DEADLINE`].
 const LOOKUP_ATTEMPTS: usize = 3;
 
 /// This peer as a ring member. Made by [`RingNode::join`]; its rounds run
@@ -261,6 +262,10 @@ impl RingNode {
     /// `fingers: false` routes by successors only (to compare).
     pub fn trace(&self, id: u64, fingers: bool) -> Result<Trace, RingError> {
         let mut last_error = None;
+        let bounds = Bounds {
+            deadline: Instant::now() + LOOKUP_DEADLINE,
+            stopping: Some(&self.stopping),
+        };
         for _ in 0..LOOKUP_ATTEMPTS {
             let (me, first) = {
                 let routing = self.routing.read();
@@ -268,7 +273,7 @@ impl RingNode {
             };
             match self
                 .client
-                .follow(&self.settings.space, id, me, first, fingers)
+                .follow(&self.settings.space, id, me, first, fingers, bounds)
             {
                 Ok(trace) => return Ok(trace),
                 Err(RingError::Unreachable { addr, error }) => {
@@ -277,7 +282,7 @@ impl RingNode {
                     self.routing.write().drop_member(addr);
                     self.client.forget(addr);
                     last_error = Some(RingError::Unreachable { addr, error });
-                    if self.is_stopping() {
+                    if self.is_stopping() || Instant::now() >= bounds.deadline {
                         break;
                     }
                     thread::sleep(self.settings.stabilize.min(Duration::from_millis(500)));
@@ -591,5 +596,28 @@ pub(super) mod tests {
             stopping: AtomicBool::new(false),
             place_cursor: AtomicU64::new(0),
         }
+    }
+
+    #[test]
+    fn a_look_up_stops_when_the_peer_leaves() {
+        let chain = crate::ring::fake::slow_chain(100, 60, Duration::from_millis(300));
+        let me = member_at(50, "127.0.0.1:9".parse().expect("an address"));
+        let node = Arc::new(test_node(me, vec![member_at(100, chain[0].addr)], None));
+        let looking = Arc::clone(&node);
+        let begun = Instant::now();
+        let lookup = thread::Builder::new()
+            .name("test-lookup".into())
+            .spawn(move || looking.trace(900, true))
+            .expect("spawn");
+        thread::sleep(Duration::from_millis(700));
+        node.begin_leaving();
+        let result = lookup.join().expect("the look-up thread");
+        let took = begun.elapsed();
+        match result {
+            Err(RingError::Failed(text)) => assert!(text.contains("leaving"), "{text}"),
+            other => panic!("expected a stopped look-up, got {other:?}"),
+        }
+        // 60 hops of 0.3 s would take 18 s (15 s with the deadline).
+        assert!(took < Duration::from_secs(8), "took {took:?}");
     }
 }
