@@ -142,15 +142,28 @@ pub fn find_file(ring: &RingNode, what: &str) -> Result<FileEntry, PeerError> {
     }
 }
 
+/// Holders asked for a file's name, at most: anyone may announce
+/// himself a holder in the ring, so the list can be long and made up.
+const NAME_HOLDERS_ASKED: usize = 8;
+/// No further holder is asked for a file's name after this long (the one
+/// being asked still has its own deadline).
+const NAME_SEARCH_TIME: Duration = Duration::from_secs(30);
+
 /// A file known only by its key: its name comes from the first holder
-/// that lists it (`LSTF`).
+/// that lists it (`LSTF`), of the first [`NAME_HOLDERS_ASKED`], asked in
+/// turn for at most [`NAME_SEARCH_TIME`].
 fn entry_from_holders(key: FileKey, holders: &[SocketAddr]) -> Result<FileEntry, PeerError> {
     if holders.is_empty() {
         return Err(PeerError::NotFound(format!(
             "no peer in the ring holds {key}"
         )));
     }
-    for &holder in holders {
+    let give_up = Instant::now() + NAME_SEARCH_TIME;
+    let asked = &holders[..holders.len().min(NAME_HOLDERS_ASKED)];
+    for &holder in asked {
+        if Instant::now() >= give_up {
+            break;
+        }
         let shares = PeerLink::connect(holder)
             .map_err(super::link::LinkError::from)
             .and_then(|mut link| link.shares());
@@ -176,7 +189,8 @@ fn entry_from_holders(key: FileKey, holders: &[SocketAddr]) -> Result<FileEntry,
         });
     }
     Err(PeerError::NotFound(format!(
-        "none of the {} peer(s) holding {key} lists it with a name",
+        "none of the {} peer(s) asked of the {} holding {key} lists it with a name",
+        asked.len(),
         holders.len()
     )))
 }
@@ -201,4 +215,61 @@ pub fn search(ring: &RingNode, criteria: &SearchCriteria, known: &[FileEntry]) -
             file.entry(holders, 0)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_name_is_asked_of_a_few_holders_only() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // Holders that take each connection and close it at once: none
+        // lists the file, and each answers quickly.
+        let listeners: Vec<TcpListener> = (0..3 * NAME_HOLDERS_ASKED)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let holders: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let done = Arc::new(AtomicBool::new(false));
+        let closer = std::thread::Builder::new()
+            .name("closing-holders".into())
+            .spawn({
+                let done = Arc::clone(&done);
+                move || {
+                    let mut connected = vec![false; listeners.len()];
+                    for listener in &listeners {
+                        listener.set_nonblocking(true).unwrap();
+                    }
+                    while !done.load(Ordering::SeqCst) {
+                        for (i, listener) in listeners.iter().enumerate() {
+                            if listener.accept().is_ok() {
+                                connected[i] = true;
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    connected
+                }
+            })
+            .unwrap();
+        let error = entry_from_holders(FileKey([7; 32]), &holders).unwrap_err();
+        done.store(true, Ordering::SeqCst);
+        let connected = closer.join().unwrap();
+        assert!(
+            error.to_string().contains(&format!(
+                "none of the {NAME_HOLDERS_ASKED} peer(s) asked of the {} holding",
+                holders.len()
+            )),
+            "{error}"
+        );
+        assert!(
+            connected[..NAME_HOLDERS_ASKED].iter().all(|&c| c),
+            "{connected:?}"
+        );
+        assert!(
+            !connected[NAME_HOLDERS_ASKED..].iter().any(|&c| c),
+            "{connected:?}"
+        );
+    }
 }
