@@ -37,6 +37,16 @@ pub enum PeerError {
 }
 
 impl PeerError {
+    /// Whether the tracker is away: unreachable, or too slow to count as
+    /// there. Such a failure is worth waiting out (an offer is sent when
+    /// it is back) or going round (the ring is asked instead).
+    pub fn tracker_is_away(&self) -> bool {
+        matches!(
+            self,
+            PeerError::TrackerUnreachable { .. } | PeerError::TrackerTooSlow { .. }
+        )
+    }
+
     /// A file-system error about `path`.
     pub fn file(path: impl Into<PathBuf>, source: io::Error) -> PeerError {
         PeerError::File {

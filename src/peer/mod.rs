@@ -297,12 +297,10 @@ impl Peer {
         match self.tracker.offer(&offer) {
             Ok(()) => {}
             // Remembered: announced as soon as the tracker is back.
-            Err(e @ (PeerError::TrackerUnreachable { .. } | PeerError::TrackerTooSlow { .. })) => {
-                warn!(
-                    "{e}; {} will be offered when it is back",
-                    file.name.as_str()
-                )
-            }
+            Err(e) if e.tracker_is_away() => warn!(
+                "{e}; {} will be offered when it is back",
+                file.name.as_str()
+            ),
             Err(e) => {
                 self.library.remove(&file.key);
                 return Err(e);
@@ -494,9 +492,7 @@ impl Peer {
             Err(in_ring) => match self.find_at_tracker(what) {
                 Ok(entry) => Ok(entry),
                 // The tracker may well be off: the ring's answer says more.
-                Err(PeerError::TrackerUnreachable { .. } | PeerError::TrackerTooSlow { .. }) => {
-                    Err(in_ring)
-                }
+                Err(e) if e.tracker_is_away() => Err(in_ring),
                 Err(other) => {
                     debug!("{what}: {in_ring}");
                     Err(other)

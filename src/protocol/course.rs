@@ -16,7 +16,7 @@
 //! An address text is at most [`MAX_ADDRESS_TEXT`] bytes: Rust's parser
 //! takes any number of leading zeros in a port (`127.0.0.1:0007000`), so
 //! without a bound one address has endless spellings. A hash request
-//! carries its address in canonical form ([`canonical_address`]), so every
+//! carries its address as an [`AddressText`], in canonical form, so every
 //! spelling of one address is one text.
 
 use std::fmt;
@@ -29,17 +29,42 @@ use std::net::{IpAddr, SocketAddr};
 /// exactly 64; the course's own, an IPv4 address, at most 15.
 pub const MAX_ADDRESS_TEXT: usize = 64;
 
-/// The canonical form of the address `text` (`ip`, or `ip:port`, `[ip]:port`
-/// for IPv6), as Rust writes it back: no leading zeros, IPv6 compressed. `None`
-/// when `text` is no address or longer than [`MAX_ADDRESS_TEXT`].
-pub fn canonical_address(text: &str) -> Option<String> {
-    if text.len() > MAX_ADDRESS_TEXT {
-        return None;
+/// An address (`ip`, or `ip:port`, `[ip]:port` for IPv6) in canonical
+/// form, as Rust writes it back: no leading zeros, IPv6 compressed, at
+/// most [`MAX_ADDRESS_TEXT`] bytes. Only made so, so every spelling of one
+/// address is one text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AddressText(String);
+
+impl AddressText {
+    /// The canonical form of `text`; `None` when `text` is no address or
+    /// longer than [`MAX_ADDRESS_TEXT`].
+    pub fn parse(text: &str) -> Option<AddressText> {
+        if text.len() > MAX_ADDRESS_TEXT {
+            return None;
+        }
+        let canonical = match text.parse::<IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => text.parse::<SocketAddr>().ok()?.to_string(),
+        };
+        Some(AddressText(canonical))
     }
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(ip.to_string());
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
-    text.parse::<SocketAddr>().ok().map(|addr| addr.to_string())
+}
+
+impl From<SocketAddr> for AddressText {
+    fn from(addr: SocketAddr) -> AddressText {
+        AddressText(addr.to_string())
+    }
+}
+
+impl fmt::Display for AddressText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// An address as the course tools write it: an IP, with a port when it is
@@ -93,9 +118,8 @@ impl fmt::Display for CourseAddr {
 /// One request of the course's grammar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CourseRequest {
-    /// `<ip>`: "give this address an id" (the hash service). Parsed, `text`
-    /// is the address's canonical form ([`canonical_address`]).
-    Hash { text: String },
+    /// `<ip>`: "give this address an id" (the hash service).
+    Hash { address: AddressText },
     /// `yo:<hash>:<ip>`: "I join with this hash at this address".
     Join { hash: u64, at: CourseAddr },
     /// `a+:<hash>`: "the peer with this hash leaves".
@@ -153,8 +177,8 @@ impl CourseRequest {
             "li?" if rest.is_none() => Ok(CourseRequest::List),
             "rt?" if rest.is_none() => Ok(CourseRequest::Table { hash: None }),
             "rt?" => hash(rest).map(|h| CourseRequest::Table { hash: Some(h) }),
-            _ => match canonical_address(line) {
-                Some(text) => Ok(CourseRequest::Hash { text }),
+            _ => match AddressText::parse(line) {
+                Some(address) => Ok(CourseRequest::Hash { address }),
                 // Native lines start with a word of letters and a space (or
                 // are one word of letters); anything else with the course's
                 // punctuation (an over-long address too) is a course line
@@ -170,7 +194,7 @@ impl CourseRequest {
 impl fmt::Display for CourseRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CourseRequest::Hash { text } => write!(f, "{text}"),
+            CourseRequest::Hash { address } => write!(f, "{address}"),
             CourseRequest::Join { hash, at } => write!(f, "yo:{hash}:{at}"),
             CourseRequest::Leave { hash } => write!(f, "a+:{hash}"),
             CourseRequest::AddressOf { hash } => write!(f, "ip?:{hash}"),
@@ -327,7 +351,7 @@ mod tests {
             assert_eq!(
                 parse(line),
                 Some(Ok(CourseRequest::Hash {
-                    text: canonical.to_string()
+                    address: AddressText(canonical.to_string())
                 })),
                 "{line}"
             );
@@ -351,7 +375,7 @@ mod tests {
             assert!(line.parse::<SocketAddr>().is_ok(), "Rust takes it");
             assert_eq!(parse(&line), Some(Err(WrongRequest)), "{width}");
             assert_eq!(parse(&format!("yo:1:{line}")), Some(Err(WrongRequest)));
-            assert_eq!(canonical_address(&line), None);
+            assert_eq!(AddressText::parse(&line), None);
             assert_eq!(CourseAddr::parse(&line), None);
         }
     }

@@ -314,7 +314,7 @@ impl RingClient {
         fingers: bool,
     ) -> Result<LookStep, RingError> {
         let step = match self.call(addr, &RingRequest::Look { id, fingers })?.pop() {
-            Some(RingReply::Owner(members)) if !members.is_empty() => LookStep::Owner(members),
+            Some(RingReply::Owner(members)) => LookStep::Owner(members),
             Some(RingReply::Next(member)) => LookStep::Next(member),
             other => {
                 return Err(RingError::misbehaved(

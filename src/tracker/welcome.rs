@@ -5,11 +5,12 @@
 //!
 //! - **Hash service** (`<ip>` -> an id): an address keeps the id it was
 //!   given; a new address gets the first id not yet given at or after the
-//!   SHA-256 of its canonical text ([`canonical_address`],
+//!   SHA-256 of its canonical text ([`AddressText`],
 //!   [`RingSpace::id_of`]), clockwise; `aht` once every id is given. Every
 //!   spelling of one address (`127.0.0.1:7000`, `127.0.0.1:07000`) is that
 //!   one canonical text, so shares one id; a text that is no address, or is
-//!   longer than [`MAX_ADDRESS_TEXT`], is `wrq`. To bound memory, at most
+//!   longer than [`MAX_ADDRESS_TEXT`], is `wrq` (it is not a hash request,
+//!   see [`CourseRequest::recognise`]). To bound memory, at most
 //!   [`MAX_GIVEN_IDS`] ids are given (fewer when the ring is smaller); past
 //!   that cap every new address gets `aht` too.
 //! - **Welcome service**: `yo` joins (`yaf` to the first peer, else the
@@ -28,9 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-use crate::protocol::course::{
-    canonical_address, CourseAddr, CourseReply, CourseRequest, WrongRequest,
-};
+use crate::protocol::course::{AddressText, CourseAddr, CourseReply, CourseRequest, WrongRequest};
 use crate::ring::RingSpace;
 
 /// Most ids the hash service gives (the ring size if smaller).
@@ -48,7 +47,7 @@ pub struct Welcome {
     /// [`MAX_ADDRESS_TEXT`] bytes), and the id it was given.
     ///
     /// [`MAX_ADDRESS_TEXT`]: crate::protocol::course::MAX_ADDRESS_TEXT
-    given: HashMap<String, u64>,
+    given: HashMap<AddressText, u64>,
     /// The ids given, as disjoint runs `start -> end` (`start..end`), never
     /// touching one another, so the next free id is one look-up away.
     taken: BTreeMap<u64, u64>,
@@ -109,7 +108,7 @@ impl Welcome {
     ) -> Vec<CourseReply> {
         let one = |reply| vec![reply];
         match request {
-            CourseRequest::Hash { text } => one(self.hash(text)),
+            CourseRequest::Hash { address } => one(self.hash(address)),
             CourseRequest::Join { hash, at } => one(self.join(*hash, at, &mut random)),
             CourseRequest::Leave { hash } => one(match self.members.remove(hash) {
                 Some(_) => CourseReply::Ok,
@@ -145,22 +144,17 @@ impl Welcome {
         CourseAddr::of(addr, self.ring_port)
     }
 
-    /// The hash service. The key is the address's canonical text, whatever
-    /// the spelling asked (a parsed request already carries it; this holds
-    /// for a request built by hand too).
-    fn hash(&mut self, text: &str) -> CourseReply {
-        let Some(key) = canonical_address(text) else {
-            return CourseReply::Wrong;
-        };
-        if let Some(&id) = self.given.get(&key) {
+    /// The hash service, keyed by the address's canonical text.
+    fn hash(&mut self, address: &AddressText) -> CourseReply {
+        if let Some(&id) = self.given.get(address) {
             return CourseReply::Id(id);
         }
         if self.given.len() as u64 >= self.id_cap {
             return CourseReply::AllTaken;
         }
-        let id = self.next_free(self.space.id_of(&key));
+        let id = self.next_free(self.space.id_of(address.as_str()));
         self.take(id);
-        self.given.insert(key, id);
+        self.given.insert(address.clone(), id);
         CourseReply::Id(id)
     }
 
@@ -327,7 +321,7 @@ mod tests {
         }
         // A request built by hand, not parsed, is keyed the same way.
         let by_hand = CourseRequest::Hash {
-            text: "127.0.0.1:0007000".to_string(),
+            address: AddressText::parse("127.0.0.1:0007000").unwrap(),
         };
         assert_eq!(
             w.answer(&by_hand, |_| 0),
@@ -343,12 +337,9 @@ mod tests {
         let mut w = welcome(65536);
         let long = format!("127.0.0.1:{:0>8000}", 7000);
         assert_eq!(ask(&mut w, &long), ["wrq"]);
-        let by_hand = CourseRequest::Hash { text: long };
-        assert_eq!(w.answer(&by_hand, |_| 0), [CourseReply::Wrong]);
-        let not_an_address = CourseRequest::Hash {
-            text: "hello".to_string(),
-        };
-        assert_eq!(w.answer(&not_an_address, |_| 0), [CourseReply::Wrong]);
+        // Nor can such a request be built by hand.
+        assert_eq!(AddressText::parse(&long), None);
+        assert_eq!(AddressText::parse("hello"), None);
         assert_eq!(w.given_count(), 0);
         assert!(w.taken.is_empty());
     }
@@ -370,7 +361,7 @@ mod tests {
         }
         assert_eq!(w.given_count(), 1);
         assert_eq!(w.taken.len(), 1);
-        let key_bytes: usize = w.given.keys().map(String::len).sum();
+        let key_bytes: usize = w.given.keys().map(|key| key.as_str().len()).sum();
         assert_eq!(key_bytes, "10.0.0.1:7000".len());
         assert_ne!(ask(&mut w, "10.0.0.2"), ["aht"], "a genuine newcomer");
         assert_eq!(ask(&mut w, "10.0.0.3"), ["aht"], "now the ring is full");

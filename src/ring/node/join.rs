@@ -260,12 +260,7 @@ fn ask_hash_service(
     me: SocketAddr,
     space: &RingSpace,
 ) -> Result<u64, RingError> {
-    let line = client.course(
-        service,
-        &CourseRequest::Hash {
-            text: me.to_string(),
-        },
-    )?;
+    let line = client.course(service, &CourseRequest::Hash { address: me.into() })?;
     match CourseReply::parse_id_answer(&line) {
         Some(CourseReply::Id(id)) if space.contains(id) => Ok(id),
         Some(CourseReply::AllTaken) => Err(RingError::Failed(format!(

@@ -308,12 +308,8 @@ mod tests {
     use crate::ring::fake::Fake;
 
     /// A fake member with this id that answers `RNFO` with the
-    /// predecessor `pred` gives (from its own address), and anything else
-    /// with `OK`.
-    fn fake_at(
-        id: u64,
-        pred: impl Fn(std::net::SocketAddr) -> Option<String> + Send + Sync + 'static,
-    ) -> Fake {
+    /// predecessor `pred` (`-`: none), and anything else with `OK`.
+    fn fake_at(id: u64, pred: Option<String>) -> Fake {
         let own = std::sync::Arc::new(parking_lot::Mutex::new(None));
         let seen = std::sync::Arc::clone(&own);
         let fake = Fake::start(move |line| {
@@ -321,7 +317,7 @@ mod tests {
             match line {
                 "RNFO" => vec![
                     format!("NODE {id}@{addr} 1000"),
-                    format!("PRED {}", pred(addr).unwrap_or_else(|| "-".into())),
+                    format!("PRED {}", pred.as_deref().unwrap_or("-")),
                     "END".into(),
                 ],
                 _ => vec!["OK".into()],
@@ -335,9 +331,9 @@ mod tests {
     fn a_predecessor_named_at_another_peers_address_is_not_taken_as_successor() {
         // The ring 100 -> 200 -> 300; someone told 200 that 199 is at
         // 300's address.
-        let n300 = fake_at(300, |_| None);
+        let n300 = fake_at(300, None);
         let at300 = n300.addr;
-        let n200 = fake_at(200, move |_| Some(format!("199@{at300}")));
+        let n200 = fake_at(200, Some(format!("199@{at300}")));
         let me = member_at(100, "127.0.0.1:9".parse().unwrap());
         let n200_member = member_at(200, n200.addr);
         let node = test_node(me, vec![n200_member, member_at(300, at300)], None);
@@ -349,9 +345,9 @@ mod tests {
 
     #[test]
     fn a_true_closer_peer_is_taken_as_successor() {
-        let n199 = fake_at(199, |_| None);
+        let n199 = fake_at(199, None);
         let at199 = n199.addr;
-        let n200 = fake_at(200, move |_| Some(format!("199@{at199}")));
+        let n200 = fake_at(200, Some(format!("199@{at199}")));
         let me = member_at(100, "127.0.0.1:9".parse().unwrap());
         let node = test_node(me, vec![member_at(200, n200.addr)], None);
         node.stabilize();
@@ -360,8 +356,8 @@ mod tests {
 
     #[test]
     fn a_predecessor_whose_address_answers_with_another_id_is_forgotten() {
-        let n300 = fake_at(300, |_| None);
-        let n50 = fake_at(50, |_| None);
+        let n300 = fake_at(300, None);
+        let n50 = fake_at(50, None);
         let me = member_at(200, "127.0.0.1:9".parse().unwrap());
         let node = test_node(
             me,
