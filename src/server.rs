@@ -28,11 +28,19 @@ pub const CONNECTION_STACK_SIZE: usize = 256 * 1024;
 pub struct ServerOptions {
     /// Thread names are `<name>-accept` and `<name>-<remote address>`.
     pub name: String,
-    /// Connections served at once; the one past the cap gets `ERRR 500`
-    /// and is closed.
+    /// Connections served at once; the one past the cap is told so
+    /// ([`ServerOptions::busy`]) and closed.
     pub max_connections: usize,
     /// Connections served at once from one IP address, likewise.
     pub max_per_ip: usize,
+    /// What a connection past a cap is told, given a sentence saying why,
+    /// before it is closed: [`busy_line`] for the line protocol.
+    pub busy: fn(&str) -> Vec<u8>,
+}
+
+/// The line-protocol refusal of a connection past a cap: `ERRR 500 ...`.
+pub fn busy_line(sentence: &str) -> Vec<u8> {
+    format!("{}\n", Reply::error(ErrorCode::Busy, sentence)).into_bytes()
 }
 
 /// A connection handed to the handler.
@@ -255,14 +263,17 @@ fn spawn_connection(
     };
     if let Some(text) = full {
         warn!("refusing {remote}: {text}");
-        refuse(stream, &text);
+        refuse(stream, &(options.busy)(&text));
         return Ok(());
     }
     // The clone lets shutdown close this connection from outside its thread.
     let clone = match stream.try_clone() {
         Ok(clone) => clone,
         Err(e) => {
-            refuse(stream, "server out of resources, try again later");
+            refuse(
+                stream,
+                &(options.busy)("server out of resources, try again later"),
+            );
             return Err(e);
         }
     };
@@ -290,7 +301,10 @@ fn spawn_connection(
         Err(e) => {
             // Out of threads: the cap is set too high for this machine.
             if let Some(stream) = shared.live.lock().remove(id) {
-                refuse(stream, "server out of resources, try again later");
+                refuse(
+                    stream,
+                    &(options.busy)("server out of resources, try again later"),
+                );
             }
             Err(e)
         }
@@ -309,12 +323,12 @@ impl Drop for LiveGuard {
     }
 }
 
-/// Tells a client the server cannot take it (`ERRR 500`), then closes.
-/// Bounded in time: a client that does not read cannot hold the accept
-/// thread.
-fn refuse(mut stream: TcpStream, text: &str) {
+/// Tells a client the server cannot take it (`answer`, from
+/// [`ServerOptions::busy`]), then closes. Bounded in time: a client that
+/// does not read cannot hold the accept thread.
+fn refuse(mut stream: TcpStream, answer: &[u8]) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-    let _ = writeln!(stream, "{}", Reply::error(ErrorCode::Busy, text));
+    let _ = stream.write_all(answer);
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -340,6 +354,7 @@ mod tests {
             name: "echo".into(),
             max_connections,
             max_per_ip: max_connections,
+            busy: busy_line,
         };
         let handler: Arc<Handler> = Arc::new(|conn: Connection| {
             let mut reader = BufReader::new(conn.stream.try_clone().unwrap());

@@ -23,7 +23,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::ring::RingSpace;
-use crate::server::{Handler, Server, ServerOptions};
+use crate::server::{busy_line, Handler, Server, ServerOptions};
 
 pub use registry::Registry;
 pub use welcome::Welcome;
@@ -109,6 +109,7 @@ impl Tracker {
             name: "tracker".into(),
             max_connections: state.options.max_connections,
             max_per_ip: state.options.max_connections_per_ip,
+            busy: busy_line,
         };
         let handler: Arc<Handler> = Arc::new({
             let state = Arc::clone(&state);

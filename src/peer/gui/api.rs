@@ -32,9 +32,6 @@ impl ApiError {
 
 pub type ApiResult = Result<(u16, Value), ApiError>;
 
-/// Longest request body read (a download request is under 100 bytes).
-pub const MAX_BODY: u64 = 4096;
-
 /// A peer error as the page shows it: the tracker out of reach is a bad
 /// gateway; anything else the peer refused is the request's fault.
 fn peer_error(e: PeerError) -> ApiError {
