@@ -526,6 +526,17 @@ fn a_class_runs_its_peers_on_loopback_addresses_and_one_port() {
         "rt? of {me}: {:?}, expected {expected:?}",
         course_lines(me.addr, "rt?")
     );
+    // Only a member itself may say it leaves: a `LEAV` about the peer at
+    // 127.0.0.2 sent from 127.0.0.1 is refused, and the ring keeps it.
+    let (victim, told) = (members[0], members[1]);
+    let forged = format!("LEAV {victim} - {told}");
+    let answer = Client::connect(told.addr).ask(&forged);
+    assert!(answer.starts_with("ERRR 401 "), "{answer}");
+    let view = ring.info(told.addr).unwrap();
+    assert!(
+        view.predecessor == Some(victim) || view.successors.contains(&victim),
+        "{victim} was dropped: {view:?}"
+    );
 }
 
 #[test]

@@ -185,7 +185,7 @@ impl MiniServerConnection {
         out: &mut Output<'_>,
     ) -> io::Result<Flow> {
         let lines = match (request, self.state.ring.get()) {
-            (Ok(request), Some(ring)) => ring.answer(&request),
+            (Ok(request), Some(ring)) => ring.answer(&request, self.remote.ip()),
             (Ok(_), None) => vec![crate::protocol::ring::RingReply::Common(Reply::error(
                 ErrorCode::UnknownVerb,
                 "this peer is not in a ring (start it with --ring true)",

@@ -17,7 +17,7 @@ mod routing;
 use routing::Routing;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -135,8 +135,9 @@ impl RingNode {
     // -----------------------------------------------------------------
     // Answers to other peers
 
-    /// Answers a ring request from another peer.
-    pub fn answer(&self, request: &RingRequest) -> Vec<RingReply> {
+    /// Answers a ring request from another peer, whose connection comes
+    /// from `from`.
+    pub fn answer(&self, request: &RingRequest, from: IpAddr) -> Vec<RingReply> {
         let space = &self.settings.space;
         if let Some(stray) = members_of(request)
             .into_iter()
@@ -191,6 +192,16 @@ impl RingNode {
                 predecessor,
                 successor,
             } => {
+                // A member connects from its own address (`RingClient`
+                // binds there), so only it can say it leaves: anyone else
+                // could cut the ring's links with one line.
+                if from.to_canonical() != leaving.addr.ip().to_canonical() {
+                    warn!("ring: {from} says {leaving} leaves; refused");
+                    return vec![RingReply::Common(Reply::error(
+                        ErrorCode::NotYours,
+                        format!("only {leaving} itself may say it leaves, not {from}"),
+                    ))];
+                }
                 info!("ring: {leaving} leaves");
                 self.routing
                     .write()
@@ -297,7 +308,7 @@ impl RingNode {
     /// peer: the same answer, checked the same way, either way.
     fn ask(&self, home: Member, request: &RingRequest) -> Result<Vec<RingReply>, RingError> {
         if home == self.me() {
-            refused_or(home.addr, self.answer(request))
+            refused_or(home.addr, self.answer(request, home.addr.ip()))
         } else {
             self.client.call(home.addr, request)
         }
@@ -619,5 +630,40 @@ pub(super) mod tests {
         }
         // 60 hops of 0.3 s would take 18 s (15 s with the deadline).
         assert!(took < Duration::from_secs(8), "took {took:?}");
+    }
+
+    #[test]
+    fn only_the_leaving_member_itself_may_say_it_leaves() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("an address");
+        let me = member_at(100, addr("10.0.0.1:7000"));
+        let succ = member_at(200, addr("10.0.0.2:7000"));
+        let after = member_at(300, addr("10.0.0.3:7000"));
+        let node = test_node(me, vec![succ, after], None);
+        let leave = RingRequest::Leave {
+            leaving: succ,
+            predecessor: Some(me),
+            successor: member_at(900, addr("10.0.0.66:7000")),
+        };
+        let refused = node.answer(&leave, addr("10.0.0.66:1").ip());
+        assert!(
+            matches!(
+                &refused[..],
+                [RingReply::Common(Reply::Error {
+                    code: ErrorCode::NotYours,
+                    ..
+                })]
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(node.view().successors, vec![succ, after]);
+        // From its own address (as an IPv4-mapped IPv6 one, as a
+        // dual-stack listener sees it), it is taken.
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().expect("an address");
+        let taken = node.answer(&leave, mapped);
+        assert!(
+            matches!(&taken[..], [RingReply::Common(Reply::Ok(_))]),
+            "{taken:?}"
+        );
+        assert_eq!(node.view().successors[0].id, 900);
     }
 }
