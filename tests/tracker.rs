@@ -496,6 +496,28 @@ fn sigterm_stops_the_tracker_cleanly() {
 }
 
 #[test]
+fn a_client_sending_garbage_in_a_loop_cannot_fill_the_log_with_warnings() {
+    let tracker = TrackerProcess::start(&[]);
+    let mut spammer = tracker.connect();
+    for _ in 0..30 {
+        assert!(spammer.ask("BOGUS").starts_with("ERRR 200 "));
+    }
+    drop(spammer);
+    assert!(eventually(WAIT, || tracker
+        .log()
+        .contains("30 errors answered in all")));
+    let log = tracker.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("[WARN]") && l.contains("< ERRR 200"))
+        .count();
+    assert_eq!(warned, 10, "{log}");
+    assert!(log.contains("further errors on this connection are logged at debug level"));
+    // The rest are still there, at debug level.
+    assert_eq!(log.matches("< ERRR 200").count(), 30, "{log}");
+}
+
+#[test]
 fn one_address_gets_at_most_its_share_of_connections() {
     let tracker = TrackerProcess::start(&["--max-connections-per-ip", "2"]);
     let mut first = tracker.connect();

@@ -37,8 +37,15 @@ pub(crate) fn serve(conn: Connection, state: Arc<TrackerState>) {
         state: Arc::clone(&state),
         session: conn.id,
         remote: conn.remote,
+        errors: 0,
     };
     serve_lines(&conn.stream, conn.remote, limits, &mut service);
+    if service.errors > LOGGED_ERRORS {
+        warn!(
+            "{}: {} errors answered in all on this connection",
+            conn.remote, service.errors
+        );
+    }
     let peer = state.registry.read().peer_of(conn.id);
     if state.registry.write().close(conn.id) {
         let who = peer.map_or_else(|| conn.remote.to_string(), |p| p.to_string());
@@ -46,12 +53,19 @@ pub(crate) fn serve(conn: Connection, state: Arc<TrackerState>) {
     }
 }
 
+/// `ERRR` answers logged at warn level per connection; the ones after go
+/// to the debug level, so that a client sending garbage in a loop cannot
+/// fill the log (its total is logged when it closes).
+const LOGGED_ERRORS: u64 = 10;
+
 /// The tracker's side of one connection.
 struct TrackerConnection {
     state: Arc<TrackerState>,
     /// The session this connection opens with `HELO` (its connection id).
     session: SessionId,
     remote: SocketAddr,
+    /// `ERRR` answers sent so far.
+    errors: u64,
 }
 
 impl TrackerConnection {
@@ -85,6 +99,20 @@ impl TrackerConnection {
             _ => {}
         }
         answer
+    }
+
+    /// Logs an `ERRR` answer: at warn level up to [`LOGGED_ERRORS`] of
+    /// them, then at debug level.
+    fn log_error(&mut self, reply: &Reply) {
+        self.errors += 1;
+        match self.errors {
+            n if n < LOGGED_ERRORS => warn!("{} < {reply}", self.remote),
+            LOGGED_ERRORS => warn!(
+                "{} < {reply} (further errors on this connection are logged at debug level)",
+                self.remote
+            ),
+            _ => debug!("{} < {reply}", self.remote),
+        }
     }
 
     /// Answers a course line by the welcome service, logs it, and says to
@@ -142,7 +170,7 @@ impl LineService for TrackerConnection {
         };
         for reply in &answer.lines {
             match reply {
-                Reply::Error { .. } => warn!("{} < {reply}", self.remote),
+                Reply::Error { .. } => self.log_error(reply),
                 _ => debug!("{} < {reply}", self.remote),
             }
             write_line(out, reply)?;
