@@ -7,7 +7,7 @@
 //! what is said on a connection: that is the handler's job.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -326,10 +326,26 @@ impl Drop for LiveGuard {
 /// Tells a client the server cannot take it (`answer`, from
 /// [`ServerOptions::busy`]), then closes. Bounded in time: a client that
 /// does not read cannot hold the accept thread.
+///
+/// What the client already sent (its first request) is read and dropped
+/// before closing, without waiting: a socket closed with bytes unread
+/// sends a reset, which on some systems destroys the answer before the
+/// client reads it.
 fn refuse(mut stream: TcpStream, answer: &[u8]) {
+    const MAX_DRAINED: usize = 64 * 1024;
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
     let _ = stream.write_all(answer);
-    let _ = stream.shutdown(Shutdown::Both);
+    let _ = stream.shutdown(Shutdown::Write);
+    if stream.set_nonblocking(true).is_ok() {
+        let mut sink = [0; 4096];
+        let mut drained = 0;
+        while drained < MAX_DRAINED {
+            match stream.read(&mut sink) {
+                Ok(n) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Joins the threads that are done, keeps the others.

@@ -52,6 +52,12 @@ impl<R: Read> LineReader<R> {
         &self.inner
     }
 
+    /// Bytes read from the stream and not yet handed out: the start of a
+    /// line still coming, or lines and payload read ahead.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
     /// The stream underneath, mutably (to restart an [`IdleDeadline`]).
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner

@@ -379,39 +379,44 @@ fn the_page_answers_only_this_machine_s_browser_and_drops_a_stalled_client() {
     let own = raw_status(&base, &post(&format!("http://{host}")));
     assert!(own.starts_with("HTTP/1.1 400"), "{own}");
 
-    // A client that stops in the middle of its request is told so and
-    // dropped after the idle time (2 s here), instead of holding a thread
-    // for ever.
-    let mut stalled = std::net::TcpStream::connect(&host).unwrap();
-    stalled
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    // A client that stops in the middle of its request, in its body or
+    // even in its first line, is told so and dropped after the idle time
+    // (2 s here), instead of holding a thread for ever.
+    let stalls = [
+        format!("POST /api/downloads HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4000\r\n\r\n{{"),
+        "GET /api/inf".to_string(),
+    ];
     let started = Instant::now();
-    stalled
-        .write_all(
-            format!(
-                "POST /api/downloads HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4000\r\n\r\n{{"
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    let mut answer = Vec::new();
-    let _ = stalled.read_to_end(&mut answer);
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(50),
-        "dropped after {waited:?}"
-    );
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    let mut stalled: Vec<_> = stalls
+        .iter()
+        .map(|bytes| {
+            let mut stream = std::net::TcpStream::connect(&host).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            stream.write_all(bytes.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    for stream in &mut stalled {
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1500) && waited < Duration::from_secs(50),
+            "dropped after {waited:?}"
+        );
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    }
 }
 
-/// One answer read from `stream`: its status line and body (sized by its
-/// `Content-Length`).
-fn read_answer(
+/// The head of one answer read from `stream`: its status line and its
+/// `Content-Length` (0 without one).
+fn read_head(
     stream: &mut std::io::BufReader<std::net::TcpStream>,
-) -> std::io::Result<(String, String)> {
-    use std::io::{BufRead, Read};
+) -> std::io::Result<(String, usize)> {
+    use std::io::BufRead;
     let mut status = String::new();
     stream.read_line(&mut status)?;
     let mut length = 0;
@@ -427,12 +432,19 @@ fn read_answer(
             }
         }
     }
+    Ok((status.trim_end().to_string(), length))
+}
+
+/// One answer read from `stream`: its status line and body (sized by its
+/// `Content-Length`).
+fn read_answer(
+    stream: &mut std::io::BufReader<std::net::TcpStream>,
+) -> std::io::Result<(String, String)> {
+    use std::io::Read;
+    let (status, length) = read_head(stream)?;
     let mut body = vec![0; length];
     stream.read_exact(&mut body)?;
-    Ok((
-        status.trim_end().to_string(),
-        String::from_utf8_lossy(&body).into_owned(),
-    ))
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// A connection to the page at `host`, read with a timeout.
@@ -444,17 +456,22 @@ fn open(host: &str) -> std::io::BufReader<std::net::TcpStream> {
     std::io::BufReader::new(stream)
 }
 
-/// Sends `request` on a new connection and reads the answer. Refused for
-/// the connection cap (a `503`, or a reset) while connections that the
-/// test closed are still being let go, it tries again, for 30 s at most.
-fn ask_new(host: &str, request: &[u8]) -> (String, String) {
-    use std::io::Write;
+/// Sends `request` on a new connection and reads the answer, then the
+/// stream to its end: the answer, and how the stream ended after it (a
+/// clean end, or an error such as a reset). Refused for the connection
+/// cap (a `503`, or a reset) while connections that the test closed are
+/// still being let go, it tries again, for 30 s at most.
+fn ask_new(host: &str, request: &[u8]) -> (String, String, std::io::Result<usize>) {
+    use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut connection = open(host);
         let sent = connection.get_mut().write_all(request);
         match sent.and_then(|()| read_answer(&mut connection)) {
-            Ok((status, body)) if !status.starts_with("HTTP/1.1 503 ") => return (status, body),
+            Ok((status, body)) if !status.starts_with("HTTP/1.1 503 ") => {
+                let end = connection.read_to_end(&mut Vec::new());
+                return (status, body, end);
+            }
             _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             other => panic!("no answer but the cap's: {other:?}"),
         }
@@ -480,10 +497,22 @@ fn the_page_keeps_connections_refuses_floods_and_stops_with_clients_connected() 
     let (status, body) = read_answer(&mut kept).unwrap();
     assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
     assert!(body.contains("\"profile\""), "{body}");
-    assert!(read_answer(&mut kept)
-        .unwrap()
-        .0
-        .starts_with("HTTP/1.1 204 "));
+    let no_content = |kept: &mut std::io::BufReader<std::net::TcpStream>| {
+        read_answer(kept).unwrap().0.starts_with("HTTP/1.1 204 ")
+    };
+    assert!(no_content(&mut kept));
+    // HEAD: GET's head, no body (the next answer on the connection starts
+    // right after it).
+    let head = format!("HEAD /api/info HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    kept.get_mut()
+        .write_all(format!("{head}{favicon}").as_bytes())
+        .unwrap();
+    let (status, length) = read_head(&mut kept).unwrap();
+    assert!(
+        status.starts_with("HTTP/1.1 200 ") && length > 0,
+        "{status} {length}"
+    );
+    assert!(no_content(&mut kept));
 
     // A body nested as deep as its cap allows gets a 400, not a crash.
     let nested = "[".repeat(4096);
@@ -505,7 +534,9 @@ fn the_page_keeps_connections_refuses_floods_and_stops_with_clients_connected() 
             connection
         })
         .collect();
-    let (status, body) = read_answer(&mut open(&host)).unwrap();
+    let mut refused = open(&host);
+    refused.get_mut().write_all(get.as_bytes()).unwrap();
+    let (status, body) = read_answer(&mut refused).unwrap();
     assert!(status.starts_with("HTTP/1.1 503 "), "{status}");
     assert!(body.contains("64 connections already open"), "{body}");
     drop(held);
@@ -515,9 +546,12 @@ fn the_page_keeps_connections_refuses_floods_and_stops_with_clients_connected() 
     let started = Instant::now();
     let mut endless = format!("GET /api/info HTTP/1.1\r\nHost: {host}\r\nX-Flood: ").into_bytes();
     endless.resize(64 * 1024, b'a');
-    let (status, body) = ask_new(&host, &endless);
+    let (status, body, end) = ask_new(&host, &endless);
     assert!(status.starts_with("HTTP/1.1 431 "), "{status}");
     assert!(body.contains("head is over 16384 bytes"), "{body}");
+    // The rest of the flood was read and dropped, so the connection ends
+    // cleanly after the answer, not with a reset that could destroy it.
+    assert!(end.is_ok(), "{end:?}");
     assert!(started.elapsed() < Duration::from_secs(60));
 
     // Quitting closes the open connections instead of waiting out their

@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -300,7 +300,12 @@ fn read_request<R: Read>(
     check_framing(&mut request, version)?;
     let length = body_length(&request)?;
     if length > 0 {
-        if let Some(expect) = request.header("Expect") {
+        // An HTTP/1.0 client's expectation is ignored (RFC 9110 section
+        // 10.1.1): it never gets a 1xx answer.
+        let expect = request
+            .header("Expect")
+            .filter(|_| version == Version::Http11);
+        if let Some(expect) = expect {
             if !expect.eq_ignore_ascii_case("100-continue") {
                 return Err(refuse(417, format!("cannot meet Expect: {expect}")));
             }
@@ -336,12 +341,14 @@ fn next_line<R: Read>(
     }
 }
 
-/// What a failed read means for the client.
+/// What a failed read means for the client. `started`: part of the
+/// request had come before (else: if some is in the reader's buffer).
 fn read_failure<R: Read>(
     reader: &LineReader<Allowance<R>>,
     e: &io::Error,
     started: bool,
 ) -> Failure {
+    let started = started || reader.buffered() > 0;
     if reader.get_ref().exhausted() {
         refuse(431, format!("the request's head is over {MAX_HEAD} bytes"))
     } else if is_timeout(e) && started {
@@ -442,27 +449,25 @@ fn body_length(request: &Request) -> Result<usize, Failure> {
         if !name.eq_ignore_ascii_case("Content-Length") {
             continue;
         }
-        let parsed = value
-            .parse::<u64>()
-            .ok()
-            .filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
-        match (parsed, length) {
-            (None, _) => {
-                return Err(refuse(
-                    400,
-                    format!("Content-Length {value:?} is not a number"),
-                ))
-            }
-            (Some(new), Some(old)) if new != old => {
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(refuse(
+                400,
+                format!("Content-Length {value:?} is not a number"),
+            ));
+        }
+        // All digits: too many for a u64 is just too long (413 below).
+        let new = value.parse::<u64>().unwrap_or(u64::MAX);
+        match length {
+            Some(old) if new != old => {
                 return Err(refuse(400, "two different Content-Length headers"))
             }
-            (Some(new), _) => length = Some(new),
+            _ => length = Some(new),
         }
     }
     match length {
         Some(n) if n > MAX_BODY as u64 => Err(refuse(
             413,
-            format!("a body here is at most {MAX_BODY} bytes, not {n}"),
+            format!("a body here is at most {MAX_BODY} bytes"),
         )),
         Some(n) => Ok(n as usize),
         None => Ok(0),
@@ -471,6 +476,10 @@ fn body_length(request: &Request) -> Result<usize, Failure> {
 
 /// Writes `response`: its headers, then its body unless `head_only`.
 /// `keep_alive`: the connection stays open for another request.
+///
+/// Written straight to the socket, with no buffer in between: a buffer
+/// would try to flush again when dropped after a failed write, and so
+/// wait out the write timeout a second time.
 fn write_response(
     stream: &TcpStream,
     response: Response,
@@ -482,36 +491,66 @@ fn write_response(
         headers,
         body,
     } = response;
+    // RFC 9110 sections 8.6 and 6.4.1: a 204 or a 304 has neither a
+    // Content-Length nor a body.
+    let bodiless_status = matches!(status, 204 | 304);
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
     let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
     for (name, value) in &headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
-    // RFC 9110 section 8.6: no Content-Length on a 204 or a 304.
-    if !matches!(status, 204 | 304) {
+    if !bodiless_status {
         let _ = write!(head, "Content-Length: {}\r\n", body.len());
     }
     if !keep_alive {
         head.push_str("Connection: close\r\n");
     }
     head.push_str("\r\n");
-    let mut out = BufWriter::with_capacity(64 * 1024, stream);
-    out.write_all(head.as_bytes())?;
-    if !head_only {
-        match body {
-            Body::Bytes(bytes) => out.write_all(&bytes)?,
-            Body::Stream { reader, len } => {
-                let sent = io::copy(&mut reader.take(len), &mut out)?;
-                if sent < len {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("the body ended after {sent} of {len} bytes"),
-                    ));
-                }
+    let mut out = stream;
+    let send_body = !head_only && !bodiless_status;
+    match body {
+        // Small: the head and the body in one write.
+        Body::Bytes(bytes) => {
+            let mut whole = head.into_bytes();
+            if send_body {
+                whole.extend_from_slice(&bytes);
             }
+            out.write_all(&whole)
+        }
+        // The head at once (the player sees the answer begin even while
+        // the first piece is awaited), then the body as it is read.
+        Body::Stream { reader, len } => {
+            out.write_all(head.as_bytes())?;
+            if send_body {
+                copy_exactly(reader, len, out)?;
+            }
+            Ok(())
         }
     }
-    out.flush()
+}
+
+/// Copies exactly `len` bytes of `reader` to `out`; a reader that ends
+/// sooner is an error (the client was promised `len`).
+fn copy_exactly(mut reader: Box<dyn Read>, len: u64, mut out: &TcpStream) -> io::Result<()> {
+    let mut buf = vec![0; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match reader.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the body ended after {} of {len} bytes", len - left),
+                ))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// The reason phrase of the statuses this server sends.
@@ -545,9 +584,10 @@ fn reason(status: u16) -> &'static str {
 pub fn busy(sentence: &str) -> Vec<u8> {
     let body = format!("{sentence}\n");
     format!(
-        "HTTP/1.1 503 {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+        "HTTP/1.1 503 {}\r\nDate: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         reason(503),
+        http_date(SystemTime::now()),
         body.len()
     )
     .into_bytes()
@@ -709,6 +749,16 @@ mod tests {
         .unwrap();
         assert_eq!(interim, b"HTTP/1.1 100 Continue\r\n\r\n");
         assert_eq!(request.body, b"abc");
+        // Never to an HTTP/1.0 client (RFC 9110 section 10.1.1).
+        let mut interim = Vec::new();
+        let request = read(
+            b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+            &mut interim,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(interim.is_empty());
+        assert_eq!(request.body, b"abc");
     }
 
     #[test]
@@ -718,7 +768,7 @@ mod tests {
 
     #[test]
     fn malformed_requests_get_their_status() {
-        let cases: [(&[u8], u16); 14] = [
+        let cases: [(&[u8], u16); 15] = [
             (b"GET /\r\n\r\n", 400),
             (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             (b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
@@ -738,6 +788,10 @@ mod tests {
             ),
             (
                 b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4097\r\n\r\n",
+                413,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n",
                 413,
             ),
             (

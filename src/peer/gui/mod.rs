@@ -120,11 +120,16 @@ fn answer(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>, port: u16) 
         return api_response(Err(refused));
     }
     let path = request.path();
-    let result = match (&request.method, path) {
+    // HEAD is GET without the body (which the writer leaves out).
+    let method = match &request.method {
+        Method::Head => &Method::Get,
+        other => other,
+    };
+    let result = match (method, path) {
         (Method::Get, "/" | "/index.html") => return asset(INDEX_HTML, "text/html; charset=utf-8"),
         (Method::Get, "/app.js") => return asset(APP_JS, "text/javascript; charset=utf-8"),
         (Method::Get, "/style.css") => return asset(STYLE_CSS, "text/css; charset=utf-8"),
-        (Method::Get | Method::Head, media) if media.starts_with("/media/") => {
+        (Method::Get, media) if media.starts_with("/media/") => {
             return serve_media(&request, peer, &media["/media/".len()..], stopping);
         }
         // Browsers ask for it; there is none (and no error for it).
