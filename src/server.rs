@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 
 use crate::protocol::{ErrorCode, Reply};
 
-/// Stack size of a connection thread: small, so hundreds of sessions cost
-/// little memory. Handlers keep big buffers on the heap.
+/// Stack size of a line-protocol connection thread: small, so hundreds of
+/// sessions cost little memory. Handlers keep big buffers on the heap.
 pub const CONNECTION_STACK_SIZE: usize = 256 * 1024;
 
 /// How the server runs.
@@ -36,6 +36,9 @@ pub struct ServerOptions {
     /// What a connection past a cap is told, given a sentence saying why,
     /// before it is closed: [`busy_line`] for the line protocol.
     pub busy: fn(&str) -> Vec<u8>,
+    /// Stack size of each connection's thread ([`CONNECTION_STACK_SIZE`]
+    /// for the line protocol).
+    pub stack_size: usize,
 }
 
 /// The line-protocol refusal of a connection past a cap: `ERRR 500 ...`.
@@ -280,7 +283,7 @@ fn spawn_connection(
     shared.live.lock().insert(id, clone, remote.ip());
     let spawned = thread::Builder::new()
         .name(format!("{}-{remote}", options.name))
-        .stack_size(CONNECTION_STACK_SIZE)
+        .stack_size(options.stack_size)
         .spawn({
             let handler = Arc::clone(handler);
             let shared = Arc::clone(shared);
@@ -371,6 +374,7 @@ mod tests {
             max_connections,
             max_per_ip: max_connections,
             busy: busy_line,
+            stack_size: CONNECTION_STACK_SIZE,
         };
         let handler: Arc<Handler> = Arc::new(|conn: Connection| {
             let mut reader = BufReader::new(conn.stream.try_clone().unwrap());

@@ -52,7 +52,7 @@ use crate::protocol::{
     FileEntry, FileKey, FileName, FileOffer, SearchCriteria, ShareEntry, SharedPath,
 };
 use crate::ring::RingNode;
-use crate::server::{busy_line, Handler, Server, ServerOptions};
+use crate::server::{busy_line, Handler, Server, ServerOptions, CONNECTION_STACK_SIZE};
 use crate::service::LineLimits;
 
 use discovery::Discovery;
@@ -136,6 +136,7 @@ impl Peer {
                 max_connections: config.max_connections,
                 max_per_ip: config.max_connections_per_ip,
                 busy: busy_line,
+                stack_size: CONNECTION_STACK_SIZE,
             },
             handler,
         )

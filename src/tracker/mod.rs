@@ -23,7 +23,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::ring::RingSpace;
-use crate::server::{busy_line, Handler, Server, ServerOptions};
+use crate::server::{busy_line, Handler, Server, ServerOptions, CONNECTION_STACK_SIZE};
 
 pub use registry::Registry;
 pub use welcome::Welcome;
@@ -110,6 +110,7 @@ impl Tracker {
             max_connections: state.options.max_connections,
             max_per_ip: state.options.max_connections_per_ip,
             busy: busy_line,
+            stack_size: CONNECTION_STACK_SIZE,
         };
         let handler: Arc<Handler> = Arc::new({
             let state = Arc::clone(&state);

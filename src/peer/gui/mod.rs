@@ -43,6 +43,9 @@ use stream::{parse_range, ByteRange, PieceStream, RangeAsk};
 /// gets `503` at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// Stack size of a connection's thread (the standard library's default).
+const GUI_STACK_SIZE: usize = 2 * 1024 * 1024;
+
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
@@ -77,6 +80,9 @@ impl Gui {
             max_connections: MAX_CONNECTIONS,
             max_per_ip: MAX_CONNECTIONS,
             busy: http::busy,
+            // The answers search the tracker and the ring and build JSON:
+            // the usual thread stack, not the line protocol's small one.
+            stack_size: GUI_STACK_SIZE,
         };
         let server = Server::start(listener, options, handler).map_err(cannot)?;
         info!("web page on http://{}/", server.local_addr());
