@@ -562,3 +562,49 @@ fn the_page_keeps_connections_refuses_floods_and_stops_with_clients_connected() 
     assert!(quitting.elapsed() < Duration::from_secs(60));
     drop(kept);
 }
+
+#[test]
+fn a_client_that_stops_reading_a_file_is_dropped_after_the_idle_time() {
+    use std::io::{Read, Write};
+    const SIZE: usize = 32 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "film.mp4", &random_bytes(SIZE, 9));
+    let path = path.to_string_lossy().into_owned();
+    let tracker = TrackerProcess::start(&[]);
+    let mut peer = PeerProcess::start(
+        &dir.path().join("peer"),
+        tracker.addr,
+        &["--idle-timeout-secs", "2", "share", &path],
+    );
+    let key = peer
+        .expect("sharing ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let host = peer.gui_url().trim_start_matches("http://").to_string();
+    let mut player = std::net::TcpStream::connect(&host).unwrap();
+    player
+        .write_all(format!("GET /media/{key} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .unwrap();
+    // Not a byte read for 2.5 times the idle time. The socket buffers take
+    // a few megabytes, then the page waits for the client, which may still
+    // let a few kilobytes through now and then: that must not keep the
+    // answer going past the idle time.
+    std::thread::sleep(Duration::from_secs(5));
+    player
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut received = Vec::new();
+    let _ = player.read_to_end(&mut received);
+    assert!(
+        !received.is_empty() && received.len() < SIZE,
+        "{} bytes of the {SIZE}-byte file came: the answer {}",
+        received.len(),
+        if received.len() >= SIZE {
+            "went on after the client stalled"
+        } else {
+            "never started"
+        }
+    );
+}

@@ -9,8 +9,9 @@
 //!   a chunked body gets `501`: the page never sends one);
 //! - time: each request must arrive whole within the connection's idle
 //!   time, counted from the answer to the one before (`408` when a request
-//!   stops half-way; an idle keep-alive connection is just closed), and each
-//!   write of an answer waits at most as long.
+//!   stops half-way; an idle keep-alive connection is just closed), and a
+//!   client must take each block of an answer (up to 64 KiB) within that
+//!   time too.
 //!
 //! Connections are kept alive between requests (HTTP/1.1's default), as
 //! browsers expect. Anything malformed is answered with its status and a
@@ -21,7 +22,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::debug;
 
@@ -197,7 +198,7 @@ pub fn serve(stream: &TcpStream, remote: SocketAddr, idle: Duration, answer: &mu
             Err(Failure::Refused(refused)) => {
                 debug!("page: {remote}: refused: {}", refused.sentence);
                 let response = Response::text(refused.status, &refused.sentence);
-                if write_response(stream, response, false, false).is_ok() {
+                if write_response(stream, idle, response, false, false).is_ok() {
                     linger(stream);
                 }
                 return;
@@ -205,7 +206,7 @@ pub fn serve(stream: &TcpStream, remote: SocketAddr, idle: Duration, answer: &mu
         };
         let (keep_alive, head_only) = (request.keep_alive, request.method == Method::Head);
         let response = answer(request);
-        if let Err(e) = write_response(stream, response, head_only, keep_alive) {
+        if let Err(e) = write_response(stream, idle, response, head_only, keep_alive) {
             debug!("page: {remote}: the answer was not sent whole: {e}");
             return;
         }
@@ -475,13 +476,16 @@ fn body_length(request: &Request) -> Result<usize, Failure> {
 }
 
 /// Writes `response`: its headers, then its body unless `head_only`.
-/// `keep_alive`: the connection stays open for another request.
+/// `keep_alive`: the connection stays open for another request. Each
+/// block written (the head with a small body, or 64 KiB of a file) must
+/// be taken by the client within `stall` ([`write_within`]).
 ///
 /// Written straight to the socket, with no buffer in between: a buffer
 /// would try to flush again when dropped after a failed write, and so
-/// wait out the write timeout a second time.
+/// wait out the time a second time.
 fn write_response(
     stream: &TcpStream,
+    stall: Duration,
     response: Response,
     head_only: bool,
     keep_alive: bool,
@@ -506,7 +510,6 @@ fn write_response(
         head.push_str("Connection: close\r\n");
     }
     head.push_str("\r\n");
-    let mut out = stream;
     let send_body = !head_only && !bodiless_status;
     match body {
         // Small: the head and the body in one write.
@@ -515,23 +518,29 @@ fn write_response(
             if send_body {
                 whole.extend_from_slice(&bytes);
             }
-            out.write_all(&whole)
+            write_within(stream, &whole, stall)
         }
         // The head at once (the player sees the answer begin even while
         // the first piece is awaited), then the body as it is read.
         Body::Stream { reader, len } => {
-            out.write_all(head.as_bytes())?;
+            write_within(stream, head.as_bytes(), stall)?;
             if send_body {
-                copy_exactly(reader, len, out)?;
+                copy_exactly(reader, len, stream, stall)?;
             }
             Ok(())
         }
     }
 }
 
-/// Copies exactly `len` bytes of `reader` to `out`; a reader that ends
-/// sooner is an error (the client was promised `len`).
-fn copy_exactly(mut reader: Box<dyn Read>, len: u64, mut out: &TcpStream) -> io::Result<()> {
+/// Copies exactly `len` bytes of `reader` to `out`, each block within
+/// `stall`; a reader that ends sooner is an error (the client was
+/// promised `len`).
+fn copy_exactly(
+    mut reader: Box<dyn Read>,
+    len: u64,
+    out: &TcpStream,
+    stall: Duration,
+) -> io::Result<()> {
     let mut buf = vec![0; 64 * 1024];
     let mut left = len;
     while left > 0 {
@@ -547,8 +556,39 @@ fn copy_exactly(mut reader: Box<dyn Read>, len: u64, mut out: &TcpStream) -> io:
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        out.write_all(&buf[..n])?;
+        write_within(out, &buf[..n], stall)?;
         left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes` within `stall`, however the socket cuts them:
+/// a plain write timeout counts per system call, and a client that has
+/// stopped reading can still let a few kilobytes through now and then,
+/// which would hold the connection for several timeouts in a row.
+fn write_within(stream: &TcpStream, bytes: &[u8], stall: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + stall;
+    let mut rest = bytes;
+    let mut out = stream;
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took {} of {} bytes in {stall:?}",
+                    bytes.len() - rest.len(),
+                    bytes.len()
+                ),
+            ));
+        }
+        stream.set_write_timeout(Some(left))?;
+        match out.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
