@@ -510,4 +510,16 @@ fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
     assert_eq!(support::wait_within(download, WAIT).unwrap(), whole);
     assert!(!part.exists(), "the leftover .part is gone");
     assert_eq!(std::fs::read(&whole).unwrap(), swarm.data);
+
+    // A download renamed to its final name but not opened again (too
+    // many open files, say) is still listed, at its final name: asked
+    // again, it is done, and the file stays.
+    let third = swarm.peer("third", &[]);
+    let downloads = swarm.dir.path().join("third").join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let whole = downloads.join("whole.bin");
+    support::plant_partial_at(&third, &whole, "whole.bin", &swarm.data, |_| true);
+    let download = third.download("whole.bin", None).unwrap();
+    assert_eq!(support::wait_within(download, WAIT).unwrap(), whole);
+    assert_eq!(std::fs::read(&whole).unwrap(), swarm.data, "the file stays");
 }

@@ -391,8 +391,11 @@ fn run(
     if final_path.exists() && in_place().is_ok() {
         // A crash after the file got its final name, before the state was
         // forgotten: the .part file (or a second link to the same file) is
-        // a leftover.
-        let _ = fs::remove_file(&part_path);
+        // a leftover. Unless it is the final file itself (a download that
+        // was renamed but not opened again).
+        if part_path != final_path {
+            let _ = fs::remove_file(&part_path);
+        }
         context.resume.forget(&key);
         return Ok(final_path);
     }
@@ -416,16 +419,17 @@ fn run(
             status.lock().state = DownloadState::Finishing;
             flush_if_asked(&shared, context.settings.sync_on_finish)
         })
-        .and_then(|()| {
-            shared.finish(&final_path).map_err(|e| {
-                format!(
-                    "cannot rename {} to {}: {e}",
-                    part_path.display(),
-                    final_path.display()
-                )
-            })
-        });
+        .and_then(|()| shared.finish(&final_path).map_err(|e| e.to_string()));
     context.discovery.forget(&key);
+    if let Err(reason) = &result {
+        if shared.path() == final_path {
+            // Renamed, then not opened again: the file is complete and
+            // verified under its name, just not shared by this run.
+            warn!("{}: {reason}", plan.name.as_str());
+            context.resume.forget(&key);
+            return Ok(final_path);
+        }
+    }
     if let Err(reason) = result {
         // The verified pieces stay: in the .part file, in the saved state
         // (a later download of the same file, or a restart, goes on from

@@ -210,7 +210,9 @@ impl SharedFile {
     }
 
     /// Moves the finished download to `final_path` (never replacing a file
-    /// already there) and marks it offered. The file is closed for the
+    /// already there) and marks it offered. An error after the rename (the
+    /// file cannot be opened again) leaves [`SharedFile::path`] at
+    /// `final_path`: the download is complete, only not shared. The file is closed for the
     /// rename (not every system renames an open file) and reopened after. It
     /// is not flushed here: [`SharedFile::sync`] first, when the data must
     /// be on the disk before the name is (`sync_on_finish`).
@@ -222,14 +224,30 @@ impl SharedFile {
             // none take it again.
             close_when_unshared(file);
         }
-        let renamed = super::fsutil::rename_no_replace(&state.path, final_path);
-        if renamed.is_ok() {
-            // Recorded first: the file is there now, whether or not it
-            // can be opened again below.
-            state.path = final_path.to_path_buf();
+        if let Err(e) = super::fsutil::rename_no_replace(&state.path, final_path) {
+            state.file = Some(Arc::new(PieceFile::open(&state.path)?));
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot rename {} to {}: {e}",
+                    state.path.display(),
+                    final_path.display()
+                ),
+            ));
         }
-        state.file = Some(Arc::new(PieceFile::open(&state.path)?));
-        renamed?;
+        // Recorded first: the file is there now, whether or not it can be
+        // opened again below (the caller tells the two apart by the path).
+        state.path = final_path.to_path_buf();
+        let file = PieceFile::open(&state.path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{} is complete, but cannot be opened again to share it: {e}",
+                    final_path.display()
+                ),
+            )
+        })?;
+        state.file = Some(Arc::new(file));
         state.offered = true;
         Ok(())
     }

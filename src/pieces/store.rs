@@ -35,13 +35,23 @@ impl PieceFile {
     }
 
     /// Creates `path`, which must not exist yet, at the file's full size.
+    /// If it cannot have that size (a file system's size limit, a full
+    /// disk without sparse files), it is removed again: an empty file left
+    /// there would block the next attempt.
     pub fn create_new(path: &Path, size: u64) -> io::Result<PieceFile> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(path)?;
-        file.set_len(size)?;
+        if let Err(e) = file.set_len(size) {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot make {} {size} bytes long: {e}", path.display()),
+            ));
+        }
         Ok(PieceFile::from(file))
     }
 
@@ -212,6 +222,18 @@ fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_file_that_cannot_take_its_size_is_not_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.part");
+        // No file system takes u64::MAX bytes (the size is past i64::MAX).
+        let error = PieceFile::create_new(&path, u64::MAX).err().unwrap();
+        assert!(error.to_string().contains("huge.part"), "{error}");
+        assert!(!path.exists());
+        PieceFile::create_new(&path, 10).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 10);
+    }
 
     #[test]
     fn pieces_written_in_any_order_read_back() {

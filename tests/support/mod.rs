@@ -765,24 +765,36 @@ pub fn plant_partial(
     data: &[u8],
     holds: impl Fn(usize) -> bool,
 ) -> PathBuf {
+    let downloads = home.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let part = downloads.join(format!("{name}.part"));
+    plant_partial_at(peer, &part, name, data, holds);
+    part
+}
+
+/// Like [`plant_partial`], with the unfinished file at `path` (made anew).
+pub fn plant_partial_at(
+    peer: &Peer,
+    path: &Path,
+    name: &str,
+    data: &[u8],
+    holds: impl Fn(usize) -> bool,
+) {
     use swarmline::peer::library::SharedFile;
     use swarmline::pieces::{Bitmap, PieceFile};
     use swarmline::protocol::{FileName, MediaKind};
     const PIECE: usize = 16 * 1024;
     let manifest = Manifest::build(data, PIECE as u32, |_| {}).unwrap();
-    let downloads = home.join("downloads");
-    std::fs::create_dir_all(&downloads).unwrap();
-    let part = downloads.join(format!("{name}.part"));
-    let file = PieceFile::create(&part, manifest.size()).unwrap();
+    let part = path;
+    let file = PieceFile::create(part, manifest.size()).unwrap();
     let mut held = Bitmap::empty(manifest.piece_count());
     for (i, piece) in data.chunks(PIECE).enumerate().filter(|(i, _)| holds(*i)) {
         file.write_piece(&manifest, i, piece).unwrap();
         held.set(i);
     }
     let name = FileName::new(name).unwrap();
-    let shared = SharedFile::partial(name, MediaKind::Other, manifest, &part, file, held);
+    let shared = SharedFile::partial(name, MediaKind::Other, manifest, part, file, held);
     peer.library().insert(Arc::new(shared));
-    part
 }
 
 // ---------------------------------------------------------------------------
