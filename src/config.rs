@@ -80,6 +80,41 @@ pub struct Settings {
     values: HashMap<&'static str, (String, Source)>,
 }
 
+/// Longest configuration file read (the shipped ones are under 10 KiB).
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// The text of a configuration file: a regular file of at most
+/// [`MAX_CONFIG_FILE`] bytes, in UTF-8, without the byte-order mark some
+/// Windows editors put first.
+fn read_config_text(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read the file: {e}");
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err("is not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        return Err(format!(
+            "is over {} KiB: not a configuration file?",
+            MAX_CONFIG_FILE / 1024
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "is not UTF-8 text (byte {} is not): save it as UTF-8",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_string)
+        .unwrap_or(text))
+}
+
 impl Settings {
     /// The built-in defaults of `specs`, for section `[section]`.
     pub fn defaults(section: &'static str, specs: &'static [KeySpec]) -> Settings {
@@ -104,12 +139,27 @@ impl Settings {
             key: key.to_string(),
             message,
         };
-        let mut ini = configparser::ini::Ini::new();
+        let text = read_config_text(path).map_err(|e| file_error("-", e))?;
+        // `;` and `#` begin a comment only at the start of a line: a value
+        // may hold them (a path like `a#b.log`).
+        let mut defaults = configparser::ini::IniDefault::default();
+        defaults.enable_inline_comments = false;
+        let mut ini = configparser::ini::Ini::new_from_defaults(defaults);
         let sections = ini
-            .load(path)
+            .read(text)
             .map_err(|e| file_error("-", format!("cannot read the file: {e}")))?;
         for (section, keys) in sections {
-            if section != self.section && !(section == "default" && keys.is_empty()) {
+            if section == "default" && !keys.is_empty() {
+                let (key, _) = keys.iter().next().expect("not empty");
+                return Err(file_error(
+                    key,
+                    format!(
+                        "comes before any section; keys go under the [{}] line",
+                        self.section
+                    ),
+                ));
+            }
+            if section != self.section && section != "default" {
                 return Err(file_error(
                     "-",
                     format!(
@@ -883,6 +933,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.starts_with("--keep-alive-secs: \"0\""), "{message}");
+    }
+
+    #[test]
+    fn values_keep_hashes_and_semicolons_and_a_bom_is_skipped() {
+        let file = ini("\u{feff}; a comment\n[tracker]\n# another\nlog_file = logs/a#b;c.log\n");
+        let mut settings = Settings::defaults("tracker", TRACKER_KEYS);
+        settings.load_file(file.path()).unwrap();
+        let config = TrackerConfig::from_settings(&settings).unwrap();
+        assert_eq!(
+            config.log_file.as_deref(),
+            Some(Path::new("logs/a#b;c.log"))
+        );
+    }
+
+    #[test]
+    fn files_that_are_no_configuration_are_refused_before_they_are_read_whole() {
+        let mut settings = Settings::defaults("tracker", TRACKER_KEYS);
+        let refused = |path: &Path, settings: &mut Settings| {
+            settings.load_file(path).unwrap_err().to_string()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let message = refused(dir.path(), &mut settings);
+        assert!(message.contains("not a regular file"), "{message}");
+        let big = ini(&"; padding\n".repeat(200_000));
+        let message = refused(big.path(), &mut settings);
+        assert!(message.contains("over 1024 KiB"), "{message}");
+        let latin1 = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(latin1.path(), b"[tracker]\nlog_file = caf\xe9.log\n").unwrap();
+        let message = refused(latin1.path(), &mut settings);
+        assert!(message.contains("not UTF-8"), "{message}");
+        let message = refused(ini("port = 7000\n[tracker]\n").path(), &mut settings);
+        assert!(
+            message.contains("key `port`") && message.contains("comes before any section"),
+            "{message}"
+        );
     }
 
     #[test]

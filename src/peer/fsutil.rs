@@ -109,6 +109,30 @@ pub fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> io::Re
     Ok(())
 }
 
+/// The bytes of the file at `path`, refused (`InvalidData`) past `limit`
+/// without reading more than that: a damaged or foreign file (or a device
+/// such as `/dev/zero`) in the state folder must not fill the memory.
+pub fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let too_big = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("over {} MiB", limit >> 20),
+        )
+    };
+    let file = File::open(path)?;
+    // Known too big without a read (a device says 0 and is read, capped).
+    if file.metadata()?.len() > limit as u64 {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
 /// The SHA-256 of a whole file, read in one streaming pass.
 pub fn sha256_of_file(path: &Path) -> io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();

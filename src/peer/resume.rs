@@ -267,18 +267,7 @@ fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
 /// [`RECORD_LIMIT`] without reading more than that: a damaged or foreign
 /// file in the state folder must not fill the memory.
 fn read_record(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    fs::File::open(path)?
-        .take(RECORD_LIMIT as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() > RECORD_LIMIT {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a record over {} MiB", RECORD_LIMIT >> 20),
-        ));
-    }
-    Ok(bytes)
+    super::fsutil::read_at_most(path, RECORD_LIMIT)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {

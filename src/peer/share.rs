@@ -60,22 +60,25 @@ impl ManifestCache {
     /// The cache kept in `state_dir`; an unreadable cache starts empty.
     pub fn open(state_dir: &Path) -> ManifestCache {
         let path = state_dir.join("manifests.bin");
-        let mut entries = fs::read(&path)
-            .ok()
-            .and_then(|bytes| {
+        let read = match super::fsutil::read_at_most(&path, CACHE_LIMIT) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashMap::new()),
+            Err(e) => Err(e.to_string()),
+            Ok(bytes) => {
                 let config = bincode::config::standard().with_limit::<CACHE_LIMIT>();
                 match bincode::serde::decode_from_slice(&bytes, config) {
-                    Ok((entries, _)) => Some(entries),
-                    Err(e) => {
-                        warn!(
-                            "manifest cache {} is unreadable ({e}); starting afresh",
-                            path.display()
-                        );
-                        None
-                    }
+                    Ok((entries, used)) if used == bytes.len() => Ok(entries),
+                    Ok(_) => Err("bytes after its end".to_string()),
+                    Err(e) => Err(e.to_string()),
                 }
-            })
-            .unwrap_or_default();
+            }
+        };
+        let mut entries = read.unwrap_or_else(|e| {
+            warn!(
+                "manifest cache {} is unreadable ({e}); starting afresh",
+                path.display()
+            );
+            HashMap::new()
+        });
         forget_stale(&mut entries);
         ManifestCache {
             path,
@@ -263,5 +266,36 @@ mod tests {
             .manifest(&file, 16384, |_| {})
             .unwrap();
         assert_eq!(manifest.size(), 3);
+    }
+
+    #[test]
+    fn a_cache_too_big_or_with_bytes_after_its_end_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x");
+        fs::write(&file, b"abc").unwrap();
+        let cache_path = dir.path().join("manifests.bin");
+        // A good cache of one entry...
+        ManifestCache::open(dir.path())
+            .manifest(&file, 16384, |_| {})
+            .unwrap();
+        assert_eq!(ManifestCache::open(dir.path()).entries.lock().len(), 1);
+        // ... with bytes after its end is not that cache.
+        let mut bytes = fs::read(&cache_path).unwrap();
+        bytes.extend_from_slice(b"junk");
+        fs::write(&cache_path, &bytes).unwrap();
+        assert!(ManifestCache::open(dir.path()).entries.lock().is_empty());
+        // Past the limit (sparse: no disk used): refused unread.
+        fs::File::create(&cache_path)
+            .unwrap()
+            .set_len(CACHE_LIMIT as u64 + 1)
+            .unwrap();
+        let cache = ManifestCache::open(dir.path());
+        assert!(cache.entries.lock().is_empty());
+        assert_eq!(cache.manifest(&file, 16384, |_| {}).unwrap().size(), 3);
+        // A device without end is read only up to the limit.
+        if cfg!(unix) {
+            let error = super::super::fsutil::read_at_most(Path::new("/dev/zero"), 1 << 20);
+            assert_eq!(error.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        }
     }
 }
