@@ -661,7 +661,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "user_map_file",
         flag: "--user-map-file",
         default: "users.txt",
-        help: "file of `<user> - <ip:port>` lines, refreshed from the tracker",
+        help: "file of `<user> - <ip:port>` lines, refreshed from the tracker (a file there that is not one is left alone)",
     },
     KeySpec {
         key: "user_map_refresh_secs",

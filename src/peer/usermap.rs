@@ -8,34 +8,79 @@ use std::path::Path;
 use crate::protocol::{PeerId, UserName};
 
 use super::error::PeerError;
-use super::fsutil::write_atomically;
+use crate::protocol::fields::echo;
 
-/// Rewrites the map file atomically with these users.
+/// Longest map file read (a tracker lists at most 10,000 users: about
+/// 1 MiB of lines).
+const MAX_MAP_FILE: usize = 8 << 20;
+
+/// Rewrites the map file atomically with these users. A file there that
+/// is not a user map (a user's own `users.txt`) is left alone: an
+/// `InvalidData` error says so.
 pub fn write(path: &Path, users: &[(UserName, PeerId)]) -> io::Result<()> {
     let text: String = users
         .iter()
         .map(|(user, peer)| format!("{user} - {peer}\n"))
         .collect();
-    // Unchanged (the usual case, every refresh): no write, no flush.
-    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
-        return Ok(());
+    if let Some(old) = read_map(path)? {
+        // Unchanged (the usual case, every refresh): no write, no flush.
+        if old == text {
+            return Ok(());
+        }
+        if let Some((number, line)) = old
+            .lines()
+            .enumerate()
+            .find(|(_, line)| !line.trim().is_empty() && parse_line(line).is_none())
+        {
+            return Err(not_a_map(
+                path,
+                &format!("line {}: {}", number + 1, echo(line)),
+            ));
+        }
     }
-    write_atomically(path, text.as_bytes())
+    super::fsutil::write_atomically(path, text.as_bytes())
 }
 
 /// The address of `user` in the map file, if it is there.
 pub fn lookup(path: &Path, user: &str) -> Result<Option<PeerId>, PeerError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(PeerError::file(path, e)),
-    };
-    Ok(text.lines().find_map(|line| {
-        let (name, addr) = line.split_once(" - ")?;
-        (name.trim() == user)
-            .then(|| addr.trim().parse().ok())
-            .flatten()
+    let text = read_map(path).map_err(|e| PeerError::file(path, e))?;
+    Ok(text.and_then(|text| {
+        text.lines()
+            .filter_map(parse_line)
+            .find(|(name, _)| *name == user)
+            .map(|(_, addr)| addr)
     }))
+}
+
+/// One line of the map: `<user> - <ip:port>`.
+fn parse_line(line: &str) -> Option<(&str, PeerId)> {
+    let (name, addr) = line.split_once(" - ")?;
+    Some((name.trim(), addr.trim().parse().ok()?))
+}
+
+/// The map file's text; `None` when there is none.
+fn read_map(path: &Path) -> io::Result<Option<String>> {
+    let bytes = match super::fsutil::read_at_most(path, MAX_MAP_FILE) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(not_a_map(path, &e.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| not_a_map(path, "not UTF-8 text"))
+}
+
+fn not_a_map(path: &Path, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} is not a user map ({why}); move it away or set user_map_file",
+            path.display()
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -67,5 +112,28 @@ mod tests {
         );
         assert_eq!(lookup(&path, "carol").unwrap(), None);
         assert_eq!(lookup(&dir.path().join("none.txt"), "bob").unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_user_map_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.txt");
+        let mine = "my own list of users\nalice, bob\n";
+        std::fs::write(&path, mine).unwrap();
+        let users = vec![(
+            UserName::parse("alice").unwrap(),
+            "127.0.0.1:7001".parse().unwrap(),
+        )];
+        let error = write(&path, &users).unwrap_err();
+        assert!(
+            error.to_string().contains("is not a user map (line 1: "),
+            "{error}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), mine);
+        // An empty file, or an older map, is replaced.
+        std::fs::write(&path, "").unwrap();
+        write(&path, &users).unwrap();
+        write(&path, &users[..0]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     }
 }
