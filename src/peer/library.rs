@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use log::warn;
 use parking_lot::RwLock;
 
-use crate::pieces::{Bitmap, Manifest, PieceFile};
+use crate::pieces::{Bitmap, Changed, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, MediaKind};
 
 /// The files a peer serves.
@@ -169,8 +170,29 @@ impl SharedFile {
                 _ => return Ok(false),
             }
         };
-        file.read_piece(&self.manifest, index, buf)?;
-        Ok(true)
+        match file.read_piece(&self.manifest, index, buf) {
+            Ok(()) => Ok(true),
+            Err(e) if Changed::is(&e) => {
+                self.stop_serving_changed();
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file changed on disk since it was shared: none of its pieces
+    /// is served any more (its BufferMap says so to every peer), and it is
+    /// no longer listed as offered. Sharing it again hashes it anew.
+    fn stop_serving_changed(&self) {
+        let mut state = self.state.write();
+        if state.bitmap.count() > 0 {
+            warn!(
+                "{} changed on disk since it was shared: no longer served (share it again)",
+                state.path.display()
+            );
+            state.bitmap = Bitmap::empty(self.manifest.piece_count());
+            state.offered = false;
+        }
     }
 
     /// Writes a verified piece and marks it here, so it is served at once.
@@ -286,6 +308,46 @@ fn close_when_unshared(mut file: Arc<PieceFile>) {
                 file = shared;
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn shared(dir: &Path, data: &[u8]) -> (PathBuf, SharedFile) {
+        let path = dir.join("song.mp3");
+        std::fs::write(&path, data).unwrap();
+        let manifest = Manifest::build(data, 16384, |_| {}).unwrap();
+        let name = FileName::new("song.mp3").unwrap();
+        let file = SharedFile::complete(name, MediaKind::Audio, manifest, &path).unwrap();
+        (path, file)
+    }
+
+    #[test]
+    fn a_file_changed_on_disk_after_sharing_is_no_longer_served() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+        let mut buf = Vec::new();
+        for change in ["rewritten in place", "cut short"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, file) = shared(dir.path(), &data);
+            assert!(file.read_piece(1, &mut buf).unwrap());
+            assert_eq!(buf, &data[16384..32768]);
+            let disk = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            if change == "cut short" {
+                disk.set_len(20_000).unwrap();
+            } else {
+                // Same size, another modification time (set outright: a
+                // write in the same clock tick would not change it).
+                disk.set_modified(SystemTime::now() - Duration::from_secs(3600))
+                    .unwrap();
+            }
+            let error = file.read_piece(0, &mut buf).unwrap_err();
+            assert!(Changed::is(&error), "{change}: {error}");
+            assert!(!file.has_piece(1) && !file.is_offered(), "{change}");
+            assert!(!file.read_piece(1, &mut buf).unwrap(), "{change}");
         }
     }
 }

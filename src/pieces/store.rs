@@ -18,6 +18,40 @@ pub struct PieceFile {
     file: File,
     /// Set while a [`PieceFile::start_writeback`] runs: one at a time.
     writing_out: AtomicBool,
+    /// For a complete file opened to be read: its size and modification
+    /// time then. A read after either changed fails with [`Changed`]
+    /// instead of handing out bytes that no longer match the manifest.
+    opened_as: Option<Fingerprint>,
+}
+
+/// A file's size and last modification, to tell whether it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Fingerprint {
+    fn of(file: &File) -> io::Result<Fingerprint> {
+        let meta = file.metadata()?;
+        Ok(Fingerprint {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
+/// The error of a read from a file changed on disk since it was opened
+/// (an editor or a tagger rewrote it in place, or it was cut short).
+#[derive(Debug, thiserror::Error)]
+#[error("the file changed on disk since it was shared (its size or modification time)")]
+pub struct Changed;
+
+impl Changed {
+    /// Whether `error` is this one.
+    pub fn is(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|inner| inner.is::<Changed>())
+    }
 }
 
 impl PieceFile {
@@ -67,9 +101,15 @@ impl PieceFile {
         self.file.set_len(size)
     }
 
-    /// Opens an existing file for reading pieces.
+    /// Opens an existing, complete file for reading pieces; reads fail
+    /// with [`Changed`] once it changes on disk.
     pub fn open(path: &Path) -> io::Result<PieceFile> {
-        Ok(PieceFile::from(File::open(path)?))
+        let file = File::open(path)?;
+        let opened_as = Some(Fingerprint::of(&file)?);
+        Ok(PieceFile {
+            opened_as,
+            ..PieceFile::from(file)
+        })
     }
 
     /// Reads piece `index` into `buf` (resized to the piece's length).
@@ -83,7 +123,15 @@ impl PieceFile {
             .piece_len(index)
             .ok_or_else(|| past_the_end(index))?;
         buf.resize(len as usize, 0);
-        read_exact_at(&self.file, buf, manifest.piece_offset(index))
+        let read = read_exact_at(&self.file, buf, manifest.piece_offset(index));
+        // Checked after the read: bytes read from a file that changed
+        // meanwhile are not handed out either.
+        if let Some(opened_as) = &self.opened_as {
+            if Fingerprint::of(&self.file)? != *opened_as {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, Changed));
+            }
+        }
+        read
     }
 
     /// Writes piece `index` at its offset.
@@ -121,6 +169,7 @@ impl From<File> for PieceFile {
         PieceFile {
             file,
             writing_out: AtomicBool::new(false),
+            opened_as: None,
         }
     }
 }
