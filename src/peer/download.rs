@@ -442,6 +442,19 @@ fn run(
     Ok(final_path)
 }
 
+/// The name of the `.part` file a download of `saved_as` is written
+/// into: `<saved_as>.part`, the name cut (at a character) so that it
+/// stays within the 255 bytes most file systems allow.
+fn part_file_name(saved_as: &str) -> String {
+    const MAX_NAME: usize = 255;
+    const SUFFIX: &str = ".part";
+    let mut end = saved_as.len().min(MAX_NAME - SUFFIX.len());
+    while !saved_as.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{SUFFIX}", &saved_as[..end])
+}
+
 /// The file is already under its final name: if it is the right file (its
 /// size and SHA-256 match the manifest), it is shared and the download is
 /// done; any other file there is left alone and the download refused.
@@ -506,7 +519,10 @@ fn prepare(
     );
     fs::create_dir_all(&plan.dir)
         .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
-    let part_path = plan.dir.join(format!("{saved_as}.part"));
+    // Absolute, so that the saved state still finds the .part when the
+    // peer starts again from another working directory.
+    let dir = std::path::absolute(&plan.dir).unwrap_or_else(|_| plan.dir.clone());
+    let part_path = dir.join(part_file_name(&saved_as));
     let exists = || {
         format!(
             "{} already exists (another download of a file with this name?)",
@@ -661,4 +677,20 @@ fn offer_finished(context: &DownloadContext, shared: &SharedFile, path: &Path) {
     // Queued: the housekeeping thread sends it at once if the tracker can
     // be reached, and a new session announces it anyway.
     context.tracker.offer_soon(&offer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_file_name_stays_within_255_bytes() {
+        assert_eq!(part_file_name("song.mp3"), "song.mp3.part");
+        let long = "a".repeat(253);
+        assert_eq!(part_file_name(&long).len(), 255);
+        // Cut at a character, never inside one (é is two bytes).
+        let accented = "é".repeat(127);
+        let name = part_file_name(&accented);
+        assert!(name.len() <= 255 && name.ends_with("é.part"), "{name}");
+    }
 }

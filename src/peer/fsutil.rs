@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 /// A file name that can be created on Linux, macOS and Windows alike: the
 /// characters Windows forbids (`< > : " | ? *`) become `_`, a trailing dot
-/// or space is dropped, and a device name (`CON`, `NUL`, `COM1`, ...) gets
-/// a `_` in front. Names already safe are unchanged.
+/// or space is dropped, and a device name (`CON`, `NUL`, `COM1`, `COM¹`,
+/// `CONIN$`, ...) gets a `_` in front. Names already safe are unchanged.
 pub fn portable_file_name(name: &str) -> String {
     let mut safe: String = name
         .chars()
@@ -28,11 +28,27 @@ pub fn portable_file_name(name: &str) -> String {
     while safe.ends_with(['.', ' ']) {
         safe.pop();
     }
-    let stem = safe.split('.').next().unwrap_or("").to_ascii_uppercase();
-    let device = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
-        || (stem.len() == 4
-            && (stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.as_bytes()[3].is_ascii_digit());
+    // Windows matches device names on the part before the first dot, with
+    // the spaces before that dot dropped (`CON .txt` is the console too).
+    let stem = safe
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(' ')
+        .to_ascii_uppercase();
+    // COM0 to COM9, and COM¹, COM², COM³ (likewise LPT).
+    let numbered = |prefix: &str| {
+        let mut rest = stem.strip_prefix(prefix).unwrap_or("").chars();
+        matches!(
+            (rest.next(), rest.next()),
+            (Some('0'..='9' | '\u{b9}' | '\u{b2}' | '\u{b3}'), None)
+        )
+    };
+    let device = matches!(
+        stem.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) || numbered("COM")
+        || numbered("LPT");
     if device || safe.is_empty() {
         safe.insert(0, '_');
     }
@@ -88,16 +104,19 @@ pub fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> io::Re
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
     let tmp = path.with_file_name(format!("{name}.tmp-{}", std::process::id()));
-    {
-        let mut file = File::create(&tmp)?;
+    let written = File::create(&tmp).and_then(|mut file| {
         file.write_all(bytes)?;
         if synced {
             file.sync_all()?;
         }
-    }
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })?;
+        Ok(())
+    });
+    // A disk full half-way leaves no temporary file behind either.
+    written
+        .and_then(|()| fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
     // Make the rename itself durable where a directory can be synced
     // (Unix); elsewhere this is a no-op that may fail, and that is fine.
     if let Some(dir) = path
@@ -162,6 +181,11 @@ mod tests {
         assert_eq!(portable_file_name("nul.txt"), "_nul.txt");
         assert_eq!(portable_file_name("COM3"), "_COM3");
         assert_eq!(portable_file_name("COMMA.txt"), "COMMA.txt");
+        assert_eq!(portable_file_name("com\u{b9}.mp3"), "_com\u{b9}.mp3");
+        assert_eq!(portable_file_name("LPT\u{b3}"), "_LPT\u{b3}");
+        assert_eq!(portable_file_name("CONOUT$.txt"), "_CONOUT$.txt");
+        assert_eq!(portable_file_name("CON .txt"), "_CON .txt");
+        assert_eq!(portable_file_name("COM10.txt"), "COM10.txt");
         assert_eq!(portable_file_name("dots..."), "dots");
     }
 

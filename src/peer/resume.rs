@@ -69,13 +69,16 @@ impl std::fmt::Display for LoadError {
 }
 
 /// The error for a file that could not be read: gone means invalid, any
-/// other failure may pass.
+/// other failure may pass. Gone with its whole folder may pass too: a
+/// disk not mounted yet, say.
 fn file_error(path: &Path, e: io::Error) -> LoadError {
     let reason = format!("{}: {e}", path.display());
-    if matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::InvalidData
-    ) {
+    let folder_gone = path
+        .parent()
+        .is_some_and(|dir| !dir.as_os_str().is_empty() && !dir.exists());
+    if e.kind() == io::ErrorKind::InvalidData
+        || (e.kind() == io::ErrorKind::NotFound && !folder_gone)
+    {
         LoadError::Invalid(reason)
     } else {
         LoadError::Unavailable(reason)
@@ -288,9 +291,20 @@ mod tests {
 
     /// A download of `data` with pieces `held` written, saved in `store`.
     fn saved_download(dir: &Path, data: &[u8], held: &[usize]) -> (ResumeStore, Manifest, PathBuf) {
+        saved_download_into(dir, dir, data, held)
+    }
+
+    /// Like [`saved_download`], with the `.part` file in `part_dir`.
+    fn saved_download_into(
+        dir: &Path,
+        part_dir: &Path,
+        data: &[u8],
+        held: &[usize],
+    ) -> (ResumeStore, Manifest, PathBuf) {
         let manifest = Manifest::build(data, PIECE as u32, |_| {}).unwrap();
         let store = ResumeStore::new(&dir.join("state"));
-        let part_path = dir.join("f.bin.part");
+        fs::create_dir_all(part_dir).unwrap();
+        let part_path = part_dir.join("f.bin.part");
         let part = PieceFile::create(&part_path, manifest.size()).unwrap();
         let mut bitmap = Bitmap::empty(manifest.piece_count());
         for &i in held {
@@ -371,7 +385,7 @@ mod tests {
         grow(store.download_path(&manifest.key()));
         match store.load(&manifest.key()) {
             Err(LoadError::Invalid(reason)) => {
-                assert!(reason.ends_with("a record over 96 MiB"), "{reason}")
+                assert!(reason.ends_with("over 96 MiB"), "{reason}")
             }
             other => panic!("{other:?}"),
         }
@@ -384,6 +398,22 @@ mod tests {
         fs::remove_file(part_path).unwrap();
         assert!(store.load_all().is_empty());
         assert!(!store.download_path(&manifest.key()).exists());
+    }
+
+    #[test]
+    fn a_state_whose_whole_download_folder_is_gone_is_kept_for_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("usb");
+        let (store, manifest, _) = saved_download_into(dir.path(), &disk, &data(), &[1, 2]);
+        // The disk is not mounted (its folder is not there) at this start...
+        fs::rename(&disk, dir.path().join("elsewhere")).unwrap();
+        assert!(store.load_all().is_empty());
+        assert!(store.download_path(&manifest.key()).exists(), "kept");
+        // ... and is at the next.
+        fs::rename(dir.path().join("elsewhere"), &disk).unwrap();
+        let resumed = store.load_all();
+        assert_eq!(resumed.len(), 1);
+        assert_eq!(resumed[0].bitmap.count(), 2);
     }
 
     #[test]
