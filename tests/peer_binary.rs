@@ -259,3 +259,27 @@ fn get_under_a_download_limit_then_seeds_until_stopped() {
         "get --seed exited after the download"
     );
 }
+
+#[test]
+fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerProcess::start(&[]);
+    let mut peer = PeerProcess::start(dir.path(), tracker.addr, &[]);
+    let stdin = peer.child.stdin.as_mut().unwrap();
+    // Not UTF-8, then a line of 100 KiB, then commands with missing words.
+    stdin.write_all(b"\xff\xfe bad\n").unwrap();
+    stdin.write_all(&[b'x'; 100 * 1024]).unwrap();
+    stdin
+        .write_all(b"\nregister\ndownload \"\"\nstatus\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    peer.expect("error: the line is not UTF-8 text; ignored");
+    peer.expect("error: a line over 64 KiB; ignored");
+    peer.expect("error: usage: register <user> <file>...");
+    peer.expect("error: download needs a key or a file name");
+    // Still there: it answers the next command, and quits when asked.
+    peer.expect("(tracker ");
+    peer.send("quit");
+    assert!(peer.wait(WAIT).success());
+}

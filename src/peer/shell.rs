@@ -47,7 +47,7 @@ fn say(out: &Out, text: impl AsRef<str>) {
 
 /// Runs the shell until `quit` or the end of `input`. Waits for the
 /// download watchers before returning.
-pub fn run(peer: &Peer, input: impl BufRead, output: Box<dyn Write + Send>) {
+pub fn run(peer: &Peer, mut input: impl BufRead, output: Box<dyn Write + Send>) {
     let out: Out = Arc::new(Mutex::new(output));
     let mut watchers: Vec<JoinHandle<()>> = Vec::new();
     say(&out, "type `help` for the commands");
@@ -71,8 +71,17 @@ pub fn run(peer: &Peer, input: impl BufRead, output: Box<dyn Write + Send>) {
         }
     }
     prompt(&out);
-    for line in input.lines() {
-        let Ok(line) = line else { break };
+    loop {
+        let line = match read_command(&mut input) {
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(why))) => {
+                say(&out, format!("error: {why}"));
+                prompt(&out);
+                continue;
+            }
+            // The end of the input (Ctrl-D), or a terminal that failed.
+            Ok(None) | Err(_) => break,
+        };
         let words = match split_words(&line) {
             Ok(words) => words,
             Err(e) => {
@@ -106,6 +115,64 @@ pub fn run(peer: &Peer, input: impl BufRead, output: Box<dyn Write + Send>) {
         let _ = watcher.join();
     }
     say(&out, "bye");
+}
+
+/// Longest command line taken (a path is at most a few KiB).
+const MAX_COMMAND_LINE: usize = 64 * 1024;
+
+/// The next command line, without its line ending: `None` at the end of
+/// the input; an error sentence for a line that is not UTF-8 or is over
+/// [`MAX_COMMAND_LINE`] (skipped whole, never held whole in memory).
+fn read_command(input: &mut impl BufRead) -> std::io::Result<Option<Result<String, String>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = input
+        .by_ref()
+        .take(MAX_COMMAND_LINE as u64 + 1)
+        .read_until(b'\n', &mut bytes)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if bytes.last() != Some(&b'\n') && bytes.len() > MAX_COMMAND_LINE {
+        skip_rest_of_line(input)?;
+        return Ok(Some(Err(format!(
+            "a line over {} KiB; ignored",
+            MAX_COMMAND_LINE / 1024
+        ))));
+    }
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    Ok(Some(String::from_utf8(bytes).map_err(|_| {
+        "the line is not UTF-8 text; ignored (is the terminal set to UTF-8?)".to_string()
+    })))
+}
+
+/// Drops what is left of the current line.
+fn skip_rest_of_line(input: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            input.consume(end + 1);
+            return Ok(());
+        }
+        let len = buf.len();
+        input.consume(len);
+    }
+}
+
+/// The usage lines of `verb` in [`HELP`], if it is a command.
+fn usage_of(verb: &str) -> Option<String> {
+    let usages: Vec<&str> = HELP
+        .lines()
+        .map(str::trim_start)
+        .filter(|line| line.split(' ').next() == Some(verb))
+        .filter_map(|line| line.split("  ").next())
+        .collect();
+    (!usages.is_empty()).then(|| usages.join(" | "))
 }
 
 /// Splits a command line into words: spaces separate words, except inside
@@ -205,6 +272,11 @@ fn execute(
                 );
             }
             say(out, format!("{} file(s)", files.len()));
+        }
+        ["download", "", ..] => {
+            return Err(PeerError::Failed(
+                "download needs a key or a file name".into(),
+            ))
         }
         ["download", what] | ["download", what, _] => {
             let dir = command.get(2).map(PathBuf::from);
@@ -318,10 +390,12 @@ fn execute(
             say(out, format!("route to {id}:\n{trace}"));
         }
         _ => {
-            return Err(PeerError::Failed(format!(
-                "unknown command {:?}; type `help`",
-                command.join(" ")
-            )))
+            // A known command with the wrong words, or none known.
+            let verb = command.first().copied().unwrap_or_default();
+            return Err(PeerError::Failed(match usage_of(verb) {
+                Some(usage) => format!("usage: {usage}"),
+                None => format!("unknown command {:?}; type `help`", command.join(" ")),
+            }));
         }
     }
     Ok(())
