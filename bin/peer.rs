@@ -100,12 +100,12 @@ fn main() -> ExitCode {
     {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("peer: {e}");
+            note(format_args!("peer: {e}\n"));
             return ExitCode::from(2);
         }
     };
     if let Err(e) = swarmline::logging::init(config.log_level, config.log_file.as_deref()) {
-        eprintln!("peer: log_file: {e}");
+        note(format_args!("peer: log_file: {e}\n"));
         return ExitCode::from(2);
     }
     let result = match args.command {
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("peer: {e}");
+            note(format_args!("peer: {e}\n"));
             ExitCode::FAILURE
         }
     }
@@ -166,11 +166,13 @@ impl Running {
 fn start(config: PeerConfig) -> Result<Running, String> {
     let gui_addr = config.gui;
     let peer = Arc::new(Peer::start(config).map_err(|e| e.to_string())?);
-    println!("listening on {}", peer.listen_addr());
+    // A closed output (`peer share f | head -1`) must not stop a seeder:
+    // these lines are for whoever reads them, the peer goes on without.
+    let _ = out(format_args!("listening on {}", peer.listen_addr()));
     let gui = match gui_addr {
         Some(addr) => {
             let gui = Gui::start(addr, Arc::clone(&peer)).map_err(|e| e.to_string())?;
-            println!("gui on http://{}/", gui.addr());
+            let _ = out(format_args!("gui on http://{}/", gui.addr()));
             Some(gui)
         }
         None => None,
@@ -192,7 +194,7 @@ fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
         .search(criteria)
         .map_err(|e| e.to_string())?;
     for f in &files {
-        println!(
+        out(format_args!(
             "{}  {:>10}  {:<5}  {} seeder(s), {} leecher(s)  {}",
             f.key,
             format_bytes(f.size),
@@ -200,9 +202,9 @@ fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
             f.seeders,
             f.leechers,
             f.name.as_str()
-        );
+        ))?;
     }
-    eprintln!("{} file(s)", files.len());
+    note(format_args!("{} file(s)\n", files.len()));
     Ok(())
 }
 
@@ -212,16 +214,35 @@ fn share(config: PeerConfig, files: &[PathBuf]) -> Result<(), String> {
         let live = std::io::stderr().is_terminal();
         let progress = hashing_progress(file, |percent| {
             if live {
-                eprint!("\rhashing {}: {percent}%", file.display());
+                note(format_args!("\rhashing {}: {percent}%", file.display()));
             }
         });
         let shared = peer.share(file, progress).map_err(|e| e.to_string())?;
-        println!("sharing {} as {}", shared.path().display(), shared.key);
+        let _ = out(format_args!(
+            "sharing {} as {}",
+            shared.path().display(),
+            shared.key
+        ));
     }
-    let _ = std::io::stdout().flush();
     let waited = wait_for_ctrl_c();
     peer.shutdown();
     waited
+}
+
+/// Writes a line to standard output. A closed or full output (`| head -1`,
+/// `> /dev/full`) is an error for the caller to weigh, never the panic of
+/// `println!`.
+fn out(text: impl std::fmt::Display) -> Result<(), String> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("cannot write to standard output: {e}"))
+}
+
+/// Writes to standard error for the person watching; if it is closed,
+/// nothing is lost that the logs do not have.
+fn note(text: impl std::fmt::Display) {
+    let _ = write!(std::io::stderr(), "{text}");
 }
 
 /// Blocks until Ctrl-C (or a termination signal).
@@ -245,9 +266,9 @@ fn get(config: PeerConfig, what: &str, output: Option<PathBuf>, seed: bool) -> R
     loop {
         let line = progress_line(&download.status());
         if live {
-            eprint!("\r{line}");
+            note(format_args!("\r{line}"));
         } else if line != last {
-            eprintln!("{line}");
+            note(format_args!("{line}\n"));
         }
         last = line;
         if download.wait_for(Duration::from_millis(250)) {
@@ -255,17 +276,16 @@ fn get(config: PeerConfig, what: &str, output: Option<PathBuf>, seed: bool) -> R
         }
     }
     if live {
-        eprintln!();
+        note("\n");
     }
     let result = match (download.wait(), download.status().state) {
         (Ok(path), DownloadState::Done(_)) => {
-            println!("{}", path.display());
-            let _ = std::io::stdout().flush();
+            let printed = out(path.display());
             if seed {
-                eprintln!("seeding it until Ctrl-C");
+                note("seeding it until Ctrl-C\n");
                 wait_for_ctrl_c()
             } else {
-                Ok(())
+                printed
             }
         }
         (Err(reason), _) | (Ok(_), DownloadState::Failed(reason)) => Err(reason),
@@ -289,13 +309,12 @@ fn ring(
     let snapshot = monitor::walk(&client, addr, most)
         .map_err(|e| format!("cannot walk the ring from {addr}: {e}"))?;
     let findings = monitor::check(&snapshot);
-    print!("{}", monitor::render_text(&snapshot, &findings));
+    out(monitor::render_text(&snapshot, &findings).trim_end())?;
     if let Some(path) = svg {
         std::fs::write(path, monitor::render_svg(&snapshot, &findings))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("drawing written to {}", path.display());
+        out(format_args!("drawing written to {}", path.display()))?;
     }
-    let _ = std::io::stdout().flush();
     if findings.is_empty() {
         Ok(())
     } else {
@@ -328,6 +347,8 @@ fn route(addr: std::net::SocketAddr, id: u64, fingers: bool) -> Result<(), Strin
         .trace(&space, start.me, id, fingers)
         .map_err(|e| format!("the look-up of {id} failed: {e}"))?;
     let how = if fingers { "" } else { " by successors only" };
-    println!("route to {id} from {}{how}:\n{trace}", start.me);
-    Ok(())
+    out(format_args!(
+        "route to {id} from {}{how}:\n{trace}",
+        start.me
+    ))
 }

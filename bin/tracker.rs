@@ -41,21 +41,27 @@ fn main() -> ExitCode {
     {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("tracker: {e}");
+            note(format_args!("tracker: {e}"));
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
     if let Err(e) = swarmline::logging::init(config.log_level, config.log_file.as_deref()) {
-        eprintln!("tracker: log_file: {e}");
+        note(format_args!("tracker: log_file: {e}"));
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tracker: {e}");
+            note(format_args!("tracker: {e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line on standard error; a closed one (the tracker run from a script
+/// that went away) is no reason to panic.
+fn note(text: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 fn run(config: TrackerConfig) -> Result<(), String> {
@@ -65,8 +71,9 @@ fn run(config: TrackerConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot start: {e}"))?;
     let addr = tracker.local_addr();
     // The first line on stdout, for people and for scripts that pass --port 0.
-    println!("listening on {addr}");
-    let _ = std::io::stdout().flush();
+    // A closed output is no reason to stop serving (`println!` would panic).
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush());
     info!(
         "tracker listening on {addr} (max {} connections, keep-alive {} s, lines up to {} bytes)",
         config.options.max_connections,

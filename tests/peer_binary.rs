@@ -200,6 +200,66 @@ fn search_and_a_failed_get_as_a_script_sees_them() {
     );
     let status = getter.wait(WAIT);
     assert_eq!(status.code(), Some(1));
+
+    // An output that cannot be written (a full disk) is an error, said
+    // as such, not a panic (exit code 101).
+    if cfg!(target_os = "linux") {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let output = std::process::Command::new(peer)
+            .args(["--tracker", &tracker.addr.to_string(), "--log-file", ""])
+            .args(["search", "kind=audio"])
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("cannot write to standard output"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_seeder_whose_output_is_closed_goes_on_seeding() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "closed.bin", &random_bytes(50_000, 4));
+    let tracker = TrackerProcess::start(&[]);
+    // `peer share closed.bin | head -1`: the first line is read, then the
+    // pipe is closed before the `sharing ...` line is written.
+    let mut seeder = std::process::Command::new(env!("CARGO_BIN_EXE_peer"))
+        .args([
+            "--tracker",
+            &tracker.addr.to_string(),
+            "--address",
+            "127.0.0.1",
+        ])
+        .args(["--port", "0", "--gui", "false", "--log-file", ""])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("share")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(seeder.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("listening on "), "{first}");
+    let mut client = Client::connect(tracker.addr);
+    assert!(eventually(WAIT, || client.list("RQFS closed").len() == 1));
+    // The line after the offer went nowhere; the seeder is still there.
+    std::thread::sleep(Duration::from_millis(500));
+    let running = seeder.try_wait().unwrap().is_none();
+    let _ = seeder.kill();
+    let _ = seeder.wait();
+    assert!(running, "the seeder stopped when its output was closed");
 }
 
 #[test]
