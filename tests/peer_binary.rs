@@ -343,3 +343,45 @@ fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
     peer.send("quit");
     assert!(peer.wait(WAIT).success());
 }
+
+#[test]
+fn quit_stops_a_download_held_back_by_a_low_download_limit() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let original = write_file(
+        &dir.path().join("files"),
+        "slow.bin",
+        &random_bytes(1_000_000, 5),
+    );
+    let mut seeder = PeerProcess::start(
+        &dir.path().join("seeder"),
+        tracker.addr,
+        &["share", original.to_str().unwrap()],
+    );
+    seeder.expect("sharing ");
+    // At 1 kB/s a 256 KiB piece is paid for by over four minutes of wait.
+    let mut leecher = PeerProcess::start(
+        &dir.path().join("leecher"),
+        tracker.addr,
+        &["--download-limit", "1kB"],
+    );
+    leecher.send("download slow.bin");
+    leecher.expect("downloading slow.bin");
+    assert!(
+        eventually(WAIT, || {
+            leecher.send("status");
+            leecher.expect("(tracker ");
+            leecher
+                .remaining_lines()
+                .iter()
+                .any(|l| l.contains("gave 1 pieces"))
+        }),
+        "no piece came"
+    );
+    // Waiting out the debt took 50 s here; stopping takes about a second.
+    let quitting = std::time::Instant::now();
+    leecher.send("quit");
+    assert!(leecher.wait(WAIT).success());
+    let took = quitting.elapsed();
+    assert!(took < Duration::from_secs(20), "quit took {took:?}");
+}

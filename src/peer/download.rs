@@ -335,7 +335,9 @@ impl Download {
 /// What the user can change while a download runs.
 #[derive(Clone, Copy)]
 struct Controls<'a> {
-    cancel: &'a AtomicBool,
+    /// Shared with the pool's workers, whose waits for the download limit
+    /// end when it is set.
+    cancel: &'a Arc<AtomicBool>,
     /// See [`Download::focus_on`].
     focus: &'a AtomicU64,
 }

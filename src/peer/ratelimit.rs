@@ -45,6 +45,12 @@ impl RateLimiter {
     /// for by waiting before the next one, so the average rate holds
     /// whatever the piece size.
     pub fn take(&self, bytes: u64) {
+        self.take_unless(bytes, &AtomicBool::new(false));
+    }
+
+    /// Like [`RateLimiter::take`], but the wait also ends when `stop` is
+    /// set (a download cancelled: its workers must not wait out the debt).
+    pub fn take_unless(&self, bytes: u64, stop: &AtomicBool) {
         if self.bytes_per_second == 0 {
             return;
         }
@@ -67,7 +73,7 @@ impl RateLimiter {
         };
         // Sleep in short slices, so a shutdown never waits out the debt.
         let until = Instant::now() + Duration::from_secs_f64(wait);
-        while !self.closed.load(Ordering::Relaxed) {
+        while !self.closed.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -113,6 +119,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         limiter.close();
         waiter.join().unwrap(); // returns: the test would hang otherwise
+    }
+
+    #[test]
+    fn a_stop_flag_releases_its_own_wait_only() {
+        use std::sync::Arc;
+        let limiter = Arc::new(RateLimiter::new(1000));
+        limiter.take(1_000_000); // a debt of 1000 s
+        let stop = Arc::new(AtomicBool::new(false));
+        let waiter = std::thread::spawn({
+            let (limiter, stop) = (Arc::clone(&limiter), Arc::clone(&stop));
+            move || limiter.take_unless(1, &stop)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::Relaxed);
+        waiter.join().unwrap(); // returns: the test would hang otherwise
+        assert!(!limiter.closed.load(Ordering::Relaxed), "others still wait");
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl<'a> Coordinator<'a> {
             let worker = Worker {
                 shared: Arc::clone(self.shared),
                 limit: Arc::clone(&self.context.download_limit),
+                cancel: Arc::clone(self.controls.cancel),
                 jobs: job_rx.clone(),
                 outcomes: outcome_tx.clone(),
             };

@@ -7,7 +7,7 @@
 //! arrives, and writes the good ones at their offset.
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,6 +142,9 @@ pub(super) struct Worker {
     pub(super) shared: Arc<SharedFile>,
     /// The peer's download limit: each piece received is paid for here.
     pub(super) limit: Arc<RateLimiter>,
+    /// The download's cancel flag: a wait for the limit ends when it is set
+    /// (at a low limit the debt of one batch is minutes).
+    pub(super) cancel: Arc<AtomicBool>,
     pub(super) jobs: Receiver<Job>,
     pub(super) outcomes: Sender<Outcome>,
 }
@@ -218,7 +221,7 @@ impl Worker {
                     tally.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
                     // Paid after the fact: the wait holds back the next
                     // read, and the sender with it.
-                    self.limit.take(u64::from(len));
+                    self.limit.take_unless(u64::from(len), &self.cancel);
                 }
                 let result = match answer {
                     PieceAnswer::Missing => PieceResult::Missing,
