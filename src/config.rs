@@ -848,6 +848,11 @@ pub fn flag_args(specs: &'static [KeySpec]) -> Vec<clap::Arg> {
                     spec.help, spec.key
                 ))
                 .action(clap::ArgAction::Set)
+                // Also after a subcommand (`peer get x --tracker h:p`).
+                .global(true)
+                // `--upload-limit -5` is a value to refuse with a reason,
+                // not an unknown flag `-5`.
+                .allow_hyphen_values(true)
         })
         .collect()
 }

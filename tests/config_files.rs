@@ -116,4 +116,21 @@ fn the_peer_refuses_bad_configuration_with_exit_code_2() {
         stderr.contains("key `pool_size`") && stderr.contains("from 1 to 256"),
         "{stderr}"
     );
+
+    // Flags go after a command too, and a negative size is a value refused
+    // with its reason, not an unknown flag.
+    let output = Command::new(peer)
+        .args(["search", "x", "--piece-size", "100KiB"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("power of two"), "{stderr}");
+    let output = Command::new(peer)
+        .args(["search", "--upload-limit", "-5"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"-5\" is not a size"), "{stderr}");
 }
