@@ -459,3 +459,16 @@ fn a_peer_started_before_its_tracker_lists_its_shares_under_the_id_the_tracker_g
         shares()
     );
 }
+
+#[test]
+fn a_shared_file_deleted_since_is_unshared_by_its_path() {
+    let swarm = support::seeded_swarm("gone.bin", 40_000, 12, &[]);
+    let original = swarm.dir.path().join("originals").join("gone.bin");
+    std::fs::remove_file(&original).unwrap();
+    let key = swarm
+        .seeder
+        .unshare(original.to_str().unwrap())
+        .expect("unshared by the path it had");
+    assert_eq!(key, swarm.key);
+    assert!(swarm.seeder.files().is_empty());
+}

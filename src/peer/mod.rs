@@ -318,12 +318,36 @@ impl Peer {
     /// Stops sharing the file at `path` (or with that key): it is no longer
     /// served, and withdrawn from the tracker.
     pub fn unshare(&self, path_or_key: &str) -> Result<FileKey, PeerError> {
-        let wanted = fs::canonicalize(path_or_key).ok();
+        // The path as it was shared (canonical). A file deleted since has
+        // none: its folder's canonical path with its name is compared, then
+        // its absolute path, and the text as given.
+        let given = Path::new(path_or_key);
+        let in_canonical_folder = given
+            .parent()
+            .map(|dir| {
+                if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                }
+            })
+            .and_then(|dir| fs::canonicalize(dir).ok())
+            .zip(given.file_name())
+            .map(|(dir, name)| dir.join(name));
+        let wanted: Vec<PathBuf> = [
+            fs::canonicalize(given).ok(),
+            in_canonical_folder,
+            std::path::absolute(given).ok(),
+            Some(given.to_path_buf()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let file = self
             .library
             .all()
             .into_iter()
-            .find(|f| f.key.to_string() == path_or_key || Some(f.path()) == wanted)
+            .find(|f| f.key.to_string() == path_or_key || wanted.contains(&f.path()))
             .ok_or_else(|| {
                 PeerError::NotFound(format!("{path_or_key} is not shared by this peer"))
             })?;
