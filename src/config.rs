@@ -760,18 +760,20 @@ impl PeerConfig {
             download_limit: s.get("download_limit", size_in(0, u64::MAX))?,
             sync_on_finish: s.get("sync_on_finish", boolean)?,
             profile: s.get("profile", Profile::parse)?,
-            gui: if s.get("gui", boolean)? {
-                Some(SocketAddr::new(
-                    s.get("gui_address", ip_address)?,
-                    s.get("gui_port", port)?,
-                ))
-            } else {
-                None
-            },
-            ring: if s.get("ring", boolean)? {
-                Some(ring_settings(s)?)
-            } else {
-                None
+            // Checked whether or not they are used: a typo is an error
+            // even in a setting turned off for now.
+            gui: s.get("gui", boolean)?.then_some(SocketAddr::new(
+                s.get("gui_address", ip_address)?,
+                s.get("gui_port", port)?,
+            )),
+            ring: {
+                let settings = ring_settings(s)?;
+                if s.get("ring", boolean)? {
+                    Some(settings)
+                } else {
+                    refuse_ring_flags_without_ring(s)?;
+                    None
+                }
             },
             ring_refresh: s.get("ring_refresh_secs", seconds_in(1, 3600))?,
             user_map_file: s.get("user_map_file", path)?,
@@ -780,6 +782,27 @@ impl PeerConfig {
             log_level: s.get("log_level", log_level)?,
         })
     }
+}
+
+/// A flag that says how to be in the ring, given to a peer not in one
+/// (`--ring-join h:p` without `--ring true`): surely a mistake, which
+/// would otherwise leave the peer quietly on the tracker alone. (In a
+/// file the same keys may stay while the ring is turned off.)
+fn refuse_ring_flags_without_ring(s: &Settings) -> Result<(), ConfigError> {
+    for key in ["ring_join", "ring_welcome", "ring_id"] {
+        let (value, source) = s.raw(key);
+        if let Source::Flag(_) = source {
+            if !value.is_empty() {
+                return Err(ConfigError {
+                    source: source.clone(),
+                    section: s.section,
+                    key: key.to_string(),
+                    message: format!("{value:?}: this peer is not in a ring; add --ring true"),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The ring settings of a peer (see the `ring_*` keys).
@@ -1009,5 +1032,25 @@ mod tests {
         let mut settings = Settings::defaults("peer", PEER_KEYS);
         settings.set_flag("user", "bad name".into());
         assert!(PeerConfig::from_settings(&settings).is_err());
+        // Settings of a part turned off are checked all the same...
+        let refused = |key: &'static str, value: &str| {
+            let mut settings = Settings::defaults("peer", PEER_KEYS);
+            settings.set_flag(key, value.into());
+            PeerConfig::from_settings(&settings)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused("gui_port", "99999").contains("from 0 to 65535"));
+        assert!(refused("ring_stabilize_ms", "1").contains("--ring-stabilize-ms"));
+        // ... and a flag saying how to be in a ring needs the ring.
+        let message = refused("ring_join", "10.0.0.1:7000");
+        assert!(
+            message.contains("not in a ring; add --ring true"),
+            "{message}"
+        );
+        let mut settings = Settings::defaults("peer", PEER_KEYS);
+        settings.set_flag("ring", "true".into());
+        settings.set_flag("ring_join", "10.0.0.1:7000".into());
+        assert!(PeerConfig::from_settings(&settings).unwrap().ring.is_some());
     }
 }
