@@ -120,8 +120,16 @@ fn run(options: &Options) -> Result<bool, String> {
     for (names, scenario) in all {
         if names.iter().any(|n| wanted(n)) {
             eprintln!("running {}...", names.join("+").to_uppercase());
-            let found = scenario(&bench)
-                .map_err(|e| format!("{}: {e} (logs in {})", names[0], bench.dir.display()))?;
+            let found = match scenario(&bench) {
+                Ok(found) => found,
+                Err(e) => {
+                    // The logs are kept for reading (the work directory
+                    // would go with `work`); the data files are not.
+                    bench.remove_data();
+                    let kept = work.keep();
+                    return Err(format!("{}: {e} (logs in {})", names[0], kept.display()));
+                }
+            };
             for row in &found {
                 eprintln!("  {}", table_line(row));
             }

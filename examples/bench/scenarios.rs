@@ -54,6 +54,13 @@ pub struct Data {
 }
 
 impl Bench {
+    /// Removes the data files made so far.
+    pub fn remove_data(&self) {
+        for data in self.made.borrow().iter() {
+            let _ = std::fs::remove_file(&data.path);
+        }
+    }
+
     /// A data file of `size` random bytes (made once per size).
     fn data(&self, size: u64) -> Result<Data, String> {
         if let Some(made) = self.made.borrow().iter().find(|d| d.size == size) {
