@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use crossbeam_channel::Receiver;
 
 use swarmline::config::{flag_args, load_settings, PeerConfig, PEER_KEYS};
 use swarmline::peer::gui::Gui;
@@ -116,13 +117,15 @@ fn main() -> ExitCode {
             id,
             no_fingers,
         }) => route(addr, id, !no_fingers),
-        Some(Command::Share { files }) => share(config, &files),
+        // The commands that run a peer stop it cleanly on Ctrl-C; the
+        // others (a search, the monitor) are simply ended by it.
+        Some(Command::Share { files }) => catch_ctrl_c().and_then(|c| share(config, &files, &c)),
         Some(Command::Get {
             key_or_name,
             output,
             seed,
-        }) => get(config, &key_or_name, output, seed),
-        None => interactive(config),
+        }) => catch_ctrl_c().and_then(|c| get(config, &key_or_name, output, seed, &c)),
+        None => catch_ctrl_c().and_then(|c| interactive(config, c)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -181,9 +184,10 @@ fn start(config: PeerConfig) -> Result<Running, String> {
     Ok(Running { peer, gui })
 }
 
-fn interactive(config: PeerConfig) -> Result<(), String> {
+fn interactive(config: PeerConfig, ctrl_c: Receiver<()>) -> Result<(), String> {
     let peer = start(config)?;
-    shell::run(&peer, std::io::stdin().lock(), Box::new(std::io::stdout()));
+    let input = Box::new(std::io::BufReader::new(std::io::stdin()));
+    shell::run(&peer, input, Box::new(std::io::stdout()), ctrl_c);
     peer.shutdown();
     Ok(())
 }
@@ -208,7 +212,7 @@ fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn share(config: PeerConfig, files: &[PathBuf]) -> Result<(), String> {
+fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result<(), String> {
     let peer = start(config)?;
     for file in files {
         let live = std::io::stderr().is_terminal();
@@ -224,9 +228,9 @@ fn share(config: PeerConfig, files: &[PathBuf]) -> Result<(), String> {
             shared.key
         ));
     }
-    let waited = wait_for_ctrl_c();
+    let _ = ctrl_c.recv();
     peer.shutdown();
-    waited
+    Ok(())
 }
 
 /// Writes a line to standard output. A closed or full output (`| head -1`,
@@ -245,18 +249,32 @@ fn note(text: impl std::fmt::Display) {
     let _ = write!(std::io::stderr(), "{text}");
 }
 
-/// Blocks until Ctrl-C (or a termination signal).
-fn wait_for_ctrl_c() -> Result<(), String> {
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+/// Ctrl-C (or a termination signal), as a message on the channel
+/// returned: each command stops the way it should (a download cancelled,
+/// the ring left, the tracker told). A second Ctrl-C, while that runs,
+/// ends the process at once.
+fn catch_ctrl_c() -> Result<Receiver<()>, String> {
+    let (pressed_tx, pressed_rx) = crossbeam_channel::bounded(1);
+    let presses = std::sync::atomic::AtomicUsize::new(0);
     ctrlc::set_handler(move || {
-        let _ = stop_tx.try_send(());
+        if presses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            note("\nstopping (Ctrl-C again to stop at once)\n");
+            let _ = pressed_tx.try_send(());
+        } else {
+            std::process::exit(130);
+        }
     })
     .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
-    let _ = stop_rx.recv();
-    Ok(())
+    Ok(pressed_rx)
 }
 
-fn get(config: PeerConfig, what: &str, output: Option<PathBuf>, seed: bool) -> Result<(), String> {
+fn get(
+    config: PeerConfig,
+    what: &str,
+    output: Option<PathBuf>,
+    seed: bool,
+    ctrl_c: &Receiver<()>,
+) -> Result<(), String> {
     let peer = start(config)?;
     let download = peer
         .download(what, output.as_deref())
@@ -271,6 +289,10 @@ fn get(config: PeerConfig, what: &str, output: Option<PathBuf>, seed: bool) -> R
             note(format_args!("{line}\n"));
         }
         last = line;
+        if ctrl_c.try_recv().is_ok() {
+            // Its verified pieces are saved: a later `get` goes on.
+            download.cancel();
+        }
         if download.wait_for(Duration::from_millis(250)) {
             break;
         }
@@ -283,7 +305,8 @@ fn get(config: PeerConfig, what: &str, output: Option<PathBuf>, seed: bool) -> R
             let printed = out(path.display());
             if seed {
                 note("seeding it until Ctrl-C\n");
-                wait_for_ctrl_c()
+                let _ = ctrl_c.recv();
+                printed
             } else {
                 printed
             }

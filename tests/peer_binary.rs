@@ -385,3 +385,68 @@ fn quit_stops_a_download_held_back_by_a_low_download_limit() {
     let took = quitting.elapsed();
     assert!(took < Duration::from_secs(20), "quit took {took:?}");
 }
+
+/// Sends SIGINT (what Ctrl-C sends) to a process.
+#[cfg(unix)]
+fn ctrl_c(pid: u32) {
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let original = write_file(
+        &dir.path().join("files"),
+        "held.bin",
+        &random_bytes(1_000_000, 6),
+    );
+    let mut seeder = PeerProcess::start(
+        &dir.path().join("seeder"),
+        tracker.addr,
+        &["share", original.to_str().unwrap()],
+    );
+    seeder.expect("sharing ");
+
+    // The shell, with a download under way: stopped, then `bye`, exit 0.
+    let mut shell = PeerProcess::start(
+        &dir.path().join("shell"),
+        tracker.addr,
+        &["--download-limit", "1kB"],
+    );
+    shell.send("download held.bin");
+    shell.expect("downloading held.bin");
+    ctrl_c(shell.child.id());
+    assert!(shell.wait(WAIT).success());
+    let said = shell.remaining_lines().join("\n");
+    assert!(
+        said.contains("stopping the download of held.bin") && said.contains("bye"),
+        "{said}"
+    );
+
+    // `peer get`: the download is cancelled, its state kept for a later
+    // `get`, and the exit code says it did not finish.
+    let home = dir.path().join("getter");
+    let mut getter = PeerProcess::start(
+        &home,
+        tracker.addr,
+        &["--download-limit", "1kB", "get", "held.bin"],
+    );
+    assert!(eventually(WAIT, || home
+        .join("downloads")
+        .join("held.bin.part")
+        .exists()));
+    ctrl_c(getter.child.id());
+    assert_eq!(getter.wait(WAIT).code(), Some(1));
+    assert!(
+        getter.stderr_text().contains("cancelled"),
+        "{}",
+        getter.stderr_text()
+    );
+    assert!(home.join("downloads").join("held.bin.part").exists());
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
 use crate::protocol::{Role, SearchCriteria};
@@ -33,7 +34,7 @@ commands:
   ring files                           every file named in the ring (walks it peer by peer)
   route <id> [nofingers]               look an id up in the ring and show each hop
   help                                 this text
-  quit                                 leave (also Ctrl-D)";
+  quit                                 leave (also Ctrl-D, or Ctrl-C: a second one stops at once)";
 
 /// Where the shell and its download watchers write, one line at a time.
 type Out = Arc<Mutex<Box<dyn Write + Send>>>;
@@ -45,10 +46,24 @@ fn say(out: &Out, text: impl AsRef<str>) {
     let _ = out.flush();
 }
 
-/// Runs the shell until `quit` or the end of `input`. Waits for the
-/// download watchers before returning.
-pub fn run(peer: &Peer, mut input: impl BufRead, output: Box<dyn Write + Send>) {
+/// Runs the shell until `quit`, the end of `input`, or a message on
+/// `interrupt` (Ctrl-C; [`crossbeam_channel::never`] for none). Stops the
+/// downloads still running and waits for their watchers before
+/// returning.
+pub fn run(
+    peer: &Peer,
+    input: Box<dyn BufRead + Send>,
+    output: Box<dyn Write + Send>,
+    interrupt: Receiver<()>,
+) {
     let out: Out = Arc::new(Mutex::new(output));
+    let (lines, reader) = match read_in_background(input) {
+        Ok(reading) => reading,
+        Err(e) => {
+            say(&out, format!("error: cannot read commands: {e}"));
+            return;
+        }
+    };
     let mut watchers: Vec<JoinHandle<()>> = Vec::new();
     say(&out, "type `help` for the commands");
     for file in peer.unfinished() {
@@ -72,15 +87,21 @@ pub fn run(peer: &Peer, mut input: impl BufRead, output: Box<dyn Write + Send>) 
     }
     prompt(&out);
     loop {
-        let line = match read_command(&mut input) {
-            Ok(Some(Ok(line))) => line,
-            Ok(Some(Err(why))) => {
-                say(&out, format!("error: {why}"));
-                prompt(&out);
-                continue;
+        let line = crossbeam_channel::select! {
+            recv(lines) -> line => match line {
+                Ok(Ok(line)) => line,
+                Ok(Err(why)) => {
+                    say(&out, format!("error: {why}"));
+                    prompt(&out);
+                    continue;
+                }
+                // The end of the input (Ctrl-D), or a terminal that failed.
+                Err(_) => break,
+            },
+            recv(interrupt) -> _ => {
+                say(&out, "");
+                break;
             }
-            // The end of the input (Ctrl-D), or a terminal that failed.
-            Ok(None) | Err(_) => break,
         };
         let words = match split_words(&line) {
             Ok(words) => words,
@@ -114,7 +135,39 @@ pub fn run(peer: &Peer, mut input: impl BufRead, output: Box<dyn Write + Send>) 
     for watcher in watchers {
         let _ = watcher.join();
     }
+    // Joined when the input has ended; after `quit` or Ctrl-C it may be
+    // waiting for a line that never comes. No portable call interrupts a
+    // read of the terminal, so that one thread is left to end with the
+    // process.
+    drop(lines);
+    if reader.is_finished() {
+        let _ = reader.join();
+    }
     say(&out, "bye");
+}
+
+/// A line as the input thread hands it over: the command, or why the
+/// line was refused.
+type InputLine = Result<String, String>;
+
+/// Reads command lines on a thread of its own (`shell-input`), so that
+/// the shell can wait for a line and for Ctrl-C at once. The channel
+/// closes at the end of the input; the thread reads at most one line
+/// ahead of the shell.
+fn read_in_background(
+    mut input: Box<dyn BufRead + Send>,
+) -> std::io::Result<(Receiver<InputLine>, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::bounded(0);
+    let reader = thread::Builder::new()
+        .name("shell-input".into())
+        .spawn(move || {
+            while let Ok(Some(line)) = read_command(&mut input) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok((rx, reader))
 }
 
 /// Longest command line taken (a path is at most a few KiB).
