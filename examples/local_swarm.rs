@@ -17,6 +17,8 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -115,7 +117,25 @@ fn sha256_of(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
+/// Set by Ctrl-C: the demo stops its downloads and returns, so that its
+/// peers stop and its temporary directory (up to the file's size times the
+/// peers) is removed. A second Ctrl-C ends it at once.
+fn catch_ctrl_c() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping (Ctrl-C again to stop at once, leaving the files)");
+    })
+    .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
+    Ok(stop)
+}
+
 fn run(options: Options) -> Result<bool, String> {
+    let stop = catch_ctrl_c()?;
+    let interrupted = || "interrupted; the temporary directory is removed".to_string();
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let tracker = Tracker::start(listener, TrackerOptions::default()).map_err(|e| e.to_string())?;
@@ -144,6 +164,9 @@ fn run(options: Options) -> Result<bool, String> {
         original.display()
     );
     let original_hash = write_test_file(&original, options.size).map_err(|e| e.to_string())?;
+    if stop.load(Ordering::SeqCst) {
+        return Err(interrupted());
+    }
     let shared = seeder.share(&original, |_| {}).map_err(|e| e.to_string())?;
     println!(
         "seeder shares demo.bin: {} pieces of {}, key {}",
@@ -177,6 +200,13 @@ fn run(options: Options) -> Result<bool, String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     while !downloads.iter().all(|d| d.is_finished()) {
+        if stop.load(Ordering::SeqCst) {
+            for download in &downloads {
+                download.cancel();
+                let _ = download.wait();
+            }
+            return Err(interrupted());
+        }
         std::thread::sleep(Duration::from_millis(500));
         for ((name, _), download) in leechers.iter().zip(&downloads) {
             println!("  {name:<11} {}", progress_line(&download.status()));

@@ -80,3 +80,55 @@ fn the_local_swarm_demo_runs_to_completion_with_a_small_file() {
         "{stdout}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_the_local_swarm_demo_and_removes_its_files() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(example("local_swarm"))
+        .args([
+            "--size",
+            "3MiB",
+            "--piece-size",
+            "64KiB",
+            "--seed-limit",
+            "100kB",
+        ])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(demo.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("download at once") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the demo ended early"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "its directory"
+    );
+    let sent = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = demo.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted; the temporary directory is removed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "left behind"
+    );
+}
