@@ -275,13 +275,19 @@ pub fn ip_address(text: &str) -> Result<IpAddr, String> {
         .map_err(|_| "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::1".to_string())
 }
 
-/// `host:port`, resolved now.
+/// `host:port`, resolved now. A name with IPv4 and IPv6 addresses gets
+/// its IPv4 one: `localhost` is `::1` first on Windows and macOS, where a
+/// tracker listening on 0.0.0.0 (the default) is not reachable.
 pub fn host_port(text: &str) -> Result<SocketAddr, String> {
-    let mut addrs = text
+    let addrs: Vec<SocketAddr> = text
         .to_socket_addrs()
-        .map_err(|e| format!("expected host:port such as 127.0.0.1:6969 ({e})"))?;
+        .map_err(|e| format!("expected host:port such as 127.0.0.1:6969 ({e})"))?
+        .collect();
     addrs
-        .next()
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(addrs.first())
+        .copied()
         .ok_or_else(|| format!("{text} resolves to no address"))
 }
 
@@ -1019,6 +1025,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("cannot read"), "{message}");
+    }
+
+    #[test]
+    fn a_host_name_is_resolved_to_its_ipv4_address_first() {
+        assert_eq!(
+            host_port("localhost:6969").unwrap(),
+            "127.0.0.1:6969".parse().unwrap()
+        );
+        assert_eq!(
+            host_port("[::1]:6969").unwrap(),
+            "[::1]:6969".parse().unwrap()
+        );
+        assert!(host_port("no port").is_err());
     }
 
     #[test]
