@@ -663,7 +663,7 @@ fn flush_if_asked(shared: &SharedFile, sync: bool) -> Result<(), String> {
 /// Offers the finished file to the tracker (the course's automatic
 /// re-register), without waiting for the tracker.
 fn offer_finished(context: &DownloadContext, shared: &SharedFile, path: &Path) {
-    let shown = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let shown = dunce::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let Ok(path) = SharedPath::new(&shown.to_string_lossy()) else {
         warn!("{}: path not offerable", shown.display());
         return;

@@ -260,7 +260,7 @@ impl Peer {
         path: &Path,
         progress: impl FnMut(u64),
     ) -> Result<Arc<SharedFile>, PeerError> {
-        let path = fs::canonicalize(path).map_err(|e| PeerError::file(path, e))?;
+        let path = dunce::canonicalize(path).map_err(|e| PeerError::file(path, e))?;
         if !path.is_file() {
             return Err(PeerError::Failed(format!(
                 "{} is not a file",
@@ -331,11 +331,11 @@ impl Peer {
                     dir
                 }
             })
-            .and_then(|dir| fs::canonicalize(dir).ok())
+            .and_then(|dir| dunce::canonicalize(dir).ok())
             .zip(given.file_name())
             .map(|(dir, name)| dir.join(name));
         let wanted: Vec<PathBuf> = [
-            fs::canonicalize(given).ok(),
+            dunce::canonicalize(given).ok(),
             in_canonical_folder,
             std::path::absolute(given).ok(),
             Some(given.to_path_buf()),

@@ -94,7 +94,7 @@ impl ManifestCache {
         piece_size: u32,
         progress: impl FnMut(u64),
     ) -> io::Result<Manifest> {
-        let canonical = fs::canonicalize(path)?;
+        let canonical = dunce::canonicalize(path)?;
         let meta = fs::metadata(&canonical)?;
         let modified_ns = modified_ns(&meta);
         if let Some(cached) = self.entries.lock().get_mut(&canonical) {
