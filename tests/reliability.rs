@@ -523,3 +523,26 @@ fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
     assert_eq!(support::wait_within(download, WAIT).unwrap(), whole);
     assert_eq!(std::fs::read(&whole).unwrap(), swarm.data, "the file stays");
 }
+
+#[test]
+fn two_peers_on_one_state_folder_never_resume_the_same_download() {
+    let swarm = support::seeded_swarm("twice.bin", 12 * PIECE, 13, &[]);
+    // A download stopped part-way leaves its state in `twin`'s folder.
+    let first = swarm.peer("twin", &[("download_limit", "20kB")]);
+    let download = first.download("twice.bin", None).unwrap();
+    assert!(support::eventually(WAIT, || download
+        .status()
+        .pieces_done()
+        > 0));
+    first.shutdown();
+    // Started again, a peer resumes it; a second peer on the same folder
+    // leaves it to the first (and its state for later).
+    let resumed = swarm.peer("twin", &[]);
+    assert_eq!(resumed.unfinished().len(), 1);
+    let second = swarm.peer("twin", &[]);
+    assert!(second.unfinished().is_empty());
+    drop(second);
+    let download = resumed.download("twice.bin", None).unwrap();
+    let path = support::wait_within(download, WAIT).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), swarm.data);
+}

@@ -550,6 +550,9 @@ fn prepare(
             format!("cannot create {}: {e}", part_path.display())
         }
     })?;
+    // Held while this peer writes it: another peer started on the same
+    // state folder does not resume it too (see `ResumeStore::load`).
+    let _ = part.try_lock();
     let pieces = manifest.piece_count();
     let shared = Arc::new(SharedFile::partial(
         plan.name.clone(),

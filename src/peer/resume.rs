@@ -204,6 +204,13 @@ impl ResumeStore {
             .map_err(|e| file_error(&part_path, e))?
             .len();
         let part = PieceFile::open_rw(&part_path).map_err(|e| file_error(&part_path, e))?;
+        // Another peer started on the same state folder resumes it already.
+        if let Ok(false) = part.try_lock() {
+            return Err(LoadError::Unavailable(format!(
+                "{}: in use by another peer (on the same state folder?)",
+                part_path.display()
+            )));
+        }
         let pieces = manifest.piece_count();
 
         let claimed = read_record(&self.resume_path(key))

@@ -96,6 +96,18 @@ impl PieceFile {
         Ok(PieceFile::from(file))
     }
 
+    /// Takes this process's exclusive lock on the file, without waiting:
+    /// `Ok(false)` when another process holds it (another peer writing
+    /// this `.part` file). The lock goes when the file is closed, however
+    /// the process ends. Where the file system has no locks, `Err`.
+    pub fn try_lock(&self) -> io::Result<bool> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Sets the file's size (a `.part` file found too short or too long).
     pub fn set_len(&self, size: u64) -> io::Result<()> {
         self.file.set_len(size)
