@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn samples_are_distinct_candidates_or_none() {
         let mut rng = fastrand::Rng::with_seed(7);
-        let even = |i: usize| i % 2 == 0;
+        let even = |i: usize| i.is_multiple_of(2);
         let chosen = sample_rarest(&mut rng, 1000, 16, even).unwrap();
         assert_eq!(chosen.len(), 16);
         assert!(chosen.iter().all(|&i| i % 2 == 0 && i < 1000));
