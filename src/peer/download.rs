@@ -50,7 +50,7 @@ use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
 
 use super::discovery::Discovery;
-use super::fsutil::{portable_file_name, sha256_of_file};
+use super::fsutil::{portable_file_name, sha256_of_file, sync_parent_dir};
 use super::library::{Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink};
 use super::ratelimit::RateLimiter;
@@ -421,7 +421,13 @@ fn run(
             status.lock().state = DownloadState::Finishing;
             flush_if_asked(&shared, context.settings.sync_on_finish)
         })
-        .and_then(|()| shared.finish(&final_path).map_err(|e| e.to_string()));
+        .and_then(|()| shared.finish(&final_path).map_err(|e| e.to_string()))
+        .inspect(|()| {
+            // The new name on the disk too, not only the data under it.
+            if context.settings.sync_on_finish {
+                sync_parent_dir(&final_path);
+            }
+        });
     context.discovery.forget(&key);
     if let Err(reason) = &result {
         if shared.path() == final_path {

@@ -117,15 +117,19 @@ pub fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> io::Re
         .inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })?;
-    // Make the rename itself durable where a directory can be synced
-    // (Unix); elsewhere this is a no-op that may fail, and that is fine.
-    if let Some(dir) = path
-        .parent()
-        .filter(|d| synced && !d.as_os_str().is_empty())
-    {
-        let _ = File::open(dir).and_then(|d| d.sync_all());
+    if synced {
+        sync_parent_dir(path);
     }
     Ok(())
+}
+
+/// Makes a rename into `path`'s folder durable, where a folder can be
+/// flushed (Unix); elsewhere this does nothing that matters, and any
+/// failure is ignored.
+pub fn sync_parent_dir(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
 }
 
 /// The bytes of the file at `path`, refused (`InvalidData`) past `limit`
