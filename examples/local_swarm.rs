@@ -56,8 +56,19 @@ fn parse_options() -> Result<Options, String> {
                     .filter(|n| (1..=32).contains(n))
                     .ok_or("--leechers takes a number from 1 to 32")?
             }
-            "--piece-size" => options.piece_size = value()?,
-            "--seed-limit" => options.seed_limit = value()?,
+            // Checked here, so that a bad value is named by this demo's
+            // own flag, before anything starts.
+            "--piece-size" => {
+                options.piece_size = value()?;
+                let size = parse_byte_size(&options.piece_size)
+                    .and_then(|size| u32::try_from(size).map_err(|e| e.to_string()))
+                    .and_then(|size| swarmline::protocol::fields::check_piece_size(size));
+                size.map_err(|e| format!("--piece-size: {e}"))?;
+            }
+            "--seed-limit" => {
+                options.seed_limit = value()?;
+                parse_byte_size(&options.seed_limit).map_err(|e| format!("--seed-limit: {e}"))?;
+            }
             "-h" | "--help" => {
                 return Err("usage: local_swarm [--size 64MiB] [--leechers 3] [--piece-size 256KiB] [--seed-limit 20MB]".into())
             }

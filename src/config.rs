@@ -53,9 +53,16 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// The key of a [`ConfigError`] about a whole file rather than one key.
+const WHOLE_FILE: &str = "-";
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
+            // About the whole file (cannot be read, a section unknown).
+            Source::File(path) if self.key == WHOLE_FILE => {
+                write!(f, "{}: {}", path.display(), self.message)
+            }
             Source::File(path) => write!(
                 f,
                 "{}: key `{}` in [{}]: {}",
@@ -139,7 +146,7 @@ impl Settings {
             key: key.to_string(),
             message,
         };
-        let text = read_config_text(path).map_err(|e| file_error("-", e))?;
+        let text = read_config_text(path).map_err(|e| file_error(WHOLE_FILE, e))?;
         // `;` and `#` begin a comment only at the start of a line: a value
         // may hold them (a path like `a#b.log`).
         let mut defaults = configparser::ini::IniDefault::default();
@@ -147,7 +154,7 @@ impl Settings {
         let mut ini = configparser::ini::Ini::new_from_defaults(defaults);
         let sections = ini
             .read(text)
-            .map_err(|e| file_error("-", format!("cannot read the file: {e}")))?;
+            .map_err(|e| file_error(WHOLE_FILE, format!("cannot read the file: {e}")))?;
         for (section, keys) in sections {
             if section == "default" && !keys.is_empty() {
                 let (key, _) = keys.iter().next().expect("not empty");
@@ -161,7 +168,7 @@ impl Settings {
             }
             if section != self.section && section != "default" {
                 return Err(file_error(
-                    "-",
+                    WHOLE_FILE,
                     format!(
                         "unknown section [{section}]; this file has one section, [{}]",
                         self.section
@@ -990,6 +997,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let message = refused(dir.path(), &mut settings);
         assert!(message.contains("not a regular file"), "{message}");
+        assert!(
+            !message.contains("key `-`"),
+            "about the file, not a key: {message}"
+        );
         let big = ini(&"; padding\n".repeat(200_000));
         let message = refused(big.path(), &mut settings);
         assert!(message.contains("over 1024 KiB"), "{message}");
