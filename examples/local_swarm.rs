@@ -62,7 +62,7 @@ fn parse_options() -> Result<Options, String> {
                 options.piece_size = value()?;
                 let size = parse_byte_size(&options.piece_size)
                     .and_then(|size| u32::try_from(size).map_err(|e| e.to_string()))
-                    .and_then(|size| swarmline::protocol::fields::check_piece_size(size));
+                    .and_then(swarmline::protocol::fields::check_piece_size);
                 size.map_err(|e| format!("--piece-size: {e}"))?;
             }
             "--seed-limit" => {
