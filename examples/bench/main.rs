@@ -87,6 +87,9 @@ fn main() -> ExitCode {
 }
 
 /// Runs the chosen scenarios; true when every target was met.
+/// Set by Ctrl-C, while its handler removes the work directory.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn run(options: &Options) -> Result<bool, String> {
     let bins = procs::binaries()?;
     let target_dir = bins
@@ -99,6 +102,16 @@ fn run(options: &Options) -> Result<bool, String> {
         .prefix("bench-")
         .tempdir_in(&target_dir)
         .map_err(|e| format!("cannot make a work directory: {e}"))?;
+    // Ctrl-C (which the terminal sends to the tracker and peers as well)
+    // must not leave gigabytes of data files in target/.
+    let removed_on_ctrl_c = work.path().to_path_buf();
+    ctrlc::set_handler(move || {
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("\ninterrupted: removing {}", removed_on_ctrl_c.display());
+        let _ = std::fs::remove_dir_all(&removed_on_ctrl_c);
+        std::process::exit(130);
+    })
+    .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
     let bench = Bench {
         bins,
         dir: work.path().to_path_buf(),
@@ -122,6 +135,13 @@ fn run(options: &Options) -> Result<bool, String> {
             eprintln!("running {}...", names.join("+").to_uppercase());
             let found = match scenario(&bench) {
                 Ok(found) => found,
+                Err(_) if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) => {
+                    // Failed because Ctrl-C is removing the files: the
+                    // handler ends the process.
+                    loop {
+                        std::thread::park();
+                    }
+                }
                 Err(e) => {
                     // The logs are kept for reading (the work directory
                     // would go with `work`); the data files are not.
