@@ -344,14 +344,15 @@ fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
     assert!(peer.wait(WAIT).success());
 }
 
-#[test]
-fn quit_stops_a_download_held_back_by_a_low_download_limit() {
+/// A tracker, and a `peer share` process seeding 1 MB (from `seed`) as
+/// `name`; files and peers' homes go in the directory returned.
+fn seeding(name: &str, seed: u64) -> (TrackerProcess, tempfile::TempDir, PeerProcess) {
     let tracker = TrackerProcess::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let original = write_file(
         &dir.path().join("files"),
-        "slow.bin",
-        &random_bytes(1_000_000, 5),
+        name,
+        &random_bytes(1_000_000, seed),
     );
     let mut seeder = PeerProcess::start(
         &dir.path().join("seeder"),
@@ -359,6 +360,12 @@ fn quit_stops_a_download_held_back_by_a_low_download_limit() {
         &["share", original.to_str().unwrap()],
     );
     seeder.expect("sharing ");
+    (tracker, dir, seeder)
+}
+
+#[test]
+fn quit_stops_a_download_held_back_by_a_low_download_limit() {
+    let (tracker, dir, _seeder) = seeding("slow.bin", 5);
     // At 1 kB/s a 256 KiB piece is paid for by over four minutes of wait.
     let mut leecher = PeerProcess::start(
         &dir.path().join("leecher"),
@@ -399,19 +406,7 @@ fn ctrl_c(pid: u32) {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
-    let tracker = TrackerProcess::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let original = write_file(
-        &dir.path().join("files"),
-        "held.bin",
-        &random_bytes(1_000_000, 6),
-    );
-    let mut seeder = PeerProcess::start(
-        &dir.path().join("seeder"),
-        tracker.addr,
-        &["share", original.to_str().unwrap()],
-    );
-    seeder.expect("sharing ");
+    let (tracker, dir, _seeder) = seeding("held.bin", 6);
 
     // The shell, with a download under way: stopped, then `bye`, exit 0.
     let mut shell = PeerProcess::start(
