@@ -96,10 +96,11 @@ const MAX_CONFIG_FILE: u64 = 1 << 20;
 fn read_config_text(path: &Path) -> Result<String, String> {
     use std::io::Read;
     let cannot = |e: std::io::Error| format!("cannot read the file: {e}");
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    if !file.metadata().map_err(cannot)?.is_file() {
+    // Looked at before opening: opening a FIFO would wait for a writer.
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
         return Err("is not a regular file".into());
     }
+    let file = std::fs::File::open(path).map_err(cannot)?;
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_FILE + 1)
         .read_to_end(&mut bytes)
@@ -1001,6 +1002,16 @@ mod tests {
             !message.contains("key `-`"),
             "about the file, not a key: {message}"
         );
+        // A FIFO is refused before it is opened (the open would wait for
+        // a writer that never comes).
+        if cfg!(unix) {
+            let fifo = dir.path().join("fifo.ini");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|status| status.success()) {
+                let message = refused(&fifo, &mut settings);
+                assert!(message.contains("not a regular file"), "{message}");
+            }
+        }
         let big = ini(&"; padding\n".repeat(200_000));
         let message = refused(big.path(), &mut settings);
         assert!(message.contains("over 1024 KiB"), "{message}");

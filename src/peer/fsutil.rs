@@ -132,9 +132,10 @@ pub fn sync_parent_dir(path: &Path) {
     }
 }
 
-/// The bytes of the file at `path`, refused (`InvalidData`) past `limit`
-/// without reading more than that: a damaged or foreign file (or a device
-/// such as `/dev/zero`) in the state folder must not fill the memory.
+/// The bytes of the regular file at `path`, refused (`InvalidData`) past
+/// `limit` without reading more than that (a damaged or foreign file in
+/// the state folder must not fill the memory), or when it is something
+/// else (a FIFO would block the open, a device might never end).
 pub fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let too_big = || {
@@ -143,11 +144,19 @@ pub fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
             format!("over {} MiB", limit >> 20),
         )
     };
-    let file = File::open(path)?;
-    // Known too big without a read (a device says 0 and is read, capped).
-    if file.metadata()?.len() > limit as u64 {
+    // Looked at before opening: opening a FIFO would wait for a writer,
+    // and a device may never end.
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > limit as u64 {
         return Err(too_big());
     }
+    let file = File::open(path)?;
     let mut bytes = Vec::new();
     file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
     if bytes.len() > limit {

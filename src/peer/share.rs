@@ -292,7 +292,7 @@ mod tests {
         let cache = ManifestCache::open(dir.path());
         assert!(cache.entries.lock().is_empty());
         assert_eq!(cache.manifest(&file, 16384, |_| {}).unwrap().size(), 3);
-        // A device without end is read only up to the limit.
+        // A device (without end, here) is not read at all.
         if cfg!(unix) {
             let error = super::super::fsutil::read_at_most(Path::new("/dev/zero"), 1 << 20);
             assert_eq!(error.unwrap_err().kind(), io::ErrorKind::InvalidData);
