@@ -30,7 +30,7 @@ use swarmline::units::format_bytes;
 struct Args {
     /// The ini file to read (`config/peer.ini` is the commented example;
     /// without this flag the built-in defaults, which are the same, apply).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -215,6 +215,12 @@ fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
 fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result<(), String> {
     let peer = start(config)?;
     for file in files {
+        // Ctrl-C while hashing takes effect between files (a file's hash
+        // runs to its end; a second Ctrl-C stops at once).
+        if ctrl_c.try_recv().is_ok() {
+            peer.shutdown();
+            return Ok(());
+        }
         let live = std::io::stderr().is_terminal();
         let progress = hashing_progress(file, |percent| {
             if live {
@@ -281,6 +287,7 @@ fn get(
         .map_err(|e| e.to_string())?;
     let live = std::io::stderr().is_terminal();
     let mut last = String::new();
+    let mut interrupted = false;
     loop {
         let line = progress_line(&download.status());
         if live {
@@ -291,6 +298,7 @@ fn get(
         last = line;
         if ctrl_c.try_recv().is_ok() {
             // Its verified pieces are saved: a later `get` goes on.
+            interrupted = true;
             download.cancel();
         }
         if download.wait_for(Duration::from_millis(250)) {
@@ -303,7 +311,8 @@ fn get(
     let result = match (download.wait(), download.status().state) {
         (Ok(path), DownloadState::Done(_)) => {
             let printed = out(path.display());
-            if seed {
+            // Not after a Ctrl-C that came as the last piece did.
+            if seed && !interrupted {
                 note("seeding it until Ctrl-C\n");
                 let _ = ctrl_c.recv();
                 printed

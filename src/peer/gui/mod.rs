@@ -145,8 +145,14 @@ fn answer(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>, port: u16) 
         (Method::Get, "/api/downloads") => api::downloads(peer),
         (Method::Post, "/api/downloads") => api::start_download(peer, &request.body),
         (Method::Get, "/api/shares") => api::shares(peer),
-        (_, "/api/downloads") => Err(ApiError::new(405, "use GET or POST")),
-        (_, "/api/info" | "/api/files" | "/api/shares") => Err(ApiError::new(405, "use GET")),
+        (_, "/api/downloads") => {
+            return api_response(Err(ApiError::new(405, "use GET or POST")))
+                .with_header("Allow", "GET, HEAD, POST")
+        }
+        (_, "/api/info" | "/api/files" | "/api/shares") => {
+            return api_response(Err(ApiError::new(405, "use GET")))
+                .with_header("Allow", "GET, HEAD")
+        }
         _ => Err(ApiError::new(404, format!("nothing at {path}"))),
     };
     api_response(result)
