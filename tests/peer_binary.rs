@@ -376,7 +376,7 @@ fn quit_stops_a_download_held_back_by_a_low_download_limit() {
             leecher
                 .remaining_lines()
                 .iter()
-                .any(|l| l.contains("gave 1 pieces"))
+                .any(|l| l.contains(" gave ") && !l.contains(" gave 0 pieces"))
         }),
         "no piece came"
     );
