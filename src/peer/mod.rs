@@ -15,7 +15,8 @@
 //! - [`usermap`]: the `<user> - <ip:port>` file of the course;
 //! - [`ratelimit`]: the upload and download limits;
 //! - [`shell`]: the interactive shell of the course's commands;
-//! - [`gui`]: the web page (files, downloads, player) and its JSON API;
+//! - [`gui`]: the web page (files, downloads, player), its JSON API and
+//!   its HTTP server;
 //! - [`ring_duties`]: announcing files and finding peers in the ring;
 //! - [`Peer`]: ties them together; `bin/peer.rs` and the shell drive it.
 

@@ -227,7 +227,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// the client still sends, bounded in bytes and time.
 fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    let until = std::time::Instant::now() + LINGER_TIME;
+    let until = Instant::now() + LINGER_TIME;
     let mut timeout = crate::wire::ReadTimeout::default();
     let mut left = LINGER_BYTES;
     let mut sink = [0; 8192];
