@@ -186,7 +186,7 @@ fn start(config: PeerConfig) -> Result<Running, String> {
 
 fn interactive(config: PeerConfig, ctrl_c: Receiver<()>) -> Result<(), String> {
     let peer = start(config)?;
-    let input = Box::new(std::io::BufReader::new(std::io::stdin()));
+    let input = Box::new(std::io::stdin());
     shell::run(&peer, input, Box::new(std::io::stdout()), ctrl_c);
     peer.shutdown();
     Ok(())

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::peer::fsutil::read_at_most;
 use crate::peer::media::Profile;
 use crate::protocol::fields::check_piece_size;
 use crate::protocol::UserName;
@@ -88,29 +89,18 @@ pub struct Settings {
 }
 
 /// Longest configuration file read (the shipped ones are under 10 KiB).
-const MAX_CONFIG_FILE: u64 = 1 << 20;
+const MAX_CONFIG_FILE: usize = 1 << 20;
 
 /// The text of a configuration file: a regular file of at most
-/// [`MAX_CONFIG_FILE`] bytes, in UTF-8, without the byte-order mark some
-/// Windows editors put first.
+/// [`MAX_CONFIG_FILE`] bytes (read as the state files are:
+/// [`read_at_most`]), in UTF-8, without the byte-order mark some Windows
+/// editors put first.
 fn read_config_text(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    let cannot = |e: std::io::Error| format!("cannot read the file: {e}");
-    // Looked at before opening: opening a FIFO would wait for a writer.
-    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
-        return Err("is not a regular file".into());
-    }
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > MAX_CONFIG_FILE {
-        return Err(format!(
-            "is over {} KiB: not a configuration file?",
-            MAX_CONFIG_FILE / 1024
-        ));
-    }
+    let bytes = read_at_most(path, MAX_CONFIG_FILE).map_err(|e| match e.kind() {
+        // Not a regular file, or too big: said as such.
+        std::io::ErrorKind::InvalidData => format!("is {e}"),
+        _ => format!("cannot read the file: {e}"),
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         format!(
             "is not UTF-8 text (byte {} is not): save it as UTF-8",
@@ -1033,7 +1023,7 @@ mod tests {
         }
         let big = ini(&"; padding\n".repeat(200_000));
         let message = refused(big.path(), &mut settings);
-        assert!(message.contains("over 1024 KiB"), "{message}");
+        assert!(message.contains("is over 1 MiB"), "{message}");
         let latin1 = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(latin1.path(), b"[tracker]\nlog_file = caf\xe9.log\n").unwrap();
         let message = refused(latin1.path(), &mut settings);

@@ -41,6 +41,20 @@ pub struct ServerOptions {
     pub stack_size: usize,
 }
 
+impl ServerOptions {
+    /// The options of a line-protocol server (the tracker, a peer's
+    /// mini-server): refusals as `ERRR 500`, small thread stacks.
+    pub fn lines(name: &str, max_connections: usize, max_per_ip: usize) -> ServerOptions {
+        ServerOptions {
+            name: name.into(),
+            max_connections,
+            max_per_ip,
+            busy: busy_line,
+            stack_size: CONNECTION_STACK_SIZE,
+        }
+    }
+}
+
 /// The line-protocol refusal of a connection past a cap: `ERRR 500 ...`.
 pub fn busy_line(sentence: &str) -> Vec<u8> {
     format!("{}\n", Reply::error(ErrorCode::Busy, sentence)).into_bytes()
@@ -266,17 +280,14 @@ fn spawn_connection(
     };
     if let Some(text) = full {
         warn!("refusing {remote}: {text}");
-        refuse(stream, &(options.busy)(&text));
+        refuse(stream, options.busy, &text);
         return Ok(());
     }
     // The clone lets shutdown close this connection from outside its thread.
     let clone = match stream.try_clone() {
         Ok(clone) => clone,
         Err(e) => {
-            refuse(
-                stream,
-                &(options.busy)("server out of resources, try again later"),
-            );
+            refuse(stream, options.busy, OUT_OF_RESOURCES);
             return Err(e);
         }
     };
@@ -304,10 +315,7 @@ fn spawn_connection(
         Err(e) => {
             // Out of threads: the cap is set too high for this machine.
             if let Some(stream) = shared.live.lock().remove(id) {
-                refuse(
-                    stream,
-                    &(options.busy)("server out of resources, try again later"),
-                );
+                refuse(stream, options.busy, OUT_OF_RESOURCES);
             }
             Err(e)
         }
@@ -326,18 +334,21 @@ impl Drop for LiveGuard {
     }
 }
 
-/// Tells a client the server cannot take it (`answer`, from
-/// [`ServerOptions::busy`]), then closes. Bounded in time: a client that
-/// does not read cannot hold the accept thread.
+/// What a client is told when no thread or socket could be had for it.
+const OUT_OF_RESOURCES: &str = "server out of resources, try again later";
+
+/// Tells a client the server cannot take it (`sentence`, as `busy` puts
+/// it: [`ServerOptions::busy`]), then closes. Bounded in time: a client
+/// that does not read cannot hold the accept thread.
 ///
 /// What the client already sent (its first request) is read and dropped
 /// before closing, without waiting: a socket closed with bytes unread
 /// sends a reset, which on some systems destroys the answer before the
 /// client reads it.
-fn refuse(mut stream: TcpStream, answer: &[u8]) {
+fn refuse(mut stream: TcpStream, busy: fn(&str) -> Vec<u8>, sentence: &str) {
     const MAX_DRAINED: usize = 64 * 1024;
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-    let _ = stream.write_all(answer);
+    let _ = stream.write_all(&busy(sentence));
     let _ = stream.shutdown(Shutdown::Write);
     if stream.set_nonblocking(true).is_ok() {
         let mut sink = [0; 4096];
@@ -369,13 +380,7 @@ mod tests {
 
     fn echo_server(max_connections: usize) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let options = ServerOptions {
-            name: "echo".into(),
-            max_connections,
-            max_per_ip: max_connections,
-            busy: busy_line,
-            stack_size: CONNECTION_STACK_SIZE,
-        };
+        let options = ServerOptions::lines("echo", max_connections, max_connections);
         let handler: Arc<Handler> = Arc::new(|conn: Connection| {
             let mut reader = BufReader::new(conn.stream.try_clone().unwrap());
             let mut writer = conn.stream;

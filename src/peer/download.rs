@@ -429,24 +429,20 @@ fn run(
             }
         });
     context.discovery.forget(&key);
-    if let Err(reason) = &result {
-        if shared.path() == final_path {
-            // Renamed, then not opened again: the file is complete and
-            // verified under its name, just not shared by this run.
-            warn!("{}: {reason}", plan.name.as_str());
-            context.resume.forget(&key);
-            return Ok(final_path);
+    match result {
+        Ok(()) => offer_finished(context, &shared, &final_path),
+        // Renamed, then not opened again: the file is complete and
+        // verified under its name, just not shared by this run.
+        Err(reason) if shared.path() == final_path => warn!("{}: {reason}", plan.name.as_str()),
+        Err(reason) => {
+            // The verified pieces stay: in the .part file, in the saved
+            // state (a later download of the same file, or a restart, goes
+            // on from them) and in the library (they are still served).
+            save_progress(context, &shared);
+            return Err(reason);
         }
     }
-    if let Err(reason) = result {
-        // The verified pieces stay: in the .part file, in the saved state
-        // (a later download of the same file, or a restart, goes on from
-        // them) and in the library (they are still served).
-        save_progress(context, &shared);
-        return Err(reason);
-    }
     context.resume.forget(&key);
-    offer_finished(context, &shared, &final_path);
     Ok(final_path)
 }
 

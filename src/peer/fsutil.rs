@@ -134,7 +134,8 @@ pub fn sync_parent_dir(path: &Path) {
 
 /// The bytes of the regular file at `path`, refused (`InvalidData`) past
 /// `limit` without reading more than that (a damaged or foreign file in
-/// the state folder must not fill the memory), or when it is something
+/// the state folder, or given as the config, must not fill the memory),
+/// or when it is something
 /// else (a FIFO would block the open, a device might never end).
 pub fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
     use std::io::Read;

@@ -232,12 +232,12 @@ impl SharedFile {
     }
 
     /// Moves the finished download to `final_path` (never replacing a file
-    /// already there) and marks it offered. An error after the rename (the
-    /// file cannot be opened again) leaves [`SharedFile::path`] at
-    /// `final_path`: the download is complete, only not shared. The file is closed for the
-    /// rename (not every system renames an open file) and reopened after. It
-    /// is not flushed here: [`SharedFile::sync`] first, when the data must
-    /// be on the disk before the name is (`sync_on_finish`).
+    /// already there) and marks it offered. The file is closed for the
+    /// rename (not every system renames an open file) and reopened after.
+    /// An error after the rename (the file cannot be opened again) leaves
+    /// [`SharedFile::path`] at `final_path`: the download is complete, only
+    /// not shared. It is not flushed here: [`SharedFile::sync`] first, when
+    /// the data must be on the disk before the name is (`sync_on_finish`).
     pub fn finish(&self, final_path: &Path) -> io::Result<()> {
         let mut state = self.state.write();
         if let Some(file) = state.file.take() {

@@ -53,7 +53,7 @@ use crate::protocol::{
     FileEntry, FileKey, FileName, FileOffer, SearchCriteria, ShareEntry, SharedPath,
 };
 use crate::ring::RingNode;
-use crate::server::{busy_line, Handler, Server, ServerOptions, CONNECTION_STACK_SIZE};
+use crate::server::{Handler, Server, ServerOptions};
 use crate::service::LineLimits;
 
 use discovery::Discovery;
@@ -132,13 +132,11 @@ impl Peer {
         });
         let server = Server::start(
             listener,
-            ServerOptions {
-                name: "peer".into(),
-                max_connections: config.max_connections,
-                max_per_ip: config.max_connections_per_ip,
-                busy: busy_line,
-                stack_size: CONNECTION_STACK_SIZE,
-            },
+            ServerOptions::lines(
+                "peer",
+                config.max_connections,
+                config.max_connections_per_ip,
+            ),
             handler,
         )
         .map_err(|e| PeerError::Failed(format!("cannot start the mini-server: {e}")))?;

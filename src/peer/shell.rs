@@ -3,7 +3,7 @@
 //! code serves a terminal and a test. Downloads run in the background; a
 //! watcher thread per download prints its progress as it happens.
 
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -12,8 +12,9 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
-use crate::protocol::{Role, SearchCriteria};
+use crate::protocol::{ProtocolError, Role, SearchCriteria};
 use crate::units::format_bytes;
+use crate::wire::LineReader;
 
 use super::{Download, DownloadState, DownloadStatus, Peer, PeerError};
 
@@ -52,7 +53,7 @@ fn say(out: &Out, text: impl AsRef<str>) {
 /// returning.
 pub fn run(
     peer: &Peer,
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
     output: Box<dyn Write + Send>,
     interrupt: Receiver<()>,
 ) {
@@ -155,12 +156,13 @@ type InputLine = Result<String, String>;
 /// closes at the end of the input; the thread reads at most one line
 /// ahead of the shell.
 fn read_in_background(
-    mut input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
 ) -> std::io::Result<(Receiver<InputLine>, JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::bounded(0);
     let reader = thread::Builder::new()
         .name("shell-input".into())
         .spawn(move || {
+            let mut input = LineReader::new(input, MAX_COMMAND_LINE);
             while let Ok(Some(line)) = read_command(&mut input) {
                 if tx.send(line).is_err() {
                     return;
@@ -173,48 +175,21 @@ fn read_in_background(
 /// Longest command line taken (a path is at most a few KiB).
 const MAX_COMMAND_LINE: usize = 64 * 1024;
 
-/// The next command line, without its line ending: `None` at the end of
-/// the input; an error sentence for a line that is not UTF-8 or is over
-/// [`MAX_COMMAND_LINE`] (skipped whole, never held whole in memory).
-fn read_command(input: &mut impl BufRead) -> std::io::Result<Option<Result<String, String>>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    let read = input
-        .by_ref()
-        .take(MAX_COMMAND_LINE as u64 + 1)
-        .read_until(b'\n', &mut bytes)?;
-    if read == 0 {
-        return Ok(None);
-    }
-    if bytes.last() != Some(&b'\n') && bytes.len() > MAX_COMMAND_LINE {
-        skip_rest_of_line(input)?;
-        return Ok(Some(Err(format!(
+/// The next command line of `input` (the project's capped line reader):
+/// `None` at the end of the input; an error sentence for a line that is
+/// not UTF-8 or is over [`MAX_COMMAND_LINE`] (skipped as it streams past,
+/// never held whole in memory).
+fn read_command(input: &mut LineReader<impl Read>) -> std::io::Result<Option<InputLine>> {
+    Ok(input.read_line()?.map(|line| match line {
+        Ok(text) => Ok(text.to_string()),
+        Err(ProtocolError::LineTooLong { .. }) => Err(format!(
             "a line over {} KiB; ignored",
             MAX_COMMAND_LINE / 1024
-        ))));
-    }
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
-    }
-    Ok(Some(String::from_utf8(bytes).map_err(|_| {
-        "the line is not UTF-8 text; ignored (is the terminal set to UTF-8?)".to_string()
-    })))
-}
-
-/// Drops what is left of the current line.
-fn skip_rest_of_line(input: &mut impl BufRead) -> std::io::Result<()> {
-    loop {
-        let buf = input.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(());
+        )),
+        Err(_) => {
+            Err("the line is not UTF-8 text; ignored (is the terminal set to UTF-8?)".to_string())
         }
-        if let Some(end) = buf.iter().position(|b| *b == b'\n') {
-            input.consume(end + 1);
-            return Ok(());
-        }
-        let len = buf.len();
-        input.consume(len);
-    }
+    }))
 }
 
 /// The usage lines of `verb` in [`HELP`], if it is a command.

@@ -328,7 +328,9 @@ impl RingClient {
     }
 
     /// Follows a look-up of `id` in the ring `space` from `first` (the
-    /// first hop's answer, got from `asked`) to its owner, within `bounds`.
+    /// first hop's answer, got from `asked`: checked already, by
+    /// [`RingClient::look`], or this peer's own step) to its owner, within
+    /// `bounds`.
     /// Each `NEXT` must name a peer strictly between the peer that said it
     /// and `id`: so every hop gets closer, and a peer that sends the
     /// look-up back or past its target misbehaves.
@@ -341,7 +343,6 @@ impl RingClient {
         fingers: bool,
         bounds: Bounds<'_>,
     ) -> Result<Trace, RingError> {
-        check_step(space, asked.addr, &first)?;
         let mut hops = vec![Hop {
             asked,
             answer: first,

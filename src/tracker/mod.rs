@@ -23,7 +23,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::ring::RingSpace;
-use crate::server::{busy_line, Handler, Server, ServerOptions, CONNECTION_STACK_SIZE};
+use crate::server::{Handler, Server, ServerOptions};
 
 pub use registry::Registry;
 pub use welcome::Welcome;
@@ -105,13 +105,11 @@ impl Tracker {
             welcome: Mutex::new(Welcome::new(space, options.ring_port)),
             options,
         });
-        let server_options = ServerOptions {
-            name: "tracker".into(),
-            max_connections: state.options.max_connections,
-            max_per_ip: state.options.max_connections_per_ip,
-            busy: busy_line,
-            stack_size: CONNECTION_STACK_SIZE,
-        };
+        let server_options = ServerOptions::lines(
+            "tracker",
+            state.options.max_connections,
+            state.options.max_connections_per_ip,
+        );
         let handler: Arc<Handler> = Arc::new({
             let state = Arc::clone(&state);
             move |conn| connection::serve(conn, Arc::clone(&state))

@@ -165,11 +165,6 @@ impl Response {
         self.headers.push((name, value));
         self
     }
-
-    /// The status code.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
 }
 
 /// What the page makes of a request.

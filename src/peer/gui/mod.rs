@@ -52,6 +52,7 @@ const STYLE_CSS: &str = include_str!("assets/style.css");
 
 /// The running web page of a peer.
 pub struct Gui {
+    addr: SocketAddr,
     server: Option<Server>,
     /// Set when the page stops: the player's waiting reads end at once.
     stopping: Arc<AtomicBool>,
@@ -85,8 +86,10 @@ impl Gui {
             stack_size: GUI_STACK_SIZE,
         };
         let server = Server::start(listener, options, handler).map_err(cannot)?;
-        info!("web page on http://{}/", server.local_addr());
+        let addr = server.local_addr();
+        info!("web page on http://{addr}/");
         Ok(Gui {
+            addr,
             server: Some(server),
             stopping,
         })
@@ -94,9 +97,7 @@ impl Gui {
 
     /// Where the page is served.
     pub fn addr(&self) -> SocketAddr {
-        self.server
-            .as_ref()
-            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), Server::local_addr)
+        self.addr
     }
 
     /// Stops serving: waiting media reads end, every connection is closed
