@@ -525,6 +525,40 @@ fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
 }
 
 #[test]
+fn an_unfinished_download_asked_into_another_folder_is_refused_not_moved() {
+    let swarm = support::seeded_swarm("half.bin", 12 * PIECE, 83, &[]);
+    let peer = swarm.peer("peer", &[]);
+    let home = swarm.dir.path().join("peer");
+    let part = support::plant_partial(&peer, &home, "half.bin", &swarm.data, |i| i < 6);
+    let elsewhere = swarm.dir.path().join("elsewhere");
+    let Err(refused) = peer.download("half.bin", Some(&elsewhere)) else {
+        panic!("an unfinished download went on in another folder");
+    };
+    let refused = refused.to_string();
+    assert!(
+        refused.starts_with("half.bin is unfinished in")
+            && refused.contains("(6 of 12 pieces")
+            && refused.contains("not in ")
+            && refused.contains("elsewhere"),
+        "{refused}"
+    );
+    assert!(!elsewhere.exists(), "nothing made where it was refused");
+    assert!(part.exists(), "the verified pieces are kept");
+    assert_eq!(peer.unfinished().len(), 1);
+
+    // Its own folder, named another way, is where it goes on.
+    let same = home
+        .join("downloads")
+        .join(".")
+        .join("..")
+        .join("downloads");
+    let download = peer.download("half.bin", Some(&same)).unwrap();
+    let path = support::wait_within(download, WAIT).unwrap();
+    assert_eq!(path, home.join("downloads").join("half.bin"));
+    assert_eq!(std::fs::read(&path).unwrap(), swarm.data);
+}
+
+#[test]
 fn two_peers_on_one_state_folder_never_resume_the_same_download() {
     let swarm = support::seeded_swarm("twice.bin", 12 * PIECE, 13, &[]);
     // A download stopped part-way leaves its state in `twin`'s folder.

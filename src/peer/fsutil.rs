@@ -132,6 +132,19 @@ pub fn sync_parent_dir(path: &Path) {
     }
 }
 
+/// Whether `a` and `b` name the same folder: the same folder on disk when
+/// both exist (through symbolic links),
+/// else the same absolute path.
+pub fn same_folder(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => match (std::path::absolute(a), std::path::absolute(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        },
+    }
+}
+
 /// The bytes of the regular file at `path`, refused (`InvalidData`) past
 /// `limit` without reading more than that (a damaged or foreign file in
 /// the state folder, or given as the config, must not fill the memory),

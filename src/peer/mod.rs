@@ -364,13 +364,30 @@ impl Peer {
 
     /// Starts downloading `what` (a key, or an exact file name) from the
     /// swarm into `dir` (default: the configured download directory). An
-    /// unfinished download of that file goes on where it stopped.
+    /// unfinished download of that file goes on where it stopped, in the
+    /// folder of its `.part` file: asked into another folder, it is
+    /// refused rather than finished somewhere the caller did not ask for.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
         if let Some(partial) = self
             .unfinished()
             .into_iter()
             .find(|f| f.key.to_string() == what || f.name.as_str() == what)
         {
+            let part = partial.path();
+            let part_dir = part.parent().unwrap_or(Path::new("."));
+            if let Some(asked) = dir.filter(|asked| !fsutil::same_folder(asked, part_dir)) {
+                let held = partial.bitmap();
+                return Err(PeerError::Failed(format!(
+                    "{} is unfinished in {} ({} of {} pieces, in {}), not in {}; \
+                     download it without a folder to go on there",
+                    partial.name.as_str(),
+                    part_dir.display(),
+                    held.count(),
+                    held.len(),
+                    part.display(),
+                    asked.display()
+                )));
+            }
             return self.resume_download(&partial);
         }
         let entry = self.find_file(what)?;
