@@ -102,12 +102,14 @@ fn run(options: &Options) -> Result<bool, String> {
         .prefix("bench-")
         .tempdir_in(&target_dir)
         .map_err(|e| format!("cannot make a work directory: {e}"))?;
-    // Ctrl-C (which the terminal sends to the tracker and peers as well)
-    // must not leave gigabytes of data files in target/.
+    // Ctrl-C (which the terminal sends to the tracker and peers as well),
+    // or a `kill` of this process alone (which they do not see), must not
+    // leave them running, nor gigabytes of data files in target/.
     let removed_on_ctrl_c = work.path().to_path_buf();
     ctrlc::set_handler(move || {
         INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         eprintln!("\ninterrupted: removing {}", removed_on_ctrl_c.display());
+        procs::stop_all();
         let _ = std::fs::remove_dir_all(&removed_on_ctrl_c);
         std::process::exit(130);
     })

@@ -6,10 +6,30 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
+
+/// Every child started and not yet reaped, for [`stop_all`].
+static RUNNING: Mutex<Vec<Weak<Mutex<Child>>>> = Mutex::new(Vec::new());
+
+/// Kills every child still running and waits for it: an interrupted
+/// benchmark (Ctrl-C, or a `kill` of this process alone, which its
+/// children do not see) leaves none behind, nor any still writing into
+/// the work directory about to be removed. A child whose handle is busy
+/// for over a second (being reaped already) is left to that.
+pub fn stop_all() {
+    let running: Vec<_> = RUNNING.lock().iter().filter_map(Weak::upgrade).collect();
+    for child in running {
+        if let Some(mut child) = child.try_lock_for(Duration::from_secs(1)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
 
 /// Where the two binaries are.
 pub struct Binaries {
@@ -57,7 +77,9 @@ pub fn binaries() -> Result<Binaries, String> {
 /// A running child process, killed and reaped when dropped.
 pub struct Proc {
     pub name: String,
-    child: Child,
+    /// Shared with [`RUNNING`] only, so that [`stop_all`] can reach it.
+    child: Arc<Mutex<Child>>,
+    pid: u32,
     /// Standard output, each line with the moment it was read: a
     /// measurement ends when the line came, not when it was looked at.
     lines: Receiver<(Instant, String)>,
@@ -77,8 +99,25 @@ impl Proc {
             .stderr(stderr)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let pid = child.id();
+        let stdout = child.stdout.take();
+        let child = Arc::new(Mutex::new(child));
+        {
+            let mut running = RUNNING.lock();
+            running.retain(|c| c.strong_count() > 0);
+            running.push(Arc::downgrade(&child));
+        }
         let (tx, lines) = crossbeam_channel::unbounded();
+        // Made first, so that any error from here on kills it (on drop).
+        let mut proc = Proc {
+            name: name.to_string(),
+            child,
+            pid,
+            lines,
+            reader: None,
+            started,
+        };
+        let stdout = stdout.ok_or("no stdout")?;
         let reader = std::thread::Builder::new()
             .name(format!("stdout-{name}"))
             .spawn(move || {
@@ -90,13 +129,8 @@ impl Proc {
                 }
             })
             .map_err(|e| format!("cannot start a thread: {e}"))?;
-        Ok(Proc {
-            name: name.to_string(),
-            child,
-            lines,
-            reader: Some(reader),
-            started,
-        })
+        proc.reader = Some(reader);
+        Ok(proc)
     }
 
     /// The next line of standard output and when it came, within `timeout`.
@@ -109,7 +143,12 @@ impl Proc {
                 timeout.as_secs()
             )),
             Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                let status = self
+                    .child
+                    .lock()
+                    .wait()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
                 Err(format!(
                     "{} ended ({status}) before printing what was expected; see its log",
                     self.name
@@ -137,26 +176,26 @@ impl Proc {
 
     /// Its peak resident memory so far, in bytes (Linux only).
     pub fn peak_rss(&self) -> Option<u64> {
-        status_field(self.child.id(), "VmHWM:")
+        status_field(self.pid, "VmHWM:")
     }
 
     /// Bytes it has read so far through `read` and its kin, files and
     /// sockets alike (`rchar` in `/proc/<pid>/io`; Linux only).
     pub fn bytes_read(&self) -> Option<u64> {
-        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).ok()?;
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid)).ok()?;
         let line = io.lines().find(|l| l.starts_with("rchar:"))?;
         line["rchar:".len()..].trim().parse().ok()
     }
 
     /// Its resident memory now, in bytes (Linux only).
     pub fn rss(&self) -> Option<u64> {
-        status_field(self.child.id(), "VmRSS:")
+        status_field(self.pid, "VmRSS:")
     }
 
     /// CPU time it has used so far, user and system (Linux only; clock
     /// ticks taken as the usual 100 per second).
     pub fn cpu_seconds(&self) -> Option<f64> {
-        cpu_seconds_of(&self.child.id().to_string())
+        cpu_seconds_of(&self.pid.to_string())
     }
 }
 
@@ -197,8 +236,10 @@ fn cpu_seconds_of(pid: &str) -> Option<f64> {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut child = self.child.lock();
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(child);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
