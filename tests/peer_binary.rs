@@ -339,6 +339,42 @@ fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
     assert!(peer.wait(WAIT).success());
 }
 
+#[test]
+fn a_users_txt_that_is_not_a_map_is_kept_and_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerProcess::start(&[]);
+    let own = "my own list of users, not a map\n";
+    let map = dir.path().join("users.txt");
+    std::fs::write(&map, own).unwrap();
+    let mut peer = PeerProcess::start(
+        dir.path(),
+        tracker.addr,
+        &["--user-map-refresh-secs", "1", "--log-level", "debug"],
+    );
+    // Three refreshes at least: the first warns, the next ones say so at
+    // debug level only.
+    let stills = |peer: &PeerProcess| {
+        peer.stderr_text()
+            .lines()
+            .filter(|l| l.contains("cannot write the user map") && l.contains("(still)"))
+            .count()
+    };
+    assert!(
+        eventually(WAIT, || stills(&peer) >= 2),
+        "{}",
+        peer.stderr_text()
+    );
+    let warned = peer
+        .stderr_text()
+        .lines()
+        .filter(|l| l.contains("[WARN]") && l.contains("is not a user map"))
+        .count();
+    assert_eq!(warned, 1, "{}", peer.stderr_text());
+    assert_eq!(std::fs::read_to_string(&map).unwrap(), own, "left alone");
+    peer.send("quit");
+    assert!(peer.wait(WAIT).success());
+}
+
 /// A tracker, and a `peer share` process seeding 1 MB (from `seed`) as
 /// `name`; files and peers' homes go in the directory returned.
 fn seeding(name: &str, seed: u64) -> (TrackerProcess, tempfile::TempDir, PeerProcess) {

@@ -186,6 +186,7 @@ impl Peer {
                     ping_every: config.tracker_ping,
                     round_every: config.bitmap_interval,
                     reported: std::collections::HashMap::new(),
+                    map_trouble: None,
                     ring: ring.as_ref().map(|ring| ring_duties::RingDuties {
                         ring: Arc::clone(ring),
                         library: Arc::clone(&library),
@@ -666,6 +667,9 @@ struct Housekeeping {
     /// The session and piece count last reported for each unfinished
     /// file.
     reported: std::collections::HashMap<FileKey, (u64, usize)>,
+    /// Why the user map could not be written last time: the same reason
+    /// again is logged at debug level only, not at every refresh.
+    map_trouble: Option<String>,
 }
 
 impl Housekeeping {
@@ -762,8 +766,18 @@ impl Housekeeping {
         if last_refresh.is_none_or(|at| at.elapsed() >= self.map_refresh) {
             *last_refresh = Some(Instant::now());
             let users = self.tracker.users()?;
-            if let Err(e) = usermap::write(&self.map_file, &users) {
-                warn!("cannot write the user map {}: {e}", self.map_file.display());
+            match usermap::write(&self.map_file, &users) {
+                Ok(()) => self.map_trouble = None,
+                Err(e) => {
+                    let text =
+                        format!("cannot write the user map {}: {e}", self.map_file.display());
+                    if self.map_trouble.as_ref() == Some(&text) {
+                        debug!("{text} (still)");
+                    } else {
+                        warn!("{text}");
+                        self.map_trouble = Some(text);
+                    }
+                }
             }
         }
         Ok(())
