@@ -326,13 +326,25 @@ fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
     stdin.write_all(b"\xff\xfe bad\n").unwrap();
     stdin.write_all(&[b'x'; 100 * 1024]).unwrap();
     stdin
-        .write_all(b"\nregister\ndownload \"\"\nstatus\n")
+        .write_all(b"\nregister\ndownload \"\"\ndownload a b c d\n")
         .unwrap();
+    let nobody = "0".repeat(64);
+    writeln!(stdin, "peers {nobody}\nusers\nstatus").unwrap();
     stdin.flush().unwrap();
     peer.expect("error: the line is not UTF-8 text; ignored");
     peer.expect("error: a line over 64 KiB; ignored");
     peer.expect("error: usage: register <user> <file>...");
     peer.expect("error: download needs a key or a file name");
+    assert_eq!(
+        peer.expect("error: usage: download"),
+        "error: usage: download <key-or-name> [dir] | download <user> <path-on-user> <path-to-save>"
+    );
+    // Empty answers say so, rather than print nothing.
+    assert_eq!(
+        peer.expect("no peer holds"),
+        format!("no peer holds {nobody} (as far as the tracker knows)")
+    );
+    peer.expect("no named users");
     // Still there: it answers the next command, and quits when asked.
     peer.expect("(tracker ");
     peer.send("quit");

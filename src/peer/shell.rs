@@ -194,9 +194,11 @@ fn read_command(input: &mut LineReader<impl Read>) -> std::io::Result<Option<Inp
 
 /// The usage lines of `verb` in [`HELP`], if it is a command.
 fn usage_of(verb: &str) -> Option<String> {
+    // A command's line is indented by two spaces; the deeper ones go on
+    // describing the command above them.
     let usages: Vec<&str> = HELP
         .lines()
-        .map(str::trim_start)
+        .filter_map(|line| line.strip_prefix("  "))
         .filter(|line| line.split(' ').next() == Some(verb))
         .filter_map(|line| line.split("  ").next())
         .collect();
@@ -320,7 +322,14 @@ fn execute(
         ["peers", key] => {
             let key = crate::protocol::FileKey::parse(key)
                 .map_err(|e| PeerError::Failed(e.to_string()))?;
-            for holder in peer.tracker().holders(key)? {
+            let holders = peer.tracker().holders(key)?;
+            if holders.is_empty() {
+                say(
+                    out,
+                    format!("no peer holds {key} (as far as the tracker knows)"),
+                );
+            }
+            for holder in holders {
                 let role = if holder.role == Role::Seeder {
                     "seeder"
                 } else {
@@ -334,7 +343,11 @@ fn execute(
             }
         }
         ["users"] => {
-            for (user, addr) in peer.tracker().users()? {
+            let users = peer.tracker().users()?;
+            if users.is_empty() {
+                say(out, "no named users (peers started with --user)");
+            }
+            for (user, addr) in users {
                 say(out, format!("{user} - {addr}"));
             }
         }
