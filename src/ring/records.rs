@@ -59,40 +59,45 @@ impl RecordStore {
     ) -> Result<(), StoreError> {
         let until = now + ttl;
         let full = self.count >= MAX_RECORDS;
+        // A place is made only for a record that goes in: a refused one
+        // must not leave an empty place behind (only `expire` removes
+        // those).
         let added = match record {
             Record::Holder { key, peer } => {
-                let place = self.holders.entry(key).or_default();
-                let room = place.len() < MAX_PER_PLACE;
-                match place.get_mut(&peer) {
-                    Some(expiry) => {
-                        *expiry = (*expiry).max(until);
-                        false
+                if let Some(expiry) = self.holders.get_mut(&key).and_then(|p| p.get_mut(&peer)) {
+                    *expiry = (*expiry).max(until);
+                    false
+                } else if full {
+                    return Err(StoreError::Full);
+                } else {
+                    let place = self.holders.entry(key).or_default();
+                    if place.len() >= MAX_PER_PLACE {
+                        return Err(StoreError::PlaceFull);
                     }
-                    None if full => return Err(StoreError::Full),
-                    None if !room => return Err(StoreError::PlaceFull),
-                    None => {
-                        place.insert(peer, until);
-                        true
-                    }
+                    place.insert(peer, until);
+                    true
                 }
             }
             Record::Name(name) => {
-                let place = self
+                let kept = self
                     .names
-                    .entry(name.name.as_str().to_string())
-                    .or_default();
-                let room = place.len() < MAX_PER_PLACE;
-                match place.get_mut(&name.key) {
-                    Some((_, expiry)) => {
-                        *expiry = (*expiry).max(until);
-                        false
+                    .get_mut(name.name.as_str())
+                    .and_then(|p| p.get_mut(&name.key));
+                if let Some((_, expiry)) = kept {
+                    *expiry = (*expiry).max(until);
+                    false
+                } else if full {
+                    return Err(StoreError::Full);
+                } else {
+                    let place = self
+                        .names
+                        .entry(name.name.as_str().to_string())
+                        .or_default();
+                    if place.len() >= MAX_PER_PLACE {
+                        return Err(StoreError::PlaceFull);
                     }
-                    None if full => return Err(StoreError::Full),
-                    None if !room => return Err(StoreError::PlaceFull),
-                    None => {
-                        place.insert(name.key, (name, until));
-                        true
-                    }
+                    place.insert(name.key, (name, until));
+                    true
                 }
             }
         };
@@ -244,5 +249,45 @@ mod tests {
             store.insert(holder(1), Duration::from_secs(5), now),
             Err(StoreError::PlaceFull)
         );
+    }
+
+    #[test]
+    fn a_refused_record_leaves_no_empty_place_behind() {
+        let mut store = RecordStore::new();
+        let now = Instant::now();
+        let ttl = Duration::from_secs(5);
+        let key = |n: u32| {
+            let mut key = [0; 32];
+            key[..4].copy_from_slice(&n.to_be_bytes());
+            FileKey(key)
+        };
+        let peer = SocketAddr::from(([10, 0, 0, 1], 7000));
+        for n in 0..MAX_RECORDS as u32 {
+            let record = Record::Holder { key: key(n), peer };
+            store.insert(record, ttl, now).unwrap();
+        }
+        for n in 0..1000 {
+            let holder = Record::Holder {
+                key: key(u32::MAX - n),
+                peer,
+            };
+            assert_eq!(store.insert(holder, ttl, now), Err(StoreError::Full));
+            let name = FileMeta {
+                name: FileName::new(&format!("new-{n}.mp3")).unwrap(),
+                key: key(n),
+                size: 10,
+                piece_size: 16384,
+                kind: MediaKind::Audio,
+            };
+            assert_eq!(
+                store.insert(Record::Name(name), ttl, now),
+                Err(StoreError::Full)
+            );
+        }
+        assert_eq!(store.holders.len(), MAX_RECORDS);
+        assert!(store.names.is_empty());
+        // A record kept already is still refreshed when the store is full.
+        let again = Record::Holder { key: key(0), peer };
+        assert_eq!(store.insert(again, ttl, now), Ok(()));
     }
 }
