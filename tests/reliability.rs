@@ -559,6 +559,53 @@ fn an_unfinished_download_asked_into_another_folder_is_refused_not_moved() {
 }
 
 #[test]
+fn a_link_kept_past_the_peers_idle_deadline_is_replaced_not_blamed() {
+    use swarmline::peer::link::{LinkError, PeerLink};
+    use swarmline::protocol::ring::RingRequest;
+    use swarmline::protocol::ErrorCode;
+    use swarmline::ring::{RingClient, RingError};
+    // A peer that closes connections idle for 1 s (with `ERRR 303`).
+    let swarm = support::seeded_swarm("idle.bin", 4 * PIECE, 84, &[("idle_timeout_secs", "1")]);
+    let addr = swarm.seeder.listen_addr();
+    let past_the_deadline = || std::thread::sleep(Duration::from_millis(2500));
+
+    // A link: stale once the peer has closed it, and that farewell is a
+    // closed connection, not a refusal to hold against the peer.
+    let mut link = PeerLink::connect(addr).unwrap();
+    assert_eq!(link.shares().unwrap().len(), 1);
+    assert!(!link.went_stale(), "just used");
+    past_the_deadline();
+    assert!(link.went_stale(), "closed by the peer as idle");
+    match link.shares() {
+        Err(LinkError::Io(_)) => {}
+        other => panic!("expected a closed connection, got {other:?}"),
+    }
+    let mut quiet = PeerLink::connect(swarm.tracker.local_addr()).unwrap();
+    quiet.send_line(&"PING").unwrap();
+    assert!(quiet.read_text().unwrap().starts_with("OK"));
+    past_the_deadline();
+    assert!(!quiet.went_stale(), "a live, quiet link is not stale");
+
+    // The ring's client keeps connections for reuse: the one kept past the
+    // deadline is replaced, and the answer is the peer's own (this peer is
+    // in no ring: ERRR 200), not the farewell.
+    let client = RingClient::new();
+    let code = |answer| match answer {
+        Err(RingError::Refused { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        code(client.call(addr, &RingRequest::Info)),
+        ErrorCode::UnknownVerb
+    );
+    past_the_deadline();
+    assert_eq!(
+        code(client.call(addr, &RingRequest::Info)),
+        ErrorCode::UnknownVerb
+    );
+}
+
+#[test]
 fn two_peers_on_one_state_folder_never_resume_the_same_download() {
     let swarm = support::seeded_swarm("twice.bin", 12 * PIECE, 13, &[]);
     // A download stopped part-way leaves its state in `twin`'s folder.

@@ -28,6 +28,10 @@ pub const MAX_MANIFEST_EXTRA: Duration = Duration::from_secs(90);
 pub const MIN_PIECE_RATE: u64 = 8 * 1024;
 /// Longest answer line read from a peer.
 const MAX_LINE: usize = 64 * 1024;
+/// A link unused for longer than this is checked before it is used again
+/// (see [`PeerLink::went_stale`]); one used more recently cannot have met
+/// any server's idle deadline.
+const STALE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// Why an exchange with a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +63,8 @@ pub struct PeerLink {
     peer: SocketAddr,
     reader: LineReader<LinkStream>,
     writer: BufWriter<TcpStream>,
+    /// When a line last went out or came in.
+    last_used: Instant,
 }
 
 /// The reading half of a link: each read waits at most [`READ_TIMEOUT`],
@@ -120,12 +126,38 @@ impl PeerLink {
             peer,
             reader: LineReader::new(reading, MAX_LINE),
             writer: BufWriter::new(stream),
+            last_used: Instant::now(),
         })
     }
 
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether this link, kept unused for a while, can no longer carry an
+    /// exchange: the peer closed it, or sent something nobody asked for
+    /// (its keep-alive deadline's `ERRR 303` before closing). Checked
+    /// without waiting (a peek at the socket), and only for a link unused
+    /// for over [`STALE_CHECK_AFTER`]. Such a link is to be dropped and a
+    /// new one made: sent a request, it would answer with that farewell.
+    pub fn went_stale(&self) -> bool {
+        if self.last_used.elapsed() < STALE_CHECK_AFTER {
+            return false;
+        }
+        if self.reader.buffered() > 0 {
+            return true;
+        }
+        let stream = self.writer.get_ref();
+        if stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let peeked = stream.peek(&mut [0; 1]);
+        if stream.set_nonblocking(false).is_err() {
+            return true;
+        }
+        // Nothing to read yet is the only sign of a live, quiet link.
+        !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// A handle to close this link from another thread.
@@ -141,12 +173,12 @@ impl PeerLink {
 
     /// Sends one request.
     pub fn send(&mut self, request: &PeerRequest) -> io::Result<()> {
-        write_line(&mut self.writer, request)?;
-        self.writer.flush()
+        self.send_line(request)
     }
 
     /// Sends one line of any grammar (the ring's, the course's).
     pub fn send_line(&mut self, line: &impl std::fmt::Display) -> io::Result<()> {
+        self.last_used = Instant::now();
         write_line(&mut self.writer, line)?;
         self.writer.flush()
     }
@@ -164,6 +196,7 @@ impl PeerLink {
 
     /// Reads one line, borrowed from the reader's buffer.
     fn read_str(&mut self) -> Result<&str, LinkError> {
+        self.last_used = Instant::now();
         self.reader
             .read_line()?
             .ok_or_else(|| {
@@ -274,6 +307,15 @@ impl PeerLink {
 
 fn unexpected(reply: Reply, wanted: &str) -> LinkError {
     match reply {
+        // Not a refusal of the request: the peer's farewell to a link it
+        // found idle, sent as it closed it (a request can cross it).
+        Reply::Error {
+            code: ErrorCode::IdleTimeout,
+            text,
+        } => LinkError::Io(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("the peer closed the connection as idle: {text}"),
+        )),
         Reply::Error { code, text } => LinkError::Refused { code, text },
         other => LinkError::Misbehaved(format!("expected {wanted}, got {other}")),
     }

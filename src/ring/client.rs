@@ -247,12 +247,22 @@ impl RingClient {
         addr: SocketAddr,
         request: &RingRequest,
     ) -> Result<Vec<RingReply>, RingError> {
-        let kept = self.kept.lock().get_mut(&addr).and_then(Vec::pop);
+        // A kept connection the other side closed while it was unused is
+        // dropped for a fresh one.
+        let kept = self
+            .kept
+            .lock()
+            .get_mut(&addr)
+            .and_then(Vec::pop)
+            .filter(|link| !link.went_stale());
         let result = match kept {
             Some(mut link) => match exchange(&mut link, request) {
-                // A kept connection that broke may just have been closed
-                // by the other side while unused: one fresh try.
+                // It may still be closed as the request goes out (an idle
+                // deadline's `ERRR 303` crossing it): one fresh try.
                 Err(LinkError::Io(_)) => self.fresh_exchange(addr, request),
+                Ok(lines) if lines.first().is_some_and(|l| is_idle_farewell(l)) => {
+                    self.fresh_exchange(addr, request)
+                }
                 other => other.map(|lines| (lines, link)),
             },
             None => self.fresh_exchange(addr, request),
@@ -604,6 +614,18 @@ pub(crate) fn store_request(ttl: Duration, record: &Record) -> RingRequest {
         ttl,
         record: record.clone(),
     }
+}
+
+/// Whether `line` is a server's farewell to a connection it closes as idle
+/// (`ERRR 303`), rather than an answer.
+fn is_idle_farewell(line: &str) -> bool {
+    matches!(
+        RingReply::parse(line),
+        Ok(RingReply::Common(Reply::Error {
+            code: ErrorCode::IdleTimeout,
+            ..
+        }))
+    )
 }
 
 /// Whether the answer to `request` is a listing closed by `END`.

@@ -291,6 +291,12 @@ fn connected<'s>(
             *slot = None;
         }
     }
+    // A link left unused past the peer's idle deadline was closed by it
+    // (with an `ERRR 303` farewell): a new one, rather than a request
+    // answered with that farewell and counted as the peer's failure.
+    if slot.as_ref().is_some_and(PeerLink::went_stale) {
+        *slot = None;
+    }
     if slot.is_none() {
         let link = PeerLink::connect(peer)?;
         let mut closer = owner.closer.lock();
