@@ -151,8 +151,10 @@ impl std::ops::Deref for Running {
 
 impl Running {
     /// Stops the page (joining its threads, which hold the peer), then the
-    /// peer.
+    /// peer. The peer is told first, so that a page request busy in the
+    /// ring (a search walking it) gives up instead of holding the join.
     fn shutdown(self) {
+        self.peer.begin_stopping();
         if let Some(gui) = self.gui {
             gui.shutdown();
         }

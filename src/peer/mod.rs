@@ -594,10 +594,18 @@ impl Peer {
         self.stop();
     }
 
-    fn stop(&mut self) {
+    /// The first step of stopping, for a caller that must stop something
+    /// else before the peer itself (the web page, whose requests may be
+    /// walking the ring): the ring's look-ups and walks give up from now
+    /// on. Stopping the peer does this first too.
+    pub fn begin_stopping(&self) {
         if let Some(ring) = &self.ring {
             ring.begin_leaving();
         }
+    }
+
+    fn stop(&mut self) {
+        self.begin_stopping();
         for download in self.downloads.lock().iter() {
             download.cancel();
         }

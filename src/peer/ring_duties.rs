@@ -199,19 +199,28 @@ fn entry_from_holders(key: FileKey, holders: &[SocketAddr]) -> Result<FileEntry,
 /// answers from there (each costs a look-up of its holders).
 const SEARCH_PEERS: usize = 256;
 const SEARCH_FILES: usize = 100;
+/// How long a search spends looking up holder counts, after its walk of
+/// the ring: slow look-ups cannot hold it (each may take 15 s) for long.
+const HOLDER_COUNTS_WITHIN: Duration = Duration::from_secs(15);
 
 /// The files named in the ring that pass `criteria`, other than those in
-/// `known`, with their holder counts. `user=` matches none (the ring does
-/// not know users).
+/// `known`, with their holder counts (0 for those not looked up in time).
+/// `user=` matches none (the ring does not know users).
 pub fn search(ring: &RingNode, criteria: &SearchCriteria, known: &[FileEntry]) -> Vec<FileEntry> {
     let matcher = Matcher::new(criteria);
-    ring.all_files(SEARCH_PEERS)
+    let files = ring.all_files(SEARCH_PEERS);
+    let deadline = Instant::now() + HOLDER_COUNTS_WITHIN;
+    files
         .into_iter()
         .filter(|file| !known.iter().any(|k| k.key == file.key))
         .filter(|file| matcher.matches(file, |_| false))
         .take(SEARCH_FILES)
         .map(|file| {
-            let holders = ring.holders(file.key).map_or(0, |h| h.len() as u32);
+            let holders = if Instant::now() < deadline {
+                ring.holders(file.key).map_or(0, |h| h.len() as u32)
+            } else {
+                0
+            };
             file.entry(holders, 0)
         })
         .collect()

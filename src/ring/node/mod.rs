@@ -82,6 +82,10 @@ const MAX_NAMES: usize = 1000;
 /// not answer (the ring routes around it once the rounds notice); all
 /// tries together within [`LOOKUP_DEADLINE`].
 const LOOKUP_ATTEMPTS: usize = 3;
+/// The longest a walk of the whole ring ([`RingNode::all_files`]) may
+/// take: members that answer slowly cannot hold a search (or a page
+/// request, or the peer's shutdown) longer.
+pub const WALK_DEADLINE: Duration = Duration::from_secs(30);
 
 /// This peer as a ring member. Made by [`RingNode::join`]; its rounds run
 /// from [`RingNode::start_rounds`] until [`RingNode::leave`].
@@ -408,13 +412,31 @@ impl RingNode {
     }
 
     /// Every file named in the ring, found by walking it peer by peer from
-    /// here (at most `most_peers` of them).
+    /// here: at most `most_peers` of them, within [`WALK_DEADLINE`], and
+    /// never past a member already met (by id or by address: a member
+    /// naming a new successor at each step, all at its own address, is
+    /// walked once), nor once this peer begins leaving.
     pub fn all_files(&self, most_peers: usize) -> Vec<FileMeta> {
+        let deadline = Instant::now() + WALK_DEADLINE;
         let me = self.me();
         let mut files: Vec<FileMeta> = Vec::new();
-        let mut seen = HashSet::new();
+        let mut listed = HashSet::new();
+        let mut seen_ids = HashSet::new();
+        let mut seen_addrs = HashSet::new();
         let mut current = me;
-        while seen.len() < most_peers && seen.insert(current.id) {
+        while seen_ids.len() < most_peers
+            && seen_ids.insert(current.id)
+            && seen_addrs.insert(current.addr)
+            && !self.is_stopping()
+        {
+            if Instant::now() >= deadline {
+                info!(
+                    "ring: the walk stopped after {} peers, at its {} s deadline",
+                    seen_ids.len() - 1,
+                    WALK_DEADLINE.as_secs()
+                );
+                break;
+            }
             let names = self
                 .ask(current, &RingRequest::Names)
                 .and_then(|lines| decode_records(current.addr, lines))
@@ -432,7 +454,7 @@ impl RingNode {
             match names {
                 Ok(names) => {
                     for name in names {
-                        if !files.contains(&name) {
+                        if listed.insert((name.key, name.name.clone())) {
                             files.push(name);
                         }
                     }
@@ -630,6 +652,44 @@ pub(super) mod tests {
         }
         // 60 hops of 0.3 s would take 18 s (15 s with the deadline).
         assert!(took < Duration::from_secs(8), "took {took:?}");
+    }
+
+    #[test]
+    fn a_walk_of_the_ring_meets_each_address_once() {
+        use std::sync::atomic::AtomicUsize;
+        // One member that names a new successor, at its own address, each
+        // time it is asked: walked naively, it is 255 members in a row.
+        let asked = Arc::new(AtomicUsize::new(0));
+        let next_id = Arc::new(AtomicU64::new(100));
+        let here: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let fake = {
+            let (asked, here) = (Arc::clone(&asked), Arc::clone(&here));
+            crate::ring::fake::Fake::start(move |line| {
+                asked.fetch_add(1, Ordering::SeqCst);
+                let addr = here.lock().expect("set before the walk");
+                match line {
+                    "RNFO" => {
+                        let id = next_id.fetch_add(1, Ordering::SeqCst);
+                        vec![
+                            format!("NODE {id}@{addr} 1000"),
+                            format!("SUCC {}@{addr}", id + 1),
+                            "END".into(),
+                        ]
+                    }
+                    _ => vec!["END".into()],
+                }
+            })
+        };
+        *here.lock() = Some(fake.addr);
+        let me = member_at(50, "127.0.0.1:9".parse().expect("an address"));
+        let node = test_node(me, vec![member_at(100, fake.addr)], None);
+        assert!(node.all_files(256).is_empty());
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "one NAMS and one RNFO");
+
+        // A peer that begins leaving walks no more.
+        node.begin_leaving();
+        assert!(node.all_files(256).is_empty());
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
     }
 
     #[test]
