@@ -195,7 +195,7 @@ fn interactive(config: PeerConfig, ctrl_c: Receiver<()>) -> Result<(), String> {
 }
 
 fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
-    let criteria = SearchCriteria::parse(&criteria.join(" ")).map_err(|e| e.to_string())?;
+    let criteria = SearchCriteria::from_words(criteria).map_err(|e| e.to_string())?;
     let files = TrackerClient::new(config.tracker, None)
         .search(criteria)
         .map_err(|e| e.to_string())?;

@@ -193,6 +193,33 @@ fn search_and_a_failed_get_as_a_script_sees_them() {
         "{stdout}"
     );
 
+    // Each argument is one criterion, taken as typed: a name with a
+    // space, a `%`, a phrase.
+    let spaced = "cd".repeat(32);
+    alice.ask(&format!(
+        "ADDF {spaced} my%20song%20at%20100%25.mp3 5000 16384 audio /m/x.mp3"
+    ));
+    let search = |criteria: &[&str]| {
+        let output = std::process::Command::new(peer)
+            .args(["--tracker", &tracker.addr.to_string(), "--log-file", ""])
+            .arg("search")
+            .args(criteria)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{criteria:?}: {output:?}");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        stdout
+            .lines()
+            .filter_map(|l| l.split("  ").next().map(str::to_string))
+            .filter(|first| first.len() == 64)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(search(&["name=my song*"]), [spaced.clone()]);
+    assert_eq!(search(&["100%"]), [spaced.clone()]);
+    assert_eq!(search(&["song at"]), [spaced.clone()]);
+    assert!(search(&["at song"]).is_empty(), "a phrase, not two words");
+    assert_eq!(search(&["at", "song"]), [spaced.clone()]);
+
     let mut getter = PeerProcess::start(
         &dir.path().join("g"),
         tracker.addr,

@@ -24,7 +24,7 @@ commands:
   register <user> <file>...            share files (as this peer's user); quote paths with spaces: \"my song.mp3\"
   unregister <user> <file>...          stop sharing files
   list-files                           every shared file: <user> : <path>
-  search [criteria]                    search the tracker and the ring (words, name=*.mp3, kind=audio, min=1MB, max=, user=, key=)
+  search [criteria]                    search the tracker and the ring (words, name=*.mp3, kind=audio, min=1MB, max=, user=, key=; quote one with spaces)
   download <key-or-name> [dir]         download from the swarm, every piece verified
   download <user> <path-on-user> <path-to-save>
                                        download from one user, found in the user map
@@ -277,7 +277,7 @@ fn execute(
             }
         }
         ["search", criteria @ ..] => {
-            let criteria = SearchCriteria::parse(&criteria.join(" "))
+            let criteria = SearchCriteria::from_words(criteria)
                 .map_err(|e| PeerError::Failed(e.to_string()))?;
             let files = peer.search(&criteria)?;
             say(

@@ -237,10 +237,41 @@ impl SearchCriteria {
             ));
         }
         fields
-            .map(Criterion::parse)
+            .map(|field| Criterion::parse_with(field, Values::PercentEncoded))
             .collect::<Result<Vec<_>, _>>()
             .map(SearchCriteria)
     }
+
+    /// Criteria as a person types them, one per word (the shell's words,
+    /// a command line's arguments), values taken as they are: a word may
+    /// hold spaces or `%` (`name=my song.mp3`, `50%`), which the wire form
+    /// percent-encodes. Empty words are skipped.
+    pub fn from_words<S: AsRef<str>>(words: &[S]) -> Result<SearchCriteria, ProtocolError> {
+        let words: Vec<&str> = words
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|word| !word.is_empty())
+            .collect();
+        if words.len() > MAX_CRITERIA {
+            return Err(ProtocolError::bad_field(
+                "search",
+                &words.join(" "),
+                format!("{} criteria, at most {MAX_CRITERIA}", words.len()),
+            ));
+        }
+        words
+            .into_iter()
+            .map(|word| Criterion::parse_with(word, Values::AsTyped))
+            .collect::<Result<Vec<_>, _>>()
+            .map(SearchCriteria)
+    }
+}
+
+/// How a criterion's text values are written: on the wire, or as typed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Values {
+    PercentEncoded,
+    AsTyped,
 }
 
 /// Writes each criterion preceded by a space (nothing when empty), so that
@@ -255,16 +286,20 @@ impl fmt::Display for SearchCriteria {
 }
 
 impl Criterion {
-    fn parse(field: &str) -> Result<Criterion, ProtocolError> {
+    fn parse_with(field: &str, values: Values) -> Result<Criterion, ProtocolError> {
+        let text = |what: &'static str, value: &str| match values {
+            Values::PercentEncoded => percent_decode(what, value),
+            Values::AsTyped => Ok(value.to_string()),
+        };
         let Some((filter, value)) = field.split_once('=') else {
-            return Ok(Criterion::Word(percent_decode("word", field)?));
+            return Ok(Criterion::Word(text("word", field)?));
         };
         let size = |value: &str| {
             parse_byte_size(value)
                 .map_err(|reason| ProtocolError::bad_field("size filter", value, reason))
         };
         match &*in_ascii_case(filter, Case::Lower) {
-            "name" if !value.is_empty() => Ok(Criterion::NameGlob(percent_decode("glob", value)?)),
+            "name" if !value.is_empty() => Ok(Criterion::NameGlob(text("glob", value)?)),
             "kind" => Ok(Criterion::Kind(MediaKind::parse(value)?)),
             "min" => Ok(Criterion::MinSize(size(value)?)),
             "max" => Ok(Criterion::MaxSize(size(value)?)),
@@ -274,6 +309,11 @@ impl Criterion {
                 "filter",
                 field,
                 "name= needs a glob",
+            )),
+            _ if values == Values::AsTyped => Err(ProtocolError::bad_field(
+                "filter",
+                field,
+                "filters are name=, kind=, min=, max=, user= and key=",
             )),
             _ => Err(ProtocolError::bad_field(
                 "filter",
@@ -378,5 +418,30 @@ mod tests {
             err.to_string().ends_with(": 4000 criteria, at most 16"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn typed_words_are_taken_as_they_are_and_encoded_on_the_wire() {
+        let typed = ["name=my song.mp3", "50%", "two words", "", "kind=audio"];
+        let criteria = SearchCriteria::from_words(&typed).unwrap();
+        assert_eq!(
+            criteria.0,
+            [
+                Criterion::NameGlob("my song.mp3".into()),
+                Criterion::Word("50%".into()),
+                Criterion::Word("two words".into()),
+                Criterion::Kind(MediaKind::Audio),
+            ]
+        );
+        let line = TrackerRequest::Rqfs(criteria.clone()).to_string();
+        assert_eq!(line, "RQFS name=my%20song.mp3 50%25 two%20words kind=audio");
+        assert_eq!(
+            TrackerRequest::parse(&line).unwrap(),
+            TrackerRequest::Rqfs(criteria)
+        );
+        let err = SearchCriteria::from_words(&["a=b"]).unwrap_err();
+        assert!(err.to_string().ends_with("user= and key="), "{err}");
+        assert!(SearchCriteria::from_words(&["min=lots"]).is_err());
+        assert!(SearchCriteria::from_words(&vec!["a"; MAX_CRITERIA + 1]).is_err());
     }
 }
