@@ -214,11 +214,12 @@ fn search_and_a_failed_get_as_a_script_sees_them() {
             .filter(|first| first.len() == 64)
             .collect::<Vec<_>>()
     };
-    assert_eq!(search(&["name=my song*"]), [spaced.clone()]);
-    assert_eq!(search(&["100%"]), [spaced.clone()]);
-    assert_eq!(search(&["song at"]), [spaced.clone()]);
+    let found = vec![spaced];
+    assert_eq!(search(&["name=my song*"]), found);
+    assert_eq!(search(&["100%"]), found);
+    assert_eq!(search(&["song at"]), found);
     assert!(search(&["at song"]).is_empty(), "a phrase, not two words");
-    assert_eq!(search(&["at", "song"]), [spaced.clone()]);
+    assert_eq!(search(&["at", "song"]), found);
 
     let mut getter = PeerProcess::start(
         &dir.path().join("g"),
