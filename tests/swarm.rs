@@ -386,6 +386,64 @@ fn a_download_never_overwrites_a_file_or_another_download() {
 }
 
 #[test]
+fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
+    const WAIT: Duration = Duration::from_secs(60);
+    let swarm = support::seeded_swarm("held.bin", 6 * PIECE, 43, &[]);
+    let peer = swarm.peer("peer", &[]);
+    let support::SeededSwarm {
+        seeder,
+        tracker: _tracker,
+        data,
+        dir,
+        ..
+    } = swarm;
+    let first = peer.download("held.bin", None).unwrap();
+    let held = support::wait_within(first, WAIT).unwrap();
+
+    // Asked again: done at once, where it is.
+    let again = peer.download("held.bin", None).unwrap();
+    assert_eq!(support::wait_within(again, WAIT).unwrap(), held);
+
+    // A shared file asked for by the peer sharing it: done, where it is.
+    let own = seeder.download("held.bin", None).unwrap();
+    let original = dir.path().join("originals").join("held.bin");
+    assert_eq!(
+        std::fs::canonicalize(support::wait_within(own, WAIT).unwrap()).unwrap(),
+        std::fs::canonicalize(original).unwrap()
+    );
+
+    // Into another folder: a checked copy there (the seeder is gone, so
+    // it cannot have come through the swarm).
+    seeder.shutdown();
+    let elsewhere = dir.path().join("elsewhere");
+    let copy = peer.download("held.bin", Some(&elsewhere)).unwrap();
+    let copied = support::wait_within(copy, WAIT).unwrap();
+    assert_eq!(copied, elsewhere.join("held.bin"));
+    assert_eq!(std::fs::read(&copied).unwrap(), data);
+    assert!(!elsewhere.join("held.bin.part").exists());
+    // There already: done. Another file of that name there: left alone.
+    let twice = peer.download("held.bin", Some(&elsewhere)).unwrap();
+    assert_eq!(support::wait_within(twice, WAIT).unwrap(), copied);
+    let taken = dir.path().join("taken");
+    write_file(&taken, "held.bin", b"mine");
+    let refused = peer.download("held.bin", Some(&taken)).unwrap();
+    let reason = support::wait_within(refused, WAIT).unwrap_err();
+    assert!(reason.contains("already exists"), "{reason}");
+    assert_eq!(std::fs::read(taken.join("held.bin")).unwrap(), b"mine");
+
+    // A held file changed on disk since is not copied, and leaves nothing.
+    let mut changed = data.clone();
+    changed[0] ^= 1;
+    std::fs::write(&held, &changed).unwrap();
+    let third = dir.path().join("third");
+    let bad = peer.download("held.bin", Some(&third)).unwrap();
+    let reason = support::wait_within(bad, WAIT).unwrap_err();
+    assert!(reason.contains("changed on disk"), "{reason}");
+    assert!(!third.join("held.bin").exists());
+    assert!(!third.join("held.bin.part").exists());
+}
+
+#[test]
 fn after_a_tracker_restart_the_peer_announces_its_files_again() {
     let dir = tempfile::tempdir().unwrap();
     let tracker = tracker_in_process();

@@ -50,7 +50,7 @@ use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
 
 use super::discovery::Discovery;
-use super::fsutil::{portable_file_name, sha256_of_file, sync_parent_dir};
+use super::fsutil::{portable_file_name, sync_parent_dir};
 use super::library::{Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink};
 use super::ratelimit::RateLimiter;
@@ -58,6 +58,7 @@ use super::resume::ResumeStore;
 use super::tracker_client::TrackerClient;
 
 mod coordinator;
+mod held;
 mod in_flight;
 mod rarity;
 mod speed;
@@ -353,11 +354,21 @@ fn run(
     let name = plan.name.as_str();
     let key = plan.key;
     let (shared, peers) = match context.library.get(&key) {
+        // Held here already, complete: done where it is, or copied to
+        // where it is asked for.
         Some(file) if file.is_offered() => {
-            return Err(format!(
-                "{name} ({key}) is already here, at {}",
-                file.path().display()
-            ))
+            {
+                let mut status = status.lock();
+                status.size = file.manifest.size();
+                status.state = DownloadState::Finishing;
+            }
+            let saved_as = portable_file_name(name);
+            let wanted = plan.dir.join(&saved_as);
+            let part = plan.dir.join(part_file_name(&saved_as));
+            let sync = context.settings.sync_on_finish;
+            let path = held::deliver(&file, &wanted, &part, sync, cancel)?;
+            status.lock().have = file.bitmap();
+            return Ok(path);
         }
         // Pieces of it are already here (a download that stopped, or a
         // partial copy put in the library): carry on from them.
@@ -474,14 +485,7 @@ fn already_here(
             path.display()
         )
     };
-    let size = fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    if size != manifest.size() {
-        return Err(refused());
-    }
-    let hash = sha256_of_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if hash != manifest.file_hash() {
+    if !held::is_a_copy(path, &manifest)? {
         return Err(refused());
     }
     info!(

@@ -145,6 +145,12 @@ pub fn same_folder(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Whether `a` and `b` are one file on disk (through links, `.` and
+/// `..`); false when either is missing.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
+}
+
 /// The bytes of the regular file at `path`, refused (`InvalidData`) past
 /// `limit` without reading more than that (a damaged or foreign file in
 /// the state folder, or given as the config, must not fill the memory),

@@ -368,6 +368,7 @@ impl Peer {
     /// unfinished download of that file goes on where it stopped, in the
     /// folder of its `.part` file: asked into another folder, it is
     /// refused rather than finished somewhere the caller did not ask for.
+    /// A file held here complete is done where it is, or copied.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
         if let Some(partial) = self
             .unfinished()
@@ -390,6 +391,31 @@ impl Peer {
                 )));
             }
             return self.resume_download(&partial);
+        }
+        // Held here already, complete: no need to ask anyone where it is.
+        // The download is done where the file is, or, asked into another
+        // folder, is a local copy there.
+        let held: Vec<_> = self
+            .files()
+            .into_iter()
+            .filter(|f| f.is_offered() && (f.key.to_string() == what || f.name.as_str() == what))
+            .collect();
+        if let [file] = &held[..] {
+            let path = file.path();
+            let dir = dir.map_or_else(
+                || {
+                    path.parent()
+                        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+                },
+                Path::to_path_buf,
+            );
+            return self.start_download(DownloadPlan {
+                key: file.key,
+                name: file.name.clone(),
+                kind: file.kind,
+                dir,
+                only_from: None,
+            });
         }
         let entry = self.find_file(what)?;
         self.download_file(entry, dir)
