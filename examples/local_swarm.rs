@@ -37,7 +37,12 @@ struct Options {
     seed_limit: String,
 }
 
-fn parse_options() -> Result<Options, String> {
+/// What `--help` prints.
+const USAGE: &str =
+    "usage: local_swarm [--size 64MiB] [--leechers 3] [--piece-size 256KiB] [--seed-limit 20MB]";
+
+/// The options given, or `None` for `--help`.
+fn parse_options() -> Result<Option<Options>, String> {
     let mut options = Options {
         size: 64 << 20,
         leechers: 3,
@@ -69,13 +74,11 @@ fn parse_options() -> Result<Options, String> {
                 options.seed_limit = value()?;
                 parse_byte_size(&options.seed_limit).map_err(|e| format!("--seed-limit: {e}"))?;
             }
-            "-h" | "--help" => {
-                return Err("usage: local_swarm [--size 64MiB] [--leechers 3] [--piece-size 256KiB] [--seed-limit 20MB]".into())
-            }
+            "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument {other}; try --help")),
         }
     }
-    Ok(options)
+    Ok(Some(options))
 }
 
 /// A peer's configuration inside the demo's directory.
@@ -120,6 +123,11 @@ fn write_test_file(path: &Path, size: u64) -> std::io::Result<[u8; 32]> {
     }
     file.flush()?;
     Ok(hasher.finalize().into())
+}
+
+/// `n` and the word for one or for several.
+fn plural(n: u64, one: &str, several: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { several })
 }
 
 fn sha256_of(path: &Path) -> std::io::Result<[u8; 32]> {
@@ -201,7 +209,10 @@ fn run(options: Options) -> Result<bool, String> {
         leechers.push((name, peer));
     }
 
-    println!("\nall {} leechers download at once:", options.leechers);
+    println!(
+        "\n{} download at once:",
+        plural(options.leechers as u64, "leecher", "leechers")
+    );
     let started = Instant::now();
     let downloads = leechers
         .iter()
@@ -210,7 +221,10 @@ fn run(options: Options) -> Result<bool, String> {
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    while !downloads.iter().all(|d| d.is_finished()) {
+    // Progress every half second, until the last download ends (waiting
+    // on an unfinished one, so the loop ends as soon as they all have).
+    let mut next_report = started + Duration::from_millis(500);
+    while let Some(running) = downloads.iter().find(|d| !d.is_finished()) {
         if stop.load(Ordering::SeqCst) {
             for download in &downloads {
                 download.cancel();
@@ -218,12 +232,21 @@ fn run(options: Options) -> Result<bool, String> {
             }
             return Err(interrupted());
         }
-        std::thread::sleep(Duration::from_millis(500));
-        for ((name, _), download) in leechers.iter().zip(&downloads) {
-            println!("  {name:<11} {}", progress_line(&download.status()));
+        running.wait_for(next_report.saturating_duration_since(Instant::now()));
+        if Instant::now() >= next_report {
+            next_report += Duration::from_millis(500);
+            for ((name, _), download) in leechers.iter().zip(&downloads) {
+                println!("  {name:<11} {}", progress_line(&download.status()));
+            }
         }
     }
-    let elapsed = started.elapsed();
+    // Until the last one finished: each download's own time, all of them
+    // having started together.
+    let elapsed = downloads
+        .iter()
+        .map(|d| d.status().elapsed)
+        .max()
+        .unwrap_or_else(|| started.elapsed());
 
     println!("\nsummary");
     let mut all_good = true;
@@ -250,7 +273,8 @@ fn run(options: Options) -> Result<bool, String> {
                         .get(&source.peer)
                         .cloned()
                         .unwrap_or_else(|| source.peer.to_string());
-                    println!("      {:>6} pieces from {from}", source.pieces);
+                    let pieces = plural(source.pieces, "piece", "pieces");
+                    println!("      {pieces:>13} from {from}");
                 }
             }
             DownloadState::Failed(reason) => {
@@ -262,9 +286,9 @@ fn run(options: Options) -> Result<bool, String> {
     }
     let total = options.size * options.leechers as u64;
     println!(
-        "  {} delivered to {} leechers in {:.2} s: {}/s across the swarm",
+        "  {} delivered to {} in {:.2} s: {}/s across the swarm",
         format_bytes(total),
-        options.leechers,
+        plural(options.leechers as u64, "leecher", "leechers"),
         elapsed.as_secs_f64(),
         format_bytes((total as f64 / elapsed.as_secs_f64().max(0.001)) as u64)
     );
@@ -275,7 +299,8 @@ fn run(options: Options) -> Result<bool, String> {
         .map(|s| s.pieces)
         .sum();
     println!(
-        "  the seeder uploaded {pieces} pieces ({}); the leechers gave each other {}",
+        "  the seeder uploaded {} ({}); the leechers gave each other {}",
+        plural(pieces, "piece", "pieces"),
         format_bytes(bytes),
         received.saturating_sub(pieces)
     );
@@ -290,7 +315,11 @@ fn run(options: Options) -> Result<bool, String> {
 
 fn main() -> ExitCode {
     let options = match parse_options() {
-        Ok(options) => options,
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);

@@ -71,7 +71,9 @@ fn narrate(text: &str) {
     println!("\n# {text}");
 }
 
-fn tour(addr: SocketAddr) -> Result<(), String> {
+/// Plays the tour; returns bob's session, still open (with `--serve`, the
+/// tracker then still lists his file for whoever connects).
+fn tour(addr: SocketAddr) -> Result<Actor, String> {
     let io = |e: std::io::Error| format!("connection failed: {e}");
     // A real file's manifest and key, as a peer would compute them.
     let content = b"swarm".repeat(8000);
@@ -121,11 +123,24 @@ fn tour(addr: SocketAddr) -> Result<(), String> {
     expect(&carol.say("LSTF").map_err(io)?, "END")?;
     expect(&carol.say("RQFS").map_err(io)?, "FILE")?;
     println!("\n# the file is still listed: bob holds 2 of its 3 pieces (0 seeders, 1 leecher)");
-    Ok(())
+    Ok(bob)
 }
 
 fn main() -> ExitCode {
-    let serve = std::env::args().any(|a| a == "--serve");
+    let mut serve = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--serve" => serve = true,
+            "-h" | "--help" => {
+                println!("usage: tracker_tour [--serve]   (--serve: keep the tracker up afterwards, for nc)");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("unknown argument {other}; try --help");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let listener = match TcpListener::bind("127.0.0.1:0") {
         Ok(listener) => listener,
         Err(e) => {
@@ -147,14 +162,16 @@ fn main() -> ExitCode {
         eprintln!("\nthe tour failed: {e}");
     } else if serve {
         println!(
-            "\nThe tracker is still running. Try: nc 127.0.0.1 {}",
+            "\nThe tracker is still running, and bob's session with it. Try: nc 127.0.0.1 {}",
             addr.port()
         );
         println!("(see protocol.md for every message; press Enter here to stop)");
         let _ = std::io::stdin().read_line(&mut String::new());
     }
+    let completed = result.is_ok();
+    drop(result); // bob leaves
     tracker.shutdown();
-    if result.is_ok() {
+    if completed {
         println!("\ntour complete: every answer was as expected");
         ExitCode::SUCCESS
     } else {
