@@ -135,7 +135,7 @@ pub enum ProtocolError {
         field: &'static str,
         usage: &'static str,
     },
-    #[error("{verb} takes at most {max} fields, got {got}; usage: {usage}")]
+    #[error("{verb} takes {}, got {got}; usage: {usage}", at_most_fields(*max))]
     ExtraField {
         verb: &'static str,
         max: usize,
@@ -178,6 +178,15 @@ impl ProtocolError {
     /// readable length.
     pub fn unknown_verb(verb: &str, known: &'static str) -> Self {
         ProtocolError::UnknownVerb(super::fields::echo(verb), known)
+    }
+}
+
+/// "no fields", "at most 1 field", "at most 3 fields".
+fn at_most_fields(max: usize) -> String {
+    match max {
+        0 => "no fields".into(),
+        1 => "at most 1 field".into(),
+        n => format!("at most {n} fields"),
     }
 }
 

@@ -405,6 +405,13 @@ mod tests {
             let err = TrackerRequest::parse(line).expect_err(line);
             assert_eq!(err.code(), code, "{line}: {err}");
         }
+        let said = |line: &str| TrackerRequest::parse(line).unwrap_err().to_string();
+        assert_eq!(said("PING x"), "PING takes no fields, got 1; usage: PING");
+        assert!(
+            said(&format!("RMVF {KEY} x")).starts_with("RMVF takes at most 1 field, got 2"),
+            "{}",
+            said(&format!("RMVF {KEY} x"))
+        );
     }
 
     #[test]
