@@ -506,7 +506,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "state_dir",
         flag: "--state-dir",
         default: ".swarmline",
-        help: "where the peer keeps its manifest cache",
+        help: "where the peer keeps its manifest cache and the state of unfinished downloads",
     },
     KeySpec {
         key: "pool_size",
