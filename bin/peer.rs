@@ -215,6 +215,15 @@ fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
 }
 
 fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result<(), String> {
+    // Looked at before anything starts: a mistyped name is told at once,
+    // without a tracker session or a web page started for nothing.
+    for file in files {
+        match std::fs::metadata(file) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => return Err(format!("{}: not a file", file.display())),
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        }
+    }
     let peer = start(config)?;
     for file in files {
         // Ctrl-C while hashing takes effect between files (a file's hash

@@ -221,6 +221,20 @@ fn search_and_a_failed_get_as_a_script_sees_them() {
     assert!(search(&["at song"]).is_empty(), "a phrase, not two words");
     assert_eq!(search(&["at", "song"]), found);
 
+    // A file to share that is not there: said before anything starts.
+    let home = dir.path().join("s");
+    let output = std::process::Command::new(peer)
+        .args(["--tracker", &tracker.addr.to_string(), "--log-file", ""])
+        .args(["--user-map-file", &home.join("users.txt").to_string_lossy()])
+        .args(["share", "no-such-file.bin"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no-such-file.bin: "), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing started");
+    assert!(!home.join("users.txt").exists());
+
     let mut getter = PeerProcess::start(
         &dir.path().join("g"),
         tracker.addr,

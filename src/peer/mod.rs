@@ -515,7 +515,12 @@ impl Peer {
         })
     }
 
-    fn start_download(&self, plan: DownloadPlan) -> Result<Arc<Download>, PeerError> {
+    fn start_download(&self, mut plan: DownloadPlan) -> Result<Arc<Download>, PeerError> {
+        // Absolute, so that the path a download ends with is the same
+        // however it ended (fetched, found there already, copied).
+        if let Ok(dir) = std::path::absolute(&plan.dir) {
+            plan.dir = dir;
+        }
         let mut downloads = self.downloads.lock();
         if downloads
             .iter()

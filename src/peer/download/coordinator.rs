@@ -669,7 +669,7 @@ impl<'a> Coordinator<'a> {
             String::new()
         };
         format!(
-            "stalled at {} of {} pieces: no live peer has piece(s) {}{more} ({} of {} neighbours left)",
+            "stalled at {} of {} pieces: no live peer has piece(s) {}{more} ({} of {} neighbours still connected)",
             self.have.count(),
             self.have.len(),
             shown.join(", "),
