@@ -6,7 +6,7 @@
 //! stored, refused or corrupt, neighbours dropped, retried or banned.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -163,12 +163,13 @@ impl<'a> Coordinator<'a> {
         let settings = &self.context.settings;
         let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
         let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded::<Outcome>();
+        let winding_down = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::with_capacity(settings.pool_size);
         for i in 0..settings.pool_size {
             let worker = Worker {
                 shared: Arc::clone(self.shared),
                 limit: Arc::clone(&self.context.download_limit),
-                cancel: Arc::clone(self.controls.cancel),
+                winding_down: Arc::clone(&winding_down),
                 jobs: job_rx.clone(),
                 outcomes: outcome_tx.clone(),
             };
@@ -188,7 +189,9 @@ impl<'a> Coordinator<'a> {
         // (Published every SPEED_SAMPLE_INTERVAL meanwhile; now as it ends.)
         self.publish();
         // Closing the job channel ends idle workers; closing every link
-        // wakes those still blocked on a slow or silent peer. Then join.
+        // wakes those still blocked on a slow or silent peer, and those
+        // paying the download limit for a piece stop waiting. Then join.
+        winding_down.store(true, Ordering::SeqCst);
         drop(job_tx);
         for lane in self.neighbours.iter().flat_map(|n| &n.lanes) {
             lane.link.close_for_good();

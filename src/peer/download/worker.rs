@@ -142,9 +142,11 @@ pub(super) struct Worker {
     pub(super) shared: Arc<SharedFile>,
     /// The peer's download limit: each piece received is paid for here.
     pub(super) limit: Arc<RateLimiter>,
-    /// The download's cancel flag: a wait for the limit ends when it is set
-    /// (at a low limit the debt of one batch is minutes).
-    pub(super) cancel: Arc<AtomicBool>,
+    /// Set when the pool winds down (the download finished, failed or was
+    /// cancelled): a wait for the limit ends then, as the piece it pays
+    /// for is no longer needed (at a low limit the debt of one batch is
+    /// minutes; the debt itself stays, for the peer's next downloads).
+    pub(super) winding_down: Arc<AtomicBool>,
     pub(super) jobs: Receiver<Job>,
     pub(super) outcomes: Sender<Outcome>,
 }
@@ -221,7 +223,7 @@ impl Worker {
                     tally.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
                     // Paid after the fact: the wait holds back the next
                     // read, and the sender with it.
-                    self.limit.take_unless(u64::from(len), &self.cancel);
+                    self.limit.take_unless(u64::from(len), &self.winding_down);
                 }
                 let result = match answer {
                     PieceAnswer::Missing => PieceResult::Missing,
