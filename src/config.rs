@@ -395,6 +395,12 @@ pub const TRACKER_KEYS: &[KeySpec] = &[
         help: "most files one peer may offer or report on (the next gets ERRR 405)",
     },
     KeySpec {
+        key: "max_offer_bytes",
+        flag: "--max-offer-bytes",
+        default: "256MiB",
+        help: "room for all offers together, their paths and names counted, which bounds the tracker's memory (units allowed; past it, ADDF gets ERRR 405)",
+    },
+    KeySpec {
         key: "max_peers_per_reply",
         flag: "--max-peers-per-reply",
         default: "50",
@@ -454,6 +460,7 @@ impl TrackerConfig {
                 )? as usize,
                 max_files_per_session: s.get("max_files_per_session", number_in(1, 1_000_000))?
                     as usize,
+                max_offer_bytes: s.get("max_offer_bytes", size_in(1 << 20, 1 << 40))? as usize,
                 ring_size: s.get("ring_size", ring_size)?,
                 ring_port: s.get("ring_port", number_in(1, 65535))? as u16,
             },

@@ -354,6 +354,41 @@ fn a_session_holds_at_most_the_configured_number_of_files() {
 }
 
 #[test]
+fn all_offers_together_fit_in_the_tracker_s_room_for_them() {
+    // 1 MiB of room; offers with paths of 4000 bytes take it in about 240.
+    let tracker = TrackerProcess::start(&["--max-offer-bytes", "1MiB"]);
+    let long = format!("/{}", "d".repeat(3998));
+    let offer = |i: u32| format!("ADDF {} f{i}.bin 10 16384 other {long}", key(i));
+    let mut sessions = Vec::new();
+    let mut accepted = 0;
+    let refusal = 'filling: loop {
+        let mut client = tracker.connect();
+        client.ask(&format!("HELO {}", 7001 + sessions.len()));
+        for _ in 0..100 {
+            let answer = client.ask(&offer(accepted));
+            if !answer.starts_with("OK") {
+                break 'filling answer;
+            }
+            accepted += 1;
+        }
+        sessions.push(client);
+    };
+    assert_eq!(
+        refusal,
+        "ERRR 405 the tracker holds all the offers it has room for (1 MiB); try again later"
+    );
+    assert!((200..260).contains(&accepted), "{accepted} offers fit");
+    // Room comes back as offers go.
+    let mut first = sessions.remove(0);
+    first.ask("QUIT");
+    let mut again = tracker.connect();
+    again.ask("HELO 7999");
+    assert!(eventually(WAIT, || again
+        .ask(&offer(accepted))
+        .starts_with("OK")));
+}
+
+#[test]
 fn listings_are_capped() {
     let tracker = TrackerProcess::start(&["--max-results", "3"]);
     let mut alice = tracker.connect();

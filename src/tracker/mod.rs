@@ -56,6 +56,8 @@ pub struct TrackerOptions {
     pub max_results: usize,
     /// Most files one session may offer or report on.
     pub max_files_per_session: usize,
+    /// Room for all offers together (see [`Registry::bytes`]).
+    pub max_offer_bytes: usize,
     /// How many ids the course's ring has (hash and welcome services).
     pub ring_size: u64,
     /// The port ring peers usually listen on: a `yo` without a port means
@@ -73,6 +75,7 @@ impl Default for TrackerOptions {
             max_peers: 50,
             max_results: 1000,
             max_files_per_session: 1000,
+            max_offer_bytes: registry::DEFAULT_MAX_OFFER_BYTES,
             ring_size: 65536,
             ring_port: 7000,
         }
@@ -101,7 +104,10 @@ impl Tracker {
         let space = RingSpace::new(options.ring_size)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let state = Arc::new(TrackerState {
-            registry: RwLock::new(Registry::new(options.max_files_per_session)),
+            registry: RwLock::new(
+                Registry::new(options.max_files_per_session)
+                    .with_max_offer_bytes(options.max_offer_bytes),
+            ),
             welcome: Mutex::new(Welcome::new(space, options.ring_port)),
             options,
         });

@@ -9,8 +9,10 @@
 //! at least one session holds some of it, and vanishes with its last holder.
 //!
 //! Memory is bounded: a session holds at most `max_files_per_session` files,
-//! and for each holder only a piece count is kept (the BufferMap itself is
-//! checked, counted and dropped).
+//! for each holder only a piece count and the path it offered are kept (the
+//! BufferMap itself is checked, counted and dropped), and all the offers
+//! together, paths and names included, fit in a budget of bytes
+//! (`max_offer_bytes`), counted as they come and go.
 
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
@@ -25,10 +27,23 @@ use super::search::Matcher;
 /// Identifies a session: the id of the connection that opened it.
 pub type SessionId = u64;
 
+/// The default budget for all offers together (see [`Registry::bytes`]).
+pub const DEFAULT_MAX_OFFER_BYTES: usize = 256 << 20;
+
+/// What one holding costs besides its path, and one file besides its name:
+/// the map entries, the structs, the allocator's overhead, roughly.
+const HOLDING_COST: usize = 128;
+const RECORD_COST: usize = 256;
+
 /// Everything the tracker knows.
 #[derive(Debug)]
 pub struct Registry {
     max_files_per_session: usize,
+    /// The most [`Registry::bytes`] may reach.
+    max_offer_bytes: usize,
+    /// What the files and holdings take, as counted by [`HOLDING_COST`],
+    /// [`RECORD_COST`] and the bytes of their paths and names.
+    bytes: usize,
     sessions: HashMap<SessionId, Session>,
     by_peer: HashMap<PeerId, SessionId>,
     by_user: HashMap<UserName, SessionId>,
@@ -63,6 +78,13 @@ struct Holding {
     path: Option<SharedPath>,
 }
 
+impl Holding {
+    /// What it takes of the registry's budget.
+    fn cost(&self) -> usize {
+        HOLDING_COST + self.path.as_ref().map_or(0, |p| p.as_str().len())
+    }
+}
+
 /// Why the registry refused a request. Each maps to one [`ErrorCode`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -76,6 +98,8 @@ pub enum RegistryError {
     PeerIdInUse(PeerId),
     #[error("this session already holds {0} files, the most allowed")]
     TooManyFiles(usize),
+    #[error("the tracker holds all the offers it has room for ({} MiB); try again later", .0 >> 20)]
+    Full(usize),
     #[error("no file with key {0}")]
     UnknownFile(FileKey),
     #[error("file {0} is not offered by this session")]
@@ -98,7 +122,7 @@ impl RegistryError {
             RegistryError::SessionOpen(_) => ErrorCode::SessionOpen,
             RegistryError::UserTaken(_) => ErrorCode::UserTaken,
             RegistryError::PeerIdInUse(_) => ErrorCode::PeerIdInUse,
-            RegistryError::TooManyFiles(_) => ErrorCode::TooManyFiles,
+            RegistryError::TooManyFiles(_) | RegistryError::Full(_) => ErrorCode::TooManyFiles,
             RegistryError::UnknownFile(_) => ErrorCode::UnknownFile,
             RegistryError::NotYours(_) => ErrorCode::NotYours,
             RegistryError::FileConflict { .. } => ErrorCode::FileConflict,
@@ -113,11 +137,28 @@ impl Registry {
     pub fn new(max_files_per_session: usize) -> Registry {
         Registry {
             max_files_per_session,
+            max_offer_bytes: DEFAULT_MAX_OFFER_BYTES,
+            bytes: 0,
             sessions: HashMap::new(),
             by_peer: HashMap::new(),
             by_user: HashMap::new(),
             files: HashMap::new(),
         }
+    }
+
+    /// The same registry, with room for `bytes` of offers in all (see
+    /// [`Registry::bytes`]).
+    pub fn with_max_offer_bytes(mut self, bytes: usize) -> Registry {
+        self.max_offer_bytes = bytes;
+        self
+    }
+
+    /// What the offers take, as the budget counts it: for each holding
+    /// its path and [`HOLDING_COST`], for each file its name and
+    /// [`RECORD_COST`]. An offer or report that would take it past the
+    /// budget is refused ([`RegistryError::Full`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Opens session `id` for the peer listening at `peer`, optionally under
@@ -179,20 +220,32 @@ impl Registry {
 
     /// `ADDF`: session `id` holds the whole file.
     pub fn offer(&mut self, id: SessionId, offer: &FileOffer) -> Result<(), RegistryError> {
-        let session = self.sessions.get_mut(&id).ok_or(RegistryError::NoSession)?;
+        let session = self.sessions.get(&id).ok_or(RegistryError::NoSession)?;
         if !session.files.contains(&offer.key) && session.files.len() >= self.max_files_per_session
         {
             return Err(RegistryError::TooManyFiles(session.files.len()));
         }
-        if let Some(record) = self.files.get(&offer.key) {
-            if record.meta.size != offer.size || record.meta.piece_size != offer.piece_size {
+        let new_file = match self.files.get(&offer.key) {
+            Some(record)
+                if record.meta.size != offer.size || record.meta.piece_size != offer.piece_size =>
+            {
                 return Err(RegistryError::FileConflict {
                     key: offer.key,
                     size: record.meta.size,
                     piece_size: record.meta.piece_size,
                 });
             }
-        }
+            Some(_) => 0,
+            None => RECORD_COST + offer.name.as_str().len(),
+        };
+        let holding = Holding {
+            pieces: offer.piece_count(),
+            path: Some(offer.path.clone()),
+        };
+        self.make_room(
+            self.cost_of_holding(offer.key, id),
+            new_file + holding.cost(),
+        )?;
         let record = self.files.entry(offer.key).or_insert_with(|| FileRecord {
             meta: FileMeta {
                 key: offer.key,
@@ -204,14 +257,10 @@ impl Registry {
             holders: HashMap::new(),
             leechers: 0,
         });
-        record.set_holding(
-            id,
-            Holding {
-                pieces: offer.piece_count(),
-                path: Some(offer.path.clone()),
-            },
-        );
-        session.files.insert(offer.key);
+        record.set_holding(id, holding);
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.files.insert(offer.key);
+        }
         Ok(())
     }
 
@@ -253,7 +302,18 @@ impl Registry {
         if !session.files.contains(&key) && session.files.len() >= self.max_files_per_session {
             return Err(RegistryError::TooManyFiles(session.files.len()));
         }
-        let path = record.holders.get(&id).and_then(|h| h.path.clone());
+        // A holding kept keeps its path, and so its cost; a new one (no
+        // path: a leecher that never offered the file) costs its own.
+        let path = match record.holders.get(&id) {
+            Some(held) => held.path.clone(),
+            None if self.bytes + HOLDING_COST > self.max_offer_bytes => {
+                return Err(RegistryError::Full(self.max_offer_bytes));
+            }
+            None => {
+                self.bytes += HOLDING_COST;
+                None
+            }
+        };
         record.set_holding(id, Holding { pieces, path });
         session.files.insert(key);
         Ok(pieces)
@@ -448,11 +508,33 @@ impl Registry {
 
     fn drop_holding(&mut self, key: FileKey, id: SessionId) {
         if let Some(record) = self.files.get_mut(&key) {
-            record.remove_holding(id);
+            if let Some(old) = record.remove_holding(id) {
+                self.bytes -= old.cost();
+            }
             if record.holders.is_empty() {
+                self.bytes -= RECORD_COST + record.meta.name.as_str().len();
                 self.files.remove(&key);
             }
         }
+    }
+
+    /// What session `id`'s holding of `key` costs now (0: none).
+    fn cost_of_holding(&self, key: FileKey, id: SessionId) -> usize {
+        self.files
+            .get(&key)
+            .and_then(|record| record.holders.get(&id))
+            .map_or(0, Holding::cost)
+    }
+
+    /// Counts `taken` bytes in place of `freed` ones, unless that grows
+    /// the count past the budget.
+    fn make_room(&mut self, freed: usize, taken: usize) -> Result<(), RegistryError> {
+        let after = self.bytes - freed + taken;
+        if taken > freed && after > self.max_offer_bytes {
+            return Err(RegistryError::Full(self.max_offer_bytes));
+        }
+        self.bytes = after;
+        Ok(())
     }
 }
 
@@ -482,12 +564,12 @@ impl FileRecord {
     }
 
     /// Forgets what session `id` holds, keeping the count of leechers.
-    fn remove_holding(&mut self, id: SessionId) {
-        if let Some(old) = self.holders.remove(&id) {
-            if !self.is_complete(&old) {
-                self.leechers -= 1;
-            }
+    fn remove_holding(&mut self, id: SessionId) -> Option<Holding> {
+        let old = self.holders.remove(&id)?;
+        if !self.is_complete(&old) {
+            self.leechers -= 1;
         }
+        Some(old)
     }
 
     /// Whether anyone but session `id` is downloading this file.
@@ -751,6 +833,82 @@ mod tests {
             registry.withdraw(9, song.key),
             Err(RegistryError::NoSession)
         );
+    }
+
+    /// The budget's count from scratch, to check the running one.
+    fn recount(registry: &Registry) -> usize {
+        registry
+            .files
+            .values()
+            .map(|record| {
+                RECORD_COST
+                    + record.meta.name.as_str().len()
+                    + record.holders.values().map(Holding::cost).sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn all_offers_together_fit_in_the_budget() {
+        // Room for three offers of one file each, with these names and paths.
+        let one = RECORD_COST + HOLDING_COST + "f0.mp3".len() + "/music/f0.mp3".len();
+        let mut registry = three_sessions().with_max_offer_bytes(3 * one);
+        for n in 0..3 {
+            registry
+                .offer(1, &offer(n, &format!("f{n}.mp3"), 10))
+                .unwrap();
+        }
+        assert_eq!(registry.bytes(), 3 * one);
+        let refused = registry.offer(2, &offer(7, "f7.mp3", 10)).unwrap_err();
+        assert_eq!(refused, RegistryError::Full(3 * one));
+        assert_eq!(refused.code(), ErrorCode::TooManyFiles);
+        // Offering again what is held costs nothing more; a progress
+        // report from a new holder costs a holding.
+        registry.offer(1, &offer(0, "f0.mp3", 10)).unwrap();
+        assert_eq!(
+            registry.report(2, FileKey([0; 32]), &bits("80")),
+            Err(RegistryError::Full(3 * one))
+        );
+        // Withdrawn, a file's room is free again; a closed session frees
+        // all of its own.
+        registry.withdraw(1, FileKey([2; 32])).unwrap();
+        registry.offer(2, &offer(7, "f7.mp3", 10)).unwrap();
+        assert_eq!(registry.bytes(), recount(&registry));
+        registry.close(1);
+        registry.close(2);
+        assert_eq!(registry.bytes(), 0);
+    }
+
+    #[test]
+    fn the_budget_count_follows_every_change() {
+        let mut registry = three_sessions();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut next_session = 4;
+        for _ in 0..5000 {
+            let id = rng.u64(1..next_session);
+            let key = rng.u8(0..8);
+            match rng.u8(0..6) {
+                0 | 1 => {
+                    let name = format!("{}.mp3", "n".repeat(rng.usize(1..40)));
+                    let _ = registry.offer(id, &offer(key, &name, 40_000));
+                }
+                2 => {
+                    let _ = registry.withdraw(id, FileKey([key; 32]));
+                }
+                3 => {
+                    let bitmap = ["00", "80", "c0", "e0"][rng.usize(0..4)];
+                    let _ = registry.report(id, FileKey([key; 32]), &bits(bitmap));
+                }
+                4 => {
+                    registry.close(id);
+                }
+                _ => {
+                    let _ = registry.open(next_session, peer(8000 + next_session as u16), None);
+                    next_session += 1;
+                }
+            }
+            assert_eq!(registry.bytes(), recount(&registry));
+        }
     }
 
     #[test]
