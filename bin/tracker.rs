@@ -3,7 +3,6 @@
 //! standard output, and serves until Ctrl-C or SIGTERM.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,7 +64,7 @@ fn note(text: impl std::fmt::Display) {
 }
 
 fn run(config: TrackerConfig) -> Result<(), String> {
-    let listener = TcpListener::bind(config.listen)
+    let listener = swarmline::server::bind_listener(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let tracker = Tracker::start(listener, config.options.clone())
         .map_err(|e| format!("cannot start: {e}"))?;

@@ -338,7 +338,7 @@ pub const TRACKER_KEYS: &[KeySpec] = &[
         key: "address",
         flag: "--address",
         default: "0.0.0.0",
-        help: "IP address to listen on (0.0.0.0: every interface)",
+        help: "IP address to listen on (0.0.0.0: every IPv4 interface; ::, every interface, IPv4 and IPv6)",
     },
     KeySpec {
         key: "port",
@@ -483,7 +483,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "address",
         flag: "--address",
         default: "0.0.0.0",
-        help: "IP address the mini-server listens on",
+        help: "IP address the mini-server listens on (::, every interface, IPv4 and IPv6)",
     },
     KeySpec {
         key: "port",

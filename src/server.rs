@@ -1,7 +1,8 @@
-//! The shared blocking accept loop: the caller binds the listener, this
-//! module accepts connections, gives each one a named OS thread, enforces
-//! the connection cap, and on shutdown closes every connection and joins
-//! every thread it started.
+//! The shared blocking accept loop: the caller binds the listener (with
+//! [`bind_listener`], the same way on every system), this module accepts
+//! connections, gives each one a named OS thread, enforces the connection
+//! cap, and on shutdown closes every connection and joins every thread it
+//! started.
 //!
 //! Used by the tracker, and by each peer's mini-server. It knows nothing of
 //! what is said on a connection: that is the handler's job.
@@ -53,6 +54,29 @@ impl ServerOptions {
             stack_size: CONNECTION_STACK_SIZE,
         }
     }
+}
+
+/// Binds a listening socket at `addr` the same way on every system. The
+/// IPv6 wildcard (`::`) takes IPv4 clients too, as Linux and macOS do by
+/// default and Windows does not (there it would take IPv6 alone, and a
+/// peer told `127.0.0.1` could not reach it). Any other address is bound
+/// as the standard library binds it.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if !(addr.is_ipv6() && addr.ip().is_unspecified()) {
+        return TcpListener::bind(addr);
+    }
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    // A system without IPv4 on IPv6 sockets keeps IPv6 alone.
+    let _ = socket.set_only_v6(false);
+    // As the standard library does on Unix: a port left in TIME_WAIT by a
+    // server just stopped can be bound again at once. (On Windows the
+    // option would let another program take the port: not set there.)
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// The line-protocol refusal of a connection past a cap: `ERRR 500 ...`.
@@ -377,6 +401,24 @@ fn join_finished(workers: Vec<JoinHandle<()>>) -> Vec<JoinHandle<()>> {
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Read};
+
+    #[test]
+    fn the_ipv6_wildcard_takes_ipv4_clients_on_every_system() {
+        // Where the machine has no IPv6 at all, there is nothing to check.
+        let Ok(listener) = bind_listener("[::]:0".parse().unwrap()) else {
+            return;
+        };
+        assert_eq!(
+            socket2::SockRef::from(&listener).only_v6().ok(),
+            Some(false),
+            "dual-stack, as Windows is not by default"
+        );
+        let port = listener.local_addr().unwrap().port();
+        TcpStream::connect(("127.0.0.1", port)).expect("an IPv4 client gets in");
+        // Any other address is bound as before.
+        let plain = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(plain.local_addr().unwrap().is_ipv4());
+    }
 
     fn echo_server(max_connections: usize) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

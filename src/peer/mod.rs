@@ -38,7 +38,7 @@ pub mod tracker_client;
 pub mod usermap;
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -93,7 +93,7 @@ impl Peer {
     /// Binds the mini-server (`config.listen`), opens the session with the
     /// tracker, and starts the housekeeping thread (tracker pings, user map).
     pub fn start(config: PeerConfig) -> Result<Peer, PeerError> {
-        let listener = TcpListener::bind(config.listen)
+        let listener = crate::server::bind_listener(config.listen)
             .map_err(|e| PeerError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
         let listen = listener
             .local_addr()

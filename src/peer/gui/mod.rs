@@ -22,7 +22,7 @@ pub mod api;
 pub mod http;
 pub mod stream;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -64,7 +64,7 @@ impl Gui {
         let cannot = |e: std::io::Error| {
             std::io::Error::other(format!("cannot serve the page on {addr}: {e}"))
         };
-        let listener = TcpListener::bind(addr).map_err(cannot)?;
+        let listener = crate::server::bind_listener(addr).map_err(cannot)?;
         let port = listener.local_addr().map_err(cannot)?.port();
         let stopping = Arc::new(AtomicBool::new(false));
         let idle = peer.config().idle_timeout;
