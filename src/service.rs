@@ -11,7 +11,7 @@ use std::time::Duration;
 use log::{debug, info};
 
 use crate::protocol::{ErrorCode, ProtocolError, Reply};
-use crate::wire::{is_timeout, write_line, IdleDeadline, LineReader};
+use crate::wire::{is_timeout, write_line, IdleDeadline, LineReader, StallWriter};
 
 /// What to do after a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +20,11 @@ pub enum Flow {
     Close,
 }
 
-/// Where a service writes its answer; flushed after each line.
-pub type Output<'a> = BufWriter<&'a TcpStream>;
+/// Where a service writes its answer; flushed after each line. Each block
+/// of an answer must be taken by the client within the idle time (see
+/// [`StallWriter`]): a client that stops reading is dropped like a silent
+/// one.
+pub type Output<'a> = BufWriter<StallWriter<'a>>;
 
 /// A server's behaviour on one connection.
 pub trait LineService {
@@ -51,16 +54,13 @@ pub fn serve_lines(
     limits: LineLimits,
     service: &mut impl LineService,
 ) {
-    if let Err(e) = stream
-        .set_nodelay(true)
-        .and_then(|()| stream.set_write_timeout(Some(limits.idle)))
-    {
+    if let Err(e) = stream.set_nodelay(true) {
         debug!("{remote}: cannot set up the socket: {e}");
         return;
     }
     // `&TcpStream` reads and writes, so one socket serves both halves.
     let mut reader = LineReader::new(IdleDeadline::new(stream, limits.idle), limits.max_line);
-    let mut out = BufWriter::new(stream);
+    let mut out = BufWriter::new(StallWriter::new(stream, limits.idle));
     loop {
         // The line is borrowed from the reader's buffer: answered before
         // the next read, it is never copied.

@@ -1,5 +1,7 @@
 //! The one place that turns a byte stream into protocol lines and payloads:
-//! capped line reads, exact-length payload reads, and line writes.
+//! capped line reads, exact-length payload reads, and line writes (through
+//! a [`StallWriter`], so that a reader that stops taking them cannot hold
+//! the writer).
 //!
 //! Framing never depends on how the bytes were cut by the network: a line
 //! ends at `\n` (a `\r` before it is dropped), a payload is exactly the
@@ -183,8 +185,7 @@ impl ReadTimeout {
     /// timeout is set again only when the current one would wait longer,
     /// or less than half as long.
     pub fn at_most(&mut self, stream: &TcpStream, wait: Duration) -> io::Result<()> {
-        let keep = self.current.is_some_and(|t| t <= wait && t >= wait / 2);
-        if !keep {
+        if !keeps(self.current, wait) {
             stream.set_read_timeout(Some(wait))?;
             self.current = Some(wait);
         }
@@ -278,6 +279,92 @@ impl Read for IdleDeadline<'_> {
     }
 }
 
+/// Whether a socket timeout set to `current` may stay for a wait of at
+/// most `wait`: it must not wait longer, and (so that it is set again
+/// seldom) not less than half as long.
+fn keeps(current: Option<Duration>, wait: Duration) -> bool {
+    current.is_some_and(|t| t <= wait && t >= wait / 2)
+}
+
+/// The most a [`StallWriter`] writes as one block.
+pub const STALL_BLOCK: usize = 64 * 1024;
+
+/// Writes to a socket whose reader must keep taking what it is sent: each
+/// block of up to [`STALL_BLOCK`] bytes must be taken within `stall`,
+/// however the socket cuts it. (A plain write timeout counts per system
+/// call, and a reader that lets a few bytes through now and then would
+/// hold the writer for many timeouts in a row.) After a failure every
+/// write fails at once, so that a buffer flushing again as it is dropped
+/// does not wait a second time.
+pub struct StallWriter<'a> {
+    stream: &'a TcpStream,
+    stall: Duration,
+    /// The socket's write timeout as last set.
+    timeout: Option<Duration>,
+    failed: bool,
+}
+
+impl<'a> StallWriter<'a> {
+    pub fn new(stream: &'a TcpStream, stall: Duration) -> StallWriter<'a> {
+        StallWriter {
+            stream,
+            stall,
+            timeout: None,
+            failed: false,
+        }
+    }
+
+    fn write_block(&mut self, block: &[u8]) -> io::Result<()> {
+        let deadline = Instant::now() + self.stall;
+        let mut rest = block;
+        let mut out = self.stream;
+        while !rest.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the other side took {} of {} bytes in {:?}",
+                        block.len() - rest.len(),
+                        block.len(),
+                        self.stall
+                    ),
+                ));
+            }
+            if !keeps(self.timeout, left) {
+                self.stream.set_write_timeout(Some(left))?;
+                self.timeout = Some(left);
+            }
+            match out.write(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for StallWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier write on this connection failed",
+            ));
+        }
+        let block = &buf[..buf.len().min(STALL_BLOCK)];
+        let written = self.write_block(block);
+        self.failed = written.is_err();
+        written.map(|()| block.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes one message and its `\n`. Callers flush once per answer.
 pub fn write_line(out: &mut impl Write, message: &impl Display) -> io::Result<()> {
     writeln!(out, "{message}")
@@ -295,6 +382,66 @@ pub fn is_timeout(error: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_that_takes_too_little_fails_the_writer_in_time_and_for_good() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let writer_side = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut reader_side, _) = listener.accept().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A reader that takes 1 KiB every 100 ms: 10 KB/s, far less than
+        // a 64 KiB block in the 500 ms allowed.
+        let dribbling = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut buf = [0; 1024];
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if matches!(reader_side.read(&mut buf), Ok(0) | Err(_)) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let stall = Duration::from_millis(500);
+        let mut out = StallWriter::new(&writer_side, stall);
+        let started = Instant::now();
+        let error = out.write_all(&vec![7; 64 << 20]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        // Filling the socket's buffers, then one block's stall, not the
+        // minutes the whole 64 MiB would take at that pace.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        let again = Instant::now();
+        assert_eq!(
+            out.write(b"x").unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+        assert!(again.elapsed() < stall, "no second wait");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = writer_side.shutdown(std::net::Shutdown::Both);
+        dribbling.join().unwrap();
+    }
+
+    #[test]
+    fn a_reader_that_keeps_up_gets_everything() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let writer_side = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut reader_side, _) = listener.accept().unwrap();
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader_side.read_to_end(&mut all).map(|_| all.len())
+        });
+        let data = vec![3; 4 << 20];
+        StallWriter::new(&writer_side, Duration::from_secs(30))
+            .write_all(&data)
+            .unwrap();
+        writer_side.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(reading.join().unwrap().unwrap(), data.len());
+    }
 
     #[test]
     fn a_read_under_a_deadline_lasts_until_the_deadline_even_with_a_shorter_timeout_kept() {

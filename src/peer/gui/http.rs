@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::debug;
 
 use crate::protocol::ProtocolError;
-use crate::wire::{is_timeout, IdleDeadline, LineReader};
+use crate::wire::{is_timeout, IdleDeadline, LineReader, StallWriter};
 
 /// Most bytes of a request line and its headers, line endings included.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -557,35 +557,10 @@ fn copy_exactly(
     Ok(())
 }
 
-/// Writes all of `bytes` within `stall`, however the socket cuts them:
-/// a plain write timeout counts per system call, and a client that has
-/// stopped reading can still let a few kilobytes through now and then,
-/// which would hold the connection for several timeouts in a row.
+/// Writes all of `bytes`, each block of them within `stall` (see
+/// [`StallWriter`]).
 fn write_within(stream: &TcpStream, bytes: &[u8], stall: Duration) -> io::Result<()> {
-    let deadline = Instant::now() + stall;
-    let mut rest = bytes;
-    let mut out = stream;
-    while !rest.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the client took {} of {} bytes in {stall:?}",
-                    bytes.len() - rest.len(),
-                    bytes.len()
-                ),
-            ));
-        }
-        stream.set_write_timeout(Some(left))?;
-        match out.write(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    StallWriter::new(stream, stall).write_all(bytes)
 }
 
 /// The reason phrase of the statuses this server sends.
