@@ -234,7 +234,7 @@ fn run(options: Options) -> Result<bool, String> {
         }
         running.wait_for(next_report.saturating_duration_since(Instant::now()));
         if Instant::now() >= next_report {
-            next_report += Duration::from_millis(500);
+            next_report = Instant::now() + Duration::from_millis(500);
             for ((name, _), download) in leechers.iter().zip(&downloads) {
                 println!("  {name:<11} {}", progress_line(&download.status()));
             }

@@ -538,7 +538,7 @@ fn an_unfinished_download_asked_into_another_folder_is_refused_not_moved() {
     assert!(
         refused.starts_with("half.bin is unfinished in")
             && refused.contains("(6 of 12 pieces")
-            && refused.contains("not in ")
+            && refused.contains(", not ")
             && refused.contains("elsewhere"),
         "{refused}"
     );

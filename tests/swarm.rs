@@ -395,7 +395,7 @@ fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
         tracker: _tracker,
         data,
         dir,
-        ..
+        key,
     } = swarm;
     let first = peer.download("held.bin", None).unwrap();
     let held = support::wait_within(first, WAIT).unwrap();
@@ -431,16 +431,54 @@ fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
     assert!(reason.contains("already exists"), "{reason}");
     assert_eq!(std::fs::read(taken.join("held.bin")).unwrap(), b"mine");
 
-    // A held file changed on disk since is not copied, and leaves nothing.
+    // A copy into a folder holding another download's .part of that name
+    // leaves that .part alone.
+    let busy = dir.path().join("busy");
+    write_file(&busy, "held.bin.part", b"another download");
+    let beside = peer.download("held.bin", Some(&busy)).unwrap();
+    assert_eq!(
+        support::wait_within(beside, WAIT).unwrap(),
+        busy.join("held.bin")
+    );
+    assert_eq!(
+        std::fs::read(busy.join("held.bin.part")).unwrap(),
+        b"another download"
+    );
+
+    // A held file whose name is not a portable file name is done where it
+    // is too, not copied beside itself under the portable name.
+    if cfg!(unix) {
+        let odd_dir = dir.path().join("odd");
+        let odd = write_file(&odd_dir, "live: 1.bin", b"another file");
+        peer.share(&odd, |_| {}).unwrap();
+        let in_place = peer.download("live: 1.bin", None).unwrap();
+        assert_eq!(
+            std::fs::canonicalize(support::wait_within(in_place, WAIT).unwrap()).unwrap(),
+            std::fs::canonicalize(&odd).unwrap()
+        );
+        assert_eq!(std::fs::read_dir(&odd_dir).unwrap().count(), 1);
+    }
+
+    // A held file changed on disk since is not copied: it is withdrawn
+    // (never taken for an unfinished download, so never written into), and
+    // the file is fetched from the swarm instead (here nobody has it).
     let mut changed = data.clone();
     changed[0] ^= 1;
     std::fs::write(&held, &changed).unwrap();
     let third = dir.path().join("third");
-    let bad = peer.download("held.bin", Some(&third)).unwrap();
+    let bad = peer.download(&key.to_string(), Some(&third)).unwrap();
     let reason = support::wait_within(bad, WAIT).unwrap_err();
-    assert!(reason.contains("changed on disk"), "{reason}");
-    assert!(!third.join("held.bin").exists());
-    assert!(!third.join("held.bin.part").exists());
+    assert!(reason.contains("no peer holds held.bin"), "{reason}");
+    assert!(peer.unfinished().is_empty());
+    assert_eq!(
+        std::fs::read(&held).unwrap(),
+        changed,
+        "the user's file stays"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&third)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

@@ -13,8 +13,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 
-/// Every child started and not yet reaped, for [`stop_all`].
-static RUNNING: Mutex<Vec<Weak<Mutex<Child>>>> = Mutex::new(Vec::new());
+/// Every child started and not yet reaped, for [`stop_all`]; and whether
+/// [`stop_all`] ran (then no child may start any more).
+static RUNNING: Mutex<Running> = Mutex::new(Running {
+    children: Vec::new(),
+    stopped: false,
+});
+
+struct Running {
+    children: Vec<Weak<Mutex<Child>>>,
+    stopped: bool,
+}
 
 /// Kills every child still running and waits for it: an interrupted
 /// benchmark (Ctrl-C, or a `kill` of this process alone, which its
@@ -22,7 +31,11 @@ static RUNNING: Mutex<Vec<Weak<Mutex<Child>>>> = Mutex::new(Vec::new());
 /// the work directory about to be removed. A child whose handle is busy
 /// for over a second (being reaped already) is left to that.
 pub fn stop_all() {
-    let running: Vec<_> = RUNNING.lock().iter().filter_map(Weak::upgrade).collect();
+    let running: Vec<_> = {
+        let mut running = RUNNING.lock();
+        running.stopped = true;
+        running.children.iter().filter_map(Weak::upgrade).collect()
+    };
     for child in running {
         if let Some(mut child) = child.try_lock_for(Duration::from_secs(1)) {
             let _ = child.kill();
@@ -104,8 +117,15 @@ impl Proc {
         let child = Arc::new(Mutex::new(child));
         {
             let mut running = RUNNING.lock();
-            running.retain(|c| c.strong_count() > 0);
-            running.push(Arc::downgrade(&child));
+            if running.stopped {
+                // Started as the benchmark was being stopped: not kept.
+                let mut child = child.lock();
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("the benchmark is stopping".into());
+            }
+            running.children.retain(|c| c.strong_count() > 0);
+            running.children.push(Arc::downgrade(&child));
         }
         let (tx, lines) = crossbeam_channel::unbounded();
         // Made first, so that any error from here on kills it (on drop).

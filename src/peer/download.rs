@@ -336,9 +336,8 @@ impl Download {
 /// What the user can change while a download runs.
 #[derive(Clone, Copy)]
 struct Controls<'a> {
-    /// Shared with the pool's workers, whose waits for the download limit
-    /// end when it is set.
-    cancel: &'a Arc<AtomicBool>,
+    /// Set to cancel the download (see [`Download::cancel`]).
+    cancel: &'a AtomicBool,
     /// See [`Download::focus_on`].
     focus: &'a AtomicU64,
 }
@@ -353,23 +352,33 @@ fn run(
     let cancel = controls.cancel;
     let name = plan.name.as_str();
     let key = plan.key;
-    let (shared, peers) = match context.library.get(&key) {
-        // Held here already, complete: done where it is, or copied to
-        // where it is asked for.
-        Some(file) if file.is_offered() => {
-            {
-                let mut status = status.lock();
-                status.size = file.manifest.size();
-                status.state = DownloadState::Finishing;
-            }
-            let saved_as = portable_file_name(name);
-            let wanted = plan.dir.join(&saved_as);
-            let part = plan.dir.join(part_file_name(&saved_as));
-            let sync = context.settings.sync_on_finish;
-            let path = held::deliver(&file, &wanted, &part, sync, cancel)?;
-            status.lock().have = file.bitmap();
-            return Ok(path);
+    // A shared file found changed on disk is no copy of this file: as if
+    // it were not here.
+    let mut here = context.library.get(&key).filter(|f| !f.has_changed());
+    // Held here already, complete: done where it is, or copied to where
+    // it is asked for; fetched anew if the held file is gone or changed.
+    if let Some(file) = here.as_ref().filter(|f| f.is_offered()) {
+        {
+            let mut status = status.lock();
+            status.size = file.manifest.size();
+            status.state = DownloadState::Finishing;
         }
+        let sync = context.settings.sync_on_finish;
+        match held::deliver(file, &plan.dir, &plan.name, sync, cancel) {
+            Ok(path) => {
+                status.lock().have = file.bitmap();
+                return Ok(path);
+            }
+            Err(held::Undelivered::Failed(reason)) => return Err(reason),
+            Err(held::Undelivered::HeldGone(reason)) => {
+                warn!("{name}: {reason}; fetching it from the swarm");
+                file.withdraw_changed();
+                status.lock().state = DownloadState::Starting;
+                here = None;
+            }
+        }
+    }
+    let (shared, peers) = match here {
         // Pieces of it are already here (a download that stopped, or a
         // partial copy put in the library): carry on from them.
         Some(file) => {
@@ -386,7 +395,7 @@ fn run(
             if final_path.exists() {
                 let (manifest, _) =
                     fetch_manifest(plan.key, &peers, cancel, &context.manifest_link)?;
-                return already_here(context, plan, manifest, &final_path);
+                return already_here(context, plan, manifest, &final_path, cancel);
             }
             (prepare(context, plan, &peers, cancel)?, peers)
         }
@@ -399,6 +408,7 @@ fn run(
             plan,
             Manifest::clone(&shared.manifest),
             &final_path,
+            cancel,
         )
     };
     if final_path.exists() && in_place().is_ok() {
@@ -473,11 +483,13 @@ fn part_file_name(saved_as: &str) -> String {
 /// The file is already under its final name: if it is the right file (its
 /// size and SHA-256 match the manifest), it is shared and the download is
 /// done; any other file there is left alone and the download refused.
+/// Checking it stops once `cancel` is set.
 fn already_here(
     context: &DownloadContext,
     plan: &DownloadPlan,
     manifest: Manifest,
     path: &Path,
+    cancel: &AtomicBool,
 ) -> Result<PathBuf, String> {
     let refused = || {
         format!(
@@ -485,7 +497,7 @@ fn already_here(
             path.display()
         )
     };
-    if !held::is_a_copy(path, &manifest)? {
+    if !held::is_a_copy(path, &manifest, cancel).map_err(|e| format!("{}: {e}", path.display()))? {
         return Err(refused());
     }
     info!(
@@ -527,10 +539,9 @@ fn prepare(
     );
     fs::create_dir_all(&plan.dir)
         .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
-    // Absolute, so that the saved state still finds the .part when the
-    // peer starts again from another working directory.
-    let dir = std::path::absolute(&plan.dir).unwrap_or_else(|_| plan.dir.clone());
-    let part_path = dir.join(part_file_name(&saved_as));
+    // (The folder is absolute, see `Peer::start_download`: the saved state
+    // still finds the .part when the peer starts again elsewhere.)
+    let part_path = plan.dir.join(part_file_name(&saved_as));
     let exists = || {
         format!(
             "{} already exists (another download of a file with this name?)",

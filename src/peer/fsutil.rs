@@ -133,10 +133,9 @@ pub fn sync_parent_dir(path: &Path) {
 }
 
 /// Whether `a` and `b` name the same folder: the same folder on disk when
-/// both exist (through symbolic links),
-/// else the same absolute path.
+/// both exist (through symbolic links), else the same absolute path.
 pub fn same_folder(a: &Path, b: &Path) -> bool {
-    match (fs::canonicalize(a), fs::canonicalize(b)) {
+    match (dunce::canonicalize(a), dunce::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => match (std::path::absolute(a), std::path::absolute(b)) {
             (Ok(a), Ok(b)) => a == b,
@@ -148,7 +147,7 @@ pub fn same_folder(a: &Path, b: &Path) -> bool {
 /// Whether `a` and `b` are one file on disk (through links, `.` and
 /// `..`); false when either is missing.
 pub fn same_file(a: &Path, b: &Path) -> bool {
-    matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
+    matches!((dunce::canonicalize(a), dunce::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// The bytes of the regular file at `path`, refused (`InvalidData`) past

@@ -39,6 +39,20 @@ impl Library {
         self.files.write().remove(key)
     }
 
+    /// Removes `file` if it is still the one kept under its key (not a
+    /// newer file of that key put in since); true if it was.
+    pub fn remove_if_same(&self, file: &Arc<SharedFile>) -> bool {
+        let mut files = self.files.write();
+        if files
+            .get(&file.key)
+            .is_some_and(|kept| Arc::ptr_eq(kept, file))
+        {
+            files.remove(&file.key);
+            return true;
+        }
+        false
+    }
+
     /// The file with this key.
     pub fn get(&self, key: &FileKey) -> Option<Arc<SharedFile>> {
         self.files.read().get(key).cloned()
@@ -75,6 +89,11 @@ struct FileState {
     bitmap: Bitmap,
     /// True for a file this peer offered with `ADDF` (shared or finished).
     offered: bool,
+    /// True once a shared file was found changed on disk since it was
+    /// shared: nothing of it is served, it is neither offered nor an
+    /// unfinished download (its path is the user's file, never to be
+    /// written), and the peer's housekeeping takes it out of the library.
+    changed: bool,
 }
 
 impl SharedFile {
@@ -125,6 +144,7 @@ impl SharedFile {
                 file: Some(Arc::new(file)),
                 bitmap,
                 offered,
+                changed: false,
             }),
             uploaded_pieces: AtomicU64::new(0),
             uploaded_bytes: AtomicU64::new(0),
@@ -173,26 +193,34 @@ impl SharedFile {
         match file.read_piece(&self.manifest, index, buf) {
             Ok(()) => Ok(true),
             Err(e) if Changed::is(&e) => {
-                self.stop_serving_changed();
+                self.withdraw_changed();
                 Err(e)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// The file changed on disk since it was shared: none of its pieces
-    /// is served any more (its BufferMap says so to every peer), and it is
-    /// no longer listed as offered. Sharing it again hashes it anew.
-    fn stop_serving_changed(&self) {
+    /// The file changed on disk since it was shared (or is gone): none of
+    /// its pieces is served any more (its BufferMap says so to every
+    /// peer), and it is no longer offered, nor taken for an unfinished
+    /// download. Sharing it again hashes it anew.
+    pub fn withdraw_changed(&self) {
         let mut state = self.state.write();
-        if state.bitmap.count() > 0 {
+        if !state.changed {
             warn!(
                 "{} changed on disk since it was shared: no longer served (share it again)",
                 state.path.display()
             );
             state.bitmap = Bitmap::empty(self.manifest.piece_count());
             state.offered = false;
+            state.changed = true;
         }
+    }
+
+    /// Whether it was found changed on disk since it was shared (see
+    /// [`SharedFile::withdraw_changed`]).
+    pub fn has_changed(&self) -> bool {
+        self.state.read().changed
     }
 
     /// Writes a verified piece and marks it here, so it is served at once.

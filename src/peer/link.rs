@@ -141,6 +141,11 @@ impl PeerLink {
     /// without waiting (a peek at the socket), and only for a link unused
     /// for over [`STALE_CHECK_AFTER`]. Such a link is to be dropped and a
     /// new one made: sent a request, it would answer with that farewell.
+    ///
+    /// The peek makes the socket non-blocking for a moment: it must not be
+    /// called while a clone of this socket may be read on another thread
+    /// (a link is used by one thread at a time; its [`LinkCloser`] only
+    /// shuts it down).
     pub fn went_stale(&self) -> bool {
         if self.last_used.elapsed() < STALE_CHECK_AFTER {
             return false;

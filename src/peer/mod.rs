@@ -363,71 +363,51 @@ impl Peer {
         files
     }
 
-    /// Starts downloading `what` (a key, or an exact file name) from the
-    /// swarm into `dir` (default: the configured download directory). An
-    /// unfinished download of that file goes on where it stopped, in the
-    /// folder of its `.part` file: asked into another folder, it is
-    /// refused rather than finished somewhere the caller did not ask for.
-    /// A file held here complete is done where it is, or copied.
+    /// Starts downloading `what` (a key, or an exact file name) into `dir`.
+    ///
+    /// - An unfinished download of that file goes on where it stopped, in
+    ///   the folder of its `.part` file (see [`Peer::start_download`] for
+    ///   another folder asked).
+    /// - A file held here complete, named by its key, is done where it
+    ///   is (no folder asked), or copied into the folder asked.
+    /// - Else the file is looked up by key or name (the ring, the tracker:
+    ///   a name known under several keys is refused with the list) and
+    ///   fetched from the swarm into `dir`, by default the configured
+    ///   download directory, or where a copy is held already. When the
+    ///   look-up finds nothing (or the tracker is away), a file held here
+    ///   under that exact name, if only one, is taken.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
-        if let Some(partial) = self
-            .unfinished()
-            .into_iter()
-            .find(|f| f.key.to_string() == what || f.name.as_str() == what)
-        {
-            let part = partial.path();
-            let part_dir = part.parent().unwrap_or(Path::new("."));
-            if let Some(asked) = dir.filter(|asked| !fsutil::same_folder(asked, part_dir)) {
-                let held = partial.bitmap();
-                return Err(PeerError::Failed(format!(
-                    "{} is unfinished in {} ({} of {} pieces, in {}), not in {}; \
-                     download it without a folder to go on there",
-                    partial.name.as_str(),
-                    part_dir.display(),
-                    held.count(),
-                    held.len(),
-                    part.display(),
-                    asked.display()
-                )));
-            }
-            return self.resume_download(&partial);
+        let named = |f: &Arc<SharedFile>| f.key.to_string() == what || f.name.as_str() == what;
+        if let Some(partial) = self.unfinished().into_iter().find(named) {
+            return self.start_download(plan_for(&partial, dir));
         }
-        // Held here already, complete: no need to ask anyone where it is.
-        // The download is done where the file is, or, asked into another
-        // folder, is a local copy there.
-        let held: Vec<_> = self
-            .files()
-            .into_iter()
-            .filter(|f| f.is_offered() && (f.key.to_string() == what || f.name.as_str() == what))
-            .collect();
-        if let [file] = &held[..] {
-            let path = file.path();
-            let dir = dir.map_or_else(
-                || {
-                    path.parent()
-                        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-                },
-                Path::to_path_buf,
-            );
-            return self.start_download(DownloadPlan {
-                key: file.key,
-                name: file.name.clone(),
-                kind: file.kind,
-                dir,
-                only_from: None,
-            });
+        let held: Vec<_> = self.held().into_iter().filter(named).collect();
+        if let Some(file) = held.iter().find(|f| f.key.to_string() == what) {
+            return self.start_download(plan_for(file, dir));
         }
-        let entry = self.find_file(what)?;
-        self.download_file(entry, dir)
+        match self.find_file(what) {
+            Ok(entry) => self.download_file(entry, dir),
+            Err(e) if matches!(e, PeerError::NotFound(_)) || e.tracker_is_away() => match &held[..]
+            {
+                [file] => self.start_download(plan_for(file, dir)),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Starts downloading the file the tracker listed as `entry` into `dir`
-    /// (default: the configured download directory).
+    /// (default: where it is, if some of it is here already; else the
+    /// configured download directory).
     pub fn download_file(
         &self,
         entry: FileEntry,
         dir: Option<&Path>,
     ) -> Result<Arc<Download>, PeerError> {
+        let here = self.library.get(&entry.key).filter(|f| !f.has_changed());
+        if let (None, Some(file)) = (dir, here) {
+            return self.start_download(plan_for(&file, None));
+        }
         let dir = dir.map_or_else(|| self.config.download_dir.clone(), Path::to_path_buf);
         self.start_download(DownloadPlan {
             key: entry.key,
@@ -436,6 +416,15 @@ impl Peer {
             dir,
             only_from: None,
         })
+    }
+
+    /// The files held here complete (shared, or downloaded), not found
+    /// changed on disk since.
+    fn held(&self) -> Vec<Arc<SharedFile>> {
+        self.files()
+            .into_iter()
+            .filter(|f| f.is_offered() && !f.has_changed())
+            .collect()
     }
 
     /// Unfinished downloads that are not running (found at start, or that
@@ -450,23 +439,13 @@ impl Peer {
             .collect();
         self.files()
             .into_iter()
-            .filter(|f| !f.is_offered() && !running.contains(&f.key))
+            .filter(|f| !f.is_offered() && !f.has_changed() && !running.contains(&f.key))
             .collect()
     }
 
     /// Goes on with an unfinished download, from the swarm.
     pub fn resume_download(&self, file: &SharedFile) -> Result<Arc<Download>, PeerError> {
-        let part = file.path();
-        let dir = part
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        self.start_download(DownloadPlan {
-            key: file.key,
-            name: file.name.clone(),
-            kind: file.kind,
-            dir,
-            only_from: None,
-        })
+        self.start_download(plan_for(file, None))
     }
 
     /// The course's direct download: looks `user` up in the local user map
@@ -515,6 +494,10 @@ impl Peer {
         })
     }
 
+    /// Starts the download `plan` says, unless one of that file is under
+    /// way, or an unfinished one of it is in another folder or under
+    /// another name than asked: that one goes on only where it is, rather
+    /// than a download finishing somewhere the caller did not ask for.
     fn start_download(&self, mut plan: DownloadPlan) -> Result<Arc<Download>, PeerError> {
         // Absolute, so that the path a download ends with is the same
         // however it ended (fetched, found there already, copied).
@@ -530,6 +513,27 @@ impl Peer {
                 "{} is already being downloaded",
                 plan.name.as_str()
             )));
+        }
+        let partial = self
+            .library
+            .get(&plan.key)
+            .filter(|f| !f.is_offered() && !f.has_changed());
+        if let Some(partial) = partial {
+            let part = partial.path();
+            let part_dir = part.parent().unwrap_or(Path::new("."));
+            if !fsutil::same_folder(&plan.dir, part_dir) || plan.name != partial.name {
+                let held = partial.bitmap();
+                return Err(PeerError::Failed(format!(
+                    "{} is unfinished in {} ({} of {} pieces, in {}), not {}; \
+                     download it without a folder to go on there",
+                    partial.name.as_str(),
+                    part_dir.display(),
+                    held.count(),
+                    held.len(),
+                    part.display(),
+                    plan.dir.join(plan.name.as_str()).display()
+                )));
+            }
         }
         let context = DownloadContext {
             manifest_link: Arc::new(Mutex::new(None)),
@@ -678,6 +682,26 @@ fn backoff(failures: u32, random: f64) -> Duration {
         .mul_f64(0.5 + random.clamp(0.0, 1.0) / 2.0)
 }
 
+/// A download of `file` (held here, complete or not) into `dir`, by
+/// default the folder it is in.
+fn plan_for(file: &SharedFile, dir: Option<&Path>) -> DownloadPlan {
+    let dir = dir.map_or_else(
+        || {
+            file.path()
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        },
+        Path::to_path_buf,
+    );
+    DownloadPlan {
+        key: file.key,
+        name: file.name.clone(),
+        kind: file.kind,
+        dir,
+        only_from: None,
+    }
+}
+
 /// Lets a refusal by the tracker pass (logged): only an unreachable
 /// tracker interrupts the housekeeping round.
 fn refusal_is_fine<T>(result: Result<T, PeerError>) -> Result<Option<T>, PeerError> {
@@ -792,6 +816,17 @@ impl Housekeeping {
                 let changed = now.1 > 0 && self.reported.get(&file.key) != Some(&now);
                 if changed && refusal_is_fine(self.tracker.report(file.key, &held))?.is_some() {
                     self.reported.insert(file.key, now);
+                }
+            }
+            // Shared files found changed on disk: withdrawn, and out of
+            // the library (unless a download of that key replaced them).
+            for file in self.library.all().into_iter().filter(|f| f.has_changed()) {
+                refusal_is_fine(self.tracker.withdraw(file.key))?;
+                if self.library.remove_if_same(&file) {
+                    info!(
+                        "{}: withdrawn, changed on disk since it was shared",
+                        file.name.as_str()
+                    );
                 }
             }
             for key in self.discovery.wanted() {

@@ -49,7 +49,8 @@ impl RateLimiter {
     }
 
     /// Like [`RateLimiter::take`], but the wait also ends when `stop` is
-    /// set (a download cancelled: its workers must not wait out the debt).
+    /// set (a download's pool winding down: its workers must not wait out
+    /// a debt for pieces no longer needed; the debt itself stays).
     pub fn take_unless(&self, bytes: u64, stop: &AtomicBool) {
         if self.bytes_per_second == 0 {
             return;

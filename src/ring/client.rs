@@ -249,12 +249,9 @@ impl RingClient {
     ) -> Result<Vec<RingReply>, RingError> {
         // A kept connection the other side closed while it was unused is
         // dropped for a fresh one.
-        let kept = self
-            .kept
-            .lock()
-            .get_mut(&addr)
-            .and_then(Vec::pop)
-            .filter(|link| !link.went_stale());
+        // (Checked with the lock released: a peek is a few system calls.)
+        let kept = self.kept.lock().get_mut(&addr).and_then(Vec::pop);
+        let kept = kept.filter(|link| !link.went_stale());
         let result = match kept {
             Some(mut link) => match exchange(&mut link, request) {
                 // It may still be closed as the request goes out (an idle

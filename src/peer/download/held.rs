@@ -12,37 +12,55 @@ use log::info;
 use sha2::{Digest, Sha256};
 
 use crate::pieces::Manifest;
+use crate::protocol::FileName;
 
-use super::super::fsutil::{rename_no_replace, same_file, sha256_of_file, sync_parent_dir};
+use super::super::fsutil::{
+    portable_file_name, rename_no_replace, same_file, same_folder, sync_parent_dir,
+};
 use super::super::library::SharedFile;
+use super::part_file_name;
 
 /// How much is read and written at a time.
 const CHUNK: usize = 1 << 20;
 
-/// `held` asked for at `wanted`: `wanted` itself when it is the held file,
-/// or a copy already there; else a new copy made there (through a
-/// temporary `part` file, flushed first when `sync`). A different file at
-/// `wanted` is left alone and the request refused.
+/// Why a held file was not delivered.
+#[derive(Debug)]
+pub(super) enum Undelivered {
+    /// The held file is gone or changed on disk since it was shared: it
+    /// is no copy of the file any more, which must come from the swarm.
+    HeldGone(String),
+    /// Refused, or failed, for the reason said.
+    Failed(String),
+}
+
+/// `held` asked for as `name` in `dir`: the held file itself when it is
+/// that (same folder, same name), or a copy already there; else a new
+/// copy made there, through a temporary file of this process's own (so
+/// that a failure never removes a file it did not make), flushed first
+/// when `sync`. A different file under the name asked is left alone.
 pub(super) fn deliver(
     held: &SharedFile,
-    wanted: &Path,
-    part: &Path,
+    dir: &Path,
+    name: &FileName,
     sync: bool,
     cancel: &AtomicBool,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, Undelivered> {
     let at = held.path();
-    if same_file(&at, wanted) {
+    let saved_as = portable_file_name(name.as_str());
+    let wanted = dir.join(&saved_as);
+    let in_place = *name == held.name && at.parent().is_some_and(|own| same_folder(dir, own));
+    if in_place || same_file(&at, &wanted) {
         info!("{}: already here, at {}", held.name.as_str(), at.display());
         return Ok(at);
     }
     if wanted.exists() {
-        return if is_a_copy(wanted, &held.manifest)? {
-            Ok(wanted.to_path_buf())
-        } else {
-            Err(format!(
+        return match is_a_copy(&wanted, &held.manifest, cancel) {
+            Ok(true) => Ok(wanted),
+            Ok(false) => Err(Undelivered::Failed(format!(
                 "{} already exists; move it away or choose another directory",
                 wanted.display()
-            ))
+            ))),
+            Err(e) => Err(Undelivered::Failed(format!("{}: {e}", wanted.display()))),
         };
     }
     info!(
@@ -51,83 +69,98 @@ pub(super) fn deliver(
         at.display(),
         wanted.display()
     );
-    if let Some(dir) = wanted.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let copied = File::options()
+    fs::create_dir_all(dir)
+        .map_err(|e| Undelivered::Failed(format!("cannot create {}: {e}", dir.display())))?;
+    let temp = dir.join(part_file_name(&format!(
+        ".{saved_as}.copy-{}",
+        std::process::id()
+    )));
+    let mut out = File::options()
         .write(true)
         .create_new(true)
-        .open(part)
-        .map_err(|e| format!("cannot create {}: {e}", part.display()))
-        .and_then(|mut out| {
-            copy_checked(&at, &mut out, &held.manifest, cancel)?;
-            if sync {
-                out.sync_all()
-                    .map_err(|e| format!("cannot flush {}: {e}", part.display()))?;
-            }
-            Ok(())
-        })
-        .and_then(|()| {
-            rename_no_replace(part, wanted)
-                .map_err(|e| format!("cannot rename {}: {e}", part.display()))
-        });
-    if let Err(reason) = copied {
-        let _ = fs::remove_file(part);
-        return Err(reason);
+        .open(&temp)
+        .map_err(|e| Undelivered::Failed(format!("cannot create {}: {e}", temp.display())))?;
+    // Made here: removed again on any failure.
+    let copied = copy_checked(&at, &mut out, &held.manifest, cancel).and_then(|()| {
+        if sync {
+            out.sync_all().map_err(|e| {
+                Undelivered::Failed(format!("cannot flush {}: {e}", temp.display()))
+            })?;
+        }
+        drop(out);
+        rename_no_replace(&temp, &wanted)
+            .map_err(|e| Undelivered::Failed(format!("cannot rename {}: {e}", temp.display())))
+    });
+    if let Err(why) = copied {
+        let _ = fs::remove_file(&temp);
+        return Err(why);
     }
     if sync {
-        sync_parent_dir(wanted);
+        sync_parent_dir(&wanted);
     }
-    Ok(wanted.to_path_buf())
+    Ok(wanted)
 }
 
 /// Copies the file at `from` into `out`, checking its size and SHA-256
-/// against `manifest` on the way (a file changed on disk since it was
-/// shared is not copied).
+/// against `manifest` on the way.
 fn copy_checked(
     from: &Path,
     out: &mut File,
     manifest: &Manifest,
     cancel: &AtomicBool,
-) -> Result<(), String> {
-    let read_error = |e: io::Error| format!("cannot read {}: {e}", from.display());
-    let mut input = File::open(from).map_err(read_error)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; CHUNK];
-    let mut copied: u64 = 0;
-    loop {
-        if cancel.load(Ordering::SeqCst) {
-            return Err("cancelled".into());
+) -> Result<(), Undelivered> {
+    let gone = |why: String| Undelivered::HeldGone(format!("{}: {why}", from.display()));
+    let input = File::open(from).map_err(|e| gone(e.to_string()))?;
+    let mut writing_failed = false;
+    let hashed = hash_stream(input, cancel, |block| {
+        out.write_all(block).inspect_err(|_| writing_failed = true)
+    });
+    match hashed {
+        Err(e) if writing_failed => Err(Undelivered::Failed(format!("cannot write the copy: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            Err(Undelivered::Failed("cancelled".into()))
         }
-        let n = match input.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(e)),
-        };
-        hasher.update(&buffer[..n]);
-        out.write_all(&buffer[..n])
-            .map_err(|e| format!("cannot write the copy: {e}"))?;
-        copied += n as u64;
+        Err(e) => Err(gone(e.to_string())),
+        Ok(found) if found != (manifest.size(), manifest.file_hash()) => Err(gone(
+            "changed on disk since it was shared; not copied".into(),
+        )),
+        Ok(_) => Ok(()),
     }
-    let hash: [u8; 32] = hasher.finalize().into();
-    if copied != manifest.size() || hash != manifest.file_hash() {
-        return Err(format!(
-            "{} changed on disk since it was shared; not copied",
-            from.display()
-        ));
-    }
-    Ok(())
 }
 
-/// Whether the file at `path` is the file `manifest` describes.
-pub(super) fn is_a_copy(path: &Path, manifest: &Manifest) -> Result<bool, String> {
-    let size = fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    if size != manifest.size() {
+/// Whether the file at `path` is the file `manifest` describes (its size,
+/// then its SHA-256, read until `cancel` is set).
+pub(super) fn is_a_copy(path: &Path, manifest: &Manifest, cancel: &AtomicBool) -> io::Result<bool> {
+    if fs::metadata(path)?.len() != manifest.size() {
         return Ok(false);
     }
-    let hash = sha256_of_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(hash == manifest.file_hash())
+    let found = hash_stream(File::open(path)?, cancel, |_| Ok(()))?;
+    Ok(found == (manifest.size(), manifest.file_hash()))
+}
+
+/// Reads `input` to its end, a block at a time, each block hashed and
+/// handed to `each`; returns the length and the SHA-256. Stops with an
+/// `Interrupted` error once `cancel` is set.
+fn hash_stream(
+    mut input: impl Read,
+    cancel: &AtomicBool,
+    mut each: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(u64, [u8; 32])> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; CHUNK];
+    let mut len: u64 = 0;
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
+        let n = match input.read(&mut buffer) {
+            Ok(0) => return Ok((len, hasher.finalize().into())),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        each(&buffer[..n])?;
+        len += n as u64;
+    }
 }

@@ -412,10 +412,13 @@ impl RingNode {
     }
 
     /// Every file named in the ring, found by walking it peer by peer from
-    /// here: at most `most_peers` of them, within [`WALK_DEADLINE`], and
-    /// never past a member already met (by id or by address: a member
-    /// naming a new successor at each step, all at its own address, is
-    /// walked once), nor once this peer begins leaving.
+    /// here: at most `most_peers` of them, and never past a member already
+    /// met (by id or by address: a member naming a new successor at each
+    /// step, all at its own address, is walked once). The walk goes on to
+    /// the next member only within [`WALK_DEADLINE`], and not once this
+    /// peer begins leaving; a request under way then still takes its own
+    /// time (a connection and an exchange, retried once on a fresh
+    /// connection: about 8 s at worst).
     pub fn all_files(&self, most_peers: usize) -> Vec<FileMeta> {
         let deadline = Instant::now() + WALK_DEADLINE;
         let me = self.me();
@@ -441,7 +444,10 @@ impl RingNode {
                 .ask(current, &RingRequest::Names)
                 .and_then(|lines| decode_records(current.addr, lines))
                 .map(names_of);
-            let next = if current == me {
+            let out_of_time = self.is_stopping() || Instant::now() >= deadline;
+            let next = if out_of_time {
+                Err(RingError::Failed("out of time".into()))
+            } else if current == me {
                 Ok(self.routing.read().successor())
             } else {
                 self.client.info(current.addr).and_then(|view| {
