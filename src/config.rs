@@ -398,7 +398,7 @@ pub const TRACKER_KEYS: &[KeySpec] = &[
         key: "max_offer_bytes",
         flag: "--max-offer-bytes",
         default: "256MiB",
-        help: "room for all offers together, their paths and names counted, which bounds the tracker's memory (units allowed; past it, ADDF gets ERRR 405)",
+        help: "room for all offers together, their paths and names counted with an allowance for what holds them, which bounds the tracker's memory (units allowed; past it, ADDF gets ERRR 406)",
     },
     KeySpec {
         key: "max_peers_per_reply",
@@ -460,7 +460,10 @@ impl TrackerConfig {
                 )? as usize,
                 max_files_per_session: s.get("max_files_per_session", number_in(1, 1_000_000))?
                     as usize,
-                max_offer_bytes: s.get("max_offer_bytes", size_in(1 << 20, 1 << 40))? as usize,
+                max_offer_bytes: usize::try_from(
+                    s.get("max_offer_bytes", size_in(1 << 20, 1 << 40))?,
+                )
+                .unwrap_or(usize::MAX),
                 ring_size: s.get("ring_size", ring_size)?,
                 ring_port: s.get("ring_port", number_in(1, 65535))? as u16,
             },
@@ -483,7 +486,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "address",
         flag: "--address",
         default: "0.0.0.0",
-        help: "IP address the mini-server listens on (::, every interface, IPv4 and IPv6)",
+        help: "IP address the mini-server listens on (0.0.0.0: every IPv4 interface; ::, every interface, IPv4 and IPv6)",
     },
     KeySpec {
         key: "port",

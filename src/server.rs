@@ -75,7 +75,8 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     #[cfg(unix)]
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    // The standard library's backlog, as for every other address.
+    socket.listen(128)?;
     Ok(socket.into())
 }
 
@@ -206,16 +207,22 @@ impl Server {
             let _ = stream.shutdown(Shutdown::Both);
         }
         // `accept` blocks; a connection to ourselves wakes it so it can see
-        // the flag. Connect to loopback when bound to the wildcard address.
-        let mut wake = self.local_addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        const ATTEMPTS: u32 = 20;
+        // the flag. Connect to loopback when bound to the wildcard address:
+        // for `::`, IPv4's first (the listener is dual-stack, see
+        // `bind_listener`, and some hosts have no IPv6 loopback), then
+        // IPv6's, in turns.
+        let port = self.local_addr.port();
+        let wakes: Vec<SocketAddr> = match self.local_addr {
+            addr if !addr.ip().is_unspecified() => vec![addr],
+            SocketAddr::V4(_) => vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            SocketAddr::V6(_) => vec![
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            ],
+        };
+        const ATTEMPTS: usize = 20;
         for attempt in 1..=ATTEMPTS {
+            let wake = wakes[(attempt - 1) % wakes.len()];
             match TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
                 Ok(_) => {
                     if accept_thread.join().is_err() {
@@ -415,6 +422,11 @@ mod tests {
         );
         let port = listener.local_addr().unwrap().port();
         TcpStream::connect(("127.0.0.1", port)).expect("an IPv4 client gets in");
+        // And a server on it stops, waking its accept loop over IPv4.
+        let options = ServerOptions::lines("dual", 4, 4);
+        let handler: Arc<Handler> = Arc::new(|_conn: Connection| {});
+        let server = Server::start(listener, options, handler).unwrap();
+        server.shutdown();
         // Any other address is bound as before.
         let plain = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
         assert!(plain.local_addr().unwrap().is_ipv4());

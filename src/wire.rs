@@ -286,12 +286,13 @@ fn keeps(current: Option<Duration>, wait: Duration) -> bool {
     current.is_some_and(|t| t <= wait && t >= wait / 2)
 }
 
-/// The most a [`StallWriter`] writes as one block.
+/// What a [`StallWriter`]'s reader must take within each stall time.
 pub const STALL_BLOCK: usize = 64 * 1024;
 
-/// Writes to a socket whose reader must keep taking what it is sent: each
-/// block of up to [`STALL_BLOCK`] bytes must be taken within `stall`,
-/// however the socket cuts it. (A plain write timeout counts per system
+/// Writes to a socket whose reader must keep taking what it is sent: of
+/// each answer (what is written between two flushes), at least
+/// [`STALL_BLOCK`] bytes, or the rest, within each `stall`, however the
+/// writes and the socket cut them. (A plain write timeout counts per system
 /// call, and a reader that lets a few bytes through now and then would
 /// hold the writer for many timeouts in a row.) After a failure every
 /// write fails at once, so that a buffer flushing again as it is dropped
@@ -301,6 +302,10 @@ pub struct StallWriter<'a> {
     stall: Duration,
     /// The socket's write timeout as last set.
     timeout: Option<Duration>,
+    /// While an answer is being written: when the next block's worth must
+    /// have been taken, and how much of it was taken so far.
+    deadline: Option<Instant>,
+    taken_since: usize,
     failed: bool,
 }
 
@@ -310,35 +315,50 @@ impl<'a> StallWriter<'a> {
             stream,
             stall,
             timeout: None,
+            deadline: None,
+            taken_since: 0,
             failed: false,
         }
     }
 
-    fn write_block(&mut self, block: &[u8]) -> io::Result<()> {
-        let deadline = Instant::now() + self.stall;
-        let mut rest = block;
+    /// Writes all of `buf` in as few system calls as the socket allows;
+    /// the deadline moves on each time another block's worth is taken.
+    fn write_all_within(&mut self, buf: &[u8]) -> io::Result<()> {
+        let stall = self.stall;
+        let mut rest = buf;
         let mut out = self.stream;
         while !rest.is_empty() {
+            let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + stall);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "the other side took {} of {} bytes in {:?}",
-                        block.len() - rest.len(),
-                        block.len(),
-                        self.stall
+                        "the other side took {} bytes in {stall:?}",
+                        self.taken_since
                     ),
                 ));
             }
-            if !keeps(self.timeout, left) {
+            // The timeout set at first stays while it fits (a system call
+            // saved per write): a write may then end up to a sixteenth of
+            // the stall past the deadline. (A blocking write waits at most
+            // the timeout in all, however much it sends meanwhile.)
+            if !keeps(self.timeout, left + self.stall / 16) {
                 self.stream.set_write_timeout(Some(left))?;
                 self.timeout = Some(left);
             }
             match out.write(rest) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    rest = &rest[n..];
+                    self.taken_since += n;
+                    if self.taken_since >= STALL_BLOCK {
+                        self.deadline = Some(Instant::now() + stall);
+                        self.taken_since = 0;
+                    }
+                }
+                // Timed out with nothing taken: the deadline says what next.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -354,13 +374,16 @@ impl Write for StallWriter<'_> {
                 "an earlier write on this connection failed",
             ));
         }
-        let block = &buf[..buf.len().min(STALL_BLOCK)];
-        let written = self.write_block(block);
+        let written = self.write_all_within(buf);
         self.failed = written.is_err();
-        written.map(|()| block.len())
+        written.map(|()| buf.len())
     }
 
+    /// Ends an answer: the next write starts a new one, with a new stall
+    /// time. (Nothing is buffered here.)
     fn flush(&mut self) -> io::Result<()> {
+        self.deadline = None;
+        self.taken_since = 0;
         Ok(())
     }
 }
@@ -422,6 +445,49 @@ mod tests {
         );
         assert!(again.elapsed() < stall, "no second wait");
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = writer_side.shutdown(std::net::Shutdown::Both);
+        dribbling.join().unwrap();
+    }
+
+    #[test]
+    fn an_answer_written_in_small_pieces_has_one_stall_per_block_not_per_piece() {
+        use socket2::SockRef;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        SockRef::from(&listener).set_recv_buffer_size(4096).unwrap();
+        let writer_side = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        SockRef::from(&writer_side)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let (mut reader_side, _) = listener.accept().unwrap();
+        // 8 KiB every 400 ms: 20 KB/s, under the 64 KiB a second asked.
+        let dribbling = std::thread::spawn(move || {
+            let mut buf = [0; 8192];
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(30) {
+                match reader_side.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => std::thread::sleep(Duration::from_millis(400)),
+                }
+            }
+        });
+        // One answer of 1 MiB, as a buffered writer hands it on: 8 KiB at
+        // a time. Each piece used to get a stall of its own.
+        let mut out =
+            std::io::BufWriter::new(StallWriter::new(&writer_side, Duration::from_secs(1)));
+        let started = Instant::now();
+        let line = [b'x'; 99];
+        let written = (0..10_000).try_for_each(|_| {
+            out.write_all(&line)?;
+            out.write_all(b"\n")
+        });
+        let error = written.and_then(|()| out.flush()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(out);
         let _ = writer_side.shutdown(std::net::Shutdown::Both);
         dribbling.join().unwrap();
     }

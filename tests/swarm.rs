@@ -404,6 +404,12 @@ fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
     let again = peer.download("held.bin", None).unwrap();
     assert_eq!(support::wait_within(again, WAIT).unwrap(), held);
 
+    // Deleted since, and asked for again: fetched anew, not "done".
+    std::fs::remove_file(&held).unwrap();
+    let refetched = peer.download(&key.to_string(), None).unwrap();
+    assert_eq!(support::wait_within(refetched, WAIT).unwrap(), held);
+    assert_eq!(std::fs::read(&held).unwrap(), data);
+
     // A shared file asked for by the peer sharing it: done, where it is.
     let own = seeder.download("held.bin", None).unwrap();
     let original = dir.path().join("originals").join("held.bin");
@@ -475,6 +481,13 @@ fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
         changed,
         "the user's file stays"
     );
+    // Nor is it "done", nor written over, when asked for where it is.
+    let refused = peer
+        .download(&key.to_string(), None)
+        .map_err(|e| e.to_string())
+        .and_then(|d| support::wait_within(d, WAIT));
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(std::fs::read(&held).unwrap(), changed);
     let leftovers: Vec<_> = std::fs::read_dir(&third)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

@@ -375,7 +375,7 @@ fn all_offers_together_fit_in_the_tracker_s_room_for_them() {
     };
     assert_eq!(
         refusal,
-        "ERRR 405 the tracker holds all the offers it has room for (1 MiB); try again later"
+        "ERRR 406 the tracker holds all the offers it has room for (1 MiB); try again later"
     );
     assert!((200..260).contains(&accepted), "{accepted} offers fit");
     // Room comes back as offers go.

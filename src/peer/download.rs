@@ -373,6 +373,7 @@ fn run(
             Err(held::Undelivered::HeldGone(reason)) => {
                 warn!("{name}: {reason}; fetching it from the swarm");
                 file.withdraw_changed();
+                context.tracker.withdraw_soon(key);
                 status.lock().state = DownloadState::Starting;
                 here = None;
             }

@@ -217,6 +217,21 @@ impl SharedFile {
         }
     }
 
+    /// Whether the file is still on disk as it was when shared (or
+    /// finished): a look at its size and modification time. Found not,
+    /// it is withdrawn ([`SharedFile::withdraw_changed`]).
+    pub fn check_unchanged(&self) -> bool {
+        let (file, path) = {
+            let state = self.state.read();
+            (state.file.clone(), state.path.clone())
+        };
+        let unchanged = file.is_some_and(|file| file.unchanged_at(&path));
+        if !unchanged {
+            self.withdraw_changed();
+        }
+        unchanged
+    }
+
     /// Whether it was found changed on disk since it was shared (see
     /// [`SharedFile::withdraw_changed`]).
     pub fn has_changed(&self) -> bool {

@@ -795,6 +795,18 @@ impl Housekeeping {
         last_round: &mut Option<Instant>,
         last_refresh: &mut Option<Instant>,
     ) -> Result<(), PeerError> {
+        // Shared files found changed on disk: out of the library (unless
+        // a download of that key replaced them) and withdrawn, in order
+        // with any offer of that key since (see `withdraw_soon`).
+        for file in self.library.all().into_iter().filter(|f| f.has_changed()) {
+            if self.library.remove_if_same(&file) {
+                info!(
+                    "{}: withdrawn, changed on disk since it was shared",
+                    file.name.as_str()
+                );
+                self.tracker.withdraw_soon(file.key);
+            }
+        }
         self.tracker.flush()?;
         if last_round.is_none_or(|at| at.elapsed() >= self.round_every) {
             *last_round = Some(Instant::now());
@@ -816,17 +828,6 @@ impl Housekeeping {
                 let changed = now.1 > 0 && self.reported.get(&file.key) != Some(&now);
                 if changed && refusal_is_fine(self.tracker.report(file.key, &held))?.is_some() {
                     self.reported.insert(file.key, now);
-                }
-            }
-            // Shared files found changed on disk: withdrawn, and out of
-            // the library (unless a download of that key replaced them).
-            for file in self.library.all().into_iter().filter(|f| f.has_changed()) {
-                refusal_is_fine(self.tracker.withdraw(file.key))?;
-                if self.library.remove_if_same(&file) {
-                    info!(
-                        "{}: withdrawn, changed on disk since it was shared",
-                        file.name.as_str()
-                    );
                 }
             }
             for key in self.discovery.wanted() {

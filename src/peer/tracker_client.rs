@@ -19,12 +19,12 @@ use std::io::{self, BufWriter, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::pieces::Bitmap;
 use crate::protocol::{
-    FileEntry, FileKey, FileOffer, PeerEntry, PeerId, Reply, SearchCriteria, ShareEntry,
+    ErrorCode, FileEntry, FileKey, FileOffer, PeerEntry, PeerId, Reply, SearchCriteria, ShareEntry,
     TrackerRequest, UserName,
 };
 use crate::wire::{write_line, LineReader, ReadTimeout, EARLY_SLACK};
@@ -73,7 +73,14 @@ pub struct TrackerClient {
     announced: Mutex<BTreeMap<FileKey, TrackerRequest>>,
     /// Announcements not sent yet ([`TrackerClient::offer_soon`]).
     pending: Mutex<Vec<TrackerRequest>>,
+    /// When the tracker last said it had no room for an offer (`ERRR
+    /// 406`): the offers waiting are sent again [`FULL_RETRY`] later.
+    full_at: Mutex<Option<Instant>>,
 }
+
+/// How long after an `ERRR 406` (no room for offers) the offers waiting
+/// are tried again.
+pub const FULL_RETRY: Duration = Duration::from_secs(30);
 
 struct Conn {
     reader: LineReader<TrackerStream>,
@@ -133,6 +140,7 @@ impl TrackerClient {
             sessions: std::sync::atomic::AtomicU64::new(0),
             announced: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(Vec::new()),
+            full_at: Mutex::new(None),
         }
     }
 
@@ -345,12 +353,31 @@ impl TrackerClient {
     pub fn offer(&self, offer: &FileOffer) -> Result<(), PeerError> {
         let request = TrackerRequest::Addf(offer.clone());
         self.announced.lock().insert(offer.key, request.clone());
-        self.expect_ok(&request).inspect_err(|e| {
-            if matches!(e, PeerError::TrackerRefused { .. }) {
-                self.announced.lock().remove(&offer.key);
+        self.forget_pending_withdrawal(offer.key);
+        match self.expect_ok(&request) {
+            // No room at the tracker now: offered again later (it is
+            // served meanwhile all the same).
+            Err(PeerError::TrackerRefused {
+                code: ErrorCode::TrackerFull,
+                text,
+            }) => {
+                warn!(
+                    "the tracker has no room for {} now: {text}; offered again in {} s",
+                    offer.name.as_str(),
+                    FULL_RETRY.as_secs()
+                );
+                *self.full_at.lock() = Some(Instant::now());
+                self.pending.lock().push(request);
+                Ok(())
             }
-        })?;
-        Ok(())
+            Err(e) => {
+                if matches!(e, PeerError::TrackerRefused { .. }) {
+                    self.announced.lock().remove(&offer.key);
+                }
+                Err(e)
+            }
+            Ok(_) => Ok(()),
+        }
     }
 
     /// Offers a file without waiting: the housekeeping thread sends it on
@@ -358,15 +385,58 @@ impl TrackerClient {
     pub fn offer_soon(&self, offer: &FileOffer) {
         let request = TrackerRequest::Addf(offer.clone());
         self.announced.lock().insert(offer.key, request.clone());
+        self.forget_pending_withdrawal(offer.key);
         self.pending.lock().push(request);
+    }
+
+    /// Withdraws a file without waiting: the housekeeping thread sends the
+    /// `RMVF` on its next round, unless the file is offered again first
+    /// (then the withdrawal is dropped: the newer offer stands).
+    pub fn withdraw_soon(&self, key: FileKey) {
+        self.announced.lock().remove(&key);
+        let mut pending = self.pending.lock();
+        pending.retain(|r| !matches!(r, TrackerRequest::Addf(offer) if offer.key == key));
+        pending.push(TrackerRequest::Rmvf { key });
+    }
+
+    fn forget_pending_withdrawal(&self, key: FileKey) {
+        self.pending
+            .lock()
+            .retain(|r| !matches!(r, TrackerRequest::Rmvf { key: k } if *k == key));
     }
 
     /// Sends the announcements queued by [`TrackerClient::offer_soon`].
     pub fn flush(&self) -> Result<(), PeerError> {
+        if self
+            .full_at
+            .lock()
+            .is_some_and(|at| at.elapsed() < FULL_RETRY)
+        {
+            return Ok(());
+        }
         let pending: Vec<TrackerRequest> = std::mem::take(&mut *self.pending.lock());
         for (i, request) in pending.iter().enumerate() {
             match self.expect_ok(request) {
                 Ok(_) => {}
+                // No room now: this one and the rest wait for the next try.
+                Err(PeerError::TrackerRefused {
+                    code: ErrorCode::TrackerFull,
+                    text,
+                }) => {
+                    warn!(
+                        "the tracker has no room for offers now: {text}; trying again in {} s",
+                        FULL_RETRY.as_secs()
+                    );
+                    *self.full_at.lock() = Some(Instant::now());
+                    self.pending.lock().extend(pending[i..].iter().cloned());
+                    return Ok(());
+                }
+                // Withdrawn already (a tracker that restarted since).
+                Err(PeerError::TrackerRefused { text, .. })
+                    if matches!(request, TrackerRequest::Rmvf { .. }) =>
+                {
+                    debug!("the tracker refused RMVF: {text}")
+                }
                 Err(PeerError::TrackerRefused { text, .. }) => {
                     warn!("the tracker refused {}: {text}", request.verb())
                 }
@@ -495,6 +565,66 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
     use std::thread::{self, JoinHandle};
+
+    #[test]
+    fn an_offer_the_tracker_has_no_room_for_is_offered_again_later() {
+        use crate::tracker::{Tracker, TrackerOptions};
+        let tracker = Tracker::start(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            TrackerOptions {
+                max_offer_bytes: 1 << 20,
+                ..TrackerOptions::default()
+            },
+        )
+        .unwrap();
+        // Another peer fills the room with offers of long paths.
+        let filler = TrackerClient::new(
+            tracker.local_addr(),
+            Some(Identity {
+                listen_port: 7001,
+                listen_ip: None,
+                user: None,
+            }),
+        );
+        let offer = |n: u32, path: &str| {
+            let mut key = [0; 32];
+            key[..4].copy_from_slice(&n.to_be_bytes());
+            let line = format!("ADDF {} f{n}.bin 10 16384 other {path}", FileKey(key));
+            match TrackerRequest::parse(&line).unwrap() {
+                TrackerRequest::Addf(offer) => offer,
+                other => panic!("{other:?}"),
+            }
+        };
+        let long = format!("/{}", "d".repeat(4000));
+        let mut n = 1;
+        while filler.offer(&offer(n, &long)).is_ok() && filler.pending.lock().is_empty() {
+            n += 1;
+        }
+        // Refused for lack of room: kept, and not sent again at once.
+        let ours = TrackerClient::new(
+            tracker.local_addr(),
+            Some(Identity {
+                listen_port: 7002,
+                listen_ip: None,
+                user: None,
+            }),
+        );
+        let mine = offer(100_000, "/mine.bin");
+        assert!(ours.offer(&mine).is_ok(), "kept for later, not an error");
+        assert_eq!(ours.pending.lock().len(), 1);
+        ours.flush().unwrap();
+        assert_eq!(ours.pending.lock().len(), 1, "not tried again at once");
+        // Room comes back; the next try, past its wait, gets in.
+        filler.quit();
+        *ours.full_at.lock() = Some(Instant::now() - FULL_RETRY);
+        ours.flush().unwrap();
+        assert!(ours.pending.lock().is_empty());
+        let listed = ours
+            .search(SearchCriteria::parse("f100000").unwrap())
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        tracker.shutdown();
+    }
 
     type Script = Box<dyn FnOnce(TcpStream) + Send>;
 

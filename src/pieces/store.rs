@@ -124,6 +124,22 @@ impl PieceFile {
         })
     }
 
+    /// For a complete file opened with [`PieceFile::open`]: whether it is
+    /// still, at `path`, the file it was when opened (same size and
+    /// modification time, through this handle and at the path: not
+    /// edited, cut, deleted or replaced). Always true for other files.
+    pub fn unchanged_at(&self, path: &Path) -> bool {
+        let Some(opened_as) = &self.opened_as else {
+            return true;
+        };
+        let at_path = std::fs::metadata(path).map(|meta| Fingerprint {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        });
+        Fingerprint::of(&self.file).is_ok_and(|now| now == *opened_as)
+            && at_path.is_ok_and(|now| now == *opened_as)
+    }
+
     /// Reads piece `index` into `buf` (resized to the piece's length).
     pub fn read_piece(
         &self,

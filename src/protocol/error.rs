@@ -46,6 +46,9 @@ pub enum ErrorCode {
     PieceMissing,
     /// 405: this session holds as many files as the server allows.
     TooManyFiles,
+    /// 406: the tracker has no room left for offers (all sessions'
+    /// together); a later try may find some.
+    TrackerFull,
     /// 500: the server is at its connection cap; closing.
     Busy,
     /// 501: the server failed on its side (disk, internal error).
@@ -56,7 +59,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this version defines, in numeric order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::LineTooLong,
         ErrorCode::NotText,
         ErrorCode::UnknownVerb,
@@ -73,6 +76,7 @@ impl ErrorCode {
         ErrorCode::BitmapMismatch,
         ErrorCode::PieceMissing,
         ErrorCode::TooManyFiles,
+        ErrorCode::TrackerFull,
         ErrorCode::Busy,
         ErrorCode::Internal,
     ];
@@ -96,6 +100,7 @@ impl ErrorCode {
             ErrorCode::BitmapMismatch => 403,
             ErrorCode::PieceMissing => 404,
             ErrorCode::TooManyFiles => 405,
+            ErrorCode::TrackerFull => 406,
             ErrorCode::Busy => 500,
             ErrorCode::Internal => 501,
             ErrorCode::Other(n) => n,

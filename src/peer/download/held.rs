@@ -50,6 +50,12 @@ pub(super) fn deliver(
     let wanted = dir.join(&saved_as);
     let in_place = *name == held.name && at.parent().is_some_and(|own| same_folder(dir, own));
     if in_place || same_file(&at, &wanted) {
+        if !held.check_unchanged() {
+            return Err(Undelivered::HeldGone(format!(
+                "{} is gone or changed on disk since it was shared",
+                at.display()
+            )));
+        }
         info!("{}: already here, at {}", held.name.as_str(), at.display());
         return Ok(at);
     }
@@ -71,15 +77,9 @@ pub(super) fn deliver(
     );
     fs::create_dir_all(dir)
         .map_err(|e| Undelivered::Failed(format!("cannot create {}: {e}", dir.display())))?;
-    let temp = dir.join(part_file_name(&format!(
-        ".{saved_as}.copy-{}",
-        std::process::id()
-    )));
-    let mut out = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&temp)
-        .map_err(|e| Undelivered::Failed(format!("cannot create {}: {e}", temp.display())))?;
+    let (temp, mut out) = new_temp_file(dir, &saved_as).map_err(|e| {
+        Undelivered::Failed(format!("cannot make a file in {}: {e}", dir.display()))
+    })?;
     // Made here: removed again on any failure.
     let copied = copy_checked(&at, &mut out, &held.manifest, cancel).and_then(|()| {
         if sync {
@@ -101,6 +101,23 @@ pub(super) fn deliver(
     Ok(wanted)
 }
 
+/// A new hidden file in `dir` to copy `saved_as` into, named for this
+/// process (`.copy-<pid>-<n>.<name>.part`, the name cut to fit), never one
+/// already there (a copy under way, or left by one that was killed).
+fn new_temp_file(dir: &Path, saved_as: &str) -> io::Result<(PathBuf, File)> {
+    let pid = std::process::id();
+    let mut last = io::Error::other("no name left");
+    for n in 0..64 {
+        let temp = dir.join(part_file_name(&format!(".copy-{pid}-{n}.{saved_as}")));
+        match File::options().write(true).create_new(true).open(&temp) {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
 /// Copies the file at `from` into `out`, checking its size and SHA-256
 /// against `manifest` on the way.
 fn copy_checked(
@@ -110,7 +127,14 @@ fn copy_checked(
     cancel: &AtomicBool,
 ) -> Result<(), Undelivered> {
     let gone = |why: String| Undelivered::HeldGone(format!("{}: {why}", from.display()));
-    let input = File::open(from).map_err(|e| gone(e.to_string()))?;
+    let unreadable =
+        |e: io::Error| Undelivered::Failed(format!("cannot read {}: {e}", from.display()));
+    // Gone, or not the file any more: fetched anew. Any other failure to
+    // read it (permissions, a disk error, a lock) is no reason to forget it.
+    let input = File::open(from).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => gone(e.to_string()),
+        _ => unreadable(e),
+    })?;
     let mut writing_failed = false;
     let hashed = hash_stream(input, cancel, |block| {
         out.write_all(block).inspect_err(|_| writing_failed = true)
@@ -120,7 +144,7 @@ fn copy_checked(
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {
             Err(Undelivered::Failed("cancelled".into()))
         }
-        Err(e) => Err(gone(e.to_string())),
+        Err(e) => Err(unreadable(e)),
         Ok(found) if found != (manifest.size(), manifest.file_hash()) => Err(gone(
             "changed on disk since it was shared; not copied".into(),
         )),

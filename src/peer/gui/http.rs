@@ -471,9 +471,10 @@ fn body_length(request: &Request) -> Result<usize, Failure> {
 }
 
 /// Writes `response`: its headers, then its body unless `head_only`.
-/// `keep_alive`: the connection stays open for another request. Each
-/// block written (the head with a small body, or 64 KiB of a file) must
-/// be taken by the client within `stall` ([`write_within`]).
+/// `keep_alive`: the connection stays open for another request. Of each
+/// block written (the head with a small body, or 64 KiB of a file), the
+/// client must take 64 KiB, or all of a smaller one, within `stall`
+/// ([`write_within`]).
 ///
 /// Written straight to the socket, with no buffer in between: a buffer
 /// would try to flush again when dropped after a failed write, and so
