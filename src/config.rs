@@ -398,7 +398,7 @@ pub const TRACKER_KEYS: &[KeySpec] = &[
         key: "max_offer_bytes",
         flag: "--max-offer-bytes",
         default: "256MiB",
-        help: "room for all offers together, their paths and names counted with an allowance for what holds them, which bounds the tracker's memory (units allowed; past it, ADDF gets ERRR 406)",
+        help: "room for all offers together, their paths and names counted with an allowance for what holds them, which bounds the tracker's memory (units allowed; past it, ADDF or a first BITF gets ERRR 406)",
     },
     KeySpec {
         key: "max_peers_per_reply",

@@ -56,6 +56,24 @@ impl ServerOptions {
     }
 }
 
+/// Where a connection wakes the accept loop of `listener`, bound at
+/// `local`: that address itself, or loopback for a wildcard one. For `::`,
+/// IPv4's loopback first when the socket takes IPv4 too (some hosts have
+/// no IPv6 loopback), then IPv6's, in turns.
+fn wake_addresses(listener: &TcpListener, local: SocketAddr) -> Vec<SocketAddr> {
+    let port = local.port();
+    let ipv4 = SocketAddr::from(([127, 0, 0, 1], port));
+    let ipv6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    match local {
+        addr if !addr.ip().is_unspecified() => vec![addr],
+        SocketAddr::V4(_) => vec![ipv4],
+        SocketAddr::V6(_) => match socket2::SockRef::from(listener).only_v6() {
+            Ok(false) => vec![ipv4, ipv6],
+            _ => vec![ipv6],
+        },
+    }
+}
+
 /// Binds a listening socket at `addr` the same way on every system. The
 /// IPv6 wildcard (`::`) takes IPv4 clients too, as Linux and macOS do by
 /// default and Windows does not (there it would take IPv6 alone, and a
@@ -101,6 +119,8 @@ pub type Handler = dyn Fn(Connection) + Send + Sync + 'static;
 /// A running server. Dropping it shuts it down.
 pub struct Server {
     local_addr: SocketAddr,
+    /// Where a connection to ourselves wakes the accept loop at shutdown.
+    wake_at: Vec<SocketAddr>,
     shared: Arc<Shared>,
     accept_thread: Option<JoinHandle<()>>,
 }
@@ -163,6 +183,7 @@ impl Server {
         handler: Arc<Handler>,
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
+        let wake_at = wake_addresses(&listener, local_addr);
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
             live: Mutex::new(Live::default()),
@@ -176,6 +197,7 @@ impl Server {
             })?;
         Ok(Server {
             local_addr,
+            wake_at,
             shared,
             accept_thread: Some(accept_thread),
         })
@@ -207,22 +229,10 @@ impl Server {
             let _ = stream.shutdown(Shutdown::Both);
         }
         // `accept` blocks; a connection to ourselves wakes it so it can see
-        // the flag. Connect to loopback when bound to the wildcard address:
-        // for `::`, IPv4's first (the listener is dual-stack, see
-        // `bind_listener`, and some hosts have no IPv6 loopback), then
-        // IPv6's, in turns.
-        let port = self.local_addr.port();
-        let wakes: Vec<SocketAddr> = match self.local_addr {
-            addr if !addr.ip().is_unspecified() => vec![addr],
-            SocketAddr::V4(_) => vec![SocketAddr::from(([127, 0, 0, 1], port))],
-            SocketAddr::V6(_) => vec![
-                SocketAddr::from(([127, 0, 0, 1], port)),
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-            ],
-        };
+        // the flag.
         const ATTEMPTS: usize = 20;
         for attempt in 1..=ATTEMPTS {
-            let wake = wakes[(attempt - 1) % wakes.len()];
+            let wake = self.wake_at[(attempt - 1) % self.wake_at.len()];
             match TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
                 Ok(_) => {
                     if accept_thread.join().is_err() {

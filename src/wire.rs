@@ -289,10 +289,39 @@ fn keeps(current: Option<Duration>, wait: Duration) -> bool {
 /// What a [`StallWriter`]'s reader must take within each stall time.
 pub const STALL_BLOCK: usize = 64 * 1024;
 
+/// What one write call hands the kernel of `rest`. On Linux a socket's
+/// write timeout bounds the whole call, however much it sends meanwhile,
+/// so all of it goes in one call (the fewest system calls). Elsewhere the
+/// timeout bounds each wait for buffer space (macOS and the BSDs: a
+/// reader freeing a little at a time could keep one call going for days)
+/// or leaves the socket unusable once it fires (Windows): a call there is
+/// one block, under a timeout fitted to it ([`call_timeout`]).
+#[cfg(target_os = "linux")]
+fn one_call(rest: &[u8]) -> &[u8] {
+    rest
+}
+
+#[cfg(not(target_os = "linux"))]
+fn one_call(rest: &[u8]) -> &[u8] {
+    &rest[..rest.len().min(STALL_BLOCK)]
+}
+
+/// The write timeout for one call with `left` until the deadline: all of
+/// it where it bounds the call (Linux, Windows); where it bounds each wait
+/// for buffer space, a share of it, as a block may need up to 32 waits
+/// (the usual low-water mark of 2 KiB).
+fn call_timeout(left: Duration) -> Duration {
+    if cfg!(any(target_os = "linux", windows)) {
+        left
+    } else {
+        (left / 32).max(Duration::from_millis(1))
+    }
+}
+
 /// Writes to a socket whose reader must keep taking what it is sent: of
 /// each answer (what is written between two flushes), at least
-/// [`STALL_BLOCK`] bytes, or the rest, within each `stall`, however the
-/// writes and the socket cut them. (A plain write timeout counts per system
+/// [`STALL_BLOCK`] bytes, or the rest, within each `stall` spent writing,
+/// however the writes and the socket cut them. (A plain write timeout counts per system
 /// call, and a reader that lets a few bytes through now and then would
 /// hold the writer for many timeouts in a row.) After a failure every
 /// write fails at once, so that a buffer flushing again as it is dropped
@@ -306,6 +335,10 @@ pub struct StallWriter<'a> {
     /// have been taken, and how much of it was taken so far.
     deadline: Option<Instant>,
     taken_since: usize,
+    /// When the last write returned: time the writer spends between writes
+    /// (reading the disk, waiting for its upload limit) is not the
+    /// reader's to pay, and moves the deadline on.
+    last_write_end: Option<Instant>,
     failed: bool,
 }
 
@@ -317,6 +350,7 @@ impl<'a> StallWriter<'a> {
             timeout: None,
             deadline: None,
             taken_since: 0,
+            last_write_end: None,
             failed: false,
         }
     }
@@ -325,6 +359,15 @@ impl<'a> StallWriter<'a> {
     /// the deadline moves on each time another block's worth is taken.
     fn write_all_within(&mut self, buf: &[u8]) -> io::Result<()> {
         let stall = self.stall;
+        if let (Some(deadline), Some(end)) = (self.deadline.as_mut(), self.last_write_end) {
+            *deadline += end.elapsed();
+        }
+        let written = self.write_calls(buf, stall);
+        self.last_write_end = Some(Instant::now());
+        written
+    }
+
+    fn write_calls(&mut self, buf: &[u8], stall: Duration) -> io::Result<()> {
         let mut rest = buf;
         let mut out = self.stream;
         while !rest.is_empty() {
@@ -339,15 +382,17 @@ impl<'a> StallWriter<'a> {
                     ),
                 ));
             }
-            // The timeout set at first stays while it fits (a system call
-            // saved per write): a write may then end up to a sixteenth of
-            // the stall past the deadline. (A blocking write waits at most
-            // the timeout in all, however much it sends meanwhile.)
-            if !keeps(self.timeout, left + self.stall / 16) {
-                self.stream.set_write_timeout(Some(left))?;
-                self.timeout = Some(left);
+            // On Linux the timeout set at first stays while it fits (a
+            // system call saved per write): a write may then end up to a
+            // sixteenth of the stall past the deadline. Elsewhere it is
+            // fitted to each call.
+            let wait = call_timeout(left);
+            let linux = cfg!(target_os = "linux");
+            if !linux || !keeps(self.timeout, wait + stall / 16) {
+                self.stream.set_write_timeout(Some(wait))?;
+                self.timeout = Some(wait);
             }
-            match out.write(rest) {
+            match out.write(one_call(rest)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     rest = &rest[n..];
@@ -357,8 +402,11 @@ impl<'a> StallWriter<'a> {
                         self.taken_since = 0;
                     }
                 }
-                // Timed out with nothing taken: the deadline says what next.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
+                // Timed out with nothing taken: the deadline says what next
+                // (not on Windows, where the socket is not to be written
+                // again after a timeout).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) && !cfg!(windows) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -384,6 +432,7 @@ impl Write for StallWriter<'_> {
     fn flush(&mut self) -> io::Result<()> {
         self.deadline = None;
         self.taken_since = 0;
+        self.last_write_end = None;
         Ok(())
     }
 }
@@ -490,6 +539,30 @@ mod tests {
         drop(out);
         let _ = writer_side.shutdown(std::net::Shutdown::Both);
         dribbling.join().unwrap();
+    }
+
+    #[test]
+    fn the_writer_s_own_pauses_are_not_the_reader_s_to_pay() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let writer_side = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut reader_side, _) = listener.accept().unwrap();
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            reader_side.read_to_end(&mut all).map(|_| all.len())
+        });
+        // One answer of eight pieces, the writer pausing 400 ms before
+        // each (its disk, its upload limit): 3.2 s against a 1 s stall,
+        // all of it the writer's own.
+        let mut out =
+            std::io::BufWriter::new(StallWriter::new(&writer_side, Duration::from_secs(1)));
+        for _ in 0..8 {
+            std::thread::sleep(Duration::from_millis(400));
+            out.write_all(&[5; 16 * 1024]).unwrap();
+        }
+        out.flush().unwrap();
+        drop(out);
+        writer_side.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(reading.join().unwrap().unwrap(), 8 * 16 * 1024);
     }
 
     #[test]

@@ -495,6 +495,62 @@ fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
 }
 
 #[test]
+fn a_held_file_edited_or_replaced_in_place_is_never_reported_done() {
+    const WAIT: Duration = Duration::from_secs(60);
+    let swarm = support::seeded_swarm("kept.bin", 4 * PIECE, 44, &[]);
+    let peer = swarm.peer("peer", &[]);
+    let key = swarm.key.to_string();
+    let held = support::wait_within(peer.download(&key, None).unwrap(), WAIT).unwrap();
+    let asked_again = || {
+        peer.download(&key, None)
+            .map_err(|e| e.to_string())
+            .and_then(|d| support::wait_within(d, WAIT))
+    };
+
+    // Edited in place, the same size: not "done", and not written over.
+    let mut edited = swarm.data.clone();
+    edited[7] ^= 1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&held)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &edited))
+        .unwrap();
+    let answer = asked_again();
+    assert!(answer.is_err(), "{answer:?}");
+    assert_eq!(
+        std::fs::read(&held).unwrap(),
+        edited,
+        "the user's edit stays"
+    );
+
+    // Another peer's copy replaced by another file of the same size and
+    // time (as `cp -p` does): not "done" either (Unix tells files apart).
+    if cfg!(unix) {
+        let other = swarm.peer("other", &[]);
+        let kept = support::wait_within(other.download(&key, None).unwrap(), WAIT).unwrap();
+        let when = std::fs::metadata(&kept).unwrap().modified().unwrap();
+        let beside = kept.with_extension("new");
+        std::fs::write(&beside, &edited).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&beside)
+            .and_then(|f| f.set_modified(when))
+            .unwrap();
+        std::fs::rename(&beside, &kept).unwrap();
+        let answer = other
+            .download(&key, None)
+            .map_err(|e| e.to_string())
+            .and_then(|d| support::wait_within(d, WAIT));
+        assert!(answer.is_err(), "{answer:?}");
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            edited,
+            "the user's file stays"
+        );
+    }
+}
+
+#[test]
 fn after_a_tracker_restart_the_peer_announces_its_files_again() {
     let dir = tempfile::tempdir().unwrap();
     let tracker = tracker_in_process();

@@ -498,7 +498,10 @@ fn already_here(
             path.display()
         )
     };
-    if !held::is_a_copy(path, &manifest, cancel).map_err(|e| format!("{}: {e}", path.display()))? {
+    let failed = |e: io::Error| format!("{}: {e}", path.display());
+    // Opened before it is hashed: a change while it is hashed is seen.
+    let opened = PieceFile::open(path).map_err(failed)?;
+    if !held::is_a_copy(path, &manifest, cancel).map_err(failed)? {
         return Err(refused());
     }
     info!(
@@ -506,8 +509,8 @@ fn already_here(
         plan.name.as_str(),
         path.display()
     );
-    let shared = SharedFile::complete(plan.name.clone(), plan.kind, manifest, path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let shared = SharedFile::complete(plan.name.clone(), plan.kind, manifest, path, opened)
+        .map_err(failed)?;
     context.library.insert(Arc::new(shared));
     if let Some(shared) = context.library.get(&plan.key) {
         offer_finished(context, &shared, path);

@@ -97,14 +97,22 @@ struct FileState {
 }
 
 impl SharedFile {
-    /// A complete file on disk, to share.
+    /// A complete file on disk, to share: `file` is it, opened with
+    /// [`PieceFile::open`] before `manifest` was made from it, and checked
+    /// unchanged since. Refused (`InvalidData`) if it changed meanwhile.
     pub fn complete(
         name: FileName,
         kind: MediaKind,
         manifest: Manifest,
         path: &Path,
+        file: PieceFile,
     ) -> io::Result<SharedFile> {
-        let file = PieceFile::open(path)?;
+        if !file.unchanged_at(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "changed on disk while it was being read; try again once it is written",
+            ));
+        }
         let bitmap = Bitmap::full(manifest.piece_count());
         Ok(SharedFile::new(
             name, kind, manifest, path, file, bitmap, true,
@@ -363,9 +371,10 @@ mod tests {
     fn shared(dir: &Path, data: &[u8]) -> (PathBuf, SharedFile) {
         let path = dir.join("song.mp3");
         std::fs::write(&path, data).unwrap();
+        let opened = PieceFile::open(&path).unwrap();
         let manifest = Manifest::build(data, 16384, |_| {}).unwrap();
         let name = FileName::new("song.mp3").unwrap();
-        let file = SharedFile::complete(name, MediaKind::Audio, manifest, &path).unwrap();
+        let file = SharedFile::complete(name, MediaKind::Audio, manifest, &path, opened).unwrap();
         (path, file)
     }
 

@@ -278,13 +278,16 @@ impl Peer {
             .map_err(|e| PeerError::file(&path, e))?
             .len();
         let piece_size = share::piece_size_for(size, self.config.piece_size);
+        // Opened before it is hashed: a change while it is hashed is seen.
+        let opened =
+            crate::pieces::PieceFile::open(&path).map_err(|e| PeerError::file(&path, e))?;
         let manifest = self
             .cache
             .manifest(&path, piece_size, progress)
             .map_err(|e| PeerError::file(&path, e))?;
         let kind = media::detect(&path).kind;
         let file = Arc::new(
-            SharedFile::complete(name, kind, manifest, &path)
+            SharedFile::complete(name, kind, manifest, &path, opened)
                 .map_err(|e| PeerError::file(&path, e))?,
         );
         let offer = FileOffer {

@@ -71,8 +71,12 @@ pub struct TrackerClient {
     /// What this peer wants the tracker to know (offers and progress
     /// reports), to tell every new session again.
     announced: Mutex<BTreeMap<FileKey, TrackerRequest>>,
-    /// Announcements not sent yet ([`TrackerClient::offer_soon`]).
-    pending: Mutex<Vec<TrackerRequest>>,
+    /// Changes not sent yet ([`TrackerClient::offer_soon`],
+    /// [`TrackerClient::withdraw_soon`]): the latest of each file.
+    pending: Mutex<BTreeMap<FileKey, TrackerRequest>>,
+    /// Held while a change of a file is sent, so that changes go out in
+    /// the order they were made.
+    sending: Mutex<()>,
     /// When the tracker last said it had no room for an offer (`ERRR
     /// 406`): the offers waiting are sent again [`FULL_RETRY`] later.
     full_at: Mutex<Option<Instant>>,
@@ -139,7 +143,8 @@ impl TrackerClient {
             peer_id: Mutex::new(None),
             sessions: std::sync::atomic::AtomicU64::new(0),
             announced: Mutex::new(BTreeMap::new()),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(BTreeMap::new()),
+            sending: Mutex::new(()),
             full_at: Mutex::new(None),
         }
     }
@@ -349,25 +354,22 @@ impl TrackerClient {
 
     /// `ADDF`: offers a complete file. It is remembered first, so even if
     /// the tracker cannot be reached now, the next session announces it;
-    /// only a refusal forgets it.
+    /// only a refusal forgets it. A tracker with no room for it now
+    /// (`ERRR 406`) gets it again later: that is no error.
     pub fn offer(&self, offer: &FileOffer) -> Result<(), PeerError> {
         let request = TrackerRequest::Addf(offer.clone());
         self.announced.lock().insert(offer.key, request.clone());
-        self.forget_pending_withdrawal(offer.key);
+        // Sent in turn with the queue: never overtaken by an older queued
+        // change of this file, nor overtaking one.
+        let _in_turn = self.sending.lock();
+        self.pending.lock().remove(&offer.key);
         match self.expect_ok(&request) {
-            // No room at the tracker now: offered again later (it is
-            // served meanwhile all the same).
             Err(PeerError::TrackerRefused {
                 code: ErrorCode::TrackerFull,
                 text,
             }) => {
-                warn!(
-                    "the tracker has no room for {} now: {text}; offered again in {} s",
-                    offer.name.as_str(),
-                    FULL_RETRY.as_secs()
-                );
-                *self.full_at.lock() = Some(Instant::now());
-                self.pending.lock().push(request);
+                self.wait_for_room(&text);
+                self.pending.lock().insert(offer.key, request);
                 Ok(())
             }
             Err(e) => {
@@ -385,51 +387,68 @@ impl TrackerClient {
     pub fn offer_soon(&self, offer: &FileOffer) {
         let request = TrackerRequest::Addf(offer.clone());
         self.announced.lock().insert(offer.key, request.clone());
-        self.forget_pending_withdrawal(offer.key);
-        self.pending.lock().push(request);
+        self.pending.lock().insert(offer.key, request);
     }
 
     /// Withdraws a file without waiting: the housekeeping thread sends the
     /// `RMVF` on its next round, unless the file is offered again first
-    /// (then the withdrawal is dropped: the newer offer stands).
+    /// (the newer change of a file replaces the older one in the queue).
     pub fn withdraw_soon(&self, key: FileKey) {
         self.announced.lock().remove(&key);
-        let mut pending = self.pending.lock();
-        pending.retain(|r| !matches!(r, TrackerRequest::Addf(offer) if offer.key == key));
-        pending.push(TrackerRequest::Rmvf { key });
-    }
-
-    fn forget_pending_withdrawal(&self, key: FileKey) {
         self.pending
             .lock()
-            .retain(|r| !matches!(r, TrackerRequest::Rmvf { key: k } if *k == key));
+            .insert(key, TrackerRequest::Rmvf { key });
     }
 
-    /// Sends the announcements queued by [`TrackerClient::offer_soon`].
+    /// `RMVF`: withdraws a file now (and whatever change of it was queued).
+    pub fn withdraw(&self, key: FileKey) -> Result<(), PeerError> {
+        self.announced.lock().remove(&key);
+        let _in_turn = self.sending.lock();
+        self.pending.lock().remove(&key);
+        self.expect_ok(&TrackerRequest::Rmvf { key }).map(drop)
+    }
+
+    /// Notes that the tracker has no room for offers: those queued wait
+    /// [`FULL_RETRY`] (withdrawals, which make room, do not).
+    fn wait_for_room(&self, text: &str) {
+        warn!(
+            "the tracker has no room for offers now: {text}; offering again in {} s",
+            FULL_RETRY.as_secs()
+        );
+        *self.full_at.lock() = Some(Instant::now());
+    }
+
+    /// Sends the changes queued by [`TrackerClient::offer_soon`] and
+    /// [`TrackerClient::withdraw_soon`], the latest of each file, each
+    /// taken off the queue as it is sent: one queued meanwhile is newer
+    /// and goes next. One not sent (the tracker away, or full) goes back,
+    /// unless a newer one took its place.
     pub fn flush(&self) -> Result<(), PeerError> {
-        if self
-            .full_at
-            .lock()
-            .is_some_and(|at| at.elapsed() < FULL_RETRY)
-        {
-            return Ok(());
-        }
-        let pending: Vec<TrackerRequest> = std::mem::take(&mut *self.pending.lock());
-        for (i, request) in pending.iter().enumerate() {
-            match self.expect_ok(request) {
+        let _in_turn = self.sending.lock();
+        let keys: Vec<FileKey> = self.pending.lock().keys().copied().collect();
+        for key in keys {
+            let full = self
+                .full_at
+                .lock()
+                .is_some_and(|at| at.elapsed() < FULL_RETRY);
+            let request = {
+                let mut pending = self.pending.lock();
+                if full && matches!(pending.get(&key), Some(TrackerRequest::Addf(_))) {
+                    continue;
+                }
+                match pending.remove(&key) {
+                    Some(request) => request,
+                    None => continue,
+                }
+            };
+            match self.expect_ok(&request) {
                 Ok(_) => {}
-                // No room now: this one and the rest wait for the next try.
                 Err(PeerError::TrackerRefused {
                     code: ErrorCode::TrackerFull,
                     text,
                 }) => {
-                    warn!(
-                        "the tracker has no room for offers now: {text}; trying again in {} s",
-                        FULL_RETRY.as_secs()
-                    );
-                    *self.full_at.lock() = Some(Instant::now());
-                    self.pending.lock().extend(pending[i..].iter().cloned());
-                    return Ok(());
+                    self.wait_for_room(&text);
+                    self.pending.lock().entry(key).or_insert(request);
                 }
                 // Withdrawn already (a tracker that restarted since).
                 Err(PeerError::TrackerRefused { text, .. })
@@ -441,19 +460,13 @@ impl TrackerClient {
                     warn!("the tracker refused {}: {text}", request.verb())
                 }
                 Err(e) => {
-                    // Not sent: keep the rest for the next round.
-                    self.pending.lock().extend(pending[i..].iter().cloned());
+                    // Not sent: kept for the next round.
+                    self.pending.lock().entry(key).or_insert(request);
                     return Err(e);
                 }
             }
         }
         Ok(())
-    }
-
-    /// `RMVF`: withdraws a file.
-    pub fn withdraw(&self, key: FileKey) -> Result<(), PeerError> {
-        self.announced.lock().remove(&key);
-        self.expect_ok(&TrackerRequest::Rmvf { key }).map(drop)
     }
 
     /// `BITF`: reports progress on a file.
@@ -462,6 +475,14 @@ impl TrackerClient {
             key,
             bitmap: bitmap.to_field(),
         };
+        let _in_turn = self.sending.lock();
+        if bitmap.count() > 0 {
+            // Holding pieces of it again: a queued withdrawal is older.
+            let mut pending = self.pending.lock();
+            if matches!(pending.get(&key), Some(TrackerRequest::Rmvf { .. })) {
+                pending.remove(&key);
+            }
+        }
         {
             let mut announced = self.announced.lock();
             if bitmap.count() == 0 {
@@ -565,6 +586,45 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
     use std::thread::{self, JoinHandle};
+
+    #[test]
+    fn the_latest_change_of_a_file_is_the_one_queued() {
+        // No tracker there: nothing is sent, the queue is what is checked.
+        let client = TrackerClient::new("127.0.0.1:1".parse().unwrap(), None)
+            .with_deadline(Duration::from_millis(200));
+        let offer = |n: u8| match TrackerRequest::parse(&format!(
+            "ADDF {} f.bin 10 16384 other /f.bin",
+            FileKey([n; 32])
+        ))
+        .unwrap()
+        {
+            TrackerRequest::Addf(offer) => offer,
+            other => panic!("{other:?}"),
+        };
+        let queued = |client: &TrackerClient, n: u8| {
+            client
+                .pending
+                .lock()
+                .get(&FileKey([n; 32]))
+                .map(TrackerRequest::verb)
+        };
+        // Offered, then withdrawn: only the withdrawal goes out.
+        client.offer_soon(&offer(1));
+        client.withdraw_soon(FileKey([1; 32]));
+        assert_eq!(queued(&client, 1), Some("RMVF"));
+        assert!(!client.announced.lock().contains_key(&FileKey([1; 32])));
+        // Withdrawn, then offered again: only the offer.
+        client.offer_soon(&offer(1));
+        assert_eq!(queued(&client, 1), Some("ADDF"));
+        // Queued, then withdrawn at once (unshared): nothing left to send.
+        client.offer_soon(&offer(2));
+        assert!(client.withdraw(FileKey([2; 32])).is_err(), "no tracker");
+        assert_eq!(queued(&client, 2), None);
+        // A queued withdrawal, then pieces of it reported: it is held again.
+        client.withdraw_soon(FileKey([3; 32]));
+        let _ = client.report(FileKey([3; 32]), &Bitmap::full(3));
+        assert_eq!(queued(&client, 3), None);
+    }
 
     #[test]
     fn an_offer_the_tracker_has_no_room_for_is_offered_again_later() {

@@ -24,20 +24,37 @@ pub struct PieceFile {
     opened_as: Option<Fingerprint>,
 }
 
-/// A file's size and last modification, to tell whether it changed.
+/// A file's size and last modification, to tell whether it changed, and
+/// on Unix which file it is (device and inode), to tell it from another
+/// put in its place with the same size and time (`cp -p`, `rsync -t`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint {
     len: u64,
     modified: Option<std::time::SystemTime>,
+    identity: Option<(u64, u64)>,
 }
 
 impl Fingerprint {
     fn of(file: &File) -> io::Result<Fingerprint> {
-        let meta = file.metadata()?;
-        Ok(Fingerprint {
+        file.metadata().map(|meta| Fingerprint::from(&meta))
+    }
+}
+
+impl From<&std::fs::Metadata> for Fingerprint {
+    fn from(meta: &std::fs::Metadata) -> Fingerprint {
+        #[cfg(unix)]
+        let identity = {
+            use std::os::unix::fs::MetadataExt;
+            Some((meta.dev(), meta.ino()))
+        };
+        // (Windows has its file index only in unstable std: size and time.)
+        #[cfg(not(unix))]
+        let identity = None;
+        Fingerprint {
             len: meta.len(),
             modified: meta.modified().ok(),
-        })
+            identity,
+        }
     }
 }
 
@@ -132,10 +149,7 @@ impl PieceFile {
         let Some(opened_as) = &self.opened_as else {
             return true;
         };
-        let at_path = std::fs::metadata(path).map(|meta| Fingerprint {
-            len: meta.len(),
-            modified: meta.modified().ok(),
-        });
+        let at_path = std::fs::metadata(path).map(|meta| Fingerprint::from(&meta));
         Fingerprint::of(&self.file).is_ok_and(|now| now == *opened_as)
             && at_path.is_ok_and(|now| now == *opened_as)
     }
