@@ -308,8 +308,10 @@ fn one_call(rest: &[u8]) -> &[u8] {
 
 /// The write timeout for one call with `left` until the deadline: all of
 /// it where it bounds the call (Linux, Windows); where it bounds each wait
-/// for buffer space, a share of it, as a block may need up to 32 waits
-/// (the usual low-water mark of 2 KiB).
+/// for buffer space, a share of it, as a block usually needs up to 32
+/// waits (the usual low-water mark of 2 KiB). A reader acknowledging in
+/// smaller steps wakes the writer more often, each wait with its own
+/// timeout: there a block can take several times `left`, never forever.
 fn call_timeout(left: Duration) -> Duration {
     if cfg!(any(target_os = "linux", windows)) {
         left

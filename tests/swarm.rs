@@ -510,10 +510,15 @@ fn a_held_file_edited_or_replaced_in_place_is_never_reported_done() {
     // Edited in place, the same size: not "done", and not written over.
     let mut edited = swarm.data.clone();
     edited[7] ^= 1;
+    let when = std::fs::metadata(&held).unwrap().modified().unwrap();
     std::fs::OpenOptions::new()
         .write(true)
         .open(&held)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, &edited))
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &edited)?;
+            // A time of its own, whatever the file system's clock step.
+            f.set_modified(when + Duration::from_secs(5))
+        })
         .unwrap();
     let answer = asked_again();
     assert!(answer.is_err(), "{answer:?}");

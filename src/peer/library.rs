@@ -226,7 +226,8 @@ impl SharedFile {
     }
 
     /// Whether the file is still on disk as it was when shared (or
-    /// finished): a look at its size and modification time. Found not,
+    /// finished): a look at its size, modification time and (on Unix)
+    /// device and inode, through its handle and at its path. Found not,
     /// it is withdrawn ([`SharedFile::withdraw_changed`]).
     pub fn check_unchanged(&self) -> bool {
         let (file, path) = {

@@ -355,7 +355,12 @@ impl Peer {
                 PeerError::NotFound(format!("{path_or_key} is not shared by this peer"))
             })?;
         self.library.remove(&file.key);
-        self.tracker.withdraw(file.key)?;
+        match self.tracker.withdraw(file.key) {
+            // The connection is dropped with it, and the session's offers
+            // go with the session: nothing is left listed there.
+            Err(e) if e.tracker_is_away() => warn!("{e}; {path_or_key} is unshared here"),
+            other => other?,
+        }
         Ok(file.key)
     }
 

@@ -235,10 +235,28 @@ impl TrackerClient {
             return Ok(());
         }
         for request in &announced {
-            if let [Reply::Error { text, .. }] =
-                self.exchange_on(conn, request, deadline)?.as_slice()
-            {
-                warn!("the tracker refused {} again: {text}", request.verb());
+            match (
+                self.exchange_on(conn, request, deadline)?.as_slice(),
+                request,
+            ) {
+                // No room now: offered again later, as any offer is.
+                (
+                    [Reply::Error {
+                        code: ErrorCode::TrackerFull,
+                        text,
+                    }],
+                    TrackerRequest::Addf(offer),
+                ) => {
+                    self.wait_for_room(text);
+                    self.pending
+                        .lock()
+                        .entry(offer.key)
+                        .or_insert_with(|| request.clone());
+                }
+                ([Reply::Error { text, .. }], _) => {
+                    warn!("the tracker refused {} again: {text}", request.verb());
+                }
+                _ => {}
             }
         }
         info!("announced {} file(s) again to the tracker", announced.len());
@@ -354,14 +372,14 @@ impl TrackerClient {
 
     /// `ADDF`: offers a complete file. It is remembered first, so even if
     /// the tracker cannot be reached now, the next session announces it;
-    /// only a refusal forgets it. A tracker with no room for it now
+    /// any other failure forgets it. A tracker with no room for it now
     /// (`ERRR 406`) gets it again later: that is no error.
     pub fn offer(&self, offer: &FileOffer) -> Result<(), PeerError> {
         let request = TrackerRequest::Addf(offer.clone());
-        self.announced.lock().insert(offer.key, request.clone());
         // Sent in turn with the queue: never overtaken by an older queued
         // change of this file, nor overtaking one.
         let _in_turn = self.sending.lock();
+        self.announced.lock().insert(offer.key, request.clone());
         self.pending.lock().remove(&offer.key);
         match self.expect_ok(&request) {
             Err(PeerError::TrackerRefused {
@@ -369,11 +387,12 @@ impl TrackerClient {
                 text,
             }) => {
                 self.wait_for_room(&text);
-                self.pending.lock().insert(offer.key, request);
+                // (Unless a newer change of it was queued meanwhile.)
+                self.pending.lock().entry(offer.key).or_insert(request);
                 Ok(())
             }
             Err(e) => {
-                if matches!(e, PeerError::TrackerRefused { .. }) {
+                if !e.tracker_is_away() {
                     self.announced.lock().remove(&offer.key);
                 }
                 Err(e)
@@ -400,12 +419,20 @@ impl TrackerClient {
             .insert(key, TrackerRequest::Rmvf { key });
     }
 
-    /// `RMVF`: withdraws a file now (and whatever change of it was queued).
+    /// `RMVF`: withdraws a file now (and whatever change of it was
+    /// queued). A tracker that does not list it for this peer (it never
+    /// took the offer, or restarted since) has nothing to withdraw: done.
     pub fn withdraw(&self, key: FileKey) -> Result<(), PeerError> {
-        self.announced.lock().remove(&key);
         let _in_turn = self.sending.lock();
+        self.announced.lock().remove(&key);
         self.pending.lock().remove(&key);
-        self.expect_ok(&TrackerRequest::Rmvf { key }).map(drop)
+        match self.expect_ok(&TrackerRequest::Rmvf { key }) {
+            Err(PeerError::TrackerRefused {
+                code: ErrorCode::UnknownFile | ErrorCode::NotYours,
+                ..
+            }) => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// Notes that the tracker has no room for offers: those queued wait
@@ -457,7 +484,12 @@ impl TrackerClient {
                     debug!("the tracker refused RMVF: {text}")
                 }
                 Err(PeerError::TrackerRefused { text, .. }) => {
-                    warn!("the tracker refused {}: {text}", request.verb())
+                    warn!("the tracker refused {}: {text}", request.verb());
+                    // Refused for good: not offered to later sessions either.
+                    let mut announced = self.announced.lock();
+                    if announced.get(&key) == Some(&request) {
+                        announced.remove(&key);
+                    }
                 }
                 Err(e) => {
                     // Not sent: kept for the next round.
@@ -674,6 +706,15 @@ mod tests {
         assert_eq!(ours.pending.lock().len(), 1);
         ours.flush().unwrap();
         assert_eq!(ours.pending.lock().len(), 1, "not tried again at once");
+        // One the tracker never took, unshared: done, nothing left queued.
+        let other = offer(100_001, "/other.bin");
+        assert!(ours.offer(&other).is_ok());
+        assert_eq!(ours.pending.lock().len(), 2);
+        assert!(
+            ours.withdraw(other.key).is_ok(),
+            "nothing to withdraw there"
+        );
+        assert_eq!(ours.pending.lock().len(), 1);
         // Room comes back; the next try, past its wait, gets in.
         filler.quit();
         *ours.full_at.lock() = Some(Instant::now() - FULL_RETRY);

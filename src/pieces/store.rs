@@ -18,9 +18,10 @@ pub struct PieceFile {
     file: File,
     /// Set while a [`PieceFile::start_writeback`] runs: one at a time.
     writing_out: AtomicBool,
-    /// For a complete file opened to be read: its size and modification
-    /// time then. A read after either changed fails with [`Changed`]
-    /// instead of handing out bytes that no longer match the manifest.
+    /// For a complete file opened to be read: its size, modification time
+    /// and (on Unix) device and inode then. A read after one changed fails
+    /// with [`Changed`] instead of handing out bytes that no longer match
+    /// the manifest.
     opened_as: Option<Fingerprint>,
 }
 
@@ -61,7 +62,7 @@ impl From<&std::fs::Metadata> for Fingerprint {
 /// The error of a read from a file changed on disk since it was opened
 /// (an editor or a tagger rewrote it in place, or it was cut short).
 #[derive(Debug, thiserror::Error)]
-#[error("the file changed on disk since it was shared (its size or modification time)")]
+#[error("the file changed on disk since it was shared (its size, modification time or identity)")]
 pub struct Changed;
 
 impl Changed {
