@@ -543,8 +543,9 @@ mod tests {
         dribbling.join().unwrap();
     }
 
-    #[test]
-    fn the_writer_s_own_pauses_are_not_the_reader_s_to_pay() {
+    /// A connected socket to write on, and the thread reading all that
+    /// comes from it (its count of bytes, at the end).
+    fn socket_read_to_the_end() -> (TcpStream, std::thread::JoinHandle<io::Result<usize>>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let writer_side = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut reader_side, _) = listener.accept().unwrap();
@@ -552,6 +553,12 @@ mod tests {
             let mut all = Vec::new();
             reader_side.read_to_end(&mut all).map(|_| all.len())
         });
+        (writer_side, reading)
+    }
+
+    #[test]
+    fn the_writer_s_own_pauses_are_not_the_reader_s_to_pay() {
+        let (writer_side, reading) = socket_read_to_the_end();
         // One answer of eight pieces, the writer pausing 400 ms before
         // each (its disk, its upload limit): 3.2 s against a 1 s stall,
         // all of it the writer's own.
@@ -569,13 +576,7 @@ mod tests {
 
     #[test]
     fn a_reader_that_keeps_up_gets_everything() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let writer_side = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut reader_side, _) = listener.accept().unwrap();
-        let reading = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            reader_side.read_to_end(&mut all).map(|_| all.len())
-        });
+        let (writer_side, reading) = socket_read_to_the_end();
         let data = vec![3; 4 << 20];
         StallWriter::new(&writer_side, Duration::from_secs(30))
             .write_all(&data)
