@@ -49,6 +49,9 @@ pub struct ManifestCache {
 struct CachedManifest {
     size: u64,
     modified_ns: u128,
+    /// Which file it was (see [`crate::pieces::file_identity`]): another
+    /// put in its place with the same size and time is hashed anew.
+    identity: Option<(u64, u64)>,
     piece_size: u32,
     /// The canonical text: parsed (so checked) again when used.
     manifest: String,
@@ -100,6 +103,7 @@ impl ManifestCache {
         if let Some(cached) = self.entries.lock().get_mut(&canonical) {
             if cached.size == meta.len()
                 && cached.modified_ns == modified_ns
+                && cached.identity == crate::pieces::file_identity(&meta)
                 && cached.piece_size == piece_size
             {
                 if let Ok(manifest) = Manifest::parse(cached.manifest.as_bytes()) {
@@ -115,6 +119,7 @@ impl ManifestCache {
             CachedManifest {
                 size: manifest.size(),
                 modified_ns,
+                identity: crate::pieces::file_identity(&meta),
                 piece_size,
                 manifest: manifest.to_string(),
                 used_at: now_secs(),
@@ -195,6 +200,7 @@ mod tests {
                 CachedManifest {
                     size: meta.len(),
                     modified_ns: modified_ns(&meta),
+                    identity: crate::pieces::file_identity(&meta),
                     piece_size: 16384,
                     manifest: "x".repeat(100),
                     used_at,
@@ -244,12 +250,30 @@ mod tests {
         let cache = ManifestCache::open(dir.path());
         let mut hashed_again = 0;
         let second = cache.manifest(&file, 16384, |_| hashed_again += 1).unwrap();
+        let key = second.key();
         assert_eq!((first, hashed_again), (second, 0));
         // Another piece size is another manifest.
         assert_eq!(
             cache.manifest(&file, 32768, |_| {}).unwrap().piece_size(),
             32768
         );
+        // Another file put in its place with the same size and time (as
+        // `cp -p` does) is hashed anew, where files can be told apart.
+        if cfg!(unix) {
+            let when = fs::metadata(&file).unwrap().modified().unwrap();
+            let other = dir.path().join("other.bin");
+            fs::write(&other, vec![8u8; 50_000]).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&other)
+                .and_then(|f| f.set_modified(when))
+                .unwrap();
+            fs::rename(&other, &file).unwrap();
+            let mut hashed_anew = 0;
+            let third = cache.manifest(&file, 16384, |_| hashed_anew += 1).unwrap();
+            assert!(hashed_anew > 0);
+            assert_ne!(third.key(), key);
+        }
     }
 
     #[test]

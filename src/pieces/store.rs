@@ -43,19 +43,26 @@ impl Fingerprint {
 
 impl From<&std::fs::Metadata> for Fingerprint {
     fn from(meta: &std::fs::Metadata) -> Fingerprint {
-        #[cfg(unix)]
-        let identity = {
-            use std::os::unix::fs::MetadataExt;
-            Some((meta.dev(), meta.ino()))
-        };
-        // (Windows has its file index only in unstable std: size and time.)
-        #[cfg(not(unix))]
-        let identity = None;
         Fingerprint {
             len: meta.len(),
             modified: meta.modified().ok(),
-            identity,
+            identity: file_identity(meta),
         }
+    }
+}
+
+/// Which file this is, on Unix: its device and inode (`None` elsewhere:
+/// Windows has its file index only in unstable std).
+pub fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
     }
 }
 
