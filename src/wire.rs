@@ -360,16 +360,16 @@ impl<'a> StallWriter<'a> {
     /// Writes all of `buf` in as few system calls as the socket allows;
     /// the deadline moves on each time another block's worth is taken.
     fn write_all_within(&mut self, buf: &[u8]) -> io::Result<()> {
-        let stall = self.stall;
         if let (Some(deadline), Some(end)) = (self.deadline.as_mut(), self.last_write_end) {
             *deadline += end.elapsed();
         }
-        let written = self.write_calls(buf, stall);
+        let written = self.write_calls(buf);
         self.last_write_end = Some(Instant::now());
         written
     }
 
-    fn write_calls(&mut self, buf: &[u8], stall: Duration) -> io::Result<()> {
+    fn write_calls(&mut self, buf: &[u8]) -> io::Result<()> {
+        let stall = self.stall;
         let mut rest = buf;
         let mut out = self.stream;
         while !rest.is_empty() {
@@ -459,9 +459,7 @@ mod tests {
 
     #[test]
     fn a_reader_that_takes_too_little_fails_the_writer_in_time_and_for_good() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let writer_side = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut reader_side, _) = listener.accept().unwrap();
+        let (writer_side, mut reader_side) = connected_pair();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         // A reader that takes 1 KiB every 100 ms: 10 KB/s, far less than
         // a 64 KiB block in the 500 ms allowed.
@@ -543,12 +541,19 @@ mod tests {
         dribbling.join().unwrap();
     }
 
+    /// Both ends of a connection on 127.0.0.1: (the connecting one, the
+    /// accepted one).
+    fn connected_pair() -> (TcpStream, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let connecting = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        (connecting, accepted)
+    }
+
     /// A connected socket to write on, and the thread reading all that
     /// comes from it (its count of bytes, at the end).
     fn socket_read_to_the_end() -> (TcpStream, std::thread::JoinHandle<io::Result<usize>>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let writer_side = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut reader_side, _) = listener.accept().unwrap();
+        let (writer_side, mut reader_side) = connected_pair();
         let reading = std::thread::spawn(move || {
             let mut all = Vec::new();
             reader_side.read_to_end(&mut all).map(|_| all.len())
@@ -587,9 +592,7 @@ mod tests {
 
     #[test]
     fn a_read_under_a_deadline_lasts_until_the_deadline_even_with_a_shorter_timeout_kept() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_server, _) = listener.accept().unwrap();
+        let (client, _server) = connected_pair();
         let mut timeout = ReadTimeout::default();
         // A 200 ms timeout is set on the socket...
         timeout

@@ -424,10 +424,7 @@ fn run(
         return Ok(final_path);
     }
     if final_path.exists() {
-        return Err(format!(
-            "{} already exists; move it away or choose another directory",
-            final_path.display()
-        ));
+        return Err(name_taken(&final_path));
     }
     {
         let mut status = status.lock();
@@ -468,6 +465,15 @@ fn run(
     Ok(final_path)
 }
 
+/// Why a download does not go under `path`: another file is there, and
+/// it is never replaced.
+pub(super) fn name_taken(path: &Path) -> String {
+    format!(
+        "{} already exists; move it away or choose another directory",
+        path.display()
+    )
+}
+
 /// The name of the `.part` file a download of `saved_as` is written
 /// into: `<saved_as>.part`, the name cut (at a character) so that it
 /// stays within the 255 bytes most file systems allow.
@@ -492,17 +498,11 @@ fn already_here(
     path: &Path,
     cancel: &AtomicBool,
 ) -> Result<PathBuf, String> {
-    let refused = || {
-        format!(
-            "{} already exists; move it away or choose another directory",
-            path.display()
-        )
-    };
     let failed = |e: io::Error| format!("{}: {e}", path.display());
     // Opened before it is hashed: a change while it is hashed is seen.
     let opened = PieceFile::open(path).map_err(failed)?;
     if !held::is_a_copy(path, &manifest, cancel).map_err(failed)? {
-        return Err(refused());
+        return Err(name_taken(path));
     }
     info!(
         "{}: already here, verified, at {}",
@@ -530,10 +530,7 @@ fn prepare(
     let saved_as = portable_file_name(name);
     let final_path = plan.dir.join(&saved_as);
     if final_path.exists() {
-        return Err(format!(
-            "{} already exists; move it away or choose another directory",
-            final_path.display()
-        ));
+        return Err(name_taken(&final_path));
     }
     let (manifest, first) = fetch_manifest(plan.key, peers, cancel, &context.manifest_link)?;
     info!(

@@ -241,6 +241,14 @@ impl SharedFile {
         unchanged
     }
 
+    /// Whether it is an unfinished download: neither offered (complete)
+    /// nor a shared file found changed on disk (whose path is the user's
+    /// file, never to be written into).
+    pub fn is_unfinished(&self) -> bool {
+        let state = self.state.read();
+        !state.offered && !state.changed
+    }
+
     /// Whether it was found changed on disk since it was shared (see
     /// [`SharedFile::withdraw_changed`]).
     pub fn has_changed(&self) -> bool {

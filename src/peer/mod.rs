@@ -426,12 +426,12 @@ impl Peer {
         })
     }
 
-    /// The files held here complete (shared, or downloaded), not found
-    /// changed on disk since.
+    /// The files held here complete (shared, or downloaded; one found
+    /// changed on disk since is no longer offered).
     fn held(&self) -> Vec<Arc<SharedFile>> {
         self.files()
             .into_iter()
-            .filter(|f| f.is_offered() && !f.has_changed())
+            .filter(|f| f.is_offered())
             .collect()
     }
 
@@ -447,7 +447,7 @@ impl Peer {
             .collect();
         self.files()
             .into_iter()
-            .filter(|f| !f.is_offered() && !f.has_changed() && !running.contains(&f.key))
+            .filter(|f| f.is_unfinished() && !running.contains(&f.key))
             .collect()
     }
 
@@ -522,10 +522,7 @@ impl Peer {
                 plan.name.as_str()
             )));
         }
-        let partial = self
-            .library
-            .get(&plan.key)
-            .filter(|f| !f.is_offered() && !f.has_changed());
+        let partial = self.library.get(&plan.key).filter(|f| f.is_unfinished());
         if let Some(partial) = partial {
             let part = partial.path();
             let part_dir = part.parent().unwrap_or(Path::new("."));

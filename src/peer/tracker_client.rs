@@ -247,11 +247,7 @@ impl TrackerClient {
                     }],
                     TrackerRequest::Addf(offer),
                 ) => {
-                    self.wait_for_room(text);
-                    self.pending
-                        .lock()
-                        .entry(offer.key)
-                        .or_insert_with(|| request.clone());
+                    self.wait_for_room(offer.key, request.clone(), text);
                 }
                 ([Reply::Error { text, .. }], _) => {
                     warn!("the tracker refused {} again: {text}", request.verb());
@@ -386,9 +382,7 @@ impl TrackerClient {
                 code: ErrorCode::TrackerFull,
                 text,
             }) => {
-                self.wait_for_room(&text);
-                // (Unless a newer change of it was queued meanwhile.)
-                self.pending.lock().entry(offer.key).or_insert(request);
+                self.wait_for_room(offer.key, request, &text);
                 Ok(())
             }
             Err(e) => {
@@ -435,14 +429,23 @@ impl TrackerClient {
         }
     }
 
-    /// Notes that the tracker has no room for offers: those queued wait
-    /// [`FULL_RETRY`] (withdrawals, which make room, do not).
-    fn wait_for_room(&self, text: &str) {
+    /// The tracker had no room for `request` (an offer of `key`): it goes
+    /// back in the queue (unless a newer change of that file was queued
+    /// meanwhile), and the offers queued wait [`FULL_RETRY`] (withdrawals,
+    /// which make room, do not).
+    fn wait_for_room(&self, key: FileKey, request: TrackerRequest, text: &str) {
+        self.requeue(key, request);
         warn!(
             "the tracker has no room for offers now: {text}; offering again in {} s",
             FULL_RETRY.as_secs()
         );
         *self.full_at.lock() = Some(Instant::now());
+    }
+
+    /// Queues `request`, a change of `key` not sent, again: unless a newer
+    /// change of that file was queued since.
+    fn requeue(&self, key: FileKey, request: TrackerRequest) {
+        self.pending.lock().entry(key).or_insert(request);
     }
 
     /// Sends the changes queued by [`TrackerClient::offer_soon`] and
@@ -474,8 +477,7 @@ impl TrackerClient {
                     code: ErrorCode::TrackerFull,
                     text,
                 }) => {
-                    self.wait_for_room(&text);
-                    self.pending.lock().entry(key).or_insert(request);
+                    self.wait_for_room(key, request, &text);
                 }
                 // Withdrawn already (a tracker that restarted since).
                 Err(PeerError::TrackerRefused { text, .. })
@@ -493,7 +495,7 @@ impl TrackerClient {
                 }
                 Err(e) => {
                     // Not sent: kept for the next round.
-                    self.pending.lock().entry(key).or_insert(request);
+                    self.requeue(key, request);
                     return Err(e);
                 }
             }

@@ -305,20 +305,21 @@ impl Registry {
         if !session.files.contains(&key) && session.files.len() >= self.max_files_per_session {
             return Err(RegistryError::TooManyFiles(session.files.len()));
         }
-        // A holding kept keeps its path, and so its cost; a new one (no
-        // path: a leecher that never offered the file) costs its own.
-        let path = match record.holders.get(&id) {
-            Some(held) => held.path.clone(),
-            None if self.bytes + HOLDING_COST > self.max_offer_bytes => {
-                return Err(RegistryError::Full(self.max_offer_bytes));
-            }
-            None => {
-                self.bytes += HOLDING_COST;
-                None
-            }
+        // A holding kept keeps its path (a leecher that never offered the
+        // file has none).
+        let held = record.holders.get(&id);
+        let freed = held.map_or(0, Holding::cost);
+        let holding = Holding {
+            pieces,
+            path: held.and_then(|h| h.path.clone()),
         };
-        record.set_holding(id, Holding { pieces, path });
-        session.files.insert(key);
+        self.make_room(freed, holding.cost())?;
+        if let Some(record) = self.files.get_mut(&key) {
+            record.set_holding(id, holding);
+        }
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.files.insert(key);
+        }
         Ok(pieces)
     }
 

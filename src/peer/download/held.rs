@@ -18,7 +18,7 @@ use super::super::fsutil::{
     portable_file_name, rename_no_replace, same_file, same_folder, sync_parent_dir,
 };
 use super::super::library::SharedFile;
-use super::part_file_name;
+use super::{name_taken, part_file_name};
 
 /// How much is read and written at a time.
 const CHUNK: usize = 1 << 20;
@@ -62,10 +62,7 @@ pub(super) fn deliver(
     if wanted.exists() {
         return match is_a_copy(&wanted, &held.manifest, cancel) {
             Ok(true) => Ok(wanted),
-            Ok(false) => Err(Undelivered::Failed(format!(
-                "{} already exists; move it away or choose another directory",
-                wanted.display()
-            ))),
+            Ok(false) => Err(Undelivered::Failed(name_taken(&wanted))),
             Err(e) => Err(Undelivered::Failed(format!("{}: {e}", wanted.display()))),
         };
     }
