@@ -326,10 +326,8 @@ fn get(
             if seed && !interrupted {
                 note("seeding it until Ctrl-C\n");
                 let _ = ctrl_c.recv();
-                printed
-            } else {
-                printed
             }
+            printed
         }
         (Err(reason), _) | (Ok(_), DownloadState::Failed(reason)) => Err(reason),
         (Ok(_), other) => Err(format!("ended while {other:?}")),

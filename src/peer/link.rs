@@ -200,9 +200,14 @@ impl PeerLink {
     }
 
     /// Reads one line, borrowed from the reader's buffer.
+    ///
+    /// A server's farewell to a connection it closes as idle (`ERRR 303`)
+    /// is no answer, whatever was asked (a request can cross it): it is
+    /// the connection lost, for every exchange and every grammar alike.
     fn read_str(&mut self) -> Result<&str, LinkError> {
         self.last_used = Instant::now();
-        self.reader
+        let line = self
+            .reader
             .read_line()?
             .ok_or_else(|| {
                 io::Error::new(
@@ -210,7 +215,14 @@ impl PeerLink {
                     "the peer closed the connection",
                 )
             })?
-            .map_err(|e| LinkError::Misbehaved(e.to_string()))
+            .map_err(|e| LinkError::Misbehaved(e.to_string()))?;
+        if is_idle_farewell(line) {
+            return Err(LinkError::Io(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the peer closed the connection as idle: {line}"),
+            )));
+        }
+        Ok(line)
     }
 
     /// Exchanges BufferMaps for `key`: tells ours (if any), returns theirs,
@@ -310,17 +322,24 @@ impl PeerLink {
     }
 }
 
+/// Whether `line` is a server's farewell to a connection it closes as
+/// idle: `ERRR 303` ([`ErrorCode::IdleTimeout`]).
+fn is_idle_farewell(line: &str) -> bool {
+    // Looked at closely only when it is an `ERRR` line at all: every piece
+    // header passes here.
+    line.get(..4)
+        .is_some_and(|verb| verb.eq_ignore_ascii_case("ERRR"))
+        && matches!(
+            Reply::parse(line),
+            Ok(Reply::Error {
+                code: ErrorCode::IdleTimeout,
+                ..
+            })
+        )
+}
+
 fn unexpected(reply: Reply, wanted: &str) -> LinkError {
     match reply {
-        // Not a refusal of the request: the peer's farewell to a link it
-        // found idle, sent as it closed it (a request can cross it).
-        Reply::Error {
-            code: ErrorCode::IdleTimeout,
-            text,
-        } => LinkError::Io(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            format!("the peer closed the connection as idle: {text}"),
-        )),
         Reply::Error { code, text } => LinkError::Refused { code, text },
         other => LinkError::Misbehaved(format!("expected {wanted}, got {other}")),
     }

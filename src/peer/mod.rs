@@ -429,10 +429,9 @@ impl Peer {
     /// The files held here complete (shared, or downloaded; one found
     /// changed on disk since is no longer offered).
     fn held(&self) -> Vec<Arc<SharedFile>> {
-        self.files()
-            .into_iter()
-            .filter(|f| f.is_offered())
-            .collect()
+        let mut held = self.library.all();
+        held.retain(|f| f.is_offered());
+        held
     }
 
     /// Unfinished downloads that are not running (found at start, or that

@@ -255,11 +255,9 @@ impl RingClient {
         let result = match kept {
             Some(mut link) => match exchange(&mut link, request) {
                 // It may still be closed as the request goes out (an idle
-                // deadline's `ERRR 303` crossing it): one fresh try.
+                // deadline's `ERRR 303` crossing it, which the link reads
+                // as the connection lost): one fresh try.
                 Err(LinkError::Io(_)) => self.fresh_exchange(addr, request),
-                Ok(lines) if lines.first().is_some_and(|l| is_idle_farewell(l)) => {
-                    self.fresh_exchange(addr, request)
-                }
                 other => other.map(|lines| (lines, link)),
             },
             None => self.fresh_exchange(addr, request),
@@ -611,18 +609,6 @@ pub(crate) fn store_request(ttl: Duration, record: &Record) -> RingRequest {
         ttl,
         record: record.clone(),
     }
-}
-
-/// Whether `line` is a server's farewell to a connection it closes as idle
-/// (`ERRR 303`), rather than an answer.
-fn is_idle_farewell(line: &str) -> bool {
-    matches!(
-        RingReply::parse(line),
-        Ok(RingReply::Common(Reply::Error {
-            code: ErrorCode::IdleTimeout,
-            ..
-        }))
-    )
 }
 
 /// Whether the answer to `request` is a listing closed by `END`.

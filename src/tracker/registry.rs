@@ -80,6 +80,11 @@ struct Holding {
     path: Option<SharedPath>,
 }
 
+/// What a file's record takes of the registry's budget.
+fn record_cost(name: &crate::protocol::FileName) -> usize {
+    RECORD_COST + name.as_str().len()
+}
+
 impl Holding {
     /// What it takes of the registry's budget.
     fn cost(&self) -> usize {
@@ -239,7 +244,7 @@ impl Registry {
                 });
             }
             Some(_) => 0,
-            None => RECORD_COST + offer.name.as_str().len(),
+            None => record_cost(&offer.name),
         };
         let holding = Holding {
             pieces: offer.piece_count(),
@@ -516,7 +521,7 @@ impl Registry {
                 self.bytes -= old.cost();
             }
             if record.holders.is_empty() {
-                self.bytes -= RECORD_COST + record.meta.name.as_str().len();
+                self.bytes -= record_cost(&record.meta.name);
                 self.files.remove(&key);
             }
         }

@@ -471,10 +471,10 @@ fn body_length(request: &Request) -> Result<usize, Failure> {
 }
 
 /// Writes `response`: its headers, then its body unless `head_only`.
-/// `keep_alive`: the connection stays open for another request. Of each
-/// block written (the head with a small body, or 64 KiB of a file), the
-/// client must take 64 KiB, or all of a smaller one, within `stall`
-/// ([`write_within`]).
+/// `keep_alive`: the connection stays open for another request. Of the
+/// answer, the client must take 64 KiB, or all of a smaller one, within
+/// each `stall` spent writing it ([`StallWriter`]; the time the body takes
+/// to be read, a piece still coming, is not the client's).
 ///
 /// Written straight to the socket, with no buffer in between: a buffer
 /// would try to flush again when dropped after a failed write, and so
@@ -507,6 +507,7 @@ fn write_response(
     }
     head.push_str("\r\n");
     let send_body = !head_only && !bodiless_status;
+    let mut out = StallWriter::new(stream, stall);
     match body {
         // Small: the head and the body in one write.
         Body::Bytes(bytes) => {
@@ -514,29 +515,23 @@ fn write_response(
             if send_body {
                 whole.extend_from_slice(&bytes);
             }
-            write_within(stream, &whole, stall)
+            out.write_all(&whole)
         }
         // The head at once (the player sees the answer begin even while
         // the first piece is awaited), then the body as it is read.
         Body::Stream { reader, len } => {
-            write_within(stream, head.as_bytes(), stall)?;
+            out.write_all(head.as_bytes())?;
             if send_body {
-                copy_exactly(reader, len, stream, stall)?;
+                copy_exactly(reader, len, &mut out)?;
             }
             Ok(())
         }
     }
 }
 
-/// Copies exactly `len` bytes of `reader` to `out`, each block within
-/// `stall`; a reader that ends sooner is an error (the client was
-/// promised `len`).
-fn copy_exactly(
-    mut reader: Box<dyn Read>,
-    len: u64,
-    out: &TcpStream,
-    stall: Duration,
-) -> io::Result<()> {
+/// Copies exactly `len` bytes of `reader` to `out`, 64 KiB at a time; a
+/// reader that ends sooner is an error (the client was promised `len`).
+fn copy_exactly(mut reader: Box<dyn Read>, len: u64, out: &mut impl Write) -> io::Result<()> {
     let mut buf = vec![0; 64 * 1024];
     let mut left = len;
     while left > 0 {
@@ -552,16 +547,10 @@ fn copy_exactly(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        write_within(out, &buf[..n], stall)?;
+        out.write_all(&buf[..n])?;
         left -= n as u64;
     }
     Ok(())
-}
-
-/// Writes all of `bytes`, each block of them within `stall` (see
-/// [`StallWriter`]).
-fn write_within(stream: &TcpStream, bytes: &[u8], stall: Duration) -> io::Result<()> {
-    StallWriter::new(stream, stall).write_all(bytes)
 }
 
 /// The reason phrase of the statuses this server sends.

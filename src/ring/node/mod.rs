@@ -422,8 +422,9 @@ impl RingNode {
     pub fn all_files(&self, most_peers: usize) -> Vec<FileMeta> {
         let deadline = Instant::now() + WALK_DEADLINE;
         let me = self.me();
-        let mut files: Vec<FileMeta> = Vec::new();
-        let mut listed = HashSet::new();
+        // By name, then key: each file once, in the order listed.
+        let mut files: std::collections::BTreeMap<(FileName, FileKey), FileMeta> =
+            std::collections::BTreeMap::new();
         let mut seen_ids = HashSet::new();
         let mut seen_addrs = HashSet::new();
         let mut current = me;
@@ -460,9 +461,7 @@ impl RingNode {
             match names {
                 Ok(names) => {
                     for name in names {
-                        if listed.insert((name.key, name.name.clone())) {
-                            files.push(name);
-                        }
+                        files.entry((name.name.clone(), name.key)).or_insert(name);
                     }
                 }
                 Err(e) => debug!("ring: cannot list {current}: {e}"),
@@ -472,8 +471,7 @@ impl RingNode {
                 _ => break,
             }
         }
-        files.sort_by(|a, b| a.name.cmp(&b.name).then(a.key.cmp(&b.key)));
-        files
+        files.into_values().collect()
     }
 
     /// Makes sure the welcome service still lists this peer: a welcome
