@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::ProtocolError;
 
+/// The room a payload's buffer starts with; it grows as bytes arrive.
+const PAYLOAD_START_CAPACITY: usize = 64 * 1024;
+
 /// Reads lines and payloads from a stream, with a cap on line length.
 ///
 /// It keeps its own buffer, so a read timeout in the middle of a line loses
@@ -135,7 +138,9 @@ impl<R: Read> LineReader<R> {
     }
 
     /// Reads a payload of `len` bytes into a new buffer, refusing one longer
-    /// than `max` before allocating.
+    /// than `max` before reading. The buffer grows as the bytes arrive, so
+    /// a sender that announces a large payload and sends little of it
+    /// costs only what it sent.
     pub fn read_payload_vec(&mut self, len: usize, max: usize) -> io::Result<Vec<u8>> {
         if len > max {
             return Err(io::Error::new(
@@ -143,8 +148,18 @@ impl<R: Read> LineReader<R> {
                 format!("payload of {len} bytes is over the {max}-byte cap"),
             ));
         }
-        let mut out = vec![0; len];
-        self.read_payload(&mut out)?;
+        let buffered = (self.end - self.start).min(len);
+        let mut out = Vec::with_capacity(len.min(PAYLOAD_START_CAPACITY).max(buffered));
+        out.extend_from_slice(&self.buf[self.start..self.start + buffered]);
+        self.start += buffered;
+        let rest = (len - buffered) as u64;
+        (&mut self.inner).take(rest).read_to_end(&mut out)?;
+        if out.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("payload cut short at {} of {len} bytes", out.len()),
+            ));
+        }
         Ok(out)
     }
 
@@ -726,6 +741,40 @@ mod tests {
         assert!(reader.read_payload_vec(3, 2).is_err(), "over the cap");
         assert_eq!(reader.read_payload_vec(3, 16).unwrap(), b"abc");
         assert_eq!(reader.read_line().unwrap(), None);
+    }
+
+    #[test]
+    fn a_payload_buffer_grows_with_what_arrives() {
+        /// Sends a header announcing 64 MiB, then 10 bytes and the end,
+        /// noting the largest read it was asked for.
+        struct Announcer {
+            data: &'static [u8],
+            largest_ask: usize,
+        }
+        impl Read for Announcer {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                self.largest_ask = self.largest_ask.max(out.len());
+                let n = out.len().min(self.data.len());
+                out[..n].copy_from_slice(&self.data[..n]);
+                self.data = &self.data[n..];
+                Ok(n)
+            }
+        }
+        let mut reader = LineReader::new(
+            Announcer {
+                data: b"MANF k 67108864\n0123456789",
+                largest_ask: 0,
+            },
+            64,
+        );
+        reader.read_line().unwrap();
+        let err = reader.read_payload_vec(64 << 20, 128 << 20).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            reader.inner.largest_ask <= 1 << 20,
+            "a buffer of {} bytes was offered for 10 bytes",
+            reader.inner.largest_ask
+        );
     }
 
     #[test]

@@ -420,13 +420,19 @@ fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
 
     // Into another folder: a checked copy there (the seeder is gone, so
     // it cannot have come through the swarm).
+    // What a copy killed half-way left there is used again, not kept.
     seeder.shutdown();
     let elsewhere = dir.path().join("elsewhere");
+    write_file(&elsewhere, ".copy-0.held.bin.part", b"killed half-way");
     let copy = peer.download("held.bin", Some(&elsewhere)).unwrap();
     let copied = support::wait_within(copy, WAIT).unwrap();
     assert_eq!(copied, elsewhere.join("held.bin"));
     assert_eq!(std::fs::read(&copied).unwrap(), data);
-    assert!(!elsewhere.join("held.bin.part").exists());
+    let names: Vec<_> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["held.bin"]);
     // There already: done. Another file of that name there: left alone.
     let twice = peer.download("held.bin", Some(&elsewhere)).unwrap();
     assert_eq!(support::wait_within(twice, WAIT).unwrap(), copied);

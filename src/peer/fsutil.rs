@@ -1,11 +1,13 @@
 //! File-system steps that must never lose or clobber anything: a name safe
 //! to create on every system, a rename that refuses to replace a file, an
 //! atomic whole-file write; and the two facts about a file the peer checks
-//! (its SHA-256, its modification time).
+//! (its SHA-256, read in a pass that can be cancelled, and its
+//! modification time).
 
 use std::fs::{self, File, Metadata};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
@@ -156,7 +158,6 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// or when it is something
 /// else (a FIFO would block the open, a device might never end).
 pub fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
-    use std::io::Read;
     let too_big = || {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -186,9 +187,39 @@ pub fn read_at_most(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
 
 /// The SHA-256 of a whole file, read in one streaming pass.
 pub fn sha256_of_file(path: &Path) -> io::Result<[u8; 32]> {
+    let never = AtomicBool::new(false);
+    let (_, hash) = hash_stream(File::open(path)?, &never, |_| Ok(()))?;
+    Ok(hash)
+}
+
+/// How much [`hash_stream`] reads at a time.
+const HASH_BLOCK: usize = 1 << 20;
+
+/// Reads `input` to its end, a block at a time, each block hashed and
+/// handed to `each`; returns the length and the SHA-256. Stops with an
+/// `Interrupted` error once `cancel` is set.
+pub fn hash_stream(
+    mut input: impl Read,
+    cancel: &AtomicBool,
+    mut each: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(u64, [u8; 32])> {
     let mut hasher = Sha256::new();
-    io::copy(&mut File::open(path)?, &mut hasher)?;
-    Ok(hasher.finalize().into())
+    let mut buffer = vec![0; HASH_BLOCK];
+    let mut len: u64 = 0;
+    loop {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
+        let n = match input.read(&mut buffer) {
+            Ok(0) => return Ok((len, hasher.finalize().into())),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        each(&buffer[..n])?;
+        len += n as u64;
+    }
 }
 
 /// A file's modification time in nanoseconds since the epoch (0 where the

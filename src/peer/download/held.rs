@@ -3,25 +3,21 @@
 //! and elsewhere it is a local copy, checked against the manifest as it is
 //! copied, never a second trip through the swarm.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs::{self, File, TryLockError};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use log::info;
-use sha2::{Digest, Sha256};
 
 use crate::pieces::Manifest;
 use crate::protocol::FileName;
 
 use super::super::fsutil::{
-    portable_file_name, rename_no_replace, same_file, same_folder, sync_parent_dir,
+    hash_stream, portable_file_name, rename_no_replace, same_file, same_folder, sync_parent_dir,
 };
 use super::super::library::SharedFile;
 use super::{name_taken, part_file_name};
-
-/// How much is read and written at a time.
-const CHUNK: usize = 1 << 20;
 
 /// Why a held file was not delivered.
 #[derive(Debug)]
@@ -35,9 +31,9 @@ pub(super) enum Undelivered {
 
 /// `held` asked for as `name` in `dir`: the held file itself when it is
 /// that (same folder, same name), or a copy already there; else a new
-/// copy made there, through a temporary file of this process's own (so
-/// that a failure never removes a file it did not make), flushed first
-/// when `sync`. A different file under the name asked is left alone.
+/// copy made there, through a temporary file locked while the copy is
+/// under way (so that a failure never removes a file another copy is
+/// making), flushed first when `sync`. A different file under the name asked is left alone.
 pub(super) fn deliver(
     held: &SharedFile,
     dir: &Path,
@@ -84,7 +80,8 @@ pub(super) fn deliver(
                 Undelivered::Failed(format!("cannot flush {}: {e}", temp.display()))
             })?;
         }
-        drop(out);
+        // Renamed while still locked: until its old name is gone, no other
+        // copy may take the file for a leftover and empty it.
         rename_no_replace(&temp, &wanted)
             .map_err(|e| Undelivered::Failed(format!("cannot rename {}: {e}", temp.display())))
     });
@@ -92,24 +89,48 @@ pub(super) fn deliver(
         let _ = fs::remove_file(&temp);
         return Err(why);
     }
+    drop(out);
     if sync {
         sync_parent_dir(&wanted);
     }
     Ok(wanted)
 }
 
-/// A new hidden file in `dir` to copy `saved_as` into, named for this
-/// process (`.copy-<pid>-<n>.<name>.part`, the name cut to fit), never one
-/// already there (a copy under way, or left by one that was killed).
+/// A hidden file in `dir` to copy `saved_as` into (`.copy-<n>.<name>.part`,
+/// the name cut to fit), locked for as long as the copy is under way. A
+/// file of that name that no process holds locked is what a copy killed
+/// half-way left: it is emptied and used again, so such leftovers never
+/// pile up. A locked one is another copy's, under way: left alone.
 fn new_temp_file(dir: &Path, saved_as: &str) -> io::Result<(PathBuf, File)> {
-    let pid = std::process::id();
     let mut last = io::Error::other("no name left");
     for n in 0..64 {
-        let temp = dir.join(part_file_name(&format!(".copy-{pid}-{n}.{saved_as}")));
-        match File::options().write(true).create_new(true).open(&temp) {
-            Ok(file) => return Ok((temp, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+        let temp = dir.join(part_file_name(&format!(".copy-{n}.{saved_as}")));
+        let (file, made_here) = match File::options().write(true).create_new(true).open(&temp) {
+            Ok(file) => (file, true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match File::options().write(true).open(&temp) {
+                    Ok(file) => (file, false),
+                    Err(e) => {
+                        last = e;
+                        continue;
+                    }
+                }
+            }
             Err(e) => return Err(e),
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0)?;
+                return Ok((temp, file));
+            }
+            // A file system without locks: only a file made here is ours.
+            Err(TryLockError::Error(_)) if made_here => return Ok((temp, file)),
+            Err(TryLockError::Error(e)) => last = e,
+            // Another copy's (perhaps one that took over the file this
+            // call had just made).
+            Err(TryLockError::WouldBlock) => {
+                last = io::Error::new(io::ErrorKind::AlreadyExists, "a copy is under way")
+            }
         }
     }
     Err(last)
@@ -159,29 +180,26 @@ pub(super) fn is_a_copy(path: &Path, manifest: &Manifest, cancel: &AtomicBool) -
     Ok(found == (manifest.size(), manifest.file_hash()))
 }
 
-/// Reads `input` to its end, a block at a time, each block hashed and
-/// handed to `each`; returns the length and the SHA-256. Stops with an
-/// `Interrupted` error once `cancel` is set.
-fn hash_stream(
-    mut input: impl Read,
-    cancel: &AtomicBool,
-    mut each: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<(u64, [u8; 32])> {
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; CHUNK];
-    let mut len: u64 = 0;
-    loop {
-        if cancel.load(Ordering::SeqCst) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
-        }
-        let n = match input.read(&mut buffer) {
-            Ok(0) => return Ok((len, hasher.finalize().into())),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buffer[..n]);
-        each(&buffer[..n])?;
-        len += n as u64;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_copy_s_leftover_is_used_again_and_a_copy_under_way_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let leftover = dir.path().join(".copy-0.song.bin.part");
+        fs::write(&leftover, b"half of a copy that was killed").unwrap();
+
+        let (temp, first) = new_temp_file(dir.path(), "song.bin").unwrap();
+        assert_eq!(temp, leftover, "the leftover is taken over");
+        assert_eq!(fs::metadata(&temp).unwrap().len(), 0, "and emptied");
+
+        // While `first` is under way (its file locked), a second copy of
+        // the same name gets a file of its own, and the first is untouched.
+        (&first).write_all(b"under way").unwrap();
+        let (other, _second) = new_temp_file(dir.path(), "song.bin").unwrap();
+        assert_eq!(other, dir.path().join(".copy-1.song.bin.part"));
+        drop(first); // Windows' locks keep out even readers.
+        assert_eq!(fs::read(&temp).unwrap(), b"under way");
     }
 }
