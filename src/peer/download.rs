@@ -499,9 +499,10 @@ fn already_here(
     cancel: &AtomicBool,
 ) -> Result<PathBuf, String> {
     let failed = |e: io::Error| format!("{}: {e}", path.display());
-    // Opened before it is hashed: a change while it is hashed is seen.
+    // Opened once, hashed through that handle and then shared through it:
+    // a change while it is hashed is seen.
     let opened = PieceFile::open(path).map_err(failed)?;
-    if !held::is_a_copy(path, &manifest, cancel).map_err(failed)? {
+    if !held::is_a_copy(opened.as_file(), &manifest, cancel).map_err(failed)? {
         return Err(name_taken(path));
     }
     info!(

@@ -1,14 +1,12 @@
 //! File-system steps that must never lose or clobber anything: a name safe
 //! to create on every system, a rename that refuses to replace a file, an
-//! atomic whole-file write; and the two facts about a file the peer checks
-//! (its SHA-256, read in a pass that can be cancelled, and its
-//! modification time).
+//! atomic whole-file write; a file's SHA-256, read in a pass that can be
+//! cancelled; and whether two paths are one folder or one file.
 
-use std::fs::{self, File, Metadata};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
@@ -220,15 +218,6 @@ pub fn hash_stream(
         each(&buffer[..n])?;
         len += n as u64;
     }
-}
-
-/// A file's modification time in nanoseconds since the epoch (0 where the
-/// system does not tell).
-pub fn modified_ns(meta: &Metadata) -> u128 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos())
 }
 
 #[cfg(test)]

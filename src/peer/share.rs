@@ -1,19 +1,19 @@
 //! Preparing a file for sharing: its manifest, hashed
 //! once and remembered in a small cache (serde + bincode, in the peer's
-//! state directory) keyed by path, size and modification time, so an
-//! unchanged file is not hashed again.
+//! state directory) keyed by path and checked against the file's
+//! [`Fingerprint`] (size, modification time, which file), so an unchanged
+//! file is not hashed again.
 
 use std::collections::HashMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use log::{debug, warn};
 use parking_lot::Mutex;
 
-use crate::pieces::Manifest;
+use crate::pieces::{Fingerprint, Manifest};
 
-use super::fsutil::{modified_ns, write_atomically};
+use super::fsutil::write_atomically;
 
 /// Most pieces a shared file is cut into, so that its BufferMap fits one
 /// line of the default size (8192 bytes hold about 32,400 pieces in hex).
@@ -47,11 +47,9 @@ pub struct ManifestCache {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct CachedManifest {
-    size: u64,
-    modified_ns: u128,
-    /// Which file it was (see [`crate::pieces::file_identity`]): another
-    /// put in its place with the same size and time is hashed anew.
-    identity: Option<(u64, u64)>,
+    /// The file as it was hashed: a file changed since, or another put in
+    /// its place with the same size and time, is hashed anew.
+    file: Fingerprint,
     piece_size: u32,
     /// The canonical text: parsed (so checked) again when used.
     manifest: String,
@@ -98,14 +96,9 @@ impl ManifestCache {
         progress: impl FnMut(u64),
     ) -> io::Result<Manifest> {
         let canonical = dunce::canonicalize(path)?;
-        let meta = fs::metadata(&canonical)?;
-        let modified_ns = modified_ns(&meta);
+        let before = Fingerprint::at(&canonical)?;
         if let Some(cached) = self.entries.lock().get_mut(&canonical) {
-            if cached.size == meta.len()
-                && cached.modified_ns == modified_ns
-                && cached.identity == crate::pieces::file_identity(&meta)
-                && cached.piece_size == piece_size
-            {
+            if cached.file == before && cached.piece_size == piece_size {
                 if let Ok(manifest) = Manifest::parse(cached.manifest.as_bytes()) {
                     debug!("manifest of {} from the cache", path.display());
                     cached.used_at = now_secs();
@@ -114,12 +107,17 @@ impl ManifestCache {
             }
         }
         let manifest = Manifest::from_path(&canonical, piece_size, progress)?;
+        // A file that changed while it was hashed is not remembered: the
+        // manifest may mix its old bytes and its new ones.
+        if Fingerprint::at(&canonical).ok().as_ref() != Some(&before)
+            || manifest.size() != before.size()
+        {
+            return Ok(manifest);
+        }
         self.entries.lock().insert(
             canonical,
             CachedManifest {
-                size: manifest.size(),
-                modified_ns,
-                identity: crate::pieces::file_identity(&meta),
+                file: before,
                 piece_size,
                 manifest: manifest.to_string(),
                 used_at: now_secs(),
@@ -148,10 +146,7 @@ impl ManifestCache {
 /// Forgets the entries that can never be used again: their file is gone
 /// or changed (done once, when the cache is opened).
 fn forget_stale(entries: &mut HashMap<PathBuf, CachedManifest>) {
-    entries.retain(|path, cached| {
-        fs::metadata(path)
-            .is_ok_and(|meta| meta.len() == cached.size && modified_ns(&meta) == cached.modified_ns)
-    });
+    entries.retain(|path, cached| Fingerprint::at(path).is_ok_and(|now| now == cached.file));
 }
 
 /// Forgets the least lately used entries until the manifests fit in
@@ -186,6 +181,7 @@ fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn the_cache_forgets_gone_files_and_then_the_least_lately_used() {
@@ -194,13 +190,10 @@ mod tests {
         for (name, used_at) in [("old", 1), ("new", 3), ("mid", 2), ("gone", 9)] {
             let path = dir.path().join(name);
             std::fs::write(&path, name).unwrap();
-            let meta = std::fs::metadata(&path).unwrap();
             entries.insert(
                 path.clone(),
                 CachedManifest {
-                    size: meta.len(),
-                    modified_ns: modified_ns(&meta),
-                    identity: crate::pieces::file_identity(&meta),
+                    file: Fingerprint::at(&path).unwrap(),
                     piece_size: 16384,
                     manifest: "x".repeat(100),
                     used_at,
@@ -216,6 +209,29 @@ mod tests {
             .collect();
         kept.sort();
         assert_eq!(kept, ["mid", "new"], "gone first, then the oldest");
+    }
+
+    #[test]
+    fn a_file_changed_while_it_is_hashed_is_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("growing.bin");
+        std::fs::write(&path, vec![7u8; 64 << 10]).unwrap();
+        let cache = ManifestCache::open(&dir.path().join("state"));
+        let mut appended = false;
+        cache
+            .manifest(&path, 16 << 10, |_| {
+                if !appended {
+                    let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+                    io::Write::write_all(&mut file, b"more").unwrap();
+                    appended = true;
+                }
+            })
+            .unwrap();
+        assert!(appended);
+        assert!(cache.entries.lock().is_empty());
+        // Unchanged while hashed: remembered.
+        cache.manifest(&path, 16 << 10, |_| {}).unwrap();
+        assert_eq!(cache.entries.lock().len(), 1);
     }
 
     #[test]

@@ -28,16 +28,28 @@ pub struct PieceFile {
 /// A file's size and last modification, to tell whether it changed, and
 /// on Unix which file it is (device and inode), to tell it from another
 /// put in its place with the same size and time (`cp -p`, `rsync -t`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint {
+/// Kept by an open [`PieceFile`] and by the peer's manifest cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
     len: u64,
     modified: Option<std::time::SystemTime>,
     identity: Option<(u64, u64)>,
 }
 
 impl Fingerprint {
-    fn of(file: &File) -> io::Result<Fingerprint> {
+    /// The fingerprint of the file open as `file`.
+    pub fn of(file: &File) -> io::Result<Fingerprint> {
         file.metadata().map(|meta| Fingerprint::from(&meta))
+    }
+
+    /// The fingerprint of the file at `path` now.
+    pub fn at(path: &Path) -> io::Result<Fingerprint> {
+        std::fs::metadata(path).map(|meta| Fingerprint::from(&meta))
+    }
+
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.len
     }
 }
 
@@ -53,7 +65,7 @@ impl From<&std::fs::Metadata> for Fingerprint {
 
 /// Which file this is, on Unix: its device and inode (`None` elsewhere:
 /// Windows has its file index only in unstable std).
-pub fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -149,6 +161,13 @@ impl PieceFile {
         })
     }
 
+    /// The file itself, for one pass through its cursor from the start,
+    /// right after [`PieceFile::open`] (to check its hash), before any
+    /// piece is read.
+    pub fn as_file(&self) -> &File {
+        &self.file
+    }
+
     /// For a complete file opened with [`PieceFile::open`]: whether it is
     /// still, at `path`, the file it was when opened (same size and
     /// modification time, through this handle and at the path: not
@@ -157,9 +176,8 @@ impl PieceFile {
         let Some(opened_as) = &self.opened_as else {
             return true;
         };
-        let at_path = std::fs::metadata(path).map(|meta| Fingerprint::from(&meta));
         Fingerprint::of(&self.file).is_ok_and(|now| now == *opened_as)
-            && at_path.is_ok_and(|now| now == *opened_as)
+            && Fingerprint::at(path).is_ok_and(|now| now == *opened_as)
     }
 
     /// Reads piece `index` into `buf` (resized to the piece's length).

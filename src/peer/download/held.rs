@@ -56,7 +56,8 @@ pub(super) fn deliver(
         return Ok(at);
     }
     if wanted.exists() {
-        return match is_a_copy(&wanted, &held.manifest, cancel) {
+        let there = File::open(&wanted);
+        return match there.and_then(|file| is_a_copy(&file, &held.manifest, cancel)) {
             Ok(true) => Ok(wanted),
             Ok(false) => Err(Undelivered::Failed(name_taken(&wanted))),
             Err(e) => Err(Undelivered::Failed(format!("{}: {e}", wanted.display()))),
@@ -170,13 +171,14 @@ fn copy_checked(
     }
 }
 
-/// Whether the file at `path` is the file `manifest` describes (its size,
-/// then its SHA-256, read until `cancel` is set).
-pub(super) fn is_a_copy(path: &Path, manifest: &Manifest, cancel: &AtomicBool) -> io::Result<bool> {
-    if fs::metadata(path)?.len() != manifest.size() {
+/// Whether `file` (just opened, read from its start) is the file
+/// `manifest` describes: its size, then its SHA-256, read until `cancel`
+/// is set.
+pub(super) fn is_a_copy(file: &File, manifest: &Manifest, cancel: &AtomicBool) -> io::Result<bool> {
+    if file.metadata()?.len() != manifest.size() {
         return Ok(false);
     }
-    let found = hash_stream(File::open(path)?, cancel, |_| Ok(()))?;
+    let found = hash_stream(file, cancel, |_| Ok(()))?;
     Ok(found == (manifest.size(), manifest.file_hash()))
 }
 
