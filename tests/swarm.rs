@@ -639,12 +639,23 @@ fn a_peer_started_before_its_tracker_lists_its_shares_under_the_id_the_tracker_g
 #[test]
 fn a_shared_file_deleted_since_is_unshared_by_its_path() {
     let swarm = support::seeded_swarm("gone.bin", 40_000, 12, &[]);
-    let original = swarm.dir.path().join("originals").join("gone.bin");
-    std::fs::remove_file(&original).unwrap();
+    let originals = swarm.dir.path().join("originals");
+    std::fs::remove_file(originals.join("gone.bin")).unwrap();
+    // Named through `..`: the same folder.
+    let roundabout = originals.join("..").join("originals").join("gone.bin");
     let key = swarm
         .seeder
-        .unshare(original.to_str().unwrap())
+        .unshare(roundabout.to_str().unwrap())
         .expect("unshared by the path it had");
     assert_eq!(key, swarm.key);
+    assert!(swarm.seeder.files().is_empty());
+
+    // Its whole folder gone too: by the path it had.
+    let lost = swarm.dir.path().join("lost");
+    let file = write_file(&lost, "lost.bin", b"lost");
+    let shared = swarm.seeder.share(&file, |_| {}).unwrap();
+    std::fs::remove_dir_all(&lost).unwrap();
+    let unshared = swarm.seeder.unshare(file.to_str().unwrap());
+    assert_eq!(unshared.unwrap(), shared.key);
     assert!(swarm.seeder.files().is_empty());
 }

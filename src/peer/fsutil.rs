@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
@@ -132,15 +132,38 @@ pub fn sync_parent_dir(path: &Path) {
     }
 }
 
-/// Whether `a` and `b` name the same folder: the same folder on disk when
-/// both exist (through symbolic links), else the same absolute path.
+/// Whether `a` and `b` name the same folder: the same path once each is
+/// made absolute and followed through symbolic links as far as it exists
+/// (a folder deleted since is compared through its nearest parent that
+/// is still there).
 pub fn same_folder(a: &Path, b: &Path) -> bool {
-    match (dunce::canonicalize(a), dunce::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
+    match (resolved(a), resolved(b)) {
+        (Some(a), Some(b)) => a == b,
         _ => match (std::path::absolute(a), std::path::absolute(b)) {
             (Ok(a), Ok(b)) => a == b,
             _ => a == b,
         },
+    }
+}
+
+/// `path` made absolute, its deepest part that exists canonicalized
+/// (symbolic links, `.` and `..` followed) and the rest joined as given;
+/// `None` when a part that does not exist is `..`.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(path).ok()?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    loop {
+        if let Ok(real) = dunce::canonicalize(existing) {
+            return Some(
+                missing
+                    .iter()
+                    .rev()
+                    .fold(real, |path, part| path.join(part)),
+            );
+        }
+        missing.push(existing.file_name()?);
+        existing = existing.parent()?;
     }
 }
 
@@ -239,6 +262,26 @@ mod tests {
         assert_eq!(portable_file_name("CON .txt"), "_CON .txt");
         assert_eq!(portable_file_name("COM10.txt"), "COM10.txt");
         assert_eq!(portable_file_name("dots..."), "dots");
+    }
+
+    #[test]
+    fn a_folder_is_the_same_through_links_and_after_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        assert!(same_folder(&real, &real.join("..").join("real")));
+        assert!(!same_folder(&real, dir.path()));
+        // Gone: through its parent, which is still there.
+        let gone = real.join("gone");
+        assert!(same_folder(&gone, &real.join(".").join("gone")));
+        assert!(!same_folder(&gone, &real.join("other")));
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&real, &link).unwrap();
+            assert!(same_folder(&link, &real));
+            assert!(same_folder(&link.join("gone"), &gone));
+        }
     }
 
     #[test]

@@ -261,7 +261,8 @@ impl Peer {
         progress: impl FnMut(u64),
     ) -> Result<Arc<SharedFile>, PeerError> {
         let path = dunce::canonicalize(path).map_err(|e| PeerError::file(path, e))?;
-        if !path.is_file() {
+        let meta = fs::metadata(&path).map_err(|e| PeerError::file(&path, e))?;
+        if !meta.is_file() {
             return Err(PeerError::Failed(format!(
                 "{} is not a file",
                 path.display()
@@ -274,10 +275,7 @@ impl Peer {
         let name = FileName::new(&name).map_err(|e| PeerError::Failed(e.to_string()))?;
         let shown = SharedPath::new(&path.to_string_lossy())
             .map_err(|e| PeerError::Failed(e.to_string()))?;
-        let size = fs::metadata(&path)
-            .map_err(|e| PeerError::file(&path, e))?
-            .len();
-        let piece_size = share::piece_size_for(size, self.config.piece_size);
+        let piece_size = share::piece_size_for(meta.len(), self.config.piece_size);
         // Opened before it is hashed: a change while it is hashed is seen.
         let opened =
             crate::pieces::PieceFile::open(&path).map_err(|e| PeerError::file(&path, e))?;
@@ -321,36 +319,26 @@ impl Peer {
     /// Stops sharing the file at `path` (or with that key): it is no longer
     /// served, and withdrawn from the tracker.
     pub fn unshare(&self, path_or_key: &str) -> Result<FileKey, PeerError> {
-        // The path as it was shared (canonical). A file deleted since has
-        // none: its folder's canonical path with its name is compared, then
-        // its absolute path, and the text as given.
+        // The path as it was shared is canonical. A file deleted since has
+        // none: then its name, in the same folder.
         let given = Path::new(path_or_key);
-        let in_canonical_folder = given
-            .parent()
-            .map(|dir| {
-                if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                }
-            })
-            .and_then(|dir| dunce::canonicalize(dir).ok())
-            .zip(given.file_name())
-            .map(|(dir, name)| dir.join(name));
-        let wanted: Vec<PathBuf> = [
-            dunce::canonicalize(given).ok(),
-            in_canonical_folder,
-            std::path::absolute(given).ok(),
-            Some(given.to_path_buf()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let canonical = dunce::canonicalize(given).ok();
+        let folder = match given.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let is_given = |shared: &Path| {
+            canonical.as_deref() == Some(shared)
+                || (shared.file_name() == given.file_name()
+                    && shared
+                        .parent()
+                        .is_some_and(|dir| fsutil::same_folder(dir, folder)))
+        };
         let file = self
             .library
             .all()
             .into_iter()
-            .find(|f| f.key.to_string() == path_or_key || wanted.contains(&f.path()))
+            .find(|f| f.key.to_string() == path_or_key || is_given(&f.path()))
             .ok_or_else(|| {
                 PeerError::NotFound(format!("{path_or_key} is not shared by this peer"))
             })?;
