@@ -145,6 +145,12 @@ impl Response {
         Response::new(status, Body::Bytes(bytes.into())).with_header("Content-Type", content_type)
     }
 
+    /// RFC 9110 sections 8.6 and 6.4.1: a 204 or a 304 has neither a
+    /// Content-Length nor a body.
+    fn bodiless(&self) -> bool {
+        matches!(self.status, 204 | 304)
+    }
+
     /// A plain-text answer: `status` and one sentence.
     pub fn text(status: u16, sentence: &str) -> Response {
         Response::bytes(
@@ -486,29 +492,10 @@ fn write_response(
     head_only: bool,
     keep_alive: bool,
 ) -> io::Result<()> {
-    let Response {
-        status,
-        headers,
-        body,
-    } = response;
-    // RFC 9110 sections 8.6 and 6.4.1: a 204 or a 304 has neither a
-    // Content-Length nor a body.
-    let bodiless_status = matches!(status, 204 | 304);
-    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-    let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
-    for (name, value) in &headers {
-        let _ = write!(head, "{name}: {value}\r\n");
-    }
-    if !bodiless_status {
-        let _ = write!(head, "Content-Length: {}\r\n", body.len());
-    }
-    if !keep_alive {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    let send_body = !head_only && !bodiless_status;
+    let head = head_of(&response, keep_alive);
+    let send_body = !head_only && !response.bodiless();
     let mut out = StallWriter::new(stream, stall);
-    match body {
+    match response.body {
         // Small: the head and the body in one write.
         Body::Bytes(bytes) => {
             let mut whole = head.into_bytes();
@@ -527,6 +514,25 @@ fn write_response(
             Ok(())
         }
     }
+}
+
+/// The status line and headers of `response`, with the date, its length
+/// and, unless `keep_alive`, `Connection: close`.
+fn head_of(response: &Response, keep_alive: bool) -> String {
+    let status = response.status;
+    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
+    for (name, value) in &response.headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    if !response.bodiless() {
+        let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
+    }
+    if !keep_alive {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head
 }
 
 /// Copies exactly `len` bytes of `reader` to `out`, 64 KiB at a time; a
@@ -582,15 +588,12 @@ fn reason(status: u16) -> &'static str {
 /// The answer sent to a connection past the page's cap, before it is
 /// closed (see [`crate::server::ServerOptions::busy`]).
 pub fn busy(sentence: &str) -> Vec<u8> {
-    let body = format!("{sentence}\n");
-    format!(
-        "HTTP/1.1 503 {}\r\nDate: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        reason(503),
-        http_date(SystemTime::now()),
-        body.len()
-    )
-    .into_bytes()
+    let response = Response::text(503, sentence);
+    let mut whole = head_of(&response, false).into_bytes();
+    if let Body::Bytes(body) = &response.body {
+        whole.extend_from_slice(body);
+    }
+    whole
 }
 
 /// `time` as an HTTP date (RFC 9110 section 5.6.7): `Sun, 06 Nov 1994
