@@ -68,12 +68,10 @@ pub struct TrackerClient {
     /// Sessions opened so far: a new number is a tracker that may have
     /// forgotten what the last session told it.
     sessions: std::sync::atomic::AtomicU64,
-    /// What this peer wants the tracker to know (offers and progress
-    /// reports), to tell every new session again.
-    announced: Mutex<BTreeMap<FileKey, TrackerRequest>>,
-    /// Changes not sent yet ([`TrackerClient::offer_soon`],
-    /// [`TrackerClient::withdraw_soon`]): the latest of each file.
-    pending: Mutex<BTreeMap<FileKey, TrackerRequest>>,
+    /// What the tracker is to know, and what is still to be sent: one
+    /// lock, so that the two never disagree on a file changed by two
+    /// threads at once.
+    books: Mutex<Books>,
     /// Held while a change of a file is sent, so that changes go out in
     /// the order they were made.
     sending: Mutex<()>,
@@ -85,6 +83,17 @@ pub struct TrackerClient {
 /// How long after an `ERRR 406` (no room for offers) the offers waiting
 /// are tried again.
 pub const FULL_RETRY: Duration = Duration::from_secs(30);
+
+/// See [`TrackerClient::books`].
+#[derive(Debug, Default)]
+struct Books {
+    /// What this peer wants the tracker to know (offers and progress
+    /// reports), to tell every new session again.
+    announced: BTreeMap<FileKey, TrackerRequest>,
+    /// Changes not sent yet ([`TrackerClient::offer_soon`],
+    /// [`TrackerClient::withdraw_soon`]): the latest of each file.
+    pending: BTreeMap<FileKey, TrackerRequest>,
+}
 
 struct Conn {
     reader: LineReader<TrackerStream>,
@@ -142,8 +151,7 @@ impl TrackerClient {
             deadline: EXCHANGE_DEADLINE,
             peer_id: Mutex::new(None),
             sessions: std::sync::atomic::AtomicU64::new(0),
-            announced: Mutex::new(BTreeMap::new()),
-            pending: Mutex::new(BTreeMap::new()),
+            books: Mutex::new(Books::default()),
             sending: Mutex::new(()),
             full_at: Mutex::new(None),
         }
@@ -230,7 +238,8 @@ impl TrackerClient {
     /// Tells a new session every offer and progress report of the old one,
     /// before `deadline`.
     fn announce_again(&self, conn: &mut Conn, deadline: Instant) -> Result<(), PeerError> {
-        let announced: Vec<TrackerRequest> = self.announced.lock().values().cloned().collect();
+        let announced: Vec<TrackerRequest> =
+            self.books.lock().announced.values().cloned().collect();
         if announced.is_empty() {
             return Ok(());
         }
@@ -375,8 +384,11 @@ impl TrackerClient {
         // Sent in turn with the queue: never overtaken by an older queued
         // change of this file, nor overtaking one.
         let _in_turn = self.sending.lock();
-        self.announced.lock().insert(offer.key, request.clone());
-        self.pending.lock().remove(&offer.key);
+        {
+            let mut books = self.books.lock();
+            books.announced.insert(offer.key, request.clone());
+            books.pending.remove(&offer.key);
+        }
         match self.expect_ok(&request) {
             Err(PeerError::TrackerRefused {
                 code: ErrorCode::TrackerFull,
@@ -387,7 +399,7 @@ impl TrackerClient {
             }
             Err(e) => {
                 if !e.tracker_is_away() {
-                    self.announced.lock().remove(&offer.key);
+                    self.books.lock().announced.remove(&offer.key);
                 }
                 Err(e)
             }
@@ -399,18 +411,18 @@ impl TrackerClient {
     /// its next round ([`TrackerClient::flush`]).
     pub fn offer_soon(&self, offer: &FileOffer) {
         let request = TrackerRequest::Addf(offer.clone());
-        self.announced.lock().insert(offer.key, request.clone());
-        self.pending.lock().insert(offer.key, request);
+        let mut books = self.books.lock();
+        books.announced.insert(offer.key, request.clone());
+        books.pending.insert(offer.key, request);
     }
 
     /// Withdraws a file without waiting: the housekeeping thread sends the
     /// `RMVF` on its next round, unless the file is offered again first
     /// (the newer change of a file replaces the older one in the queue).
     pub fn withdraw_soon(&self, key: FileKey) {
-        self.announced.lock().remove(&key);
-        self.pending
-            .lock()
-            .insert(key, TrackerRequest::Rmvf { key });
+        let mut books = self.books.lock();
+        books.announced.remove(&key);
+        books.pending.insert(key, TrackerRequest::Rmvf { key });
     }
 
     /// `RMVF`: withdraws a file now (and whatever change of it was
@@ -418,8 +430,11 @@ impl TrackerClient {
     /// took the offer, or restarted since) has nothing to withdraw: done.
     pub fn withdraw(&self, key: FileKey) -> Result<(), PeerError> {
         let _in_turn = self.sending.lock();
-        self.announced.lock().remove(&key);
-        self.pending.lock().remove(&key);
+        {
+            let mut books = self.books.lock();
+            books.announced.remove(&key);
+            books.pending.remove(&key);
+        }
         match self.expect_ok(&TrackerRequest::Rmvf { key }) {
             Err(PeerError::TrackerRefused {
                 code: ErrorCode::UnknownFile | ErrorCode::NotYours,
@@ -445,7 +460,7 @@ impl TrackerClient {
     /// Queues `request`, a change of `key` not sent, again: unless a newer
     /// change of that file was queued since.
     fn requeue(&self, key: FileKey, request: TrackerRequest) {
-        self.pending.lock().entry(key).or_insert(request);
+        self.books.lock().pending.entry(key).or_insert(request);
     }
 
     /// Sends the changes queued by [`TrackerClient::offer_soon`] and
@@ -455,14 +470,14 @@ impl TrackerClient {
     /// unless a newer one took its place.
     pub fn flush(&self) -> Result<(), PeerError> {
         let _in_turn = self.sending.lock();
-        let keys: Vec<FileKey> = self.pending.lock().keys().copied().collect();
+        let keys: Vec<FileKey> = self.books.lock().pending.keys().copied().collect();
         for key in keys {
             let full = self
                 .full_at
                 .lock()
                 .is_some_and(|at| at.elapsed() < FULL_RETRY);
             let request = {
-                let mut pending = self.pending.lock();
+                let pending = &mut self.books.lock().pending;
                 if full && matches!(pending.get(&key), Some(TrackerRequest::Addf(_))) {
                     continue;
                 }
@@ -488,7 +503,7 @@ impl TrackerClient {
                 Err(PeerError::TrackerRefused { text, .. }) => {
                     warn!("the tracker refused {}: {text}", request.verb());
                     // Refused for good: not offered to later sessions either.
-                    let mut announced = self.announced.lock();
+                    let announced = &mut self.books.lock().announced;
                     if announced.get(&key) == Some(&request) {
                         announced.remove(&key);
                     }
@@ -510,19 +525,18 @@ impl TrackerClient {
             bitmap: bitmap.to_field(),
         };
         let _in_turn = self.sending.lock();
-        if bitmap.count() > 0 {
-            // Holding pieces of it again: a queued withdrawal is older.
-            let mut pending = self.pending.lock();
-            if matches!(pending.get(&key), Some(TrackerRequest::Rmvf { .. })) {
-                pending.remove(&key);
-            }
-        }
         {
-            let mut announced = self.announced.lock();
+            let Books { announced, pending } = &mut *self.books.lock();
             if bitmap.count() == 0 {
                 announced.remove(&key);
-            } else if !matches!(announced.get(&key), Some(TrackerRequest::Addf(_))) {
-                announced.insert(key, request.clone());
+            } else {
+                // Holding pieces of it again: a queued withdrawal is older.
+                if matches!(pending.get(&key), Some(TrackerRequest::Rmvf { .. })) {
+                    pending.remove(&key);
+                }
+                if !matches!(announced.get(&key), Some(TrackerRequest::Addf(_))) {
+                    announced.insert(key, request.clone());
+                }
             }
         }
         self.expect_ok(&request).map(drop)
@@ -637,8 +651,9 @@ mod tests {
         };
         let queued = |client: &TrackerClient, n: u8| {
             client
-                .pending
+                .books
                 .lock()
+                .pending
                 .get(&FileKey([n; 32]))
                 .map(TrackerRequest::verb)
         };
@@ -646,7 +661,11 @@ mod tests {
         client.offer_soon(&offer(1));
         client.withdraw_soon(FileKey([1; 32]));
         assert_eq!(queued(&client, 1), Some("RMVF"));
-        assert!(!client.announced.lock().contains_key(&FileKey([1; 32])));
+        assert!(!client
+            .books
+            .lock()
+            .announced
+            .contains_key(&FileKey([1; 32])));
         // Withdrawn, then offered again: only the offer.
         client.offer_soon(&offer(1));
         assert_eq!(queued(&client, 1), Some("ADDF"));
@@ -691,7 +710,7 @@ mod tests {
         };
         let long = format!("/{}", "d".repeat(4000));
         let mut n = 1;
-        while filler.offer(&offer(n, &long)).is_ok() && filler.pending.lock().is_empty() {
+        while filler.offer(&offer(n, &long)).is_ok() && filler.books.lock().pending.is_empty() {
             n += 1;
         }
         // Refused for lack of room: kept, and not sent again at once.
@@ -705,23 +724,27 @@ mod tests {
         );
         let mine = offer(100_000, "/mine.bin");
         assert!(ours.offer(&mine).is_ok(), "kept for later, not an error");
-        assert_eq!(ours.pending.lock().len(), 1);
+        assert_eq!(ours.books.lock().pending.len(), 1);
         ours.flush().unwrap();
-        assert_eq!(ours.pending.lock().len(), 1, "not tried again at once");
+        assert_eq!(
+            ours.books.lock().pending.len(),
+            1,
+            "not tried again at once"
+        );
         // One the tracker never took, unshared: done, nothing left queued.
         let other = offer(100_001, "/other.bin");
         assert!(ours.offer(&other).is_ok());
-        assert_eq!(ours.pending.lock().len(), 2);
+        assert_eq!(ours.books.lock().pending.len(), 2);
         assert!(
             ours.withdraw(other.key).is_ok(),
             "nothing to withdraw there"
         );
-        assert_eq!(ours.pending.lock().len(), 1);
+        assert_eq!(ours.books.lock().pending.len(), 1);
         // Room comes back; the next try, past its wait, gets in.
         filler.quit();
         *ours.full_at.lock() = Some(Instant::now() - FULL_RETRY);
         ours.flush().unwrap();
-        assert!(ours.pending.lock().is_empty());
+        assert!(ours.books.lock().pending.is_empty());
         let listed = ours
             .search(SearchCriteria::parse("f100000").unwrap())
             .unwrap();
