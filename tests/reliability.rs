@@ -14,67 +14,138 @@ use support::{
 const PIECE: usize = 16 * 1024;
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A `peer get` of an 8 MiB file from a seeder held to 1 MB/s, killed
+/// (SIGKILL) once it has some pieces; its `.part` file is left in `out`.
+struct Interrupted {
+    tracker: TrackerProcess,
+    dir: tempfile::TempDir,
+    _seeder: PeerProcess,
+    data: Vec<u8>,
+    key: String,
+    out: std::path::PathBuf,
+}
+
+impl Interrupted {
+    fn new() -> Interrupted {
+        let tracker = TrackerProcess::start(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        let data = random_bytes(8 << 20, 3);
+        let original = write_file(&dir.path().join("files"), "movie.mkv", &data);
+        let mut seeder = PeerProcess::start(
+            &dir.path().join("seeder"),
+            tracker.addr,
+            &["--upload-limit", "1MB", "share", original.to_str().unwrap()],
+        );
+        seeder.expect("sharing ");
+        let mut observer = tracker.connect();
+        let key = observer.key_of("movie");
+        let out = dir.path().join("out");
+        let mut interrupted = Interrupted {
+            tracker,
+            dir,
+            _seeder: seeder,
+            data,
+            key,
+            out,
+        };
+        let home = interrupted.dir.path().join("getter");
+        let mut first = interrupted.get(&home);
+        assert!(
+            eventually(WAIT, || observer.leecher_pieces(&interrupted.key) >= 32),
+            "no progress"
+        );
+        std::thread::sleep(Duration::from_millis(1200)); // a progress save since
+        first.child.kill().unwrap(); // SIGKILL on Unix, TerminateProcess on Windows
+        first.child.wait().unwrap();
+        assert!(
+            !interrupted.out.join("movie.mkv").exists(),
+            "nothing under the final name"
+        );
+        assert!(interrupted.out.join("movie.mkv.part").exists());
+        interrupted
+    }
+
+    /// `peer get <key> -o out`, its state in `home`, logging into
+    /// `home/peer.log`.
+    fn get(&self, home: &std::path::Path) -> PeerProcess {
+        let log = home.join("peer.log");
+        let args = [
+            "--log-file",
+            log.to_str().unwrap(),
+            "--log-level",
+            "info",
+            "get",
+            &self.key,
+            "-o",
+            self.out.to_str().unwrap(),
+        ];
+        PeerProcess::start(home, self.tracker.addr, &args)
+    }
+
+    /// The number `words` is followed by in `home`'s log (such as the
+    /// pieces a resumed download started with).
+    fn logged_count(home: &std::path::Path, words: &str) -> usize {
+        let log = std::fs::read_to_string(home.join("peer.log")).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains(words))
+            .unwrap_or_else(|| panic!("no {words:?} in the log:\n{log}"));
+        line.split(words)
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count after {words:?} in {line}"))
+    }
+
+    /// Checks that the file is whole under its name, and no `.part` left.
+    fn assert_done(&self) {
+        assert_eq!(
+            std::fs::read(self.out.join("movie.mkv")).unwrap(),
+            self.data
+        );
+        assert!(!self.out.join("movie.mkv.part").exists());
+    }
+}
+
 #[test]
 fn a_download_killed_with_sigkill_resumes_from_its_verified_pieces() {
-    let tracker = TrackerProcess::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let data = random_bytes(8 << 20, 3);
-    let original = write_file(&dir.path().join("files"), "movie.mkv", &data);
-    let mut seeder = PeerProcess::start(
-        &dir.path().join("seeder"),
-        tracker.addr,
-        &["--upload-limit", "1MB", "share", original.to_str().unwrap()],
-    );
-    seeder.expect("sharing ");
-    let mut observer = tracker.connect();
-    let key = observer.key_of("movie");
-
-    let home = dir.path().join("getter");
-    let out = dir.path().join("out");
-    let log = home.join("peer.log");
-    let get = [
-        "--log-file",
-        log.to_str().unwrap(),
-        "--log-level",
-        "info",
-        "get",
-        &key,
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    let mut first = PeerProcess::start(&home, tracker.addr, &get);
-    assert!(
-        eventually(WAIT, || observer.leecher_pieces(&key) >= 32),
-        "no progress"
-    );
-    std::thread::sleep(Duration::from_millis(1200)); // a progress save since
-    first.child.kill().unwrap(); // SIGKILL on Unix, TerminateProcess on Windows
-    first.child.wait().unwrap();
-    assert!(
-        !out.join("movie.mkv").exists(),
-        "nothing under the final name"
-    );
-    assert!(out.join("movie.mkv.part").exists());
-
-    let mut second = PeerProcess::start(&home, tracker.addr, &get);
+    let interrupted = Interrupted::new();
+    let home = interrupted.dir.path().join("getter");
+    let mut second = interrupted.get(&home);
     assert!(second.wait(Duration::from_secs(120)).success());
-    assert_eq!(std::fs::read(out.join("movie.mkv")).unwrap(), data);
-    assert!(!out.join("movie.mkv.part").exists());
-    let log = std::fs::read_to_string(&log).unwrap();
-    let resumed = log
-        .lines()
-        .find(|l| l.contains("movie.mkv: continuing with "))
-        .unwrap_or_else(|| panic!("no resume in the log:\n{log}"));
-    let pieces: usize = resumed
-        .split("continuing with ")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(pieces >= 16, "resumed with only {pieces} pieces: {resumed}");
+    interrupted.assert_done();
+    let pieces = Interrupted::logged_count(&home, "movie.mkv: continuing with ");
+    assert!(pieces >= 16, "resumed with only {pieces} pieces");
+}
+
+#[test]
+fn a_part_file_whose_download_state_was_lost_is_taken_up_piece_by_piece() {
+    let interrupted = Interrupted::new();
+    // Another state folder: as if the first were deleted, or the peer
+    // run from another working directory with a relative one.
+    let elsewhere = interrupted.dir.path().join("elsewhere");
+    let mut again = interrupted.get(&elsewhere);
+    assert!(again.wait(Duration::from_secs(120)).success());
+    interrupted.assert_done();
+    let kept = Interrupted::logged_count(&elsewhere, "with no record of its download; ");
+    assert!(kept >= 16, "took up only {kept} pieces");
+}
+
+#[test]
+fn a_second_get_of_a_download_under_way_leaves_it_and_its_state_alone() {
+    let interrupted = Interrupted::new();
+    let home = interrupted.dir.path().join("getter");
+    let mut first = interrupted.get(&home);
+    let log = home.join("peer.log");
+    assert!(eventually(WAIT, || std::fs::read_to_string(&log)
+        .is_ok_and(|log| log.contains("movie.mkv: continuing with "))));
+    // The same file, into the same folder, on the same state folder.
+    let mut second = interrupted.get(&home);
+    assert!(!second.wait(WAIT).success());
+    let said = second.stderr_text();
+    assert!(said.contains("is being written by another peer"), "{said}");
+    assert!(first.wait(Duration::from_secs(120)).success());
+    interrupted.assert_done();
 }
 
 #[test]

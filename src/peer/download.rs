@@ -60,6 +60,7 @@ use super::tracker_client::TrackerClient;
 mod coordinator;
 mod held;
 mod in_flight;
+mod orphan;
 mod rarity;
 mod speed;
 mod standing;
@@ -544,43 +545,46 @@ fn prepare(
     // (The folder is absolute, see `Peer::start_download`: the saved state
     // still finds the .part when the peer starts again elsewhere.)
     let part_path = plan.dir.join(part_file_name(&saved_as));
-    let exists = || {
-        format!(
-            "{} already exists (another download of a file with this name?)",
-            part_path.display()
-        )
-    };
-    if part_path.exists() {
-        return Err(exists());
-    }
-    // The state is recorded before the .part file is made: a crash in
-    // between leaves a state whose .part is missing, which a restart
-    // forgets, never a .part file that nothing knows about.
-    context
-        .resume
-        .begin(&plan.name, plan.kind, &part_path, &manifest)
-        .map_err(|e| format!("cannot save the download's state: {e}"))?;
-    // Never truncate a file that is there: another download, or the user's.
-    let part = PieceFile::create_new(&part_path, manifest.size()).map_err(|e| {
-        context.resume.forget(&plan.key);
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            exists()
-        } else {
-            format!("cannot create {}: {e}", part_path.display())
+    let shared = if part_path.exists() {
+        orphan::take_up(context, plan, manifest, &part_path)?
+    } else {
+        // The state is recorded before the .part file is made: a crash in
+        // between leaves a state whose .part is missing, which a restart
+        // forgets.
+        context
+            .resume
+            .begin(&plan.name, plan.kind, &part_path, &manifest)
+            .map_err(|e| format!("cannot save the download's state: {e}"))?;
+        // Never truncate a file that is there: another download, or the user's.
+        match PieceFile::create_new(&part_path, manifest.size()) {
+            Ok(part) => {
+                // Held while this peer writes it: another peer started on
+                // the same state folder does not take it too (see
+                // `ResumeStore::load` and `orphan::take_up`).
+                let _ = part.try_lock();
+                let pieces = manifest.piece_count();
+                SharedFile::partial(
+                    plan.name.clone(),
+                    plan.kind,
+                    manifest,
+                    &part_path,
+                    part,
+                    Bitmap::empty(pieces),
+                )
+            }
+            // Made meanwhile, by another peer downloading this file into
+            // this folder: the state just written is that download's too
+            // (the same record), so it stays.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                orphan::take_up(context, plan, manifest, &part_path)?
+            }
+            Err(e) => {
+                context.resume.forget(&plan.key);
+                return Err(format!("cannot create {}: {e}", part_path.display()));
+            }
         }
-    })?;
-    // Held while this peer writes it: another peer started on the same
-    // state folder does not resume it too (see `ResumeStore::load`).
-    let _ = part.try_lock();
-    let pieces = manifest.piece_count();
-    let shared = Arc::new(SharedFile::partial(
-        plan.name.clone(),
-        plan.kind,
-        manifest,
-        &part_path,
-        part,
-        Bitmap::empty(pieces),
-    ));
+    };
+    let shared = Arc::new(shared);
     context.library.insert(Arc::clone(&shared));
     Ok(shared)
 }

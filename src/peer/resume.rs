@@ -254,7 +254,7 @@ impl ResumeStore {
 }
 
 /// The claimed pieces that really are right in `part`, every one checked.
-fn verified_pieces(manifest: &Manifest, part: &PieceFile, claimed: &Bitmap) -> Bitmap {
+pub(super) fn verified_pieces(manifest: &Manifest, part: &PieceFile, claimed: &Bitmap) -> Bitmap {
     let mut verified = Bitmap::empty(claimed.len());
     let mut buf = Vec::new();
     for index in (0..claimed.len()).filter(|&i| claimed.has(i)) {
