@@ -40,7 +40,7 @@ impl Interrupted {
         let mut observer = tracker.connect();
         let key = observer.key_of("movie");
         let out = dir.path().join("out");
-        let mut interrupted = Interrupted {
+        let interrupted = Interrupted {
             tracker,
             dir,
             _seeder: seeder,
