@@ -551,6 +551,53 @@ fn a_sole_source_that_keeps_failing_is_given_up_and_the_download_says_why() {
 }
 
 #[test]
+fn a_sole_source_given_up_is_tried_again_once_it_is_back_at_its_address() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(200 * PIECE, 83);
+    let original = write_file(&dir.path().join("files"), "back.bin", &data);
+    // A fixed port, as in a classroom: the seeder comes back at the same
+    // address, so under the same peer id.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let seeder_settings = [("port", port.as_str()), ("upload_limit", "200KB")];
+    let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &seeder_settings);
+    let key = seeder.share(&original, |_| {}).unwrap().key;
+    let leecher = start_peer(
+        dir.path(),
+        "leecher",
+        tracker.local_addr(),
+        &[("stall_timeout_secs", "120")],
+    );
+    let download = leecher.download(&key.to_string(), None).unwrap();
+    assert!(eventually(WAIT, || download.status().pieces_done() > 10));
+
+    seeder.shutdown();
+    let given_up = || {
+        download.status().sources.iter().any(|source| {
+            source
+                .dropped
+                .as_deref()
+                .is_some_and(|why| why.starts_with("given up"))
+        })
+    };
+    assert!(
+        eventually(WAIT, given_up),
+        "{:?}",
+        download.status().sources
+    );
+
+    let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &seeder_settings);
+    seeder.share(&original, |_| {}).unwrap();
+    let path = support::wait_within(download, Duration::from_secs(120)).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+}
+
+#[test]
 fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
     let swarm = support::seeded_swarm("whole.bin", 12 * PIECE, 82, &[]);
     // A peer that had verified every piece when it was stopped, before the

@@ -134,7 +134,7 @@ impl<'a> Coordinator<'a> {
     }
 
     fn add_neighbour(&mut self, peer: PeerId, pieces: usize) {
-        let in_use = self.neighbours.iter().filter(|n| !n.standing.is_banned());
+        let in_use = self.neighbours.iter().filter(|n| n.standing.holds_place());
         if self.neighbours.iter().any(|n| n.peer == peer)
             || !admits_neighbour(in_use.count(), self.neighbours.len())
         {
@@ -272,32 +272,64 @@ impl<'a> Coordinator<'a> {
 
     /// Every BufferMap interval: take in the peers the housekeeping thread
     /// found, give dropped (not banned) neighbours another chance after a
-    /// pause.
+    /// pause, and those given up one more try now and then while they are
+    /// still listed.
     fn periodic_round(&mut self) {
         let (interval, now) = (self.context.settings.bitmap_interval, Instant::now());
-        for n in &mut self.neighbours {
-            if n.standing.retry_if_due(interval, now) {
-                debug!(
-                    "{}: trying neighbour {} again",
-                    self.plan.name.as_str(),
-                    n.peer
-                );
-                n.bitmap_at = None;
-                n.speed.reset_rate();
-                for lane in &n.lanes {
-                    lane.link.reopen();
-                }
-                self.rarity.add_holder(&n.bitmap);
-            }
-        }
         // Progress reports and peer look-ups are the housekeeping thread's
         // job: here only what it found is read, without waiting.
-        if self.plan.only_from.is_none() {
-            let pieces = self.have.len();
-            for peer in self.context.discovery.peers(&self.shared.key) {
-                self.add_neighbour(peer, pieces);
+        let listed = match self.plan.only_from {
+            Some(peer) => vec![peer],
+            None => self.context.discovery.peers(&self.shared.key),
+        };
+        let mut in_use = self
+            .neighbours
+            .iter()
+            .filter(|n| n.standing.holds_place())
+            .count();
+        for index in 0..self.neighbours.len() {
+            let n = &mut self.neighbours[index];
+            let back = if n.standing.holds_place() {
+                n.standing.retry_if_due(interval, now)
+            } else {
+                // Given up (or banned, which never comes back): it takes
+                // a place again if there is one.
+                let again = in_use < MAX_NEIGHBOURS
+                    && listed.contains(&n.peer)
+                    && n.standing.retry_given_up_if_due(now);
+                in_use += usize::from(again);
+                again
+            };
+            if back {
+                self.bring_back(index);
             }
         }
+        let pieces = self.have.len();
+        for peer in listed {
+            self.add_neighbour(peer, pieces);
+        }
+    }
+
+    /// A neighbour out until now is live again: its connections are
+    /// opened anew and its BufferMap asked for at once.
+    fn bring_back(&mut self, neighbour: usize) {
+        let pieces = self.have.len();
+        let n = &mut self.neighbours[neighbour];
+        debug!(
+            "{}: trying neighbour {} again",
+            self.plan.name.as_str(),
+            n.peer
+        );
+        if n.bitmap.len() != pieces {
+            // Given up, its BufferMap was dropped: none until it sends one.
+            n.bitmap = Bitmap::empty(pieces);
+        }
+        n.bitmap_at = None;
+        n.speed.reset_rate();
+        for lane in &n.lanes {
+            lane.link.reopen();
+        }
+        self.rarity.add_holder(&n.bitmap);
     }
 
     /// Gives work to every idle lane of every live neighbour: its BufferMap
@@ -476,7 +508,7 @@ impl<'a> Coordinator<'a> {
                         if n.standing.is_live() {
                             self.rarity.update(&n.bitmap, &bitmap);
                         }
-                        if !n.standing.is_banned() {
+                        if n.standing.holds_place() {
                             n.bitmap = bitmap;
                         }
                     }
@@ -560,8 +592,8 @@ impl<'a> Coordinator<'a> {
     /// BufferMaps claim.
     fn refuse(&mut self, neighbour: usize, index: u32) {
         let n = &mut self.neighbours[neighbour];
-        if n.standing.is_banned() {
-            // Never asked again (its BufferMap is gone already).
+        if !n.standing.holds_place() {
+            // Not asked again for now (its BufferMap is gone already).
             return;
         }
         n.refused.insert(index);
@@ -615,10 +647,10 @@ impl<'a> Coordinator<'a> {
             return;
         }
         let (name, reason) = (self.plan.name.as_str(), n.standing.reason().unwrap_or(""));
-        if n.standing.is_banned() {
-            warn!("{name}: neighbour {} {reason}", n.peer);
-        } else {
+        if n.standing.holds_place() {
             info!("{name}: neighbour {} {reason}", n.peer);
+        } else {
+            warn!("{name}: neighbour {} {reason}", n.peer);
         }
         if was_live {
             self.rarity.remove_holder(&n.bitmap);
@@ -626,9 +658,10 @@ impl<'a> Coordinator<'a> {
                 lane.link.close();
             }
         }
-        if n.standing.is_banned() {
-            // Never asked for anything again: what it holds and what it
-            // refused need not be kept (a BufferMap is up to 128 KiB).
+        if !n.standing.holds_place() {
+            // Not asked for anything until it is tried again, if ever:
+            // what it holds and what it refused need not be kept (a
+            // BufferMap is up to 128 KiB).
             n.bitmap = Bitmap::empty(0);
             n.refused = HashSet::new();
         }

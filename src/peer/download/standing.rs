@@ -1,15 +1,21 @@
 //! A neighbour's standing in one download: live; out for a while after a
 //! failed exchange (tried again after a pause that doubles with each
-//! failure in a row); or out for good, banned for bad pieces, a broken
-//! protocol, or [`MAX_FAILURES`] failures in a row. Pure bookkeeping with
+//! failure in a row); given up after [`MAX_FAILURES`] failures in a row
+//! (tried once more every [`GIVEN_UP_RETRY`] while the peer look-up still
+//! lists it: a peer restarted at the same address comes back); or banned
+//! for good, for bad pieces or a broken protocol. Pure bookkeeping with
 //! the clock passed in: the coordinator tells it what happened and asks
 //! whether the neighbour may be used, so the rules are tested here alone.
 
 use std::time::{Duration, Instant};
 
 /// Failed exchanges in a row (no piece between them) after which a
-/// neighbour is given up for the rest of the download.
+/// neighbour is given up.
 pub const MAX_FAILURES: u32 = 4;
+
+/// How long a neighbour given up waits before it is tried once more (if
+/// the peer look-up still lists it). One more failure gives it up again.
+pub const GIVEN_UP_RETRY: Duration = Duration::from_secs(15);
 
 /// The longest pause before a neighbour is tried again.
 const LONGEST_PAUSE: Duration = Duration::from_secs(120);
@@ -29,7 +35,17 @@ pub struct Standing {
 struct Out {
     reason: String,
     since: Instant,
-    for_good: bool,
+    kind: OutKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutKind {
+    /// Tried again after a pause.
+    Paused,
+    /// Tried again only if still listed, every [`GIVEN_UP_RETRY`].
+    GivenUp,
+    /// Never asked for anything again.
+    Banned,
 }
 
 impl Standing {
@@ -40,7 +56,18 @@ impl Standing {
 
     /// Whether it is out for the rest of the download.
     pub fn is_banned(&self) -> bool {
-        self.out.as_ref().is_some_and(|out| out.for_good)
+        self.is(OutKind::Banned)
+    }
+
+    /// Whether it keeps its place among the download's neighbours: live,
+    /// or out for a pause and coming back on its own. One given up or
+    /// banned leaves its place (and its BufferMap) to others.
+    pub fn holds_place(&self) -> bool {
+        !self.is(OutKind::GivenUp) && !self.is(OutKind::Banned)
+    }
+
+    fn is(&self, kind: OutKind) -> bool {
+        self.out.as_ref().is_some_and(|out| out.kind == kind)
     }
 
     /// Why it is out, in words for the user (`None`: live).
@@ -69,15 +96,17 @@ impl Standing {
             return false;
         }
         self.failures += 1;
-        if self.failures >= MAX_FAILURES {
+        let (reason, kind) = if self.failures >= MAX_FAILURES {
             let reason =
                 format!("given up after {MAX_FAILURES} failures in a row (last: {reason})");
-            return self.ban(reason, now);
-        }
+            (reason, OutKind::GivenUp)
+        } else {
+            (reason, OutKind::Paused)
+        };
         self.out = Some(Out {
             reason,
             since: now,
-            for_good: false,
+            kind,
         });
         true
     }
@@ -91,7 +120,7 @@ impl Standing {
         self.out = Some(Out {
             reason,
             since: now,
-            for_good: true,
+            kind: OutKind::Banned,
         });
         true
     }
@@ -107,11 +136,27 @@ impl Standing {
         };
         let doublings = self.failures.saturating_sub(1).min(6);
         let pause = (interval * 2u32.pow(doublings)).min(LONGEST_PAUSE);
-        if out.for_good || now.saturating_duration_since(out.since) < pause {
+        if out.kind != OutKind::Paused || now.saturating_duration_since(out.since) < pause {
             return false;
         }
         self.out = None;
         true
+    }
+
+    /// Brings it back, for one more try, if it was given up at least
+    /// [`GIVEN_UP_RETRY`] before `now` (the caller asks only for a peer
+    /// the look-up still lists): its next failure gives it up again.
+    /// Returns whether it came back.
+    pub fn retry_given_up_if_due(&mut self, now: Instant) -> bool {
+        let due = self.out.as_ref().is_some_and(|out| {
+            out.kind == OutKind::GivenUp
+                && now.saturating_duration_since(out.since) >= GIVEN_UP_RETRY
+        });
+        if due {
+            self.out = None;
+            self.failures = MAX_FAILURES - 1;
+        }
+        due
     }
 }
 
@@ -149,12 +194,35 @@ mod tests {
             now = due;
         }
         assert!(standing.fail("dropped: refused".into(), now));
-        assert!(standing.is_banned());
+        assert!(!standing.holds_place() && !standing.is_banned());
         assert_eq!(
             standing.reason(),
             Some("given up after 4 failures in a row (last: dropped: refused)")
         );
         assert!(!standing.retry_if_due(SECOND, now + 3600 * SECOND));
+    }
+
+    #[test]
+    fn a_neighbour_given_up_gets_one_more_try_now_and_then() {
+        let (mut standing, t0) = (Standing::default(), Instant::now());
+        for _ in 0..MAX_FAILURES {
+            standing.retry_if_due(SECOND, t0 + 3600 * SECOND);
+            standing.fail("dropped: refused".into(), t0);
+        }
+        assert!(!standing.holds_place());
+        assert!(!standing.retry_given_up_if_due(t0 + GIVEN_UP_RETRY - SECOND));
+        assert!(standing.retry_given_up_if_due(t0 + GIVEN_UP_RETRY));
+        assert!(standing.is_live());
+        // One more failure: given up again at once, not paused.
+        let t1 = t0 + GIVEN_UP_RETRY;
+        assert!(standing.fail("dropped: refused".into(), t1));
+        assert!(!standing.holds_place());
+        assert!(!standing.retry_given_up_if_due(t1 + SECOND));
+        // A good piece after a retry: a live neighbour like any other.
+        assert!(standing.retry_given_up_if_due(t1 + GIVEN_UP_RETRY));
+        standing.gave_piece();
+        assert!(standing.fail("dropped: reset".into(), t1 + GIVEN_UP_RETRY));
+        assert!(standing.holds_place(), "the first failure of a new run");
     }
 
     #[test]
@@ -181,6 +249,7 @@ mod tests {
         assert!(!standing.fail("dropped: late".into(), t0));
         assert_eq!(standing.reason(), Some("banned: bad pieces"));
         assert!(!standing.retry_if_due(SECOND, t0 + 3600 * SECOND));
+        assert!(!standing.retry_given_up_if_due(t0 + 3600 * SECOND));
         assert_eq!(standing.strike(), 2);
     }
 
