@@ -597,6 +597,36 @@ fn a_sole_source_given_up_is_tried_again_once_it_is_back_at_its_address() {
     assert_eq!(std::fs::read(path).unwrap(), data);
 }
 
+// Unix: Windows may keep a file deleted while open under its name until
+// it is closed, so the download cannot see it go.
+#[cfg(unix)]
+#[test]
+fn a_part_file_deleted_during_its_download_stops_it_and_the_next_starts_over() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(200 * PIECE, 84);
+    let original = write_file(&dir.path().join("files"), "gone.bin", &data);
+    let seeder = start_peer(
+        dir.path(),
+        "seeder",
+        tracker.local_addr(),
+        &[("upload_limit", "300KB")],
+    );
+    let key = seeder.share(&original, |_| {}).unwrap().key;
+    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
+    let download = leecher.download(&key.to_string(), None).unwrap();
+    assert!(eventually(WAIT, || download.status().pieces_done() > 10));
+    let part = dir.path().join("leecher/downloads/gone.bin.part");
+    std::fs::remove_file(&part).unwrap();
+    let reason = support::wait_within(download, WAIT).unwrap_err();
+    assert!(reason.contains("was deleted or moved"), "{reason}");
+    assert!(leecher.unfinished().is_empty(), "its pieces went with it");
+
+    let again = leecher.download(&key.to_string(), None).unwrap();
+    let path = support::wait_within(again, WAIT).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+}
+
 #[test]
 fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
     let swarm = support::seeded_swarm("whole.bin", 12 * PIECE, 82, &[]);

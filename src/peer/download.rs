@@ -356,6 +356,17 @@ fn run(
     // A shared file found changed on disk is no copy of this file: as if
     // it were not here.
     let mut here = context.library.get(&key).filter(|f| !f.has_changed());
+    // An unfinished download whose .part file was deleted or moved since:
+    // its pieces went with it.
+    if let Some(file) = here
+        .as_ref()
+        .filter(|f| f.is_unfinished() && !f.path().exists())
+    {
+        warn!("{name}: {} is gone; starting over", file.path().display());
+        context.library.remove(&key);
+        context.resume.forget(&key);
+        here = None;
+    }
     // Held here already, complete: done where it is, or copied to where
     // it is asked for; fetched anew if the held file is gone or changed.
     if let Some(file) = here.as_ref().filter(|f| f.is_offered()) {
@@ -454,6 +465,13 @@ fn run(
         // Renamed, then not opened again: the file is complete and
         // verified under its name, just not shared by this run.
         Err(reason) if shared.path() == final_path => warn!("{}: {reason}", plan.name.as_str()),
+        // The .part file is gone (deleted or moved): so are its pieces,
+        // and a later download starts over.
+        Err(reason) if !part_path.exists() => {
+            context.library.remove(&key);
+            context.resume.forget(&key);
+            return Err(reason);
+        }
         Err(reason) => {
             // The verified pieces stay: in the .part file, in the saved
             // state (a later download of the same file, or a restart, goes

@@ -307,15 +307,16 @@ impl SharedFile {
             close_when_unshared(file);
         }
         if let Err(e) = super::fsutil::rename_no_replace(&state.path, final_path) {
-            state.file = Some(Arc::new(PieceFile::open(&state.path)?));
-            return Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot rename {} to {}: {e}",
-                    state.path.display(),
-                    final_path.display()
-                ),
-            ));
+            let why = format!(
+                "cannot rename {} to {}: {e}",
+                state.path.display(),
+                final_path.display()
+            );
+            // Still there: served on, as before. (Gone: nothing to serve.)
+            if let Ok(file) = PieceFile::open(&state.path) {
+                state.file = Some(Arc::new(file));
+            }
+            return Err(io::Error::new(e.kind(), why));
         }
         // Recorded first: the file is there now, whether or not it can be
         // opened again below (the caller tells the two apart by the path).

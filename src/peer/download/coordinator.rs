@@ -232,6 +232,17 @@ impl<'a> Coordinator<'a> {
             }
             if last_save.0.elapsed() >= SAVE_INTERVAL && last_save.1 != self.have.count() {
                 last_save = (Instant::now(), self.have.count());
+                // Pieces written into a file no longer at its path could
+                // never get the final name.
+                let part = self.shared.path();
+                if std::fs::metadata(&part).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                {
+                    return Err(format!(
+                        "{} was deleted or moved during the download; download it again \
+                         to start over",
+                        part.display()
+                    ));
+                }
                 save_progress(self.context, self.shared);
             }
             self.start_writeback_if_due(jobs)?;
