@@ -211,7 +211,7 @@ impl ReadTimeout {
     /// (`None`: no limit but the deadline), and never past `deadline`.
     ///
     /// - Past the deadline: a `TimedOut` error saying `what`.
-    /// - Silent for all of `each`: the socket's timeout error.
+    /// - Silent for all of `each`: a `TimedOut` error saying for how long.
     /// - A timeout that comes early (the socket's timeout is kept when it
     ///   is a little shorter than the wait, see [`ReadTimeout::at_most`])
     ///   is waited out.
@@ -224,6 +224,16 @@ impl ReadTimeout {
         what: &'static str,
     ) -> io::Result<usize> {
         let passed = || io::Error::new(io::ErrorKind::TimedOut, what);
+        // In words, not the system's "resource temporarily unavailable".
+        let silent = || {
+            let each = each.unwrap_or_default();
+            let how_long = if each >= Duration::from_secs(1) {
+                format!("{:.0} s", each.as_secs_f64())
+            } else {
+                format!("{} ms", each.as_millis())
+            };
+            io::Error::new(io::ErrorKind::TimedOut, format!("no answer for {how_long}"))
+        };
         // Fixed once: a timeout that fires early must not start the
         // silence over again.
         let silent_until = each.map(|each| Instant::now() + each);
@@ -239,7 +249,7 @@ impl ReadTimeout {
             }
             let wait = end.saturating_duration_since(now);
             if wait.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::WouldBlock, "no data in time"));
+                return Err(silent());
             }
             self.at_most(stream, wait)?;
             let mut reader = stream;
@@ -251,7 +261,11 @@ impl ReadTimeout {
                     }
                     if now + EARLY_SLACK >= end {
                         // On time: the deadline's, if it was the nearer end.
-                        return Err(if deadline == Some(end) { passed() } else { e });
+                        return Err(if deadline == Some(end) {
+                            passed()
+                        } else {
+                            silent()
+                        });
                     }
                     // Fired early (see above): wait out the rest.
                 }
@@ -650,8 +664,9 @@ mod tests {
             "the silence started over: {:?}",
             started.elapsed()
         );
-        // Without a deadline, silence for the whole wait is the socket's
-        // own timeout error.
+        // Without a deadline, silence for the whole wait is a timeout
+        // that says how long, not the system's "resource temporarily
+        // unavailable".
         let error = timeout
             .read_before(
                 &client,
@@ -662,6 +677,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(is_timeout(&error), "{error}");
+        assert_eq!(error.to_string(), "no answer for 50 ms");
     }
 
     /// A reader that hands out its bytes a few at a time, as a network would.
