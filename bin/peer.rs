@@ -316,6 +316,17 @@ fn get(
             break;
         }
     }
+    // Done: the last line says so (100%), not the last one before. (A
+    // failure is said once, by the error below.)
+    let status = download.status();
+    if matches!(status.state, DownloadState::Done(_)) {
+        let line = progress_line(&status);
+        if live {
+            note(format_args!("\r{line}"));
+        } else if line != last {
+            note(format_args!("{line}\n"));
+        }
+    }
     if live {
         note("\n");
     }

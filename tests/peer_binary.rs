@@ -72,7 +72,15 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
         bob.expect("[notes.pdf] done:")
     };
     assert!(done.contains("SHA-256 verified"), "{done}");
+    assert!(done.contains("/s in "), "{done}");
     assert_eq!(std::fs::read(&save_to).unwrap(), data);
+    // Asked again: here already, and the line does not claim a speed.
+    bob.send(&format!("download {key}"));
+    let again = bob.expect("[notes.pdf] done:");
+    assert!(
+        again.ends_with("SHA-256 verified, nothing to fetch)"),
+        "{again}"
+    );
 
     // Auto-register: the tracker now lists two users for the file.
     let mut observer = tracker.connect();
@@ -338,6 +346,16 @@ fn get_under_a_download_limit_then_seeds_until_stopped() {
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2), "done in {took:?}");
     assert_eq!(std::fs::read(&path).unwrap(), data);
+    // Its progress, on a standard error that is no terminal, ends at 100%.
+    let progress = getter.stderr_text();
+    let last = progress
+        .lines()
+        .filter(|l| l.starts_with("[talk.mp3]"))
+        .last();
+    assert!(
+        last.is_some_and(|l| l.contains("100%") && l.ends_with("done")),
+        "{progress}"
+    );
 
     // With --seed it stays: the seeder leaves, and a newcomer still gets
     // the file, from the getter alone.

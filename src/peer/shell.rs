@@ -540,14 +540,24 @@ pub fn progress_line(status: &DownloadStatus) -> String {
     format!("[{}] {percent:>3}% {bar} {state}", status.name)
 }
 
-/// The average rate of a finished download, for people.
+/// What a finished download fetched from peers, and how fast, for people:
+/// pieces that were here already (a resumed download, a copy of a file
+/// held) are not counted as fetched.
 fn rate(status: &DownloadStatus) -> String {
+    let fetched: u64 = status.sources.iter().map(|source| source.bytes).sum();
+    if fetched == 0 {
+        return "nothing to fetch".to_string();
+    }
     let secs = status.elapsed.as_secs_f64().max(0.001);
-    format!(
-        "{}/s in {:.1} s",
-        format_bytes((status.size as f64 / secs) as u64),
-        secs
-    )
+    let speed = format!(
+        "{}/s in {secs:.1} s",
+        format_bytes((fetched as f64 / secs) as u64)
+    );
+    if fetched < status.size {
+        format!("{} fetched at {speed}", format_bytes(fetched))
+    } else {
+        speed
+    }
 }
 
 #[cfg(test)]
