@@ -348,10 +348,7 @@ fn get_under_a_download_limit_then_seeds_until_stopped() {
     assert_eq!(std::fs::read(&path).unwrap(), data);
     // Its progress, on a standard error that is no terminal, ends at 100%.
     let progress = getter.stderr_text();
-    let last = progress
-        .lines()
-        .filter(|l| l.starts_with("[talk.mp3]"))
-        .last();
+    let last = progress.lines().rfind(|l| l.starts_with("[talk.mp3]"));
     assert!(
         last.is_some_and(|l| l.contains("100%") && l.ends_with("done")),
         "{progress}"
