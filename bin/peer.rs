@@ -18,7 +18,7 @@ use swarmline::config::{flag_args, load_settings, PeerConfig, PEER_KEYS};
 use swarmline::peer::gui::Gui;
 use swarmline::peer::shell::{self, hashing_progress, progress_line};
 use swarmline::peer::tracker_client::TrackerClient;
-use swarmline::peer::{DownloadState, Peer};
+use swarmline::peer::{Download, DownloadState, Peer};
 use swarmline::protocol::SearchCriteria;
 use swarmline::units::format_bytes;
 
@@ -275,7 +275,7 @@ fn catch_ctrl_c() -> Result<Receiver<()>, String> {
     let presses = std::sync::atomic::AtomicUsize::new(0);
     ctrlc::set_handler(move || {
         if presses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            note("\nstopping (Ctrl-C again to stop at once)\n");
+            note("\nstopping (interrupt again to stop at once)\n");
             let _ = pressed_tx.try_send(());
         } else {
             std::process::exit(130);
@@ -340,11 +340,29 @@ fn get(
             }
             printed
         }
-        (Err(reason), _) | (Ok(_), DownloadState::Failed(reason)) => Err(reason),
+        (Err(reason), _) | (Ok(_), DownloadState::Failed(reason)) => {
+            Err(with_what_is_kept(&peer, &download, reason))
+        }
         (Ok(_), other) => Err(format!("ended while {other:?}")),
     };
     peer.shutdown();
     result
+}
+
+/// `reason` a download failed for, and what is kept of it when it left
+/// verified pieces to go on from.
+fn with_what_is_kept(peer: &Peer, download: &Download, reason: String) -> String {
+    let kept = peer
+        .unfinished()
+        .into_iter()
+        .find(|file| file.key == download.key())
+        .map(|file| file.bitmap().count())
+        .unwrap_or(0);
+    if kept == 0 {
+        return reason;
+    }
+    let total = download.status().pieces_total();
+    format!("{reason}; {kept} of {total} pieces are kept, and the same command goes on from them")
 }
 
 /// `peer ring`: walks the ring from the member at `addr`, prints what every

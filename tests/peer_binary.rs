@@ -525,23 +525,24 @@ fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
     );
 
     // `peer get`: the download is cancelled, its state kept for a later
-    // `get`, and the exit code says it did not finish.
+    // `get` (and the message says so), and the exit code says it did not
+    // finish.
+    let key = tracker.connect().key_of("held");
     let home = dir.path().join("getter");
     let mut getter = PeerProcess::start(
         &home,
         tracker.addr,
-        &["--download-limit", "1kB", "get", "held.bin"],
+        &["--download-limit", "20kB", "get", "held.bin"],
     );
-    assert!(eventually(WAIT, || home
-        .join("downloads")
-        .join("held.bin.part")
-        .exists()));
+    let mut observer = tracker.connect();
+    assert!(eventually(WAIT, || observer.leecher_pieces(&key) >= 1));
     ctrl_c(getter.child.id());
     assert_eq!(getter.wait(WAIT).code(), Some(1));
+    let said = getter.stderr_text();
+    assert!(said.contains("cancelled; "), "{said}");
     assert!(
-        getter.stderr_text().contains("cancelled"),
-        "{}",
-        getter.stderr_text()
+        said.contains("pieces are kept, and the same command goes on from them"),
+        "{said}"
     );
     assert!(home.join("downloads").join("held.bin.part").exists());
 }

@@ -452,7 +452,16 @@ fn run(
             status.lock().state = DownloadState::Finishing;
             flush_if_asked(&shared, context.settings.sync_on_finish)
         })
-        .and_then(|()| shared.finish(&final_path).map_err(|e| e.to_string()))
+        .and_then(|()| {
+            shared.finish(&final_path).map_err(|e| {
+                // A file put under the name while the download ran.
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    name_taken(&final_path)
+                } else {
+                    e.to_string()
+                }
+            })
+        })
         .inspect(|()| {
             // The new name on the disk too, not only the data under it.
             if context.settings.sync_on_finish {

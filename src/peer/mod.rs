@@ -12,6 +12,7 @@
 //! - [`download`]: one download (coordinator and worker pool);
 //! - [`discovery`]: peer look-ups for downloads, done off their threads;
 //! - [`resume`]: download state that survives a crash;
+//! - [`stored`]: how those records and the manifest cache are written;
 //! - [`usermap`]: the `<user> - <ip:port>` file of the course;
 //! - [`ratelimit`]: the upload and download limits;
 //! - [`shell`]: the interactive shell of the course's commands;
@@ -34,6 +35,7 @@ pub mod resume;
 pub mod ring_duties;
 pub mod share;
 pub mod shell;
+pub mod stored;
 pub mod tracker_client;
 pub mod usermap;
 

@@ -15,7 +15,7 @@
 //! claimed piece is read back and checked against the manifest (SHA-256 at
 //! over 1 GB/s, a second or so per GiB), and only the right ones count. A
 //! garbled or truncated `.resume` file is reported and rebuilt by checking
-//! every piece of the `.part` file. Both files are serde + bincode.
+//! every piece of the `.part` file. Both files are [`super::stored`] records.
 
 use std::fs;
 use std::io;
@@ -27,6 +27,7 @@ use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, MediaKind};
 
 use super::fsutil::{replace_file, write_atomically, Durability};
+use super::stored::{decode, encode};
 
 /// Version of both record formats.
 const VERSION: u32 = 2;
@@ -195,7 +196,7 @@ impl ResumeStore {
         let bytes = read_record(&record_path).map_err(|e| file_error(&record_path, e))?;
         let invalid = |what: String| LoadError::Invalid(format!("download record: {what}"));
         let record: DownloadRecord =
-            decode(&bytes).map_err(|e| invalid(format!("unreadable ({e})")))?;
+            decode::<_, RECORD_LIMIT>(&bytes).map_err(|e| invalid(format!("unreadable: {e}")))?;
         let manifest = Manifest::parse_for_key(record.manifest.as_bytes(), key)
             .map_err(|e| invalid(e.to_string()))?;
         let name = FileName::new(&record.name).map_err(|e| invalid(e.to_string()))?;
@@ -215,7 +216,7 @@ impl ResumeStore {
 
         let claimed = read_record(&self.resume_path(key))
             .map_err(|e| e.to_string())
-            .and_then(|bytes| decode::<ProgressRecord>(&bytes).map_err(|e| e.to_string()))
+            .and_then(|bytes| decode::<ProgressRecord, RECORD_LIMIT>(&bytes))
             .and_then(|p| {
                 if p.version != VERSION {
                     return Err(format!("version {}, expected {VERSION}", p.version));
@@ -269,25 +270,11 @@ fn piece_is_right(manifest: &Manifest, part: &PieceFile, index: usize, buf: &mut
     part.read_piece(manifest, index, buf).is_ok() && manifest.verify_piece(index, buf)
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(io::Error::other)
-}
-
 /// The bytes of a record file, refused (`InvalidData`) past
 /// [`RECORD_LIMIT`] without reading more than that: a damaged or foreign
 /// file in the state folder must not fill the memory.
 fn read_record(path: &Path) -> io::Result<Vec<u8>> {
     super::fsutil::read_at_most(path, RECORD_LIMIT)
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let config = bincode::config::standard().with_limit::<RECORD_LIMIT>();
-    let (value, used): (T, usize) =
-        bincode::serde::decode_from_slice(bytes, config).map_err(|e| e.to_string())?;
-    if used != bytes.len() {
-        return Err("trailing bytes".into());
-    }
-    Ok(value)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Preparing a file for sharing: its manifest, hashed
-//! once and remembered in a small cache (serde + bincode, in the peer's
+//! once and remembered in a small cache (a [`super::stored`] record, in the peer's
 //! state directory) keyed by path and checked against the file's
 //! [`Fingerprint`] (size, modification time, which file), so an unchanged
 //! file is not hashed again.
@@ -64,14 +64,7 @@ impl ManifestCache {
         let read = match super::fsutil::read_at_most(&path, CACHE_LIMIT) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashMap::new()),
             Err(e) => Err(e.to_string()),
-            Ok(bytes) => {
-                let config = bincode::config::standard().with_limit::<CACHE_LIMIT>();
-                match bincode::serde::decode_from_slice(&bytes, config) {
-                    Ok((entries, used)) if used == bytes.len() => Ok(entries),
-                    Ok(_) => Err("bytes after its end".to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            Ok(bytes) => super::stored::decode::<_, CACHE_LIMIT>(&bytes),
         };
         let mut entries = read.unwrap_or_else(|e| {
             warn!(
@@ -137,9 +130,7 @@ impl ManifestCache {
     fn save(&self) -> io::Result<()> {
         let mut entries = self.entries.lock();
         trim_to(&mut entries, CACHE_BUDGET);
-        let bytes = bincode::serde::encode_to_vec(&*entries, bincode::config::standard())
-            .map_err(io::Error::other)?;
-        write_atomically(&self.path, &bytes)
+        write_atomically(&self.path, &super::stored::encode(&*entries)?)
     }
 }
 
