@@ -628,6 +628,62 @@ fn a_part_file_deleted_during_its_download_stops_it_and_the_next_starts_over() {
 }
 
 #[test]
+fn a_name_now_shared_as_another_file_says_how_to_fetch_that_one() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let old = random_bytes(100 * PIECE, 85);
+    let new = random_bytes(60 * PIECE, 86);
+    let first = start_peer(
+        dir.path(),
+        "first",
+        tracker.local_addr(),
+        &[("upload_limit", "300KB")],
+    );
+    first
+        .share(
+            &write_file(&dir.path().join("old"), "mid.bin", &old),
+            |_| {},
+        )
+        .unwrap();
+    let leecher = start_peer(
+        dir.path(),
+        "leecher",
+        tracker.local_addr(),
+        &[("stall_timeout_secs", "3")],
+    );
+    let download = leecher.download("mid.bin", None).unwrap();
+    assert!(eventually(WAIT, || download.status().pieces_done() > 5));
+    download.cancel();
+    assert!(support::wait_within(download, WAIT).is_err());
+    // The old file leaves the swarm; another is shared under its name.
+    first.shutdown();
+    let second = start_peer(dir.path(), "second", tracker.local_addr(), &[]);
+    second
+        .share(
+            &write_file(&dir.path().join("new"), "mid.bin", &new),
+            |_| {},
+        )
+        .unwrap();
+
+    // By name, the unfinished download goes on, finds nobody, and says
+    // what to do.
+    let stuck = leecher.download("mid.bin", None).unwrap();
+    let reason = support::wait_within(stuck, WAIT).unwrap_err();
+    let part = dir.path().join("leecher/downloads/mid.bin.part");
+    assert!(reason.contains("no peer holding mid.bin"), "{reason}");
+    assert!(
+        reason.contains(&format!("delete {}", part.display())),
+        "{reason}"
+    );
+
+    // Done as it says: the new file, at once.
+    std::fs::remove_file(&part).unwrap();
+    let fresh = leecher.download("mid.bin", None).unwrap();
+    let path = support::wait_within(fresh, WAIT).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), new);
+}
+
+#[test]
 fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
     let swarm = support::seeded_swarm("whole.bin", 12 * PIECE, 82, &[]);
     // A peer that had verified every piece when it was stopped, before the

@@ -356,15 +356,10 @@ fn run(
     // A shared file found changed on disk is no copy of this file: as if
     // it were not here.
     let mut here = context.library.get(&key).filter(|f| !f.has_changed());
-    // An unfinished download whose .part file was deleted or moved since:
-    // its pieces went with it.
-    if let Some(file) = here
+    if here
         .as_ref()
-        .filter(|f| f.is_unfinished() && !f.path().exists())
+        .is_some_and(|f| forget_if_part_gone(&context.library, &context.resume, f))
     {
-        warn!("{name}: {} is gone; starting over", file.path().display());
-        context.library.remove(&key);
-        context.resume.forget(&key);
         here = None;
     }
     // Held here already, complete: done where it is, or copied to where
@@ -491,6 +486,28 @@ fn run(
     }
     context.resume.forget(&key);
     Ok(final_path)
+}
+
+/// Forgets an unfinished download whose `.part` file was deleted or moved
+/// since: its pieces went with it, and a new download of the file starts
+/// over. Returns whether it did.
+pub(super) fn forget_if_part_gone(
+    library: &Library,
+    resume: &ResumeStore,
+    file: &SharedFile,
+) -> bool {
+    let part = file.path();
+    if !file.is_unfinished() || part.exists() {
+        return false;
+    }
+    warn!(
+        "{}: {} is gone; a new download starts over",
+        file.name.as_str(),
+        part.display()
+    );
+    library.remove(&file.key);
+    resume.forget(&file.key);
+    true
 }
 
 /// Why a download does not go under `path`: another file is there, and

@@ -700,8 +700,21 @@ impl<'a> Coordinator<'a> {
             .collect();
     }
 
-    /// Why the download cannot finish: which pieces no live peer has.
+    /// Why the download cannot finish: which pieces no live peer has, or
+    /// that no peer holding the file was found at all.
     fn stall_message(&self) -> String {
+        if self.neighbours.is_empty() {
+            return format!(
+                "stalled at {} of {} pieces: no peer holding {} ({}) was found; if \
+                 another file is shared under that name now, delete {} and download \
+                 it again",
+                self.have.count(),
+                self.have.len(),
+                self.plan.name.as_str(),
+                self.shared.key,
+                self.shared.path().display()
+            );
+        }
         let held: HashSet<usize> = self
             .neighbours
             .iter()
