@@ -637,6 +637,21 @@ fn a_peer_started_before_its_tracker_lists_its_shares_under_the_id_the_tracker_g
 }
 
 #[test]
+fn a_shared_file_deleted_on_disk_is_withdrawn_without_being_asked_for() {
+    let swarm = support::seeded_swarm("deleted.bin", 40_000, 13, &[]);
+    let mut observer = support::Client::connect(swarm.tracker.local_addr());
+    let listed =
+        |observer: &mut support::Client| observer.list(&format!("LSTF key={}", swarm.key)).len();
+    assert_eq!(listed(&mut observer), 1);
+    std::fs::remove_file(swarm.dir.path().join("originals").join("deleted.bin")).unwrap();
+    // Looked at every 10 s, withdrawn at the next round after that.
+    assert!(support::eventually(Duration::from_secs(60), || listed(
+        &mut observer
+    ) == 0));
+    assert!(swarm.seeder.files().is_empty());
+}
+
+#[test]
 fn a_shared_file_deleted_since_is_unshared_by_its_path() {
     let swarm = support::seeded_swarm("gone.bin", 40_000, 12, &[]);
     let originals = swarm.dir.path().join("originals");

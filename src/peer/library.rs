@@ -216,7 +216,7 @@ impl SharedFile {
         let mut state = self.state.write();
         if !state.changed {
             warn!(
-                "{} changed on disk since it was shared: no longer served (share it again)",
+                "{} is gone or changed on disk since it was shared: no longer served (share it again)",
                 state.path.display()
             );
             state.bitmap = Bitmap::empty(self.manifest.piece_count());
@@ -239,6 +239,24 @@ impl SharedFile {
             self.withdraw_changed();
         }
         unchanged
+    }
+
+    /// For the peer's periodic look at what it shares: withdraws a
+    /// complete file deleted, replaced or edited at its path since it was
+    /// shared ([`SharedFile::withdraw_changed`]), even if no piece of it
+    /// was asked for since. A path that cannot be looked at for another
+    /// reason is left for the next look.
+    pub fn withdraw_if_gone(&self) {
+        let (file, path) = {
+            let state = self.state.read();
+            if !state.offered {
+                return;
+            }
+            (state.file.clone(), state.path.clone())
+        };
+        if file.is_some_and(|file| matches!(file.compare_at(&path), Ok(false))) {
+            self.withdraw_changed();
+        }
     }
 
     /// Whether it is an unfinished download: neither offered (complete)

@@ -700,6 +700,10 @@ fn plan_for(file: &SharedFile, dir: Option<&Path>) -> DownloadPlan {
     }
 }
 
+/// How often the files a peer shares are looked at on disk (see
+/// [`SharedFile::withdraw_if_gone`]).
+const DISK_LOOK_EVERY: Duration = Duration::from_secs(10);
+
 /// Lets a refusal by the tracker pass (logged): only an unreachable
 /// tracker interrupts the housekeeping round.
 fn refusal_is_fine<T>(result: Result<T, PeerError>) -> Result<Option<T>, PeerError> {
@@ -745,8 +749,18 @@ impl Housekeeping {
         let mut failures: u32 = 0;
         let mut last_round: Option<Instant> = None;
         let mut last_refresh: Option<Instant> = None;
+        let mut last_disk_look = Instant::now();
         let mut rng = fastrand::Rng::new();
         loop {
+            // Shared files deleted or replaced since: withdrawn (below, in
+            // `duties`), not served from the old file for as long as the
+            // peer runs.
+            if last_disk_look.elapsed() >= DISK_LOOK_EVERY {
+                last_disk_look = Instant::now();
+                for file in self.library.all() {
+                    file.withdraw_if_gone();
+                }
+            }
             if Instant::now() >= next_ping {
                 match self.tracker.ping() {
                     Ok(()) => {

@@ -173,11 +173,24 @@ impl PieceFile {
     /// modification time, through this handle and at the path: not
     /// edited, cut, deleted or replaced). Always true for other files.
     pub fn unchanged_at(&self, path: &Path) -> bool {
+        self.compare_at(path).unwrap_or(false)
+    }
+
+    /// Like [`PieceFile::unchanged_at`], but a path that cannot be looked
+    /// at for a reason other than being gone (a network drive away for a
+    /// moment, a permission) is an error, not a change.
+    pub fn compare_at(&self, path: &Path) -> io::Result<bool> {
         let Some(opened_as) = &self.opened_as else {
-            return true;
+            return Ok(true);
         };
-        Fingerprint::of(&self.file).is_ok_and(|now| now == *opened_as)
-            && Fingerprint::at(path).is_ok_and(|now| now == *opened_as)
+        if Fingerprint::of(&self.file)? != *opened_as {
+            return Ok(false);
+        }
+        match Fingerprint::at(path) {
+            Ok(now) => Ok(now == *opened_as),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads piece `index` into `buf` (resized to the piece's length).
