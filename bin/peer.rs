@@ -105,7 +105,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = swarmline::logging::init(config.log_level, config.log_file.as_deref()) {
+    // Only a command that runs a peer writes the peer's log file: a
+    // search or a look at the ring leaves nothing behind.
+    let runs_a_peer = !matches!(
+        args.command,
+        Some(Command::Search { .. } | Command::Ring { .. } | Command::Route { .. })
+    );
+    let log_file = config.log_file.as_deref().filter(|_| runs_a_peer);
+    if let Err(e) = swarmline::logging::init(config.log_level, log_file) {
         note(format_args!("peer: log_file: {e}\n"));
         return ExitCode::from(2);
     }

@@ -182,19 +182,22 @@ fn search_and_a_failed_get_as_a_script_sees_them() {
         "ADDF {key} song.mp3 5000000 262144 audio /m/song.mp3"
     ));
 
+    // With the default log file: a search runs no peer, and leaves no
+    // file behind in the folder it ran in.
     let peer = env!("CARGO_BIN_EXE_peer");
     let output = std::process::Command::new(peer)
         .args([
             "--tracker",
             &tracker.addr.to_string(),
-            "--log-file",
-            "",
             "search",
             "kind=audio",
         ])
+        .current_dir(dir.path())
         .output()
         .unwrap();
     assert!(output.status.success());
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.starts_with(&format!("{key}  ")) && stdout.trim_end().ends_with("song.mp3"),
