@@ -370,7 +370,11 @@ fn a_download_never_overwrites_a_file_or_another_download() {
     );
     let second = leecher.download(&key_b.to_string(), Some(&out)).unwrap();
     let reason = second.wait().unwrap_err();
-    assert!(reason.contains("song.bin.part already exists"), "{reason}");
+    assert!(
+        reason
+            .contains("song.bin.part holds the unfinished download of another file named song.bin"),
+        "{reason}"
+    );
     assert_eq!(std::fs::read(first.wait().unwrap()).unwrap(), a);
 
     // And a file already under the final name is never replaced...
@@ -423,7 +427,11 @@ fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
     // What a copy killed half-way left there is used again, not kept.
     seeder.shutdown();
     let elsewhere = dir.path().join("elsewhere");
-    write_file(&elsewhere, ".copy-0.held.bin.part", b"killed half-way");
+    write_file(
+        &elsewhere,
+        ".copy-4242-00000000cafef00d.held.bin.part",
+        b"killed half-way",
+    );
     let copy = peer.download("held.bin", Some(&elsewhere)).unwrap();
     let copied = support::wait_within(copy, WAIT).unwrap();
     assert_eq!(copied, elsewhere.join("held.bin"));

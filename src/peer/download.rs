@@ -544,6 +544,10 @@ fn already_here(
     cancel: &AtomicBool,
 ) -> Result<PathBuf, String> {
     let failed = |e: io::Error| format!("{}: {e}", path.display());
+    // Looked at before it is opened: opening a FIFO would wait.
+    if !path.is_file() {
+        return Err(name_taken(path));
+    }
     // Opened once, hashed through that handle and then shared through it:
     // a change while it is hashed is seen.
     let opened = PieceFile::open(path).map_err(failed)?;

@@ -31,9 +31,9 @@ pub(super) enum Undelivered {
 
 /// `held` asked for as `name` in `dir`: the held file itself when it is
 /// that (same folder, same name), or a copy already there; else a new
-/// copy made there, through a temporary file locked while the copy is
-/// under way (so that a failure never removes a file another copy is
-/// making), flushed first when `sync`. A different file under the name asked is left alone.
+/// copy made there, through a temporary file of its own, locked while
+/// the copy is under way, and flushed first when `sync`. A different file
+/// under the name asked is left alone.
 pub(super) fn deliver(
     held: &SharedFile,
     dir: &Path,
@@ -56,6 +56,10 @@ pub(super) fn deliver(
         return Ok(at);
     }
     if wanted.exists() {
+        // Looked at before it is opened: opening a FIFO would wait.
+        if !wanted.is_file() {
+            return Err(Undelivered::Failed(name_taken(&wanted)));
+        }
         let there = File::open(&wanted);
         return match there.and_then(|file| is_a_copy(&file, &held.manifest, cancel)) {
             Ok(true) => Ok(wanted),
@@ -81,8 +85,8 @@ pub(super) fn deliver(
                 Undelivered::Failed(format!("cannot flush {}: {e}", temp.display()))
             })?;
         }
-        // Renamed while still locked: until its old name is gone, no other
-        // copy may take the file for a leftover and empty it.
+        // Renamed while still locked: until its old name is gone, no sweep
+        // may take the file for a leftover and remove it.
         rename_no_replace(&temp, &wanted)
             .map_err(|e| Undelivered::Failed(format!("cannot rename {}: {e}", temp.display())))
     });
@@ -97,44 +101,90 @@ pub(super) fn deliver(
     Ok(wanted)
 }
 
-/// A hidden file in `dir` to copy `saved_as` into (`.copy-<n>.<name>.part`,
-/// the name cut to fit), locked for as long as the copy is under way. A
-/// file of that name that no process holds locked is what a copy killed
-/// half-way left: it is emptied and used again, so such leftovers never
-/// pile up. A locked one is another copy's, under way: left alone.
+/// A new hidden file in `dir` to copy `saved_as` into, locked for as long
+/// as the copy is under way: `.copy-<pid>-<random>.<name>.part` (the name
+/// cut to fit), a name never used twice, so that nothing but this copy
+/// ever goes by it. What copies killed half-way left in `dir` is removed
+/// first ([`sweep_leftovers`]).
 fn new_temp_file(dir: &Path, saved_as: &str) -> io::Result<(PathBuf, File)> {
+    sweep_leftovers(dir);
     let mut last = io::Error::other("no name left");
-    for n in 0..64 {
-        let temp = dir.join(part_file_name(&format!(".copy-{n}.{saved_as}")));
-        let (file, made_here) = match File::options().write(true).create_new(true).open(&temp) {
-            Ok(file) => (file, true),
+    for _ in 0..16 {
+        let temp = dir.join(part_file_name(&format!(
+            "{COPY_PREFIX}{}-{:016x}.{saved_as}",
+            std::process::id(),
+            fastrand::u64(..)
+        )));
+        let file = match File::options().write(true).create_new(true).open(&temp) {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match File::options().write(true).open(&temp) {
-                    Ok(file) => (file, false),
-                    Err(e) => {
-                        last = e;
-                        continue;
-                    }
-                }
+                last = e;
+                continue;
             }
             Err(e) => return Err(e),
         };
         match file.try_lock() {
-            Ok(()) => {
-                file.set_len(0)?;
-                return Ok((temp, file));
-            }
-            // A file system without locks: only a file made here is ours.
-            Err(TryLockError::Error(_)) if made_here => return Ok((temp, file)),
-            Err(TryLockError::Error(e)) => last = e,
-            // Another copy's (perhaps one that took over the file this
-            // call had just made).
-            Err(TryLockError::WouldBlock) => {
-                last = io::Error::new(io::ErrorKind::AlreadyExists, "a copy is under way")
-            }
+            // Locked before any sweep could take it for a leftover: unless
+            // one did just before, and removed it.
+            Ok(()) if temp.exists() => return Ok((temp, file)),
+            Ok(()) => {}
+            // A file system without locks: the name is this copy's alone.
+            Err(TryLockError::Error(_)) => return Ok((temp, file)),
+            // A sweep holds it, and removes it: another name.
+            Err(TryLockError::WouldBlock) => {}
         }
     }
     Err(last)
+}
+
+/// How every copy's temporary file name begins.
+const COPY_PREFIX: &str = ".copy-";
+
+/// Removes from `dir` the temporary files of copies killed half-way:
+/// files named as [`new_temp_file`] names them that no process holds
+/// locked. (Where the file system has no locks, nothing is removed.)
+fn sweep_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_copy = entry.file_name().to_str().is_some_and(is_copy_temp_name);
+        if !is_copy || !entry.file_type().is_ok_and(|kind| kind.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = File::options().write(true).open(&path) else {
+            continue;
+        };
+        // Its name is never given again, so the file at `path` is the one
+        // locked here, or none at all (renamed since by the copy that
+        // made it, just before it let go of the lock).
+        if file.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
+            info!(
+                "removed {}, left by a copy that was stopped",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Whether `name` is one [`new_temp_file`] gives:
+/// `.copy-<digits>-<16 hex digits>.<name>.part`.
+fn is_copy_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(COPY_PREFIX) else {
+        return false;
+    };
+    let Some((pid, rest)) = rest.split_once('-') else {
+        return false;
+    };
+    let Some((random, rest)) = rest.split_once('.') else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && random.len() == 16
+        && random.bytes().all(|b| b.is_ascii_hexdigit())
+        && rest.ends_with(".part")
 }
 
 /// Copies the file at `from` into `out`, checking its size and SHA-256
@@ -187,21 +237,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_killed_copy_s_leftover_is_used_again_and_a_copy_under_way_left_alone() {
+    fn a_killed_copy_s_leftover_is_removed_and_a_copy_under_way_left_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let leftover = dir.path().join(".copy-0.song.bin.part");
+        let leftover = dir.path().join(".copy-77-00000000deadbeef.song.bin.part");
         fs::write(&leftover, b"half of a copy that was killed").unwrap();
+        let users = dir.path().join(".copy-of-my-notes.part");
+        fs::write(&users, b"the user's own").unwrap();
 
         let (temp, first) = new_temp_file(dir.path(), "song.bin").unwrap();
-        assert_eq!(temp, leftover, "the leftover is taken over");
-        assert_eq!(fs::metadata(&temp).unwrap().len(), 0, "and emptied");
+        assert!(!leftover.exists(), "the leftover is removed");
+        assert!(users.exists(), "a file named otherwise is left alone");
+        assert!(is_copy_temp_name(
+            temp.file_name().unwrap().to_str().unwrap()
+        ));
 
-        // While `first` is under way (its file locked), a second copy of
-        // the same name gets a file of its own, and the first is untouched.
+        // While `first` is under way (its file locked), another copy of
+        // the same name gets a file of its own and leaves the first alone.
         (&first).write_all(b"under way").unwrap();
         let (other, _second) = new_temp_file(dir.path(), "song.bin").unwrap();
-        assert_eq!(other, dir.path().join(".copy-1.song.bin.part"));
+        assert_ne!(other, temp);
         drop(first); // Windows' locks keep out even readers.
         assert_eq!(fs::read(&temp).unwrap(), b"under way");
+    }
+
+    #[test]
+    fn only_names_a_copy_gives_are_taken_for_leftovers() {
+        assert!(is_copy_temp_name(".copy-123-0123456789abcdef.a b.mp3.part"));
+        assert!(!is_copy_temp_name(".copy-123-0123456789abcdef.a.mp3"));
+        assert!(!is_copy_temp_name(".copy-12x-0123456789abcdef.a.part"));
+        assert!(!is_copy_temp_name(".copy-123-0123456789abcde.a.part"));
+        assert!(!is_copy_temp_name(".copy-0.a.part"));
+        assert!(!is_copy_temp_name("copy-123-0123456789abcdef.a.part"));
     }
 }
