@@ -14,8 +14,9 @@ use support::{
 const PIECE: usize = 16 * 1024;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A `peer get` of an 8 MiB file from a seeder held to 1 MB/s, killed
-/// (SIGKILL) once it has some pieces; its `.part` file is left in `out`.
+/// A `peer get` of an 8 MiB file from a seeder held to `upload_limit`,
+/// killed (SIGKILL) once it has some pieces; its `.part` file is left in
+/// `out`.
 struct Interrupted {
     tracker: TrackerProcess,
     dir: tempfile::TempDir,
@@ -26,7 +27,7 @@ struct Interrupted {
 }
 
 impl Interrupted {
-    fn new() -> Interrupted {
+    fn new(upload_limit: &str) -> Interrupted {
         let tracker = TrackerProcess::start(&[]);
         let dir = tempfile::tempdir().unwrap();
         let data = random_bytes(8 << 20, 3);
@@ -34,7 +35,12 @@ impl Interrupted {
         let mut seeder = PeerProcess::start(
             &dir.path().join("seeder"),
             tracker.addr,
-            &["--upload-limit", "1MB", "share", original.to_str().unwrap()],
+            &[
+                "--upload-limit",
+                upload_limit,
+                "share",
+                original.to_str().unwrap(),
+            ],
         );
         seeder.expect("sharing ");
         let mut observer = tracker.connect();
@@ -109,7 +115,7 @@ impl Interrupted {
 
 #[test]
 fn a_download_killed_with_sigkill_resumes_from_its_verified_pieces() {
-    let interrupted = Interrupted::new();
+    let interrupted = Interrupted::new("1MB");
     let home = interrupted.dir.path().join("getter");
     let mut second = interrupted.get(&home);
     assert!(second.wait(Duration::from_secs(120)).success());
@@ -120,7 +126,7 @@ fn a_download_killed_with_sigkill_resumes_from_its_verified_pieces() {
 
 #[test]
 fn a_part_file_whose_download_state_was_lost_is_taken_up_piece_by_piece() {
-    let interrupted = Interrupted::new();
+    let interrupted = Interrupted::new("1MB");
     // Another state folder: as if the first were deleted, or the peer
     // run from another working directory with a relative one.
     let elsewhere = interrupted.dir.path().join("elsewhere");
@@ -133,7 +139,9 @@ fn a_part_file_whose_download_state_was_lost_is_taken_up_piece_by_piece() {
 
 #[test]
 fn a_second_get_of_a_download_under_way_leaves_it_and_its_state_alone() {
-    let interrupted = Interrupted::new();
+    // Slow enough (about 25 s for the rest) that the first is still under
+    // way when the second has started, however busy the machine.
+    let interrupted = Interrupted::new("300KB");
     let home = interrupted.dir.path().join("getter");
     let mut first = interrupted.get(&home);
     let log = home.join("peer.log");
@@ -557,12 +565,12 @@ fn a_sole_source_given_up_is_tried_again_once_it_is_back_at_its_address() {
     let data = random_bytes(200 * PIECE, 83);
     let original = write_file(&dir.path().join("files"), "back.bin", &data);
     // A fixed port, as in a classroom: the seeder comes back at the same
-    // address, so under the same peer id.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // address, so under the same peer id. Below every system's range of
+    // ports given out for port 0, so that no other test gets it meanwhile.
+    let port = (0..1000)
+        .map(|_| 20_000 + random_u16() % 12_000)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below 32000")
         .to_string();
     let seeder_settings = [("port", port.as_str()), ("upload_limit", "200KB")];
     let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &seeder_settings);
@@ -830,4 +838,13 @@ fn two_peers_on_one_state_folder_never_resume_the_same_download() {
     let download = resumed.download("twice.bin", None).unwrap();
     let path = support::wait_within(download, WAIT).unwrap();
     assert_eq!(std::fs::read(path).unwrap(), swarm.data);
+}
+
+/// A pseudo-random number for picking a port (no extra crate for tests:
+/// each `RandomState` has keys of its own).
+fn random_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u16
 }

@@ -594,22 +594,29 @@ fn prepare(
     // still finds the .part when the peer starts again elsewhere.)
     let part_path = plan.dir.join(part_file_name(&saved_as));
     let shared = if part_path.exists() {
-        orphan::take_up(context, plan, manifest, &part_path)?
+        orphan::take_up(context, plan, manifest, &part_path, cancel)?
     } else {
-        // The state is recorded before the .part file is made: a crash in
-        // between leaves a state whose .part is missing, which a restart
-        // forgets.
-        context
-            .resume
-            .begin(&plan.name, plan.kind, &part_path, &manifest)
-            .map_err(|e| format!("cannot save the download's state: {e}"))?;
         // Never truncate a file that is there: another download, or the user's.
         match PieceFile::create_new(&part_path, manifest.size()) {
             Ok(part) => {
-                // Held while this peer writes it: another peer started on
-                // the same state folder does not take it too (see
-                // `ResumeStore::load` and `orphan::take_up`).
-                let _ = part.try_lock();
+                // Held while this peer writes it, so that another peer (on
+                // the same state folder, or finding it with no record)
+                // leaves it alone. One that found it in the moment before
+                // and holds it now keeps it.
+                if let Ok(false) = part.try_lock() {
+                    return Err(orphan::being_written(&part_path));
+                }
+                // Recorded once the file is this peer's: a crash before
+                // leaves a .part file with no record, which the next
+                // download of the file takes up.
+                if let Err(e) = context
+                    .resume
+                    .begin(&plan.name, plan.kind, &part_path, &manifest)
+                {
+                    drop(part);
+                    let _ = fs::remove_file(&part_path);
+                    return Err(format!("cannot save the download's state: {e}"));
+                }
                 let pieces = manifest.piece_count();
                 SharedFile::partial(
                     plan.name.clone(),
@@ -620,16 +627,12 @@ fn prepare(
                     Bitmap::empty(pieces),
                 )
             }
-            // Made meanwhile, by another peer downloading this file into
-            // this folder: the state just written is that download's too
-            // (the same record), so it stays.
+            // Made meanwhile (another peer downloading into this folder),
+            // or a link to nowhere: looked at as any file found there.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                orphan::take_up(context, plan, manifest, &part_path)?
+                orphan::take_up(context, plan, manifest, &part_path, cancel)?
             }
-            Err(e) => {
-                context.resume.forget(&plan.key);
-                return Err(format!("cannot create {}: {e}", part_path.display()));
-            }
+            Err(e) => return Err(format!("cannot create {}: {e}", part_path.display())),
         }
     };
     let shared = Arc::new(shared);

@@ -20,6 +20,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{info, warn};
 
@@ -256,14 +257,28 @@ impl ResumeStore {
 
 /// The claimed pieces that really are right in `part`, every one checked.
 pub(super) fn verified_pieces(manifest: &Manifest, part: &PieceFile, claimed: &Bitmap) -> Bitmap {
+    verified_pieces_until(manifest, part, claimed, &AtomicBool::new(false))
+        .unwrap_or_else(|| Bitmap::empty(claimed.len()))
+}
+
+/// [`verified_pieces`], stopping (`None`) once `cancel` is set.
+pub(super) fn verified_pieces_until(
+    manifest: &Manifest,
+    part: &PieceFile,
+    claimed: &Bitmap,
+    cancel: &AtomicBool,
+) -> Option<Bitmap> {
     let mut verified = Bitmap::empty(claimed.len());
     let mut buf = Vec::new();
     for index in (0..claimed.len()).filter(|&i| claimed.has(i)) {
+        if cancel.load(Ordering::SeqCst) {
+            return None;
+        }
         if piece_is_right(manifest, part, index, &mut buf) {
             verified.set(index);
         }
     }
-    verified
+    Some(verified)
 }
 
 fn piece_is_right(manifest: &Manifest, part: &PieceFile, index: usize, buf: &mut Vec<u8>) -> bool {

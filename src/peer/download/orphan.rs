@@ -1,11 +1,15 @@
 //! A `.part` file found where a new download would make its own, with no
 //! download of this peer behind it: what a download left when its state
 //! was lost (the state folder deleted, moved, or a relative one used from
-//! another working directory), or a file another peer is writing. One that
-//! nobody writes and that has the file's exact size is taken up: every
-//! piece in it is checked, and the right ones are kept.
+//! another working directory, or a crash between making the `.part` file
+//! and recording it), or a file another peer is writing. A regular file
+//! that nobody holds locked and that has the file's exact size is taken
+//! up: every piece in it is checked, and the right ones are kept. Where
+//! the file system has no locks, nothing can tell, and it is left alone.
 
+use std::fs;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use log::info;
 
@@ -22,6 +26,7 @@ pub(super) fn take_up(
     plan: &DownloadPlan,
     manifest: Manifest,
     part_path: &Path,
+    cancel: &AtomicBool,
 ) -> Result<SharedFile, String> {
     let name = plan.name.as_str();
     let shown = part_path.display();
@@ -39,18 +44,25 @@ pub(super) fn take_up(
             other.key
         ));
     }
-    let part = PieceFile::open_rw(part_path).map_err(|e| format!("{shown}: {e}"))?;
-    // Where the file system has no locks, nothing tells: taken up.
-    if let Ok(false) = part.try_lock() {
+    // Looked at without following a link: only a regular file is taken up.
+    let meta = fs::symlink_metadata(part_path).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
         return Err(format!(
-            "{shown} is being written by another peer (on the same state folder?)"
+            "{shown} is there and is not a regular file; move it away"
         ));
     }
-    let len = part
-        .as_file()
-        .metadata()
-        .map_err(|e| format!("{shown}: {e}"))?
-        .len();
+    let part = PieceFile::open_rw(part_path).map_err(|e| format!("{shown}: {e}"))?;
+    match part.try_lock() {
+        Ok(true) => {}
+        Ok(false) => return Err(being_written(part_path)),
+        Err(e) => {
+            return Err(format!(
+                "{shown} is there with no record of its download, and this file system \
+                 cannot tell whether another peer writes it ({e}); delete it to start over"
+            ))
+        }
+    }
+    let len = meta.len();
     if len != manifest.size() {
         return Err(format!(
             "{shown} is there already, {len} bytes where {name} has {}: not a download of \
@@ -63,7 +75,8 @@ pub(super) fn take_up(
         .begin(&plan.name, plan.kind, part_path, &manifest)
         .map_err(|e| format!("cannot save the download's state: {e}"))?;
     let pieces = manifest.piece_count();
-    let bitmap = resume::verified_pieces(&manifest, &part, &Bitmap::full(pieces));
+    let bitmap = resume::verified_pieces_until(&manifest, &part, &Bitmap::full(pieces), cancel)
+        .ok_or("cancelled")?;
     info!(
         "{name}: {shown} was there with no record of its download; {} of {pieces} pieces \
          in it verified",
@@ -81,4 +94,12 @@ pub(super) fn take_up(
         log::warn!("{name}: cannot save progress: {e}");
     }
     Ok(shared)
+}
+
+/// Why a `.part` file is left alone: another peer holds its lock.
+pub(super) fn being_written(part_path: &Path) -> String {
+    format!(
+        "{} is being written by another peer (on the same state folder?)",
+        part_path.display()
+    )
 }
