@@ -627,7 +627,10 @@ fn a_part_file_deleted_during_its_download_stops_it_and_the_next_starts_over() {
     let part = dir.path().join("leecher/downloads/gone.bin.part");
     std::fs::remove_file(&part).unwrap();
     let reason = support::wait_within(download, WAIT).unwrap_err();
-    assert!(reason.contains("was deleted or moved"), "{reason}");
+    assert!(
+        reason.contains("was deleted, moved or replaced"),
+        "{reason}"
+    );
     assert!(leecher.unfinished().is_empty(), "its pieces went with it");
 
     let again = leecher.download(&key.to_string(), None).unwrap();

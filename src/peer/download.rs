@@ -356,10 +356,10 @@ fn run(
     // A shared file found changed on disk is no copy of this file: as if
     // it were not here.
     let mut here = context.library.get(&key).filter(|f| !f.has_changed());
-    if here
-        .as_ref()
-        .is_some_and(|f| forget_if_part_gone(&context.library, &context.resume, f))
-    {
+    let forget = |f: &Arc<SharedFile>| {
+        forget_if_part_gone(&context.library, &context.resume, &context.tracker, f)
+    };
+    if here.as_ref().is_some_and(forget) {
         here = None;
     }
     // Held here already, complete: done where it is, or copied to where
@@ -471,11 +471,7 @@ fn run(
         Err(reason) if shared.path() == final_path => warn!("{}: {reason}", plan.name.as_str()),
         // The .part file is gone (deleted or moved): so are its pieces,
         // and a later download starts over.
-        Err(reason) if !part_path.exists() => {
-            context.library.remove(&key);
-            context.resume.forget(&key);
-            return Err(reason);
-        }
+        Err(reason) if forget(&shared) => return Err(reason),
         Err(reason) => {
             // The verified pieces stay: in the .part file, in the saved
             // state (a later download of the same file, or a restart, goes
@@ -488,16 +484,24 @@ fn run(
     Ok(final_path)
 }
 
-/// Forgets an unfinished download whose `.part` file was deleted or moved
-/// since: its pieces went with it, and a new download of the file starts
-/// over. Returns whether it did.
+/// Forgets an unfinished download whose `.part` file was deleted, moved or
+/// replaced since: its pieces went with it, so it leaves the library (unless
+/// another file of that key took its place), its state and the tracker's
+/// list, and a new download of the file starts over. Returns whether it
+/// did. A `.part` file whose whole folder is missing (a disk not mounted)
+/// is not taken for gone.
 pub(super) fn forget_if_part_gone(
     library: &Library,
     resume: &ResumeStore,
-    file: &SharedFile,
+    tracker: &TrackerClient,
+    file: &Arc<SharedFile>,
 ) -> bool {
     let part = file.path();
-    if !file.is_unfinished() || part.exists() {
+    // A folder missing whole may be a disk not mounted: not gone.
+    let folder_there = part
+        .parent()
+        .is_none_or(|dir| dir.as_os_str().is_empty() || dir.is_dir());
+    if !file.is_unfinished() || !folder_there || file.is_still_at_its_path() {
         return false;
     }
     warn!(
@@ -505,7 +509,9 @@ pub(super) fn forget_if_part_gone(
         file.name.as_str(),
         part.display()
     );
-    library.remove(&file.key);
+    if library.remove_if_same(file) {
+        tracker.withdraw_soon(file.key);
+    }
     resume.forget(&file.key);
     true
 }

@@ -241,6 +241,17 @@ impl SharedFile {
         unchanged
     }
 
+    /// For a download under way: whether its `.part` file is still at its
+    /// path (not deleted, moved, or replaced by another file). A path that
+    /// cannot be looked at for another reason counts as still there.
+    pub fn is_still_at_its_path(&self) -> bool {
+        let (file, path) = {
+            let state = self.state.read();
+            (state.file.clone(), state.path.clone())
+        };
+        file.is_none_or(|file| !matches!(file.is_at(&path), Ok(false)))
+    }
+
     /// For the peer's periodic look at what it shares: withdraws a
     /// complete file deleted, replaced or edited at its path since it was
     /// shared ([`SharedFile::withdraw_changed`]), even if no piece of it

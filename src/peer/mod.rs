@@ -376,10 +376,9 @@ impl Peer {
     ///   under that exact name, if only one, is taken.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
         let named = |f: &Arc<SharedFile>| f.key.to_string() == what || f.name.as_str() == what;
-        let partial =
-            self.unfinished().into_iter().find(named).filter(|partial| {
-                !download::forget_if_part_gone(&self.library, &self.resume, partial)
-            });
+        let partial = self.unfinished().into_iter().find(named).filter(|partial| {
+            !download::forget_if_part_gone(&self.library, &self.resume, &self.tracker, partial)
+        });
         if let Some(partial) = partial {
             return self.start_download(plan_for(&partial, dir));
         }

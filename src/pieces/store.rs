@@ -176,6 +176,19 @@ impl PieceFile {
         self.compare_at(path).unwrap_or(false)
     }
 
+    /// Whether `path` still names this open file: `Ok(false)` when nothing
+    /// is there any more, or (on Unix) another file is. Elsewhere any file
+    /// at the path counts. Other failures to look are errors.
+    pub fn is_at(&self, path: &Path) -> io::Result<bool> {
+        let there = match Fingerprint::at(path) {
+            Ok(there) => there,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mine = Fingerprint::of(&self.file)?;
+        Ok(mine.identity.is_none() || mine.identity == there.identity)
+    }
+
     /// Like [`PieceFile::unchanged_at`], but a path that cannot be looked
     /// at for a reason other than being gone (a network drive away for a
     /// moment, a permission) is an error, not a change.

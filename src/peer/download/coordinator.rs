@@ -230,20 +230,20 @@ impl<'a> Coordinator<'a> {
                 last_round = Instant::now();
                 self.periodic_round();
             }
-            if last_save.0.elapsed() >= SAVE_INTERVAL && last_save.1 != self.have.count() {
-                last_save = (Instant::now(), self.have.count());
+            if last_save.0.elapsed() >= SAVE_INTERVAL {
                 // Pieces written into a file no longer at its path could
                 // never get the final name.
-                let part = self.shared.path();
-                if std::fs::metadata(&part).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                {
+                if !self.shared.is_still_at_its_path() {
                     return Err(format!(
-                        "{} was deleted or moved during the download; download it again \
-                         to start over",
-                        part.display()
+                        "{} was deleted, moved or replaced during the download; download \
+                         it again to start over",
+                        self.shared.path().display()
                     ));
                 }
-                save_progress(self.context, self.shared);
+                if last_save.1 != self.have.count() {
+                    save_progress(self.context, self.shared);
+                }
+                last_save = (Instant::now(), self.have.count());
             }
             self.start_writeback_if_due(jobs)?;
             self.assign(jobs);
