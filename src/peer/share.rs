@@ -31,6 +31,8 @@ pub fn piece_size_for(size: u64, configured: u32) -> u32 {
     piece
 }
 
+/// The cache file's format: a cache of another one is started afresh.
+const CACHE_VERSION: u32 = 3;
 /// Largest cache file read back (a bound for a corrupted file).
 const CACHE_LIMIT: usize = 256 * 1024 * 1024;
 /// The manifest text the cache keeps at most, in bytes: past it, the
@@ -64,7 +66,12 @@ impl ManifestCache {
         let read = match super::fsutil::read_at_most(&path, CACHE_LIMIT) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashMap::new()),
             Err(e) => Err(e.to_string()),
-            Ok(bytes) => super::stored::decode::<_, CACHE_LIMIT>(&bytes),
+            Ok(bytes) => super::stored::decode::<(u32, _), CACHE_LIMIT>(&bytes).and_then(
+                |(version, entries)| match version {
+                    CACHE_VERSION => Ok(entries),
+                    other => Err(format!("written by another version ({other})")),
+                },
+            ),
         };
         let mut entries = read.unwrap_or_else(|e| {
             warn!(
@@ -130,7 +137,10 @@ impl ManifestCache {
     fn save(&self) -> io::Result<()> {
         let mut entries = self.entries.lock();
         trim_to(&mut entries, CACHE_BUDGET);
-        write_atomically(&self.path, &super::stored::encode(&*entries)?)
+        write_atomically(
+            &self.path,
+            &super::stored::encode(&(CACHE_VERSION, &*entries))?,
+        )
     }
 }
 
@@ -223,6 +233,30 @@ mod tests {
         // Unchanged while hashed: remembered.
         cache.manifest(&path, 16 << 10, |_| {}).unwrap();
         assert_eq!(cache.entries.lock().len(), 1);
+    }
+
+    #[test]
+    fn a_file_dated_before_1970_is_remembered_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.bin");
+        fs::write(&path, vec![1u8; 20_000]).unwrap();
+        let long_ago = std::time::UNIX_EPOCH - std::time::Duration::from_secs(86_400);
+        let dated = fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(long_ago));
+        if dated.is_err() {
+            return; // A file system that cannot date a file so early.
+        }
+        let state = dir.path().join("state");
+        let cache = ManifestCache::open(&state);
+        cache.manifest(&path, 16 << 10, |_| {}).unwrap();
+        // Saved, and read back: the manifest comes from the cache.
+        let again = ManifestCache::open(&state);
+        assert_eq!(again.entries.lock().len(), 1);
+        let mut hashed = 0;
+        again.manifest(&path, 16 << 10, |n| hashed += n).unwrap();
+        assert_eq!(hashed, 0, "hashed again");
     }
 
     #[test]

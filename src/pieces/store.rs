@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::UNIX_EPOCH;
 
 use super::Manifest;
 
@@ -32,7 +33,9 @@ pub struct PieceFile {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint {
     len: u64,
-    modified: Option<std::time::SystemTime>,
+    /// Nanoseconds from the Unix epoch, negative before it (where the
+    /// system tells).
+    modified: Option<i128>,
     identity: Option<(u64, u64)>,
 }
 
@@ -55,9 +58,13 @@ impl Fingerprint {
 
 impl From<&std::fs::Metadata> for Fingerprint {
     fn from(meta: &std::fs::Metadata) -> Fingerprint {
+        let since_epoch = |time: std::time::SystemTime| match time.duration_since(UNIX_EPOCH) {
+            Ok(after) => after.as_nanos() as i128,
+            Err(before) => -(before.duration().as_nanos() as i128),
+        };
         Fingerprint {
             len: meta.len(),
-            modified: meta.modified().ok(),
+            modified: meta.modified().ok().map(since_epoch),
             identity: file_identity(meta),
         }
     }
