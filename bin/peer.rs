@@ -105,13 +105,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Only a command that runs a peer writes the peer's log file: a
-    // search or a look at the ring leaves nothing behind.
+    // Only a command that runs a peer writes the peer's log file (unless
+    // one is asked for on the command line): a search or a look at the
+    // ring leaves nothing behind.
     let runs_a_peer = !matches!(
         args.command,
         Some(Command::Search { .. } | Command::Ring { .. } | Command::Route { .. })
     );
-    let log_file = config.log_file.as_deref().filter(|_| runs_a_peer);
+    let asked_for =
+        matches.value_source("log_file") == Some(clap::parser::ValueSource::CommandLine);
+    let log_file = config
+        .log_file
+        .as_deref()
+        .filter(|_| runs_a_peer || asked_for);
     if let Err(e) = swarmline::logging::init(config.log_level, log_file) {
         note(format_args!("peer: log_file: {e}\n"));
         return ExitCode::from(2);

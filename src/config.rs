@@ -702,7 +702,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "log_file",
         flag: "--log-file",
         default: "peer.log",
-        help: "log file, appended to (empty: terminal only); search, ring and route write none",
+        help: "log file, appended to (empty: terminal only); search, ring and route write one only when this flag is given",
     },
     KeySpec {
         key: "log_level",

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::ProtocolError;
 
-/// The room a payload's buffer starts with; it grows as bytes arrive.
+/// The room a payload's buffer starts with (it grows as bytes arrive),
+/// and the most read into it at once.
 const PAYLOAD_START_CAPACITY: usize = 64 * 1024;
 
 /// Reads lines and payloads from a stream, with a cap on line length.
@@ -152,13 +153,27 @@ impl<R: Read> LineReader<R> {
         let mut out = Vec::with_capacity(len.min(PAYLOAD_START_CAPACITY).max(buffered));
         out.extend_from_slice(&self.buf[self.start..self.start + buffered]);
         self.start += buffered;
-        let rest = (len - buffered) as u64;
-        (&mut self.inner).take(rest).read_to_end(&mut out)?;
-        if out.len() < len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("payload cut short at {} of {len} bytes", out.len()),
-            ));
+        while out.len() < len {
+            if out.len() == out.capacity() {
+                // Doubled, never past the length announced.
+                out.reserve_exact(out.capacity().min(len - out.len()));
+            }
+            let start = out.len();
+            out.resize(
+                out.capacity().min(len).min(start + PAYLOAD_START_CAPACITY),
+                0,
+            );
+            match self.inner.read(&mut out[start..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("payload cut short at {start} of {len} bytes"),
+                    ))
+                }
+                Ok(n) => out.truncate(start + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => out.truncate(start),
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
@@ -226,13 +241,14 @@ impl ReadTimeout {
         let passed = || io::Error::new(io::ErrorKind::TimedOut, what);
         // In words, not the system's "resource temporarily unavailable".
         let silent = || {
-            let each = each.unwrap_or_default();
-            let how_long = if each >= Duration::from_secs(1) {
-                format!("{:.0} s", each.as_secs_f64())
-            } else {
-                format!("{} ms", each.as_millis())
+            let how_long = match each {
+                Some(each) if each >= Duration::from_secs(1) => {
+                    format!(" for {:.0} s", each.as_secs_f64())
+                }
+                Some(each) => format!(" for {} ms", each.as_millis()),
+                None => String::new(),
             };
-            io::Error::new(io::ErrorKind::TimedOut, format!("no answer for {how_long}"))
+            io::Error::new(io::ErrorKind::TimedOut, format!("no answer{how_long}"))
         };
         // Fixed once: a timeout that fires early must not start the
         // silence over again.
@@ -786,11 +802,27 @@ mod tests {
         reader.read_line().unwrap();
         let err = reader.read_payload_vec(64 << 20, 128 << 20).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(err.to_string(), "payload cut short at 10 of 67108864 bytes");
         assert!(
             reader.inner.largest_ask <= 1 << 20,
             "a buffer of {} bytes was offered for 10 bytes",
             reader.inner.largest_ask
         );
+    }
+
+    #[test]
+    fn a_large_payload_arrives_whole_however_it_is_cut() {
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut data = b"MANF k 300000\n".to_vec();
+        data.extend_from_slice(&payload);
+        data.extend_from_slice(b"OK next\n");
+        for step in [1000, 7_001, 65_536, 1 << 20] {
+            let mut reader = LineReader::new(Trickle { data: &data, step }, 64);
+            assert_eq!(reader.read_line().unwrap(), Some(Ok("MANF k 300000")));
+            let got = reader.read_payload_vec(300_000, 1 << 20).unwrap();
+            assert!(got == payload, "step {step}");
+            assert_eq!(reader.read_line().unwrap(), Some(Ok("OK next")));
+        }
     }
 
     #[test]

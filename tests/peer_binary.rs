@@ -198,6 +198,21 @@ fn search_and_a_failed_get_as_a_script_sees_them() {
     assert!(output.status.success());
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
+    // Unless one is asked for.
+    let asked = dir.path().join("search.log");
+    let output = std::process::Command::new(peer)
+        .args([
+            "--tracker",
+            &tracker.addr.to_string(),
+            "search",
+            "kind=audio",
+        ])
+        .args(["--log-file", asked.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(asked.is_file());
+    std::fs::remove_file(&asked).unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.starts_with(&format!("{key}  ")) && stdout.trim_end().ends_with("song.mp3"),

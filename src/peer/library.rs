@@ -256,7 +256,7 @@ impl SharedFile {
     /// complete file deleted, replaced or edited at its path since it was
     /// shared ([`SharedFile::withdraw_changed`]), even if no piece of it
     /// was asked for since. A path that cannot be looked at for another
-    /// reason is left for the next look.
+    /// reason, or whose whole folder is missing, is left for the next look.
     pub fn withdraw_if_gone(&self) {
         let (file, path) = {
             let state = self.state.read();
@@ -265,6 +265,11 @@ impl SharedFile {
             }
             (state.file.clone(), state.path.clone())
         };
+        // Its whole folder missing may be a disk not mounted for a moment:
+        // looked at again later.
+        if path.parent().is_some_and(|dir| !dir.is_dir()) {
+            return;
+        }
         if file.is_some_and(|file| matches!(file.compare_at(&path), Ok(false))) {
             self.withdraw_changed();
         }

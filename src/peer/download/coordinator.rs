@@ -76,7 +76,7 @@ struct Neighbour {
     speed: Speed,
     /// Pieces asked of it and not answered yet.
     asked: usize,
-    /// Live, out for a while, or banned.
+    /// Live, out for a while, given up, or banned.
     standing: Standing,
 }
 
@@ -289,10 +289,11 @@ impl<'a> Coordinator<'a> {
         let (interval, now) = (self.context.settings.bitmap_interval, Instant::now());
         // Progress reports and peer look-ups are the housekeeping thread's
         // job: here only what it found is read, without waiting.
-        let listed = match self.plan.only_from {
+        let listed: Vec<PeerId> = match self.plan.only_from {
             Some(peer) => vec![peer],
             None => self.context.discovery.peers(&self.shared.key),
         };
+        let is_listed: HashSet<PeerId> = listed.iter().copied().collect();
         let mut in_use = self
             .neighbours
             .iter()
@@ -306,7 +307,7 @@ impl<'a> Coordinator<'a> {
                 // Given up (or banned, which never comes back): it takes
                 // a place again if there is one.
                 let again = in_use < MAX_NEIGHBOURS
-                    && listed.contains(&n.peer)
+                    && is_listed.contains(&n.peer)
                     && n.standing.retry_given_up_if_due(now);
                 in_use += usize::from(again);
                 again
@@ -615,8 +616,8 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Stops using a neighbour after a failed exchange: for good if it
-    /// misbehaved `max_bad_pieces` times or failed [`MAX_FAILURES`] times in
-    /// a row, for a while otherwise.
+    /// misbehaved `max_bad_pieces` times; given up if it failed
+    /// [`MAX_FAILURES`] times in a row; for a while otherwise.
     ///
     /// [`MAX_FAILURES`]: super::standing::MAX_FAILURES
     fn drop_neighbour(&mut self, neighbour: usize, error: LinkError) {
@@ -705,13 +706,15 @@ impl<'a> Coordinator<'a> {
     fn stall_message(&self) -> String {
         if self.neighbours.is_empty() {
             return format!(
-                "stalled at {} of {} pieces: no peer holding {} ({}) was found; if \
-                 another file is shared under that name now, delete {} and download \
-                 it again",
+                "stalled at {} of {} pieces: no peer holding {} ({}) was found in {} s \
+                 (its pieces here are kept). If the tracker answers and lists another \
+                 file under that name now, delete {} and download the name again to \
+                 fetch that one",
                 self.have.count(),
                 self.have.len(),
                 self.plan.name.as_str(),
                 self.shared.key,
+                self.context.settings.stall_timeout.as_secs(),
                 self.shared.path().display()
             );
         }

@@ -23,7 +23,7 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(120);
 /// Whether a neighbour may be used, and its record.
 #[derive(Debug, Default)]
 pub struct Standing {
-    /// Why it is out, since when, and whether for good (`None`: live).
+    /// Why it is out, since when, and for how long (`None`: live).
     out: Option<Out>,
     /// Pieces that failed their hash check and protocol breaches so far.
     strikes: u32,
@@ -86,8 +86,8 @@ impl Standing {
         self.failures = 0;
     }
 
-    /// An exchange with it failed at `now`: it is out for a while, or for
-    /// good at the [`MAX_FAILURES`]th failure in a row. A failure while it
+    /// An exchange with it failed at `now`: it is out for a while, or given
+    /// up at the [`MAX_FAILURES`]th failure in a row. A failure while it
     /// is out already is the same failure seen on another of its
     /// connections (the first one's drop closed them all) and changes
     /// nothing. Returns whether the standing changed.
