@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use log::info;
+use log::{info, warn};
 
 use crate::pieces::{Bitmap, Manifest, PieceFile};
 
@@ -62,7 +62,12 @@ pub(super) fn take_up(
             ))
         }
     }
-    let len = meta.len();
+    // Measured through the handle locked: the file that is taken up.
+    let len = part
+        .as_file()
+        .metadata()
+        .map_err(|e| format!("{shown}: {e}"))?
+        .len();
     if len != manifest.size() {
         return Err(format!(
             "{shown} is there already, {len} bytes where {name} has {}: not a download of \
@@ -91,7 +96,7 @@ pub(super) fn take_up(
         bitmap,
     );
     if let Err(e) = context.resume.save(&shared.key, &shared.bitmap()) {
-        log::warn!("{name}: cannot save progress: {e}");
+        warn!("{name}: cannot save progress: {e}");
     }
     Ok(shared)
 }
