@@ -182,35 +182,27 @@ fn search_and_a_failed_get_as_a_script_sees_them() {
         "ADDF {key} song.mp3 5000000 262144 audio /m/song.mp3"
     ));
 
-    // With the default log file: a search runs no peer, and leaves no
-    // file behind in the folder it ran in.
+    // `peer search kind=audio` run in `dir`, with `flags`.
     let peer = env!("CARGO_BIN_EXE_peer");
-    let output = std::process::Command::new(peer)
-        .args([
-            "--tracker",
-            &tracker.addr.to_string(),
-            "search",
-            "kind=audio",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    let search_audio = |flags: &[&str]| {
+        let output = std::process::Command::new(peer)
+            .args(["--tracker", &tracker.addr.to_string()])
+            .args(flags)
+            .args(["search", "kind=audio"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        output
+    };
+    // With the default log file: a search runs no peer, and leaves no
+    // file behind in the folder it ran in...
+    search_audio(&[]);
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
-    // Unless one is asked for.
+    // ...unless one is asked for.
+    let output = search_audio(&["--log-file", "search.log"]);
     let asked = dir.path().join("search.log");
-    let output = std::process::Command::new(peer)
-        .args([
-            "--tracker",
-            &tracker.addr.to_string(),
-            "search",
-            "kind=audio",
-        ])
-        .args(["--log-file", asked.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
     assert!(asked.is_file());
     std::fs::remove_file(&asked).unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
