@@ -137,6 +137,25 @@ fn a_part_file_whose_download_state_was_lost_is_taken_up_piece_by_piece() {
     assert!(kept >= 16, "took up only {kept} pieces");
 }
 
+#[cfg(unix)]
+#[test]
+fn a_link_put_where_a_part_file_was_is_never_written_through() {
+    let interrupted = Interrupted::new("1MB");
+    let precious = interrupted.dir.path().join("precious.txt");
+    std::fs::write(&precious, b"precious data").unwrap();
+    let part = interrupted.out.join("movie.mkv.part");
+    std::fs::remove_file(&part).unwrap();
+    std::os::unix::fs::symlink(&precious, &part).unwrap();
+    // With the download's record (resumed), and without (taken up).
+    for home in ["getter", "elsewhere"] {
+        let mut again = interrupted.get(&interrupted.dir.path().join(home));
+        assert!(!again.wait(WAIT).success(), "{home}");
+        let said = again.stderr_text();
+        assert!(said.contains("not a regular file"), "{home}: {said}");
+        assert_eq!(std::fs::read(&precious).unwrap(), b"precious data");
+    }
+}
+
 #[test]
 fn a_second_get_of_a_download_under_way_leaves_it_and_its_state_alone() {
     // Slow enough (about 25 s for the rest) that the first is still under

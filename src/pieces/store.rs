@@ -134,9 +134,26 @@ impl PieceFile {
     }
 
     /// Opens an existing file to read and write pieces (a download that
-    /// goes on after a restart).
+    /// goes on after a restart). Only a regular file is opened, never
+    /// through a link: a link put where a `.part` file was would have the
+    /// download write into the file it points to. (Looked at again once
+    /// open, so a swap in between is seen too.)
     pub fn open_rw(path: &Path) -> io::Result<PieceFile> {
+        let not_plain = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file (a link, or another kind of file); move it away",
+            )
+        };
+        if !std::fs::symlink_metadata(path)?.is_file() {
+            return Err(not_plain());
+        }
         let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let there = std::fs::symlink_metadata(path)?;
+        let opened = file.metadata()?;
+        if !there.is_file() || file_identity(&there) != file_identity(&opened) {
+            return Err(not_plain());
+        }
         Ok(PieceFile::from(file))
     }
 

@@ -7,7 +7,6 @@
 //! up: every piece in it is checked, and the right ones are kept. Where
 //! the file system has no locks, nothing can tell, and it is left alone.
 
-use std::fs;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -44,14 +43,8 @@ pub(super) fn take_up(
             other.key
         ));
     }
-    // Looked at without following a link: only a regular file is taken up.
-    let meta = fs::symlink_metadata(part_path).map_err(|e| format!("{shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!(
-            "{shown} is there and is not a regular file; move it away"
-        ));
-    }
-    let part = PieceFile::open_rw(part_path).map_err(|e| format!("{shown}: {e}"))?;
+    // Only a regular file is taken up, never through a link.
+    let part = PieceFile::open_rw(part_path).map_err(|e| format!("{shown} is there: {e}"))?;
     match part.try_lock() {
         Ok(true) => {}
         Ok(false) => return Err(being_written(part_path)),
