@@ -354,7 +354,7 @@ fn get(
             printed
         }
         (Err(reason), _) | (Ok(_), DownloadState::Failed(reason)) => {
-            Err(with_what_is_kept(&peer, &download, reason))
+            Err(with_what_is_kept(&peer, &download, reason, interrupted))
         }
         (Ok(_), other) => Err(format!("ended while {other:?}")),
     };
@@ -363,19 +363,31 @@ fn get(
 }
 
 /// `reason` a download failed for, and what is kept of it when it left
-/// verified pieces to go on from.
-fn with_what_is_kept(peer: &Peer, download: &Download, reason: String) -> String {
+/// verified pieces (unless the reason says so already). Stopped by the
+/// user (`interrupted`), the same command goes on from them; failed, they
+/// wait for the next try.
+fn with_what_is_kept(
+    peer: &Peer,
+    download: &Download,
+    reason: String,
+    interrupted: bool,
+) -> String {
     let kept = peer
         .unfinished()
         .into_iter()
         .find(|file| file.key == download.key())
-        .map(|file| file.bitmap().count())
-        .unwrap_or(0);
-    if kept == 0 {
+        .map(|file| file.bitmap());
+    let Some(kept) = kept.filter(|kept| kept.count() > 0 && !reason.contains("kept")) else {
         return reason;
+    };
+    let (count, total) = (kept.count(), kept.len());
+    if interrupted {
+        format!(
+            "{reason}; {count} of {total} pieces are kept, and the same command goes on from them"
+        )
+    } else {
+        format!("{reason}; {count} of {total} verified pieces are kept for the next try")
     }
-    let total = download.status().pieces_total();
-    format!("{reason}; {kept} of {total} pieces are kept, and the same command goes on from them")
 }
 
 /// `peer ring`: walks the ring from the member at `addr`, prints what every

@@ -526,6 +526,10 @@ fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
     );
     shell.send("download held.bin");
     shell.expect("downloading held.bin");
+    // Asked again while under way: said so, not as an error.
+    shell.send("download held.bin");
+    let again = shell.expect("already being downloaded");
+    assert!(again.starts_with("held.bin is already"), "{again}");
     ctrl_c(shell.child.id());
     assert!(shell.wait(WAIT).success());
     let said = shell.remaining_lines().join("\n");

@@ -386,6 +386,9 @@ fn a_download_never_overwrites_a_file_or_another_download() {
     let other = start_peer(dir.path(), "other", tracker.local_addr(), &[]);
     let same = other.download(&key_a.to_string(), Some(&out)).unwrap();
     assert_eq!(same.wait().unwrap(), out.join("song.bin"));
+    let status = same.status();
+    assert_eq!(status.size, a.len() as u64, "its size, for the done line");
+    assert_eq!(status.pieces_done(), 30, "whole");
     assert_eq!(std::fs::read(out.join("song.bin")).unwrap(), a);
 }
 

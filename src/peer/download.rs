@@ -403,7 +403,7 @@ fn run(
             if final_path.exists() {
                 let (manifest, _) =
                     fetch_manifest(plan.key, &peers, cancel, &context.manifest_link)?;
-                return already_here(context, plan, manifest, &final_path, cancel);
+                return already_here(context, plan, status, manifest, &final_path, cancel);
             }
             (prepare(context, plan, &peers, cancel)?, peers)
         }
@@ -414,6 +414,7 @@ fn run(
         already_here(
             context,
             plan,
+            status,
             Manifest::clone(&shared.manifest),
             &final_path,
             cancel,
@@ -505,7 +506,7 @@ pub(super) fn forget_if_part_gone(
         return false;
     }
     warn!(
-        "{}: {} is gone; a new download starts over",
+        "{}: {} is gone or was replaced; a new download starts over",
         file.name.as_str(),
         part.display()
     );
@@ -539,12 +540,14 @@ fn part_file_name(saved_as: &str) -> String {
 }
 
 /// The file is already under its final name: if it is the right file (its
-/// size and SHA-256 match the manifest), it is shared and the download is
-/// done; any other file there is left alone and the download refused.
+/// size and SHA-256 match the manifest), it is shared, the download is
+/// done (`status` says how big, and whole); any other file there is left
+/// alone and the download refused.
 /// Checking it stops once `cancel` is set.
 fn already_here(
     context: &DownloadContext,
     plan: &DownloadPlan,
+    status: &Mutex<DownloadStatus>,
     manifest: Manifest,
     path: &Path,
     cancel: &AtomicBool,
@@ -567,6 +570,11 @@ fn already_here(
     );
     let shared = SharedFile::complete(plan.name.clone(), plan.kind, manifest, path, opened)
         .map_err(failed)?;
+    {
+        let mut status = status.lock();
+        status.size = shared.manifest.size();
+        status.have = shared.bitmap();
+    }
     context.library.insert(Arc::new(shared));
     if let Some(shared) = context.library.get(&plan.key) {
         offer_finished(context, &shared, path);

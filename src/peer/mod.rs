@@ -510,7 +510,7 @@ impl Peer {
             .any(|d| d.key() == plan.key && !d.is_finished())
         {
             return Err(PeerError::Busy(format!(
-                "{} is already being downloaded",
+                "{} is already being downloaded (its progress is shown as it goes)",
                 plan.name.as_str()
             )));
         }

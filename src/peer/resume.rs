@@ -209,29 +209,42 @@ impl ResumeStore {
         // Another peer started on the same state folder resumes it already.
         if let Ok(false) = part.try_lock() {
             return Err(LoadError::Unavailable(format!(
-                "{}: in use by another peer (on the same state folder?)",
+                "{}: in use by another peer on this machine",
                 part_path.display()
             )));
         }
         let pieces = manifest.piece_count();
 
-        let claimed = read_record(&self.resume_path(key))
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| decode::<ProgressRecord, RECORD_LIMIT>(&bytes))
-            .and_then(|p| {
-                if p.version != VERSION {
-                    return Err(format!("version {}, expected {VERSION}", p.version));
-                }
-                Bitmap::from_bytes(p.bitmap, pieces).map_err(|e| e.to_string())
-            })
-            .unwrap_or_else(|reason| {
-                warn!(
-                    "resume file of {} is unreadable ({reason}); rebuilding it from {}",
+        let resume_path = self.resume_path(key);
+        let claimed = match read_record(&resume_path) {
+            // Stopped before its first progress save: nothing claimed yet,
+            // every piece of the .part file is checked.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                info!(
+                    "{}: no progress saved yet; checking every piece of {}",
                     name.as_str(),
                     part_path.display()
                 );
-                Bitmap::full(pieces)
-            });
+                Ok(Bitmap::full(pieces))
+            }
+            read => read
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| decode::<ProgressRecord, RECORD_LIMIT>(&bytes))
+                .and_then(|p| {
+                    if p.version != VERSION {
+                        return Err(format!("version {}, expected {VERSION}", p.version));
+                    }
+                    Bitmap::from_bytes(p.bitmap, pieces).map_err(|e| e.to_string())
+                }),
+        }
+        .unwrap_or_else(|reason| {
+            warn!(
+                "resume file of {} is unreadable ({reason}); rebuilding it from {}",
+                name.as_str(),
+                part_path.display()
+            );
+            Bitmap::full(pieces)
+        });
         let bitmap = verified_pieces(&manifest, &part, &claimed);
         if part_len != manifest.size() {
             part.set_len(manifest.size())

@@ -117,8 +117,11 @@ pub fn run(
             [] => {}
             ["quit" | "exit"] => break,
             command => {
-                if let Err(e) = execute(peer, command, &out, &mut watchers) {
-                    say(&out, format!("error: {e}"));
+                match execute(peer, command, &out, &mut watchers) {
+                    Ok(()) => {}
+                    // Under way already (resumed at start, say): no error.
+                    Err(PeerError::Busy(what)) => say(&out, what),
+                    Err(e) => say(&out, format!("error: {e}")),
                 }
             }
         }

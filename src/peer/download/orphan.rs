@@ -97,7 +97,7 @@ pub(super) fn take_up(
 /// Why a `.part` file is left alone: another peer holds its lock.
 pub(super) fn being_written(part_path: &Path) -> String {
     format!(
-        "{} is being written by another peer (on the same state folder?)",
+        "{} is being written by another peer on this machine",
         part_path.display()
     )
 }
