@@ -185,9 +185,9 @@ impl PieceFile {
         })
     }
 
-    /// The file itself, for one pass through its cursor from the start,
-    /// right after [`PieceFile::open`] (to check its hash), before any
-    /// piece is read.
+    /// The file itself: for its metadata, or for one pass through its
+    /// cursor from the start right after it was opened (to check its
+    /// hash), before any piece is read.
     pub fn as_file(&self) -> &File {
         &self.file
     }
