@@ -628,7 +628,7 @@ fn a_sole_source_given_up_is_tried_again_once_it_is_back_at_its_address() {
 // it is closed, so the download cannot see it go.
 #[cfg(unix)]
 #[test]
-fn a_part_file_deleted_during_its_download_stops_it_and_the_next_starts_over() {
+fn a_part_file_deleted_or_replaced_during_its_download_stops_it_and_the_next_starts_over() {
     let tracker = tracker_in_process();
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(200 * PIECE, 84);
@@ -652,8 +652,21 @@ fn a_part_file_deleted_during_its_download_stops_it_and_the_next_starts_over() {
     );
     assert!(leecher.unfinished().is_empty(), "its pieces went with it");
 
+    // Replaced by another file (here a copy of itself, put in its place):
+    // stopped too, as its pieces would go into a file no longer there...
     let again = leecher.download(&key.to_string(), None).unwrap();
-    let path = support::wait_within(again, WAIT).unwrap();
+    assert!(eventually(WAIT, || again.status().pieces_done() > 10));
+    let copy = dir.path().join("copy.part");
+    std::fs::copy(&part, &copy).unwrap();
+    std::fs::rename(&copy, &part).unwrap();
+    let reason = support::wait_within(again, WAIT).unwrap_err();
+    assert!(
+        reason.contains("was deleted, moved or replaced"),
+        "{reason}"
+    );
+    // ...and the file now there, nobody's, is taken up piece by piece.
+    let third = leecher.download(&key.to_string(), None).unwrap();
+    let path = support::wait_within(third, WAIT).unwrap();
     assert_eq!(std::fs::read(path).unwrap(), data);
 }
 
