@@ -537,6 +537,8 @@ fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
         said.contains("stopping the download of held.bin") && said.contains("bye"),
         "{said}"
     );
+    assert!(said.contains("[held.bin] stopped: "), "{said}");
+    assert!(!said.contains("failed"), "{said}");
 
     // `peer get`: the download is cancelled, its state kept for a later
     // `get` (and the message says so), and the exit code says it did not

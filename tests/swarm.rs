@@ -384,7 +384,10 @@ fn a_download_never_overwrites_a_file_or_another_download() {
     assert_eq!(std::fs::read(out.join("song.bin")).unwrap(), a);
     // ...but when it is the very file asked for, the download is simply done.
     let other = start_peer(dir.path(), "other", tracker.local_addr(), &[]);
-    let same = other.download(&key_a.to_string(), Some(&out)).unwrap();
+    // (Its key typed in capitals is the same key, at the tracker too.)
+    let same = other
+        .download(&key_a.to_string().to_uppercase(), Some(&out))
+        .unwrap();
     assert_eq!(same.wait().unwrap(), out.join("song.bin"));
     let status = same.status();
     assert_eq!(status.size, a.len() as u64, "its size, for the done line");
@@ -407,9 +410,14 @@ fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
     let first = peer.download("held.bin", None).unwrap();
     let held = support::wait_within(first, WAIT).unwrap();
 
-    // Asked again: done at once, where it is.
+    // Asked again: done at once, where it is (by name, or by its key
+    // in capitals).
     let again = peer.download("held.bin", None).unwrap();
     assert_eq!(support::wait_within(again, WAIT).unwrap(), held);
+    let shouted = peer
+        .download(&key.to_string().to_uppercase(), None)
+        .unwrap();
+    assert_eq!(support::wait_within(shouted, WAIT).unwrap(), held);
 
     // Deleted since, and asked for again: fetched anew, not "done".
     std::fs::remove_file(&held).unwrap();

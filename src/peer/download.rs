@@ -222,15 +222,18 @@ pub struct DownloadContext {
 impl Download {
     /// Starts downloading on a new thread named `download-<name>`.
     pub fn start(context: DownloadContext, plan: DownloadPlan) -> io::Result<Arc<Download>> {
+        // Some of it here already (a download that goes on): shown from
+        // the start, not as 0% until the first peer answers.
+        let here = context.library.get(&plan.key).filter(|f| f.is_unfinished());
         let status = Arc::new(Mutex::new(DownloadStatus {
             key: plan.key,
             name: plan.name.as_str().to_string(),
             kind: plan.kind,
-            size: 0,
+            size: here.as_ref().map_or(0, |f| f.manifest.size()),
             state: DownloadState::Starting,
             elapsed: Duration::ZERO,
             sources: Vec::new(),
-            have: Bitmap::empty(0),
+            have: here.map_or_else(|| Bitmap::empty(0), |f| f.bitmap()),
             in_flight: Vec::new(),
         }));
         let cancel = Arc::new(AtomicBool::new(false));
@@ -260,6 +263,11 @@ impl Download {
                                 path.display()
                             );
                             DownloadState::Done(path)
+                        }
+                        // Stopped on purpose: no failure to warn about.
+                        Err(reason) if cancel.load(Ordering::SeqCst) => {
+                            info!("{}: stopped: {reason}", plan.name.as_str());
+                            DownloadState::Failed(reason)
                         }
                         Err(reason) => {
                             warn!("{}: failed: {reason}", plan.name.as_str());
@@ -331,6 +339,11 @@ impl Download {
         if let Some(link) = self.manifest_link.lock().take() {
             link.close();
         }
+    }
+
+    /// Whether it was told to stop ([`Download::cancel`]).
+    pub fn was_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
     }
 }
 

@@ -340,7 +340,7 @@ impl Peer {
             .library
             .all()
             .into_iter()
-            .find(|f| f.key.to_string() == path_or_key || is_given(&f.path()))
+            .find(|f| is_key(f.key, path_or_key) || is_given(&f.path()))
             .ok_or_else(|| {
                 PeerError::NotFound(format!("{path_or_key} is not shared by this peer"))
             })?;
@@ -375,7 +375,7 @@ impl Peer {
     ///   look-up finds nothing (or the tracker is away), a file held here
     ///   under that exact name, if only one, is taken.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
-        let named = |f: &Arc<SharedFile>| f.key.to_string() == what || f.name.as_str() == what;
+        let named = |f: &Arc<SharedFile>| is_key(f.key, what) || f.name.as_str() == what;
         let partial = self.unfinished().into_iter().find(named).filter(|partial| {
             !download::forget_if_part_gone(&self.library, &self.resume, &self.tracker, partial)
         });
@@ -383,7 +383,7 @@ impl Peer {
             return self.start_download(plan_for(&partial, dir));
         }
         let held: Vec<_> = self.held().into_iter().filter(named).collect();
-        if let Some(file) = held.iter().find(|f| f.key.to_string() == what) {
+        if let Some(file) = held.iter().find(|f| is_key(f.key, what)) {
             return self.start_download(plan_for(file, dir));
         }
         match self.find_file(what) {
@@ -471,7 +471,12 @@ impl Peer {
         let share: ShareEntry = shares
             .into_iter()
             .find(|s| s.path.as_str() == path_on_user)
-            .ok_or_else(|| PeerError::NotFound(format!("{user} does not share {path_on_user}")))?;
+            .ok_or_else(|| {
+                PeerError::NotFound(format!(
+                    "{user} does not share {path_on_user} (give the path as `list-files` \
+                     shows it, after `{user} : `)"
+                ))
+            })?;
         let name = save_to
             .file_name()
             .and_then(|n| FileName::new(&n.to_string_lossy()).ok())
@@ -587,7 +592,7 @@ impl Peer {
             .tracker
             .search(SearchCriteria(criteria))?
             .into_iter()
-            .filter(|f| f.key.to_string() == what || f.name.as_str() == what)
+            .filter(|f| is_key(f.key, what) || f.name.as_str() == what)
             .collect();
         match found.len() {
             0 => Err(PeerError::NotFound(format!(
@@ -697,6 +702,11 @@ fn plan_for(file: &SharedFile, dir: Option<&Path>) -> DownloadPlan {
         dir,
         only_from: None,
     }
+}
+
+/// Whether `what`, as typed, is `key` (in either case).
+fn is_key(key: FileKey, what: &str) -> bool {
+    FileKey::parse(what).is_ok_and(|typed| typed == key)
 }
 
 /// How often the files a peer shares are looked at on disk (see

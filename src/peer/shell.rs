@@ -497,6 +497,16 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
                         );
                         return say(&out, line);
                     }
+                    // Stopped on purpose (`quit`, Ctrl-C): what is kept.
+                    DownloadState::Failed(_) if download.was_cancelled() => {
+                        let held = status.have;
+                        let line = format!(
+                            "[{name}] stopped: {} of {} pieces kept; it goes on at the next start",
+                            held.count(),
+                            held.len()
+                        );
+                        return say(&out, line);
+                    }
                     DownloadState::Failed(reason) => {
                         return say(&out, format!("[{name}] failed: {reason}"))
                     }
@@ -515,12 +525,13 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
 
 /// `[name] 42% ########............ 12/26 pieces from 2 peer(s)`
 pub fn progress_line(status: &DownloadStatus) -> String {
-    let percent = if status.state == DownloadState::Starting {
-        0
-    } else {
-        (status.pieces_done() * 100)
+    // From the pieces when they are known (a resumed download starts with
+    // some); a download that failed before knowing them is at 0%, not 100%.
+    let percent = match &status.state {
+        DownloadState::Done(_) => 100,
+        _ => (status.pieces_done() * 100)
             .checked_div(status.pieces_total())
-            .unwrap_or(100)
+            .unwrap_or(0),
     };
     let filled = percent / 5;
     let bar: String = "#".repeat(filled) + &".".repeat(20 - filled);
@@ -565,7 +576,38 @@ fn rate(status: &DownloadStatus) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::split_words;
+    use super::{progress_line, split_words};
+    use crate::peer::{DownloadState, DownloadStatus};
+    use crate::pieces::Bitmap;
+
+    #[test]
+    fn progress_is_counted_in_pieces_and_a_failure_is_never_full() {
+        let status = |state: DownloadState, have: Bitmap| DownloadStatus {
+            key: crate::protocol::FileKey([7; 32]),
+            name: "f.bin".into(),
+            kind: crate::protocol::MediaKind::Other,
+            size: 4 << 14,
+            state,
+            elapsed: std::time::Duration::ZERO,
+            sources: Vec::new(),
+            have,
+            in_flight: Vec::new(),
+        };
+        let mut three = Bitmap::empty(4);
+        (0..3).for_each(|i| three.set(i));
+        // A download going on from 3 of 4 pieces, before any peer answered.
+        let resumed = progress_line(&status(DownloadState::Starting, three));
+        assert!(resumed.starts_with("[f.bin]  75% "), "{resumed}");
+        // Failed before the manifest was known: nothing, not everything.
+        let failed = progress_line(&status(
+            DownloadState::Failed("cannot create x".into()),
+            Bitmap::empty(0),
+        ));
+        assert!(
+            failed.starts_with("[f.bin]   0% ...................."),
+            "{failed}"
+        );
+    }
 
     #[test]
     fn words_quotes_and_windows_paths() {
