@@ -363,7 +363,7 @@ fn get(
 }
 
 /// `reason` a download failed for, and what is kept of it when it left
-/// verified pieces (unless the reason says so already). Stopped by the
+/// verified pieces. Stopped by the
 /// user (`interrupted`), the same command goes on from them; failed, they
 /// wait for the next try.
 fn with_what_is_kept(
@@ -377,7 +377,7 @@ fn with_what_is_kept(
         .into_iter()
         .find(|file| file.key == download.key())
         .map(|file| file.bitmap());
-    let Some(kept) = kept.filter(|kept| kept.count() > 0 && !reason.contains("kept")) else {
+    let Some(kept) = kept.filter(|kept| kept.count() > 0) else {
         return reason;
     };
     let (count, total) = (kept.count(), kept.len());

@@ -50,7 +50,7 @@ use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
 
 use super::discovery::Discovery;
-use super::fsutil::{portable_file_name, sync_parent_dir};
+use super::fsutil::{folder_missing, portable_file_name, sync_parent_dir};
 use super::library::{Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink};
 use super::ratelimit::RateLimiter;
@@ -511,11 +511,7 @@ pub(super) fn forget_if_part_gone(
     file: &Arc<SharedFile>,
 ) -> bool {
     let part = file.path();
-    // A folder missing whole may be a disk not mounted: not gone.
-    let folder_there = part
-        .parent()
-        .is_none_or(|dir| dir.as_os_str().is_empty() || dir.is_dir());
-    if !file.is_unfinished() || !folder_there || file.is_still_at_its_path() {
+    if !file.is_unfinished() || folder_missing(&part) || file.is_still_at_its_path() {
         return false;
     }
     warn!(

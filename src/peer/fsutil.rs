@@ -167,6 +167,14 @@ fn resolved(path: &Path) -> Option<PathBuf> {
     }
 }
 
+/// Whether the folder `path` is in is missing whole: maybe a disk not
+/// mounted (yet, or for a moment), so a file missing there is not taken
+/// for deleted.
+pub fn folder_missing(path: &Path) -> bool {
+    path.parent()
+        .is_some_and(|dir| !dir.as_os_str().is_empty() && !dir.is_dir())
+}
+
 /// Whether `a` and `b` are one file on disk (through links, `.` and
 /// `..`); false when either is missing.
 pub fn same_file(a: &Path, b: &Path) -> bool {

@@ -230,10 +230,7 @@ impl SharedFile {
     /// device and inode, through its handle and at its path. Found not,
     /// it is withdrawn ([`SharedFile::withdraw_changed`]).
     pub fn check_unchanged(&self) -> bool {
-        let (file, path) = {
-            let state = self.state.read();
-            (state.file.clone(), state.path.clone())
-        };
+        let (file, path) = self.handle_and_path();
         let unchanged = file.is_some_and(|file| file.unchanged_at(&path));
         if !unchanged {
             self.withdraw_changed();
@@ -241,14 +238,18 @@ impl SharedFile {
         unchanged
     }
 
+    /// The open file and its path, taken under the lock, to look at the
+    /// disk without holding it.
+    fn handle_and_path(&self) -> (Option<Arc<PieceFile>>, PathBuf) {
+        let state = self.state.read();
+        (state.file.clone(), state.path.clone())
+    }
+
     /// For a download under way: whether its `.part` file is still at its
     /// path (not deleted, moved, or replaced by another file). A path that
     /// cannot be looked at for another reason counts as still there.
     pub fn is_still_at_its_path(&self) -> bool {
-        let (file, path) = {
-            let state = self.state.read();
-            (state.file.clone(), state.path.clone())
-        };
+        let (file, path) = self.handle_and_path();
         file.is_none_or(|file| !matches!(file.is_at(&path), Ok(false)))
     }
 
@@ -258,16 +259,12 @@ impl SharedFile {
     /// was asked for since. A path that cannot be looked at for another
     /// reason, or whose whole folder is missing, is left for the next look.
     pub fn withdraw_if_gone(&self) {
-        let (file, path) = {
-            let state = self.state.read();
-            if !state.offered {
-                return;
-            }
-            (state.file.clone(), state.path.clone())
-        };
-        // Its whole folder missing may be a disk not mounted for a moment:
-        // looked at again later.
-        if path.parent().is_some_and(|dir| !dir.is_dir()) {
+        if !self.is_offered() {
+            return;
+        }
+        let (file, path) = self.handle_and_path();
+        // Looked at again later.
+        if super::fsutil::folder_missing(&path) {
             return;
         }
         if file.is_some_and(|file| matches!(file.compare_at(&path), Ok(false))) {

@@ -75,11 +75,8 @@ impl std::fmt::Display for LoadError {
 /// disk not mounted yet, say.
 fn file_error(path: &Path, e: io::Error) -> LoadError {
     let reason = format!("{}: {e}", path.display());
-    let folder_gone = path
-        .parent()
-        .is_some_and(|dir| !dir.as_os_str().is_empty() && !dir.exists());
     if e.kind() == io::ErrorKind::InvalidData
-        || (e.kind() == io::ErrorKind::NotFound && !folder_gone)
+        || (e.kind() == io::ErrorKind::NotFound && !super::fsutil::folder_missing(path))
     {
         LoadError::Invalid(reason)
     } else {

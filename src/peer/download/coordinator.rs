@@ -133,10 +133,17 @@ impl<'a> Coordinator<'a> {
         coordinator
     }
 
+    /// Neighbours holding a place (see [`MAX_NEIGHBOURS`]).
+    fn places_taken(&self) -> usize {
+        self.neighbours
+            .iter()
+            .filter(|n| n.standing.holds_place())
+            .count()
+    }
+
     fn add_neighbour(&mut self, peer: PeerId, pieces: usize) {
-        let in_use = self.neighbours.iter().filter(|n| n.standing.holds_place());
         if self.neighbours.iter().any(|n| n.peer == peer)
-            || !admits_neighbour(in_use.count(), self.neighbours.len())
+            || !admits_neighbour(self.places_taken(), self.neighbours.len())
         {
             return;
         }
@@ -294,11 +301,7 @@ impl<'a> Coordinator<'a> {
             None => self.context.discovery.peers(&self.shared.key),
         };
         let is_listed: HashSet<PeerId> = listed.iter().copied().collect();
-        let mut in_use = self
-            .neighbours
-            .iter()
-            .filter(|n| n.standing.holds_place())
-            .count();
+        let mut in_use = self.places_taken();
         for index in 0..self.neighbours.len() {
             let n = &mut self.neighbours[index];
             let back = if n.standing.holds_place() {
@@ -706,10 +709,9 @@ impl<'a> Coordinator<'a> {
     fn stall_message(&self) -> String {
         if self.neighbours.is_empty() {
             return format!(
-                "stalled at {} of {} pieces: no peer holding {} ({}) was found in {} s \
-                 (its pieces here are kept). If the tracker answers and lists another \
-                 file under that name now, delete {} and download the name again to \
-                 fetch that one",
+                "stalled at {} of {} pieces: no peer holding {} ({}) was found in {} s. \
+                 If the tracker answers and lists another file under that name now, \
+                 delete {} and download the name again to fetch that one",
                 self.have.count(),
                 self.have.len(),
                 self.plan.name.as_str(),
