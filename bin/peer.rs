@@ -44,7 +44,7 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Download a file by key or exact name; exits 0 only when the verified
-    /// file is in place.
+    /// file is in place (1 on failure, 130 when stopped by Ctrl-C).
     Get {
         key_or_name: String,
         /// Directory to save into (default: download_dir).
@@ -122,32 +122,53 @@ fn main() -> ExitCode {
         note(format_args!("peer: log_file: {e}\n"));
         return ExitCode::from(2);
     }
-    let result = match args.command {
-        Some(Command::Search { criteria }) => search(&config, &criteria),
-        Some(Command::Ring { addr, svg, most }) => ring(addr, svg.as_deref(), most),
-        Some(Command::Route {
-            addr,
-            id,
-            no_fingers,
-        }) => route(addr, id, !no_fingers),
-        // The commands that run a peer stop it cleanly on Ctrl-C; the
-        // others (a search, the monitor) are simply ended by it.
-        Some(Command::Share { files }) => catch_ctrl_c().and_then(|c| share(config, &files, &c)),
-        Some(Command::Get {
-            key_or_name,
-            output,
-            seed,
-        }) => catch_ctrl_c().and_then(|c| get(config, &key_or_name, output, seed, &c)),
-        None => catch_ctrl_c().and_then(|c| interactive(config, c)),
+    let run = || -> Result<(), Failure> {
+        match args.command {
+            Some(Command::Search { criteria }) => search(&config, &criteria)?,
+            Some(Command::Ring { addr, svg, most }) => ring(addr, svg.as_deref(), most)?,
+            Some(Command::Route {
+                addr,
+                id,
+                no_fingers,
+            }) => route(addr, id, !no_fingers)?,
+            // The commands that run a peer stop it cleanly on Ctrl-C; the
+            // others (a search, the monitor) are simply ended by it.
+            Some(Command::Share { files }) => share(config, &files, &catch_ctrl_c()?)?,
+            Some(Command::Get {
+                key_or_name,
+                output,
+                seed,
+            }) => get(config, &key_or_name, output, seed, &catch_ctrl_c()?)?,
+            None => interactive(config, catch_ctrl_c()?)?,
+        }
+        Ok(())
     };
-    match result {
+    match run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            note(format_args!("peer: {e}\n"));
-            ExitCode::FAILURE
+        Err(Failure { message, code }) => {
+            note(format_args!("peer: {message}\n"));
+            ExitCode::from(code)
         }
     }
 }
+
+/// Why a command ended without doing its job: what to say, and the exit
+/// code (1, or [`INTERRUPTED`]).
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, code: 1 }
+    }
+}
+
+/// The exit code of a `get` stopped by Ctrl-C or a termination signal
+/// before its file was here: 128 + SIGINT's number, as shells report an
+/// interrupted command, so that a script can tell it from a failure.
+const INTERRUPTED: u8 = 130;
 
 /// A running peer and its web page.
 struct Running {
@@ -304,7 +325,7 @@ fn get(
     output: Option<PathBuf>,
     seed: bool,
     ctrl_c: &Receiver<()>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let peer = start(config)?;
     let download = peer
         .download(what, output.as_deref())
@@ -351,12 +372,13 @@ fn get(
                 note("seeding it until Ctrl-C\n");
                 let _ = ctrl_c.recv();
             }
-            printed
+            printed.map_err(Failure::from)
         }
-        (Err(reason), _) | (Ok(_), DownloadState::Failed(reason)) => {
-            Err(with_what_is_kept(&peer, &download, reason, interrupted))
-        }
-        (Ok(_), other) => Err(format!("ended while {other:?}")),
+        (Err(reason), _) | (Ok(_), DownloadState::Failed(reason)) => Err(Failure {
+            message: with_what_is_kept(&peer, &download, reason, interrupted),
+            code: if interrupted { INTERRUPTED } else { 1 },
+        }),
+        (Ok(_), other) => Err(format!("ended while {other:?}").into()),
     };
     peer.shutdown();
     result

@@ -541,8 +541,8 @@ fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
     assert!(!said.contains("failed"), "{said}");
 
     // `peer get`: the download is cancelled, its state kept for a later
-    // `get` (and the message says so), and the exit code says it did not
-    // finish.
+    // `get` (and the message says so), and the exit code says it was
+    // interrupted (130, as shells report it), not that it failed (1).
     let key = tracker.connect().key_of("held");
     let home = dir.path().join("getter");
     let mut getter = PeerProcess::start(
@@ -553,7 +553,7 @@ fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
     let mut observer = tracker.connect();
     assert!(eventually(WAIT, || observer.leecher_pieces(&key) >= 1));
     ctrl_c(getter.child.id());
-    assert_eq!(getter.wait(WAIT).code(), Some(1));
+    assert_eq!(getter.wait(WAIT).code(), Some(130));
     let said = getter.stderr_text();
     assert!(said.contains("cancelled; "), "{said}");
     assert!(

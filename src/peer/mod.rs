@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
@@ -88,7 +88,9 @@ pub struct Peer {
     downloads: Mutex<Vec<Arc<Download>>>,
     /// Its place in the ring, when it is in one.
     ring: Option<Arc<RingNode>>,
-    housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
+    /// The housekeeping thread and the disk look's, stopped together by
+    /// dropping the sender.
+    housekeeping: Option<(Sender<()>, JoinHandle<()>, JoinHandle<()>)>,
 }
 
 impl Peer {
@@ -175,6 +177,7 @@ impl Peer {
         };
         let discovery = Arc::new(Discovery::new());
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let disk_look_stop = stop_rx.clone();
         let housekeeping = thread::Builder::new()
             .name("peer-housekeeping".into())
             .spawn({
@@ -210,6 +213,23 @@ impl Peer {
                 }
                 PeerError::Failed(format!("cannot start a thread: {e}"))
             })?;
+        // A thread of its own: a look that hangs (a network file system
+        // gone away) holds up neither the tracker's pings nor the ring.
+        let disk_look = thread::Builder::new().name("peer-disk-look".into()).spawn({
+            let library = Arc::clone(&library);
+            move || look_at_shared_files(&library, &disk_look_stop)
+        });
+        let disk_look = match disk_look {
+            Ok(thread) => thread,
+            Err(e) => {
+                drop(stop_tx);
+                let _ = housekeeping.join();
+                if let Some(ring) = &ring {
+                    ring.leave();
+                }
+                return Err(PeerError::Failed(format!("cannot start a thread: {e}")));
+            }
+        };
         info!("peer listening on {listen}, tracker {}", config.tracker);
         Ok(Peer {
             config,
@@ -223,7 +243,7 @@ impl Peer {
             download,
             downloads: Mutex::new(Vec::new()),
             ring,
-            housekeeping: Some((stop_tx, housekeeping)),
+            housekeeping: Some((stop_tx, housekeeping, disk_look)),
         })
     }
 
@@ -652,9 +672,10 @@ impl Peer {
         for download in self.downloads.lock().drain(..) {
             let _ = download.wait();
         }
-        if let Some((stop, thread)) = self.housekeeping.take() {
+        if let Some((stop, housekeeping, disk_look)) = self.housekeeping.take() {
             drop(stop);
-            let _ = thread.join();
+            let _ = housekeeping.join();
+            let _ = disk_look.join();
         }
         if let Some(ring) = self.ring.take() {
             ring.leave();
@@ -713,6 +734,17 @@ fn is_key(key: FileKey, what: &str) -> bool {
 /// [`SharedFile::withdraw_if_gone`]).
 const DISK_LOOK_EVERY: Duration = Duration::from_secs(10);
 
+/// Until `stop` closes, every [`DISK_LOOK_EVERY`]: shared files deleted
+/// or replaced since are withdrawn (the housekeeping thread tells the
+/// tracker), not served from the old file for as long as the peer runs.
+fn look_at_shared_files(library: &Library, stop: &Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(DISK_LOOK_EVERY) {
+        for file in library.all() {
+            file.withdraw_if_gone();
+        }
+    }
+}
+
 /// Lets a refusal by the tracker pass (logged): only an unreachable
 /// tracker interrupts the housekeeping round.
 fn refusal_is_fine<T>(result: Result<T, PeerError>) -> Result<Option<T>, PeerError> {
@@ -758,18 +790,8 @@ impl Housekeeping {
         let mut failures: u32 = 0;
         let mut last_round: Option<Instant> = None;
         let mut last_refresh: Option<Instant> = None;
-        let mut last_disk_look = Instant::now();
         let mut rng = fastrand::Rng::new();
         loop {
-            // Shared files deleted or replaced since: withdrawn (below, in
-            // `duties`), not served from the old file for as long as the
-            // peer runs.
-            if last_disk_look.elapsed() >= DISK_LOOK_EVERY {
-                last_disk_look = Instant::now();
-                for file in self.library.all() {
-                    file.withdraw_if_gone();
-                }
-            }
             if Instant::now() >= next_ping {
                 match self.tracker.ping() {
                     Ok(()) => {
@@ -804,7 +826,7 @@ impl Housekeeping {
                 ring.run_due();
             }
             match stop.recv_timeout(Duration::from_millis(200)) {
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {}
                 _ => return,
             }
         }
