@@ -662,12 +662,24 @@ fn a_shared_file_deleted_on_disk_is_withdrawn_without_being_asked_for() {
     let listed =
         |observer: &mut support::Client| observer.list(&format!("LSTF key={}", swarm.key)).len();
     assert_eq!(listed(&mut observer), 1);
-    std::fs::remove_file(swarm.dir.path().join("originals").join("deleted.bin")).unwrap();
+    let path = swarm.dir.path().join("originals").join("deleted.bin");
+    std::fs::remove_file(&path).unwrap();
     // Looked at every 10 s, withdrawn at the next round after that.
     assert!(support::eventually(Duration::from_secs(60), || listed(
         &mut observer
     ) == 0));
     assert!(swarm.seeder.files().is_empty());
+    // Unshared by hand after that: the refusal says why it is not shared.
+    let refusal = swarm
+        .seeder
+        .unshare(path.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("no such file is here")
+            && refusal.contains("a shared file deleted is withdrawn by itself"),
+        "{refusal}"
+    );
 }
 
 #[test]

@@ -362,7 +362,18 @@ impl Peer {
             .into_iter()
             .find(|f| is_key(f.key, path_or_key) || is_given(&f.path()))
             .ok_or_else(|| {
-                PeerError::NotFound(format!("{path_or_key} is not shared by this peer"))
+                // Typed after the file was deleted: the periodic look may
+                // have withdrawn it already.
+                let gone = FileKey::parse(path_or_key).is_err() && fs::metadata(given).is_err();
+                PeerError::NotFound(if gone {
+                    format!(
+                        "{path_or_key} is not shared by this peer, and no such file is here \
+                         (a shared file deleted is withdrawn by itself within {} s)",
+                        DISK_LOOK_EVERY.as_secs()
+                    )
+                } else {
+                    format!("{path_or_key} is not shared by this peer")
+                })
             })?;
         self.library.remove(&file.key);
         match self.tracker.withdraw(file.key) {
