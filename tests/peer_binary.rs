@@ -81,6 +81,12 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
         again.ends_with("SHA-256 verified, nothing to fetch)"),
         "{again}"
     );
+    // `status` lists both downloads, each with where it is.
+    bob.send("status");
+    for _ in 0..2 {
+        let saved_as = bob.expect("  saved as ");
+        assert!(saved_as.ends_with("notes.pdf"), "{saved_as}");
+    }
 
     // Auto-register: the tracker now lists two users for the file.
     let mut observer = tracker.connect();

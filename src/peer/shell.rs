@@ -366,6 +366,10 @@ fn execute(
             for download in peer.downloads() {
                 let status = download.status();
                 say(out, format!("download {}", progress_line(&status)));
+                // Which of two downloads of one file (into two folders).
+                if let DownloadState::Done(path) = &status.state {
+                    say(out, format!("  saved as {}", path.display()));
+                }
                 for source in &status.sources {
                     let state = source.dropped.as_deref().unwrap_or("connected");
                     let line = format!(
