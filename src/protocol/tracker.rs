@@ -259,11 +259,44 @@ impl SearchCriteria {
                 format!("{} criteria, at most {MAX_CRITERIA}", words.len()),
             ));
         }
-        words
-            .into_iter()
+        let criteria = words
+            .iter()
             .map(|word| Criterion::parse_with(word, Values::AsTyped))
             .collect::<Result<Vec<_>, _>>()
-            .map(SearchCriteria)
+            .map(SearchCriteria)?;
+        // Said here, to the person typing; on the wire such a search is
+        // simply answered with no file.
+        match criteria.size_range() {
+            (Some(min), Some(max)) if min > max => {
+                let typed = |wanted: Criterion| {
+                    let at = criteria.0.iter().position(|c| *c == wanted);
+                    at.map_or("", |at| words[at])
+                };
+                Err(ProtocolError::bad_field(
+                    "search",
+                    &format!(
+                        "{} {}",
+                        typed(Criterion::MinSize(min)),
+                        typed(Criterion::MaxSize(max))
+                    ),
+                    "the smallest size asked is over the largest: no file can match",
+                ))
+            }
+            _ => Ok(criteria),
+        }
+    }
+
+    /// The tightest `min=` and `max=` among the criteria (all must hold).
+    fn size_range(&self) -> (Option<u64>, Option<u64>) {
+        let mut range = (None, None);
+        for criterion in &self.0 {
+            match *criterion {
+                Criterion::MinSize(min) => range.0 = range.0.max(Some(min)),
+                Criterion::MaxSize(max) => range.1 = Some(range.1.map_or(max, |m: u64| m.min(max))),
+                _ => {}
+            }
+        }
+        range
     }
 }
 
@@ -450,5 +483,17 @@ mod tests {
         assert!(err.to_string().ends_with("user= and key="), "{err}");
         assert!(SearchCriteria::from_words(&["min=lots"]).is_err());
         assert!(SearchCriteria::from_words(&vec!["a"; MAX_CRITERIA + 1]).is_err());
+    }
+
+    #[test]
+    fn a_typed_search_no_file_can_match_is_refused() {
+        let err = SearchCriteria::from_words(&["min=2MB", "max=5MB", "max=1MB"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad search \"min=2MB max=1MB\": the smallest size asked is over the largest: no file can match"
+        );
+        assert!(SearchCriteria::from_words(&["min=1MB", "max=1MB"]).is_ok());
+        // On the wire it is a search like any other.
+        assert!(TrackerRequest::parse("RQFS min=2000000 max=1000000").is_ok());
     }
 }
