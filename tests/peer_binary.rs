@@ -123,6 +123,39 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
 }
 
 #[test]
+fn the_shell_search_table_lines_up_long_and_wide_names() {
+    use unicode_width::UnicodeWidthStr;
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = PeerProcess::start(
+        &dir.path().join("alice"),
+        tracker.addr,
+        &["--user", "alice"],
+    );
+    // Longer than the table's old 32 columns, and two columns a character.
+    let names = ["a.bin", "第05回 講義 ネットワークとルーティング.mp4"];
+    for (seed, name) in names.iter().enumerate() {
+        let file = write_file(
+            &dir.path().join("files"),
+            name,
+            &random_bytes(1000, seed as u64),
+        );
+        alice.send(&format!("register alice \"{}\"", file.display()));
+        alice.expect("registered ");
+    }
+    alice.send("search");
+    let header = alice.expect("NAME ");
+    // The column where the key starts, in terminal columns.
+    let key_column = |line: &str, key_at: usize| line[..key_at].width();
+    let header_column = key_column(&header, header.find("KEY").unwrap());
+    for name in names {
+        let row = alice.expect(name);
+        let key_at = row.rfind(' ').unwrap() + 1;
+        assert_eq!(key_column(&row, key_at), header_column, "{header}\n{row}");
+    }
+}
+
+#[test]
 fn get_survives_a_seeder_killed_mid_download() {
     let tracker = TrackerProcess::start(&[]);
     let dir = tempfile::tempdir().unwrap();

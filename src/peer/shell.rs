@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
+use unicode_width::UnicodeWidthStr;
 
 use crate::protocol::{ProtocolError, Role, SearchCriteria};
 use crate::units::format_bytes;
@@ -283,19 +284,30 @@ fn execute(
             let criteria = SearchCriteria::from_words(criteria)
                 .map_err(|e| PeerError::Failed(e.to_string()))?;
             let files = peer.search(&criteria)?;
+            // As wide as the longest name, so that every column lines up.
+            let width = files
+                .iter()
+                .map(|f| f.name.as_str().width())
+                .max()
+                .unwrap_or(0)
+                .max(4);
             say(
                 out,
                 format!(
-                    "{:<32} {:>10} {:<6} {:>7} {:>8}  KEY",
-                    "NAME", "SIZE", "KIND", "SEEDERS", "LEECHERS"
+                    "{} {:>10} {:<6} {:>7} {:>8}  KEY",
+                    padded("NAME", width),
+                    "SIZE",
+                    "KIND",
+                    "SEEDERS",
+                    "LEECHERS"
                 ),
             );
             for f in &files {
                 say(
                     out,
                     format!(
-                        "{:<32} {:>10} {:<6} {:>7} {:>8}  {}",
-                        f.name.as_str(),
+                        "{} {:>10} {:<6} {:>7} {:>8}  {}",
+                        padded(f.name.as_str(), width),
                         format_bytes(f.size),
                         f.kind.as_str(),
                         f.seeders,
@@ -528,6 +540,13 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
 }
 
 /// `[name] 42% ########............ 12/26 pieces from 2 peer(s)`
+/// `text` and spaces up to `width` terminal columns (a CJK character
+/// takes two; `format!`'s padding counts characters).
+fn padded(text: &str, width: usize) -> String {
+    let spaces = width.saturating_sub(text.width());
+    format!("{text}{}", " ".repeat(spaces))
+}
+
 pub fn progress_line(status: &DownloadStatus) -> String {
     // From the pieces when they are known (a resumed download starts with
     // some); a download that failed before knowing them is at 0%, not 100%.
@@ -580,9 +599,18 @@ fn rate(status: &DownloadStatus) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{progress_line, split_words};
+    use super::{padded, progress_line, split_words};
     use crate::peer::{DownloadState, DownloadStatus};
     use crate::pieces::Bitmap;
+
+    #[test]
+    fn names_are_padded_to_terminal_columns() {
+        // Two columns for each CJK character: both lines end at column 10.
+        assert_eq!(padded("映画.mkv", 10), "映画.mkv  ");
+        assert_eq!(padded("film.mkv", 10), "film.mkv  ");
+        assert_eq!(padded("été.mp3", 8), "été.mp3 ");
+        assert_eq!(padded("longer than that", 4), "longer than that");
+    }
 
     #[test]
     fn progress_is_counted_in_pieces_and_a_failure_is_never_full() {
