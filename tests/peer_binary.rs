@@ -30,6 +30,16 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
         &[&["--user", "bob"][..], &refresh].concat(),
     );
 
+    // Unquoted, the path with a space is two words: the error says how.
+    alice.send(&format!("register alice {}", original.display()));
+    let unquoted = alice.expect("error");
+    assert!(
+        unquoted.ends_with(&format!(
+            "a path with spaces is written in quotes: register alice \"{}\"",
+            original.display()
+        )),
+        "{unquoted}"
+    );
     alice.send(&format!("register alice \"{}\"", original.display()));
     let registered = alice.expect("registered ");
     let key = registered

@@ -251,6 +251,14 @@ fn execute(
         ["help"] => say(out, HELP),
         ["register", user, files @ ..] if !files.is_empty() => {
             check_user(peer, user)?;
+            // `register alice my song.mp3`: two files, neither there.
+            let joined = files.join(" ");
+            if files.len() > 1 && Path::new(&joined).is_file() && !Path::new(files[0]).exists() {
+                return Err(PeerError::Failed(format!(
+                    "{} is not a file; a path with spaces is written in quotes: register {user} \"{joined}\"",
+                    files[0]
+                )));
+            }
             for file in files {
                 let progress = hashing_progress(Path::new(file), |p| {
                     say(out, format!("hashing {file}: {p}%"))
