@@ -200,6 +200,7 @@ impl Peer {
                         round_every: config.bitmap_interval,
                         last_announce: None,
                         last_round: None,
+                        welcome_session: tracker.session_number(),
                     }),
                 };
                 move || {
@@ -834,6 +835,9 @@ impl Housekeeping {
             }
             // The ring does not need the tracker.
             if let Some(ring) = &mut self.ring {
+                if failures == 0 {
+                    ring.tracker_session(self.tracker.session_number());
+                }
                 ring.run_due();
             }
             match stop.recv_timeout(Duration::from_millis(200)) {

@@ -76,9 +76,23 @@ pub struct RingDuties {
     pub round_every: Duration,
     pub last_announce: Option<Instant>,
     pub last_round: Option<Instant>,
+    /// The tracker session in which the welcome service was last checked.
+    pub welcome_session: u64,
 }
 
 impl RingDuties {
+    /// Given the tracker session now open: a new one means the tracker
+    /// restarted (or the connection broke), and a restarted tracker's
+    /// welcome service has forgotten every member. It is told again at
+    /// once, not at the next refresh: meanwhile it would answer a
+    /// newcomer `yaf`, and the newcomer would start a second ring.
+    pub fn tracker_session(&mut self, session: u64) {
+        if session != self.welcome_session {
+            self.welcome_session = session;
+            self.ring.renew_welcome();
+        }
+    }
+
     /// Does what is due.
     pub fn run_due(&mut self) {
         if self
