@@ -27,29 +27,43 @@ pub fn write(path: &Path, users: &[(UserName, PeerId)]) -> io::Result<()> {
         if old == text {
             return Ok(());
         }
-        if let Some((number, line)) = old
-            .lines()
-            .enumerate()
-            .find(|(_, line)| !line.trim().is_empty() && parse_line(line).is_none())
-        {
-            return Err(not_a_map(
-                path,
-                &format!("line {}: {}", number + 1, echo(line)),
-            ));
-        }
+        check_is_a_map(path, &old)?;
     }
     super::fsutil::write_atomically(path, text.as_bytes())
 }
 
-/// The address of `user` in the map file, if it is there.
+/// The address of `user` in the map file, if it is there. A file there
+/// that is not a user map is an error saying so (it is never refreshed,
+/// so nobody would ever be found in it).
 pub fn lookup(path: &Path, user: &str) -> Result<Option<PeerId>, PeerError> {
-    let text = read_map(path).map_err(|e| PeerError::file(path, e))?;
+    let text = read_map(path)
+        .and_then(|text| match text {
+            Some(text) => check_is_a_map(path, &text).map(|()| Some(text)),
+            None => Ok(None),
+        })
+        .map_err(|e| PeerError::Failed(e.to_string()))?;
     Ok(text.and_then(|text| {
         text.lines()
             .filter_map(parse_line)
             .find(|(name, _)| *name == user)
             .map(|(_, addr)| addr)
     }))
+}
+
+/// Whether `text`, read from `path`, is a user map: every line that is
+/// not blank is `<user> - <ip:port>`.
+fn check_is_a_map(path: &Path, text: &str) -> io::Result<()> {
+    match text
+        .lines()
+        .enumerate()
+        .find(|(_, line)| !line.trim().is_empty() && parse_line(line).is_none())
+    {
+        Some((number, line)) => Err(not_a_map(
+            path,
+            &format!("line {}: {}", number + 1, echo(line)),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// One line of the map: `<user> - <ip:port>`.
@@ -130,6 +144,13 @@ mod tests {
             "{error}"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), mine);
+        // Nobody is looked up in it: the error says what it is.
+        let error = lookup(&path, "alice").unwrap_err().to_string();
+        assert!(
+            error.contains("users.txt is not a user map (line 1: ")
+                && error.ends_with("move it away or set user_map_file"),
+            "{error}"
+        );
         // An empty file, or an older map, is replaced.
         std::fs::write(&path, "").unwrap();
         write(&path, &users).unwrap();
