@@ -112,13 +112,24 @@ fn main() -> ExitCode {
         args.command,
         Some(Command::Search { .. } | Command::Ring { .. } | Command::Route { .. })
     );
-    let asked_for =
-        matches.value_source("log_file") == Some(clap::parser::ValueSource::CommandLine);
+    let from_command_line =
+        |key: &str| matches.value_source(key) == Some(clap::parser::ValueSource::CommandLine);
     let log_file = config
         .log_file
         .as_deref()
-        .filter(|_| runs_a_peer || asked_for);
-    if let Err(e) = swarmline::logging::init(config.log_level, log_file) {
+        .filter(|_| runs_a_peer || from_command_line("log_file"));
+    // The interactive shell is a conversation: its terminal shows only
+    // warnings and errors, the log file everything (unless a level is
+    // asked for on the command line, or there is no log file).
+    let terminal_level =
+        if args.command.is_none() && log_file.is_some() && !from_command_line("log_level") {
+            config.log_level.min(log::LevelFilter::Warn)
+        } else {
+            config.log_level
+        };
+    if let Err(e) =
+        swarmline::logging::init_with_terminal(config.log_level, terminal_level, log_file)
+    {
         note(format_args!("peer: log_file: {e}\n"));
         return ExitCode::from(2);
     }

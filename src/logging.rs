@@ -15,6 +15,16 @@ use simplelog::{
 /// Starts logging at `level` to the terminal and, when given, appending to
 /// `file`. Fails when the file cannot be opened (the message names it).
 pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), String> {
+    init_with_terminal(level, level, file)
+}
+
+/// As [`init`], with the terminal at `terminal` (an interactive shell shows
+/// only warnings there, while its log file has everything at `level`).
+pub fn init_with_terminal(
+    level: LevelFilter,
+    terminal: LevelFilter,
+    file: Option<&Path>,
+) -> Result<(), String> {
     let config = ConfigBuilder::new()
         .set_thread_level(LevelFilter::Error)
         .set_thread_mode(ThreadLogMode::Names)
@@ -24,7 +34,7 @@ pub fn init(level: LevelFilter, file: Option<&Path>) -> Result<(), String> {
         .set_time_format_rfc3339()
         .build();
     let mut loggers: Vec<Box<dyn SharedLogger>> = vec![TermLogger::new(
-        level,
+        terminal,
         config.clone(),
         TerminalMode::Stderr,
         // Colours only on a real terminal, never in a redirected stream.

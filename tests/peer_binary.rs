@@ -611,3 +611,33 @@ fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
     );
     assert!(home.join("downloads").join("held.bin.part").exists());
 }
+
+#[test]
+fn the_shell_keeps_its_terminal_for_the_conversation_and_logs_to_its_file() {
+    use std::io::Write as _;
+    let tracker = TrackerProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let mut shell = std::process::Command::new(env!("CARGO_BIN_EXE_peer"))
+        .current_dir(home.path())
+        .args(["--tracker", &tracker.addr.to_string()])
+        .args(["--address", "127.0.0.1", "--port", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(shell.stdin.as_mut().unwrap(), "status\nquit").unwrap();
+    let output = shell.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let terminal = String::from_utf8_lossy(&output.stderr);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("bye"), "{said}");
+    // What the peer did is in peer.log, at the default level (info)...
+    let log = std::fs::read_to_string(home.path().join("peer.log")).unwrap();
+    assert!(
+        log.contains("[INFO] ") && log.contains("peer listening on"),
+        "{log}"
+    );
+    // ...and not mixed into the shell's conversation.
+    assert!(!terminal.contains("[INFO]"), "{terminal}");
+}
