@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::protocol::{ErrorCode, Reply};
+use crate::wire::StopSignal;
 
 /// Stack size of a line-protocol connection thread: small, so hundreds of
 /// sessions cost little memory. Handlers keep big buffers on the heap.
@@ -111,6 +112,10 @@ pub struct Connection {
     pub remote: SocketAddr,
     /// Unique for the life of the server (starts at 1).
     pub id: u64,
+    /// Raised when the server stops: the handler's reads under it end
+    /// (see [`StopSignal`]; closing the socket does that on Linux and
+    /// macOS, not on Windows).
+    pub stop: StopSignal,
 }
 
 /// What runs on each connection's thread.
@@ -127,7 +132,7 @@ pub struct Server {
 
 /// State shared by the accept thread, the connection threads and `Server`.
 struct Shared {
-    stopping: AtomicBool,
+    stopping: StopSignal,
     live: Mutex<Live>,
     next_id: AtomicU64,
 }
@@ -185,7 +190,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let wake_at = wake_addresses(&listener, local_addr);
         let shared = Arc::new(Shared {
-            stopping: AtomicBool::new(false),
+            stopping: StopSignal::new(),
             live: Mutex::new(Live::default()),
             next_id: AtomicU64::new(1),
         });
@@ -222,7 +227,7 @@ impl Server {
         let Some(accept_thread) = self.accept_thread.take() else {
             return;
         };
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stopping.raise();
         // Close every connection first: their threads wake from their reads
         // and end, which also frees their descriptors for the wake-up below.
         for (stream, _) in self.shared.live.lock().sockets.values() {
@@ -263,7 +268,7 @@ fn accept_loop(
 ) {
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     for incoming in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
+        if shared.stopping.is_raised() {
             break;
         }
         let stream = match incoming {
@@ -343,8 +348,14 @@ fn spawn_connection(
                 debug!("connection {id} from {remote} opened");
                 // Off the live list when this thread ends, even by a panic
                 // (else its IP's count would never come down).
+                let stop = shared.stopping.clone();
                 let _live = LiveGuard { shared, id };
-                handler(Connection { stream, remote, id });
+                handler(Connection {
+                    stream,
+                    remote,
+                    id,
+                    stop,
+                });
                 debug!("connection {id} from {remote} closed");
             }
         });
@@ -419,6 +430,8 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Read};
 
+    use crate::wire::{IdleDeadline, LineReader};
+
     #[test]
     fn the_ipv6_wildcard_takes_ipv4_clients_on_every_system() {
         // Where the machine has no IPv6 at all, there is nothing to check.
@@ -446,13 +459,15 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let options = ServerOptions::lines("echo", max_connections, max_connections);
         let handler: Arc<Handler> = Arc::new(|conn: Connection| {
-            let mut reader = BufReader::new(conn.stream.try_clone().unwrap());
-            let mut writer = conn.stream;
-            let mut line = String::new();
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            // Read under the stop signal, as every handler must: on
+            // Windows closing the socket does not end a read.
+            let reading =
+                IdleDeadline::stopped_by(&conn.stream, Duration::from_secs(60), conn.stop);
+            let mut reader = LineReader::new(reading, 1024);
+            let mut writer = &conn.stream;
+            while let Ok(Some(Ok(line))) = reader.read_line() {
                 let name = thread::current().name().unwrap_or("?").to_string();
-                let _ = write!(writer, "{name} {line}");
-                line.clear();
+                let _ = writeln!(writer, "{name} {line}");
             }
         });
         Server::start(listener, options, handler).unwrap()

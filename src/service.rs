@@ -5,12 +5,12 @@
 //! a [`LineService`]; this module owns what they have in common.
 
 use std::io::{self, BufWriter, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use log::{debug, info};
 
 use crate::protocol::{ErrorCode, ProtocolError, Reply};
+use crate::server::Connection;
 use crate::wire::{is_timeout, write_line, IdleDeadline, LineReader, StallWriter};
 
 /// What to do after a line.
@@ -47,19 +47,16 @@ pub struct LineLimits {
     pub max_line: usize,
 }
 
-/// Runs `service` on `stream` until the connection ends.
-pub fn serve_lines(
-    stream: &TcpStream,
-    remote: SocketAddr,
-    limits: LineLimits,
-    service: &mut impl LineService,
-) {
+/// Runs `service` on the connection until it ends (or the server stops).
+pub fn serve_lines(conn: &Connection, limits: LineLimits, service: &mut impl LineService) {
+    let (stream, remote) = (&conn.stream, conn.remote);
     if let Err(e) = stream.set_nodelay(true) {
         debug!("{remote}: cannot set up the socket: {e}");
         return;
     }
     // `&TcpStream` reads and writes, so one socket serves both halves.
-    let mut reader = LineReader::new(IdleDeadline::new(stream, limits.idle), limits.max_line);
+    let reading = IdleDeadline::stopped_by(stream, limits.idle, conn.stop.clone());
+    let mut reader = LineReader::new(reading, limits.max_line);
     let mut out = BufWriter::new(StallWriter::new(stream, limits.idle));
     loop {
         // The line is borrowed from the reader's buffer: answered before

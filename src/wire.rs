@@ -12,6 +12,8 @@
 use std::fmt::Display;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::protocol::ProtocolError;
@@ -202,15 +204,61 @@ pub struct IdleDeadline<'a> {
     timeout: ReadTimeout,
 }
 
+/// A flag another thread raises to end the reads of a connection: a
+/// server stopping, a download cancelled.
+///
+/// Shutting a socket down wakes a read blocked on it on Linux and macOS,
+/// but not on Windows (rust-lang/rust#121594): there the read would wait
+/// for the client's next byte, or its deadline. So a read that can be
+/// stopped waits at most [`STOP_POLL`] at a time, and looks at the flag
+/// between waits ([`ReadTimeout::stopped_by`]).
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    pub fn new() -> StopSignal {
+        StopSignal::default()
+    }
+
+    /// Ends every read under this signal: at once, or within
+    /// [`STOP_POLL`] where shutting the socket down does not wake it.
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The error a read stopped by it fails with.
+    fn stopped() -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionAborted, "stopped")
+    }
+}
+
+/// The longest a read under a [`StopSignal`] waits before it looks at the
+/// signal again.
+pub const STOP_POLL: Duration = Duration::from_millis(500);
+
 /// A socket's read timeout as last set, so that a reader under a deadline
 /// changes it only when it must (a system call each time), not before
-/// every read.
+/// every read; and the signal that stops the reads, if any.
 #[derive(Debug, Default)]
 pub struct ReadTimeout {
     current: Option<Duration>,
+    stop: Option<StopSignal>,
 }
 
 impl ReadTimeout {
+    /// Reads that end, failing with `ConnectionAborted`, once `stop` is
+    /// raised.
+    pub fn stopped_by(stop: StopSignal) -> ReadTimeout {
+        ReadTimeout {
+            current: None,
+            stop: Some(stop),
+        }
+    }
+
     /// Makes the next read on `stream` wait at most `wait` (not zero): the
     /// timeout is set again only when the current one would wait longer,
     /// or less than half as long.
@@ -227,9 +275,10 @@ impl ReadTimeout {
     ///
     /// - Past the deadline: a `TimedOut` error saying `what`.
     /// - Silent for all of `each`: a `TimedOut` error saying for how long.
+    /// - Its [`StopSignal`] raised: a `ConnectionAborted` error.
     /// - A timeout that comes early (the socket's timeout is kept when it
-    ///   is a little shorter than the wait, see [`ReadTimeout::at_most`])
-    ///   is waited out.
+    ///   is a little shorter than the wait, see [`ReadTimeout::at_most`]),
+    ///   or a look at the stop signal, is waited out.
     pub fn read_before(
         &mut self,
         stream: &TcpStream,
@@ -258,18 +307,27 @@ impl ReadTimeout {
             (Some(end), None) | (None, Some(end)) => end,
             (None, None) => Instant::now() + Duration::from_secs(3600),
         };
+        let stopped = |stop: &Option<StopSignal>| stop.as_ref().is_some_and(StopSignal::is_raised);
         loop {
             let now = Instant::now();
+            if stopped(&self.stop) {
+                return Err(StopSignal::stopped());
+            }
             if deadline.is_some_and(|d| now >= d) {
                 return Err(passed());
             }
-            let wait = end.saturating_duration_since(now);
+            let mut wait = end.saturating_duration_since(now);
             if wait.is_zero() {
                 return Err(silent());
+            }
+            if self.stop.is_some() {
+                wait = wait.min(STOP_POLL);
             }
             self.at_most(stream, wait)?;
             let mut reader = stream;
             match reader.read(buf) {
+                // Woken by a shutdown from the thread that raised it.
+                Ok(_) | Err(_) if stopped(&self.stop) => return Err(StopSignal::stopped()),
                 Err(e) if is_timeout(&e) => {
                     let now = Instant::now();
                     if deadline.is_some_and(|d| now >= d) {
@@ -303,6 +361,15 @@ impl<'a> IdleDeadline<'a> {
             idle,
             deadline: Instant::now() + idle,
             timeout: ReadTimeout::default(),
+        }
+    }
+
+    /// The same, whose reads end once `stop` is raised (a server
+    /// stopping: see [`StopSignal`]).
+    pub fn stopped_by(stream: &'a TcpStream, idle: Duration, stop: StopSignal) -> IdleDeadline<'a> {
+        IdleDeadline {
+            timeout: ReadTimeout::stopped_by(stop),
+            ..IdleDeadline::new(stream, idle)
         }
     }
 
@@ -588,6 +655,34 @@ mod tests {
 
     /// Both ends of a connection on 127.0.0.1: (the connecting one, the
     /// accepted one).
+    #[test]
+    fn a_read_under_a_stop_signal_ends_when_it_is_raised_with_the_socket_open() {
+        // Nothing is sent and nothing is closed: only the signal can end
+        // the read before its 30 s deadline (which would be `TimedOut`).
+        let (_client, server) = connected_pair();
+        let stop = StopSignal::new();
+        let reading = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut reader = IdleDeadline::stopped_by(&server, Duration::from_secs(30), stop);
+                reader.read(&mut [0; 16]).map_err(|e| e.kind())
+            }
+        });
+        std::thread::sleep(STOP_POLL);
+        stop.raise();
+        assert_eq!(
+            reading.join().unwrap(),
+            Err(io::ErrorKind::ConnectionAborted)
+        );
+        // A read started after it ends at once.
+        let (_client, server) = connected_pair();
+        let mut reader = IdleDeadline::stopped_by(&server, Duration::from_secs(30), stop);
+        assert_eq!(
+            reader.read(&mut [0; 16]).map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionAborted)
+        );
+    }
+
     fn connected_pair() -> (TcpStream, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let connecting = TcpStream::connect(listener.local_addr().unwrap()).unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::pieces::{Bitmap, Manifest};
 use crate::protocol::{ErrorCode, FileKey, PeerRequest, Reply, ShareEntry, MAX_LISTED_SHARES};
-use crate::wire::{write_line, LineReader, ReadTimeout};
+use crate::wire::{write_line, LineReader, ReadTimeout, StopSignal};
 
 /// How long to wait for a connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +63,8 @@ pub struct PeerLink {
     peer: SocketAddr,
     reader: LineReader<LinkStream>,
     writer: BufWriter<TcpStream>,
+    /// Raised by its [`LinkCloser`].
+    stop: StopSignal,
     /// When a line last went out or came in.
     last_used: Instant,
 }
@@ -91,11 +93,14 @@ impl Read for LinkStream {
 /// A handle that can close a link from another thread, waking a worker
 /// blocked reading from it.
 #[derive(Debug)]
-pub struct LinkCloser(TcpStream);
+pub struct LinkCloser(TcpStream, StopSignal);
 
 impl LinkCloser {
-    /// Closes the connection; the link's pending and next reads fail.
+    /// Closes the connection; the link's pending and next reads fail (at
+    /// once, or on Windows within [`crate::wire::STOP_POLL`]: see
+    /// [`StopSignal`]).
     pub fn close(&self) {
+        self.1.raise();
         let _ = self.0.shutdown(std::net::Shutdown::Both);
     }
 }
@@ -117,13 +122,15 @@ impl PeerLink {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
+        let stop = StopSignal::new();
         let reading = LinkStream {
             stream: stream.try_clone()?,
             deadline: None,
-            timeout: ReadTimeout::default(),
+            timeout: ReadTimeout::stopped_by(stop.clone()),
         };
         Ok(PeerLink {
             peer,
+            stop,
             reader: LineReader::new(reading, MAX_LINE),
             writer: BufWriter::new(stream),
             last_used: Instant::now(),
@@ -167,7 +174,8 @@ impl PeerLink {
 
     /// A handle to close this link from another thread.
     pub fn closer(&self) -> io::Result<LinkCloser> {
-        self.writer.get_ref().try_clone().map(LinkCloser)
+        let stream = self.writer.get_ref().try_clone()?;
+        Ok(LinkCloser(stream, self.stop.clone()))
     }
 
     /// Sets how long the exchange starting now may take in all

@@ -54,7 +54,7 @@ pub fn serve(conn: Connection, state: Arc<MiniServerState>) {
         remote: conn.remote,
         buf: Vec::new(),
     };
-    serve_lines(&conn.stream, conn.remote, state.limits, &mut service);
+    serve_lines(&conn, state.limits, &mut service);
 }
 
 struct MiniServerConnection {

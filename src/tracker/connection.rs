@@ -39,7 +39,7 @@ pub(crate) fn serve(conn: Connection, state: Arc<TrackerState>) {
         remote: conn.remote,
         errors: 0,
     };
-    serve_lines(&conn.stream, conn.remote, limits, &mut service);
+    serve_lines(&conn, limits, &mut service);
     if service.errors > LOGGED_ERRORS {
         warn!(
             "{}: {} errors answered in all on this connection",

@@ -21,12 +21,13 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::debug;
 
 use crate::protocol::ProtocolError;
+use crate::server::Connection;
 use crate::wire::{is_timeout, IdleDeadline, LineReader, StallWriter};
 
 /// Most bytes of a request line and its headers, line endings included.
@@ -176,9 +177,11 @@ impl Response {
 /// What the page makes of a request.
 pub type Answer<'a> = dyn FnMut(Request) -> Response + 'a;
 
-/// Serves requests on `stream` until the client closes it, asks to close
-/// it, sends something malformed, or lets `idle` pass.
-pub fn serve(stream: &TcpStream, remote: SocketAddr, idle: Duration, answer: &mut Answer<'_>) {
+/// Serves requests on the connection until the client closes it, asks to
+/// close it, sends something malformed, or lets `idle` pass (or the server
+/// stops).
+pub fn serve(conn: &Connection, idle: Duration, answer: &mut Answer<'_>) {
+    let (stream, remote) = (&conn.stream, conn.remote);
     if let Err(e) = stream
         .set_nodelay(true)
         .and_then(|()| stream.set_write_timeout(Some(idle)))
@@ -186,7 +189,8 @@ pub fn serve(stream: &TcpStream, remote: SocketAddr, idle: Duration, answer: &mu
         debug!("page: {remote}: cannot set up the socket: {e}");
         return;
     }
-    let mut reader = LineReader::new(Allowance::new(IdleDeadline::new(stream, idle)), MAX_HEAD);
+    let reading = IdleDeadline::stopped_by(stream, idle, conn.stop.clone());
+    let mut reader = LineReader::new(Allowance::new(reading), MAX_HEAD);
     loop {
         reader.get_mut().start_request();
         let request = match read_request(&mut reader, &mut &*stream) {

@@ -71,7 +71,7 @@ impl Gui {
         let handler: Arc<Handler> = Arc::new({
             let stopping = Arc::clone(&stopping);
             move |conn| {
-                http::serve(&conn.stream, conn.remote, idle, &mut |request| {
+                http::serve(&conn, idle, &mut |request| {
                     answer(request, &peer, &stopping, port)
                 })
             }
