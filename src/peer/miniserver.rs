@@ -142,10 +142,7 @@ impl MiniServerConnection {
         };
         let count = file.manifest.piece_count();
         if let Some(bad) = indices.iter().find(|&&i| i as usize >= count) {
-            let text = format!(
-                "bad index {bad}: the file has {count} pieces (0 to {})",
-                count.saturating_sub(1)
-            );
+            let text = bad_index(*bad, count);
             return write_line(out, &Reply::error(ErrorCode::BadField, text));
         }
         for &index in indices {
@@ -163,7 +160,7 @@ impl MiniServerConnection {
                 }
                 Err(e) => {
                     warn!("cannot read piece {index} of {}: {e}", file.name.as_str());
-                    let text = format!("cannot read piece {index}: {e}");
+                    let text = unreadable(index, &e);
                     write_line(out, &Reply::error(ErrorCode::Internal, text))?;
                 }
             }
@@ -248,5 +245,60 @@ impl LineService for MiniServerConnection {
                 Ok(Flow::Continue)
             }
         }
+    }
+}
+
+/// Why index `bad` is not one of a file of `count` pieces.
+fn bad_index(bad: u32, count: usize) -> String {
+    match count {
+        0 => format!("bad index {bad}: the file is empty, it has no piece"),
+        1 => format!("bad index {bad}: the file has 1 piece (index 0)"),
+        _ => format!(
+            "bad index {bad}: the file has {count} pieces (0 to {})",
+            count - 1
+        ),
+    }
+}
+
+/// Why piece `index` could not be read: `e` in words (the reader's
+/// "failed to fill whole buffer" says nothing to a person).
+fn unreadable(index: u32, e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        format!("cannot read piece {index}: the file on disk is shorter than it was")
+    } else {
+        format!("cannot read piece {index}: {e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bad_index, unreadable};
+    use std::io;
+
+    #[test]
+    fn an_unreadable_piece_is_told_in_words() {
+        let short = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            unreadable(2, &short),
+            "cannot read piece 2: the file on disk is shorter than it was"
+        );
+        let other = io::Error::other("disk on fire");
+        assert_eq!(unreadable(2, &other), "cannot read piece 2: disk on fire");
+    }
+
+    #[test]
+    fn a_bad_index_is_told_with_the_file_s_range() {
+        assert_eq!(
+            bad_index(3, 3),
+            "bad index 3: the file has 3 pieces (0 to 2)"
+        );
+        assert_eq!(
+            bad_index(1, 1),
+            "bad index 1: the file has 1 piece (index 0)"
+        );
+        assert_eq!(
+            bad_index(0, 0),
+            "bad index 0: the file is empty, it has no piece"
+        );
     }
 }

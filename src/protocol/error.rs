@@ -147,6 +147,12 @@ pub enum ProtocolError {
         got: usize,
         usage: &'static str,
     },
+    #[error("REQF asks for at most {max} pieces at once, got {got}; usage: {usage}")]
+    TooManyIndices {
+        max: usize,
+        got: usize,
+        usage: &'static str,
+    },
     #[error("bad {field} {value:?}: {reason}")]
     BadField {
         field: &'static str,
@@ -162,9 +168,9 @@ impl ProtocolError {
             ProtocolError::LineTooLong { .. } => ErrorCode::LineTooLong,
             ProtocolError::NotText => ErrorCode::NotText,
             ProtocolError::Empty | ProtocolError::UnknownVerb(..) => ErrorCode::UnknownVerb,
-            ProtocolError::MissingField { .. } | ProtocolError::ExtraField { .. } => {
-                ErrorCode::FieldCount
-            }
+            ProtocolError::MissingField { .. }
+            | ProtocolError::ExtraField { .. }
+            | ProtocolError::TooManyIndices { .. } => ErrorCode::FieldCount,
             ProtocolError::BadField { .. } => ErrorCode::BadField,
         }
     }

@@ -139,6 +139,11 @@ impl<'a> Fields<'a> {
         Some(part)
     }
 
+    /// How many fields are left.
+    pub(crate) fn left(self) -> usize {
+        self.parts.count()
+    }
+
     /// Checks that no field is left over.
     pub(crate) fn finish(mut self) -> Result<(), ProtocolError> {
         let extra = self.parts.by_ref().count();

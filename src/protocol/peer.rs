@@ -72,13 +72,17 @@ impl PeerRequest {
                 let mut f = Fields::new("REQF", USAGE_REQF, 1 + MAX_REQUEST_INDICES, rest);
                 let key = FileKey::parse(f.next("a key")?)?;
                 let mut indices = vec![parse_number("index", f.next("at least one piece index")?)?];
-                while indices.len() < MAX_REQUEST_INDICES {
-                    match f.optional() {
-                        Some(index) => indices.push(parse_number("index", index)?),
-                        None => break,
+                while let Some(index) = f.optional() {
+                    if indices.len() == MAX_REQUEST_INDICES {
+                        // Counted in pieces, as the limit is known.
+                        return Err(ProtocolError::TooManyIndices {
+                            max: MAX_REQUEST_INDICES,
+                            got: indices.len() + 1 + f.left(),
+                            usage: USAGE_REQF,
+                        });
                     }
+                    indices.push(parse_number("index", index)?);
                 }
-                f.finish()?;
                 Ok(PeerRequest::Reqf { key, indices })
             }
             "LSTF" => no_fields("LSTF", rest).map(|()| PeerRequest::Lstf),
@@ -141,6 +145,11 @@ mod tests {
         assert!(PeerRequest::parse(&format!("REQF {KEY}{many}")).is_ok());
         let err = PeerRequest::parse(&format!("REQF {KEY}{many} 99")).unwrap_err();
         assert_eq!(err.code(), ErrorCode::FieldCount);
+        assert!(
+            err.to_string()
+                .starts_with("REQF asks for at most 64 pieces at once, got 65;"),
+            "{err}"
+        );
         let err = PeerRequest::parse(&format!("REQF {KEY}")).unwrap_err();
         assert_eq!(err.code(), ErrorCode::FieldCount);
         let err = PeerRequest::parse(&format!("REQF {KEY} -1")).unwrap_err();
