@@ -16,7 +16,7 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(100_000, 1);
     let original = write_file(&dir.path().join("alice-files"), "lecture notes.pdf", &data);
-    let original = std::fs::canonicalize(original).unwrap();
+    let original = dunce::canonicalize(original).unwrap();
     let refresh = ["--user-map-refresh-secs", "1"];
 
     let mut alice = PeerProcess::start(
@@ -100,7 +100,7 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
 
     // Auto-register: the tracker now lists two users for the file.
     let mut observer = tracker.connect();
-    let saved = std::fs::canonicalize(&save_to).unwrap();
+    let saved = dunce::canonicalize(&save_to).unwrap();
     // (The offer goes out from bob's housekeeping thread a moment later.)
     assert!(eventually(WAIT, || observer
         .list(&format!("LSTF key={key}"))

@@ -43,9 +43,9 @@ impl AddressText {
         if text.len() > MAX_ADDRESS_TEXT {
             return None;
         }
-        let canonical = match text.parse::<IpAddr>() {
-            Ok(ip) => ip.to_string(),
-            Err(_) => text.parse::<SocketAddr>().ok()?.to_string(),
+        let canonical = match parse_ip(text) {
+            Some(ip) => CourseAddr { ip, port: None }.to_string(),
+            None => text.parse::<SocketAddr>().ok()?.to_string(),
         };
         Some(AddressText(canonical))
     }
@@ -76,17 +76,18 @@ pub struct CourseAddr {
 }
 
 impl CourseAddr {
-    /// `ip` or `ip:port` (`[ip]:port` for IPv6), at most
-    /// [`MAX_ADDRESS_TEXT`] bytes.
+    /// `ip` or `ip:port` (`[ip]` or `[ip]:port` for IPv6; a bare IPv6
+    /// address is taken too), at most [`MAX_ADDRESS_TEXT`] bytes. Port 0
+    /// is no place to reach, and is refused.
     pub fn parse(text: &str) -> Option<CourseAddr> {
         if text.len() > MAX_ADDRESS_TEXT {
             return None;
         }
-        if let Ok(ip) = text.parse::<IpAddr>() {
+        if let Some(ip) = parse_ip(text) {
             return Some(CourseAddr { ip, port: None });
         }
         let addr: SocketAddr = text.parse().ok()?;
-        Some(CourseAddr {
+        (addr.port() != 0).then_some(CourseAddr {
             ip: addr.ip(),
             port: Some(addr.port()),
         })
@@ -106,11 +107,24 @@ impl CourseAddr {
     }
 }
 
+/// An IP address alone: `1.2.3.4`, `::1`, or `[::1]`.
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    let bracketed = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
+    match bracketed {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6),
+        None => text.parse().ok(),
+    }
+}
+
+/// An IPv6 address is written in brackets, even without a port: the
+/// course's fields are separated by `:`, so `5:[::3]` is one id and one
+/// address where `5:::3` could be read several ways.
 impl fmt::Display for CourseAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.port {
-            None => write!(f, "{}", self.ip),
-            Some(port) => write!(f, "{}", SocketAddr::new(self.ip, port)),
+        match (self.port, self.ip) {
+            (None, IpAddr::V4(ip)) => write!(f, "{ip}"),
+            (None, IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            (Some(port), ip) => write!(f, "{}", SocketAddr::new(ip, port)),
         }
     }
 }
@@ -291,10 +305,12 @@ mod tests {
     fn course_lines_round_trip() {
         for line in [
             "127.0.0.2",
-            "::1",
             "127.0.0.1:7001",
+            "[::1]",
             "yo:42:127.0.0.2",
             "yo:42:127.0.0.2:7001",
+            "yo:42:[::2]",
+            "yo:42:[::2]:7001",
             "a+:42",
             "ip?:42",
             "li?",
@@ -326,6 +342,9 @@ mod tests {
             "yo:abc:127.0.0.2",
             "yo:42",
             "yo:42:not-an-ip",
+            "yo:42:127.0.0.2:0",
+            "yo:42:[::2]:0",
+            "yo:42:[127.0.0.1]",
             "a+:",
             "a+:-3",
             "ip?:x",
@@ -343,7 +362,9 @@ mod tests {
         for (line, canonical) in [
             ("127.0.0.1:07000", "127.0.0.1:7000"),
             ("127.0.0.1:0000000000007000", "127.0.0.1:7000"),
-            ("0:0:0:0:0:0:0:1", "::1"),
+            ("0:0:0:0:0:0:0:1", "[::1]"),
+            ("::1", "[::1]"),
+            ("[::1]", "[::1]"),
             ("[0000:0::1]:00080", "[::1]:80"),
             ("[fe80::1%0002]:7000", "[fe80::1%2]:7000"),
             ("127.0.0.2", "127.0.0.2"),
