@@ -643,7 +643,11 @@ fn a_part_file_deleted_or_replaced_during_its_download_stops_it_and_the_next_sta
     let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
     let download = leecher.download(&key.to_string(), None).unwrap();
     assert!(eventually(WAIT, || download.status().pieces_done() > 10));
-    let part = dir.path().join("leecher/downloads/gone.bin.part");
+    let part = dir
+        .path()
+        .join("leecher")
+        .join("downloads")
+        .join("gone.bin.part");
     std::fs::remove_file(&part).unwrap();
     let reason = support::wait_within(download, WAIT).unwrap_err();
     assert!(
@@ -712,7 +716,11 @@ fn a_name_now_shared_as_another_file_says_how_to_fetch_that_one() {
     // what to do.
     let stuck = leecher.download("mid.bin", None).unwrap();
     let reason = support::wait_within(stuck, WAIT).unwrap_err();
-    let part = dir.path().join("leecher/downloads/mid.bin.part");
+    let part = dir
+        .path()
+        .join("leecher")
+        .join("downloads")
+        .join("mid.bin.part");
     assert!(reason.contains("no peer holding mid.bin"), "{reason}");
     assert!(
         reason.contains(&format!("delete {}", part.display())),

@@ -577,6 +577,23 @@ pub fn piece_count(size: u64, piece_size: u32) -> u64 {
     size.div_ceil(u64::from(piece_size))
 }
 
+/// The next two fields, `<size> <piece-size>`, of a file's description
+/// (`ADDF`, a ring's `NAME` record): an allowed piece size, and at most
+/// [`MAX_PIECES`] pieces of it.
+pub(crate) fn next_size_and_piece_size(f: &mut Fields<'_>) -> Result<(u64, u32), ProtocolError> {
+    let size_text = f.next("a size")?;
+    let size: u64 = parse_number("size", size_text)?;
+    let piece_size = parse_piece_size(f.next("a piece size")?)?;
+    if piece_count(size, piece_size) > MAX_PIECES {
+        return Err(ProtocolError::bad_field(
+            "size",
+            size_text,
+            format!("more than {MAX_PIECES} pieces at this piece size; use larger pieces"),
+        ));
+    }
+    Ok((size, piece_size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,8 @@ use std::net::SocketAddr;
 
 use super::error::ProtocolError;
 use super::fields::{
-    parse_number, parse_peer_id, split_verb, Fields, FileKey, FileName, MediaKind,
+    next_size_and_piece_size, parse_number, parse_peer_id, split_verb, Fields, FileKey, FileName,
+    MediaKind,
 };
 use super::reply::{FileMeta, Reply};
 use super::tracker::no_fields;
@@ -108,13 +109,20 @@ impl Record {
                 key: FileKey::parse(f.next("a key")?)?,
                 peer: parse_peer_id(f.next("a peer")?)?,
             }),
-            "NAME" => Ok(Record::Name(FileMeta {
-                name: FileName::parse(f.next("a name")?)?,
-                key: FileKey::parse(f.next("a key")?)?,
-                size: parse_number("size", f.next("a size")?)?,
-                piece_size: parse_number("piece-size", f.next("a piece size")?)?,
-                kind: MediaKind::parse(f.next("a kind")?)?,
-            })),
+            "NAME" => {
+                let name = FileName::parse(f.next("a name")?)?;
+                let key = FileKey::parse(f.next("a key")?)?;
+                // As a tracker checks an ADDF.
+                let (size, piece_size) = next_size_and_piece_size(f)?;
+                let kind = MediaKind::parse(f.next("a kind")?)?;
+                Ok(Record::Name(FileMeta {
+                    name,
+                    key,
+                    size,
+                    piece_size,
+                    kind,
+                }))
+            }
             other => Err(ProtocolError::bad_field(
                 "record",
                 other,
@@ -448,5 +456,20 @@ mod tests {
         assert!(RingRequest::parse("ZZZZ").is_err());
         let long = format!("OWNR {}", vec!["1@127.0.0.1:1"; 40].join(" "));
         assert!(RingReply::parse(&long).is_err(), "lists are capped");
+    }
+
+    #[test]
+    fn a_name_record_is_checked_as_an_addf_is() {
+        let stor = |size: &str, piece: &str| {
+            RingRequest::parse(&format!(
+                "STOR 100 NAME z.ogg {TEST_KEY} {size} {piece} audio"
+            ))
+            .map_err(|e| e.to_string())
+        };
+        assert!(stor("7", "16384").is_ok());
+        let err = stor("7", "1000").unwrap_err();
+        assert!(err.contains("a piece size is a power of two"), "{err}");
+        let err = stor("17179869185", "16384").unwrap_err();
+        assert!(err.contains("more than 1048576 pieces"), "{err}");
     }
 }

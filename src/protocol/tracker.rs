@@ -8,9 +8,8 @@ use std::fmt;
 
 use super::error::ProtocolError;
 use super::fields::{
-    in_ascii_case, parse_number, parse_piece_size, percent_decode, piece_count, split_verb,
+    in_ascii_case, next_size_and_piece_size, parse_number, percent_decode, piece_count, split_verb,
     BitmapField, Case, Fields, FileKey, FileName, MediaKind, PercentEncoded, SharedPath, UserName,
-    MAX_PIECES,
 };
 use crate::units::parse_byte_size;
 
@@ -119,21 +118,10 @@ impl TrackerRequest {
                 let mut f = Fields::new("ADDF", USAGE_ADDF, 6, rest);
                 let key = FileKey::parse(f.next("a key")?)?;
                 let name = FileName::parse(f.next("a name")?)?;
-                let size_text = f.next("a size")?;
-                let size: u64 = parse_number("size", size_text)?;
-                let piece_size = parse_piece_size(f.next("a piece size")?)?;
+                let (size, piece_size) = next_size_and_piece_size(&mut f)?;
                 let kind = MediaKind::parse(f.next("a kind")?)?;
                 let path = SharedPath::parse(f.next("a path")?)?;
                 f.finish()?;
-                if piece_count(size, piece_size) > MAX_PIECES {
-                    return Err(ProtocolError::bad_field(
-                        "size",
-                        size_text,
-                        format!(
-                            "more than {MAX_PIECES} pieces at this piece size; use larger pieces"
-                        ),
-                    ));
-                }
                 Ok(TrackerRequest::Addf(FileOffer {
                     key,
                     name,

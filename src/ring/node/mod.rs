@@ -143,19 +143,23 @@ impl RingNode {
     /// from `from`.
     pub fn answer(&self, request: &RingRequest, from: IpAddr) -> Vec<RingReply> {
         let space = &self.settings.space;
+        let outside = |what: &dyn std::fmt::Display| {
+            vec![RingReply::Common(Reply::error(
+                ErrorCode::BadField,
+                format!(
+                    "{what}: the id is outside this ring (0 to {})",
+                    space.size() - 1
+                ),
+            ))]
+        };
         if let Some(stray) = members_of(request)
             .into_iter()
             .find(|m| !space.contains(m.id))
         {
-            return vec![RingReply::Common(Reply::error(
-                ErrorCode::BadField,
-                format!(
-                    "{stray}: the id is outside this ring (0 to {})",
-                    space.size() - 1
-                ),
-            ))];
+            return outside(&stray);
         }
         match request {
+            RingRequest::Look { id, .. } if !space.contains(*id) => outside(id),
             RingRequest::Look { id, fingers } => {
                 match self.routing.read().step(space, *id, *fingers) {
                     LookStep::Owner(owners) => vec![RingReply::Owner(owners)],
@@ -633,6 +637,31 @@ pub(super) mod tests {
             stopping: AtomicBool::new(false),
             place_cursor: AtomicU64::new(0),
         }
+    }
+
+    #[test]
+    fn a_look_up_of_an_id_outside_the_ring_is_refused_as_a_member_is() {
+        let me = member_at(50, "127.0.0.1:9".parse().expect("an address"));
+        let node = test_node(me, vec![me], None);
+        let from = "127.0.0.1".parse().expect("an address");
+        let said = |request: RingRequest| {
+            node.answer(&request, from)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            said(RingRequest::Look {
+                id: 1000,
+                fingers: true
+            }),
+            ["ERRR 202 1000: the id is outside this ring (0 to 999)"]
+        );
+        assert!(said(RingRequest::Look {
+            id: 999,
+            fingers: true
+        })[0]
+            .starts_with("OWNR "));
     }
 
     #[test]
