@@ -66,7 +66,7 @@ pub fn serve_lines(conn: &Connection, limits: LineLimits, service: &mut impl Lin
             Ok(None) => break,
             Err(e) if is_timeout(&e) => {
                 let text = format!(
-                    "nothing heard for {} s (keep-alive deadline), closing",
+                    "no complete line for {} s (keep-alive deadline), closing",
                     limits.idle.as_secs()
                 );
                 info!("{remote}: {text}");

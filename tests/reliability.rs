@@ -285,7 +285,7 @@ fn the_mini_server_drops_silent_and_dribbling_clients_and_caps_each_address() {
     let mut silent = support::Client::connect(peer.listen_addr());
     assert_eq!(
         silent.recv().as_deref(),
-        Some("ERRR 303 nothing heard for 1 s (keep-alive deadline), closing")
+        Some("ERRR 303 no complete line for 1 s (keep-alive deadline), closing")
     );
     assert_eq!(silent.recv(), None);
     // One byte every 200 ms never makes a line: dropped all the same.

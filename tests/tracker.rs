@@ -235,7 +235,7 @@ fn a_silent_peer_is_dropped_at_the_keep_alive_deadline() {
     // Say nothing: the tracker gives up after the deadline.
     assert_eq!(
         alice.recv().as_deref(),
-        Some("ERRR 303 nothing heard for 1 s (keep-alive deadline), closing")
+        Some("ERRR 303 no complete line for 1 s (keep-alive deadline), closing")
     );
     assert_eq!(alice.recv(), None, "then it closes the connection");
     let mut bob = tracker.connect();
@@ -331,7 +331,7 @@ fn a_client_that_dribbles_bytes_without_a_line_is_dropped_at_the_deadline() {
     let received = String::from_utf8_lossy(&received);
     assert_eq!(
         received,
-        "OK 127.0.0.1:7001\nERRR 303 nothing heard for 1 s (keep-alive deadline), closing\n"
+        "OK 127.0.0.1:7001\nERRR 303 no complete line for 1 s (keep-alive deadline), closing\n"
     );
     assert!(eventually(WAIT, || tracker
         .connect()

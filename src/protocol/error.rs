@@ -30,7 +30,7 @@ pub enum ErrorCode {
     SessionOpen,
     /// 302: the user name is held by another live session.
     UserTaken,
-    /// 303: the keep-alive deadline passed with nothing heard; closing.
+    /// 303: the keep-alive deadline passed with no complete line; closing.
     IdleTimeout,
     /// 304: another live session holds this peer id (ip:port).
     PeerIdInUse,
