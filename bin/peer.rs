@@ -270,6 +270,7 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
         }
     }
     let peer = start(config)?;
+    let mut not_shared = 0;
     for file in files {
         // Ctrl-C while hashing takes effect between files (a file's hash
         // runs to its end; a second Ctrl-C stops at once).
@@ -283,16 +284,35 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
                 note(format_args!("\rhashing {}: {percent}%", file.display()));
             }
         });
-        let shared = peer.share(file, progress).map_err(|e| e.to_string())?;
-        let _ = out(format_args!(
-            "sharing {} as {}",
-            shared.path().display(),
-            shared.key
-        ));
+        // One file refused (the tracker's cap, a read error) does not
+        // stop the others, as `cp` goes on past a file it cannot copy.
+        match peer.share(file, progress) {
+            Ok(shared) => {
+                let _ = out(format_args!(
+                    "sharing {} as {}",
+                    shared.path().display(),
+                    shared.key
+                ));
+            }
+            Err(e) => {
+                note(format_args!("peer: {}: not shared: {e}\n", file.display()));
+                not_shared += 1;
+            }
+        }
+    }
+    if not_shared == files.len() {
+        peer.shutdown();
+        return Err("no file is shared".into());
     }
     let _ = ctrl_c.recv();
     peer.shutdown();
-    Ok(())
+    match not_shared {
+        0 => Ok(()),
+        n => Err(format!(
+            "{n} of {} files were not shared (above)",
+            files.len()
+        )),
+    }
 }
 
 /// Writes a line to standard output. A closed or full output (`| head -1`,

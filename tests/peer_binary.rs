@@ -641,3 +641,36 @@ fn the_shell_keeps_its_terminal_for_the_conversation_and_logs_to_its_file() {
     // ...and not mixed into the shell's conversation.
     assert!(!terminal.contains("[INFO]"), "{terminal}");
 }
+
+#[cfg(unix)]
+#[test]
+fn share_goes_on_past_a_file_the_tracker_refuses_and_says_so_at_the_end() {
+    let tracker = TrackerProcess::start(&["--max-files-per-session", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<String> = ["a.bin", "b.bin", "c.bin"]
+        .iter()
+        .enumerate()
+        .map(|(seed, name)| {
+            let data = random_bytes(1000, 40 + seed as u64);
+            let file = write_file(&dir.path().join("files"), name, &data);
+            file.to_string_lossy().into_owned()
+        })
+        .collect();
+    let args: Vec<&str> = ["share"]
+        .into_iter()
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let mut seeder = PeerProcess::start(&dir.path().join("seeder"), tracker.addr, &args);
+    seeder.expect("sharing ");
+    seeder.expect("sharing ");
+    // The third is refused, and the two others stay shared.
+    let mut observer = tracker.connect();
+    assert!(eventually(WAIT, || seeder
+        .stderr_text()
+        .contains("c.bin: not shared: ")));
+    assert_eq!(observer.list("LSTF").len(), 2);
+    ctrl_c(seeder.child.id());
+    assert_eq!(seeder.wait(WAIT).code(), Some(1));
+    let said = seeder.stderr_text();
+    assert!(said.contains("1 of 3 files were not shared"), "{said}");
+}
