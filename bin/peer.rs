@@ -84,6 +84,10 @@ enum Command {
         /// compare: about N/2 hops instead of about log2 N).
         #[arg(long)]
         no_fingers: bool,
+        /// `nofingers`, as the shell's `route <id> nofingers` spells it:
+        /// the same as --no-fingers.
+        #[arg(value_parser = ["nofingers"], hide = true)]
+        nofingers: Option<String>,
     },
 }
 
@@ -141,7 +145,8 @@ fn main() -> ExitCode {
                 addr,
                 id,
                 no_fingers,
-            }) => route(addr, id, !no_fingers)?,
+                nofingers,
+            }) => route(addr, id, !no_fingers && nofingers.is_none())?,
             // The commands that run a peer stop it cleanly on Ctrl-C; the
             // others (a search, the monitor) are simply ended by it.
             Some(Command::Share { files }) => share(config, &files, &catch_ctrl_c()?)?,

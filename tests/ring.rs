@@ -441,6 +441,11 @@ fn the_monitor_draws_the_ring_and_sees_it_heal_after_a_crash() {
     );
     let (ok, text) = peer_command(&["route", &start, &members[3].id.to_string(), "--no-fingers"]);
     assert!(ok && !text.contains("no peer has id"), "{text}");
+    // Spelled as in the shell: the same route, hop by hop.
+    let (ok, as_in_the_shell) =
+        peer_command(&["route", &start, &members[3].id.to_string(), "nofingers"]);
+    assert!(ok, "{as_in_the_shell}");
+    assert_eq!(as_in_the_shell, text);
 
     // Kill a peer: the monitor sees a ring of four again soon.
     let index = ring
