@@ -68,6 +68,17 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
         std::fs::read_to_string(&map)
     );
 
+    // A user's name where a file's was expected: the error shows the
+    // direct download's three words.
+    bob.send("download alice");
+    let hint = bob.expect("error");
+    assert!(
+        hint.ends_with(
+            "alice is a user: to download from them, download alice <path-on-alice> <path-to-save>"
+        ),
+        "{hint}"
+    );
+
     // The direct download: by user and path, from alice's mini-server.
     let save_to = dir.path().join("bob-files/notes.pdf");
     bob.send(&format!(

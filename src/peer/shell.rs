@@ -333,7 +333,9 @@ fn execute(
         }
         ["download", what] | ["download", what, _] => {
             let dir = command.get(2).map(PathBuf::from);
-            let download = peer.download(what, dir.as_deref())?;
+            let download = peer
+                .download(what, dir.as_deref())
+                .map_err(|e| with_direct_hint(peer, e, what))?;
             say(out, format!("downloading {what}"));
             watchers.push(watch(download, Arc::clone(out))?);
         }
@@ -548,6 +550,22 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
 }
 
 /// `[name] 42% ########............ 12/26 pieces from 2 peer(s)`
+/// A name the swarm does not know that is a user's (in the user map):
+/// the direct download was meant, with its save path forgotten.
+fn with_direct_hint(peer: &Peer, error: PeerError, what: &str) -> PeerError {
+    let is_a_user = matches!(error, PeerError::NotFound(_))
+        && matches!(
+            super::usermap::lookup(&peer.config().user_map_file, what),
+            Ok(Some(_))
+        );
+    if !is_a_user {
+        return error;
+    }
+    PeerError::Failed(format!(
+        "{error}; {what} is a user: to download from them, download {what} <path-on-{what}> <path-to-save>"
+    ))
+}
+
 /// `text` and spaces up to `width` terminal columns (a CJK character
 /// takes two; `format!`'s padding counts characters).
 fn padded(text: &str, width: usize) -> String {
