@@ -187,9 +187,10 @@ fn run(options: Options) -> Result<bool, String> {
         return Err(interrupted());
     }
     let shared = seeder.share(&original, |_| {}).map_err(|e| e.to_string())?;
+    let pieces = shared.manifest.piece_count();
     println!(
-        "seeder shares demo.bin: {} pieces of {}, key {}",
-        shared.manifest.piece_count(),
+        "seeder shares demo.bin: {pieces} piece{} of {}, key {}",
+        if pieces == 1 { "" } else { "s" },
         format_bytes(u64::from(shared.manifest.piece_size())),
         shared.key
     );
@@ -239,6 +240,10 @@ fn run(options: Options) -> Result<bool, String> {
                 println!("  {name:<11} {}", progress_line(&download.status()));
             }
         }
+    }
+    // The last report, where every download ended (100%, or why not).
+    for ((name, _), download) in leechers.iter().zip(&downloads) {
+        println!("  {name:<11} {}", progress_line(&download.status()));
     }
     // Until the last one finished: each download's own time, all of them
     // having started together.

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The compiled example `name`, built now if `cargo test` did not build it.
+/// The compiled example `name`, built now: `cargo test` builds the
+/// examples, but `cargo test --test examples` does not, and would run an
+/// old build (cargo does nothing when it is up to date).
 fn example(name: &str) -> PathBuf {
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_tracker"));
     let path = bin_dir
@@ -13,15 +15,18 @@ fn example(name: &str) -> PathBuf {
         .unwrap()
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "cannot build example {name}");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "--example", name]);
+    // In the profile of this test (`cargo test --release`: release).
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
     }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot build example {name}");
     path
 }
 
@@ -70,7 +75,15 @@ fn the_local_swarm_demo_runs_to_completion_with_a_small_file() {
             stdout.contains(&format!("  {leecher:<11} done in ")),
             "{stdout}"
         );
+        // The live progress ends where the download did.
+        assert!(
+            stdout.contains(&format!(
+                "  {leecher:<11} [demo.bin] 100% #################### done"
+            )),
+            "{stdout}"
+        );
     }
+    assert!(stdout.contains(": 48 pieces of 64 KiB, key "), "{stdout}");
     assert_eq!(stdout.matches(", SHA-256 matches").count(), 3, "{stdout}");
     assert!(stdout.contains(" pieces from seeder"), "{stdout}");
     assert!(
