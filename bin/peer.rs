@@ -140,7 +140,9 @@ fn main() -> ExitCode {
     let run = || -> Result<(), Failure> {
         match args.command {
             Some(Command::Search { criteria }) => search(&config, &criteria)?,
-            Some(Command::Ring { addr, svg, most }) => ring(addr, svg.as_deref(), most)?,
+            Some(Command::Ring { addr, svg, most }) => {
+                ring(addr, welcome_of(&config), svg.as_deref(), most)?;
+            }
             Some(Command::Route {
                 addr,
                 id,
@@ -165,6 +167,16 @@ fn main() -> ExitCode {
             note(format_args!("peer: {message}\n"));
             ExitCode::from(code)
         }
+    }
+}
+
+/// The ring's welcome service: `ring_welcome` when this peer's ring
+/// settings name one, else the tracker (which serves it).
+fn welcome_of(config: &PeerConfig) -> std::net::SocketAddr {
+    use swarmline::ring::{Entry, IdChoice};
+    match config.ring.as_ref().map(|ring| (&ring.entry, &ring.id)) {
+        Some((Entry::Welcome(welcome), _) | (_, IdChoice::HashService(welcome))) => *welcome,
+        _ => config.tracker,
     }
 }
 
@@ -454,6 +466,7 @@ fn with_what_is_kept(
 /// are findings, or when `addr` does not answer.
 fn ring(
     addr: std::net::SocketAddr,
+    welcome: std::net::SocketAddr,
     svg: Option<&std::path::Path>,
     most: usize,
 ) -> Result<(), String> {
@@ -461,7 +474,15 @@ fn ring(
     let client = swarmline::ring::RingClient::new();
     let snapshot = monitor::walk(&client, addr, most)
         .map_err(|e| format!("cannot walk the ring from {addr}: {e}"))?;
-    let findings = monitor::check(&snapshot);
+    let mut findings = monitor::check(&snapshot);
+    // A second ring is invisible from inside this one: the welcome
+    // service lists its members too.
+    match monitor::compare_with_welcome(&client, &snapshot, welcome) {
+        Ok(others) => findings.extend(others),
+        Err(e) => note(format_args!(
+            "(the welcome list at {welcome} could not be read, so a second ring would not show: {e})\n"
+        )),
+    }
     out(monitor::render_text(&snapshot, &findings).trim_end())?;
     if let Some(path) = svg {
         std::fs::write(path, monitor::render_svg(&snapshot, &findings))

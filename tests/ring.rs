@@ -393,9 +393,11 @@ fn assert_no_part_files(dir: &Path) {
 
 /// Runs `peer` with `args` (a client-only subcommand); its exit status and
 /// standard output.
-fn peer_command(args: &[&str]) -> (bool, String) {
+/// `peer <args>` with `tracker` as its tracker (the ring's welcome
+/// service), and what it said.
+fn peer_command(tracker: SocketAddr, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_peer"))
-        .args(["--log-file", ""])
+        .args(["--log-file", "", "--tracker", &tracker.to_string()])
         .args(args)
         .output()
         .unwrap();
@@ -414,7 +416,7 @@ fn the_monitor_draws_the_ring_and_sees_it_heal_after_a_crash() {
     let start = members[0].addr.to_string();
     let svg = support::target_dir().join("ring-monitor.svg");
     let svg_arg = svg.to_string_lossy().into_owned();
-    let (ok, text) = peer_command(&["ring", &start, "--svg", &svg_arg]);
+    let (ok, text) = peer_command(ring.tracker.addr, &["ring", &start, "--svg", &svg_arg]);
     assert!(ok, "{text}");
     assert!(text.contains("5 peers, ring closed, 0 problems"), "{text}");
     for member in &members {
@@ -429,7 +431,7 @@ fn the_monitor_draws_the_ring_and_sees_it_heal_after_a_crash() {
 
     // A route shows its hops and the owner; an id no peer has is said so.
     let missing = (members[2].id + 1) % ring.space.size();
-    let (ok, text) = peer_command(&["route", &start, &missing.to_string()]);
+    let (ok, text) = peer_command(ring.tracker.addr, &["route", &start, &missing.to_string()]);
     assert!(ok, "{text}");
     assert!(
         text.contains(&format!("{} owns {missing}", members[3])),
@@ -439,11 +441,16 @@ fn the_monitor_draws_the_ring_and_sees_it_heal_after_a_crash() {
         text.contains(&format!("no peer has id {missing}")),
         "{text}"
     );
-    let (ok, text) = peer_command(&["route", &start, &members[3].id.to_string(), "--no-fingers"]);
+    let (ok, text) = peer_command(
+        ring.tracker.addr,
+        &["route", &start, &members[3].id.to_string(), "--no-fingers"],
+    );
     assert!(ok && !text.contains("no peer has id"), "{text}");
     // Spelled as in the shell: the same route, hop by hop.
-    let (ok, as_in_the_shell) =
-        peer_command(&["route", &start, &members[3].id.to_string(), "nofingers"]);
+    let (ok, as_in_the_shell) = peer_command(
+        ring.tracker.addr,
+        &["route", &start, &members[3].id.to_string(), "nofingers"],
+    );
     assert!(ok, "{as_in_the_shell}");
     assert_eq!(as_in_the_shell, text);
 
@@ -458,7 +465,7 @@ fn the_monitor_draws_the_ring_and_sees_it_heal_after_a_crash() {
     crashed.wait(Duration::from_secs(10));
     let mut last = String::new();
     let healed = eventually(Duration::from_secs(60), || {
-        let (ok, text) = peer_command(&["ring", &start]);
+        let (ok, text) = peer_command(ring.tracker.addr, &["ring", &start]);
         last = text;
         ok && last.contains("4 peers, ring closed, 0 problems")
     });
@@ -617,4 +624,33 @@ fn a_restarted_welcome_service_learns_the_ring_again_and_does_not_split_it() {
     ring.peers.push(newcomer);
     let members = ring.members();
     ring.settle(&members, Duration::from_secs(60));
+}
+
+#[test]
+fn the_monitor_sees_a_second_ring_through_the_welcome_list() {
+    let ring = Ring::start(2, &[]);
+    let members = ring.members();
+    ring.settle(&members, Duration::from_secs(60));
+    // A peer of another tracker is a ring of its own; listed here by hand,
+    // it is what a newcomer told `yaf` by a restarted tracker becomes.
+    let other = TrackerProcess::start(&[]);
+    let lone = PeerProcess::start(&ring.dir.path().join("lone"), other.addr, &ring_flags(&[]));
+    let me = RingClient::new().info(lone.addr).unwrap().me;
+    let answer = course_lines(ring.tracker.addr, &format!("yo:{}:{}", me.id, lone.addr));
+    assert_ne!(
+        answer.first().map(String::as_str),
+        Some("wrq"),
+        "{answer:?}"
+    );
+
+    let start = members[0].addr.to_string();
+    let (ok, text) = peer_command(ring.tracker.addr, &["ring", &start]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "{me} is on the welcome list at {} but in another ring",
+            ring.tracker.addr
+        )),
+        "{text}"
+    );
 }

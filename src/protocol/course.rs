@@ -262,6 +262,15 @@ impl CourseReply {
         }
     }
 
+    /// Reads one line of `li?`: `<hash>:<ip>`.
+    pub fn parse_member_line(line: &str) -> Option<CourseReply> {
+        let (hash, at) = line.trim().split_once(':')?;
+        Some(CourseReply::Member {
+            hash: hash.parse().ok()?,
+            at: CourseAddr::parse(at)?,
+        })
+    }
+
     /// Reads one line of a routing table: `<k>:<hash>:<ip>`, or `end`.
     pub fn parse_route_line(line: &str) -> Option<CourseReply> {
         let line = line.trim();

@@ -208,6 +208,9 @@ pub struct RingClient {
     local_ip: Option<IpAddr>,
 }
 
+/// The most members read from a welcome service's list (`li?`).
+pub const MAX_WELCOME_LIST: usize = 100_000;
+
 impl RingClient {
     /// A client with no connection yet.
     pub fn new() -> RingClient {

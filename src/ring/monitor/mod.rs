@@ -22,13 +22,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::protocol::course::{CourseReply, CourseRequest};
 use crate::protocol::ring::Member;
 
 mod render;
 
 pub use render::{render_svg, render_text, ring_line, xml_escape};
 
-use super::client::{NodeView, RingClient, RingError};
+use super::client::{NodeView, RingClient, RingError, MAX_WELCOME_LIST};
 use super::space::RingSpace;
 
 /// A ring as one walk saw it.
@@ -165,6 +166,10 @@ pub enum Finding {
         member: Member,
         listed_by: Option<Member>,
     },
+    /// A live peer the welcome service lists that the walk did not meet:
+    /// it is in a ring of its own (a newcomer told it was the first, while
+    /// a restarted welcome service had not relearnt this ring).
+    AnotherRing { member: Member, welcome: SocketAddr },
     /// A peer that says the ring has another size than the first peer.
     SizeDisagrees {
         node: Member,
@@ -212,7 +217,9 @@ impl Finding {
     pub fn members(&self) -> Vec<Member> {
         match self {
             Finding::NotClosed { last, .. } => vec![*last],
-            Finding::Unreachable { member, .. } => vec![*member],
+            Finding::Unreachable { member, .. } | Finding::AnotherRing { member, .. } => {
+                vec![*member]
+            }
             Finding::SameId { first, second } => vec![*first, *second],
             Finding::SizeDisagrees { node, .. }
             | Finding::SkippedMember { node, .. }
@@ -245,6 +252,10 @@ impl fmt::Display for Finding {
                 Some(by) => write!(f, "{member} does not answer (a successor of {by})"),
                 None => write!(f, "{member} does not answer"),
             },
+            Finding::AnotherRing { member, welcome } => write!(
+                f,
+                "{member} is on the welcome list at {welcome} but in another ring: restart its peers to join this one"
+            ),
             Finding::SizeDisagrees { node, size, expected } => {
                 write!(f, "{node} says the ring has size {size}, not {expected}")
             }
@@ -291,6 +302,42 @@ impl fmt::Display for Finding {
             }
         }
     }
+}
+
+/// The live peers the welcome service at `welcome` lists that a closed
+/// walk did not meet ([`Finding::AnotherRing`]). A listed peer that does
+/// not answer is a peer gone without leaving, which a join clears up: not
+/// a finding. An address written without a port is taken on the port of
+/// the walk's first peer (a class's peers share one).
+pub fn compare_with_welcome(
+    client: &RingClient,
+    snapshot: &RingSnapshot,
+    welcome: SocketAddr,
+) -> Result<Vec<Finding>, RingError> {
+    let (Some(first), true) = (snapshot.nodes.first(), snapshot.closed) else {
+        return Ok(Vec::new());
+    };
+    let usual_port = first.me.addr.port();
+    let listed = client.course_listing(welcome, &CourseRequest::List, MAX_WELCOME_LIST)?;
+    let mut findings = Vec::new();
+    for line in listed {
+        let Some(CourseReply::Member { hash, at }) = CourseReply::parse_member_line(&line) else {
+            continue;
+        };
+        if snapshot.nodes.iter().any(|node| node.me.id == hash) {
+            continue;
+        }
+        let addr = at.socket(usual_port);
+        if let Ok(view) = client.info(addr) {
+            if view.me.id == hash && !snapshot.walked(&view.me) {
+                findings.push(Finding::AnotherRing {
+                    member: view.me,
+                    welcome,
+                });
+            }
+        }
+    }
+    Ok(findings)
 }
 
 /// Everything wrong with the ring in `snapshot`: the ring as a whole

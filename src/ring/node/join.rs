@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest};
 use crate::protocol::ring::Member;
 
-use crate::ring::client::{RingClient, RingError, CONNECT_TIMEOUT};
+use crate::ring::client::{RingClient, RingError, CONNECT_TIMEOUT, MAX_WELCOME_LIST};
 use crate::ring::records::RecordStore;
 use crate::ring::space::RingSpace;
 
@@ -187,9 +187,6 @@ fn find_place(
     }
 }
 
-/// The most members read from a welcome service's list.
-const MAX_WELCOME_LIST: usize = 100_000;
-
 /// Takes the member at `gone` off the welcome service's list (the course's
 /// `a+` has no owner check: anyone may say a peer left). A member written
 /// without a port is on `usual_port`.
@@ -198,10 +195,7 @@ fn forget_at_welcome(client: &RingClient, welcome: SocketAddr, gone: SocketAddr,
         return;
     };
     for line in lines {
-        let Some((hash, at)) = line.split_once(':') else {
-            continue;
-        };
-        let (Ok(hash), Some(at)) = (hash.parse::<u64>(), CourseAddr::parse(at)) else {
+        let Some(CourseReply::Member { hash, at }) = CourseReply::parse_member_line(&line) else {
             continue;
         };
         if at.socket(usual_port) == gone {
