@@ -438,7 +438,7 @@ mod tests {
         let mut w = welcome(100);
         assert_eq!(ask(&mut w, "yo:5:127.0.0.1:45000"), ["yaf"]);
         assert_eq!(ask(&mut w, "yo:6:[::1]:7000"), ["127.0.0.1:45000"]);
-        assert_eq!(ask(&mut w, "li?"), ["5:127.0.0.1:45000", "6:::1", "end"]);
+        assert_eq!(ask(&mut w, "li?"), ["5:127.0.0.1:45000", "6:[::1]", "end"]);
         assert_eq!(ask(&mut w, "ip?:5"), ["127.0.0.1:45000"]);
         let answer = ask(&mut w, "yo:7:127.0.0.3:7000");
         assert!(
