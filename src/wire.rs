@@ -359,6 +359,22 @@ impl ReadTimeout {
     }
 }
 
+/// Whether the other end of `stream`, an idle connection, has neither
+/// closed it nor sent anything (which on an idle connection is a parting
+/// `ERRR`, or garbage): a read that would block is the only sign of a
+/// live, quiet connection. Must not be called while another thread reads
+/// the socket (it is made non-blocking for a moment).
+pub fn is_quiet_and_open(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let peeked = stream.peek(&mut [0; 1]);
+    if stream.set_nonblocking(false).is_err() {
+        return false;
+    }
+    matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
 /// How much sooner than asked a socket timeout may fire and still count as
 /// on time (timer granularity).
 pub const EARLY_SLACK: Duration = Duration::from_millis(5);

@@ -599,17 +599,21 @@ fn a_crashed_peer_left_on_the_welcome_list_does_not_block_joins() {
 
 #[test]
 fn a_restarted_welcome_service_learns_the_ring_again_and_does_not_split_it() {
-    // Told as soon as the members' tracker sessions reopen, not at their
-    // next refresh (an hour away here).
-    let mut ring = Ring::start(3, &["--ring-refresh-secs", "3600"]);
+    // Told as soon as the members see the tracker close their sessions,
+    // not at their next refresh, nor their next ping (both far away here).
+    let mut ring = Ring::start(
+        3,
+        &["--ring-refresh-secs", "3600", "--tracker-ping-secs", "600"],
+    );
     let members = ring.members();
     ring.settle(&members, Duration::from_secs(60));
     let port = ring.tracker.addr.port().to_string();
     ring.tracker.child.kill().unwrap();
     ring.tracker.wait_exit(Duration::from_secs(10));
     ring.tracker = TrackerProcess::start(&["--port", &port]);
+    // (Their next user map refresh, 30 s away, would reconnect them too.)
     assert!(
-        eventually(Duration::from_secs(30), || course_lines(
+        eventually(Duration::from_secs(10), || course_lines(
             ring.tracker.addr,
             "li?"
         )

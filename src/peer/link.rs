@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::pieces::{Bitmap, Manifest};
 use crate::protocol::{ErrorCode, FileKey, PeerRequest, Reply, ShareEntry, MAX_LISTED_SHARES};
-use crate::wire::{write_line, LineReader, ReadTimeout, StopSignal};
+use crate::wire::{is_quiet_and_open, write_line, LineReader, ReadTimeout, StopSignal};
 
 /// How long to wait for a connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -157,19 +157,7 @@ impl PeerLink {
         if self.last_used.elapsed() < STALE_CHECK_AFTER {
             return false;
         }
-        if self.reader.buffered() > 0 {
-            return true;
-        }
-        let stream = self.writer.get_ref();
-        if stream.set_nonblocking(true).is_err() {
-            return true;
-        }
-        let peeked = stream.peek(&mut [0; 1]);
-        if stream.set_nonblocking(false).is_err() {
-            return true;
-        }
-        // Nothing to read yet is the only sign of a live, quiet link.
-        !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.reader.buffered() > 0 || !is_quiet_and_open(self.writer.get_ref())
     }
 
     /// A handle to close this link from another thread.

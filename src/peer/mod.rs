@@ -804,6 +804,14 @@ impl Housekeeping {
         let mut last_refresh: Option<Instant> = None;
         let mut rng = fastrand::Rng::new();
         loop {
+            // A tracker that restarted closed our connection: a new
+            // session now, so that it learns this peer's files (and, as
+            // the ring's welcome service, its place) without waiting for
+            // the next ping.
+            if failures == 0 && self.tracker.drop_if_closed() {
+                info!("the tracker closed the connection; opening a new session");
+                next_ping = Instant::now();
+            }
             if Instant::now() >= next_ping {
                 match self.tracker.ping() {
                     Ok(()) => {

@@ -27,7 +27,7 @@ use crate::protocol::{
     ErrorCode, FileEntry, FileKey, FileOffer, PeerEntry, PeerId, Reply, SearchCriteria, ShareEntry,
     TrackerRequest, UserName,
 };
-use crate::wire::{write_line, LineReader, ReadTimeout, EARLY_SLACK};
+use crate::wire::{is_quiet_and_open, write_line, LineReader, ReadTimeout, EARLY_SLACK};
 
 use super::error::PeerError;
 use crate::tracker::MAX_RESULTS;
@@ -598,6 +598,23 @@ impl TrackerClient {
                 ))),
             })
             .collect()
+    }
+
+    /// Drops the connection if the tracker closed it (it restarted, or
+    /// dropped the session) or said something unasked, so that the next
+    /// call opens a new session at once, not at the next ping. Returns
+    /// whether it did. Looks only when no exchange is under way.
+    pub fn drop_if_closed(&self) -> bool {
+        let Some(mut guard) = self.conn.try_lock() else {
+            return false;
+        };
+        let closed = guard.as_ref().is_some_and(|conn| {
+            conn.reader.buffered() > 0 || !is_quiet_and_open(conn.writer.get_ref())
+        });
+        if closed {
+            *guard = None;
+        }
+        closed
     }
 
     /// `PING`: keeps the session alive.
