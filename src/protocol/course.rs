@@ -43,8 +43,11 @@ impl AddressText {
         if text.len() > MAX_ADDRESS_TEXT {
             return None;
         }
+        // A bare IPv6 address hashes as Rust writes it (`::1`), with or
+        // without the brackets it may be given in: the ids the service
+        // gives stay what they were.
         let canonical = match parse_ip(text) {
-            Some(ip) => CourseAddr { ip, port: None }.to_string(),
+            Some(ip) => ip.to_string(),
             None => text.parse::<SocketAddr>().ok()?.to_string(),
         };
         Some(AddressText(canonical))
@@ -315,7 +318,7 @@ mod tests {
         for line in [
             "127.0.0.2",
             "127.0.0.1:7001",
-            "[::1]",
+            "::1",
             "yo:42:127.0.0.2",
             "yo:42:127.0.0.2:7001",
             "yo:42:[::2]",
@@ -371,9 +374,9 @@ mod tests {
         for (line, canonical) in [
             ("127.0.0.1:07000", "127.0.0.1:7000"),
             ("127.0.0.1:0000000000007000", "127.0.0.1:7000"),
-            ("0:0:0:0:0:0:0:1", "[::1]"),
-            ("::1", "[::1]"),
-            ("[::1]", "[::1]"),
+            ("0:0:0:0:0:0:0:1", "::1"),
+            ("::1", "::1"),
+            ("[::1]", "::1"),
             ("[0000:0::1]:00080", "[::1]:80"),
             ("[fe80::1%0002]:7000", "[fe80::1%2]:7000"),
             ("127.0.0.2", "127.0.0.2"),
