@@ -71,6 +71,10 @@ enum Command {
         /// The most peers to walk.
         #[arg(long, value_name = "N", default_value_t = 256)]
         most: usize,
+        /// The welcome service whose list (`li?`) is compared with the
+        /// ring walked, to find a second ring (default: the tracker).
+        #[arg(long, value_name = "HOST:PORT", value_parser = swarmline::config::host_port)]
+        welcome: Option<std::net::SocketAddr>,
     },
     /// Look an id up in the ring, starting at a member, and show each hop
     /// and the owner (and whether a peer has exactly that id).
@@ -140,8 +144,14 @@ fn main() -> ExitCode {
     let run = || -> Result<(), Failure> {
         match args.command {
             Some(Command::Search { criteria }) => search(&config, &criteria)?,
-            Some(Command::Ring { addr, svg, most }) => {
-                ring(addr, welcome_of(&config), svg.as_deref(), most)?;
+            Some(Command::Ring {
+                addr,
+                svg,
+                most,
+                welcome,
+            }) => {
+                let welcome = welcome.unwrap_or_else(|| welcome_of(&config));
+                ring(addr, welcome, svg.as_deref(), most)?;
             }
             Some(Command::Route {
                 addr,
@@ -478,7 +488,19 @@ fn ring(
     // A second ring is invisible from inside this one: the welcome
     // service lists its members too.
     match monitor::compare_with_welcome(&client, &snapshot, welcome) {
-        Ok(others) => findings.extend(others),
+        Ok(check) => {
+            note(format_args!(
+                "welcome list at {welcome}: {} listed, {} not in this walk{}\n",
+                check.listed,
+                check.not_walked,
+                if check.not_asked > 0 {
+                    format!(" ({} not asked, for want of time)", check.not_asked)
+                } else {
+                    String::new()
+                }
+            ));
+            findings.extend(check.findings);
+        }
         Err(e) => note(format_args!(
             "(the welcome list at {welcome} could not be read, so a second ring would not show: {e})\n"
         )),

@@ -650,10 +650,29 @@ fn the_monitor_sees_a_second_ring_through_the_welcome_list() {
     let start = members[0].addr.to_string();
     let (ok, text) = peer_command(ring.tracker.addr, &["ring", &start]);
     assert!(!ok, "{text}");
+    let at = ring.tracker.addr;
     assert!(
         text.contains(&format!(
-            "{me} is on the welcome list at {} but in another ring",
-            ring.tracker.addr
+            "welcome list at {at}: 3 listed, 1 not in this walk"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{me} is on the welcome list at {at} but in another ring"
+        )),
+        "{text}"
+    );
+    // Another welcome service's list, asked for.
+    let other_list = other.addr.to_string();
+    let (ok, text) = peer_command(
+        ring.tracker.addr,
+        &["ring", &start, "--welcome", &other_list],
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "welcome list at {other_list}: 1 listed, 1 not in this walk"
         )),
         "{text}"
     );

@@ -21,6 +21,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use crate::protocol::course::{CourseReply, CourseRequest};
 use crate::protocol::ring::Member;
@@ -304,22 +305,49 @@ impl fmt::Display for Finding {
     }
 }
 
-/// The live peers the welcome service at `welcome` lists that a closed
-/// walk did not meet ([`Finding::AnotherRing`]). A listed peer that does
-/// not answer is a peer gone without leaving, which a join clears up: not
-/// a finding. An address written without a port is taken on the port of
-/// the walk's first peer (a class's peers share one).
+/// How long the monitor spends asking the welcome list's members that
+/// the walk did not meet whether they are in another ring.
+const WELCOME_PROBES_FOR: Duration = Duration::from_secs(10);
+
+/// What the welcome service's list said about a walked ring.
+#[derive(Debug, Default)]
+pub struct WelcomeCheck {
+    /// Members on the list.
+    pub listed: usize,
+    /// Members on the list the walk did not meet.
+    pub not_walked: usize,
+    /// Of those, the ones not asked, for want of time.
+    pub not_asked: usize,
+    /// The ones in another ring ([`Finding::AnotherRing`]).
+    pub findings: Vec<Finding>,
+}
+
+/// Compares a closed walk with the welcome service's list at `welcome`:
+/// each member listed that the walk did not meet is asked its state
+/// (within [`WELCOME_PROBES_FOR`] in all).
+///
+/// - It does not answer: a peer gone without leaving, which a join
+///   clears up; not a finding.
+/// - Its neighbours are walked peers: it joined since the walk.
+/// - Else it is in another ring ([`Finding::AnotherRing`]).
+///
+/// An address written without a port is taken on the port of the walk's
+/// first peer (a class's peers share one).
 pub fn compare_with_welcome(
     client: &RingClient,
     snapshot: &RingSnapshot,
     welcome: SocketAddr,
-) -> Result<Vec<Finding>, RingError> {
+) -> Result<WelcomeCheck, RingError> {
     let (Some(first), true) = (snapshot.nodes.first(), snapshot.closed) else {
-        return Ok(Vec::new());
+        return Ok(WelcomeCheck::default());
     };
     let usual_port = first.me.addr.port();
     let listed = client.course_listing(welcome, &CourseRequest::List, MAX_WELCOME_LIST)?;
-    let mut findings = Vec::new();
+    let mut check = WelcomeCheck {
+        listed: listed.len(),
+        ..WelcomeCheck::default()
+    };
+    let until = Instant::now() + WELCOME_PROBES_FOR;
     for line in listed {
         let Some(CourseReply::Member { hash, at }) = CourseReply::parse_member_line(&line) else {
             continue;
@@ -327,17 +355,27 @@ pub fn compare_with_welcome(
         if snapshot.nodes.iter().any(|node| node.me.id == hash) {
             continue;
         }
-        let addr = at.socket(usual_port);
-        if let Ok(view) = client.info(addr) {
-            if view.me.id == hash && !snapshot.walked(&view.me) {
-                findings.push(Finding::AnotherRing {
-                    member: view.me,
-                    welcome,
-                });
-            }
+        check.not_walked += 1;
+        if Instant::now() >= until {
+            check.not_asked += 1;
+            continue;
+        }
+        let Ok(view) = client.info(at.socket(usual_port)) else {
+            continue;
+        };
+        let joined_this_ring = view
+            .successors
+            .iter()
+            .chain(&view.predecessor)
+            .any(|neighbour| snapshot.walked(neighbour));
+        if view.me.id == hash && !snapshot.walked(&view.me) && !joined_this_ring {
+            check.findings.push(Finding::AnotherRing {
+                member: view.me,
+                welcome,
+            });
         }
     }
-    Ok(findings)
+    Ok(check)
 }
 
 /// Everything wrong with the ring in `snapshot`: the ring as a whole
