@@ -18,7 +18,7 @@ use swarmline::config::{flag_args, load_settings, PeerConfig, PEER_KEYS};
 use swarmline::peer::gui::Gui;
 use swarmline::peer::shell::{self, hashing_progress, progress_line};
 use swarmline::peer::tracker_client::TrackerClient;
-use swarmline::peer::{Download, DownloadState, Peer};
+use swarmline::peer::{Download, DownloadState, Peer, PeerError};
 use swarmline::protocol::SearchCriteria;
 use swarmline::units::format_bytes;
 
@@ -44,7 +44,8 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Download a file by key or exact name; exits 0 only when the verified
-    /// file is in place (1 on failure, 130 when stopped by Ctrl-C).
+    /// file is in place (1 on failure, 130 when stopped by Ctrl-C or a
+    /// termination signal).
     Get {
         key_or_name: String,
         /// Directory to save into (default: download_dir).
@@ -298,12 +299,13 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
     }
     let peer = start(config)?;
     let mut not_shared = 0;
+    let mut interrupted = false;
     for file in files {
         // Ctrl-C while hashing takes effect between files (a file's hash
         // runs to its end; a second Ctrl-C stops at once).
         if ctrl_c.try_recv().is_ok() {
-            peer.shutdown();
-            return Ok(());
+            interrupted = true;
+            break;
         }
         let live = std::io::stderr().is_terminal();
         let progress = hashing_progress(file, |percent| {
@@ -321,17 +323,24 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
                     shared.key
                 ));
             }
+            // (A file's own error names it already.)
+            Err(e @ PeerError::File { .. }) => {
+                note(format_args!("peer: not shared: {e}\n"));
+                not_shared += 1;
+            }
             Err(e) => {
                 note(format_args!("peer: {}: not shared: {e}\n", file.display()));
                 not_shared += 1;
             }
         }
     }
-    if not_shared == files.len() {
-        peer.shutdown();
-        return Err("no file is shared".into());
+    if !interrupted {
+        if not_shared == files.len() {
+            peer.shutdown();
+            return Err("no file is shared".into());
+        }
+        let _ = ctrl_c.recv();
     }
-    let _ = ctrl_c.recv();
     peer.shutdown();
     match not_shared {
         0 => Ok(()),

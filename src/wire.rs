@@ -213,7 +213,9 @@ pub struct IdleDeadline<'a> {
 /// can be stopped waits at most [`STOP_POLL`] at a time, and looks at the
 /// flag between waits ([`ReadTimeout::stopped_by`]). Elsewhere it does not
 /// poll: a thousand idle sessions waking twice a second cost a busy
-/// tracker a fifth of its requests (the benchmark's S4).
+/// tracker a fifth of its requests (the benchmark's S4). Writes are not
+/// under it: on Windows a thread writing to a client that does not read
+/// holds a stop until its stall time ([`StallWriter`]) runs out.
 #[derive(Debug, Clone, Default)]
 pub struct StopSignal(Arc<AtomicBool>);
 
@@ -679,8 +681,6 @@ mod tests {
         dribbling.join().unwrap();
     }
 
-    /// Both ends of a connection on 127.0.0.1: (the connecting one, the
-    /// accepted one).
     /// A read, on its own thread, of a connection nobody writes to,
     /// under `stop` looked at every `poll` (if given); the connection's
     /// two ends (the reader's, to shut it down).
@@ -737,6 +737,8 @@ mod tests {
         );
     }
 
+    /// Both ends of a connection on 127.0.0.1: (the connecting one, the
+    /// accepted one).
     fn connected_pair() -> (TcpStream, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let connecting = TcpStream::connect(listener.local_addr().unwrap()).unwrap();

@@ -7,7 +7,10 @@ use std::process::Command;
 
 /// The compiled example `name`, built now: `cargo test` builds the
 /// examples, but `cargo test --test examples` does not, and would run an
-/// old build (cargo does nothing when it is up to date).
+/// old build (cargo does nothing when it is up to date). Built as `cargo
+/// test` or `cargo test --release` builds (a target directory given in
+/// `CARGO_TARGET_DIR` is seen; one given as a flag, another `--target`, a
+/// custom profile or features are not).
 fn example(name: &str) -> PathBuf {
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_tracker"));
     let path = bin_dir

@@ -687,7 +687,7 @@ impl Peer {
         if let Some((stop, housekeeping, disk_look)) = self.housekeeping.take() {
             drop(stop);
             let _ = housekeeping.join();
-            let _ = disk_look.join();
+            join_within(disk_look, DISK_LOOK_STOP_WAIT);
         }
         if let Some(ring) = self.ring.take() {
             ring.leave();
@@ -745,6 +745,29 @@ fn is_key(key: FileKey, what: &str) -> bool {
 /// How often the files a peer shares are looked at on disk (see
 /// [`SharedFile::withdraw_if_gone`]).
 const DISK_LOOK_EVERY: Duration = Duration::from_secs(10);
+
+/// How long stopping waits for the look at shared files to end: one
+/// stuck on a disk that does not answer is left behind.
+const DISK_LOOK_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Joins `thread` if it ends within `wait`; else leaves it, saying so
+/// (it is stuck in a system call, such as a look at a network disk gone
+/// away, that nothing can interrupt: the process's end takes it).
+fn join_within(thread: JoinHandle<()>, wait: Duration) {
+    let until = Instant::now() + wait;
+    while !thread.is_finished() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(10));
+    }
+    if thread.is_finished() {
+        let _ = thread.join();
+    } else {
+        warn!(
+            "thread {} did not end within {} s (a disk that does not answer?); not waited for",
+            thread.thread().name().unwrap_or("?"),
+            wait.as_secs()
+        );
+    }
+}
 
 /// Until `stop` closes, every [`DISK_LOOK_EVERY`]: shared files deleted
 /// or replaced since are withdrawn (the housekeeping thread tells the

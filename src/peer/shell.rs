@@ -549,7 +549,6 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
         .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))
 }
 
-/// `[name] 42% ########............ 12/26 pieces from 2 peer(s)`
 /// A name the swarm does not know that is a user's (in the user map):
 /// the direct download was meant, with its save path forgotten.
 fn with_direct_hint(peer: &Peer, error: PeerError, what: &str) -> PeerError {
@@ -573,6 +572,7 @@ fn padded(text: &str, width: usize) -> String {
     format!("{text}{}", " ".repeat(spaces))
 }
 
+/// `[name] 42% ########............ 12/26 pieces from 2 peer(s)`
 pub fn progress_line(status: &DownloadStatus) -> String {
     // From the pieces when they are known (a resumed download starts with
     // some); a download that failed before knowing them is at 0%, not 100%.

@@ -36,6 +36,8 @@ pub const MAX_LISTING: usize = 1000;
 /// The most hops of one look-up (a ring walked peer by peer without
 /// fingers may need one per peer).
 pub const MAX_HOPS: usize = 1024;
+/// The most members read from a welcome service's list (`li?`).
+pub const MAX_WELCOME_LIST: usize = 100_000;
 /// How long a whole look-up may take, all hops (and a node's retries)
 /// together: no new hop starts after it, so a look-up ends at most one
 /// request ([`CONNECT_TIMEOUT`] + [`REQUEST_DEADLINE`]) later. A peer that
@@ -207,9 +209,6 @@ pub struct RingClient {
     /// (and held to one address's connection cap).
     local_ip: Option<IpAddr>,
 }
-
-/// The most members read from a welcome service's list (`li?`).
-pub const MAX_WELCOME_LIST: usize = 100_000;
 
 impl RingClient {
     /// A client with no connection yet.
