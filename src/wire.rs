@@ -382,22 +382,16 @@ pub fn is_quiet_and_open(stream: &TcpStream) -> bool {
 pub const EARLY_SLACK: Duration = Duration::from_millis(5);
 
 impl<'a> IdleDeadline<'a> {
-    /// A reader of `stream` whose deadline is `idle` from now.
-    pub fn new(stream: &'a TcpStream, idle: Duration) -> IdleDeadline<'a> {
+    /// A reader of `stream` whose deadline is `idle` from now, and whose
+    /// reads end once `stop` is raised: a server's connection, which must
+    /// end when the server stops ([`StopSignal`]; there is no constructor
+    /// without one, so that no handler forgets it).
+    pub fn stopped_by(stream: &'a TcpStream, idle: Duration, stop: StopSignal) -> IdleDeadline<'a> {
         IdleDeadline {
             stream,
             idle,
             deadline: Instant::now() + idle,
-            timeout: ReadTimeout::default(),
-        }
-    }
-
-    /// The same, whose reads end once `stop` is raised (a server
-    /// stopping: see [`StopSignal`]).
-    pub fn stopped_by(stream: &'a TcpStream, idle: Duration, stop: StopSignal) -> IdleDeadline<'a> {
-        IdleDeadline {
             timeout: ReadTimeout::stopped_by(stop),
-            ..IdleDeadline::new(stream, idle)
         }
     }
 
