@@ -123,8 +123,21 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The next field, which must be there.
+    /// The next field, which must be there. Before the first, the fields
+    /// are counted: one too many is `ERRR 201` whatever the fields say
+    /// (not a `202` for the first that does not parse).
     pub(crate) fn next(&mut self, field: &'static str) -> Result<&'a str, ProtocolError> {
+        if self.taken == 0 {
+            let count = self.parts.clone().count();
+            if count > self.max {
+                return Err(ProtocolError::ExtraField {
+                    verb: self.verb,
+                    max: self.max,
+                    got: count,
+                    usage: self.usage,
+                });
+            }
+        }
         self.optional().ok_or(ProtocolError::MissingField {
             verb: self.verb,
             field,

@@ -69,7 +69,8 @@ impl PeerRequest {
                 Ok(PeerRequest::Manf { key })
             }
             "REQF" => {
-                let mut f = Fields::new("REQF", USAGE_REQF, 1 + MAX_REQUEST_INDICES, rest);
+                // Counted below, in pieces: "65 fields" would puzzle.
+                let mut f = Fields::new("REQF", USAGE_REQF, usize::MAX, rest);
                 let key = FileKey::parse(f.next("a key")?)?;
                 let mut indices = vec![parse_number("index", f.next("at least one piece index")?)?];
                 while let Some(index) = f.optional() {

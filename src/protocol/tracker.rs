@@ -421,6 +421,10 @@ mod tests {
             ("RQFS size=5", BadField),
             ("RQFS min=lots", BadField),
             ("USRS now", FieldCount),
+            // Counted before they are read: one too many is 201 even
+            // when the first field would not parse.
+            ("REQF a b", FieldCount),
+            ("RMVF x y", FieldCount),
         ];
         for (line, code) in cases {
             let err = TrackerRequest::parse(line).expect_err(line);
