@@ -344,6 +344,7 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
     peer.shutdown();
     match not_shared {
         0 => Ok(()),
+        1 => Err(format!("1 of {} files was not shared (above)", files.len())),
         n => Err(format!(
             "{n} of {} files were not shared (above)",
             files.len()
@@ -496,25 +497,21 @@ fn ring(
     let mut findings = monitor::check(&snapshot);
     // A second ring is invisible from inside this one: the welcome
     // service lists its members too.
-    match monitor::compare_with_welcome(&client, &snapshot, welcome) {
-        Ok(check) => {
-            note(format_args!(
-                "welcome list at {welcome}: {} listed, {} not in this walk{}\n",
-                check.listed,
-                check.not_walked,
-                if check.not_asked > 0 {
-                    format!(" ({} not asked, for want of time)", check.not_asked)
-                } else {
-                    String::new()
-                }
-            ));
-            findings.extend(check.findings);
+    let welcome_line = match monitor::compare_with_welcome(&client, &snapshot, welcome) {
+        Ok(_) if !snapshot.closed => {
+            format!("welcome list at {welcome} not compared: the walk did not close")
         }
-        Err(e) => note(format_args!(
-            "(the welcome list at {welcome} could not be read, so a second ring would not show: {e})\n"
-        )),
-    }
+        Ok(check) => {
+            let line = check.summary(welcome, snapshot.nodes.len());
+            findings.extend(check.findings);
+            line
+        }
+        Err(e) => format!(
+            "the welcome list at {welcome} could not be read, so a second ring would not show: {e}"
+        ),
+    };
     out(monitor::render_text(&snapshot, &findings).trim_end())?;
+    out(welcome_line)?;
     if let Some(path) = svg {
         std::fs::write(path, monitor::render_svg(&snapshot, &findings))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;

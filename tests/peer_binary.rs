@@ -35,7 +35,7 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
     let unquoted = alice.expect("error");
     assert!(
         unquoted.ends_with(&format!(
-            "a path with spaces is written in quotes: register alice \"{}\"",
+            "a path with spaces is written in quotes: \"{}\"",
             original.display()
         )),
         "{unquoted}"
@@ -683,5 +683,5 @@ fn share_goes_on_past_a_file_the_tracker_refuses_and_says_so_at_the_end() {
     ctrl_c(seeder.child.id());
     assert_eq!(seeder.wait(WAIT).code(), Some(1));
     let said = seeder.stderr_text();
-    assert!(said.contains("1 of 3 files were not shared"), "{said}");
+    assert!(said.contains("1 of 3 files was not shared"), "{said}");
 }

@@ -646,6 +646,12 @@ fn the_monitor_sees_a_second_ring_through_the_welcome_list() {
         Some("wrq"),
         "{answer:?}"
     );
+    // And a peer gone without leaving: named, but no problem.
+    let gone_id = (0..65536u64)
+        .find(|id| *id != me.id && members.iter().all(|m| m.id != *id))
+        .unwrap();
+    let gone = format!("{gone_id}:127.0.0.1:1");
+    course_lines(ring.tracker.addr, &format!("yo:{gone}"));
 
     let start = members[0].addr.to_string();
     let (ok, text) = peer_command(ring.tracker.addr, &["ring", &start]);
@@ -653,17 +659,20 @@ fn the_monitor_sees_a_second_ring_through_the_welcome_list() {
     let at = ring.tracker.addr;
     assert!(
         text.contains(&format!(
-            "welcome list at {at}: 3 listed, 1 not in this walk"
+            "welcome list at {at}: 4 listed, 2 not in this walk; \
+             not answering, gone without leaving: {gone}"
         )),
         "{text}"
     );
+    assert!(text.contains("1 problem"), "{text}");
     assert!(
         text.contains(&format!(
             "{me} is on the welcome list at {at} but in another ring"
         )),
         "{text}"
     );
-    // Another welcome service's list, asked for.
+    // Another welcome service's list, asked for: none of this ring is on
+    // it, and the line says so.
     let other_list = other.addr.to_string();
     let (ok, text) = peer_command(
         ring.tracker.addr,
@@ -672,7 +681,8 @@ fn the_monitor_sees_a_second_ring_through_the_welcome_list() {
     assert!(!ok, "{text}");
     assert!(
         text.contains(&format!(
-            "welcome list at {other_list}: 1 listed, 1 not in this walk"
+            "welcome list at {other_list}: 1 listed, 1 not in this walk \
+             (none of the walked peers is listed"
         )),
         "{text}"
     );

@@ -216,7 +216,7 @@ impl SharedFile {
         let mut state = self.state.write();
         if !state.changed {
             warn!(
-                "{} is gone or changed on disk since it was shared: no longer served (share it again)",
+                "{} is gone or changed on disk since it was shared: no longer served (to serve what is there now, share it again)",
                 state.path.display()
             );
             state.bitmap = Bitmap::empty(self.manifest.piece_count());

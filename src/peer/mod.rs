@@ -47,7 +47,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use log::{debug, info, warn};
+use log::{debug, info, warn, Level};
 use parking_lot::Mutex;
 
 use crate::config::PeerConfig;
@@ -837,9 +837,18 @@ impl Housekeeping {
             }
             if Instant::now() >= next_ping {
                 match self.tracker.ping() {
+                    // A first failed attempt is what a tracker restarting
+                    // looks like (the next one, a second later, usually
+                    // gets in): told in the log only. From the second on,
+                    // warned, and so is the way back.
                     Ok(()) => {
                         if failures > 0 {
-                            info!(
+                            log::log!(
+                                if failures > 1 {
+                                    Level::Warn
+                                } else {
+                                    Level::Info
+                                },
                                 "tracker {} reached again after {failures} failed attempt(s)",
                                 self.tracker.addr()
                             );
@@ -850,7 +859,12 @@ impl Housekeeping {
                     Err(e) => {
                         failures += 1;
                         let backoff = backoff(failures, rng.f64());
-                        warn!(
+                        log::log!(
+                            if failures > 1 {
+                                Level::Warn
+                            } else {
+                                Level::Info
+                            },
                             "tracker unreachable ({e}); attempt {failures}, next in {:.1} s",
                             backoff.as_secs_f64()
                         );

@@ -251,12 +251,10 @@ fn execute(
         ["help"] => say(out, HELP),
         ["register", user, files @ ..] if !files.is_empty() => {
             check_user(peer, user)?;
-            // `register alice my song.mp3`: two files, neither there.
-            let joined = files.join(" ");
-            if files.len() > 1 && Path::new(&joined).is_file() && !Path::new(files[0]).exists() {
+            // `register alice my song.mp3`: told before anything is shared.
+            if let Some((word, joined)) = unquoted_path(files) {
                 return Err(PeerError::Failed(format!(
-                    "{} is not a file; a path with spaces is written in quotes: register {user} \"{joined}\"",
-                    files[0]
+                    "{word} is not a file; a path with spaces is written in quotes: \"{joined}\""
                 )));
             }
             for file in files {
@@ -395,8 +393,10 @@ fn execute(
                 for source in &status.sources {
                     let state = source.dropped.as_deref().unwrap_or("connected");
                     let line = format!(
-                        "  neighbour {} gave {} pieces, {state}",
-                        source.peer, source.pieces
+                        "  neighbour {} gave {} piece{}, {state}",
+                        source.peer,
+                        source.pieces,
+                        if source.pieces == 1 { "" } else { "s" }
                     );
                     say(out, line);
                 }
@@ -549,6 +549,20 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
         .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))
 }
 
+/// A path with spaces typed without quotes among `words`: the first
+/// word that is no file, and the file it starts when joined with the
+/// words after it (`my` and `my song.mp3`).
+fn unquoted_path<'a>(words: &[&'a str]) -> Option<(&'a str, String)> {
+    (0..words.len())
+        .filter(|&first| !Path::new(words[first]).exists())
+        .find_map(|first| {
+            (first + 1..words.len())
+                .map(|last| words[first..=last].join(" "))
+                .find(|joined| Path::new(joined).is_file())
+                .map(|joined| (words[first], joined))
+        })
+}
+
 /// A name the swarm does not know that is a user's (in the user map):
 /// the direct download was meant, with its save path forgotten.
 fn with_direct_hint(peer: &Peer, error: PeerError, what: &str) -> PeerError {
@@ -625,9 +639,29 @@ fn rate(status: &DownloadStatus) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{padded, progress_line, split_words};
+    use super::{padded, progress_line, split_words, unquoted_path};
     use crate::peer::{DownloadState, DownloadStatus};
     use crate::pieces::Bitmap;
+
+    #[test]
+    fn a_path_with_spaces_typed_without_quotes_is_found_among_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.txt"), "t").unwrap();
+        std::fs::write(dir.path().join("my song.mp3"), "m").unwrap();
+        let t = dir.path().join("t.txt").to_string_lossy().into_owned();
+        let my = dir.path().join("my").to_string_lossy().into_owned();
+        let song = dir
+            .path()
+            .join("my song.mp3")
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(
+            unquoted_path(&[&t, &my, "song.mp3"]),
+            Some((my.as_str(), song.clone()))
+        );
+        assert_eq!(unquoted_path(&[&t, &song]), None);
+        assert_eq!(unquoted_path(&[&t, &my]), None, "no file to join into");
+    }
 
     #[test]
     fn names_are_padded_to_terminal_columns() {

@@ -314,12 +314,43 @@ const WELCOME_PROBES_FOR: Duration = Duration::from_secs(10);
 pub struct WelcomeCheck {
     /// Members on the list.
     pub listed: usize,
+    /// Members on the list the walk met.
+    pub walked: usize,
     /// Members on the list the walk did not meet.
     pub not_walked: usize,
     /// Of those, the ones not asked, for want of time.
     pub not_asked: usize,
+    /// Of those, the ones that did not answer (gone without leaving), as
+    /// the list writes them (`id:address`).
+    pub silent: Vec<String>,
     /// The ones in another ring ([`Finding::AnotherRing`]).
     pub findings: Vec<Finding>,
+}
+
+impl WelcomeCheck {
+    /// One line for people: what the list at `welcome` holds, against
+    /// the walk.
+    pub fn summary(&self, welcome: SocketAddr, walked: usize) -> String {
+        let mut line = format!(
+            "welcome list at {welcome}: {} listed, {} not in this walk",
+            self.listed, self.not_walked
+        );
+        if self.walked == 0 && walked > 0 {
+            line.push_str(
+                " (none of the walked peers is listed: this ring's welcome service may be another; --welcome names it)",
+            );
+        }
+        if !self.silent.is_empty() {
+            line.push_str(&format!(
+                "; not answering, gone without leaving: {}",
+                self.silent.join(", ")
+            ));
+        }
+        if self.not_asked > 0 {
+            line.push_str(&format!("; {} not asked, for want of time", self.not_asked));
+        }
+        line
+    }
 }
 
 /// Compares a closed walk with the welcome service's list at `welcome`:
@@ -353,6 +384,7 @@ pub fn compare_with_welcome(
             continue;
         };
         if snapshot.nodes.iter().any(|node| node.me.id == hash) {
+            check.walked += 1;
             continue;
         }
         check.not_walked += 1;
@@ -361,6 +393,7 @@ pub fn compare_with_welcome(
             continue;
         }
         let Ok(view) = client.info(at.socket(usual_port)) else {
+            check.silent.push(line);
             continue;
         };
         let joined_this_ring = view
