@@ -286,9 +286,14 @@ fn accept_loop(
             warn!("connection not served: {e}");
         }
     }
-    // Closing the sockets wakes every connection thread blocked in a read.
+    // Closing the sockets wakes every connection thread blocked in a read
+    // (`Server::stop` closed those open then; these are the ones whose
+    // threads have not ended yet, and any accepted since).
     let live: Vec<TcpStream> = shared.live.lock().drain();
-    info!("stopping: closing {} connection(s)", live.len());
+    info!(
+        "stopping: waiting for {} connection thread(s) to end",
+        live.len()
+    );
     for stream in live {
         let _ = stream.shutdown(Shutdown::Both);
     }
