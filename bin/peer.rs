@@ -20,7 +20,7 @@ use swarmline::peer::shell::{self, hashing_progress, progress_line};
 use swarmline::peer::tracker_client::TrackerClient;
 use swarmline::peer::{Download, DownloadState, Peer, PeerError};
 use swarmline::protocol::SearchCriteria;
-use swarmline::units::format_bytes;
+use swarmline::units::{count, format_bytes};
 
 /// A swarmline peer: shares files and downloads them piece by piece from
 /// several peers at once, checking every piece. Without a command, it runs
@@ -522,10 +522,7 @@ fn ring(
     } else {
         Err(format!(
             "{} in the ring (listed above)",
-            match findings.len() {
-                1 => "1 problem".to_string(),
-                n => format!("{n} problems"),
-            }
+            count(findings.len() as u64, "problem")
         ))
     }
 }

@@ -187,10 +187,9 @@ fn run(options: Options) -> Result<bool, String> {
         return Err(interrupted());
     }
     let shared = seeder.share(&original, |_| {}).map_err(|e| e.to_string())?;
-    let pieces = shared.manifest.piece_count();
     println!(
-        "seeder shares demo.bin: {pieces} piece{} of {}, key {}",
-        if pieces == 1 { "" } else { "s" },
+        "seeder shares demo.bin: {} of {}, key {}",
+        plural(shared.manifest.piece_count() as u64, "piece", "pieces"),
         format_bytes(u64::from(shared.manifest.piece_size())),
         shared.key
     );

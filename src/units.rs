@@ -1,9 +1,18 @@
-//! Byte sizes as people write them: `262144`, `256KiB`, `25MB`, `1GiB`.
+//! Byte sizes as people write them: `262144`, `256KiB`, `25MB`, `1GiB`;
+//! and counts of things (`1 piece`, `2 pieces`).
 //!
 //! Used by the config files, the command-line flags and the search filters.
 //! Decimal suffixes (kB, MB, GB) are powers of 1000, binary ones (KiB, MiB,
 //! GiB) powers of 1024; `K`, `M`, `G` alone are read as binary, which is what
 //! people mean by "a 256K piece". Case does not matter.
+
+/// `1 piece`, `2 pieces`: `n` and `what`, with an `s` unless one.
+pub fn count(n: u64, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
+}
 
 /// Parses a byte size, or says why it is not one.
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
@@ -62,6 +71,13 @@ pub fn format_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_say_one_or_several() {
+        assert_eq!(count(1, "piece"), "1 piece");
+        assert_eq!(count(0, "piece"), "0 pieces");
+        assert_eq!(count(26, "piece"), "26 pieces");
+    }
 
     #[test]
     fn sizes_with_units() {

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use unicode_width::UnicodeWidthStr;
 
 use crate::protocol::{ProtocolError, Role, SearchCriteria};
-use crate::units::format_bytes;
+use crate::units::{count, format_bytes};
 use crate::wire::LineReader;
 
 use super::{Download, DownloadState, DownloadStatus, Peer, PeerError};
@@ -393,10 +393,9 @@ fn execute(
                 for source in &status.sources {
                     let state = source.dropped.as_deref().unwrap_or("connected");
                     let line = format!(
-                        "  neighbour {} gave {} piece{}, {state}",
+                        "  neighbour {} gave {}, {state}",
                         source.peer,
-                        source.pieces,
-                        if source.pieces == 1 { "" } else { "s" }
+                        count(source.pieces, "piece")
                     );
                     say(out, line);
                 }

@@ -8,32 +8,24 @@ use std::f64::consts::PI;
 use std::fmt::Write as _;
 
 use crate::protocol::ring::Member;
+use crate::units::count;
 
 use super::{Finding, RingSnapshot};
 
 // ---------------------------------------------------------------------
 // Text
 
-/// `1 problem`, `2 problems`, ...
-fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
 /// `16 peers, ring closed, 0 problems`.
 fn summary(snapshot: &RingSnapshot, findings: &[Finding]) -> String {
     format!(
         "{}, {}, {}",
-        count(snapshot.nodes.len(), "peer"),
+        count(snapshot.nodes.len() as u64, "peer"),
         if snapshot.closed {
             "ring closed"
         } else {
             "ring NOT closed"
         },
-        count(findings.len(), "problem")
+        count(findings.len() as u64, "problem")
     )
 }
 
@@ -124,7 +116,12 @@ pub fn render_text(snapshot: &RingSnapshot, findings: &[Finding]) -> String {
             .count();
         out.push('\n');
         if problems > 0 {
-            let _ = writeln!(out, "{}  (!) {}", node.me, count(problems, "problem"));
+            let _ = writeln!(
+                out,
+                "{}  (!) {}",
+                node.me,
+                count(problems as u64, "problem")
+            );
         } else {
             let _ = writeln!(out, "{}", node.me);
         }
