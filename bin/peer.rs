@@ -19,6 +19,7 @@ use swarmline::peer::gui::Gui;
 use swarmline::peer::shell::{self, hashing_progress, progress_line};
 use swarmline::peer::tracker_client::TrackerClient;
 use swarmline::peer::{Download, DownloadState, Peer, PeerError};
+use swarmline::protocol::ring::Via;
 use swarmline::protocol::SearchCriteria;
 use swarmline::units::{count, format_bytes};
 
@@ -159,7 +160,14 @@ fn main() -> ExitCode {
                 id,
                 no_fingers,
                 nofingers,
-            }) => route(addr, id, !no_fingers && nofingers.is_none())?,
+            }) => {
+                let via = if no_fingers || nofingers.is_some() {
+                    Via::Successors
+                } else {
+                    Via::Fingers
+                };
+                route(addr, id, via)?
+            }
             // The commands that run a peer stop it cleanly on Ctrl-C; the
             // others (a search, the monitor) are simply ended by it.
             Some(Command::Share { files }) => share(config, &files, &catch_ctrl_c()?)?,
@@ -529,7 +537,7 @@ fn ring(
 
 /// `peer route`: looks `id` up hop by hop from the member at `addr`, as a
 /// ring peer does, and prints each hop. Starts no peer.
-fn route(addr: std::net::SocketAddr, id: u64, fingers: bool) -> Result<(), String> {
+fn route(addr: std::net::SocketAddr, id: u64, via: Via) -> Result<(), String> {
     let client = swarmline::ring::RingClient::new();
     let start = client
         .info(addr)
@@ -543,9 +551,12 @@ fn route(addr: std::net::SocketAddr, id: u64, fingers: bool) -> Result<(), Strin
         ));
     }
     let trace = client
-        .trace(&space, start.me, id, fingers)
+        .trace(&space, start.me, id, via)
         .map_err(|e| format!("the look-up of {id} failed: {e}"))?;
-    let how = if fingers { "" } else { " by successors only" };
+    let how = match via {
+        Via::Fingers => "",
+        Via::Successors => " by successors only",
+    };
     out(format_args!(
         "route to {id} from {}{how}:\n{trace}",
         start.me

@@ -219,6 +219,11 @@ impl Server {
     }
 
     /// Stops accepting, closes every connection, and joins every thread.
+    /// The accept thread, which joins the connection threads, is woken by a
+    /// connection to the listener. If 20 tries over about 20 s all fail
+    /// (no descriptor left, say), it is left blocked with a warning, and
+    /// its connection threads are not joined: each was closed already and
+    /// ends on its own.
     pub fn shutdown(mut self) {
         self.stop();
     }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use swarmline::protocol::ring::{Member, Record, RecordQuery};
+use swarmline::protocol::ring::{Member, Record, RecordQuery, Via};
 use swarmline::protocol::FileKey;
 use swarmline::ring::{RingClient, RingSpace};
 
@@ -123,13 +123,13 @@ impl Ring {
 
     /// Looks up `ids` from every peer; checks each owner; the mean number
     /// of peers asked.
-    fn mean_hops(&self, members: &[Member], ids: &[u64], fingers: bool) -> f64 {
+    fn mean_hops(&self, members: &[Member], ids: &[u64], via: Via) -> f64 {
         let owner_ids: Vec<u64> = members.iter().map(|m| m.id).collect();
         let mut hops = 0;
         let mut lookups = 0;
         for start in members {
             for &id in ids {
-                let trace = self.client.trace(&self.space, *start, id, fingers).unwrap();
+                let trace = self.client.trace(&self.space, *start, id, via).unwrap();
                 let owner = self.space.owner_among(id, owner_ids.iter().copied());
                 assert_eq!(
                     Some(trace.owner().id),
@@ -158,8 +158,8 @@ fn sixteen_peers_route_every_lookup_to_its_owner_in_few_hops() {
     let took = ring.settle(&members, Duration::from_secs(60));
     println!("16 peers settled in {took:?}");
     let ids = sample_ids(&ring.space, &members);
-    let with_fingers = ring.mean_hops(&members, &ids, true);
-    let successors_only = ring.mean_hops(&members, &ids, false);
+    let with_fingers = ring.mean_hops(&members, &ids, Via::Fingers);
+    let successors_only = ring.mean_hops(&members, &ids, Via::Successors);
     println!(
         "mean peers asked per look-up: {with_fingers:.2} with fingers, {successors_only:.2} by successors only (N = 16, log2 N + 1 = 5, N / 2 = 8)"
     );
@@ -197,7 +197,7 @@ fn sixteen_peers_route_every_lookup_to_its_owner_in_few_hops() {
 fn homes(ring: &Ring, from: Member, text: &str) -> Vec<Member> {
     let trace = ring
         .client
-        .trace(&ring.space, from, ring.space.id_of(text), true)
+        .trace(&ring.space, from, ring.space.id_of(text), Via::Fingers)
         .unwrap();
     trace.owners.into_iter().take(3).collect()
 }
@@ -279,7 +279,7 @@ fn the_ring_heals_after_peers_leave_and_crash_and_keeps_its_records() {
         "after a crash and a leave, settled in {took:?} (about {rounds} stabilisation rounds)"
     );
     let ids = sample_ids(&ring.space, &alive);
-    ring.mean_hops(&alive, &ids, true);
+    ring.mean_hops(&alive, &ids, Via::Fingers);
     for from in &alive {
         assert!(
             found(&ring, *from, &query).contains(&holder),

@@ -52,7 +52,7 @@ use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPat
 use super::discovery::Discovery;
 use super::fsutil::{folder_missing, portable_file_name, sync_parent_dir};
 use super::library::{Library, SharedFile};
-use super::link::{LinkCloser, LinkError, PeerLink};
+use super::link::{LinkCloser, LinkError, PeerLink, MAX_BITMAP_PIECES};
 use super::ratelimit::RateLimiter;
 use super::resume::ResumeStore;
 use super::tracker_client::TrackerClient;
@@ -356,7 +356,11 @@ struct Controls<'a> {
     focus: &'a AtomicU64,
 }
 
-/// The whole download; `Err` is a sentence for the user.
+/// The whole download; `Err` is a sentence for the user. Three cases:
+/// the file is held here complete ([`deliver_held`]); pieces of it are
+/// here (a download that stopped: carried on); or none are (a fresh
+/// download: manifest, `.part` file, [`prepare`]). The last two end in
+/// [`fetch_and_finish`], unless the file is under its final name already.
 fn run(
     context: &DownloadContext,
     plan: &DownloadPlan,
@@ -369,34 +373,15 @@ fn run(
     // A shared file found changed on disk is no copy of this file: as if
     // it were not here.
     let mut here = context.library.get(&key).filter(|f| !f.has_changed());
-    let forget = |f: &Arc<SharedFile>| {
+    if here.as_ref().is_some_and(|f| {
         forget_if_part_gone(&context.library, &context.resume, &context.tracker, f)
-    };
-    if here.as_ref().is_some_and(forget) {
+    }) {
         here = None;
     }
-    // Held here already, complete: done where it is, or copied to where
-    // it is asked for; fetched anew if the held file is gone or changed.
     if let Some(file) = here.as_ref().filter(|f| f.is_offered()) {
-        {
-            let mut status = status.lock();
-            status.size = file.manifest.size();
-            status.state = DownloadState::Finishing;
-        }
-        let sync = context.settings.sync_on_finish;
-        match held::deliver(file, &plan.dir, &plan.name, sync, cancel) {
-            Ok(path) => {
-                status.lock().have = file.bitmap();
-                return Ok(path);
-            }
-            Err(held::Undelivered::Failed(reason)) => return Err(reason),
-            Err(held::Undelivered::HeldGone(reason)) => {
-                warn!("{name}: {reason}; fetching it from the swarm");
-                file.withdraw_changed();
-                context.tracker.withdraw_soon(key);
-                status.lock().state = DownloadState::Starting;
-                here = None;
-            }
+        match deliver_held(context, plan, status, file, cancel) {
+            Some(delivered) => return delivered,
+            None => here = None,
         }
     }
     let (shared, peers) = match here {
@@ -447,6 +432,57 @@ fn run(
     if final_path.exists() {
         return Err(name_taken(&final_path));
     }
+    fetch_and_finish(context, plan, status, controls, &shared, peers, &final_path)
+}
+
+/// A download of a file held here already, complete: done where it is, or
+/// copied to where it is asked for. `None` when the held file turns out to
+/// be gone or changed: it is withdrawn, and the file is to be fetched anew.
+fn deliver_held(
+    context: &DownloadContext,
+    plan: &DownloadPlan,
+    status: &Mutex<DownloadStatus>,
+    file: &SharedFile,
+    cancel: &AtomicBool,
+) -> Option<Result<PathBuf, String>> {
+    {
+        let mut status = status.lock();
+        status.size = file.manifest.size();
+        status.state = DownloadState::Finishing;
+    }
+    let sync = context.settings.sync_on_finish;
+    match held::deliver(file, &plan.dir, &plan.name, sync, cancel) {
+        Ok(path) => {
+            status.lock().have = file.bitmap();
+            Some(Ok(path))
+        }
+        Err(held::Undelivered::Failed(reason)) => Some(Err(reason)),
+        Err(held::Undelivered::HeldGone(reason)) => {
+            warn!(
+                "{}: {reason}; fetching it from the swarm",
+                plan.name.as_str()
+            );
+            file.withdraw_changed();
+            context.tracker.withdraw_soon(plan.key);
+            status.lock().state = DownloadState::Starting;
+            None
+        }
+    }
+}
+
+/// Fetches the missing pieces of `shared` from `peers` (and whoever else
+/// turns up), then gives the file its final name and offers it. On a
+/// failure the verified pieces stay, for a later download to go on from.
+fn fetch_and_finish(
+    context: &DownloadContext,
+    plan: &DownloadPlan,
+    status: &Mutex<DownloadStatus>,
+    controls: Controls<'_>,
+    shared: &Arc<SharedFile>,
+    peers: Vec<PeerId>,
+    final_path: &Path,
+) -> Result<PathBuf, String> {
+    let key = plan.key;
     {
         let mut status = status.lock();
         status.size = shared.manifest.size();
@@ -455,17 +491,17 @@ fn run(
     }
 
     context.discovery.want(key);
-    let result = Coordinator::new(context, plan, &shared, status, controls, peers)
+    let result = Coordinator::new(context, plan, shared, status, controls, peers)
         .run()
         .and_then(|()| {
             status.lock().state = DownloadState::Finishing;
-            flush_if_asked(&shared, context.settings.sync_on_finish)
+            flush_if_asked(shared, context.settings.sync_on_finish)
         })
         .and_then(|()| {
-            shared.finish(&final_path).map_err(|e| {
+            shared.finish(final_path).map_err(|e| {
                 // A file put under the name while the download ran.
                 if e.kind() == io::ErrorKind::AlreadyExists {
-                    name_taken(&final_path)
+                    name_taken(final_path)
                 } else {
                     e.to_string()
                 }
@@ -474,28 +510,32 @@ fn run(
         .inspect(|()| {
             // The new name on the disk too, not only the data under it.
             if context.settings.sync_on_finish {
-                sync_parent_dir(&final_path);
+                sync_parent_dir(final_path);
             }
         });
     context.discovery.forget(&key);
     match result {
-        Ok(()) => offer_finished(context, &shared, &final_path),
+        Ok(()) => offer_finished(context, shared, final_path),
         // Renamed, then not opened again: the file is complete and
         // verified under its name, just not shared by this run.
         Err(reason) if shared.path() == final_path => warn!("{}: {reason}", plan.name.as_str()),
         // The .part file is gone (deleted or moved): so are its pieces,
         // and a later download starts over.
-        Err(reason) if forget(&shared) => return Err(reason),
+        Err(reason)
+            if forget_if_part_gone(&context.library, &context.resume, &context.tracker, shared) =>
+        {
+            return Err(reason)
+        }
         Err(reason) => {
             // The verified pieces stay: in the .part file, in the saved
             // state (a later download of the same file, or a restart, goes
             // on from them) and in the library (they are still served).
-            save_progress(context, &shared);
+            save_progress(context, shared);
             return Err(reason);
         }
     }
     context.resume.forget(&key);
-    Ok(final_path)
+    Ok(final_path.to_path_buf())
 }
 
 /// Forgets an unfinished download whose `.part` file was deleted, moved or
@@ -735,7 +775,8 @@ fn fetch_manifest(
             });
         *slot.lock() = None;
         match result {
-            Ok(manifest) => return Ok((manifest, peer)),
+            // The key fixes the manifest: no other peer has a smaller one.
+            Ok(manifest) => return readable_bitmaps(&manifest).map(|()| (manifest, peer)),
             Err(e) => {
                 debug!("manifest of {key} from {peer}: {e}");
                 last_error = format!("{peer}: {e}");
@@ -746,6 +787,19 @@ fn fetch_manifest(
         "could not get a valid manifest from any of {} peer(s) (last: {last_error})",
         peers.len()
     ))
+}
+
+/// Whether a download of `manifest`'s file can read its peers' BufferMaps:
+/// a file of more than [`MAX_BITMAP_PIECES`] pieces (made by another
+/// program: this one cuts files into at most 32,000 up to 500 GiB) cannot.
+fn readable_bitmaps(manifest: &Manifest) -> Result<(), String> {
+    let pieces = manifest.piece_count();
+    if pieces > MAX_BITMAP_PIECES {
+        return Err(format!(
+            "the file has {pieces} pieces; this peer reads BufferMaps of at most {MAX_BITMAP_PIECES} pieces (a file shared with larger pieces can be downloaded)"
+        ));
+    }
+    Ok(())
 }
 
 /// Flushes the finished file to disk when the settings ask for it, so that
@@ -794,5 +848,30 @@ mod tests {
         let accented = "é".repeat(127);
         let name = part_file_name(&accented);
         assert!(name.len() <= 255 && name.ends_with("é.part"), "{name}");
+    }
+
+    /// A manifest of `pieces` pieces of 16 KiB (the hashes made up).
+    fn manifest_of(pieces: usize) -> Manifest {
+        use std::fmt::Write as _;
+        let piece_size = 16 * 1024;
+        let mut text = format!(
+            "swarmline-manifest 1\nsize {}\npiece-size {piece_size}\nsha256 {}\npieces {pieces}\n",
+            pieces * piece_size,
+            "0".repeat(64)
+        );
+        for i in 0..pieces {
+            writeln!(text, "piece {i:064x}").unwrap();
+        }
+        Manifest::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_file_whose_buffermap_a_link_cannot_read_is_refused_with_the_reason() {
+        assert!(readable_bitmaps(&manifest_of(MAX_BITMAP_PIECES)).is_ok());
+        let reason = readable_bitmaps(&manifest_of(MAX_BITMAP_PIECES + 1)).unwrap_err();
+        assert!(
+            reason.starts_with(&format!("the file has {} pieces", MAX_BITMAP_PIECES + 1)),
+            "{reason}"
+        );
     }
 }

@@ -28,6 +28,13 @@ pub const MAX_MANIFEST_EXTRA: Duration = Duration::from_secs(90);
 pub const MIN_PIECE_RATE: u64 = 8 * 1024;
 /// Longest answer line read from a peer.
 const MAX_LINE: usize = 64 * 1024;
+/// Most pieces a file may have for its BufferMap answer (`BITF <key>
+/// <hex>`, a hex digit per 4 pieces) to fit in [`MAX_LINE`]: about
+/// 261,000 (4 TiB at the 16 MiB maximum piece size). The protocol allows
+/// manifests of up to 1,048,576 pieces; a download of a larger file than
+/// this is refused before it starts, rather than every peer's answer taken
+/// for misbehaviour.
+pub const MAX_BITMAP_PIECES: usize = (MAX_LINE - 128) * 4;
 /// A link unused for longer than this is checked before it is used again
 /// (see [`PeerLink::went_stale`]); one used more recently cannot have met
 /// any server's idle deadline.
@@ -287,6 +294,9 @@ impl PeerLink {
                 self.reader.read_payload(buf)?;
                 Ok(PieceAnswer::Received)
             }
+            Reply::Piece { key: k, .. } if k != key => Err(LinkError::Misbehaved(format!(
+                "sent a piece of {k} when piece {index} of {key} was asked for"
+            ))),
             Reply::Piece { index: i, .. } => Err(LinkError::Misbehaved(format!(
                 "sent piece {i} when piece {index} was asked for"
             ))),
@@ -403,6 +413,27 @@ mod tests {
             "the deadline did not hold"
         );
         drop(link);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn the_largest_buffermap_it_admits_fits_a_line() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key = FileKey([7; 32]);
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            std::io::BufRead::read_line(&mut reader, &mut request).unwrap();
+            let hex = "f".repeat(MAX_BITMAP_PIECES / 4);
+            (&stream)
+                .write_all(format!("BITF {key} {hex}\r\n").as_bytes())
+                .unwrap();
+        });
+        let mut link = PeerLink::connect(addr).unwrap();
+        let bitmap = link.exchange_bitmaps(key, None, MAX_BITMAP_PIECES).unwrap();
+        assert_eq!(bitmap.count(), MAX_BITMAP_PIECES);
         server.join().unwrap();
     }
 }

@@ -88,14 +88,22 @@ pub struct Peer {
     downloads: Mutex<Vec<Arc<Download>>>,
     /// Its place in the ring, when it is in one.
     ring: Option<Arc<RingNode>>,
-    /// The housekeeping thread and the disk look's, stopped together by
-    /// dropping the sender.
-    housekeeping: Option<(Sender<()>, JoinHandle<()>, JoinHandle<()>)>,
+    /// The housekeeping thread and the disk look's.
+    background: Option<BackgroundThreads>,
 }
 
 impl Peer {
-    /// Binds the mini-server (`config.listen`), opens the session with the
-    /// tracker, and starts the housekeeping thread (tracker pings, user map).
+    /// Starts a peer, in the order a student can follow in a debugger:
+    /// 1. binds the mini-server's listener (`config.listen`) and opens the
+    ///    session with the tracker (a tracker not there is retried later);
+    /// 2. starts the mini-server, which serves pieces from now on;
+    /// 3. serves the pieces of unfinished downloads of an earlier run;
+    /// 4. joins the ring, when `config.ring` says so, and starts its rounds;
+    /// 5. starts the two background threads: housekeeping (tracker pings
+    ///    and progress reports, BufferMap rounds, the user map, queued
+    ///    offers, the ring's duties) and the look at shared files on disk.
+    ///
+    /// A step that fails undoes the ones before it.
     pub fn start(config: PeerConfig) -> Result<Peer, PeerError> {
         let listener = crate::server::bind_listener(config.listen)
             .map_err(|e| PeerError::Failed(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -130,107 +138,21 @@ impl Peer {
             listen,
             ring: std::sync::OnceLock::new(),
         });
-        let handler: Arc<Handler> = Arc::new({
-            let mini = Arc::clone(&mini);
-            move |conn| miniserver::serve(conn, Arc::clone(&mini))
-        });
-        let server = Server::start(
-            listener,
-            ServerOptions::lines(
-                "peer",
-                config.max_connections,
-                config.max_connections_per_ip,
-            ),
-            handler,
-        )
-        .map_err(|e| PeerError::Failed(format!("cannot start the mini-server: {e}")))?;
+        let server = start_mini_server(listener, &config, &mini)?;
         fs::create_dir_all(&config.state_dir).map_err(|e| PeerError::file(&config.state_dir, e))?;
         let cache = ManifestCache::open(&config.state_dir);
         let resume = ResumeStore::new(&config.state_dir);
-        // Unfinished downloads of an earlier run: served at once, resumed
-        // when asked for (the shell resumes them all at start).
-        // (The housekeeping thread reports their progress to the tracker.)
-        for found in resume.load_all() {
-            let file = SharedFile::partial(
-                found.name,
-                found.kind,
-                found.manifest,
-                &found.part_path,
-                found.part,
-                found.bitmap,
-            );
-            library.insert(Arc::new(file));
-        }
+        serve_unfinished_downloads(&resume, &library);
         // Serving first: the ring's members talk to us as soon as we join.
-        // (Last of the steps that can fail, but for the thread below.)
-        let ring = match &config.ring {
-            Some(settings) => {
-                let node = RingNode::join(settings.clone(), listen)
-                    .map_err(|e| PeerError::Failed(format!("cannot join the ring: {e}")))?;
-                let node = Arc::new(node);
-                let _ = mini.ring.set(Arc::clone(&node));
-                node.start_rounds()
-                    .map_err(|e| PeerError::Failed(e.to_string()))?;
-                Some(node)
-            }
-            None => None,
-        };
+        let ring = join_ring(&config, listen, &mini)?;
         let discovery = Arc::new(Discovery::new());
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let disk_look_stop = stop_rx.clone();
-        let housekeeping = thread::Builder::new()
-            .name("peer-housekeeping".into())
-            .spawn({
-                let tracker = Arc::clone(&tracker);
-                let duties = Housekeeping {
-                    tracker: Arc::clone(&tracker),
-                    library: Arc::clone(&library),
-                    discovery: Arc::clone(&discovery),
-                    map_file: config.user_map_file.clone(),
-                    map_refresh: config.user_map_refresh,
-                    ping_every: config.tracker_ping,
-                    round_every: config.bitmap_interval,
-                    reported: std::collections::HashMap::new(),
-                    map_trouble: None,
-                    ring: ring.as_ref().map(|ring| ring_duties::RingDuties {
-                        ring: Arc::clone(ring),
-                        library: Arc::clone(&library),
-                        discovery: Arc::clone(&discovery),
-                        refresh: config.ring_refresh,
-                        round_every: config.bitmap_interval,
-                        last_announce: None,
-                        last_round: None,
-                        welcome_session: tracker.session_number(),
-                    }),
-                };
-                move || {
-                    let mut duties = duties;
-                    duties.run(&stop_rx)
-                }
-            })
-            .map_err(|e| {
-                if let Some(ring) = &ring {
-                    ring.leave();
-                }
-                PeerError::Failed(format!("cannot start a thread: {e}"))
-            })?;
-        // A thread of its own: a look that hangs (a network file system
-        // gone away) holds up neither the tracker's pings nor the ring.
-        let disk_look = thread::Builder::new().name("peer-disk-look".into()).spawn({
-            let library = Arc::clone(&library);
-            move || look_at_shared_files(&library, &disk_look_stop)
-        });
-        let disk_look = match disk_look {
-            Ok(thread) => thread,
-            Err(e) => {
-                drop(stop_tx);
-                let _ = housekeeping.join();
-                if let Some(ring) = &ring {
-                    ring.leave();
-                }
-                return Err(PeerError::Failed(format!("cannot start a thread: {e}")));
-            }
-        };
+        let background =
+            BackgroundThreads::start(&config, &tracker, &library, &discovery, ring.as_ref())
+                .inspect_err(|_| {
+                    if let Some(ring) = &ring {
+                        ring.leave();
+                    }
+                })?;
         info!("peer listening on {listen}, tracker {}", config.tracker);
         Ok(Peer {
             config,
@@ -244,7 +166,7 @@ impl Peer {
             download,
             downloads: Mutex::new(Vec::new()),
             ring,
-            housekeeping: Some((stop_tx, housekeeping, disk_look)),
+            background: Some(background),
         })
     }
 
@@ -684,10 +606,8 @@ impl Peer {
         for download in self.downloads.lock().drain(..) {
             let _ = download.wait();
         }
-        if let Some((stop, housekeeping, disk_look)) = self.housekeeping.take() {
-            drop(stop);
-            let _ = housekeeping.join();
-            join_within(disk_look, DISK_LOOK_STOP_WAIT);
+        if let Some(background) = self.background.take() {
+            background.stop();
         }
         if let Some(ring) = self.ring.take() {
             ring.leave();
@@ -703,6 +623,142 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The mini-server on `listener`: one thread per connection, each
+/// answering with [`miniserver::serve`].
+fn start_mini_server(
+    listener: std::net::TcpListener,
+    config: &PeerConfig,
+    mini: &Arc<MiniServerState>,
+) -> Result<Server, PeerError> {
+    let handler: Arc<Handler> = Arc::new({
+        let mini = Arc::clone(mini);
+        move |conn| miniserver::serve(conn, Arc::clone(&mini))
+    });
+    let options = ServerOptions::lines(
+        "peer",
+        config.max_connections,
+        config.max_connections_per_ip,
+    );
+    Server::start(listener, options, handler)
+        .map_err(|e| PeerError::Failed(format!("cannot start the mini-server: {e}")))
+}
+
+/// Unfinished downloads of an earlier run: their verified pieces are
+/// served at once, and the downloads resumed when asked for (the shell
+/// resumes them all at start). The housekeeping thread reports their
+/// progress to the tracker.
+fn serve_unfinished_downloads(resume: &ResumeStore, library: &Library) {
+    for found in resume.load_all() {
+        let file = SharedFile::partial(
+            found.name,
+            found.kind,
+            found.manifest,
+            &found.part_path,
+            found.part,
+            found.bitmap,
+        );
+        library.insert(Arc::new(file));
+    }
+}
+
+/// Joins the ring when `config.ring` is set, and starts its rounds; a
+/// peer that joined but cannot start them leaves again.
+fn join_ring(
+    config: &PeerConfig,
+    listen: SocketAddr,
+    mini: &MiniServerState,
+) -> Result<Option<Arc<RingNode>>, PeerError> {
+    let Some(settings) = &config.ring else {
+        return Ok(None);
+    };
+    let node = RingNode::join(settings.clone(), listen)
+        .map_err(|e| PeerError::Failed(format!("cannot join the ring: {e}")))?;
+    let node = Arc::new(node);
+    let _ = mini.ring.set(Arc::clone(&node));
+    if let Err(e) = node.start_rounds() {
+        node.leave();
+        return Err(PeerError::Failed(e.to_string()));
+    }
+    Ok(Some(node))
+}
+
+/// The peer's two background threads, stopped together by dropping `stop`.
+struct BackgroundThreads {
+    stop: Sender<()>,
+    /// Tracker pings and progress reports, BufferMap rounds, the user map,
+    /// queued offers and the ring's duties ([`Housekeeping::run`]).
+    housekeeping: JoinHandle<()>,
+    /// The look at shared files on disk, on a thread of its own: a look
+    /// that hangs (a network file system gone away) holds up neither the
+    /// tracker's pings nor the ring.
+    disk_look: JoinHandle<()>,
+}
+
+impl BackgroundThreads {
+    fn start(
+        config: &PeerConfig,
+        tracker: &Arc<TrackerClient>,
+        library: &Arc<Library>,
+        discovery: &Arc<Discovery>,
+        ring: Option<&Arc<RingNode>>,
+    ) -> Result<BackgroundThreads, PeerError> {
+        let (stop, stop_rx) = crossbeam_channel::bounded(1);
+        let disk_look_stop = stop_rx.clone();
+        let duties = Housekeeping {
+            tracker: Arc::clone(tracker),
+            library: Arc::clone(library),
+            discovery: Arc::clone(discovery),
+            map_file: config.user_map_file.clone(),
+            map_refresh: config.user_map_refresh,
+            ping_every: config.tracker_ping,
+            round_every: config.bitmap_interval,
+            reported: std::collections::HashMap::new(),
+            map_trouble: None,
+            ring: ring.map(|ring| ring_duties::RingDuties {
+                ring: Arc::clone(ring),
+                library: Arc::clone(library),
+                discovery: Arc::clone(discovery),
+                refresh: config.ring_refresh,
+                round_every: config.bitmap_interval,
+                last_announce: None,
+                last_round: None,
+                welcome_session: tracker.session_number(),
+            }),
+        };
+        let housekeeping = thread::Builder::new()
+            .name("peer-housekeeping".into())
+            .spawn(move || {
+                let mut duties = duties;
+                duties.run(&stop_rx)
+            })
+            .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
+        let disk_look = thread::Builder::new().name("peer-disk-look".into()).spawn({
+            let library = Arc::clone(library);
+            move || look_at_shared_files(&library, &disk_look_stop)
+        });
+        match disk_look {
+            Ok(disk_look) => Ok(BackgroundThreads {
+                stop,
+                housekeeping,
+                disk_look,
+            }),
+            Err(e) => {
+                drop(stop);
+                let _ = housekeeping.join();
+                Err(PeerError::Failed(format!("cannot start a thread: {e}")))
+            }
+        }
+    }
+
+    /// Stops both threads: housekeeping is joined, the disk look waited
+    /// for at most [`DISK_LOOK_STOP_WAIT`] (it may hang on a dead disk).
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.housekeeping.join();
+        join_within(self.disk_look, DISK_LOOK_STOP_WAIT);
     }
 }
 

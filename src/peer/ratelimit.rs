@@ -1,6 +1,8 @@
-//! A token bucket: caps the bytes per second a peer sends, across all its
-//! connections at once (each connection thread takes from the same bucket
-//! before it writes a piece).
+//! A token bucket: caps the bytes per second a peer sends or receives,
+//! across all its connections at once. A peer has two: the upload limit,
+//! which each mini-server connection pays before it writes a piece, and the
+//! download limit, which each download worker pays after a piece arrives
+//! (the wait holds back its next read, and so the sender).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -41,9 +43,9 @@ impl RateLimiter {
         self.bytes_per_second
     }
 
-    /// Waits until `bytes` may be sent. Large writes go at once and are paid
-    /// for by waiting before the next one, so the average rate holds
-    /// whatever the piece size.
+    /// Waits until `bytes` may go (be sent, or counted as received). Large
+    /// amounts go at once and are paid for by waiting before the next one,
+    /// so the average rate holds whatever the piece size.
     pub fn take(&self, bytes: u64) {
         self.take_unless(bytes, &AtomicBool::new(false));
     }

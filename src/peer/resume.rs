@@ -195,6 +195,14 @@ impl ResumeStore {
         let invalid = |what: String| LoadError::Invalid(format!("download record: {what}"));
         let record: DownloadRecord =
             decode::<_, RECORD_LIMIT>(&bytes).map_err(|e| invalid(format!("unreadable: {e}")))?;
+        if record.version != VERSION {
+            // Another swarmline's record (after a downgrade, say): kept for
+            // the version that wrote it, never taken for one of ours.
+            return Err(LoadError::Unavailable(format!(
+                "its record is of format {}, this peer reads format {VERSION}",
+                record.version
+            )));
+        }
         let manifest = Manifest::parse_for_key(record.manifest.as_bytes(), key)
             .map_err(|e| invalid(e.to_string()))?;
         let name = FileName::new(&record.name).map_err(|e| invalid(e.to_string()))?;
@@ -433,6 +441,29 @@ mod tests {
         let resumed = store.load_all();
         assert_eq!(resumed.len(), 1);
         assert_eq!(resumed[0].bitmap.count(), 2);
+    }
+
+    #[test]
+    fn a_record_of_another_format_is_kept_and_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, _) = saved_download(dir.path(), &data(), &[1]);
+        let path = store.download_path(&manifest.key());
+        let mut record: DownloadRecord =
+            decode::<_, RECORD_LIMIT>(&fs::read(&path).unwrap()).unwrap();
+        record.version = VERSION + 1;
+        fs::write(&path, encode(&record).unwrap()).unwrap();
+        match store.load(&manifest.key()) {
+            Err(LoadError::Unavailable(reason)) => assert!(
+                reason.contains(&format!(
+                    "format {}, this peer reads format {VERSION}",
+                    VERSION + 1
+                )),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.load_all().is_empty());
+        assert!(path.exists(), "kept for the version that wrote it");
     }
 
     #[test]

@@ -45,6 +45,10 @@ const CACHE_BUDGET: usize = 64 * 1024 * 1024;
 pub struct ManifestCache {
     path: PathBuf,
     entries: Mutex<HashMap<PathBuf, CachedManifest>>,
+    /// Held through a save, so saves go one at a time and in order (a
+    /// later snapshot is never overwritten by an earlier one), while
+    /// look-ups in `entries` go on during the write and its flush.
+    saving: Mutex<()>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -84,6 +88,7 @@ impl ManifestCache {
         ManifestCache {
             path,
             entries: Mutex::new(entries),
+            saving: Mutex::new(()),
         }
     }
 
@@ -133,14 +138,16 @@ impl ManifestCache {
     }
 
     /// Writes the cache atomically (a temporary file, synced, then
-    /// renamed), holding the lock so two saves cannot interleave.
+    /// renamed): a snapshot taken under the entries' lock, written without
+    /// it.
     fn save(&self) -> io::Result<()> {
-        let mut entries = self.entries.lock();
-        trim_to(&mut entries, CACHE_BUDGET);
-        write_atomically(
-            &self.path,
-            &super::stored::encode(&(CACHE_VERSION, &*entries))?,
-        )
+        let _one_at_a_time = self.saving.lock();
+        let snapshot = {
+            let mut entries = self.entries.lock();
+            trim_to(&mut entries, CACHE_BUDGET);
+            super::stored::encode(&(CACHE_VERSION, &*entries))?
+        };
+        write_atomically(&self.path, &snapshot)
     }
 }
 

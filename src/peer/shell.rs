@@ -13,6 +13,7 @@ use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use unicode_width::UnicodeWidthStr;
 
+use crate::protocol::ring::Via;
 use crate::protocol::{ProtocolError, Role, SearchCriteria};
 use crate::units::{count, format_bytes};
 use crate::wire::LineReader;
@@ -249,30 +250,7 @@ fn execute(
 ) -> Result<(), PeerError> {
     match command {
         ["help"] => say(out, HELP),
-        ["register", user, files @ ..] if !files.is_empty() => {
-            check_user(peer, user)?;
-            // `register alice my song.mp3`: told before anything is shared.
-            if let Some((word, joined)) = unquoted_path(files) {
-                return Err(PeerError::Failed(format!(
-                    "{word} is not a file; a path with spaces is written in quotes: \"{joined}\""
-                )));
-            }
-            for file in files {
-                let progress = hashing_progress(Path::new(file), |p| {
-                    say(out, format!("hashing {file}: {p}%"))
-                });
-                let shared = peer.share(Path::new(file), progress)?;
-                say(
-                    out,
-                    format!(
-                        "registered {} as {} ({})",
-                        shared.path().display(),
-                        shared.key,
-                        format_bytes(shared.manifest.size())
-                    ),
-                );
-            }
-        }
+        ["register", user, files @ ..] if !files.is_empty() => register(peer, user, files, out)?,
         ["unregister", user, files @ ..] if !files.is_empty() => {
             check_user(peer, user)?;
             for file in files {
@@ -286,44 +264,7 @@ fn execute(
                 say(out, format!("{user} : {}", share.path.as_str()));
             }
         }
-        ["search", criteria @ ..] => {
-            let criteria = SearchCriteria::from_words(criteria)
-                .map_err(|e| PeerError::Failed(e.to_string()))?;
-            let files = peer.search(&criteria)?;
-            // As wide as the longest name, so that every column lines up.
-            let width = files
-                .iter()
-                .map(|f| f.name.as_str().width())
-                .max()
-                .unwrap_or(0)
-                .max(4);
-            say(
-                out,
-                format!(
-                    "{} {:>10} {:<6} {:>7} {:>8}  KEY",
-                    padded("NAME", width),
-                    "SIZE",
-                    "KIND",
-                    "SEEDERS",
-                    "LEECHERS"
-                ),
-            );
-            for f in &files {
-                say(
-                    out,
-                    format!(
-                        "{} {:>10} {:<6} {:>7} {:>8}  {}",
-                        padded(f.name.as_str(), width),
-                        format_bytes(f.size),
-                        f.kind.as_str(),
-                        f.seeders,
-                        f.leechers,
-                        f.key
-                    ),
-                );
-            }
-            say(out, format!("{} file(s)", files.len()));
-        }
+        ["search", criteria @ ..] => search(peer, criteria, out)?,
         ["download", "", ..] => {
             return Err(PeerError::Failed(
                 "download needs a key or a file name".into(),
@@ -342,29 +283,7 @@ fn execute(
             say(out, format!("downloading {path_on_user} from {user}"));
             watchers.push(watch(download, Arc::clone(out))?);
         }
-        ["peers", key] => {
-            let key = crate::protocol::FileKey::parse(key)
-                .map_err(|e| PeerError::Failed(e.to_string()))?;
-            let holders = peer.tracker().holders(key)?;
-            if holders.is_empty() {
-                say(
-                    out,
-                    format!("no peer holds {key} (as far as the tracker knows)"),
-                );
-            }
-            for holder in holders {
-                let role = if holder.role == Role::Seeder {
-                    "seeder"
-                } else {
-                    "leecher"
-                };
-                let user = holder.user.as_ref().map_or("-", |u| u.as_str());
-                say(
-                    out,
-                    format!("{} {user} {role} {} pieces", holder.peer, holder.pieces),
-                );
-            }
-        }
+        ["peers", key] => peers(peer, key, out)?,
         ["users"] => {
             let users = peer.tracker().users()?;
             if users.is_empty() {
@@ -374,90 +293,11 @@ fn execute(
                 say(out, format!("{user} - {addr}"));
             }
         }
-        ["status"] => {
-            say(
-                out,
-                format!(
-                    "peer {} (tracker {})",
-                    peer.listen_addr(),
-                    peer.config().tracker
-                ),
-            );
-            for download in peer.downloads() {
-                let status = download.status();
-                say(out, format!("download {}", progress_line(&status)));
-                // Which of two downloads of one file (into two folders).
-                if let DownloadState::Done(path) = &status.state {
-                    say(out, format!("  saved as {}", path.display()));
-                }
-                for source in &status.sources {
-                    let state = source.dropped.as_deref().unwrap_or("connected");
-                    let line = format!(
-                        "  neighbour {} gave {}, {state}",
-                        source.peer,
-                        count(source.pieces, "piece")
-                    );
-                    say(out, line);
-                }
-            }
-            for file in peer.files() {
-                let (pieces, bytes) = file.uploaded();
-                let held = file.bitmap();
-                say(
-                    out,
-                    format!(
-                        "file {} {}/{} pieces, uploaded {pieces} pieces ({})",
-                        file.name.as_str(),
-                        held.count(),
-                        held.len(),
-                        format_bytes(bytes)
-                    ),
-                );
-            }
-        }
-        ["ring"] => {
-            let view = in_ring(peer)?.view();
-            say(
-                out,
-                format!("ring member {} (ring size {})", view.me, view.size),
-            );
-            let pred = view
-                .predecessor
-                .map_or_else(|| "unknown".into(), |p| p.to_string());
-            say(out, format!("  predecessor {pred}"));
-            for (n, succ) in view.successors.iter().enumerate() {
-                say(out, format!("  successor {} {succ}", n + 1));
-            }
-            for (k, node) in &view.fingers {
-                let node = node.map_or_else(|| "?".into(), |n| n.to_string());
-                say(out, format!("  finger {k} -> {node}"));
-            }
-        }
-        ["ring", "files"] => {
-            let files = in_ring(peer)?.all_files(256);
-            for file in &files {
-                say(
-                    out,
-                    format!(
-                        "{}  {:>10}  {:<5}  {}",
-                        file.key,
-                        format_bytes(file.size),
-                        file.kind.as_str(),
-                        file.name.as_str()
-                    ),
-                );
-            }
-            say(out, format!("{} file(s) in the ring", files.len()));
-        }
-        ["route", id] | ["route", id, "nofingers"] => {
-            let ring = in_ring(peer)?;
-            let id = ring.space().parse_id(id).map_err(PeerError::Failed)?;
-            let fingers = command.len() == 2;
-            let trace = ring
-                .trace(id, fingers)
-                .map_err(|e| PeerError::Failed(e.to_string()))?;
-            say(out, format!("route to {id}:\n{trace}"));
-        }
+        ["status"] => status(peer, out),
+        ["ring"] => ring_view(peer, out)?,
+        ["ring", "files"] => ring_files(peer, out)?,
+        ["route", id] => route(peer, id, Via::Fingers, out)?,
+        ["route", id, "nofingers"] => route(peer, id, Via::Successors, out)?,
         _ => {
             // A known command with the wrong words, or none known.
             let verb = command.first().copied().unwrap_or_default();
@@ -466,6 +306,193 @@ fn execute(
                 None => format!("unknown command {:?}; type `help`", command.join(" ")),
             }));
         }
+    }
+    Ok(())
+}
+
+/// `ring files`: the files named in the ring (at most 256).
+fn ring_files(peer: &Peer, out: &Out) -> Result<(), PeerError> {
+    let files = in_ring(peer)?.all_files(256);
+    for file in &files {
+        say(
+            out,
+            format!(
+                "{}  {:>10}  {:<5}  {}",
+                file.key,
+                format_bytes(file.size),
+                file.kind.as_str(),
+                file.name.as_str()
+            ),
+        );
+    }
+    say(out, format!("{} file(s) in the ring", files.len()));
+    Ok(())
+}
+
+/// `route <id> [nofingers]`: looks `id` up in the ring, hop by hop.
+fn route(peer: &Peer, id: &str, via: Via, out: &Out) -> Result<(), PeerError> {
+    let ring = in_ring(peer)?;
+    let id = ring.space().parse_id(id).map_err(PeerError::Failed)?;
+    let trace = ring
+        .trace(id, via)
+        .map_err(|e| PeerError::Failed(e.to_string()))?;
+    say(out, format!("route to {id}:\n{trace}"));
+    Ok(())
+}
+
+/// `register <user> <file>...`: shares each file, hashing it first.
+fn register(peer: &Peer, user: &str, files: &[&str], out: &Out) -> Result<(), PeerError> {
+    check_user(peer, user)?;
+    // `register alice my song.mp3`: told before anything is shared.
+    if let Some((word, joined)) = unquoted_path(files) {
+        return Err(PeerError::Failed(format!(
+            "{word} is not a file; a path with spaces is written in quotes: \"{joined}\""
+        )));
+    }
+    for file in files {
+        let progress = hashing_progress(Path::new(file), |p| {
+            say(out, format!("hashing {file}: {p}%"))
+        });
+        let shared = peer.share(Path::new(file), progress)?;
+        say(
+            out,
+            format!(
+                "registered {} as {} ({})",
+                shared.path().display(),
+                shared.key,
+                format_bytes(shared.manifest.size())
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// `search [criterion]...`: the tracker's matching files, as a table.
+fn search(peer: &Peer, criteria: &[&str], out: &Out) -> Result<(), PeerError> {
+    let criteria =
+        SearchCriteria::from_words(criteria).map_err(|e| PeerError::Failed(e.to_string()))?;
+    let files = peer.search(&criteria)?;
+    // As wide as the longest name, so that every column lines up.
+    let width = files
+        .iter()
+        .map(|f| f.name.as_str().width())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    say(
+        out,
+        format!(
+            "{} {:>10} {:<6} {:>7} {:>8}  KEY",
+            padded("NAME", width),
+            "SIZE",
+            "KIND",
+            "SEEDERS",
+            "LEECHERS"
+        ),
+    );
+    for f in &files {
+        say(
+            out,
+            format!(
+                "{} {:>10} {:<6} {:>7} {:>8}  {}",
+                padded(f.name.as_str(), width),
+                format_bytes(f.size),
+                f.kind.as_str(),
+                f.seeders,
+                f.leechers,
+                f.key
+            ),
+        );
+    }
+    say(out, format!("{} file(s)", files.len()));
+    Ok(())
+}
+
+/// `peers <key>`: who holds the file, as the tracker knows.
+fn peers(peer: &Peer, key: &str, out: &Out) -> Result<(), PeerError> {
+    let key = crate::protocol::FileKey::parse(key).map_err(|e| PeerError::Failed(e.to_string()))?;
+    let holders = peer.tracker().holders(key)?;
+    if holders.is_empty() {
+        say(
+            out,
+            format!("no peer holds {key} (as far as the tracker knows)"),
+        );
+    }
+    for holder in holders {
+        let role = if holder.role == Role::Seeder {
+            "seeder"
+        } else {
+            "leecher"
+        };
+        let user = holder.user.as_ref().map_or("-", |u| u.as_str());
+        say(
+            out,
+            format!("{} {user} {role} {} pieces", holder.peer, holder.pieces),
+        );
+    }
+    Ok(())
+}
+
+/// `status`: the peer, each download and its neighbours, each file held.
+fn status(peer: &Peer, out: &Out) {
+    say(
+        out,
+        format!(
+            "peer {} (tracker {})",
+            peer.listen_addr(),
+            peer.config().tracker
+        ),
+    );
+    for download in peer.downloads() {
+        let status = download.status();
+        say(out, format!("download {}", progress_line(&status)));
+        // Which of two downloads of one file (into two folders).
+        if let DownloadState::Done(path) = &status.state {
+            say(out, format!("  saved as {}", path.display()));
+        }
+        for source in &status.sources {
+            let state = source.dropped.as_deref().unwrap_or("connected");
+            let line = format!(
+                "  neighbour {} gave {}, {state}",
+                source.peer,
+                count(source.pieces, "piece")
+            );
+            say(out, line);
+        }
+    }
+    for file in peer.files() {
+        let (pieces, bytes) = file.uploaded();
+        let held = file.bitmap();
+        say(
+            out,
+            format!(
+                "file {} {}/{} pieces, uploaded {pieces} pieces ({})",
+                file.name.as_str(),
+                held.count(),
+                held.len(),
+                format_bytes(bytes)
+            ),
+        );
+    }
+}
+
+/// `ring`: this peer's place in the ring.
+fn ring_view(peer: &Peer, out: &Out) -> Result<(), PeerError> {
+    let view = in_ring(peer)?.view();
+    say(
+        out,
+        format!("ring member {} (ring size {})", view.me, view.size),
+    );
+    let pred = view
+        .predecessor
+        .map_or_else(|| "unknown".into(), |p| p.to_string());
+    say(out, format!("  predecessor {pred}"));
+    for (n, succ) in view.successors.iter().enumerate() {
+        say(out, format!("  successor {} {succ}", n + 1));
+    }
+    for (k, node) in &view.fingers {
+        let node = node.map_or_else(|| "?".into(), |n| n.to_string());
+        say(out, format!("  finger {k} -> {node}"));
     }
     Ok(())
 }

@@ -6,8 +6,9 @@
 
 use crate::protocol::BitmapField;
 
-/// Which pieces of a file are held.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Which pieces of a file are held. Read only through its checking
+/// constructors (stored, it is kept as its bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bitmap {
     bytes: Vec<u8>,
     len: usize,

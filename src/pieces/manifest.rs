@@ -38,8 +38,9 @@ const HASH_BUFFER_BYTES: usize = 32 << 20;
 /// Bytes of one `piece <hash>` line.
 const PIECE_LINE_LEN: usize = "piece ".len() + 64 + 1;
 
-/// A file's manifest.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A file's manifest. Made only by hashing a file or by [`Manifest::parse`],
+/// which checks it (stored, it is kept as its text and parsed again).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     size: u64,
     piece_size: u32,

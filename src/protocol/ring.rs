@@ -164,11 +164,20 @@ impl RecordQuery {
     }
 }
 
+/// How a look-up goes round the ring: by the fingers (Chord's shortcuts,
+/// about log2 N hops), or from successor to successor (about N/2 hops; the
+/// `nofingers` option, to compare the two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Fingers,
+    Successors,
+}
+
 /// One request from a ring peer to another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RingRequest {
     /// `LOOK <id> [nofingers]`: one step of a look-up.
-    Look { id: u64, fingers: bool },
+    Look { id: u64, via: Via },
     /// `RNFO`: this peer's predecessor, successors and fingers.
     Info,
     /// `NTFY <member>`: the sender may be the receiver's predecessor.
@@ -202,9 +211,9 @@ impl RingRequest {
             "LOOK" => {
                 let mut f = Fields::new("LOOK", USAGE_LOOK, 2, rest);
                 let id = parse_number("id", f.next("an id")?)?;
-                let fingers = match f.optional() {
-                    None => true,
-                    Some("nofingers") => false,
+                let via = match f.optional() {
+                    None => Via::Fingers,
+                    Some("nofingers") => Via::Successors,
                     Some(other) => {
                         return Err(ProtocolError::bad_field(
                             "option",
@@ -214,7 +223,7 @@ impl RingRequest {
                     }
                 };
                 f.finish()?;
-                Ok(RingRequest::Look { id, fingers })
+                Ok(RingRequest::Look { id, via })
             }
             "RNFO" => no_fields("RNFO", rest).map(|()| RingRequest::Info),
             "NAMS" => no_fields("NAMS", rest).map(|()| RingRequest::Names),
@@ -275,8 +284,14 @@ impl RingRequest {
 impl fmt::Display for RingRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RingRequest::Look { id, fingers: true } => write!(f, "LOOK {id}"),
-            RingRequest::Look { id, fingers: false } => write!(f, "LOOK {id} nofingers"),
+            RingRequest::Look {
+                id,
+                via: Via::Fingers,
+            } => write!(f, "LOOK {id}"),
+            RingRequest::Look {
+                id,
+                via: Via::Successors,
+            } => write!(f, "LOOK {id} nofingers"),
             RingRequest::Info => write!(f, "RNFO"),
             RingRequest::Names => write!(f, "NAMS"),
             RingRequest::Notify(member) => write!(f, "NTFY {member}"),

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use crate::peer::link::{LinkError, PeerLink};
 use crate::protocol::course::CourseRequest;
-use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest};
+use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest, Via};
 use crate::protocol::{ErrorCode, FileMeta, Reply};
 use crate::ring::space::RingSpace;
 
@@ -318,9 +318,9 @@ impl RingClient {
         space: &RingSpace,
         addr: SocketAddr,
         id: u64,
-        fingers: bool,
+        via: Via,
     ) -> Result<LookStep, RingError> {
-        let step = match self.call(addr, &RingRequest::Look { id, fingers })?.pop() {
+        let step = match self.call(addr, &RingRequest::Look { id, via })?.pop() {
             Some(RingReply::Owner(members)) => LookStep::Owner(members),
             Some(RingReply::Next(member)) => LookStep::Next(member),
             other => {
@@ -347,7 +347,7 @@ impl RingClient {
         id: u64,
         asked: Member,
         first: LookStep,
-        fingers: bool,
+        via: Via,
         bounds: Bounds<'_>,
     ) -> Result<Trace, RingError> {
         let mut hops = vec![Hop {
@@ -384,7 +384,7 @@ impl RingClient {
                     hops.len()
                 )));
             }
-            let answer = self.look(space, next.addr, id, fingers)?;
+            let answer = self.look(space, next.addr, id, via)?;
             hops.push(Hop {
                 asked: next,
                 answer,
@@ -399,11 +399,11 @@ impl RingClient {
         space: &RingSpace,
         start: Member,
         id: u64,
-        fingers: bool,
+        via: Via,
     ) -> Result<Trace, RingError> {
         let bounds = Bounds::from_now();
-        let first = self.look(space, start.addr, id, fingers)?;
-        self.follow(space, id, start, first, fingers, bounds)
+        let first = self.look(space, start.addr, id, via)?;
+        self.follow(space, id, start, first, via, bounds)
     }
 
     /// The ring state of the peer at `addr`.
@@ -657,7 +657,7 @@ mod tests {
         let next = Fake::start(|_| vec!["NEXT 5000@127.0.0.1:9".into()]);
         let client = RingClient::new();
         for fake in [&owner, &next] {
-            match client.trace(&space, member(600, fake.addr), 650, true) {
+            match client.trace(&space, member(600, fake.addr), 650, Via::Fingers) {
                 Err(RingError::Misbehaved { addr, text }) => {
                     assert_eq!(addr, fake.addr);
                     assert!(text.contains("5000"), "{text}");
@@ -667,7 +667,7 @@ mod tests {
         }
         let honest = Fake::start(|_| vec!["OWNR 700@127.0.0.1:9".into()]);
         let trace = client
-            .trace(&space, member(600, honest.addr), 650, true)
+            .trace(&space, member(600, honest.addr), 650, Via::Fingers)
             .unwrap();
         assert_eq!(trace.owner().id, 700);
     }
@@ -682,7 +682,7 @@ mod tests {
             "NEXT 600@127.0.0.1:9",
         ] {
             let fake = Fake::start(move |_| vec![answer.into()]);
-            match client.trace(&space, member(600, fake.addr), 650, true) {
+            match client.trace(&space, member(600, fake.addr), 650, Via::Fingers) {
                 Err(RingError::Misbehaved { addr, text }) => {
                     assert_eq!(addr, fake.addr);
                     assert!(text.contains("not between"), "{text}");
@@ -698,14 +698,14 @@ mod tests {
         let chain = crate::ring::fake::slow_chain(100, 40, Duration::from_millis(300));
         let client = RingClient::new();
         let start = member(100, chain[0].addr);
-        let first = client.look(&space, start.addr, 900, true).unwrap();
+        let first = client.look(&space, start.addr, 900, Via::Fingers).unwrap();
         let begun = Instant::now();
         let bounds = Bounds {
             deadline: begun + Duration::from_secs(1),
             stopping: None,
         };
         // Without the deadline, the 40 hops would take 12 s and succeed.
-        match client.follow(&space, 900, start, first, true, bounds) {
+        match client.follow(&space, 900, start, first, Via::Fingers, bounds) {
             Err(RingError::Failed(text)) => assert!(text.contains("ran out of time"), "{text}"),
             other => panic!("expected the deadline, got {other:?}"),
         }

@@ -46,7 +46,8 @@ pub struct TrackerOptions {
     pub max_connections: usize,
     /// Connections served at once from one IP address.
     pub max_connections_per_ip: usize,
-    /// A connection that sends nothing for this long is closed.
+    /// A connection that sends no complete line for this long is closed
+    /// (a client dribbling bytes without a newline too).
     pub keep_alive: Duration,
     /// Longest line accepted, in bytes.
     pub max_line: usize,
@@ -139,7 +140,8 @@ impl Tracker {
         self.server.connection_count()
     }
 
-    /// Stops accepting, closes every connection, joins every thread.
+    /// Stops accepting, closes every connection, joins every thread (see
+    /// [`crate::server::Server::shutdown`] for the one case it cannot).
     pub fn shutdown(self) {
         self.server.shutdown();
     }

@@ -347,7 +347,8 @@ impl Registry {
     }
 
     /// `LSTF`: every offer (a complete holder with a shared path) of the
-    /// files that pass the criteria, by user, then path, at most `limit`.
+    /// files that pass the criteria, by user, then peer id, then path, at most
+    /// `limit`.
     pub fn shares(&self, criteria: &SearchCriteria, limit: usize) -> Vec<ShareEntry> {
         let matcher = Matcher::new(criteria);
         let offers = self

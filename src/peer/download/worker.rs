@@ -250,7 +250,9 @@ impl Worker {
             Ok(())
         });
         let error = result.err();
-        if error.is_some() {
+        // A batch not read to its end (a broken link, or a disk error that
+        // stopped the loop) leaves answers on the link: it is not reused.
+        if error.is_some() || disk_error.is_some() {
             *guard = None;
         }
         Outcome::Fetched {

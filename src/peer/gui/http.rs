@@ -203,19 +203,19 @@ pub fn serve(conn: &Connection, idle: Duration, answer: &mut Answer<'_>) {
             Err(Failure::Refused(refused)) => {
                 debug!("page: {remote}: refused: {}", refused.sentence);
                 let response = Response::text(refused.status, &refused.sentence);
-                if write_response(stream, idle, response, false, false).is_ok() {
+                if write_response(stream, idle, response, Framing::REFUSAL).is_ok() {
                     linger(stream);
                 }
                 return;
             }
         };
-        let (keep_alive, head_only) = (request.keep_alive, request.method == Method::Head);
+        let framing = Framing::for_request(&request);
         let response = answer(request);
-        if let Err(e) = write_response(stream, idle, response, head_only, keep_alive) {
+        if let Err(e) = write_response(stream, idle, response, framing) {
             debug!("page: {remote}: the answer was not sent whole: {e}");
             return;
         }
-        if !keep_alive {
+        if !framing.keep_alive {
             return;
         }
     }
@@ -276,7 +276,7 @@ fn read_request<R: Read>(
 ) -> Result<Option<Request>, Failure> {
     let mut empty_lines = 0;
     let request_line = loop {
-        match next_line(reader, false)? {
+        match next_line(reader, Reading::BetweenRequests)? {
             None => return Ok(None),
             Some(line) if line.is_empty() && empty_lines < LEADING_EMPTY_LINES => empty_lines += 1,
             Some(line) => break line,
@@ -285,7 +285,7 @@ fn read_request<R: Read>(
     let (method, target, version) = parse_request_line(&request_line)?;
     let mut headers: Vec<(String, String)> = Vec::new();
     loop {
-        let Some(line) = next_line(reader, true)? else {
+        let Some(line) = next_line(reader, Reading::InRequest)? else {
             return Err(Failure::Quiet("closed in the middle of a request".into()));
         };
         if line.is_empty() {
@@ -323,17 +323,24 @@ fn read_request<R: Read>(
         reader.get_mut().allow(length);
         request.body = reader
             .read_payload_vec(length, MAX_BODY)
-            .map_err(|e| read_failure(reader, &e, true))?;
+            .map_err(|e| read_failure(reader, &e, Reading::InRequest))?;
     }
     Ok(Some(request))
 }
 
+/// Where a read falls: a client that stops in the middle of a request
+/// gets `408` when its time is up; between requests it is closed quietly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    BetweenRequests,
+    InRequest,
+}
+
 /// The next line of the head, as owned text; `None` at a clean end of the
-/// stream. `started`: part of a request has come (a timeout then gets
-/// `408`; between requests it closes quietly).
+/// stream.
 fn next_line<R: Read>(
     reader: &mut LineReader<Allowance<R>>,
-    started: bool,
+    reading: Reading,
 ) -> Result<Option<String>, Failure> {
     match reader.read_line() {
         Ok(None) => Ok(None),
@@ -343,18 +350,18 @@ fn next_line<R: Read>(
             format!("the request's head is over {MAX_HEAD} bytes"),
         )),
         Ok(Some(Err(_))) => Err(refuse(400, "the request's head is not UTF-8 text")),
-        Err(e) => Err(read_failure(reader, &e, started)),
+        Err(e) => Err(read_failure(reader, &e, reading)),
     }
 }
 
-/// What a failed read means for the client. `started`: part of the
-/// request had come before (else: if some is in the reader's buffer).
+/// What a failed read means for the client. Between requests, a request
+/// has started if some of it is in the reader's buffer.
 fn read_failure<R: Read>(
     reader: &LineReader<Allowance<R>>,
     e: &io::Error,
-    started: bool,
+    reading: Reading,
 ) -> Failure {
-    let started = started || reader.buffered() > 0;
+    let started = reading == Reading::InRequest || reader.buffered() > 0;
     if reader.get_ref().exhausted() {
         refuse(431, format!("the request's head is over {MAX_HEAD} bytes"))
     } else if is_timeout(e) && started {
@@ -480,8 +487,33 @@ fn body_length(request: &Request) -> Result<usize, Failure> {
     }
 }
 
-/// Writes `response`: its headers, then its body unless `head_only`.
-/// `keep_alive`: the connection stays open for another request. Of the
+/// How an answer goes out: with its body or not, and whether the
+/// connection stays open after it.
+#[derive(Debug, Clone, Copy)]
+struct Framing {
+    /// False for a `HEAD` request: the headers alone.
+    with_body: bool,
+    /// The connection stays open for another request.
+    keep_alive: bool,
+}
+
+impl Framing {
+    /// A refusal: the whole answer, then the connection is closed.
+    const REFUSAL: Framing = Framing {
+        with_body: true,
+        keep_alive: false,
+    };
+
+    /// The answer to `request`, as its method and headers ask.
+    fn for_request(request: &Request) -> Framing {
+        Framing {
+            with_body: request.method != Method::Head,
+            keep_alive: request.keep_alive,
+        }
+    }
+}
+
+/// Writes `response`, framed as `framing` says. Of the
 /// answer, the client must take 64 KiB, or all of a smaller one, within
 /// each `stall` spent writing it ([`StallWriter`]; the time the body takes
 /// to be read, a piece still coming, is not the client's).
@@ -493,11 +525,10 @@ fn write_response(
     stream: &TcpStream,
     stall: Duration,
     response: Response,
-    head_only: bool,
-    keep_alive: bool,
+    framing: Framing,
 ) -> io::Result<()> {
-    let head = head_of(&response, keep_alive);
-    let send_body = !head_only && !response.bodiless();
+    let head = head_of(&response, framing.keep_alive);
+    let send_body = framing.with_body && !response.bodiless();
     let mut out = StallWriter::new(stream, stall);
     match response.body {
         // Small: the head and the body in one write.

@@ -11,7 +11,7 @@ use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest};
-use crate::protocol::ring::Member;
+use crate::protocol::ring::{Member, Via};
 
 use crate::ring::client::{RingClient, RingError, CONNECT_TIMEOUT, MAX_WELCOME_LIST};
 use crate::ring::records::RecordStore;
@@ -179,7 +179,7 @@ fn find_place(
             space.size()
         )));
     }
-    let trace = client.trace(space, view.me, id, true)?;
+    let trace = client.trace(space, view.me, id, Via::Fingers)?;
     if trace.owner().id == id {
         Ok(Place::Taken(trace.owner()))
     } else {

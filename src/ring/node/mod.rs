@@ -28,7 +28,7 @@ use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest};
-use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest};
+use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest, Via};
 use crate::protocol::{ErrorCode, FileKey, FileMeta, FileName, Reply};
 
 use crate::ring::client::{
@@ -160,12 +160,10 @@ impl RingNode {
         }
         match request {
             RingRequest::Look { id, .. } if !space.contains(*id) => outside(id),
-            RingRequest::Look { id, fingers } => {
-                match self.routing.read().step(space, *id, *fingers) {
-                    LookStep::Owner(owners) => vec![RingReply::Owner(owners)],
-                    LookStep::Next(next) => vec![RingReply::Next(next)],
-                }
-            }
+            RingRequest::Look { id, via } => match self.routing.read().step(space, *id, *via) {
+                LookStep::Owner(owners) => vec![RingReply::Owner(owners)],
+                LookStep::Next(next) => vec![RingReply::Next(next)],
+            },
             RingRequest::Info => {
                 let view = self.view();
                 let mut lines = vec![
@@ -278,8 +276,7 @@ impl RingNode {
     // Look-ups, records
 
     /// Looks `id` up from here, hop by hop: every hop and the owner.
-    /// `fingers: false` routes by successors only (to compare).
-    pub fn trace(&self, id: u64, fingers: bool) -> Result<Trace, RingError> {
+    pub fn trace(&self, id: u64, via: Via) -> Result<Trace, RingError> {
         let mut last_error = None;
         let bounds = Bounds {
             deadline: Instant::now() + LOOKUP_DEADLINE,
@@ -288,11 +285,11 @@ impl RingNode {
         for _ in 0..LOOKUP_ATTEMPTS {
             let (me, first) = {
                 let routing = self.routing.read();
-                (routing.me, routing.step(&self.settings.space, id, fingers))
+                (routing.me, routing.step(&self.settings.space, id, via))
             };
             match self
                 .client
-                .follow(&self.settings.space, id, me, first, fingers, bounds)
+                .follow(&self.settings.space, id, me, first, via, bounds)
             {
                 Ok(trace) => return Ok(trace),
                 Err(RingError::Unreachable { addr, error }) => {
@@ -326,7 +323,7 @@ impl RingNode {
     /// the peers after it, as many as the replicas.
     fn record_homes(&self, text: &str) -> Result<Vec<Member>, RingError> {
         let id = self.settings.space.id_of(text);
-        let mut homes = self.trace(id, true)?.owners;
+        let mut homes = self.trace(id, Via::Fingers)?.owners;
         homes.truncate(self.settings.replicas.max(1));
         Ok(homes)
     }
@@ -653,13 +650,13 @@ pub(super) mod tests {
         assert_eq!(
             said(RingRequest::Look {
                 id: 1000,
-                fingers: true
+                via: Via::Fingers
             }),
             ["ERRR 202 1000: the id is outside this ring (0 to 999)"]
         );
         assert!(said(RingRequest::Look {
             id: 999,
-            fingers: true
+            via: Via::Fingers
         })[0]
             .starts_with("OWNR "));
     }
@@ -673,7 +670,7 @@ pub(super) mod tests {
         let begun = Instant::now();
         let lookup = thread::Builder::new()
             .name("test-lookup".into())
-            .spawn(move || looking.trace(900, true))
+            .spawn(move || looking.trace(900, Via::Fingers))
             .expect("spawn");
         thread::sleep(Duration::from_millis(700));
         node.begin_leaving();

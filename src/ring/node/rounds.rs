@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
 
-use crate::protocol::ring::{Member, Record};
+use crate::protocol::ring::{Member, Record, Via};
 
 use crate::ring::client::RingError;
 
@@ -211,7 +211,7 @@ impl RingNode {
                     .collect()
             } else {
                 lookups += 1;
-                match self.trace(id, true) {
+                match self.trace(id, Via::Fingers) {
                     Ok(trace) => {
                         let mut homes: Vec<Member> =
                             trace.owners.into_iter().take(replicas).collect();
@@ -280,7 +280,7 @@ impl RingNode {
             }) {
                 Some(owner)
             } else {
-                match self.trace(target, true) {
+                match self.trace(target, Via::Fingers) {
                     Ok(trace) => Some(trace.owner()),
                     Err(e) => {
                         debug!("ring: finger for {target}: {e}");

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use crate::protocol::ring::{Member, MAX_OWNER_LIST};
+use crate::protocol::ring::{Member, Via, MAX_OWNER_LIST};
 
 use crate::ring::client::{LookStep, NodeView};
 use crate::ring::space::RingSpace;
@@ -71,7 +71,7 @@ impl Routing {
     }
 
     /// One step of the look-up of `id`, answered from what this peer knows.
-    pub(super) fn step(&self, space: &RingSpace, id: u64, fingers: bool) -> LookStep {
+    pub(super) fn step(&self, space: &RingSpace, id: u64, via: Via) -> LookStep {
         if let Some(pred) = self.predecessor {
             if space.in_half_open(id, pred.id, self.me.id) {
                 return LookStep::Owner(self.owners_from_me());
@@ -84,10 +84,9 @@ impl Routing {
         if space.in_half_open(id, self.me.id, succ.id) {
             return LookStep::Owner(self.successors.clone());
         }
-        let next = if fingers {
-            self.closest_preceding(space, id)
-        } else {
-            succ
+        let next = match via {
+            Via::Fingers => self.closest_preceding(space, id),
+            Via::Successors => succ,
         };
         LookStep::Next(next)
     }
@@ -222,26 +221,26 @@ mod tests {
         let space = RingSpace::new(100).unwrap();
         let mut r = routing(&space, 10, &[30, 60], Some(85));
         assert_eq!(
-            r.step(&space, 5, true),
+            r.step(&space, 5, Via::Fingers),
             LookStep::Owner(vec![member(10), member(30), member(60)])
         );
         assert_eq!(
-            r.step(&space, 25, true),
+            r.step(&space, 25, Via::Fingers),
             LookStep::Owner(vec![member(30), member(60)])
         );
         assert_eq!(
-            r.step(&space, 70, true),
+            r.step(&space, 70, Via::Fingers),
             LookStep::Next(member(60)),
             "the farthest known"
         );
         assert_eq!(
-            r.step(&space, 70, false),
+            r.step(&space, 70, Via::Successors),
             LookStep::Next(member(30)),
             "successors only"
         );
         r.fingers[5].node = Some(member(70));
         assert_eq!(
-            r.step(&space, 80, true),
+            r.step(&space, 80, Via::Fingers),
             LookStep::Next(member(70)),
             "a finger beats the successors"
         );
@@ -251,7 +250,10 @@ mod tests {
     fn a_ring_of_one_owns_everything_and_takes_its_first_joiner() {
         let space = RingSpace::new(100).unwrap();
         let mut r = routing(&space, 10, &[], None);
-        assert_eq!(r.step(&space, 77, true), LookStep::Owner(vec![member(10)]));
+        assert_eq!(
+            r.step(&space, 77, Via::Fingers),
+            LookStep::Owner(vec![member(10)])
+        );
         assert!(r.notified(&space, member(40)));
         assert_eq!(r.successor(), member(40));
         assert_eq!(r.predecessor, Some(member(40)));
