@@ -220,10 +220,10 @@ impl Server {
 
     /// Stops accepting, closes every connection, and joins every thread.
     /// The accept thread, which joins the connection threads, is woken by a
-    /// connection to the listener. If 20 tries over about 20 s all fail
-    /// (no descriptor left, say), it is left blocked with a warning, and
-    /// its connection threads are not joined: each was closed already and
-    /// ends on its own.
+    /// connection to the listener. If 20 tries all fail (each waits at most
+    /// 1 s, 100 ms apart; no descriptor left, say), it is left blocked with
+    /// a warning, and its connection threads are not joined: each was
+    /// closed already and ends on its own.
     pub fn shutdown(mut self) {
         self.stop();
     }

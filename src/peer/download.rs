@@ -482,6 +482,8 @@ fn fetch_and_finish(
     peers: Vec<PeerId>,
     final_path: &Path,
 ) -> Result<PathBuf, String> {
+    // (Checked when the download began, unless it began before the check.)
+    readable_bitmaps(&shared.manifest)?;
     let key = plan.key;
     {
         let mut status = status.lock();
@@ -651,6 +653,8 @@ fn prepare(
         manifest.size(),
         manifest.piece_count()
     );
+    // Before any file is made for it.
+    readable_bitmaps(&manifest)?;
     fs::create_dir_all(&plan.dir)
         .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
     // (The folder is absolute, see `Peer::start_download`: the saved state
@@ -775,8 +779,7 @@ fn fetch_manifest(
             });
         *slot.lock() = None;
         match result {
-            // The key fixes the manifest: no other peer has a smaller one.
-            Ok(manifest) => return readable_bitmaps(&manifest).map(|()| (manifest, peer)),
+            Ok(manifest) => return Ok((manifest, peer)),
             Err(e) => {
                 debug!("manifest of {key} from {peer}: {e}");
                 last_error = format!("{peer}: {e}");
@@ -790,8 +793,9 @@ fn fetch_manifest(
 }
 
 /// Whether a download of `manifest`'s file can read its peers' BufferMaps:
-/// a file of more than [`MAX_BITMAP_PIECES`] pieces (made by another
-/// program: this one cuts files into at most 32,000 up to 500 GiB) cannot.
+/// a file of more than [`MAX_BITMAP_PIECES`] pieces cannot (this peer
+/// shares files in at most 32,000 pieces up to 500 GiB, and past 261,632
+/// pieces only over 4 TiB; another program may cut a 4 GiB file so).
 fn readable_bitmaps(manifest: &Manifest) -> Result<(), String> {
     let pieces = manifest.piece_count();
     if pieces > MAX_BITMAP_PIECES {

@@ -28,7 +28,7 @@ use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, MediaKind};
 
 use super::fsutil::{replace_file, write_atomically, Durability};
-use super::stored::{decode, encode};
+use super::stored::{decode, encode, leading_version};
 
 /// Version of both record formats.
 const VERSION: u32 = 2;
@@ -193,16 +193,16 @@ impl ResumeStore {
         let record_path = self.download_path(key);
         let bytes = read_record(&record_path).map_err(|e| file_error(&record_path, e))?;
         let invalid = |what: String| LoadError::Invalid(format!("download record: {what}"));
-        let record: DownloadRecord =
-            decode::<_, RECORD_LIMIT>(&bytes).map_err(|e| invalid(format!("unreadable: {e}")))?;
-        if record.version != VERSION {
-            // Another swarmline's record (after a downgrade, say): kept for
-            // the version that wrote it, never taken for one of ours.
+        // A newer swarmline's record (after a downgrade): kept for the
+        // version that wrote it, whatever its layout. (Formats 1 and 2 of
+        // this record are the same: only the progress record changed.)
+        if let Some(newer) = leading_version(&bytes).filter(|&v| v > VERSION) {
             return Err(LoadError::Unavailable(format!(
-                "its record is of format {}, this peer reads format {VERSION}",
-                record.version
+                "its record is of format {newer}, newer than this peer reads ({VERSION})"
             )));
         }
+        let record: DownloadRecord =
+            decode::<_, RECORD_LIMIT>(&bytes).map_err(|e| invalid(format!("unreadable: {e}")))?;
         let manifest = Manifest::parse_for_key(record.manifest.as_bytes(), key)
             .map_err(|e| invalid(e.to_string()))?;
         let name = FileName::new(&record.name).map_err(|e| invalid(e.to_string()))?;
@@ -444,26 +444,37 @@ mod tests {
     }
 
     #[test]
-    fn a_record_of_another_format_is_kept_and_not_used() {
+    fn a_record_of_a_newer_format_is_kept_and_an_older_one_resumed() {
         let dir = tempfile::tempdir().unwrap();
         let (store, manifest, _) = saved_download(dir.path(), &data(), &[1]);
         let path = store.download_path(&manifest.key());
-        let mut record: DownloadRecord =
-            decode::<_, RECORD_LIMIT>(&fs::read(&path).unwrap()).unwrap();
-        record.version = VERSION + 1;
-        fs::write(&path, encode(&record).unwrap()).unwrap();
+        let record: DownloadRecord = decode::<_, RECORD_LIMIT>(&fs::read(&path).unwrap()).unwrap();
+        // A newer version's record, with a field this one does not know.
+        let newer = (
+            VERSION + 1,
+            &record.name,
+            record.kind,
+            &record.part_path,
+            &record.manifest,
+            7u64,
+        );
+        fs::write(&path, encode(&newer).unwrap()).unwrap();
         match store.load(&manifest.key()) {
             Err(LoadError::Unavailable(reason)) => assert!(
-                reason.contains(&format!(
-                    "format {}, this peer reads format {VERSION}",
-                    VERSION + 1
-                )),
+                reason.contains(&format!("format {}, newer", VERSION + 1)),
                 "{reason}"
             ),
             other => panic!("{other:?}"),
         }
         assert!(store.load_all().is_empty());
         assert!(path.exists(), "kept for the version that wrote it");
+        // Format 1 (the layout is the same): resumed.
+        let older = DownloadRecord {
+            version: 1,
+            ..record
+        };
+        fs::write(&path, encode(&older).unwrap()).unwrap();
+        assert_eq!(store.load_all().len(), 1);
     }
 
     #[test]

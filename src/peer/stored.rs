@@ -27,6 +27,16 @@ pub fn decode<T: serde::de::DeserializeOwned, const LIMIT: usize>(
     }
 }
 
+/// The number a record starts with (its format's version, in every
+/// record that has one), read without decoding the rest: a record of a
+/// newer format is told apart from a damaged one even when its layout
+/// changed.
+pub fn leading_version(bytes: &[u8]) -> Option<u32> {
+    bincode::serde::decode_from_slice::<u32, _>(bytes, bincode::config::standard())
+        .ok()
+        .map(|(version, _)| version)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
