@@ -69,6 +69,13 @@ fn run(config: TrackerConfig) -> Result<(), String> {
     let tracker = Tracker::start(listener, config.options.clone())
         .map_err(|e| format!("cannot start: {e}"))?;
     let addr = tracker.local_addr();
+    // Caught before the address is printed: a script that stops the
+    // tracker as soon as it reads the line gets a clean stop.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
     // The first line on stdout, for people and for scripts that pass --port 0.
     // A closed output is no reason to stop serving (`println!` would panic).
     let mut stdout = std::io::stdout();
@@ -80,11 +87,6 @@ fn run(config: TrackerConfig) -> Result<(), String> {
         config.options.max_line
     );
 
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-    ctrlc::set_handler(move || {
-        let _ = stop_tx.try_send(());
-    })
-    .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
     let _ = stop_rx.recv();
 
     info!(

@@ -296,17 +296,21 @@ fn run(options: Options) -> Result<bool, String> {
         elapsed.as_secs_f64(),
         format_bytes((total as f64 / elapsed.as_secs_f64().max(0.001)) as u64)
     );
+    // What the seeder sent counts every copy (a piece asked of two peers
+    // at the end is sent twice); what the leechers gave each other counts
+    // the pieces each one took from another leecher.
     let (pieces, bytes) = shared.uploaded();
-    let received: u64 = downloads
+    let from_leechers: u64 = downloads
         .iter()
         .flat_map(|d| d.status().sources)
+        .filter(|s| s.peer != seeder.listen_addr())
         .map(|s| s.pieces)
         .sum();
     println!(
         "  the seeder uploaded {} ({}); the leechers gave each other {}",
         plural(pieces, "piece", "pieces"),
         format_bytes(bytes),
-        received.saturating_sub(pieces)
+        plural(from_leechers, "piece", "pieces")
     );
 
     for (_, peer) in leechers {

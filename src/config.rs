@@ -143,18 +143,24 @@ impl Settings {
         let mut defaults = configparser::ini::IniDefault::default();
         defaults.enable_inline_comments = false;
         let mut ini = configparser::ini::Ini::new_from_defaults(defaults);
+        // The parser puts keys before any section and keys under a
+        // `[default]` line in one place: the text tells the two apart.
+        let default_header = text
+            .lines()
+            .any(|line| line.trim().eq_ignore_ascii_case("[default]"));
         let sections = ini
             .read(text)
             .map_err(|e| file_error(WHOLE_FILE, format!("cannot read the file: {e}")))?;
         for (section, keys) in sections {
-            if section == "default" && !keys.is_empty() {
-                let (key, _) = keys.iter().next().expect("not empty");
+            if let Some(key) = keys.keys().next().filter(|_| section == "default") {
+                let place = if default_header {
+                    "is under [default], which this file does not use"
+                } else {
+                    "comes before any section"
+                };
                 return Err(file_error(
                     key,
-                    format!(
-                        "comes before any section; keys go under the [{}] line",
-                        self.section
-                    ),
+                    format!("{place}; keys go under the [{}] line", self.section),
                 ));
             }
             if section != self.section && section != "default" {
@@ -310,7 +316,6 @@ pub fn log_level(text: &str) -> Result<LevelFilter, String> {
         .map_err(|_| "expected one of off, error, warn, info, debug, trace".to_string())
 }
 
-/// A path, or nothing when empty.
 /// `true` or `false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
 pub fn boolean(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
@@ -320,6 +325,7 @@ pub fn boolean(text: &str) -> Result<bool, String> {
     }
 }
 
+/// A path, or nothing when empty.
 pub fn optional_path(text: &str) -> Result<Option<PathBuf>, String> {
     Ok((!text.is_empty()).then(|| PathBuf::from(text)))
 }
@@ -551,8 +557,8 @@ pub const PEER_KEYS: &[KeySpec] = &[
     KeySpec {
         key: "max_connections_per_ip",
         flag: "--max-connections-per-ip",
-        default: "64",
-        help: "connections the mini-server serves at once from one IP address",
+        default: "128",
+        help: "connections the mini-server serves at once from one IP address (a class on one machine is one address: each download opens lanes_per_peer to each peer)",
     },
     KeySpec {
         key: "idle_timeout_secs",
@@ -1041,6 +1047,11 @@ mod tests {
         let message = refused(ini("port = 7000\n[tracker]\n").path(), &mut settings);
         assert!(
             message.contains("key `port`") && message.contains("comes before any section"),
+            "{message}"
+        );
+        let message = refused(ini("[Default]\nport = 7000\n").path(), &mut settings);
+        assert!(
+            message.contains("key `port`") && message.contains("is under [default]"),
             "{message}"
         );
     }

@@ -50,21 +50,25 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Formats a byte count for people: `262144` -> `256 KiB`, `1500` -> `1.5 KiB`.
+/// Formats a byte count for people, to a tenth of its unit: `262144` ->
+/// `256 KiB`, `1500` -> `1.5 KiB`, `1048575` -> `1 MiB` (rounded first,
+/// so never `1024.0 KiB`).
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let tenths = |value: f64| (value * 10.0).round();
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
+    while tenths(value) >= 10_240.0 && unit < UNITS.len() - 1 {
         value /= 1024.0;
         unit += 1;
     }
+    let rounded = tenths(value);
     if unit == 0 {
         format!("{bytes} B")
-    } else if value.fract() == 0.0 {
-        format!("{value:.0} {}", UNITS[unit])
+    } else if rounded % 10.0 == 0.0 {
+        format!("{:.0} {}", rounded / 10.0, UNITS[unit])
     } else {
-        format!("{value:.1} {}", UNITS[unit])
+        format!("{:.1} {}", rounded / 10.0, UNITS[unit])
     }
 }
 
@@ -99,5 +103,11 @@ mod tests {
         assert_eq!(format_bytes(12), "12 B");
         assert_eq!(format_bytes(262_144), "256 KiB");
         assert_eq!(format_bytes(1536), "1.5 KiB");
+        // Rounded before the unit is chosen, and whole when it rounds so.
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(1025), "1 KiB");
+        assert_eq!(format_bytes(1_048_575), "1 MiB");
+        assert_eq!(format_bytes((1 << 30) - 1), "1 GiB");
+        assert_eq!(format_bytes(1_048_576 - 60_000), "965.4 KiB");
     }
 }

@@ -627,3 +627,75 @@ fn a_client_that_stops_reading_a_file_is_dropped_after_the_idle_time() {
         }
     );
 }
+
+#[test]
+fn a_shared_page_or_picture_is_sent_as_bytes_to_save_never_as_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let originals = dir.path().join("files");
+    let page = write_file(
+        &originals,
+        "page.html",
+        b"<script>fetch('/api/shares')</script>",
+    );
+    let picture = write_file(&originals, "pic.svg", b"<svg onload=\"alert(1)\"/>");
+    let song = write_file(&originals, "song.wav", &wav(&random_bytes(20_000, 4)));
+    let tracker = TrackerProcess::start(&[]);
+    let mut peer = PeerProcess::start(
+        &dir.path().join("peer"),
+        tracker.addr,
+        &[
+            "share",
+            page.to_str().unwrap(),
+            picture.to_str().unwrap(),
+            song.to_str().unwrap(),
+        ],
+    );
+    let keys: Vec<String> = (0..3)
+        .map(|_| {
+            let line = peer.expect("sharing ");
+            line.rsplit(' ').next().unwrap().to_string()
+        })
+        .collect();
+    let api = Api::of(&mut peer);
+    let header = |response: &ureq::http::Response<ureq::Body>, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut types = Vec::new();
+    for key in &keys {
+        let response = api
+            .agent
+            .get(format!("{}/media/{key}", api.base))
+            .call()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(header(&response, "X-Content-Type-Options"), "nosniff");
+        assert!(header(&response, "Content-Security-Policy").starts_with("sandbox"));
+        types.push((
+            header(&response, "Content-Type"),
+            header(&response, "Content-Disposition"),
+        ));
+    }
+    types.sort();
+    let save = (
+        "application/octet-stream".to_string(),
+        "attachment".to_string(),
+    );
+    assert_eq!(
+        types,
+        [save.clone(), save, ("audio/wav".to_string(), String::new())],
+        "page.html and pic.svg to save, song.wav to play"
+    );
+    // Only GET and HEAD there.
+    let deleted = api
+        .agent
+        .delete(format!("{}/media/{}", api.base, keys[0]))
+        .call()
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 405);
+    assert_eq!(header(&deleted, "Allow"), "GET, HEAD");
+}

@@ -685,3 +685,107 @@ fn share_goes_on_past_a_file_the_tracker_refuses_and_says_so_at_the_end() {
     let said = seeder.stderr_text();
     assert!(said.contains("1 of 3 files was not shared"), "{said}");
 }
+
+#[test]
+fn a_seeder_at_its_connection_cap_serves_on_the_connections_it_took() {
+    // A class on one machine: every peer is 127.0.0.1, and a seeder caps
+    // the connections from one address. A leecher's extra lanes past the
+    // cap are refused (ERRR 500); the seeder keeps serving it on the
+    // others, and is not dropped.
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(2_000_000, 21);
+    let original = write_file(&dir.path().join("files"), "capped.bin", &data);
+    let mut seeder = PeerProcess::start(
+        &dir.path().join("seeder"),
+        tracker.addr,
+        &[
+            "--max-connections-per-ip",
+            "2",
+            "share",
+            original.to_str().unwrap(),
+        ],
+    );
+    seeder.expect("sharing ");
+    let out = dir.path().join("got");
+    let mut getter = PeerProcess::start(
+        &dir.path().join("getter"),
+        tracker.addr,
+        &[
+            "--lanes-per-peer",
+            "4",
+            "--log-level",
+            "debug",
+            "get",
+            "capped.bin",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(getter.wait(WAIT).success(), "{}", getter.stderr_text());
+    assert_eq!(std::fs::read(out.join("capped.bin")).unwrap(), data);
+    let said = getter.stderr_text();
+    assert!(said.contains("one lane fewer"), "{said}");
+    assert!(!said.contains(" dropped: "), "{said}");
+}
+
+#[test]
+fn a_peer_whose_user_name_is_taken_still_searches_and_downloads() {
+    // A student starts a second peer with the same --user: the tracker
+    // refuses its session, and it says why; a search and a download need
+    // no session, and work.
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(300_000, 22);
+    let original = write_file(&dir.path().join("files"), "named.bin", &data);
+    let mut seeder = PeerProcess::start(
+        &dir.path().join("first"),
+        tracker.addr,
+        &["--user", "alice", "share", original.to_str().unwrap()],
+    );
+    seeder.expect("sharing ");
+    let mut shell = PeerProcess::start(
+        &dir.path().join("second"),
+        tracker.addr,
+        &["--user", "alice"],
+    );
+    shell.send("search named");
+    shell.expect("1 file(s)");
+    shell.send("download named.bin");
+    shell.expect("done");
+    let got = dir
+        .path()
+        .join("second")
+        .join("downloads")
+        .join("named.bin");
+    assert_eq!(std::fs::read(got).unwrap(), data);
+    // The first one stops: the name is free, the second's session opens,
+    // and the file it got is offered then (it waited, not dropped).
+    let mut observer = tracker.connect();
+    let key = observer.key_of("named");
+    seeder.child.kill().unwrap();
+    let _ = seeder.child.wait();
+    // (LSTF: an empty list while nobody offers it, not an error.)
+    let second = format!(" alice 127.0.0.1:{} ", shell.addr.port());
+    let offered = |observer: &mut support::Client| {
+        observer
+            .list(&format!("LSTF key={key}"))
+            .iter()
+            .any(|line| line.contains(&second))
+    };
+    assert!(
+        eventually(WAIT, || offered(&mut observer)),
+        "the second peer's offer never came: {:?}",
+        observer.list(&format!("LSTF key={key}"))
+    );
+    shell.send("quit");
+    assert!(shell.wait(WAIT).success());
+    let said = shell.stderr_text();
+    assert!(
+        said.contains("no session at the tracker")
+            && said.contains(
+                "another peer runs as that user: stop it, or start this one with another --user"
+            ),
+        "{said}"
+    );
+}

@@ -687,3 +687,39 @@ fn the_monitor_sees_a_second_ring_through_the_welcome_list() {
         "{text}"
     );
 }
+
+#[test]
+fn a_peer_of_another_ring_size_is_told_the_welcome_service_s() {
+    let tracker = TrackerProcess::start(&["--ring-size", "100"]);
+    let dir = tempfile::tempdir().unwrap();
+    let member = PeerProcess::start(
+        &dir.path().join("member"),
+        tracker.addr,
+        &ring_flags(&["--ring-size", "100"]),
+    );
+    assert!(eventually(Duration::from_secs(30), || course_lines(
+        tracker.addr,
+        "li?"
+    )
+    .len()
+        == 2));
+    // The usual slip: --ring-size forgotten (the default is 65536).
+    let home = dir.path().join("newcomer");
+    std::fs::create_dir_all(&home).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_peer"))
+        .current_dir(&home)
+        .args(["--log-file", "", "--tracker", &tracker.addr.to_string()])
+        .args(["--address", "127.0.0.1", "--port", "0"])
+        .args(ring_flags(&[]))
+        .args(["get", "nothing.bin"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("has size 100")
+            && said.contains("this peer's ring_size is 65536: start it with --ring-size 100"),
+        "{said}"
+    );
+    drop(member);
+}

@@ -86,10 +86,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the chosen scenarios; true when every target was met.
 /// Set by Ctrl-C, while its handler removes the work directory.
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Runs the chosen scenarios; true when every target was met.
 fn run(options: &Options) -> Result<bool, String> {
     let bins = procs::binaries()?;
     let target_dir = bins

@@ -21,7 +21,7 @@ pub enum PeerError {
         verb: &'static str,
         within: std::time::Duration,
     },
-    #[error("the tracker refused: {text} (ERRR {code})")]
+    #[error("the tracker refused: {text} (ERRR {code}){}", refusal_hint(*code))]
     TrackerRefused { code: ErrorCode, text: String },
     #[error("the tracker answered something unexpected: {0}")]
     TrackerProtocol(String),
@@ -36,6 +36,16 @@ pub enum PeerError {
     Failed(String),
 }
 
+/// What to do about a refusal, where the tracker's words do not say.
+fn refusal_hint(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::UserTaken => {
+            "; another peer runs as that user: stop it, or start this one with another --user"
+        }
+        _ => "",
+    }
+}
+
 impl PeerError {
     /// Whether the tracker is away: unreachable, or too slow to count as
     /// there. Such a failure is worth waiting out (an offer is sent when
@@ -44,6 +54,19 @@ impl PeerError {
         matches!(
             self,
             PeerError::TrackerUnreachable { .. } | PeerError::TrackerTooSlow { .. }
+        )
+    }
+
+    /// Whether the tracker refused this peer a session: another live
+    /// session has its user name (`ERRR 302`) or its address (`304`).
+    /// Offers wait for the session, as they wait for a tracker away.
+    pub fn session_refused(&self) -> bool {
+        matches!(
+            self,
+            PeerError::TrackerRefused {
+                code: ErrorCode::UserTaken | ErrorCode::PeerIdInUse,
+                ..
+            }
         )
     }
 

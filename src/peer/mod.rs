@@ -119,9 +119,14 @@ impl Peer {
             }),
         ));
         // The tracker's state is soft: a peer starts without it, and the
-        // housekeeping thread keeps trying to reach it.
-        if let Err(e) = tracker.connect() {
-            warn!("{e}; will keep trying");
+        // housekeeping thread keeps trying to reach it. A session refused
+        // still lets it search and download (those need none).
+        match tracker.connect() {
+            Ok(()) => {}
+            Err(e @ PeerError::TrackerRefused { .. }) => warn!(
+                "no session at the tracker: {e}; searches and downloads work without one, and this peer's files are offered once it opens (asked again in a moment)"
+            ),
+            Err(e) => warn!("{e}; will keep trying"),
         }
         let library = Arc::new(Library::new());
         let upload = Arc::new(RateLimiter::new(config.upload_limit));
@@ -244,9 +249,14 @@ impl Peer {
         self.library.insert(Arc::clone(&file));
         match self.tracker.offer(&offer) {
             Ok(()) => {}
-            // Remembered: announced as soon as the tracker is back.
+            // Remembered: announced as soon as the tracker is back, or
+            // the session open.
             Err(e) if e.tracker_is_away() => warn!(
                 "{e}; {} will be offered when it is back",
+                file.name.as_str()
+            ),
+            Err(e) if e.session_refused() => warn!(
+                "{e}; {} will be offered when the session opens",
                 file.name.as_str()
             ),
             Err(e) => {
@@ -302,7 +312,9 @@ impl Peer {
         match self.tracker.withdraw(file.key) {
             // The connection is dropped with it, and the session's offers
             // go with the session: nothing is left listed there.
-            Err(e) if e.tracker_is_away() => warn!("{e}; {path_or_key} is unshared here"),
+            Err(e) if e.tracker_is_away() || e.session_refused() => {
+                warn!("{e}; {path_or_key} is unshared here")
+            }
             other => other?,
         }
         Ok(file.key)
@@ -915,13 +927,18 @@ impl Housekeeping {
                     Err(e) => {
                         failures += 1;
                         let backoff = backoff(failures, rng.f64());
+                        let trouble = if e.tracker_is_away() {
+                            "tracker unreachable"
+                        } else {
+                            "no session at the tracker"
+                        };
                         log::log!(
                             if failures > 1 {
                                 Level::Warn
                             } else {
                                 Level::Info
                             },
-                            "tracker unreachable ({e}); attempt {failures}, next in {:.1} s",
+                            "{trouble} ({e}); attempt {failures}, next in {:.1} s",
                             backoff.as_secs_f64()
                         );
                         next_ping = Instant::now() + backoff;

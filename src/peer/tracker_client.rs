@@ -120,6 +120,19 @@ impl Read for TrackerStream {
     }
 }
 
+/// Whether the tracker answers `request` without a session: searches and
+/// look-ups do; offers, reports and the session's own keep-alive (`PING`)
+/// need one.
+fn needs_no_session(request: &TrackerRequest) -> bool {
+    matches!(
+        request,
+        TrackerRequest::Rqfs(_)
+            | TrackerRequest::Lstf(_)
+            | TrackerRequest::Reqf { .. }
+            | TrackerRequest::Usrs
+    )
+}
+
 /// Most lines before `END` accepted in the answer to `request`: none for
 /// a request answered by a single line (it is not a listing); for a
 /// listing, the most any tracker can send (`REQF`: the highest
@@ -189,9 +202,8 @@ impl TrackerClient {
         Ok(())
     }
 
-    /// Opens a connection and, with an identity, the session on it (`HELO`,
-    /// then every offer again), all before `deadline`.
-    fn open(&self, deadline: Instant) -> Result<Conn, PeerError> {
+    /// A connection to the tracker, with no session on it.
+    fn connect_only(&self) -> Result<Conn, PeerError> {
         let unreachable = |source| PeerError::TrackerUnreachable {
             addr: self.addr,
             source,
@@ -212,7 +224,13 @@ impl TrackerClient {
                 writer: BufWriter::new(stream.try_clone()?),
             })
         };
-        let mut conn = setup(&stream).map_err(unreachable)?;
+        setup(&stream).map_err(unreachable)
+    }
+
+    /// Opens a connection and, with an identity, the session on it (`HELO`,
+    /// then every offer again), all before `deadline`.
+    fn open(&self, deadline: Instant) -> Result<Conn, PeerError> {
+        let mut conn = self.connect_only()?;
         if let Some(identity) = &self.identity {
             let helo = TrackerRequest::Helo {
                 port: identity.listen_port,
@@ -258,8 +276,21 @@ impl TrackerClient {
                 ) => {
                     self.wait_for_room(offer.key, request.clone(), text);
                 }
+                // A download's progress, before any seeder of the file is
+                // back (a tracker that restarted): reported again each
+                // round, and taken once the file is offered.
+                (
+                    [Reply::Error {
+                        code: ErrorCode::UnknownFile,
+                        text,
+                    }],
+                    TrackerRequest::Bitf { .. },
+                ) => debug!("the tracker does not know the file yet: {text}"),
                 ([Reply::Error { text, .. }], _) => {
-                    warn!("the tracker refused {} again: {text}", request.verb());
+                    warn!(
+                        "the tracker refused {} from the previous session: {text}",
+                        request.verb()
+                    );
                 }
                 _ => {}
             }
@@ -279,7 +310,18 @@ impl TrackerClient {
         let mut guard = self.conn.lock();
         for attempt in 0..2 {
             if guard.is_none() {
-                *guard = Some(self.open(deadline)?);
+                match self.open(deadline) {
+                    Ok(conn) => *guard = Some(conn),
+                    // The session is refused (another live session has
+                    // this user name, or this address): a search or a
+                    // look-up needs none, and is asked on a connection of
+                    // its own.
+                    Err(PeerError::TrackerRefused { .. }) if needs_no_session(request) => {
+                        let mut conn = self.connect_only()?;
+                        return self.exchange_on(&mut conn, request, deadline);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let conn = guard.as_mut().expect("just opened");
             match self.exchange_on(conn, request, deadline) {
@@ -398,7 +440,9 @@ impl TrackerClient {
                 Ok(())
             }
             Err(e) => {
-                if !e.tracker_is_away() {
+                // Offered again when the tracker is back, or the session
+                // open; forgotten if the offer itself was refused.
+                if !e.tracker_is_away() && !e.session_refused() {
                     self.books.lock().announced.remove(&offer.key);
                 }
                 Err(e)
@@ -493,6 +537,11 @@ impl TrackerClient {
                     text,
                 }) => {
                     self.wait_for_room(key, request, &text);
+                }
+                // No session to send it on: kept for when there is one.
+                Err(e) if e.session_refused() => {
+                    self.requeue(key, request);
+                    return Err(e);
                 }
                 // Withdrawn already (a tracker that restarted since).
                 Err(PeerError::TrackerRefused { text, .. })

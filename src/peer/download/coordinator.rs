@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use crate::peer::library::SharedFile;
 use crate::peer::link::LinkError;
 use crate::pieces::Bitmap;
-use crate::protocol::PeerId;
+use crate::protocol::{ErrorCode, PeerId};
 
 use super::in_flight::InFlight;
 use super::rarity::{sample_rarest, Rarity};
@@ -56,6 +56,12 @@ const MAX_NEIGHBOURS_EVER: usize = 4096;
 struct Lane {
     link: Arc<LinkSlot>,
     busy: bool,
+    /// An exchange on it has succeeded.
+    worked: bool,
+    /// Given up for this download: the neighbour was at its connection
+    /// cap (`ERRR 500`) while another lane to it worked. One connection
+    /// fewer is no reason to stop using the neighbour.
+    retired: bool,
 }
 
 /// One neighbour, from the coordinator's point of view.
@@ -154,6 +160,8 @@ impl<'a> Coordinator<'a> {
                 .map(|_| Lane {
                     link: Arc::new(LinkSlot::default()),
                     busy: false,
+                    worked: false,
+                    retired: false,
                 })
                 .collect(),
             bitmap: Bitmap::empty(pieces),
@@ -378,7 +386,7 @@ impl<'a> Coordinator<'a> {
         for id in order {
             for lane in 0..self.neighbours[id].lanes.len() {
                 let n = &self.neighbours[id];
-                if n.lanes[lane].busy || !n.standing.is_live() {
+                if n.lanes[lane].busy || n.lanes[lane].retired || !n.standing.is_live() {
                     continue;
                 }
                 let at = Place {
@@ -526,8 +534,9 @@ impl<'a> Coordinator<'a> {
                         if n.standing.holds_place() {
                             n.bitmap = bitmap;
                         }
+                        n.lanes[at.lane].worked = true;
                     }
-                    Err(e) => self.drop_neighbour(neighbour, e),
+                    Err(e) => self.lane_failed(at, e),
                 }
             }
             Outcome::Fetched {
@@ -559,12 +568,42 @@ impl<'a> Coordinator<'a> {
                         self.shared.path().display()
                     ));
                 }
-                if let Some(e) = error {
-                    self.drop_neighbour(neighbour, e);
+                match error {
+                    Some(e) => self.lane_failed(at, e),
+                    None => self.neighbours[neighbour].lanes[at.lane].worked = true,
                 }
             }
         }
         Ok(())
+    }
+
+    /// An exchange on one lane failed. A neighbour at its connection cap
+    /// (`ERRR 500`) that serves this download on another lane keeps
+    /// serving it there, one lane fewer; any other failure drops it.
+    fn lane_failed(&mut self, at: Place, error: LinkError) {
+        let n = &mut self.neighbours[at.neighbour];
+        let at_its_cap = matches!(
+            error,
+            LinkError::Refused {
+                code: ErrorCode::Busy,
+                ..
+            }
+        );
+        let another_works = n
+            .lanes
+            .iter()
+            .enumerate()
+            .any(|(lane, l)| lane != at.lane && l.worked && !l.retired);
+        if at_its_cap && another_works {
+            debug!(
+                "{}: {} is at its connection cap; one lane fewer ({error})",
+                self.plan.name.as_str(),
+                n.peer
+            );
+            n.lanes[at.lane].retired = true;
+            return;
+        }
+        self.drop_neighbour(at.neighbour, error);
     }
 
     fn settle(&mut self, neighbour: usize, index: u32, result: PieceResult) {

@@ -13,10 +13,13 @@
 //! `idle_timeout_secs`, so a client that stalls or floods holds neither
 //! memory nor the peer's shutdown.
 //!
-//! Only this machine's browser may use it ([`foreign_request`]): a request
-//! must name the page by an IP address or `localhost` (which defeats DNS
-//! rebinding), and a request that changes something must come from the
-//! page itself, not from another site's (cross-site request forgery).
+//! Who can connect is the listening address's business (`gui_address`,
+//! 127.0.0.1 by default: this machine alone). Whoever connects, another
+//! site's page in their browser may not use it ([`foreign_request`]): a
+//! request must name the page by an IP address or `localhost` (which
+//! defeats DNS rebinding), and a request that changes something must come
+//! from the page itself (no cross-site request forgery). A shared file is
+//! never shown as a page of its own ([`with_media_type`]).
 
 pub mod api;
 pub mod http;
@@ -150,7 +153,12 @@ fn answer(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>, port: u16) 
             return api_response(Err(ApiError::new(405, "use GET or POST")))
                 .with_header("Allow", "GET, HEAD, POST")
         }
-        (_, "/api/info" | "/api/files" | "/api/shares") => {
+        (_, "/api/info" | "/api/files" | "/api/shares")
+        | (_, "/" | "/index.html" | "/app.js" | "/style.css" | "/favicon.ico") => {
+            return api_response(Err(ApiError::new(405, "use GET")))
+                .with_header("Allow", "GET, HEAD")
+        }
+        (_, media) if media.starts_with("/media/") => {
             return api_response(Err(ApiError::new(405, "use GET")))
                 .with_header("Allow", "GET, HEAD")
         }
@@ -260,7 +268,6 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
             return Response::empty(416).with_header("Content-Range", &format!("bytes */{size}"));
         }
     };
-    let mime = super::media::from_name(std::path::Path::new(file.name.as_str())).mime;
     let download = api::running(peer, file.key);
     let len = range.len();
     let reader = PieceStream::new(Arc::clone(&file), download, range, Arc::clone(stopping));
@@ -271,9 +278,9 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
             len,
         },
     )
-    .with_header("Content-Type", &mime)
     .with_header("Accept-Ranges", "bytes")
     .with_header("Cache-Control", "no-store");
+    response = with_media_type(response, file.name.as_str());
     if status == 206 {
         let last = range.end - 1;
         response = response.with_header(
@@ -282,6 +289,28 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
         );
     }
     response
+}
+
+/// The type a `/media` answer is sent with. The file and its name come
+/// from another peer, so only audio and video go as what they are (for
+/// the player); anything else (an HTML page or an SVG that carries a
+/// script, which a browser would run as this page's own) goes as bytes to
+/// save, never to show. Every answer also forbids the browser to guess
+/// another type, and shows a document it opens anyway in a sandbox of its
+/// own, with no scripts and no access to this page.
+fn with_media_type(response: Response, name: &str) -> Response {
+    let mime = super::media::from_name(std::path::Path::new(name)).mime;
+    let playable = mime.starts_with("audio/") || mime.starts_with("video/");
+    let response = response
+        .with_header("X-Content-Type-Options", "nosniff")
+        .with_header("Content-Security-Policy", "sandbox; default-src 'none'");
+    if playable {
+        response.with_header("Content-Type", &mime)
+    } else {
+        response
+            .with_header("Content-Type", "application/octet-stream")
+            .with_header("Content-Disposition", "attachment")
+    }
 }
 
 /// The file of `key` in the library; if a download of it is starting

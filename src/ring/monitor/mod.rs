@@ -57,9 +57,10 @@ impl RingSnapshot {
         self.nodes.iter().map(|node| node.me).find(|me| me.id == id)
     }
 
-    /// Whether `member` is one of the walked peers.
+    /// Whether `member`'s address is one of the walked peers' (as the walk
+    /// itself tells, whatever id it is listed with).
     fn walked(&self, member: &Member) -> bool {
-        self.nodes.iter().any(|node| node.me == *member)
+        self.nodes.iter().any(|node| node.me.addr == member.addr)
     }
 
     /// The peer after `nodes[i]` on the walk: the next one, or the first
@@ -99,7 +100,7 @@ pub fn walk(
     };
     // Addresses already walked (as asked, and as the peers call themselves).
     let mut walked: HashSet<SocketAddr> = HashSet::from([start, first_addr]);
-    'walk: while snapshot.nodes.len() < most.max(1) {
+    'walk: loop {
         let successors = snapshot.nodes[snapshot.nodes.len() - 1].successors.clone();
         let mut next = None;
         for successor in successors {
@@ -113,6 +114,12 @@ pub fn walk(
             }
             if snapshot.unreachable.contains(&successor) {
                 continue;
+            }
+            // The limit holds before a new peer is asked, not before the
+            // last one's successors are looked at: a ring of exactly
+            // `most` peers closes.
+            if snapshot.nodes.len() >= most.max(1) {
+                break 'walk;
             }
             match client.info(successor.addr) {
                 Ok(view) => {
@@ -585,6 +592,56 @@ mod tests {
                 .map(|(k, id)| (k, Some(member(id))))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_ring_of_exactly_the_walk_s_limit_closes() {
+        use crate::protocol::ring::RingReply;
+        use crate::protocol::Reply;
+        use crate::ring::fake::Fake;
+        use parking_lot::Mutex;
+        use std::sync::Arc;
+        // Three live members, each telling its successor.
+        let addrs: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
+        let fakes: Vec<Fake> = (0..3)
+            .map(|i| {
+                let addrs = Arc::clone(&addrs);
+                Fake::start(move |_| {
+                    let addrs = addrs.lock();
+                    let at = |j: usize| Member {
+                        id: IDS[j],
+                        addr: addrs[j],
+                    };
+                    vec![
+                        RingReply::Node {
+                            me: at(i),
+                            size: SIZE,
+                        }
+                        .to_string(),
+                        RingReply::Succ(at((i + 1) % 3)).to_string(),
+                        RingReply::Common(Reply::End).to_string(),
+                    ]
+                })
+            })
+            .collect();
+        addrs.lock().extend(fakes.iter().map(|f| f.addr));
+        let client = RingClient::new();
+        let whole = walk(&client, fakes[0].addr, 3).unwrap();
+        assert!(whole.closed, "{:?}", check(&whole));
+        assert_eq!(whole.nodes.len(), 3);
+        let cut = walk(&client, fakes[0].addr, 2).unwrap();
+        assert!(!cut.closed);
+        assert!(
+            check(&cut).iter().any(|f| matches!(
+                f,
+                Finding::NotClosed {
+                    end: WalkEnd::Limit(2),
+                    ..
+                }
+            )),
+            "{:?}",
+            check(&cut)
+        );
     }
 
     fn consistent() -> RingSnapshot {

@@ -51,6 +51,11 @@ impl RingNode {
             IdChoice::FromAddress => space.id_of(&addr.to_string()),
             IdChoice::HashService(service) => ask_hash_service(&client, service, addr, &space)?,
         };
+        // A ring of another size answers every id with `wrq`, as if taken:
+        // told up front, when a member is listed to ask.
+        if let Entry::Welcome(welcome) = settings.entry {
+            same_size_as_listed(&client, welcome, &space, addr.port())?;
+        }
         let probing = settings.id == IdChoice::FromAddress;
         for _ in 0..ID_ATTEMPTS {
             let successors = match attempt(&client, &settings, id, addr)? {
@@ -88,9 +93,49 @@ impl RingNode {
             });
         }
         Err(RingError::Failed(format!(
-            "{ID_ATTEMPTS} ids in a row were taken; set ring_id"
+            "{ID_ATTEMPTS} ids in a row were refused: taken, or outside the welcome service's ring (is its size this peer's ring_size, {}?); set ring_size, or ring_id",
+            space.size()
         )))
     }
+}
+
+/// Fails when the first member on the welcome service's list that answers
+/// is in a ring of another size than `space` (the usual slip: a peer
+/// started without the tracker's `--ring-size`). An empty list, or one
+/// whose members do not answer, passes: nothing to compare with. A member
+/// listed without a port is on `usual_port` (the course's rule).
+fn same_size_as_listed(
+    client: &RingClient,
+    welcome: SocketAddr,
+    space: &RingSpace,
+    usual_port: u16,
+) -> Result<(), RingError> {
+    let Ok(lines) = client.course_listing(welcome, &CourseRequest::List, MAX_WELCOME_LIST) else {
+        return Ok(());
+    };
+    let listed = lines
+        .iter()
+        .filter_map(|line| CourseReply::parse_member_line(line))
+        .filter_map(|reply| match reply {
+            CourseReply::Member { at, .. } => Some(at.socket(usual_port)),
+            _ => None,
+        });
+    for member in listed.take(3) {
+        let Ok(view) = client.info(member) else {
+            continue;
+        };
+        if view.size != space.size() {
+            return Err(RingError::Failed(format!(
+                "the ring at the welcome service {welcome} has size {} ({} says), this peer's ring_size is {}: start it with --ring-size {}",
+                view.size,
+                view.me,
+                space.size(),
+                view.size
+            )));
+        }
+        return Ok(());
+    }
+    Ok(())
 }
 
 /// What one attempt to join with an id came to.

@@ -6,11 +6,12 @@
 "use strict";
 
 // ---------------------------------------------------------------- small helpers
-// Human sizes with a base of 1000: 999 B, 1.2 KB, 3.4 MB, 5.6 GB.
+// Human sizes with a base of 1000: 999 B, 1.2 KB, 3.4 MB, 5.6 GB. Rounded to a tenth before
+// the unit is chosen, so 999999 is "1.0 MB", never "1000.0 KB".
 function humanSize(bytes) {
   const units = ["B", "KB", "MB", "GB", "TB"];
   let value = Number(bytes) || 0, unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
+  while (Math.round(value * 10) >= 10000 && unit < units.length - 1) {
     value /= 1000;
     unit += 1;
   }
@@ -27,8 +28,10 @@ function humanEta(seconds) {
   if (seconds === null || seconds === undefined || !isFinite(seconds)) return "?";
   const s = Math.ceil(seconds);
   if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.round(s / 60)} min`;
-  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+  // Rounded to the minute first, so 3599 s is "1 h 0 min", never "60 min".
+  const minutes = Math.round(s / 60);
+  if (minutes < 60) return `${minutes} min`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 // Change a text only when it differs: fewer DOM writes, and text being selected stays selected.
@@ -87,27 +90,32 @@ async function api(path, options) {
 }
 
 // Only one request of each kind at a time. A poll that finds its kind still running is
-// skipped; an explicit request (search, after a click) is remembered and run right after.
-const running = {};
-const queued = {};
-async function once(kind, task, queueIfBusy) {
+// skipped; an explicit request (search, after a click) is run right after the one under way.
+// Either way the promise returned settles when the page shows what was asked for.
+const running = {}; // kind -> the run under way
+const queued = {}; // kind -> the run that follows it
+function once(kind, task, queueIfBusy) {
   if (running[kind]) {
-    if (queueIfBusy) queued[kind] = true;
-    return;
+    if (!queueIfBusy) return running[kind];
+    if (!queued[kind]) {
+      queued[kind] = running[kind].then(() => {
+        queued[kind] = null;
+        return once(kind, task, false);
+      });
+    }
+    return queued[kind];
   }
-  running[kind] = true;
-  try {
-    await task();
-    clearError(kind);
-  } catch (error) {
-    showError(kind, error.message);
-  } finally {
-    running[kind] = false;
-  }
-  if (queued[kind]) {
-    queued[kind] = false;
-    once(kind, task, false);
-  }
+  running[kind] = (async () => {
+    try {
+      await task();
+      clearError(kind);
+    } catch (error) {
+      showError(kind, error.message);
+    } finally {
+      running[kind] = null;
+    }
+  })();
+  return running[kind];
 }
 
 // ---------------------------------------------------------------- the error box
