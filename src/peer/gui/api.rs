@@ -155,20 +155,22 @@ pub fn downloads(peer: &Peer) -> ApiResult {
     let list: Vec<Value> = peer
         .downloads()
         .iter()
-        .map(|d| d.status())
-        .filter(|s| profile.shows(s.kind))
-        .map(|s| download_json(&s))
+        .map(|d| (d.status(), d.was_cancelled()))
+        .filter(|(s, _)| profile.shows(s.kind))
+        .map(|(s, cancelled)| download_json(&s, cancelled))
         .collect();
     Ok((200, json!({ "downloads": list })))
 }
 
-fn download_json(s: &DownloadStatus) -> Value {
+/// A download as the page shows it; `cancelled`: it was asked to stop
+/// (whatever words its end was told in).
+fn download_json(s: &DownloadStatus, cancelled: bool) -> Value {
     let (state, error) = match &s.state {
         DownloadState::Starting => ("starting", None),
         DownloadState::Fetching => ("downloading", None),
         DownloadState::Finishing => ("finishing", None),
         DownloadState::Done(_) => ("done", None),
-        DownloadState::Failed(reason) if reason == "cancelled" => ("cancelled", None),
+        DownloadState::Failed(_) if cancelled => ("cancelled", None),
         DownloadState::Failed(reason) => ("failed", Some(reason.as_str())),
     };
     let done = s.bytes_done();
