@@ -789,3 +789,44 @@ fn a_peer_whose_user_name_is_taken_still_searches_and_downloads() {
         "{said}"
     );
 }
+
+#[test]
+fn a_peer_without_a_session_still_finds_the_seeders_that_come_later() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(2_000_000, 23);
+    let original = write_file(&dir.path().join("files"), "later.bin", &data);
+    let path = original.to_str().unwrap();
+    // alice's name is held by a peer that shares nothing of it.
+    let _holder = PeerProcess::start(
+        &dir.path().join("holder"),
+        tracker.addr,
+        &["--user", "alice"],
+    );
+    let mut first = PeerProcess::start(&dir.path().join("first"), tracker.addr, &["share", path]);
+    first.expect("sharing ");
+    let mut shell = PeerProcess::start(
+        &dir.path().join("second"),
+        tracker.addr,
+        &["--user", "alice", "--download-limit", "100kB"],
+    );
+    shell.send("download later.bin");
+    shell.expect("downloading later.bin");
+    let mut later = PeerProcess::start(&dir.path().join("later"), tracker.addr, &["share", path]);
+    later.expect("sharing ");
+    let neighbour = format!("neighbour {} ", later.addr);
+    assert!(
+        eventually(WAIT, || {
+            shell.send("status");
+            shell.expect("(tracker ");
+            std::thread::sleep(Duration::from_millis(200));
+            shell
+                .remaining_lines()
+                .iter()
+                .any(|line| line.contains(&neighbour))
+        }),
+        "the seeder that came later was never found"
+    );
+    shell.send("quit");
+    assert!(shell.wait(WAIT).success());
+}

@@ -717,8 +717,7 @@ fn a_peer_of_another_ring_size_is_told_the_welcome_service_s() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{said}");
     assert!(
-        said.contains("has size 100")
-            && said.contains("this peer's ring_size is 65536: start it with --ring-size 100"),
+        said.contains("in a ring of size 100; this peer's ring_size is 65536 (--ring-size 100 joins that ring)"),
         "{said}"
     );
     drop(member);

@@ -123,7 +123,7 @@ impl Peer {
         // still lets it search and download (those need none).
         match tracker.connect() {
             Ok(()) => {}
-            Err(e @ PeerError::TrackerRefused { .. }) => warn!(
+            Err(e) if e.session_refused() => warn!(
                 "no session at the tracker: {e}; searches and downloads work without one, and this peer's files are offered once it opens (asked again in a moment)"
             ),
             Err(e) => warn!("{e}; will keep trying"),
@@ -862,6 +862,14 @@ fn refusal_is_fine<T>(result: Result<T, PeerError>) -> Result<Option<T>, PeerErr
 }
 
 /// The background duties of a peer towards its tracker.
+/// Whether the peer has its session at the tracker: without one (the
+/// tracker refused it), only the duties that need none are done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session {
+    Open,
+    Refused,
+}
+
 struct Housekeeping {
     tracker: Arc<TrackerClient>,
     library: Arc<Library>,
@@ -891,6 +899,9 @@ impl Housekeeping {
     fn run(&mut self, stop: &Receiver<()>) {
         let mut next_ping = Instant::now() + self.ping_every;
         let mut failures: u32 = 0;
+        // The last failure was a session refused (the user name taken):
+        // the tracker answers, and the look-ups that need no session go on.
+        let mut session_refused = false;
         let mut last_round: Option<Instant> = None;
         let mut last_refresh: Option<Instant> = None;
         let mut rng = fastrand::Rng::new();
@@ -927,10 +938,13 @@ impl Housekeeping {
                     Err(e) => {
                         failures += 1;
                         let backoff = backoff(failures, rng.f64());
+                        session_refused = e.session_refused();
                         let trouble = if e.tracker_is_away() {
                             "tracker unreachable"
-                        } else {
+                        } else if session_refused {
                             "no session at the tracker"
+                        } else {
+                            "tracker trouble"
                         };
                         log::log!(
                             if failures > 1 {
@@ -946,9 +960,15 @@ impl Housekeeping {
                 }
             }
             if failures == 0 {
-                if let Err(e) = self.duties(&mut last_round, &mut last_refresh) {
+                if let Err(e) = self.duties(&mut last_round, &mut last_refresh, Session::Open) {
                     debug!("tracker duties interrupted: {e}");
                     next_ping = Instant::now(); // check the session at once
+                }
+            } else if session_refused {
+                // Downloads still find peers, and the user map stays fresh.
+                let done = self.duties(&mut last_round, &mut last_refresh, Session::Refused);
+                if let Err(e) = done {
+                    debug!("tracker look-ups without a session interrupted: {e}");
                 }
             }
             // The ring does not need the tracker.
@@ -965,11 +985,38 @@ impl Housekeeping {
         }
     }
 
-    /// The work done while the tracker answers.
+    /// Reports each unfinished download's progress (`BITF`), only what
+    /// changed since this session heard it (a new session hears
+    /// everything again).
+    fn report_progress(&mut self) -> Result<(), PeerError> {
+        let session = self.tracker.session_number();
+        let unfinished: Vec<_> = self
+            .library
+            .all()
+            .into_iter()
+            .filter(|f| !f.is_complete())
+            .collect();
+        let keys: std::collections::HashSet<FileKey> = unfinished.iter().map(|f| f.key).collect();
+        self.reported.retain(|key, _| keys.contains(key));
+        for file in &unfinished {
+            let held = file.bitmap();
+            let now = (session, held.count());
+            let changed = now.1 > 0 && self.reported.get(&file.key) != Some(&now);
+            if changed && refusal_is_fine(self.tracker.report(file.key, &held))?.is_some() {
+                self.reported.insert(file.key, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// The work done while the tracker answers: withdrawals and offers,
+    /// progress reports (with a session), looking up the peers of each
+    /// download and the user map (with or without one).
     fn duties(
         &mut self,
         last_round: &mut Option<Instant>,
         last_refresh: &mut Option<Instant>,
+        session: Session,
     ) -> Result<(), PeerError> {
         // Shared files found changed on disk: out of the library (unless
         // a download of that key replaced them) and withdrawn, in order
@@ -983,28 +1030,13 @@ impl Housekeeping {
                 self.tracker.withdraw_soon(file.key);
             }
         }
-        self.tracker.flush()?;
+        if session == Session::Open {
+            self.tracker.flush()?;
+        }
         if last_round.is_none_or(|at| at.elapsed() >= self.round_every) {
             *last_round = Some(Instant::now());
-            // Only what changed since this session heard it (a new session
-            // hears everything again).
-            let session = self.tracker.session_number();
-            let unfinished: Vec<_> = self
-                .library
-                .all()
-                .into_iter()
-                .filter(|f| !f.is_complete())
-                .collect();
-            let keys: std::collections::HashSet<FileKey> =
-                unfinished.iter().map(|f| f.key).collect();
-            self.reported.retain(|key, _| keys.contains(key));
-            for file in &unfinished {
-                let held = file.bitmap();
-                let now = (session, held.count());
-                let changed = now.1 > 0 && self.reported.get(&file.key) != Some(&now);
-                if changed && refusal_is_fine(self.tracker.report(file.key, &held))?.is_some() {
-                    self.reported.insert(file.key, now);
-                }
+            if session == Session::Open {
+                self.report_progress()?;
             }
             for key in self.discovery.wanted() {
                 if let Some(holders) = refusal_is_fine(self.tracker.holders(key))? {

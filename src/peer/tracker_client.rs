@@ -316,7 +316,7 @@ impl TrackerClient {
                     // this user name, or this address): a search or a
                     // look-up needs none, and is asked on a connection of
                     // its own.
-                    Err(PeerError::TrackerRefused { .. }) if needs_no_session(request) => {
+                    Err(e) if e.session_refused() && needs_no_session(request) => {
                         let mut conn = self.connect_only()?;
                         return self.exchange_on(&mut conn, request, deadline);
                     }

@@ -349,8 +349,12 @@ impl<'a> Coordinator<'a> {
         }
         n.bitmap_at = None;
         n.speed.reset_rate();
-        for lane in &n.lanes {
+        // Every lane afresh: a cap it was at may be gone, and old
+        // successes say nothing of now.
+        for lane in &mut n.lanes {
             lane.link.reopen();
+            lane.worked = false;
+            lane.retired = false;
         }
         self.rarity.add_holder(&n.bitmap);
     }

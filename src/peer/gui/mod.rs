@@ -293,24 +293,38 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
 
 /// The type a `/media` answer is sent with. The file and its name come
 /// from another peer, so only audio and video go as what they are (for
-/// the player); anything else (an HTML page or an SVG that carries a
-/// script, which a browser would run as this page's own) goes as bytes to
-/// save, never to show. Every answer also forbids the browser to guess
-/// another type, and shows a document it opens anyway in a sandbox of its
-/// own, with no scripts and no access to this page.
+/// the player, or a tab that plays them); anything else (an HTML page or
+/// an SVG that carries a script, which a browser would run as this page's
+/// own) goes as bytes to save under its name, never to show, and a
+/// document opened anyway is sandboxed: no scripts, no access to this
+/// page. No answer lets the browser guess another type.
 fn with_media_type(response: Response, name: &str) -> Response {
     let mime = super::media::from_name(std::path::Path::new(name)).mime;
     let playable = mime.starts_with("audio/") || mime.starts_with("video/");
-    let response = response
-        .with_header("X-Content-Type-Options", "nosniff")
-        .with_header("Content-Security-Policy", "sandbox; default-src 'none'");
+    let response = response.with_header("X-Content-Type-Options", "nosniff");
     if playable {
-        response.with_header("Content-Type", &mime)
-    } else {
-        response
-            .with_header("Content-Type", "application/octet-stream")
-            .with_header("Content-Disposition", "attachment")
+        return response.with_header("Content-Type", &mime);
     }
+    response
+        .with_header("Content-Type", "application/octet-stream")
+        .with_header("Content-Disposition", &attachment(name))
+        .with_header("Content-Security-Policy", "sandbox; default-src 'none'")
+}
+
+/// `attachment` with the file's name (RFC 6266): an ASCII stand-in for
+/// old browsers (`_` for anything else, quotes and backslashes included),
+/// and the name itself percent-encoded in UTF-8.
+fn attachment(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    // What RFC 8187 leaves plain: letters, digits and !#$&+-.^_`|~.
+    let encoded = crate::protocol::fields::PercentEncoded::new(name, b"\"'()*,/:;<=>?@[\\]{}");
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 /// The file of `key` in the library; if a download of it is starting

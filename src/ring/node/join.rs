@@ -51,14 +51,20 @@ impl RingNode {
             IdChoice::FromAddress => space.id_of(&addr.to_string()),
             IdChoice::HashService(service) => ask_hash_service(&client, service, addr, &space)?,
         };
-        // A ring of another size answers every id with `wrq`, as if taken:
-        // told up front, when a member is listed to ask.
-        if let Entry::Welcome(welcome) = settings.entry {
-            same_size_as_listed(&client, welcome, &space, addr.port())?;
-        }
         let probing = settings.id == IdChoice::FromAddress;
+        let mut size_checked = false;
         for _ in 0..ID_ATTEMPTS {
-            let successors = match attempt(&client, &settings, id, addr)? {
+            let attempted = attempt(&client, &settings, id, addr)?;
+            // A ring of another size answers every id with `wrq`, as if
+            // taken: at the first refusal, a listed member is asked its
+            // ring's size.
+            if let (Attempt::NextId, Entry::Welcome(welcome), false) =
+                (&attempted, settings.entry, size_checked)
+            {
+                size_checked = true;
+                same_size_as_listed(&client, welcome, &space, addr.port())?;
+            }
+            let successors = match attempted {
                 Attempt::Placed(successors) => successors,
                 Attempt::NextId if probing => {
                     id = space.add(id, 1);
@@ -126,9 +132,9 @@ fn same_size_as_listed(
         };
         if view.size != space.size() {
             return Err(RingError::Failed(format!(
-                "the ring at the welcome service {welcome} has size {} ({} says), this peer's ring_size is {}: start it with --ring-size {}",
-                view.size,
+                "the welcome service {welcome} lists {}, in a ring of size {}; this peer's ring_size is {} (--ring-size {} joins that ring)",
                 view.me,
+                view.size,
                 space.size(),
                 view.size
             )));

@@ -105,8 +105,11 @@ function once(kind, task, queueIfBusy) {
     }
     return queued[kind];
   }
+  // Never rejects (errors are shown), and never ends before it is stored below: the
+  // task starts after a turn, so even one that throws at once ends after this line.
   running[kind] = (async () => {
     try {
+      await null;
       await task();
       clearError(kind);
     } catch (error) {
