@@ -74,7 +74,8 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 256)]
         most: usize,
         /// The welcome service whose list (`li?`) is compared with the
-        /// ring walked, to find a second ring (default: the tracker).
+        /// ring walked, to find a second ring (default: the tracker, or
+        /// the `ring_welcome` of a configuration with `ring = true`).
         #[arg(long, value_name = "HOST:PORT", value_parser = swarmline::config::host_port)]
         welcome: Option<std::net::SocketAddr>,
     },

@@ -830,3 +830,49 @@ fn a_peer_without_a_session_still_finds_the_seeders_that_come_later() {
     shell.send("quit");
     assert!(shell.wait(WAIT).success());
 }
+
+#[test]
+fn a_download_waits_for_a_seeder_at_its_connection_cap() {
+    // Every connection the seeder takes from this address is held: a new
+    // download's first exchange is refused (ERRR 500). It asks again, and
+    // gets the file once a connection is free.
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(300_000, 24);
+    let original = write_file(&dir.path().join("files"), "busy.bin", &data);
+    let mut seeder = PeerProcess::start(
+        &dir.path().join("seeder"),
+        tracker.addr,
+        &[
+            "--max-connections-per-ip",
+            "2",
+            "share",
+            original.to_str().unwrap(),
+        ],
+    );
+    seeder.expect("sharing ");
+    let held: Vec<Client> = (0..2).map(|_| Client::connect(seeder.addr)).collect();
+    let out = dir.path().join("got");
+    let mut getter = PeerProcess::start(
+        &dir.path().join("getter"),
+        tracker.addr,
+        &[
+            "--log-level",
+            "debug",
+            "get",
+            "busy.bin",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        eventually(WAIT, || getter
+            .stderr_text()
+            .contains("are busy; asking again")),
+        "{}",
+        getter.stderr_text()
+    );
+    drop(held);
+    assert!(getter.wait(WAIT).success(), "{}", getter.stderr_text());
+    assert_eq!(std::fs::read(out.join("busy.bin")).unwrap(), data);
+}

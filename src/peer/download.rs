@@ -47,7 +47,7 @@ use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
 use crate::pieces::{Bitmap, Manifest, PieceFile};
-use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
+use crate::protocol::{ErrorCode, FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
 
 use super::discovery::Discovery;
 use super::fsutil::{folder_missing, portable_file_name, sync_parent_dir};
@@ -399,8 +399,13 @@ fn run(
             let peers = find_peers(context, plan)?;
             let final_path = plan.dir.join(portable_file_name(name));
             if final_path.exists() {
-                let (manifest, _) =
-                    fetch_manifest(plan.key, &peers, cancel, &context.manifest_link)?;
+                let (manifest, _) = fetch_manifest(
+                    plan.key,
+                    &peers,
+                    cancel,
+                    &context.manifest_link,
+                    context.settings.stall_timeout,
+                )?;
                 return already_here(context, plan, status, manifest, &final_path, cancel);
             }
             (prepare(context, plan, &peers, cancel)?, peers)
@@ -647,7 +652,13 @@ fn prepare(
     if final_path.exists() {
         return Err(name_taken(&final_path));
     }
-    let (manifest, first) = fetch_manifest(plan.key, peers, cancel, &context.manifest_link)?;
+    let (manifest, first) = fetch_manifest(
+        plan.key,
+        peers,
+        cancel,
+        &context.manifest_link,
+        context.settings.stall_timeout,
+    )?;
     info!(
         "{name}: manifest from {first}: {} bytes in {} pieces",
         manifest.size(),
@@ -754,42 +765,66 @@ fn find_peers(context: &DownloadContext, plan: &DownloadPlan) -> Result<Vec<Peer
     Ok(peers)
 }
 
-/// The manifest from the first peer that gives a good one.
+/// The manifest from the first peer that gives a good one. Peers at
+/// their connection cap (`ERRR 500`, a class on one machine) are asked
+/// again a second later, for up to `patience`: a busy seeder is no reason
+/// to give a download up.
 fn fetch_manifest(
     key: FileKey,
     peers: &[PeerId],
     cancel: &AtomicBool,
     slot: &Mutex<Option<LinkCloser>>,
+    patience: Duration,
 ) -> Result<(Manifest, PeerId), String> {
-    let mut last_error = String::new();
-    for &peer in peers {
-        if cancel.load(Ordering::SeqCst) {
-            return Err("cancelled".into());
-        }
-        let result = PeerLink::connect(peer)
-            .map_err(LinkError::from)
-            .and_then(|mut link| {
-                // Published so that a cancel can close it; a cancel that came
-                // first is seen here.
-                *slot.lock() = Some(link.closer()?);
-                if cancel.load(Ordering::SeqCst) {
-                    return Err(LinkError::Io(io::Error::other("cancelled")));
+    let give_up_at = Instant::now() + patience;
+    loop {
+        let mut last_error = String::new();
+        let mut busy = false;
+        for &peer in peers {
+            if cancel.load(Ordering::SeqCst) {
+                return Err("cancelled".into());
+            }
+            let result = PeerLink::connect(peer)
+                .map_err(LinkError::from)
+                .and_then(|mut link| {
+                    // Published so that a cancel can close it; a cancel
+                    // that came first is seen here.
+                    *slot.lock() = Some(link.closer()?);
+                    if cancel.load(Ordering::SeqCst) {
+                        return Err(LinkError::Io(io::Error::other("cancelled")));
+                    }
+                    link.manifest(key)
+                });
+            *slot.lock() = None;
+            match result {
+                Ok(manifest) => return Ok((manifest, peer)),
+                Err(e) => {
+                    debug!("manifest of {key} from {peer}: {e}");
+                    busy |= matches!(
+                        e,
+                        LinkError::Refused {
+                            code: ErrorCode::Busy,
+                            ..
+                        }
+                    );
+                    last_error = format!("{peer}: {e}");
                 }
-                link.manifest(key)
-            });
-        *slot.lock() = None;
-        match result {
-            Ok(manifest) => return Ok((manifest, peer)),
-            Err(e) => {
-                debug!("manifest of {key} from {peer}: {e}");
-                last_error = format!("{peer}: {e}");
             }
         }
+        if !busy || Instant::now() >= give_up_at {
+            return Err(format!(
+                "could not get a valid manifest from any of {} peer(s) (last: {last_error})",
+                peers.len()
+            ));
+        }
+        debug!("manifest of {key}: the peers that hold it are busy; asking again in a second");
+        for _ in 0..10 {
+            if cancel.load(Ordering::SeqCst) {
+                return Err("cancelled".into());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
-    Err(format!(
-        "could not get a valid manifest from any of {} peer(s) (last: {last_error})",
-        peers.len()
-    ))
 }
 
 /// Whether a download of `manifest`'s file can read its peers' BufferMaps:

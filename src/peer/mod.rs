@@ -922,17 +922,20 @@ impl Housekeeping {
                     // warned, and so is the way back.
                     Ok(()) => {
                         if failures > 0 {
-                            log::log!(
-                                if failures > 1 {
-                                    Level::Warn
-                                } else {
-                                    Level::Info
-                                },
-                                "tracker {} reached again after {failures} failed attempt(s)",
-                                self.tracker.addr()
-                            );
+                            let level = if failures > 1 {
+                                Level::Warn
+                            } else {
+                                Level::Info
+                            };
+                            let addr = self.tracker.addr();
+                            if session_refused {
+                                log::log!(level, "session open at the tracker {addr} after {failures} refusal(s)");
+                            } else {
+                                log::log!(level, "tracker {addr} reached again after {failures} failed attempt(s)");
+                            }
                         }
                         failures = 0;
+                        session_refused = false;
                         next_ping = Instant::now() + self.ping_every;
                     }
                     Err(e) => {
@@ -946,12 +949,16 @@ impl Housekeeping {
                         } else {
                             "tracker trouble"
                         };
+                        // A refused session is warned once (the second
+                        // attempt); the tries after it, a minute apart at
+                        // most, would only repeat it on the terminal.
+                        let warned = if session_refused {
+                            failures == 2
+                        } else {
+                            failures > 1
+                        };
                         log::log!(
-                            if failures > 1 {
-                                Level::Warn
-                            } else {
-                                Level::Info
-                            },
+                            if warned { Level::Warn } else { Level::Info },
                             "{trouble} ({e}); attempt {failures}, next in {:.1} s",
                             backoff.as_secs_f64()
                         );

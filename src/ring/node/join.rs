@@ -224,10 +224,11 @@ fn find_place(
     let view = client.info(member)?;
     if !fits(&view, space) {
         return Err(RingError::Failed(format!(
-            "{} is in a ring of size {}, this peer's ring_size is {}",
+            "{} is in a ring of size {}; this peer's ring_size is {} (--ring-size {} joins that ring)",
             view.me,
             view.size,
-            space.size()
+            space.size(),
+            view.size
         )));
     }
     let trace = client.trace(space, view.me, id, Via::Fingers)?;
