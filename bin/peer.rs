@@ -292,7 +292,7 @@ fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
             f.name.as_str()
         ))?;
     }
-    note(format_args!("{} file(s)\n", files.len()));
+    note(format_args!("{}\n", count(files.len() as u64, "file")));
     Ok(())
 }
 

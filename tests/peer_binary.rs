@@ -750,7 +750,7 @@ fn a_peer_whose_user_name_is_taken_still_searches_and_downloads() {
         &["--user", "alice"],
     );
     shell.send("search named");
-    shell.expect("1 file(s)");
+    shell.expect("1 file");
     shell.send("download named.bin");
     shell.expect("done");
     let got = dir

@@ -325,7 +325,10 @@ fn ring_files(peer: &Peer, out: &Out) -> Result<(), PeerError> {
             ),
         );
     }
-    say(out, format!("{} file(s) in the ring", files.len()));
+    say(
+        out,
+        format!("{} in the ring", count(files.len() as u64, "file")),
+    );
     Ok(())
 }
 
@@ -404,7 +407,7 @@ fn search(peer: &Peer, criteria: &[&str], out: &Out) -> Result<(), PeerError> {
             ),
         );
     }
-    say(out, format!("{} file(s)", files.len()));
+    say(out, count(files.len() as u64, "file"));
     Ok(())
 }
 
@@ -632,9 +635,10 @@ pub fn progress_line(status: &DownloadStatus) -> String {
     let state = match &status.state {
         DownloadState::Starting => "starting".to_string(),
         DownloadState::Fetching => format!(
-            "{}/{} pieces from {live} peer(s)",
+            "{}/{} pieces from {}",
             status.pieces_done(),
-            status.pieces_total()
+            status.pieces_total(),
+            count(live as u64, "peer")
         ),
         DownloadState::Finishing => "finishing".to_string(),
         DownloadState::Done(_) => "done".to_string(),

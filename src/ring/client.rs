@@ -137,10 +137,10 @@ impl std::fmt::Display for Trace {
         }
         write!(
             f,
-            "{} owns {} ({} hop(s))",
+            "{} owns {} ({})",
             self.owner(),
             self.id,
-            self.hops.len()
+            crate::units::count(self.hops.len() as u64, "hop")
         )?;
         if !self.peer_exists() {
             write!(
@@ -175,11 +175,13 @@ impl Bounds<'_> {
     fn exceeded(&self, id: u64, hops: usize) -> Option<RingError> {
         if self.stopping.is_some_and(|s| s.load(Ordering::SeqCst)) {
             Some(RingError::Failed(format!(
-                "the look-up of {id} was stopped after {hops} hop(s): this peer is leaving"
+                "the look-up of {id} was stopped after {}: this peer is leaving",
+                crate::units::count(hops as u64, "hop")
             )))
         } else if Instant::now() >= self.deadline {
             Some(RingError::Failed(format!(
-                "the look-up of {id} ran out of time after {hops} hop(s) (at most {} s)",
+                "the look-up of {id} ran out of time after {} (at most {} s)",
+                crate::units::count(hops as u64, "hop"),
                 LOOKUP_DEADLINE.as_secs()
             )))
         } else {
