@@ -634,7 +634,7 @@ fn a_shared_page_or_picture_is_sent_as_bytes_to_save_never_as_a_page() {
     let originals = dir.path().join("files");
     let page = write_file(
         &originals,
-        "my \"page\".html",
+        "my page é.html",
         b"<script>fetch('/api/shares')</script>",
     );
     let picture = write_file(&originals, "pic.svg", b"<svg onload=\"alert(1)\"/>");
@@ -693,7 +693,7 @@ fn a_shared_page_or_picture_is_sent_as_bytes_to_save_never_as_a_page() {
     assert_eq!(
         types,
         [
-            save("my _page_.html", "my%20%22page%22.html"),
+            save("my page _.html", "my%20page%20%C3%A9.html"),
             save("pic.svg", "pic.svg"),
             ("audio/wav".to_string(), String::new(), String::new()),
         ]

@@ -31,6 +31,16 @@ const MIN_DOWNLOAD_SECS: u64 = 12;
 /// How long a download may take before the test gives up.
 const DOWNLOAD_WAIT: Duration = Duration::from_secs(120);
 
+/// A `file:` URL of `path`: `file:///tmp/x` on Unix, `file:///C:/x` on
+/// Windows (whose paths start with a drive, not `/`).
+fn file_url(path: &std::path::Path) -> String {
+    let text = path.to_string_lossy().replace('\\', "/");
+    match text.strip_prefix('/') {
+        Some(rest) => format!("file:///{rest}"),
+        None => format!("file:///{text}"),
+    }
+}
+
 #[test]
 fn gui_lists_the_profile_files_and_plays_them_while_downloading() {
     if !tools_installed(&[CHROMIUM, CHROMEDRIVER, "ffmpeg"]) {
@@ -120,7 +130,7 @@ fn webdriver_plumbing_clicks_plays_audio_and_takes_a_screenshot() {
     )
     .unwrap();
     let browser = Browser::start(free_port()).unwrap_or_else(|e| panic!("{e}"));
-    browser.goto(&format!("file://{}", page.display())).unwrap();
+    browser.goto(&file_url(&page)).unwrap();
     browser.click_css("#go", Duration::from_secs(5)).unwrap();
     let button = browser.find("#go").unwrap().expect("the button");
     assert_eq!(browser.text(&button).unwrap(), "playing");

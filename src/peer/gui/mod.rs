@@ -349,6 +349,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_file_to_save_is_named_safely_in_its_header() {
+        // A name from another peer: quotes, a backslash and non-ASCII.
+        assert_eq!(
+            attachment("a \"b\"\\é.txt"),
+            "attachment; filename=\"a _b___.txt\"; filename*=UTF-8''a%20%22b%22%5C%C3%A9.txt"
+        );
+    }
+
+    #[test]
     fn only_an_address_or_localhost_names_the_page() {
         for host in [
             "127.0.0.1:8080",
