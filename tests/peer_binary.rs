@@ -686,16 +686,17 @@ fn share_goes_on_past_a_file_the_tracker_refuses_and_says_so_at_the_end() {
     assert!(said.contains("1 of 3 files was not shared"), "{said}");
 }
 
-#[test]
-fn a_seeder_at_its_connection_cap_serves_on_the_connections_it_took() {
-    // A class on one machine: every peer is 127.0.0.1, and a seeder caps
-    // the connections from one address. A leecher's extra lanes past the
-    // cap are refused (ERRR 500); the seeder keeps serving it on the
-    // others, and is not dropped.
+/// A tracker and a seeder of `name` (`size` random bytes from `seed`)
+/// that serves at most 2 connections from one address.
+fn capped_seeder(
+    name: &str,
+    size: usize,
+    seed: u64,
+) -> (TrackerProcess, tempfile::TempDir, Vec<u8>, PeerProcess) {
     let tracker = TrackerProcess::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let data = random_bytes(2_000_000, 21);
-    let original = write_file(&dir.path().join("files"), "capped.bin", &data);
+    let data = random_bytes(size, seed);
+    let original = write_file(&dir.path().join("files"), name, &data);
     let mut seeder = PeerProcess::start(
         &dir.path().join("seeder"),
         tracker.addr,
@@ -707,6 +708,16 @@ fn a_seeder_at_its_connection_cap_serves_on_the_connections_it_took() {
         ],
     );
     seeder.expect("sharing ");
+    (tracker, dir, data, seeder)
+}
+
+#[test]
+fn a_seeder_at_its_connection_cap_serves_on_the_connections_it_took() {
+    // A class on one machine: every peer is 127.0.0.1, and a seeder caps
+    // the connections from one address. A leecher's extra lanes past the
+    // cap are refused (ERRR 500); the seeder keeps serving it on the
+    // others, and is not dropped.
+    let (tracker, dir, data, _seeder) = capped_seeder("capped.bin", 2_000_000, 21);
     let out = dir.path().join("got");
     let mut getter = PeerProcess::start(
         &dir.path().join("getter"),
@@ -836,21 +847,7 @@ fn a_download_waits_for_a_seeder_at_its_connection_cap() {
     // Every connection the seeder takes from this address is held: a new
     // download's first exchange is refused (ERRR 500). It asks again, and
     // gets the file once a connection is free.
-    let tracker = TrackerProcess::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let data = random_bytes(300_000, 24);
-    let original = write_file(&dir.path().join("files"), "busy.bin", &data);
-    let mut seeder = PeerProcess::start(
-        &dir.path().join("seeder"),
-        tracker.addr,
-        &[
-            "--max-connections-per-ip",
-            "2",
-            "share",
-            original.to_str().unwrap(),
-        ],
-    );
-    seeder.expect("sharing ");
+    let (tracker, dir, data, seeder) = capped_seeder("busy.bin", 300_000, 24);
     let held: Vec<Client> = (0..2).map(|_| Client::connect(seeder.addr)).collect();
     let out = dir.path().join("got");
     let mut getter = PeerProcess::start(
