@@ -70,6 +70,12 @@ impl PeerError {
         )
     }
 
+    /// Whether the tracker will take an offer or a withdrawal later, when
+    /// it is back or the session open: it is kept, not given up.
+    pub fn tracker_takes_it_later(&self) -> bool {
+        self.tracker_is_away() || self.session_refused()
+    }
+
     /// A file-system error about `path`.
     pub fn file(path: impl Into<PathBuf>, source: io::Error) -> PeerError {
         PeerError::File {

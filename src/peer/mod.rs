@@ -312,9 +312,7 @@ impl Peer {
         match self.tracker.withdraw(file.key) {
             // The connection is dropped with it, and the session's offers
             // go with the session: nothing is left listed there.
-            Err(e) if e.tracker_is_away() || e.session_refused() => {
-                warn!("{e}; {path_or_key} is unshared here")
-            }
+            Err(e) if e.tracker_takes_it_later() => warn!("{e}; {path_or_key} is unshared here"),
             other => other?,
         }
         Ok(file.key)
@@ -861,7 +859,6 @@ fn refusal_is_fine<T>(result: Result<T, PeerError>) -> Result<Option<T>, PeerErr
     }
 }
 
-/// The background duties of a peer towards its tracker.
 /// Whether the peer has its session at the tracker: without one (the
 /// tracker refused it), only the duties that need none are done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -870,6 +867,7 @@ enum Session {
     Refused,
 }
 
+/// The background duties of a peer towards its tracker.
 struct Housekeeping {
     tracker: Arc<TrackerClient>,
     library: Arc<Library>,

@@ -442,7 +442,7 @@ impl TrackerClient {
             Err(e) => {
                 // Offered again when the tracker is back, or the session
                 // open; forgotten if the offer itself was refused.
-                if !e.tracker_is_away() && !e.session_refused() {
+                if !e.tracker_takes_it_later() {
                     self.books.lock().announced.remove(&offer.key);
                 }
                 Err(e)

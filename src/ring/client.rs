@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::peer::link::{LinkError, PeerLink};
-use crate::protocol::course::CourseRequest;
+use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest};
 use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest, Via};
 use crate::protocol::{ErrorCode, FileMeta, Reply};
 use crate::ring::space::RingSpace;
@@ -37,7 +37,7 @@ pub const MAX_LISTING: usize = 1000;
 /// fingers may need one per peer).
 pub const MAX_HOPS: usize = 1024;
 /// The most members read from a welcome service's list (`li?`).
-pub const MAX_WELCOME_LIST: usize = 100_000;
+const MAX_WELCOME_LIST: usize = 100_000;
 /// How long a whole look-up may take, all hops (and a node's retries)
 /// together: no new hop starts after it, so a look-up ends at most one
 /// request ([`CONNECT_TIMEOUT`] + [`REQUEST_DEADLINE`]) later. A peer that
@@ -482,6 +482,20 @@ impl RingClient {
     pub fn course(&self, addr: SocketAddr, request: &CourseRequest) -> Result<String, RingError> {
         let mut link = self.one_shot(addr, request)?;
         link.read_text().map_err(|e| RingError::from_link(addr, e))
+    }
+
+    /// The welcome service's list (`li?`): each member's id and address as
+    /// written there (an address without a port is on the port every
+    /// peer of the ring uses). A line that is no member is skipped.
+    pub fn welcome_list(&self, welcome: SocketAddr) -> Result<Vec<(u64, CourseAddr)>, RingError> {
+        let lines = self.course_listing(welcome, &CourseRequest::List, MAX_WELCOME_LIST)?;
+        Ok(lines
+            .iter()
+            .filter_map(|line| match CourseReply::parse_member_line(line) {
+                Some(CourseReply::Member { hash, at }) => Some((hash, at)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Sends a course line whose answer is a listing (`li?`, `rt?`) and

@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use super::library::SharedFile;
 use super::Peer;
-use crate::protocol::FileKey;
+use crate::protocol::{FileKey, MediaKind};
 use crate::server::{Handler, Server, ServerOptions};
 use api::{ApiError, ApiResult};
 use http::{Body, Method, Request, Response};
@@ -153,12 +153,19 @@ fn answer(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>, port: u16) 
             return api_response(Err(ApiError::new(405, "use GET or POST")))
                 .with_header("Allow", "GET, HEAD, POST")
         }
-        (_, "/api/info" | "/api/files" | "/api/shares")
-        | (_, "/" | "/index.html" | "/app.js" | "/style.css" | "/favicon.ico") => {
-            return api_response(Err(ApiError::new(405, "use GET")))
-                .with_header("Allow", "GET, HEAD")
-        }
-        (_, media) if media.starts_with("/media/") => {
+        (_, read_only)
+            if matches!(
+                read_only,
+                "/api/info"
+                    | "/api/files"
+                    | "/api/shares"
+                    | "/"
+                    | "/index.html"
+                    | "/app.js"
+                    | "/style.css"
+                    | "/favicon.ico"
+            ) || read_only.starts_with("/media/") =>
+        {
             return api_response(Err(ApiError::new(405, "use GET")))
                 .with_header("Allow", "GET, HEAD")
         }
@@ -299,11 +306,10 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
 /// document opened anyway is sandboxed: no scripts, no access to this
 /// page. No answer lets the browser guess another type.
 fn with_media_type(response: Response, name: &str) -> Response {
-    let mime = super::media::from_name(std::path::Path::new(name)).mime;
-    let playable = mime.starts_with("audio/") || mime.starts_with("video/");
+    let media = super::media::from_name(std::path::Path::new(name));
     let response = response.with_header("X-Content-Type-Options", "nosniff");
-    if playable {
-        return response.with_header("Content-Type", &mime);
+    if media.kind != MediaKind::Other {
+        return response.with_header("Content-Type", &media.mime);
     }
     response
         .with_header("Content-Type", "application/octet-stream")

@@ -23,14 +23,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::protocol::course::{CourseReply, CourseRequest};
+use crate::protocol::course::CourseReply;
 use crate::protocol::ring::Member;
 
 mod render;
 
 pub use render::{render_svg, render_text, ring_line, xml_escape};
 
-use super::client::{NodeView, RingClient, RingError, MAX_WELCOME_LIST};
+use super::client::{NodeView, RingClient, RingError};
 use super::space::RingSpace;
 
 /// A ring as one walk saw it.
@@ -380,16 +380,13 @@ pub fn compare_with_welcome(
         return Ok(WelcomeCheck::default());
     };
     let usual_port = first.me.addr.port();
-    let listed = client.course_listing(welcome, &CourseRequest::List, MAX_WELCOME_LIST)?;
+    let listed = client.welcome_list(welcome)?;
     let mut check = WelcomeCheck {
         listed: listed.len(),
         ..WelcomeCheck::default()
     };
     let until = Instant::now() + WELCOME_PROBES_FOR;
-    for line in listed {
-        let Some(CourseReply::Member { hash, at }) = CourseReply::parse_member_line(&line) else {
-            continue;
-        };
+    for (hash, at) in listed {
         if snapshot.nodes.iter().any(|node| node.me.id == hash) {
             check.walked += 1;
             continue;
@@ -400,7 +397,9 @@ pub fn compare_with_welcome(
             continue;
         }
         let Ok(view) = client.info(at.socket(usual_port)) else {
-            check.silent.push(line);
+            check
+                .silent
+                .push(CourseReply::Member { hash, at }.to_string());
             continue;
         };
         let joined_this_ring = view

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest};
 use crate::protocol::ring::{Member, Via};
 
-use crate::ring::client::{RingClient, RingError, CONNECT_TIMEOUT, MAX_WELCOME_LIST};
+use crate::ring::client::{RingClient, RingError, CONNECT_TIMEOUT};
 use crate::ring::records::RecordStore;
 use crate::ring::space::RingSpace;
 
@@ -116,18 +116,11 @@ fn same_size_as_listed(
     space: &RingSpace,
     usual_port: u16,
 ) -> Result<(), RingError> {
-    let Ok(lines) = client.course_listing(welcome, &CourseRequest::List, MAX_WELCOME_LIST) else {
+    let Ok(listed) = client.welcome_list(welcome) else {
         return Ok(());
     };
-    let listed = lines
-        .iter()
-        .filter_map(|line| CourseReply::parse_member_line(line))
-        .filter_map(|reply| match reply {
-            CourseReply::Member { at, .. } => Some(at.socket(usual_port)),
-            _ => None,
-        });
-    for member in listed.take(3) {
-        let Ok(view) = client.info(member) else {
+    for (_, at) in listed.into_iter().take(3) {
+        let Ok(view) = client.info(at.socket(usual_port)) else {
             continue;
         };
         if view.size != space.size() {
@@ -243,13 +236,10 @@ fn find_place(
 /// `a+` has no owner check: anyone may say a peer left). A member written
 /// without a port is on `usual_port`.
 fn forget_at_welcome(client: &RingClient, welcome: SocketAddr, gone: SocketAddr, usual_port: u16) {
-    let Ok(lines) = client.course_listing(welcome, &CourseRequest::List, MAX_WELCOME_LIST) else {
+    let Ok(listed) = client.welcome_list(welcome) else {
         return;
     };
-    for line in lines {
-        let Some(CourseReply::Member { hash, at }) = CourseReply::parse_member_line(&line) else {
-            continue;
-        };
+    for (hash, at) in listed {
         if at.socket(usual_port) == gone {
             let _ = client.course(welcome, &CourseRequest::Leave { hash });
         }
