@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use swarmline::peer::DownloadState;
+use swarmline::peer::{DownloadState, Peer};
 
 use support::{
     random_bytes, seeded_swarm, start_peer, tracker_in_process, write_file, Fake, FakePeer,
@@ -517,6 +517,50 @@ fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_download_asked_again_replaces_the_one_that_ended_in_the_same_place() {
+    const WAIT: Duration = Duration::from_secs(60);
+    let swarm = support::seeded_swarm("again.bin", 3 * PIECE, 44, &[]);
+    let peer = swarm.peer("peer", &[]);
+    let ended_in = |peer: &Peer| -> Vec<String> {
+        let mut ends: Vec<String> = peer
+            .downloads()
+            .iter()
+            .map(|d| match d.status().state {
+                DownloadState::Done(path) => format!("done {}", path.display()),
+                DownloadState::Failed(_) => "failed".to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        ends.sort();
+        ends
+    };
+    let held = support::wait_within(peer.download("again.bin", None).unwrap(), WAIT).unwrap();
+    let again = peer.download("again.bin", None).unwrap();
+    assert_eq!(support::wait_within(again, WAIT).unwrap(), held);
+    assert_eq!(ended_in(&peer), [format!("done {}", held.display())]);
+
+    // Into another folder: another line. A failure there, tried again
+    // once the cause is gone: the new try's line replaces the failure's.
+    let elsewhere = swarm.dir.path().join("elsewhere");
+    let blocker = write_file(&elsewhere, "again.bin", b"someone else's");
+    let refused = peer.download("again.bin", Some(&elsewhere)).unwrap();
+    support::wait_within(refused, WAIT).unwrap_err();
+    assert_eq!(
+        ended_in(&peer),
+        [format!("done {}", held.display()), "failed".to_string()]
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    let copy = peer.download("again.bin", Some(&elsewhere)).unwrap();
+    let copied = support::wait_within(copy, WAIT).unwrap();
+    let mut expected = [
+        format!("done {}", held.display()),
+        format!("done {}", copied.display()),
+    ];
+    expected.sort();
+    assert_eq!(ended_in(&peer), expected);
 }
 
 #[test]

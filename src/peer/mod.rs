@@ -39,6 +39,7 @@ pub mod stored;
 pub mod tracker_client;
 pub mod usermap;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -519,9 +520,19 @@ impl Peer {
                 lanes_per_peer: self.config.lanes_per_peer,
             },
         };
+        // This download tells what an ended one of the same file told:
+        // `status` and the page show one line per file and folder.
+        let superseded: Vec<_> = downloads
+            .extract_if(.., |old| old.key() == plan.key && ended_as(old, &plan))
+            .collect();
         let download = Download::start(context, plan)
             .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
         downloads.push(Arc::clone(&download));
+        drop(downloads);
+        for old in superseded {
+            // Its thread has ended; joined here, its outcome told already.
+            let _ = old.wait();
+        }
         Ok(download)
     }
 
@@ -800,6 +811,23 @@ fn plan_for(file: &SharedFile, dir: Option<&Path>) -> DownloadPlan {
         kind: file.kind,
         dir,
         only_from: None,
+    }
+}
+
+/// Whether `old`, a download of `plan`'s file, ended where `plan` would
+/// end: it failed (a new try replaces the failure), or it is done into
+/// the same folder under the same name (a download into another folder
+/// is another line).
+fn ended_as(old: &Download, plan: &DownloadPlan) -> bool {
+    match old.status().state {
+        DownloadState::Failed(_) => true,
+        DownloadState::Done(path) => {
+            path.file_name() == Some(OsStr::new(plan.name.as_str()))
+                && path
+                    .parent()
+                    .is_some_and(|folder| fsutil::same_folder(folder, &plan.dir))
+        }
+        _ => false,
     }
 }
 

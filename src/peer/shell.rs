@@ -32,7 +32,7 @@ commands:
                                        download from one user, found in the user map
   peers <key>                          who holds a file
   users                                the user map: <user> - <ip:port>
-  status                               downloads, shared files, uploads
+  status                               downloads (one line per file and folder), shared files, uploads
   ring                                 this peer's place in the ring: id, predecessor, successors, fingers
   ring files                           every file named in the ring (walks it peer by peer)
   route <id> [nofingers]               look an id up in the ring and show each hop

@@ -642,14 +642,24 @@ impl PeerProcess {
     /// The next line containing `wanted` (earlier lines are skipped);
     /// fails the test if it does not come in time.
     pub fn expect(&mut self, wanted: &str) -> String {
+        let mut lines = self.lines_until(wanted);
+        lines.pop().unwrap_or_default()
+    }
+
+    /// The lines printed from now up to the next one containing `wanted`
+    /// (the last); fails the test if it does not come in time.
+    pub fn lines_until(&mut self, wanted: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut lines = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
-                    if line.contains(wanted) {
-                        return line;
+                    let found = line.contains(wanted);
+                    lines.push(line);
+                    if found {
+                        return lines;
                     }
                 }
                 Err(_) => panic!(
