@@ -94,7 +94,7 @@ pub fn respond(
         )),
         TrackerRequest::Reqf { key } => registry
             .read()
-            .holders(*key, session, limits.max_peers)
+            .holders(*key, session, remote_ip.to_canonical(), limits.max_peers)
             .map(|peers| Answer::listing(peers.map(Reply::Peer))),
         TrackerRequest::Usrs => Ok(Answer::listing(
             registry

@@ -15,6 +15,7 @@
 //! (`max_offer_bytes`), counted as they come and go.
 
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::net::IpAddr;
 
 use crate::pieces::{Bitmap, BitmapError};
 use crate::protocol::{
@@ -377,19 +378,21 @@ impl Registry {
         )
     }
 
-    /// `REQF`: the holders of a file, best first (see [`HolderRank`]). The
-    /// asking session is left out, and at most `limit` are listed.
+    /// `REQF`: the holders of a file, best first (see [`HolderRank`]) for
+    /// an asker at `asker_ip` (with a session or not: its connection's
+    /// address). The asking session is left out, and at most `limit` are
+    /// listed.
     pub fn holders(
         &self,
         key: FileKey,
         asker: SessionId,
+        asker_ip: IpAddr,
         limit: usize,
     ) -> Result<impl ExactSizeIterator<Item = PeerEntry> + '_, RegistryError> {
         let record = self
             .files
             .get(&key)
             .ok_or(RegistryError::UnknownFile(key))?;
-        let asker_ip = self.sessions.get(&asker).map(|s| s.peer.ip());
         let mut ranked: Vec<(HolderRank, (SessionId, &Session), PeerEntry)> = record
             .holders
             .iter()
@@ -404,9 +407,7 @@ impl Registry {
                 let rank = HolderRank {
                     role,
                     pieces: std::cmp::Reverse(holding.pieces),
-                    distance: asker_ip.map_or(Distance::Elsewhere, |ip| {
-                        Distance::between(ip, session.peer.ip())
-                    }),
+                    distance: Distance::between(asker_ip, session.peer.ip()),
                     // Looked up below, only where it decides the order.
                     serving: 0,
                     peer: session.peer,
@@ -626,8 +627,7 @@ enum Distance {
 }
 
 impl Distance {
-    fn between(a: std::net::IpAddr, b: std::net::IpAddr) -> Distance {
-        use std::net::IpAddr;
+    fn between(a: IpAddr, b: IpAddr) -> Distance {
         match (a, b) {
             _ if a == b => Distance::SameHost,
             (IpAddr::V4(a), IpAddr::V4(b)) if a.octets()[..3] == b.octets()[..3] => {
@@ -761,6 +761,8 @@ mod tests {
     use crate::protocol::{Criterion, TrackerRequest};
 
     const NO_LIMIT: usize = usize::MAX;
+    /// The address of the sessions [`peer`] makes.
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn peer(port: u16) -> PeerId {
         PeerId::from(([127, 0, 0, 1], port))
@@ -980,7 +982,7 @@ mod tests {
         let entry = &registry.search(&criteria(""), NO_LIMIT)[0];
         assert_eq!((entry.seeders, entry.leechers), (1, 1));
         let listed: Vec<(PeerId, Role, u64)> = registry
-            .holders(song.key, 3, 50)
+            .holders(song.key, 3, LOCAL, 50)
             .unwrap()
             .map(|e| (e.peer, e.role, e.pieces))
             .collect();
@@ -992,11 +994,15 @@ mod tests {
             ]
         );
         assert_eq!(
-            registry.holders(song.key, 1, 50).unwrap().len(),
+            registry.holders(song.key, 1, LOCAL, 50).unwrap().len(),
             1,
             "asker left out"
         );
-        assert_eq!(registry.holders(song.key, 3, 1).unwrap().len(), 1, "limit");
+        assert_eq!(
+            registry.holders(song.key, 3, LOCAL, 1).unwrap().len(),
+            1,
+            "limit"
+        );
         assert_eq!(registry.report(2, song.key, &bits("e0")), Ok(3));
         assert_eq!(registry.search(&criteria(""), NO_LIMIT)[0].seeders, 2);
         // Only offers (ADDF) are listed as shares, with their paths.
@@ -1036,13 +1042,23 @@ mod tests {
         registry.open(7, at([192, 168, 1, 10], 7002), None).unwrap();
         assert_eq!(registry.report(7, song.key, &bits("c0")), Ok(2));
 
-        let order: Vec<PeerId> = registry
-            .holders(song.key, asker, 50)
-            .unwrap()
-            .map(|e| e.peer)
-            .collect();
+        let ranked_for = |asker| -> Vec<PeerId> {
+            let asker_ip = IpAddr::from([192, 168, 1, 10]);
+            registry
+                .holders(song.key, asker, asker_ip, 50)
+                .unwrap()
+                .map(|e| e.peer)
+                .collect()
+        };
         let leecher = at([192, 168, 1, 10], 7002);
-        assert_eq!(order, vec![host, subnet, far, far_busy, leecher]);
+        assert_eq!(
+            ranked_for(asker),
+            vec![host, subnet, far, far_busy, leecher]
+        );
+        // Asked without a session, from the same address: the same order
+        // (nearest by the connection's address).
+        let no_session = 99;
+        assert_eq!(ranked_for(no_session), ranked_for(asker));
     }
 
     #[test]
