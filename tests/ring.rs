@@ -192,6 +192,30 @@ fn sixteen_peers_route_every_lookup_to_its_owner_in_few_hops() {
     assert_eq!(lines, expected, "then the peer closes the connection");
 }
 
+#[test]
+fn every_member_of_a_small_ring_names_the_same_homes_for_an_id() {
+    // Three peers, a successor list of four: each list comes round the
+    // ring, so the owner's records are kept on all three, whoever is asked.
+    let ring = Ring::start(3, &[]);
+    let members = ring.members();
+    ring.settle(&members, Duration::from_secs(60));
+    for owner in &members {
+        let answers: Vec<Vec<Member>> = members
+            .iter()
+            .map(|asked| {
+                let trace = ring
+                    .client
+                    .trace(&ring.space, *asked, owner.id, Via::Fingers)
+                    .unwrap();
+                trace.owners
+            })
+            .collect();
+        assert_eq!(answers[0].len(), 3, "{answers:?}");
+        assert_eq!(answers[0][0], *owner, "{answers:?}");
+        assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    }
+}
+
 /// Where the records placed by `text` live: the owner of its id and the
 /// two peers after it.
 fn homes(ring: &Ring, from: Member, text: &str) -> Vec<Member> {

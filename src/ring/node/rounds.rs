@@ -98,7 +98,7 @@ impl RingNode {
                 if routing.is_alone() {
                     // Someone notified us: it is our successor too.
                     match routing.predecessor {
-                        Some(pred) => routing.successors = vec![pred],
+                        Some(pred) => routing.pair_with(pred),
                         None => return,
                     }
                 }

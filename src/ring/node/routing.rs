@@ -27,6 +27,10 @@ pub(super) struct Routing {
     pub(super) predecessor: Option<Member>,
     /// Nearest first; `[me]` when alone. Never empty.
     pub(super) successors: Vec<Member>,
+    /// Whether the peer after the last successor is this one: the list
+    /// came round the whole ring (a ring of at most `successors` + 1
+    /// peers). Then this peer keeps its successor's records too.
+    ends_before_me: bool,
     pub(super) fingers: Vec<Finger>,
 }
 
@@ -50,6 +54,7 @@ impl Routing {
             me,
             predecessor: None,
             successors,
+            ends_before_me: false,
             fingers,
         }
     }
@@ -70,6 +75,17 @@ impl Routing {
         owners
     }
 
+    /// The successor, then the peers after it as far as this peer knows:
+    /// where the records the successor owns live (what it would answer).
+    fn owners_from_successor(&self) -> Vec<Member> {
+        let mut owners = self.successors.clone();
+        if self.ends_before_me {
+            owners.push(self.me);
+        }
+        owners.truncate(MAX_OWNER_LIST);
+        owners
+    }
+
     /// One step of the look-up of `id`, answered from what this peer knows.
     pub(super) fn step(&self, space: &RingSpace, id: u64, via: Via) -> LookStep {
         if let Some(pred) = self.predecessor {
@@ -82,7 +98,7 @@ impl Routing {
             return LookStep::Owner(vec![self.me]);
         }
         if space.in_half_open(id, self.me.id, succ.id) {
-            return LookStep::Owner(self.successors.clone());
+            return LookStep::Owner(self.owners_from_successor());
         }
         let next = match via {
             Via::Fingers => self.closest_preceding(space, id),
@@ -119,18 +135,29 @@ impl Routing {
             changed = true;
         }
         if self.is_alone() {
-            // The first peer to join a ring of one is also its successor.
-            self.successors = vec![candidate];
+            self.pair_with(candidate);
             changed = true;
         }
         changed
     }
 
+    /// `other` notified this peer while it was alone: the first peer to
+    /// join a ring of one is its successor too, and this peer is next.
+    pub(super) fn pair_with(&mut self, other: Member) {
+        self.successors = vec![other];
+        self.ends_before_me = true;
+    }
+
     /// Takes the successor's view: it, then its own successors, up to `len`.
     pub(super) fn adopt_successor(&mut self, view: &NodeView, len: usize) {
         let mut list = vec![view.me];
+        let mut ends_before_me = false;
         for s in &view.successors {
-            if *s == self.me || list.len() >= len {
+            if *s == self.me {
+                ends_before_me = true;
+                break;
+            }
+            if list.len() >= len {
                 break;
             }
             if !list.contains(s) {
@@ -138,6 +165,7 @@ impl Routing {
             }
         }
         self.successors = list;
+        self.ends_before_me = ends_before_me;
     }
 
     /// `leaving` leaves; `predecessor` and `successor` were its neighbours.
@@ -243,6 +271,40 @@ mod tests {
             r.step(&space, 80, Via::Fingers),
             LookStep::Next(member(70)),
             "a finger beats the successors"
+        );
+    }
+
+    #[test]
+    fn the_owners_named_for_the_successor_are_the_ones_it_names() {
+        // A ring of three, 10, 30 and 60: 30's successor list comes round
+        // to 10, so 10 keeps 30's records too, and says so.
+        let space = RingSpace::new(100).unwrap();
+        let mut r = routing(&space, 10, &[30], Some(60));
+        let successor = |successors: &[u64]| NodeView {
+            me: member(30),
+            size: 100,
+            predecessor: Some(member(10)),
+            successors: successors.iter().map(|&s| member(s)).collect(),
+            fingers: Vec::new(),
+        };
+        r.adopt_successor(&successor(&[60, 10]), 4);
+        assert_eq!(r.successors, [member(30), member(60)]);
+        assert_eq!(
+            r.step(&space, 25, Via::Fingers),
+            LookStep::Owner(vec![member(30), member(60), member(10)])
+        );
+        // A longer ring, the list cut at its length: nothing is guessed.
+        r.adopt_successor(&successor(&[60, 80, 95]), 2);
+        assert_eq!(
+            r.step(&space, 25, Via::Fingers),
+            LookStep::Owner(vec![member(30), member(60)])
+        );
+        // A ring of two, made by a notify: the successor, then this peer.
+        let mut pair = routing(&space, 10, &[], None);
+        assert!(pair.notified(&space, member(40)));
+        assert_eq!(
+            pair.step(&space, 25, Via::Fingers),
+            LookStep::Owner(vec![member(40), member(10)])
         );
     }
 
