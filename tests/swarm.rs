@@ -164,7 +164,7 @@ fn a_download_that_cannot_finish_says_which_pieces_no_peer_has() {
     let reason = download.wait().unwrap_err();
     assert!(reason.contains("stalled at 5 of 10 pieces"), "{reason}");
     assert!(
-        reason.contains("no live peer has piece(s) 5, 6, 7, 8, 9"),
+        reason.contains("no peer that answers has piece(s) 5, 6, 7, 8, 9"),
         "{reason}"
     );
     assert!(
@@ -307,9 +307,36 @@ fn a_peer_that_claims_pieces_it_never_gives_does_not_stall_the_download_forever(
     let reason = support::wait_within(download, Duration::from_secs(60)).unwrap_err();
     assert!(reason.contains("stalled at 5 of 10 pieces"), "{reason}");
     assert!(
-        reason.contains("no live peer has piece(s) 5, 6, 7, 8, 9"),
+        reason.contains("no peer that answers has piece(s) 5, 6, 7, 8, 9"),
         "{reason}"
     );
+}
+
+#[test]
+fn a_peer_that_goes_silent_mid_piece_does_not_keep_the_download_waiting_for_ever() {
+    // Its only seeder stops half-way through its first piece and keeps the
+    // connection open. Dropped after the link's silence limit (30 s), it is
+    // tried again and again; those tries are not waiting on a peer that
+    // answers, so the download stalls and says so.
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let silent = FakePeer::start(
+        tracker.local_addr(),
+        "silent.bin",
+        random_bytes(4 * PIECE, 34),
+        PIECE as u32,
+        Fake::Stalls,
+    );
+    let leecher = start_peer(
+        dir.path(),
+        "leecher",
+        tracker.local_addr(),
+        &[("stall_timeout_secs", "2")],
+    );
+    let download = leecher.download(&silent.key.to_string(), None).unwrap();
+    let reason = support::wait_within(download, Duration::from_secs(150)).unwrap_err();
+    assert!(reason.starts_with("stalled at 0 of 4 pieces"), "{reason}");
+    assert!(reason.contains("no answer"), "why it is out: {reason}");
 }
 
 #[test]

@@ -262,9 +262,10 @@ impl<'a> Coordinator<'a> {
             }
             self.start_writeback_if_due(jobs)?;
             self.assign(jobs);
-            // Stalled: no piece asked for and none to ask (BufferMap
-            // exchanges go on meanwhile, and may change that).
-            if !self.in_flight.is_empty() {
+            // Stalled: for `stall_timeout`, no piece asked of a neighbour
+            // that answers (BufferMap exchanges go on meanwhile, and may
+            // change that).
+            if self.awaits_a_neighbour_that_answers() {
                 idle_since = None;
             } else {
                 let since = *idle_since.get_or_insert_with(Instant::now);
@@ -625,6 +626,9 @@ impl<'a> Coordinator<'a> {
             // here now, or the endgame would ask for it again and again.
             PieceResult::Duplicate => self.have.set(index as usize),
             PieceResult::Missing => self.refuse(neighbour, index),
+            // From one banned already (a batch its other lanes had under
+            // way): struck once is enough.
+            PieceResult::Corrupt if self.neighbours[neighbour].standing.is_banned() => {}
             PieceResult::Corrupt => {
                 // Never ask it for this piece again: another peer must give it.
                 self.refuse(neighbour, index);
@@ -747,6 +751,17 @@ impl<'a> Coordinator<'a> {
             .collect();
     }
 
+    /// Whether a piece is asked of a live neighbour that has not failed
+    /// since its last piece. One back after failures, with nothing given
+    /// since, does not count: a peer that takes requests and never
+    /// answers them would keep the download waiting for ever, each try
+    /// ending in a timeout and the next one starting.
+    fn awaits_a_neighbour_that_answers(&self) -> bool {
+        self.neighbours
+            .iter()
+            .any(|n| n.asked > 0 && n.standing.is_live() && !n.standing.is_on_trial())
+    }
+
     /// Why the download cannot finish: which pieces no live peer has, or
     /// that no peer holding the file was found at all.
     fn stall_message(&self) -> String {
@@ -763,10 +778,11 @@ impl<'a> Coordinator<'a> {
                 self.shared.path().display()
             );
         }
+        let answers = |n: &&Neighbour| n.standing.is_live() && !n.standing.is_on_trial();
         let held: HashSet<usize> = self
             .neighbours
             .iter()
-            .filter(|n| n.standing.is_live())
+            .filter(answers)
             .flat_map(|n| n.bitmap.held())
             .collect();
         let lacking: Vec<usize> = self.have.missing().filter(|i| !held.contains(i)).collect();
@@ -776,12 +792,26 @@ impl<'a> Coordinator<'a> {
         } else {
             String::new()
         };
+        // Why the others give nothing, for the first few.
+        let why: Vec<String> = self
+            .neighbours
+            .iter()
+            .filter_map(|n| Some(format!("{} {}", n.peer, n.standing.why_not_giving()?)))
+            .collect();
+        let mut whys = why
+            .iter()
+            .take(3)
+            .map(|w| format!("; {w}"))
+            .collect::<String>();
+        if why.len() > 3 {
+            whys.push_str(&format!("; {} more out", why.len() - 3));
+        }
         format!(
-            "stalled at {} of {} pieces: no live peer has piece(s) {}{more} ({} of {} neighbours still connected)",
+            "stalled at {} of {} pieces: no peer that answers has piece(s) {}{more} ({} of {} neighbours answering{whys})",
             self.have.count(),
             self.have.len(),
             shown.join(", "),
-            self.neighbours.iter().filter(|n| n.standing.is_live()).count(),
+            self.neighbours.iter().filter(answers).count(),
             self.neighbours.len()
         )
     }

@@ -29,6 +29,8 @@ pub struct Standing {
     strikes: u32,
     /// Failed exchanges since the last piece it gave.
     failures: u32,
+    /// Why the last of those failed (kept once it is back, on trial).
+    last_failure: Option<String>,
 }
 
 #[derive(Debug)]
@@ -75,6 +77,18 @@ impl Standing {
         self.out.as_ref().map(|out| out.reason.as_str())
     }
 
+    /// Whether it failed since the last piece it gave: brought back for
+    /// another try, it has yet to show that it answers.
+    pub fn is_on_trial(&self) -> bool {
+        self.failures > 0
+    }
+
+    /// Why it gives nothing: why it is out, or, back on trial, why it
+    /// failed last (`None`: it answers).
+    pub fn why_not_giving(&self) -> Option<&str> {
+        self.reason().or(self.last_failure.as_deref())
+    }
+
     /// One more strike; returns how many it has now.
     pub fn strike(&mut self) -> u32 {
         self.strikes += 1;
@@ -84,6 +98,7 @@ impl Standing {
     /// It gave a good piece: its failures in a row are over.
     pub fn gave_piece(&mut self) {
         self.failures = 0;
+        self.last_failure = None;
     }
 
     /// An exchange with it failed at `now`: it is out for a while, or given
@@ -96,6 +111,7 @@ impl Standing {
             return false;
         }
         self.failures += 1;
+        self.last_failure = Some(reason.clone());
         let (reason, kind) = if self.failures >= MAX_FAILURES {
             let reason =
                 format!("given up after {MAX_FAILURES} failures in a row (last: {reason})");
@@ -165,6 +181,21 @@ mod tests {
     use super::*;
 
     const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn one_back_after_a_failure_is_on_trial_until_it_gives_a_piece() {
+        let (mut standing, t0) = (Standing::default(), Instant::now());
+        assert!(!standing.is_on_trial() && standing.why_not_giving().is_none());
+        standing.fail("dropped: no answer for 30 s".into(), t0);
+        assert!(standing.retry_if_due(SECOND, t0 + SECOND));
+        assert!(standing.is_live() && standing.is_on_trial());
+        assert_eq!(
+            standing.why_not_giving(),
+            Some("dropped: no answer for 30 s")
+        );
+        standing.gave_piece();
+        assert!(!standing.is_on_trial() && standing.why_not_giving().is_none());
+    }
 
     #[test]
     fn a_failure_is_counted_once_however_many_connections_it_broke() {
