@@ -423,6 +423,29 @@ fn a_download_never_overwrites_a_file_or_another_download() {
 }
 
 #[test]
+fn a_part_file_of_the_right_size_holding_something_else_is_left_alone() {
+    const WAIT: Duration = Duration::from_secs(60);
+    let swarm = seeded_swarm("mine.bin", 3 * PIECE, 45, &[]);
+    let peer = swarm.peer("peer", &[]);
+    // The user's own file, by chance named as the download's .part file.
+    let mine = random_bytes(3 * PIECE, 46);
+    let part = write_file(
+        &swarm.dir.path().join("peer/downloads"),
+        "mine.bin.part",
+        &mine,
+    );
+    let refused = peer.download("mine.bin", None).unwrap();
+    let reason = support::wait_within(refused, WAIT).unwrap_err();
+    assert!(reason.contains("but none of its pieces"), "{reason}");
+    assert_eq!(std::fs::read(&part).unwrap(), mine, "left as it was");
+    // Zeros: what a download stopped before its first piece leaves. Taken up.
+    std::fs::write(&part, vec![0; 3 * PIECE]).unwrap();
+    let done = peer.download("mine.bin", None).unwrap();
+    let path = support::wait_within(done, WAIT).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), swarm.data);
+}
+
+#[test]
 fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
     const WAIT: Duration = Duration::from_secs(60);
     let swarm = support::seeded_swarm("held.bin", 6 * PIECE, 43, &[]);

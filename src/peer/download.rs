@@ -51,7 +51,7 @@ use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{ErrorCode, FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
 
 use super::discovery::Discovery;
-use super::fsutil::{folder_missing, portable_file_name, sync_parent_dir};
+use super::fsutil::{cut_to, folder_missing, portable_file_name, sync_parent_dir, MAX_NAME_BYTES};
 use super::library::{Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink, MAX_BITMAP_PIECES};
 use super::ratelimit::RateLimiter;
@@ -587,13 +587,11 @@ pub(super) fn name_taken(path: &Path) -> String {
 /// into: `<saved_as>.part`, the name cut (at a character) so that it
 /// stays within the 255 bytes most file systems allow.
 fn part_file_name(saved_as: &str) -> String {
-    const MAX_NAME: usize = 255;
     const SUFFIX: &str = ".part";
-    let mut end = saved_as.len().min(MAX_NAME - SUFFIX.len());
-    while !saved_as.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{SUFFIX}", &saved_as[..end])
+    format!(
+        "{}{SUFFIX}",
+        cut_to(saved_as, MAX_NAME_BYTES - SUFFIX.len())
+    )
 }
 
 /// The file is already under its final name: if it is the right file (its

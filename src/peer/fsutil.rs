@@ -13,7 +13,11 @@ use sha2::{Digest, Sha256};
 /// A file name that can be created on Linux, macOS and Windows alike: the
 /// characters Windows forbids (`< > : " | ? *`) become `_`, a trailing dot
 /// or space is dropped, and a device name (`CON`, `NUL`, `COM1`, `COM¹`,
-/// `CONIN$`, ...) gets a `_` in front. Names already safe are unchanged.
+/// `CONIN$`, ...) gets a `_` in front, and so does a name the peer keeps
+/// for its copies' temporary files, with or without their `.part`
+/// ([`is_copy_temp_name`]: a file saved under one, or a download's `.part`
+/// file, would be taken for a killed copy's leftover, and deleted).
+/// Names already safe are unchanged.
 pub fn portable_file_name(name: &str) -> String {
     let mut safe: String = name
         .chars()
@@ -49,10 +53,60 @@ pub fn portable_file_name(name: &str) -> String {
         "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
     ) || numbered("COM")
         || numbered("LPT");
-    if device || safe.is_empty() {
+    if device || safe.is_empty() || begins_as_copy_temp_name(&safe) {
         safe.insert(0, '_');
+        // One byte more than the longest name, at worst: cut to fit.
+        let fits = cut_to(&safe, MAX_NAME_BYTES).len();
+        safe.truncate(fits);
+        while safe.ends_with(['.', ' ']) {
+            safe.pop();
+        }
     }
     safe
+}
+
+/// The longest file name, in bytes, that every system takes (Windows
+/// counts UTF-16 units, never more than the bytes).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// `name` cut to at most `max` bytes, on a character boundary.
+pub fn cut_to(name: &str, max: usize) -> &str {
+    let mut end = name.len().min(max);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// How every temporary file of a copy of a held file into another folder
+/// begins (see `download::held`).
+pub const COPY_PREFIX: &str = ".copy-";
+
+/// Whether `name` is one a copy's temporary file gets:
+/// `.copy-<digits>-<16 hex digits>.<name>.part`. Files so named that no
+/// process holds locked are deleted as a killed copy's leftovers, so no
+/// download is ever saved under such a name, nor its `.part` file
+/// ([`portable_file_name`]).
+pub fn is_copy_temp_name(name: &str) -> bool {
+    begins_as_copy_temp_name(name) && name.ends_with(".part")
+}
+
+/// Whether `name` begins as a copy's temporary file's does:
+/// `.copy-<digits>-<16 hex digits>.`.
+fn begins_as_copy_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(COPY_PREFIX) else {
+        return false;
+    };
+    let Some((pid, rest)) = rest.split_once('-') else {
+        return false;
+    };
+    let Some((random, _)) = rest.split_once('.') else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && random.len() == 16
+        && random.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists
@@ -256,11 +310,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_names_a_copy_gives_are_taken_for_leftovers() {
+        assert!(is_copy_temp_name(".copy-123-0123456789abcdef.a b.mp3.part"));
+        assert!(!is_copy_temp_name(".copy-123-0123456789abcdef.a.mp3"));
+        assert!(!is_copy_temp_name(".copy-12x-0123456789abcdef.a.part"));
+        assert!(!is_copy_temp_name(".copy-123-0123456789abcde.a.part"));
+        assert!(!is_copy_temp_name(".copy-0.a.part"));
+        assert!(!is_copy_temp_name("copy-123-0123456789abcdef.a.part"));
+    }
+
+    #[test]
     fn names_portable_everywhere() {
         assert_eq!(portable_file_name("song.mp3"), "song.mp3");
         assert_eq!(portable_file_name("été à Paris.mkv"), "été à Paris.mkv");
         assert_eq!(portable_file_name("C:evil"), "C_evil");
         assert_eq!(portable_file_name("what?*.txt"), "what__.txt");
+        // A name kept for the copies' temporary files is never a download's.
+        assert_eq!(
+            portable_file_name(".copy-1-0123456789abcdef.notes.part"),
+            "_.copy-1-0123456789abcdef.notes.part"
+        );
+        assert_eq!(
+            portable_file_name(".copy-1-0123456789abcdef.notes"),
+            "_.copy-1-0123456789abcdef.notes",
+            "its .part file would be one"
+        );
+        assert_eq!(
+            portable_file_name(".copy-of-notes.part"),
+            ".copy-of-notes.part"
+        );
+        // A `_` put in front of a name of the longest length: cut to fit.
+        let longest = format!("nul.{}é", "x".repeat(249));
+        assert_eq!(longest.len(), 255);
+        assert_eq!(
+            portable_file_name(&longest),
+            format!("_nul.{}", "x".repeat(249))
+        );
         assert_eq!(portable_file_name("nul.txt"), "_nul.txt");
         assert_eq!(portable_file_name("COM3"), "_COM3");
         assert_eq!(portable_file_name("COMMA.txt"), "COMMA.txt");

@@ -14,7 +14,8 @@ use crate::pieces::Manifest;
 use crate::protocol::FileName;
 
 use super::super::fsutil::{
-    hash_stream, portable_file_name, rename_no_replace, same_file, same_folder, sync_parent_dir,
+    hash_stream, is_copy_temp_name, portable_file_name, rename_no_replace, same_file, same_folder,
+    sync_parent_dir, COPY_PREFIX,
 };
 use super::super::library::SharedFile;
 use super::{name_taken, part_file_name};
@@ -137,9 +138,6 @@ fn new_temp_file(dir: &Path, saved_as: &str) -> io::Result<(PathBuf, File)> {
     Err(last)
 }
 
-/// How every copy's temporary file name begins.
-const COPY_PREFIX: &str = ".copy-";
-
 /// Removes from `dir` the temporary files of copies killed half-way:
 /// files named as [`new_temp_file`] names them that no process holds
 /// locked. (Where the file system has no locks, nothing is removed.)
@@ -166,25 +164,6 @@ fn sweep_leftovers(dir: &Path) {
             );
         }
     }
-}
-
-/// Whether `name` is one [`new_temp_file`] gives:
-/// `.copy-<digits>-<16 hex digits>.<name>.part`.
-fn is_copy_temp_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(COPY_PREFIX) else {
-        return false;
-    };
-    let Some((pid, rest)) = rest.split_once('-') else {
-        return false;
-    };
-    let Some((random, rest)) = rest.split_once('.') else {
-        return false;
-    };
-    !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
-        && random.len() == 16
-        && random.bytes().all(|b| b.is_ascii_hexdigit())
-        && rest.ends_with(".part")
 }
 
 /// Copies the file at `from` into `out`, checking its size and SHA-256
@@ -258,15 +237,5 @@ mod tests {
         assert_ne!(other, temp);
         drop(first); // Windows' locks keep out even readers.
         assert_eq!(fs::read(&temp).unwrap(), b"under way");
-    }
-
-    #[test]
-    fn only_names_a_copy_gives_are_taken_for_leftovers() {
-        assert!(is_copy_temp_name(".copy-123-0123456789abcdef.a b.mp3.part"));
-        assert!(!is_copy_temp_name(".copy-123-0123456789abcdef.a.mp3"));
-        assert!(!is_copy_temp_name(".copy-12x-0123456789abcdef.a.part"));
-        assert!(!is_copy_temp_name(".copy-123-0123456789abcde.a.part"));
-        assert!(!is_copy_temp_name(".copy-0.a.part"));
-        assert!(!is_copy_temp_name("copy-123-0123456789abcdef.a.part"));
     }
 }

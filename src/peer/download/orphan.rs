@@ -4,11 +4,14 @@
 //! another working directory, or a crash between making the `.part` file
 //! and recording it), or a file another peer is writing. A regular file
 //! that nobody holds locked and that has the file's exact size is taken
-//! up: every piece in it is checked, and the right ones are kept. Where
-//! the file system has no locks, nothing can tell, and it is left alone.
+//! up: every piece in it is checked, and the right ones are kept. One with
+//! no right piece is taken up only if it holds nothing but zeros (a
+//! download stopped before its first piece); anything else there is some
+//! other file, and is left alone. Where the file system has no locks,
+//! nothing can tell, and it is left alone.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{info, warn};
 
@@ -68,13 +71,19 @@ pub(super) fn take_up(
             manifest.size()
         ));
     }
+    let pieces = manifest.piece_count();
+    let bitmap = resume::verified_pieces_until(&manifest, &part, &Bitmap::full(pieces), cancel)
+        .ok_or("cancelled")?;
+    if bitmap.count() == 0 && !holds_only_zeros(&manifest, &part, cancel)? {
+        return Err(format!(
+            "{shown} is there already, with the size of {name} but none of its pieces: \
+             not a download of this file; move it away, or delete it to start over"
+        ));
+    }
     context
         .resume
         .begin(&plan.name, plan.kind, part_path, &manifest)
         .map_err(|e| format!("cannot save the download's state: {e}"))?;
-    let pieces = manifest.piece_count();
-    let bitmap = resume::verified_pieces_until(&manifest, &part, &Bitmap::full(pieces), cancel)
-        .ok_or("cancelled")?;
     info!(
         "{name}: {shown} was there with no record of its download; {} of {pieces} pieces \
          in it verified",
@@ -92,6 +101,27 @@ pub(super) fn take_up(
         warn!("{name}: cannot save progress: {e}");
     }
     Ok(shared)
+}
+
+/// Whether every byte of `part` is zero: what a download leaves that was
+/// stopped before it wrote a piece. Stops at the first byte that is not.
+fn holds_only_zeros(
+    manifest: &Manifest,
+    part: &PieceFile,
+    cancel: &AtomicBool,
+) -> Result<bool, String> {
+    let mut buf = Vec::new();
+    for index in 0..manifest.piece_count() {
+        if cancel.load(Ordering::SeqCst) {
+            return Err("cancelled".into());
+        }
+        part.read_piece(manifest, index, &mut buf)
+            .map_err(|e| format!("cannot read the .part file: {e}"))?;
+        if buf.iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Why a `.part` file is left alone: another peer holds its lock.
