@@ -179,6 +179,15 @@ impl PeerLink {
         self.reader.get_mut().deadline = within.map(|d| Instant::now() + d);
     }
 
+    /// Moves the deadline of the exchange under way `by` later: time spent
+    /// here (waiting on this peer's own download limit) rather than on the
+    /// other peer.
+    pub fn extend_deadline(&mut self, by: Duration) {
+        if let Some(deadline) = &mut self.reader.get_mut().deadline {
+            *deadline += by;
+        }
+    }
+
     /// Sends one request.
     pub fn send(&mut self, request: &PeerRequest) -> io::Result<()> {
         self.send_line(request)
@@ -412,6 +421,31 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "the deadline did not hold"
         );
+        drop(link);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_deadline_moved_later_covers_time_spent_here() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // Two answers, the second sent once the first is read: the
+            // time between is this side's.
+            let piece = |index| format!("PIEC {} {index} 1\nx", FileKey([0; 32]));
+            stream.write_all(piece(0).as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(600));
+            let _ = stream.write_all(piece(1).as_bytes());
+        });
+        let mut link = PeerLink::connect(addr).unwrap();
+        link.set_deadline(Some(Duration::from_millis(300)));
+        let mut buf = Vec::new();
+        link.read_piece(FileKey([0; 32]), 0, 1, &mut buf).unwrap();
+        // As a download limit's wait would, the 600 ms are taken here.
+        link.extend_deadline(Duration::from_secs(5));
+        let second = link.read_piece(FileKey([0; 32]), 1, 1, &mut buf);
+        assert!(second.is_ok(), "{second:?}");
         drop(link);
         server.join().unwrap();
     }

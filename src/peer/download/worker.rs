@@ -222,8 +222,11 @@ impl Worker {
                 if answer == PieceAnswer::Received {
                     tally.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
                     // Paid after the fact: the wait holds back the next
-                    // read, and the sender with it.
+                    // read, and the sender with it. It is this side's
+                    // time, not the peer's: the batch's deadline moves on.
+                    let paying = Instant::now();
                     self.limit.take_unless(u64::from(len), &self.winding_down);
+                    l.extend_deadline(paying.elapsed());
                 }
                 let result = match answer {
                     PieceAnswer::Missing => PieceResult::Missing,
