@@ -177,6 +177,13 @@ fn each_profile_lists_its_kind_and_a_download_reaches_100_percent() {
     let (status, refused) = audio.get(&format!("/api/files?q={}", words(16)));
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["error"], "at most 15 words in a search");
+    // A search that cannot be decoded is refused, not taken for none.
+    let (status, refused) = audio.get("/api/files?q=%zz");
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["error"],
+        "bad q \"%zz\": '%' must be followed by two hex digits"
+    );
 
     // The audio client refuses the video file, and nonsense.
     let clip_key = video.file("clip.webm").unwrap()["key"].clone();

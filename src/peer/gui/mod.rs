@@ -145,7 +145,9 @@ fn answer(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>, port: u16) 
         // Browsers ask for it; there is none (and no error for it).
         (Method::Get, "/favicon.ico") => return Response::empty(204),
         (Method::Get, "/api/info") => api::info(peer),
-        (Method::Get, "/api/files") => api::files(peer, &query_value(request.query(), "q")),
+        (Method::Get, "/api/files") => {
+            query_value(request.query(), "q").and_then(|words| api::files(peer, &words))
+        }
         (Method::Get, "/api/downloads") => api::downloads(peer),
         (Method::Post, "/api/downloads") => api::start_download(peer, &request.body),
         (Method::Get, "/api/shares") => api::shares(peer),
@@ -239,16 +241,17 @@ fn asset(text: &'static str, content_type: &str) -> Response {
 }
 
 /// The value of `name` in a URL query (`+` and `%xx` decoded; empty when
-/// absent or not decodable).
-fn query_value(query: &str, name: &str) -> String {
-    query
+/// absent), or a 400 saying why it cannot be decoded.
+fn query_value(query: &str, name: &'static str) -> Result<String, ApiError> {
+    let Some((_, value)) = query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(key, _)| *key == name)
-        .and_then(|(_, value)| {
-            crate::protocol::fields::percent_decode("q", &value.replace('+', " ")).ok()
-        })
-        .unwrap_or_default()
+    else {
+        return Ok(String::new());
+    };
+    crate::protocol::fields::percent_decode(name, &value.replace('+', " "))
+        .map_err(|e| ApiError::new(400, e.to_string()))
 }
 
 /// `GET /media/<key>`: the file for the player, whole or a range, while
@@ -392,9 +395,11 @@ mod tests {
 
     #[test]
     fn query_values_are_decoded() {
-        assert_eq!(query_value("q=hello+world&x=1", "q"), "hello world");
-        assert_eq!(query_value("x=1&q=caf%C3%A9", "q"), "café");
-        assert_eq!(query_value("q=%zz", "q"), "");
-        assert_eq!(query_value("", "q"), "");
+        let value = |query| query_value(query, "q").map_err(|e| e.status);
+        assert_eq!(value("q=hello+world&x=1"), Ok("hello world".into()));
+        assert_eq!(value("x=1&q=caf%C3%A9"), Ok("café".into()));
+        assert_eq!(value(""), Ok(String::new()));
+        assert_eq!(value("q=%zz"), Err(400), "not a %xx escape");
+        assert_eq!(value("q=%ff%fe"), Err(400), "not UTF-8");
     }
 }
