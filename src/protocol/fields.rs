@@ -519,10 +519,20 @@ impl fmt::Display for MediaKind {
 /// port the peer announced.
 pub type PeerId = std::net::SocketAddr;
 
-/// Parses a peer id.
+/// Parses a peer id; port 0 is refused, as in `HELO`: no one can connect
+/// to it.
 pub fn parse_peer_id(text: &str) -> Result<PeerId, ProtocolError> {
-    text.parse()
-        .map_err(|_| ProtocolError::bad_field("peer", text, "expected ip:port"))
+    let peer: PeerId = text
+        .parse()
+        .map_err(|_| ProtocolError::bad_field("peer", text, "expected ip:port"))?;
+    if peer.port() == 0 {
+        return Err(ProtocolError::bad_field(
+            "peer",
+            text,
+            "port 0 is not a port others can connect to",
+        ));
+    }
+    Ok(peer)
 }
 
 /// A BufferMap as it travels: the bitmap's bytes, written as lower-case hex,

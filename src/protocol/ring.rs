@@ -467,6 +467,12 @@ mod tests {
         assert!(RingRequest::parse("LOOK 4 quickly").is_err());
         assert!(RingRequest::parse("NTFY 7").is_err());
         assert!(RingRequest::parse("STOR 999999 HOLD x y").is_err());
+        let no_port = RingRequest::parse(&format!("STOR 90 HOLD {TEST_KEY} 1.2.3.4:0"));
+        assert!(
+            no_port.is_err_and(|e| e.to_string().contains("port 0 is not a port")),
+            "a holder no one can connect to"
+        );
+        assert!(RingRequest::parse("NTFY 7@127.0.0.1:0").is_err());
         assert!(RingRequest::parse("FIND WHAT x").is_err());
         assert!(RingRequest::parse("ZZZZ").is_err());
         let long = format!("OWNR {}", vec!["1@127.0.0.1:1"; 40].join(" "));
