@@ -410,7 +410,7 @@ impl Registry {
                     distance: Distance::between(asker_ip, session.peer.ip()),
                     // Looked up below, only where it decides the order.
                     serving: 0,
-                    peer: session.peer,
+                    lottery: fastrand::u64(..),
                 };
                 let entry = PeerEntry {
                     peer: session.peer,
@@ -595,8 +595,9 @@ impl FileRecord {
 
 /// How good a holder is for one asker, best first when sorted: complete
 /// copies first, then the most pieces, then the nearest (same host, then
-/// same subnet), then the least busy, then by address (so that the order
-/// is stable).
+/// same subnet), then the least busy, then at random, drawn anew for each
+/// request: among equals each holder gets its turn in a listing cut at
+/// its limit, and a host with many sessions cannot keep the others out.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct HolderRank {
     role: Role,
@@ -606,7 +607,7 @@ struct HolderRank {
     /// only where it decides the order (see [`Registry::holders`]): 0
     /// for a holder that ties with no other, or past the listing's limit.
     serving: usize,
-    peer: PeerId,
+    lottery: u64,
 }
 
 impl HolderRank {
@@ -1059,6 +1060,35 @@ mod tests {
         // (nearest by the connection's address).
         let no_session = 99;
         assert_eq!(ranked_for(no_session), ranked_for(asker));
+    }
+
+    #[test]
+    fn holders_that_rank_the_same_take_turns_in_a_listing_cut_at_its_limit() {
+        // Fifty sessions of one host claim the file (nothing need listen
+        // on their ports); the real seeder, on the same host, ranks the
+        // same. Listings of 50 leave out one at random, never always it.
+        let mut registry = Registry::new(NO_LIMIT);
+        let song = offer(1, "song.mp3", 40_000);
+        for id in 1..=51 {
+            registry.open(id, peer(id as u16), None).unwrap();
+            registry.offer(id, &song).unwrap();
+        }
+        let real = peer(51);
+        let asker = 99;
+        let listed = |registry: &Registry| -> Vec<PeerId> {
+            registry
+                .holders(song.key, asker, LOCAL, 50)
+                .unwrap()
+                .map(|e| e.peer)
+                .collect()
+        };
+        assert_eq!(listed(&registry).len(), 50);
+        // Left out of one listing in 51: of 20, it misses all with a
+        // chance of 51^-20. (By address, as before, it was always left out.)
+        let times = (0..20)
+            .filter(|_| listed(&registry).contains(&real))
+            .count();
+        assert!(times > 0, "the real seeder was never listed");
     }
 
     #[test]
