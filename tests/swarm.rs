@@ -445,6 +445,22 @@ fn a_part_file_of_the_right_size_holding_something_else_is_left_alone() {
     assert_eq!(std::fs::read(path).unwrap(), swarm.data);
 }
 
+#[cfg(unix)]
+#[test]
+fn a_folder_whose_path_is_not_utf8_is_refused_before_anything_is_made() {
+    use std::os::unix::ffi::OsStrExt;
+    let swarm = seeded_swarm("latin.bin", 2 * PIECE, 47, &[]);
+    let peer = swarm.peer("peer", &[]);
+    let folder = swarm
+        .dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    let refused = peer.download("latin.bin", Some(&folder)).map(|_| ());
+    let reason = refused.unwrap_err().to_string();
+    assert!(reason.contains("is not valid UTF-8"), "{reason}");
+    assert!(!folder.exists(), "nothing made there");
+}
+
 #[test]
 fn a_file_held_already_is_done_where_it_is_and_copied_where_asked() {
     const WAIT: Duration = Duration::from_secs(60);
