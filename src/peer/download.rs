@@ -51,7 +51,9 @@ use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{ErrorCode, FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
 
 use super::discovery::Discovery;
-use super::fsutil::{cut_to, folder_missing, portable_file_name, sync_parent_dir, MAX_NAME_BYTES};
+use super::fsutil::{
+    cut_to, folder_missing, portable_file_name, room_for, sync_parent_dir, MAX_NAME_BYTES,
+};
 use super::library::{Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink, MAX_BITMAP_PIECES};
 use super::ratelimit::RateLimiter;
@@ -673,6 +675,7 @@ fn prepare(
     let shared = if part_path.exists() {
         orphan::take_up(context, plan, manifest, &part_path, cancel)?
     } else {
+        room_for(&plan.dir, manifest.size()).map_err(|why| format!("no room for {name}: {why}"))?;
         // Never truncate a file that is there: another download, or the user's.
         match PieceFile::create_new(&part_path, manifest.size()) {
             Ok(part) => {

@@ -109,6 +109,22 @@ fn begins_as_copy_temp_name(name: &str) -> bool {
         && random.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Refuses to put `size` more bytes into `dir` when its disk has less
+/// room left (for this user): better said at the start than found once
+/// the disk is full. A disk that cannot tell is not refused; one that
+/// fills meanwhile still fails the write, and says so.
+pub fn room_for(dir: &Path, size: u64) -> Result<(), String> {
+    match fs4::available_space(dir) {
+        Ok(free) if free < size => Err(format!(
+            "{} needed, and the disk of {} has {} free",
+            crate::units::format_bytes(size),
+            dir.display(),
+            crate::units::format_bytes(free)
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists
 /// (a plain rename would silently replace it). A hard link makes the check
 /// and the move one step where the file system supports it.
@@ -308,6 +324,19 @@ pub fn hash_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_bigger_than_the_disk_s_free_space_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(room_for(dir.path(), 1), Ok(()));
+        let refused = room_for(dir.path(), u64::MAX).unwrap_err();
+        let needed = format!(
+            "{} needed, and the disk of ",
+            crate::units::format_bytes(u64::MAX)
+        );
+        assert!(refused.starts_with(&needed), "{refused}");
+        assert!(refused.ends_with(" free"), "{refused}");
+    }
 
     #[test]
     fn only_names_a_copy_gives_are_taken_for_leftovers() {

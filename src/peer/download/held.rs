@@ -14,8 +14,8 @@ use crate::pieces::Manifest;
 use crate::protocol::FileName;
 
 use super::super::fsutil::{
-    hash_stream, is_copy_temp_name, portable_file_name, rename_no_replace, same_file, same_folder,
-    sync_parent_dir, COPY_PREFIX,
+    hash_stream, is_copy_temp_name, portable_file_name, rename_no_replace, room_for, same_file,
+    same_folder, sync_parent_dir, COPY_PREFIX,
 };
 use super::super::library::SharedFile;
 use super::{name_taken, part_file_name};
@@ -76,6 +76,8 @@ pub(super) fn deliver(
     );
     fs::create_dir_all(dir)
         .map_err(|e| Undelivered::Failed(format!("cannot create {}: {e}", dir.display())))?;
+    room_for(dir, held.manifest.size())
+        .map_err(|why| Undelivered::Failed(format!("no room for {}: {why}", held.name.as_str())))?;
     let (temp, mut out) = new_temp_file(dir, &saved_as).map_err(|e| {
         Undelivered::Failed(format!("cannot make a file in {}: {e}", dir.display()))
     })?;
