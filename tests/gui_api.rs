@@ -149,7 +149,7 @@ fn each_profile_lists_its_kind_and_a_download_reaches_100_percent() {
         seeder.expect("sharing ");
     }
 
-    let (_audio_peer, audio) = start_client(&dir.path().join("audio"), &tracker, "audio");
+    let (mut audio_peer, audio) = start_client(&dir.path().join("audio"), &tracker, "audio");
     let (_video_peer, video) = start_client(&dir.path().join("video"), &tracker, "video");
     let (_, info) = audio.get("/api/info");
     assert_eq!(info["profile"], "audio");
@@ -218,6 +218,19 @@ fn each_profile_lists_its_kind_and_a_download_reaches_100_percent() {
     assert_eq!(sha256(&saved), sha256(&song));
     let (status, again) = audio.post("/api/downloads", &json!({ "key": key }));
     assert_eq!(status, 409, "{again}");
+    // Copied into another folder from the shell: the page still shows the
+    // file once, as its latest download.
+    let elsewhere = dir.path().join("elsewhere");
+    audio_peer.send(&format!("download {key} {}", elsewhere.display()));
+    audio_peer.expect("[song.wav] done:");
+    let (_, listed) = audio.get("/api/downloads");
+    let of_song: Vec<&Value> = listed["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["key"] == key.as_str())
+        .collect();
+    assert_eq!(of_song.len(), 1, "{listed}");
 
     // Its shares: the song, complete; the video client shares nothing.
     let (_, shares) = audio.get("/api/shares");

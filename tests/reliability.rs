@@ -554,12 +554,14 @@ fn a_sole_source_that_keeps_failing_is_given_up_and_the_download_says_why() {
         Fake::Truncated,
     );
     // The stall timeout is longer than the longest pause between retries
-    // (4 s), so only giving the peer up lets the download end.
+    // (4 s), so only giving the peer up lets the download end; and longer
+    // than the 15 s after which a peer given up is tried once more: that
+    // try (the peer on trial) does not keep the download waiting.
     let leecher = start_peer(
         dir.path(),
         "leecher",
         tracker.local_addr(),
-        &[("stall_timeout_secs", "12")],
+        &[("stall_timeout_secs", "20")],
     );
     let download = leecher.download(&broken.key.to_string(), None).unwrap();
     let reason = support::wait_within(std::sync::Arc::clone(&download), WAIT).unwrap_err();

@@ -24,10 +24,11 @@
 //!    and its pieces go to the others (and it is tried again later); one
 //!    that sends bad pieces or breaks the protocol is disconnected, and
 //!    banned for the rest of the download after `max_bad_pieces` of those
-//!    (the rules are in [`standing`]). With no piece asked of a peer
-//!    that answers during the stall timeout (one back after failures
-//!    does not count until it gives a piece), the download fails and
-//!    says which pieces no such peer has, and why the others give none.
+//!    (the rules are in [`standing`]). With no piece stored and none
+//!    asked of a peer that may give it during the stall timeout (one
+//!    given up and tried once more does not count until it gives a
+//!    piece), the download fails and says which pieces no such peer has,
+//!    and why the others give none.
 //! 7. All pieces in (each one checked against the manifest, which is
 //!    checked against the key, so the whole file is): the file is flushed
 //!    to disk (`sync_on_finish`; on Linux its write-out was started along

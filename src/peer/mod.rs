@@ -530,12 +530,15 @@ impl Peer {
             },
         };
         // This download tells what an ended one of the same file told:
-        // `status` and the page show one line per file and folder.
-        let superseded: Vec<_> = downloads
-            .extract_if(.., |old| old.key() == plan.key && ended_as(old, &plan))
+        // `status` shows one line per file and folder.
+        let superseded: Vec<Arc<Download>> = downloads
+            .iter()
+            .filter(|old| old.key() == plan.key && ended_as(old, &plan))
+            .cloned()
             .collect();
         let download = Download::start(context, plan)
             .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
+        downloads.retain(|d| !superseded.iter().any(|old| Arc::ptr_eq(old, d)));
         downloads.push(Arc::clone(&download));
         drop(downloads);
         for old in superseded {
@@ -825,13 +828,16 @@ fn plan_for(file: &SharedFile, dir: Option<&Path>) -> DownloadPlan {
 
 /// Whether `old`, a download of `plan`'s file, ended where `plan` would
 /// end: it failed (a new try replaces the failure), or it is done into
-/// the same folder under the same name (a download into another folder
-/// is another line).
+/// the same folder under the file's name, as saved or as held (a
+/// download into another folder is another line).
 fn ended_as(old: &Download, plan: &DownloadPlan) -> bool {
     match old.status().state {
         DownloadState::Failed(_) => true,
         DownloadState::Done(path) => {
-            path.file_name() == Some(OsStr::new(plan.name.as_str()))
+            let name = plan.name.as_str();
+            let saved_as = fsutil::portable_file_name(name);
+            path.file_name()
+                .is_some_and(|file| file == OsStr::new(name) || file == OsStr::new(&saved_as))
                 && path
                     .parent()
                     .is_some_and(|folder| fsutil::same_folder(folder, &plan.dir))

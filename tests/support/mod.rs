@@ -347,8 +347,6 @@ pub enum Fake {
     WrongIndex,
     /// Sends half a piece, then closes the connection.
     Truncated,
-    /// Sends half a piece, then nothing more, the connection left open.
-    Stalls,
     /// Announces a 4 GB piece.
     HugeLength,
     /// Answers with a line of garbage.
@@ -509,7 +507,7 @@ fn fake_serve(stream: TcpStream, manifest: &Manifest, data: &[u8], fake: Fake) {
                                 length: len as u32,
                             }
                         }
-                        Fake::Truncated | Fake::Stalls => piece.truncate(len / 2),
+                        Fake::Truncated => piece.truncate(len / 2),
                         Fake::HugeLength => {
                             header = Reply::Piece {
                                 key,
@@ -528,12 +526,6 @@ fn fake_serve(stream: TcpStream, manifest: &Manifest, data: &[u8], fake: Fake) {
                     if matches!(fake, Fake::Truncated) {
                         let _ = out.write_all(&reply);
                         return; // closes the connection mid-piece
-                    }
-                    if matches!(fake, Fake::Stalls) {
-                        let _ = out.write_all(&reply);
-                        // Silent until the other side gives up and closes.
-                        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-                        return;
                     }
                 }
             }

@@ -227,6 +227,7 @@ impl<'a> Coordinator<'a> {
         let mut last_sample = Instant::now();
         let mut last_save = (Instant::now(), self.have.count());
         let mut idle_since: Option<Instant> = None;
+        let mut stored = self.pieces_stored();
         loop {
             if self.controls.cancel.load(Ordering::SeqCst) {
                 return Err("cancelled".into());
@@ -262,10 +263,13 @@ impl<'a> Coordinator<'a> {
             }
             self.start_writeback_if_due(jobs)?;
             self.assign(jobs);
-            // Stalled: for `stall_timeout`, no piece asked of a neighbour
-            // that answers (BufferMap exchanges go on meanwhile, and may
-            // change that).
-            if self.awaits_a_neighbour_that_answers() {
+            // Stalled: for `stall_timeout`, no piece stored and none asked
+            // of a neighbour that may answer (BufferMap exchanges go on
+            // meanwhile, and may change that).
+            let stored_now = self.pieces_stored();
+            let progressed = stored_now != stored;
+            stored = stored_now;
+            if progressed || self.awaits_a_neighbour_that_may_answer() {
                 idle_since = None;
             } else {
                 let since = *idle_since.get_or_insert_with(Instant::now);
@@ -751,15 +755,21 @@ impl<'a> Coordinator<'a> {
             .collect();
     }
 
-    /// Whether a piece is asked of a live neighbour that has not failed
-    /// since its last piece. One back after failures, with nothing given
-    /// since, does not count: a peer that takes requests and never
-    /// answers them would keep the download waiting for ever, each try
-    /// ending in a timeout and the next one starting.
-    fn awaits_a_neighbour_that_answers(&self) -> bool {
+    /// Whether a piece is asked of a live neighbour that is not on trial.
+    /// One given up and back for one more try, with no piece given since
+    /// ([`Standing::is_on_trial`]), does not count: a peer that takes
+    /// requests and never answers them would keep the download waiting
+    /// for ever, each try ending in a timeout and the next one starting.
+    fn awaits_a_neighbour_that_may_answer(&self) -> bool {
         self.neighbours
             .iter()
             .any(|n| n.asked > 0 && n.standing.is_live() && !n.standing.is_on_trial())
+    }
+
+    /// Pieces the neighbours gave that were stored, counted by the workers
+    /// piece by piece (the batches' reports come at their end).
+    fn pieces_stored(&self) -> u64 {
+        self.neighbours.iter().map(|n| n.speed.pieces()).sum()
     }
 
     /// Why the download cannot finish: which pieces no live peer has, or

@@ -2,7 +2,8 @@
 //! failed exchange (tried again after a pause that doubles with each
 //! failure in a row); given up after [`MAX_FAILURES`] failures in a row
 //! (tried once more every [`GIVEN_UP_RETRY`] while the peer look-up still
-//! lists it: a peer restarted at the same address comes back); or banned
+//! lists it: a peer restarted at the same address comes back; on trial
+//! until it gives a piece); or banned
 //! for good, for bad pieces or a broken protocol. Pure bookkeeping with
 //! the clock passed in: the coordinator tells it what happened and asks
 //! whether the neighbour may be used, so the rules are tested here alone.
@@ -29,8 +30,11 @@ pub struct Standing {
     strikes: u32,
     /// Failed exchanges since the last piece it gave.
     failures: u32,
-    /// Why the last of those failed (kept once it is back, on trial).
+    /// Why the last of those failed (kept once it is back).
     last_failure: Option<String>,
+    /// Given up, and back for one more try with no piece given since: it
+    /// has failed [`MAX_FAILURES`] times in a row without a piece.
+    on_trial: bool,
 }
 
 #[derive(Debug)]
@@ -77,16 +81,18 @@ impl Standing {
         self.out.as_ref().map(|out| out.reason.as_str())
     }
 
-    /// Whether it failed since the last piece it gave: brought back for
-    /// another try, it has yet to show that it answers.
+    /// Whether it was given up and is back for one more try, with no piece
+    /// given since: until it gives one, a download does not count as
+    /// waiting on it (see the coordinator's stall check).
     pub fn is_on_trial(&self) -> bool {
-        self.failures > 0
+        self.on_trial
     }
 
     /// Why it gives nothing: why it is out, or, back on trial, why it
-    /// failed last (`None`: it answers).
+    /// failed last (`None`: neither).
     pub fn why_not_giving(&self) -> Option<&str> {
-        self.reason().or(self.last_failure.as_deref())
+        let on_trial = self.last_failure.as_deref().filter(|_| self.on_trial);
+        self.reason().or(on_trial)
     }
 
     /// One more strike; returns how many it has now.
@@ -99,6 +105,7 @@ impl Standing {
     pub fn gave_piece(&mut self) {
         self.failures = 0;
         self.last_failure = None;
+        self.on_trial = false;
     }
 
     /// An exchange with it failed at `now`: it is out for a while, or given
@@ -171,6 +178,7 @@ impl Standing {
         if due {
             self.out = None;
             self.failures = MAX_FAILURES - 1;
+            self.on_trial = true;
         }
         due
     }
@@ -183,11 +191,22 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
 
     #[test]
-    fn one_back_after_a_failure_is_on_trial_until_it_gives_a_piece() {
-        let (mut standing, t0) = (Standing::default(), Instant::now());
-        assert!(!standing.is_on_trial() && standing.why_not_giving().is_none());
-        standing.fail("dropped: no answer for 30 s".into(), t0);
-        assert!(standing.retry_if_due(SECOND, t0 + SECOND));
+    fn one_back_after_being_given_up_is_on_trial_until_it_gives_a_piece() {
+        let (mut standing, mut now) = (Standing::default(), Instant::now());
+        // Back after a pause: not on trial (a hiccup is no verdict).
+        standing.fail("dropped: reset".into(), now);
+        assert!(standing.retry_if_due(SECOND, now + SECOND));
+        assert!(standing.is_live() && !standing.is_on_trial());
+        assert_eq!(standing.why_not_giving(), None);
+        // Given up, then back for one more try: on trial.
+        for pause in [2, 4] {
+            now += SECOND * pause;
+            standing.fail("dropped: reset".into(), now);
+            assert!(standing.retry_if_due(SECOND, now + SECOND * pause));
+        }
+        standing.fail("dropped: no answer for 30 s".into(), now);
+        assert!(standing.reason().unwrap().starts_with("given up after 4"));
+        assert!(standing.retry_given_up_if_due(now + GIVEN_UP_RETRY));
         assert!(standing.is_live() && standing.is_on_trial());
         assert_eq!(
             standing.why_not_giving(),

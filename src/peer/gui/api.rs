@@ -149,11 +149,20 @@ pub fn running(peer: &Peer, key: FileKey) -> Option<std::sync::Arc<Download>> {
         .find(|d| !d.is_finished() && d.key() == key)
 }
 
-/// `GET /api/downloads`: every download of this peer's kind, newest last.
+/// `GET /api/downloads`: the latest download of each file of this peer's
+/// kind, newest last. The page shows one box per file; a file downloaded
+/// into two folders (the shell can) is shown by its latest download.
 pub fn downloads(peer: &Peer) -> ApiResult {
     let profile = peer.config().profile;
-    let list: Vec<Value> = peer
+    let mut seen = std::collections::HashSet::new();
+    let mut latest: Vec<_> = peer
         .downloads()
+        .into_iter()
+        .rev()
+        .filter(|d| seen.insert(d.key()))
+        .collect();
+    latest.reverse();
+    let list: Vec<Value> = latest
         .iter()
         .map(|d| (d.status(), d.was_cancelled()))
         .filter(|(s, _)| profile.shows(s.kind))
