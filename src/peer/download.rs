@@ -668,6 +668,14 @@ fn prepare(
     );
     // Before any file is made for it.
     readable_bitmaps(&manifest)?;
+    // The saved state (see `resume`) holds the `.part` file's path as UTF-8.
+    if plan.dir.to_str().is_none() {
+        return Err(format!(
+            "cannot download into {}: its path is not valid UTF-8, which a download's \
+             saved state cannot hold; choose another folder",
+            plan.dir.display()
+        ));
+    }
     fs::create_dir_all(&plan.dir)
         .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
     // (The folder is absolute, see `Peer::start_download`: the saved state

@@ -474,15 +474,6 @@ impl Peer {
         if let Ok(dir) = std::path::absolute(&plan.dir) {
             plan.dir = dir;
         }
-        // Refused before anything is made there: the saved state of a
-        // download (see `resume`) holds its `.part` file's path as UTF-8.
-        if plan.dir.to_str().is_none() {
-            return Err(PeerError::Failed(format!(
-                "cannot download into {}: its path is not valid UTF-8, which a download's \
-                 saved state cannot hold; choose another folder",
-                plan.dir.display()
-            )));
-        }
         let mut downloads = self.downloads.lock();
         if downloads
             .iter()

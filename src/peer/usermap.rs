@@ -66,10 +66,12 @@ fn check_is_a_map(path: &Path, text: &str) -> io::Result<()> {
     }
 }
 
-/// One line of the map: `<user> - <ip:port>`.
+/// One line of the map: `<user> - <ip:port>` (a port others can connect
+/// to: not 0).
 fn parse_line(line: &str) -> Option<(&str, PeerId)> {
     let (name, addr) = line.split_once(" - ")?;
-    Some((name.trim(), addr.trim().parse().ok()?))
+    let peer = crate::protocol::fields::parse_peer_id(addr.trim()).ok()?;
+    Some((name.trim(), peer))
 }
 
 /// The map file's text; `None` when there is none.
@@ -125,6 +127,8 @@ mod tests {
             Some("[::1]:7002".parse().unwrap())
         );
         assert_eq!(lookup(&path, "carol").unwrap(), None);
+        std::fs::write(&path, "alice - 127.0.0.1:0\n").unwrap();
+        assert!(lookup(&path, "alice").is_err(), "port 0: no one to ask");
         assert_eq!(lookup(&dir.path().join("none.txt"), "bob").unwrap(), None);
     }
 

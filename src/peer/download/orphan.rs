@@ -77,7 +77,8 @@ pub(super) fn take_up(
     if bitmap.count() == 0 && !holds_only_zeros(&manifest, &part, cancel)? {
         return Err(format!(
             "{shown} is there already, with the size of {name} but none of its pieces: \
-             not a download of this file; move it away, or delete it to start over"
+             not a download of this file (or one stopped while it wrote its first piece); \
+             move it away, or delete it to start over"
         ));
     }
     context

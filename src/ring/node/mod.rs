@@ -387,17 +387,22 @@ impl RingNode {
         }
     }
 
-    /// The peers (other than this one) that hold the file `key`.
+    /// The peers (other than this one) that hold the file `key`, in a
+    /// random order: anyone may announce himself a holder, and those who
+    /// ask only a few of them (a name look-up) must not always get the
+    /// same few.
     pub fn holders(&self, key: FileKey) -> Result<Vec<SocketAddr>, RingError> {
         let me = self.me().addr;
-        Ok(self
+        let mut holders: Vec<SocketAddr> = self
             .find(&RecordQuery::Holders(key))?
             .into_iter()
             .filter_map(|record| match record {
                 Record::Holder { peer, .. } if peer != me => Some(peer),
                 _ => None,
             })
-            .collect())
+            .collect();
+        fastrand::shuffle(&mut holders);
+        Ok(holders)
     }
 
     /// The files named exactly `name`.
