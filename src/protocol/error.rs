@@ -185,10 +185,12 @@ impl ProtocolError {
         }
     }
 
-    /// Shorthand for a [`ProtocolError::UnknownVerb`], the verb cut to a
-    /// readable length.
-    pub fn unknown_verb(verb: &str, known: &'static str) -> Self {
-        ProtocolError::UnknownVerb(super::fields::echo(verb), known)
+    /// Shorthand for a [`ProtocolError::UnknownVerb`]: the first word of
+    /// `line` as it was typed (not in the capitals it is compared in),
+    /// cut to a readable length.
+    pub fn unknown_verb(line: &str, known: &'static str) -> Self {
+        let typed = line.trim_start_matches(' ').split(' ').next().unwrap_or("");
+        ProtocolError::UnknownVerb(super::fields::echo(typed), known)
     }
 }
 

@@ -89,7 +89,7 @@ impl PeerRequest {
             "LSTF" => no_fields("LSTF", rest).map(|()| PeerRequest::Lstf),
             "PING" => no_fields("PING", rest).map(|()| PeerRequest::Ping),
             "QUIT" => no_fields("QUIT", rest).map(|()| PeerRequest::Quit),
-            _ => Err(ProtocolError::unknown_verb(&verb, PEER_VERBS)),
+            _ => Err(ProtocolError::unknown_verb(line, PEER_VERBS)),
         }
     }
 }

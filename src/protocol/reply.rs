@@ -236,7 +236,7 @@ impl Reply {
                 f.finish()?;
                 Ok(Reply::Manifest { key, length })
             }
-            _ => Err(ProtocolError::unknown_verb(&verb, REPLY_VERBS)),
+            _ => Err(ProtocolError::unknown_verb(line, REPLY_VERBS)),
         }
     }
 }

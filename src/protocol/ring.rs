@@ -276,7 +276,7 @@ impl RingRequest {
                 f.finish()?;
                 Ok(RingRequest::Find(query))
             }
-            _ => Err(ProtocolError::unknown_verb(&verb, RING_VERBS)),
+            _ => Err(ProtocolError::unknown_verb(line, RING_VERBS)),
         }
     }
 }

@@ -155,7 +155,7 @@ impl TrackerRequest {
             "USRS" => no_fields("USRS", rest).map(|()| TrackerRequest::Usrs),
             "PING" => no_fields("PING", rest).map(|()| TrackerRequest::Ping),
             "QUIT" => no_fields("QUIT", rest).map(|()| TrackerRequest::Quit),
-            _ => Err(ProtocolError::unknown_verb(&verb, TRACKER_VERBS)),
+            _ => Err(ProtocolError::unknown_verb(line, TRACKER_VERBS)),
         }
     }
 
@@ -395,6 +395,15 @@ mod tests {
         assert_eq!(request.to_string(), "HELO 7001 alice");
         let request = TrackerRequest::parse("RQFS min=1KiB a%3Db").unwrap();
         assert_eq!(request.to_string(), "RQFS min=1024 a%3Db");
+    }
+
+    #[test]
+    fn an_unknown_verb_is_echoed_as_typed() {
+        let error = TrackerRequest::parse("  localhost 7001").unwrap_err();
+        assert!(
+            error.to_string().starts_with("unknown verb \"localhost\";"),
+            "{error}"
+        );
     }
 
     #[test]
