@@ -55,7 +55,7 @@ use super::discovery::Discovery;
 use super::fsutil::{
     cut_to, folder_missing, portable_file_name, room_for, sync_parent_dir, MAX_NAME_BYTES,
 };
-use super::library::{Library, SharedFile};
+use super::library::{FinishError, Library, SharedFile};
 use super::link::{LinkCloser, LinkError, PeerLink, MAX_BITMAP_PIECES};
 use super::ratelimit::RateLimiter;
 use super::resume::ResumeStore;
@@ -502,34 +502,41 @@ fn fetch_and_finish(
     }
 
     context.discovery.want(key);
-    let result = Coordinator::new(context, plan, shared, status, controls, peers)
+    let fetched = Coordinator::new(context, plan, shared, status, controls, peers)
         .run()
         .and_then(|()| {
             status.lock().state = DownloadState::Finishing;
             flush_if_asked(shared, context.settings.sync_on_finish)
-        })
-        .and_then(|()| {
-            shared.finish(final_path).map_err(|e| {
-                // A file put under the name while the download ran.
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    name_taken(final_path)
-                } else {
-                    e.to_string()
-                }
-            })
-        })
-        .inspect(|()| {
+        });
+    context.discovery.forget(&key);
+    let renamed = fetched.and_then(|()| match shared.finish(final_path) {
+        Ok(()) => Ok(Shared::On),
+        Err(FinishError::NotReopened(e)) => {
+            // Complete and verified under its name, just not shared by
+            // this run: it leaves the library (it is no download any
+            // more) and the tracker's list.
+            warn!("{}: {e}", plan.name.as_str());
+            if context.library.remove_if_same(shared) {
+                context.tracker.withdraw_soon(key);
+            }
+            Ok(Shared::Not)
+        }
+        // A file put under the name while the download ran.
+        Err(FinishError::NotRenamed(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(name_taken(final_path))
+        }
+        Err(FinishError::NotRenamed(e)) => Err(e.to_string()),
+    });
+    match renamed {
+        Ok(shared_on) => {
             // The new name on the disk too, not only the data under it.
             if context.settings.sync_on_finish {
                 sync_parent_dir(final_path);
             }
-        });
-    context.discovery.forget(&key);
-    match result {
-        Ok(()) => offer_finished(context, shared, final_path),
-        // Renamed, then not opened again: the file is complete and
-        // verified under its name, just not shared by this run.
-        Err(reason) if shared.path() == final_path => warn!("{}: {reason}", plan.name.as_str()),
+            if shared_on == Shared::On {
+                offer_finished(context, shared, final_path);
+            }
+        }
         // The .part file is gone (deleted or moved): so are its pieces,
         // and a later download starts over.
         Err(reason)
@@ -547,6 +554,14 @@ fn fetch_and_finish(
     }
     context.resume.forget(&key);
     Ok(final_path.to_path_buf())
+}
+
+/// Whether a finished download is shared on under its final name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shared {
+    On,
+    /// It could not be opened again after its rename.
+    Not,
 }
 
 /// Forgets an unfinished download whose `.part` file was deleted, moved or

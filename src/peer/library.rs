@@ -324,12 +324,11 @@ impl SharedFile {
 
     /// Moves the finished download to `final_path` (never replacing a file
     /// already there) and marks it offered. The file is closed for the
-    /// rename (not every system renames an open file) and reopened after.
-    /// An error after the rename (the file cannot be opened again) leaves
-    /// [`SharedFile::path`] at `final_path`: the download is complete, only
-    /// not shared. It is not flushed here: [`SharedFile::sync`] first, when
-    /// the data must be on the disk before the name is (`sync_on_finish`).
-    pub fn finish(&self, final_path: &Path) -> io::Result<()> {
+    /// rename (not every system renames an open file) and reopened after;
+    /// the error says which of the two failed. It is not flushed here:
+    /// [`SharedFile::sync`] first, when the data must be on the disk
+    /// before the name is (`sync_on_finish`).
+    pub fn finish(&self, final_path: &Path) -> Result<(), FinishError> {
         let mut state = self.state.write();
         if let Some(file) = state.file.take() {
             // Closed once the readers that took it before (a mini-server
@@ -347,19 +346,19 @@ impl SharedFile {
             if let Ok(file) = PieceFile::open(&state.path) {
                 state.file = Some(Arc::new(file));
             }
-            return Err(io::Error::new(e.kind(), why));
+            return Err(FinishError::NotRenamed(io::Error::new(e.kind(), why)));
         }
         // Recorded first: the file is there now, whether or not it can be
-        // opened again below (the caller tells the two apart by the path).
+        // opened again below.
         state.path = final_path.to_path_buf();
         let file = PieceFile::open(&state.path).map_err(|e| {
-            io::Error::new(
+            FinishError::NotReopened(io::Error::new(
                 e.kind(),
                 format!(
                     "{} is complete, but cannot be opened again to share it: {e}",
                     final_path.display()
                 ),
-            )
+            ))
         })?;
         state.file = Some(Arc::new(file));
         state.offered = true;
@@ -379,6 +378,18 @@ impl SharedFile {
             self.uploaded_bytes.load(Ordering::Relaxed),
         )
     }
+}
+
+/// Why [`SharedFile::finish`] did not end with the file shared under its
+/// final name.
+#[derive(Debug)]
+pub enum FinishError {
+    /// Not renamed: the `.part` file is still there, and served on (or it
+    /// is gone).
+    NotRenamed(io::Error),
+    /// Renamed: complete and verified under its final name, only it cannot
+    /// be opened again to be shared by this run.
+    NotReopened(io::Error),
 }
 
 /// The longest a rename waits for readers of the file to finish.
