@@ -340,6 +340,52 @@ fn a_seeder_at_its_cap_and_then_slow_is_waited_for_not_taken_for_stalled() {
 }
 
 #[test]
+fn holders_made_up_at_the_tracker_do_not_hide_the_real_seeder() {
+    // Twenty sessions of this host claim the file at ports nobody answers;
+    // the tracker lists five holders at a time. A download whose first
+    // listing holds only made-up ones looks the peers up again, each
+    // second, within its stall timeout (long here: a listing holds the
+    // real seeder with a chance of 5 in 21).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let options = swarmline::tracker::TrackerOptions {
+        max_peers: 5,
+        ..Default::default()
+    };
+    let tracker = swarmline::tracker::Tracker::start(listener, options).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(3 * PIECE, 48);
+    let original = write_file(&dir.path().join("originals"), "real.bin", &data);
+    let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &[]);
+    let shared = seeder.share(&original, |_| {}).unwrap();
+    let fakes: Vec<support::Client> = (1..=20)
+        .map(|port| {
+            let mut fake = support::Client::connect(tracker.local_addr());
+            assert!(fake.ask(&format!("HELO {port}")).starts_with("OK"));
+            let offer = format!(
+                "ADDF {} real.bin {} {} other /made/up",
+                shared.key,
+                data.len(),
+                PIECE
+            );
+            assert!(fake.ask(&offer).starts_with("OK"), "{offer}");
+            fake
+        })
+        .collect();
+    for n in 0..3 {
+        let leecher = start_peer(
+            dir.path(),
+            &format!("leecher{n}"),
+            tracker.local_addr(),
+            &[("stall_timeout_secs", "60")],
+        );
+        let download = leecher.download(&shared.key.to_string(), None).unwrap();
+        let path = support::wait_within(download, Duration::from_secs(60)).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+    }
+    drop(fakes);
+}
+
+#[test]
 fn a_peer_that_sends_one_byte_a_second_neither_stalls_nor_hangs_the_download() {
     let swarm = seeded_swarm("slow.bin", 20 * PIECE, 32, &[("upload_limit", "1MB")]);
     let data = &swarm.data;

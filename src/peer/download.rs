@@ -37,6 +37,7 @@
 //!    SHA-256 pass over the whole file would double the work per byte and
 //!    prove nothing the piece checks have not.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -405,14 +406,16 @@ fn run(
             if final_path.exists() {
                 let (manifest, _) = fetch_manifest(
                     plan.key,
-                    &peers,
+                    peers,
+                    || find_peers(context, plan).unwrap_or_default(),
                     cancel,
                     &context.manifest_link,
                     context.settings.stall_timeout,
                 )?;
                 return already_here(context, plan, status, manifest, &final_path, cancel);
             }
-            (prepare(context, plan, &peers, cancel)?, peers)
+            let mut peers = peers;
+            (prepare(context, plan, &mut peers, cancel)?, peers)
         }
     };
     let part_path = shared.path();
@@ -656,11 +659,13 @@ fn already_here(
 }
 
 /// Fetches the manifest, creates the `.part` file and puts it in the
-/// library (so its pieces are served as they arrive).
+/// library (so its pieces are served as they arrive). The peer that gave
+/// the manifest is put first in `peers`: it holds the file, and it may
+/// have come from a later look-up than `peers` (see [`fetch_manifest`]).
 fn prepare(
     context: &DownloadContext,
     plan: &DownloadPlan,
-    peers: &[PeerId],
+    peers: &mut Vec<PeerId>,
     cancel: &AtomicBool,
 ) -> Result<Arc<SharedFile>, String> {
     let name = plan.name.as_str();
@@ -671,11 +676,14 @@ fn prepare(
     }
     let (manifest, first) = fetch_manifest(
         plan.key,
-        peers,
+        peers.clone(),
+        || find_peers(context, plan).unwrap_or_default(),
         cancel,
         &context.manifest_link,
         context.settings.stall_timeout,
     )?;
+    peers.retain(|peer| *peer != first);
+    peers.insert(0, first);
     info!(
         "{name}: manifest from {first}: {} bytes in {} pieces",
         manifest.size(),
@@ -791,22 +799,33 @@ fn find_peers(context: &DownloadContext, plan: &DownloadPlan) -> Result<Vec<Peer
     Ok(peers)
 }
 
-/// The manifest from the first peer that gives a good one. Peers at
-/// their connection cap (`ERRR 500`, a class on one machine) are asked
-/// again a second later, for up to `patience`: a busy seeder is no reason
-/// to give a download up.
+/// The manifest from the first peer that gives a good one, for up to
+/// `patience`. Peers at their connection cap (`ERRR 500`, a class on one
+/// machine) are asked again a second later: a busy seeder is no reason to
+/// give a download up. When every peer listed failed otherwise, the peers
+/// are looked up again (`look_up`) a second later, and those not tried yet
+/// are asked: the tracker lists at most 50, drawn anew each time, so holders
+/// that were made up (sessions whose port nobody answers) cannot fill every
+/// listing. A look-up that lists the same holders as the one before lists
+/// all there are: then the download gives up at once.
 fn fetch_manifest(
     key: FileKey,
-    peers: &[PeerId],
+    first: Vec<PeerId>,
+    mut look_up: impl FnMut() -> Vec<PeerId>,
     cancel: &AtomicBool,
     slot: &Mutex<Option<LinkCloser>>,
     patience: Duration,
 ) -> Result<(Manifest, PeerId), String> {
     let give_up_at = Instant::now() + patience;
+    // Peers that answered with no good manifest, or not at all (not busy).
+    let mut failed: HashSet<PeerId> = HashSet::new();
+    let mut last_error = String::new();
+    let mut last_listing: HashSet<PeerId> = first.iter().copied().collect();
+    let mut peers = first;
     loop {
-        let mut last_error = String::new();
         let mut busy = false;
-        for &peer in peers {
+        peers.retain(|peer| !failed.contains(peer));
+        for &peer in &peers {
             if cancel.load(Ordering::SeqCst) {
                 return Err("cancelled".into());
             }
@@ -826,29 +845,49 @@ fn fetch_manifest(
                 Ok(manifest) => return Ok((manifest, peer)),
                 Err(e) => {
                     debug!("manifest of {key} from {peer}: {e}");
-                    busy |= matches!(
+                    let at_its_cap = matches!(
                         e,
                         LinkError::Refused {
                             code: ErrorCode::Busy,
                             ..
                         }
                     );
+                    busy |= at_its_cap;
+                    if !at_its_cap {
+                        failed.insert(peer);
+                    }
                     last_error = format!("{peer}: {e}");
                 }
             }
         }
-        if !busy || Instant::now() >= give_up_at {
-            return Err(format!(
+        let gave_up = || {
+            format!(
                 "could not get a valid manifest from any of {} peer(s) (last: {last_error})",
-                peers.len()
-            ));
+                failed.len().max(1)
+            )
+        };
+        if Instant::now() >= give_up_at {
+            return Err(gave_up());
         }
-        debug!("manifest of {key}: the peers that hold it are busy; asking again in a second");
+        if busy {
+            debug!("manifest of {key}: the peers that hold it are busy; asking again in a second");
+        }
         for _ in 0..10 {
             if cancel.load(Ordering::SeqCst) {
                 return Err("cancelled".into());
             }
             thread::sleep(Duration::from_millis(100));
+        }
+        if !busy {
+            let listing: HashSet<PeerId> = look_up().into_iter().collect();
+            // The same holders twice: the look-up lists every holder it
+            // knows (a listing cut at its limit is drawn anew each time).
+            if listing.is_empty() || listing == last_listing {
+                return Err(gave_up());
+            }
+            peers = listing.iter().copied().collect();
+            last_listing = listing;
+            debug!("manifest of {key}: every peer listed failed; asking those the look-up gave");
         }
     }
 }
