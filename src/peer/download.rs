@@ -463,7 +463,7 @@ fn deliver_held(
         status.state = DownloadState::Finishing;
     }
     let sync = context.settings.sync_on_finish;
-    match held::deliver(file, &plan.dir, &plan.name, sync, cancel) {
+    match held::deliver(file, &context.library, &plan.dir, &plan.name, sync, cancel) {
         Ok(path) => {
             status.lock().have = file.bitmap();
             Some(Ok(path))

@@ -17,7 +17,7 @@ use super::super::fsutil::{
     hash_stream, is_copy_temp_name, portable_file_name, rename_no_replace, room_for, same_file,
     same_folder, sync_parent_dir, COPY_PREFIX,
 };
-use super::super::library::SharedFile;
+use super::super::library::{Library, SharedFile};
 use super::{name_taken, part_file_name};
 
 /// Why a held file was not delivered.
@@ -34,9 +34,10 @@ pub(super) enum Undelivered {
 /// that (same folder, same name), or a copy already there; else a new
 /// copy made there, through a temporary file of its own, locked while
 /// the copy is under way, and flushed first when `sync`. A different file
-/// under the name asked is left alone.
+/// under the name asked is left alone, and so is every file of `library`.
 pub(super) fn deliver(
     held: &SharedFile,
+    library: &Library,
     dir: &Path,
     name: &FileName,
     sync: bool,
@@ -78,7 +79,7 @@ pub(super) fn deliver(
         .map_err(|e| Undelivered::Failed(format!("cannot create {}: {e}", dir.display())))?;
     room_for(dir, held.manifest.size())
         .map_err(|why| Undelivered::Failed(format!("no room for {}: {why}", held.name.as_str())))?;
-    let (temp, mut out) = new_temp_file(dir, &saved_as).map_err(|e| {
+    let (temp, mut out) = new_temp_file(dir, &saved_as, library).map_err(|e| {
         Undelivered::Failed(format!("cannot make a file in {}: {e}", dir.display()))
     })?;
     // Made here: removed again on any failure.
@@ -108,9 +109,9 @@ pub(super) fn deliver(
 /// as the copy is under way: `.copy-<pid>-<random>.<name>.part` (the name
 /// cut to fit), a name never used twice, so that nothing but this copy
 /// ever goes by it. What copies killed half-way left in `dir` is removed
-/// first ([`sweep_leftovers`]).
-fn new_temp_file(dir: &Path, saved_as: &str) -> io::Result<(PathBuf, File)> {
-    sweep_leftovers(dir);
+/// first ([`sweep_leftovers`]), never a file of `library`.
+fn new_temp_file(dir: &Path, saved_as: &str, library: &Library) -> io::Result<(PathBuf, File)> {
+    sweep_leftovers(dir, library);
     let mut last = io::Error::other("no name left");
     for _ in 0..16 {
         let temp = dir.join(part_file_name(&format!(
@@ -142,8 +143,11 @@ fn new_temp_file(dir: &Path, saved_as: &str) -> io::Result<(PathBuf, File)> {
 
 /// Removes from `dir` the temporary files of copies killed half-way:
 /// files named as [`new_temp_file`] names them that no process holds
-/// locked. (Where the file system has no locks, nothing is removed.)
-fn sweep_leftovers(dir: &Path) {
+/// locked, and that this peer does not share (a file the user registered
+/// under such a name is the user's). (Where the file system has no locks,
+/// nothing is removed.)
+fn sweep_leftovers(dir: &Path, library: &Library) {
+    let shared: Vec<PathBuf> = library.all().iter().map(|file| file.path()).collect();
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -153,6 +157,9 @@ fn sweep_leftovers(dir: &Path) {
             continue;
         }
         let path = entry.path();
+        if shared.iter().any(|file| same_file(file, &path)) {
+            continue;
+        }
         let Ok(file) = File::options().write(true).open(&path) else {
             continue;
         };
@@ -224,10 +231,21 @@ mod tests {
         fs::write(&leftover, b"half of a copy that was killed").unwrap();
         let users = dir.path().join(".copy-of-my-notes.part");
         fs::write(&users, b"the user's own").unwrap();
+        // Named as a copy's would be, but shared by this peer: the user's.
+        let registered = dir.path().join(".copy-78-00000000cafef00d.mine.bin.part");
+        fs::write(&registered, b"registered").unwrap();
+        let library = Library::new();
+        let manifest = Manifest::build(&b"registered"[..], 16384, |_| {}).unwrap();
+        let opened = crate::pieces::PieceFile::open(&registered).unwrap();
+        let name = FileName::new("mine.bin").unwrap();
+        let kind = crate::protocol::MediaKind::Other;
+        let shared = SharedFile::complete(name, kind, manifest, &registered, opened).unwrap();
+        library.insert(std::sync::Arc::new(shared));
 
-        let (temp, first) = new_temp_file(dir.path(), "song.bin").unwrap();
+        let (temp, first) = new_temp_file(dir.path(), "song.bin", &library).unwrap();
         assert!(!leftover.exists(), "the leftover is removed");
         assert!(users.exists(), "a file named otherwise is left alone");
+        assert!(registered.exists(), "a file this peer shares is left alone");
         assert!(is_copy_temp_name(
             temp.file_name().unwrap().to_str().unwrap()
         ));
@@ -235,7 +253,7 @@ mod tests {
         // While `first` is under way (its file locked), another copy of
         // the same name gets a file of its own and leaves the first alone.
         (&first).write_all(b"under way").unwrap();
-        let (other, _second) = new_temp_file(dir.path(), "song.bin").unwrap();
+        let (other, _second) = new_temp_file(dir.path(), "song.bin", &library).unwrap();
         assert_ne!(other, temp);
         drop(first); // Windows' locks keep out even readers.
         assert_eq!(fs::read(&temp).unwrap(), b"under way");
