@@ -674,6 +674,14 @@ fn prepare(
     if final_path.exists() {
         return Err(name_taken(&final_path));
     }
+    // The saved state (see `resume`) holds the `.part` file's path as UTF-8.
+    if plan.dir.to_str().is_none() {
+        return Err(format!(
+            "cannot download into {}: its path is not valid UTF-8, which a download's \
+             saved state cannot hold; choose another folder",
+            plan.dir.display()
+        ));
+    }
     let (manifest, first) = fetch_manifest(
         plan.key,
         peers.clone(),
@@ -691,14 +699,6 @@ fn prepare(
     );
     // Before any file is made for it.
     readable_bitmaps(&manifest)?;
-    // The saved state (see `resume`) holds the `.part` file's path as UTF-8.
-    if plan.dir.to_str().is_none() {
-        return Err(format!(
-            "cannot download into {}: its path is not valid UTF-8, which a download's \
-             saved state cannot hold; choose another folder",
-            plan.dir.display()
-        ));
-    }
     fs::create_dir_all(&plan.dir)
         .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
     // (The folder is absolute, see `Peer::start_download`: the saved state
@@ -800,14 +800,17 @@ fn find_peers(context: &DownloadContext, plan: &DownloadPlan) -> Result<Vec<Peer
 }
 
 /// The manifest from the first peer that gives a good one, for up to
-/// `patience`. Peers at their connection cap (`ERRR 500`, a class on one
-/// machine) are asked again a second later: a busy seeder is no reason to
-/// give a download up. When every peer listed failed otherwise, the peers
-/// are looked up again (`look_up`) a second later, and those not tried yet
-/// are asked: the tracker lists at most 50, drawn anew each time, so holders
-/// that were made up (sessions whose port nobody answers) cannot fill every
-/// listing. A look-up that lists the same holders as the one before lists
-/// all there are: then the download gives up at once.
+/// `patience` (each peer of the first listing is asked, however long that
+/// takes; after that, no peer is asked once the time is up). Peers at
+/// their connection cap (`ERRR 500`, a class on one machine) are asked
+/// again a second later: a busy seeder is no reason to give a download
+/// up. When every peer listed failed otherwise, the peers are looked up
+/// again (`look_up`) a second later, and those not tried yet are asked:
+/// the tracker lists at most 50 and draws some of them at random, so
+/// holders that were made up (sessions whose port nobody answers) cannot
+/// fill every listing. A look-up that lists the same holders as the one
+/// before, all tried, most likely lists all there are: the download then
+/// gives up at once rather than at the end of `patience`.
 fn fetch_manifest(
     key: FileKey,
     first: Vec<PeerId>,
@@ -817,11 +820,14 @@ fn fetch_manifest(
     patience: Duration,
 ) -> Result<(Manifest, PeerId), String> {
     let give_up_at = Instant::now() + patience;
-    // Peers that answered with no good manifest, or not at all (not busy).
+    // Every peer asked; those that answered with no good manifest, or not
+    // at all (not busy), are not asked again.
+    let mut tried: HashSet<PeerId> = HashSet::new();
     let mut failed: HashSet<PeerId> = HashSet::new();
     let mut last_error = String::new();
     let mut last_listing: HashSet<PeerId> = first.iter().copied().collect();
     let mut peers = first;
+    let mut first_pass = true;
     loop {
         let mut busy = false;
         peers.retain(|peer| !failed.contains(peer));
@@ -829,6 +835,10 @@ fn fetch_manifest(
             if cancel.load(Ordering::SeqCst) {
                 return Err("cancelled".into());
             }
+            if !first_pass && Instant::now() >= give_up_at {
+                break;
+            }
+            tried.insert(peer);
             let result = PeerLink::connect(peer)
                 .map_err(LinkError::from)
                 .and_then(|mut link| {
@@ -860,14 +870,14 @@ fn fetch_manifest(
                 }
             }
         }
-        let gave_up = || {
+        let gave_up = |why: &str| {
             format!(
-                "could not get a valid manifest from any of {} peer(s) (last: {last_error})",
-                failed.len().max(1)
+                "could not get a valid manifest from any of {} peer(s){why} (last: {last_error})",
+                tried.len()
             )
         };
         if Instant::now() >= give_up_at {
-            return Err(gave_up());
+            return Err(gave_up(&format!(" in {} s", patience.as_secs())));
         }
         if busy {
             debug!("manifest of {key}: the peers that hold it are busy; asking again in a second");
@@ -879,16 +889,20 @@ fn fetch_manifest(
             thread::sleep(Duration::from_millis(100));
         }
         if !busy {
-            let listing: HashSet<PeerId> = look_up().into_iter().collect();
-            // The same holders twice: the look-up lists every holder it
-            // knows (a listing cut at its limit is drawn anew each time).
-            if listing.is_empty() || listing == last_listing {
-                return Err(gave_up());
+            let listing = look_up();
+            let listed: HashSet<PeerId> = listing.iter().copied().collect();
+            if listed.is_empty() {
+                return Err(gave_up(", and a new look-up lists none"));
             }
-            peers = listing.iter().copied().collect();
-            last_listing = listing;
+            if listed == last_listing {
+                return Err(gave_up(""));
+            }
+            // In the order listed: the tracker's best first.
+            peers = listing;
+            last_listing = listed;
             debug!("manifest of {key}: every peer listed failed; asking those the look-up gave");
         }
+        first_pass = false;
     }
 }
 

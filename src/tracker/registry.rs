@@ -381,7 +381,8 @@ impl Registry {
     /// `REQF`: the holders of a file, best first (see [`HolderRank`]) for
     /// an asker at `asker_ip` (with a session or not: its connection's
     /// address). The asking session is left out, and at most `limit` are
-    /// listed.
+    /// listed: when there are more, the last fifth of the places go to
+    /// holders drawn at random from the rest.
     pub fn holders(
         &self,
         key: FileKey,
@@ -437,6 +438,17 @@ impl Registry {
                     rank.serving = self.swarms_served(*id, session);
                 }
                 tied.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        // The last fifth of a listing that cannot hold every holder goes
+        // to holders drawn at random from those below the cut: each has a
+        // chance to be listed, however it ranks (holders made up to rank
+        // best cannot keep the real ones out of every listing).
+        let drawn = limit / 5;
+        if ranked.len() > limit && drawn > 0 {
+            for place in limit - drawn..limit {
+                let pick = fastrand::usize(place..ranked.len());
+                ranked.swap(place, pick);
             }
         }
         ranked.truncate(limit);
@@ -1089,6 +1101,42 @@ mod tests {
             .filter(|_| listed(&registry).contains(&real))
             .count();
         assert!(times > 0, "the real seeder was never listed");
+    }
+
+    #[test]
+    fn a_holder_that_ranks_below_the_cut_is_still_listed_now_and_then() {
+        // Ten made-up holders on the asker's own host rank first; the real
+        // seeder is elsewhere. Listings of five keep four places for the
+        // best and draw the fifth from the others.
+        let mut registry = Registry::new(NO_LIMIT);
+        let song = offer(1, "song.mp3", 40_000);
+        for id in 1..=10 {
+            registry.open(id, peer(id as u16), None).unwrap();
+            registry.offer(id, &song).unwrap();
+        }
+        let real = PeerId::from(([10, 0, 0, 9], 7000));
+        registry.open(11, real, None).unwrap();
+        registry.offer(11, &song).unwrap();
+        let asker = 99;
+        let listed = |registry: &Registry| -> Vec<PeerId> {
+            registry
+                .holders(song.key, asker, LOCAL, 5)
+                .unwrap()
+                .map(|e| e.peer)
+                .collect()
+        };
+        assert!(listed(&registry)[..4].iter().all(|p| p.ip() == LOCAL));
+        // Listed with a chance of 1 in 7 each time: never in 100 listings
+        // with a chance of (6/7)^100, under one in a million.
+        assert!((0..100).any(|_| listed(&registry).contains(&real)));
+        // A listing that holds every holder: none drawn.
+        assert_eq!(
+            registry
+                .holders(song.key, asker, LOCAL, 11)
+                .unwrap()
+                .count(),
+            11
+        );
     }
 
     #[test]
