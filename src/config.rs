@@ -582,7 +582,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "stall_timeout_secs",
         flag: "--stall-timeout-secs",
         default: "60",
-        help: "a download that stores no piece for this long, with none asked of a peer that may give it, gives up (a peer given up after 4 failures in a row and tried once more counts only once it gives a piece)",
+        help: "a download that stores no piece for this long, with none asked of a peer that may give it, gives up (a peer given up after 4 failures in a row and tried once more counts only once it gives a piece); so does one that stores none for this long plus one piece's time at 8 KiB/s, whatever is asked",
     },
     KeySpec {
         key: "upload_limit",

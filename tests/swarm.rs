@@ -386,6 +386,35 @@ fn holders_made_up_at_the_tracker_do_not_hide_the_real_seeder() {
 }
 
 #[test]
+fn a_peer_that_claims_every_piece_and_slowly_refuses_each_does_not_hold_a_download_for_ever() {
+    // It never fails (a refusal is an answer) and always has requests in
+    // flight, but stores nothing: the download stops once no piece came
+    // for the stall timeout plus one piece's time at the slowest rate kept
+    // (2 s + 60 s + 2 s here), not after refusing its 100 pieces one by one.
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let refuser = FakePeer::start(
+        tracker.local_addr(),
+        "refused.bin",
+        random_bytes(100 * PIECE, 35),
+        PIECE as u32,
+        Fake::RefusesSlowly,
+    );
+    let leecher = start_peer(
+        dir.path(),
+        "leecher",
+        tracker.local_addr(),
+        &[("stall_timeout_secs", "2")],
+    );
+    let download = leecher.download(&refuser.key.to_string(), None).unwrap();
+    let reason = support::wait_within(download, Duration::from_secs(150)).unwrap_err();
+    assert!(
+        reason.starts_with("stalled at 0 of 100 pieces: no piece came in 64 s, though 1 of 1"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn a_peer_that_sends_one_byte_a_second_neither_stalls_nor_hangs_the_download() {
     let swarm = seeded_swarm("slow.bin", 20 * PIECE, 32, &[("upload_limit", "1MB")]);
     let data = &swarm.data;

@@ -27,8 +27,8 @@
 //!    (the rules are in [`standing`]). With no piece stored and none
 //!    asked of a peer that may give it during the stall timeout (one
 //!    given up and tried once more does not count until it gives a
-//!    piece), the download fails and says which pieces no such peer has,
-//!    and why the others give none.
+//!    piece), or no piece stored for longer still whatever is asked, the
+//!    download fails and says why.
 //! 7. All pieces in (each one checked against the manifest, which is
 //!    checked against the key, so the whole file is): the file is flushed
 //!    to disk (`sync_on_finish`; on Linux its write-out was started along

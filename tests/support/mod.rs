@@ -341,6 +341,9 @@ pub enum Fake {
     Claims(fn(u32) -> bool),
     /// Claims and sends every piece, but one byte a second.
     Dribbles,
+    /// Claims every piece, and refuses each asked for (`ERRR 404`) after
+    /// three seconds: no failure, and no piece, ever.
+    RefusesSlowly,
     /// Announces each piece one byte longer than it is (and sends that).
     WrongLength,
     /// Sends the next piece instead of the one asked for.
@@ -452,6 +455,7 @@ fn fake_serve(stream: TcpStream, manifest: &Manifest, data: &[u8], fake: Fake) {
         line.clear();
         let holds = |i: u32| match fake {
             Fake::Holds(holds) | Fake::Claims(holds) => holds(i),
+            Fake::RefusesSlowly => false,
             _ => true,
         };
         let mut reply = Vec::new();
@@ -476,6 +480,9 @@ fn fake_serve(stream: TcpStream, manifest: &Manifest, data: &[u8], fake: Fake) {
             }
             Ok(PeerRequest::Reqf { key, indices }) => {
                 for index in indices {
+                    if matches!(fake, Fake::RefusesSlowly) {
+                        std::thread::sleep(Duration::from_secs(3));
+                    }
                     if !holds(index) {
                         reply.extend(
                             format!("ERRR 404 piece {index} of {key} is not here\n").into_bytes(),

@@ -24,7 +24,7 @@ use super::in_flight::InFlight;
 use super::rarity::{sample_rarest, Rarity};
 use super::speed::Speed;
 use super::standing::Standing;
-use super::worker::{Job, LinkSlot, Outcome, PieceResult, Place, Worker};
+use super::worker::{batch_deadline, Job, LinkSlot, Outcome, PieceResult, Place, Worker};
 use super::{
     save_progress, Controls, DownloadContext, DownloadPlan, DownloadStatus, SourceStatus,
     FOCUS_PIECES,
@@ -228,6 +228,8 @@ impl<'a> Coordinator<'a> {
         let mut last_save = (Instant::now(), self.have.count());
         let mut idle_since: Option<Instant> = None;
         let mut stored = self.pieces_stored();
+        let mut last_piece_at = Instant::now();
+        let quiet_limit = self.quiet_limit();
         loop {
             if self.controls.cancel.load(Ordering::SeqCst) {
                 return Err("cancelled".into());
@@ -269,13 +271,20 @@ impl<'a> Coordinator<'a> {
             let stored_now = self.pieces_stored();
             let progressed = stored_now != stored;
             stored = stored_now;
+            if progressed {
+                last_piece_at = Instant::now();
+            }
             if progressed || self.awaits_a_neighbour_that_may_answer() {
                 idle_since = None;
             } else {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= self.context.settings.stall_timeout {
-                    return Err(self.stall_message());
+                    return Err(self.stall_message(Stall::NothingToAsk));
                 }
+            }
+            // However busy the neighbours look.
+            if last_piece_at.elapsed() >= quiet_limit {
+                return Err(self.stall_message(Stall::NothingCame));
             }
             match outcomes.recv_timeout(interval.min(Duration::from_millis(250))) {
                 Ok(outcome) => self.handle(outcome)?,
@@ -766,33 +775,64 @@ impl<'a> Coordinator<'a> {
             .any(|n| n.asked > 0 && n.standing.is_live() && !n.standing.is_on_trial())
     }
 
+    /// The longest the download goes without storing a piece, whatever
+    /// its neighbours seem to be doing: the stall timeout plus the time
+    /// one piece may take from the slowest peer kept ([`batch_deadline`]).
+    /// A peer that takes every request and refuses each just before its
+    /// deadline (no failure, so never on trial) cannot keep a download
+    /// going for days.
+    fn quiet_limit(&self) -> Duration {
+        let piece = u64::from(self.shared.manifest.piece_size());
+        self.context.settings.stall_timeout + batch_deadline(piece)
+    }
+
     /// Pieces the neighbours gave that were stored, counted by the workers
     /// piece by piece (the batches' reports come at their end).
     fn pieces_stored(&self) -> u64 {
         self.neighbours.iter().map(|n| n.speed.pieces()).sum()
     }
 
-    /// Why the download cannot finish: which pieces no live peer has, or
-    /// that no peer holding the file was found at all.
-    fn stall_message(&self) -> String {
+    /// Why the download cannot finish (see [`Stall`]): which pieces no
+    /// peer that may answer has, or that none came for too long, or that
+    /// no peer holding the file was found at all; and why the neighbours
+    /// that give nothing give nothing.
+    fn stall_message(&self, stall: Stall) -> String {
+        let (done, pieces) = (self.have.count(), self.have.len());
         if self.neighbours.is_empty() {
             return format!(
-                "stalled at {} of {} pieces: no peer holding {} ({}) was found in {} s. \
+                "stalled at {done} of {pieces} pieces: no peer holding {} ({}) was found in {} s. \
                  If the tracker answers and lists another file under that name now, \
                  delete {} and download the name again to fetch that one",
-                self.have.count(),
-                self.have.len(),
                 self.plan.name.as_str(),
                 self.shared.key,
                 self.context.settings.stall_timeout.as_secs(),
                 self.shared.path().display()
             );
         }
-        let answers = |n: &&Neighbour| n.standing.is_live() && !n.standing.is_on_trial();
+        // Why the others give nothing, for the first few.
+        let why: Vec<String> = self
+            .neighbours
+            .iter()
+            .filter_map(|n| Some(format!("{} {}", n.peer, n.standing.why_not_giving()?)))
+            .collect();
+        let mut whys: String = why.iter().take(3).map(|w| format!("; {w}")).collect();
+        if why.len() > 3 {
+            whys.push_str(&format!("; {} more out", why.len() - 3));
+        }
+        let may_answer = |n: &&Neighbour| n.standing.is_live() && !n.standing.is_on_trial();
+        let answering = self.neighbours.iter().filter(may_answer).count();
+        let of = self.neighbours.len();
+        if stall == Stall::NothingCame {
+            return format!(
+                "stalled at {done} of {pieces} pieces: no piece came in {} s, though {answering} \
+                 of {of} neighbours took requests{whys}",
+                self.quiet_limit().as_secs()
+            );
+        }
         let held: HashSet<usize> = self
             .neighbours
             .iter()
-            .filter(answers)
+            .filter(may_answer)
             .flat_map(|n| n.bitmap.held())
             .collect();
         let lacking: Vec<usize> = self.have.missing().filter(|i| !held.contains(i)).collect();
@@ -802,29 +842,23 @@ impl<'a> Coordinator<'a> {
         } else {
             String::new()
         };
-        // Why the others give nothing, for the first few.
-        let why: Vec<String> = self
-            .neighbours
-            .iter()
-            .filter_map(|n| Some(format!("{} {}", n.peer, n.standing.why_not_giving()?)))
-            .collect();
-        let mut whys = why
-            .iter()
-            .take(3)
-            .map(|w| format!("; {w}"))
-            .collect::<String>();
-        if why.len() > 3 {
-            whys.push_str(&format!("; {} more out", why.len() - 3));
-        }
         format!(
-            "stalled at {} of {} pieces: no peer that answers has piece(s) {}{more} ({} of {} neighbours answering{whys})",
-            self.have.count(),
-            self.have.len(),
-            shown.join(", "),
-            self.neighbours.iter().filter(answers).count(),
-            self.neighbours.len()
+            "stalled at {done} of {pieces} pieces: no peer that answers has piece(s) {}{more} \
+             ({answering} of {of} neighbours answering{whys})",
+            shown.join(", ")
         )
     }
+}
+
+/// Which of the two stall rules ended a download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// For the stall timeout, nothing was asked of a peer that may answer:
+    /// no such peer has the missing pieces.
+    NothingToAsk,
+    /// No piece was stored for [`Coordinator::quiet_limit`], though
+    /// requests were out.
+    NothingCame,
 }
 
 /// Whether a download with `in_use` neighbours not banned and `ever` in

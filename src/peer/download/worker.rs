@@ -27,6 +27,12 @@ use super::speed::Tally;
 /// at [`MIN_PIECE_RATE`].
 const BATCH_ALLOWANCE: Duration = Duration::from_secs(60);
 
+/// How long a batch of `bytes` may take: [`BATCH_ALLOWANCE`] plus the
+/// bytes at [`MIN_PIECE_RATE`]. A peer slower than that is dropped.
+pub(super) fn batch_deadline(bytes: u64) -> Duration {
+    BATCH_ALLOWANCE + Duration::from_secs(bytes / MIN_PIECE_RATE)
+}
+
 /// Which connection a job runs on: a neighbour, and one of its lanes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Place {
@@ -207,9 +213,7 @@ impl Worker {
                 .iter()
                 .map(|&i| u64::from(manifest.piece_len(i as usize).unwrap_or(0)))
                 .sum();
-            l.set_deadline(Some(
-                BATCH_ALLOWANCE + Duration::from_secs(bytes / MIN_PIECE_RATE),
-            ));
+            l.set_deadline(Some(batch_deadline(bytes)));
             l.send(&PeerRequest::Reqf {
                 key,
                 indices: indices.clone(),
