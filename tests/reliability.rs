@@ -768,9 +768,9 @@ fn a_download_with_every_piece_in_but_no_final_name_is_finished() {
     assert!(!part.exists(), "the leftover .part is gone");
     assert_eq!(std::fs::read(&whole).unwrap(), swarm.data);
 
-    // A download renamed to its final name but not opened again (too
-    // many open files, say) is still listed, at its final name: asked
-    // again, it is done, and the file stays.
+    // An unfinished download listed at its final name (a run renamed it
+    // and could not open it again, before such a file left the library):
+    // asked again, it is done, and the file stays.
     let third = swarm.peer("third", &[]);
     let downloads = swarm.dir.path().join("third").join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();

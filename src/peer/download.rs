@@ -433,8 +433,8 @@ fn run(
     if final_path.exists() && in_place().is_ok() {
         // A crash after the file got its final name, before the state was
         // forgotten: the .part file (or a second link to the same file) is
-        // a leftover. Unless it is the final file itself (a download that
-        // was renamed but not opened again).
+        // a leftover. The final file itself is never removed, whatever
+        // path the unfinished download was listed at.
         if part_path != final_path {
             let _ = fs::remove_file(&part_path);
         }
