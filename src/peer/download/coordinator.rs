@@ -228,7 +228,9 @@ impl<'a> Coordinator<'a> {
         let mut last_save = (Instant::now(), self.have.count());
         let mut idle_since: Option<Instant> = None;
         let mut stored = self.pieces_stored();
-        let mut last_piece_at = Instant::now();
+        // When the last piece was stored, and the time spent on this
+        // peer's own download limit by then.
+        let mut last_piece = (Instant::now(), self.time_throttled());
         let quiet_limit = self.quiet_limit();
         loop {
             if self.controls.cancel.load(Ordering::SeqCst) {
@@ -272,7 +274,7 @@ impl<'a> Coordinator<'a> {
             let progressed = stored_now != stored;
             stored = stored_now;
             if progressed {
-                last_piece_at = Instant::now();
+                last_piece = (Instant::now(), self.time_throttled());
             }
             if progressed || self.awaits_a_neighbour_that_may_answer() {
                 idle_since = None;
@@ -282,8 +284,10 @@ impl<'a> Coordinator<'a> {
                     return Err(self.stall_message(Stall::NothingToAsk));
                 }
             }
-            // However busy the neighbours look.
-            if last_piece_at.elapsed() >= quiet_limit {
+            // However busy the neighbours look. (Time spent on this peer's
+            // own download limit is not theirs.)
+            let throttled = self.time_throttled().saturating_sub(last_piece.1);
+            if last_piece.0.elapsed().saturating_sub(throttled) >= quiet_limit {
                 return Err(self.stall_message(Stall::NothingCame));
             }
             match outcomes.recv_timeout(interval.min(Duration::from_millis(250))) {
@@ -776,14 +780,21 @@ impl<'a> Coordinator<'a> {
     }
 
     /// The longest the download goes without storing a piece, whatever
-    /// its neighbours seem to be doing: the stall timeout plus the time
-    /// one piece may take from the slowest peer kept ([`batch_deadline`]).
+    /// its neighbours seem to be doing (time spent on this peer's own
+    /// download limit aside): the stall timeout plus the time one piece
+    /// may take from the slowest peer kept ([`batch_deadline`]).
     /// A peer that takes every request and refuses each just before its
     /// deadline (no failure, so never on trial) cannot keep a download
     /// going for days.
     fn quiet_limit(&self) -> Duration {
         let piece = u64::from(self.shared.manifest.piece_size());
         self.context.settings.stall_timeout + batch_deadline(piece)
+    }
+
+    /// Time the workers spent on this peer's own download limit so far
+    /// (workers waiting side by side each count).
+    fn time_throttled(&self) -> Duration {
+        self.neighbours.iter().map(|n| n.speed.throttled()).sum()
     }
 
     /// Pieces the neighbours gave that were stored, counted by the workers

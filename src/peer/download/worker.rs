@@ -230,7 +230,10 @@ impl Worker {
                     // time, not the peer's: the batch's deadline moves on.
                     let paying = Instant::now();
                     self.limit.take_unless(u64::from(len), &self.winding_down);
-                    l.extend_deadline(paying.elapsed());
+                    let paid = paying.elapsed();
+                    l.extend_deadline(paid);
+                    let micros = u64::try_from(paid.as_micros()).unwrap_or(u64::MAX);
+                    tally.throttled_micros.fetch_add(micros, Ordering::Relaxed);
                 }
                 let result = match answer {
                     PieceAnswer::Missing => PieceResult::Missing,
