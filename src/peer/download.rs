@@ -173,6 +173,36 @@ impl DownloadStatus {
         self.have.count()
     }
 
+    /// How far it is, from 0 to 1: whole once done or finishing (every
+    /// piece is here, or a held file is being copied), else from the
+    /// pieces when they are known (a resumed download starts with some;
+    /// one that failed before knowing them is at 0, not 1).
+    pub fn fraction_done(&self) -> f64 {
+        match self.pieces_total() {
+            _ if self.is_whole() => 1.0,
+            0 => 0.0,
+            total => self.pieces_done() as f64 / total as f64,
+        }
+    }
+
+    /// [`DownloadStatus::fraction_done`] in whole percent, rounded down.
+    pub fn percent_done(&self) -> usize {
+        if self.is_whole() {
+            return 100;
+        }
+        (self.pieces_done() * 100)
+            .checked_div(self.pieces_total())
+            .unwrap_or(0)
+    }
+
+    /// Whether every piece is here: done, or finishing.
+    fn is_whole(&self) -> bool {
+        matches!(
+            self.state,
+            DownloadState::Done(_) | DownloadState::Finishing
+        )
+    }
+
     /// Recent throughput of the whole download, bytes per second: what
     /// its live sources give together (`None` before any is measured).
     pub fn rate(&self) -> Option<f64> {

@@ -617,14 +617,7 @@ fn padded(text: &str, width: usize) -> String {
 
 /// `[name] 42% ########............ 12/26 pieces from 2 peer(s)`
 pub fn progress_line(status: &DownloadStatus) -> String {
-    // From the pieces when they are known (a resumed download starts with
-    // some); a download that failed before knowing them is at 0%, not 100%.
-    let percent = match &status.state {
-        DownloadState::Done(_) => 100,
-        _ => (status.pieces_done() * 100)
-            .checked_div(status.pieces_total())
-            .unwrap_or(0),
-    };
+    let percent = status.percent_done();
     let filled = percent / 5;
     let bar: String = "#".repeat(filled) + &".".repeat(20 - filled);
     let live = status
@@ -728,6 +721,12 @@ mod tests {
         assert!(
             failed.starts_with("[f.bin]   0% ...................."),
             "{failed}"
+        );
+        // A held file being copied into another folder: whole already.
+        let copying = progress_line(&status(DownloadState::Finishing, Bitmap::empty(0)));
+        assert!(
+            copying.starts_with("[f.bin] 100% #################### finishing"),
+            "{copying}"
         );
     }
 

@@ -183,11 +183,7 @@ fn download_json(s: &DownloadStatus, cancelled: bool) -> Value {
         DownloadState::Failed(reason) => ("failed", Some(reason.as_str())),
     };
     let done = s.bytes_done();
-    let progress = match s.state {
-        DownloadState::Done(_) => 1.0,
-        _ if s.pieces_total() == 0 => 0.0,
-        _ => s.pieces_done() as f64 / s.pieces_total() as f64,
-    };
+    let progress = s.fraction_done();
     let eta = s
         .rate()
         .filter(|&r| r > 0.0 && !s.state.is_over())
