@@ -68,6 +68,7 @@ mod in_flight;
 mod orphan;
 mod rarity;
 mod speed;
+mod stall;
 mod standing;
 mod worker;
 
@@ -434,14 +435,7 @@ fn run(
             let peers = find_peers(context, plan)?;
             let final_path = plan.dir.join(portable_file_name(name));
             if final_path.exists() {
-                let (manifest, _) = fetch_manifest(
-                    plan.key,
-                    peers,
-                    || find_peers(context, plan).unwrap_or_default(),
-                    cancel,
-                    &context.manifest_link,
-                    context.settings.stall_timeout,
-                )?;
+                let (manifest, _) = manifest_for(context, plan, peers, cancel)?;
                 return already_here(context, plan, status, manifest, &final_path, cancel);
             }
             let mut peers = peers;
@@ -712,14 +706,7 @@ fn prepare(
             plan.dir.display()
         ));
     }
-    let (manifest, first) = fetch_manifest(
-        plan.key,
-        peers.clone(),
-        || find_peers(context, plan).unwrap_or_default(),
-        cancel,
-        &context.manifest_link,
-        context.settings.stall_timeout,
-    )?;
+    let (manifest, first) = manifest_for(context, plan, peers.clone(), cancel)?;
     peers.retain(|peer| *peer != first);
     peers.insert(0, first);
     info!(
@@ -827,6 +814,25 @@ fn find_peers(context: &DownloadContext, plan: &DownloadPlan) -> Result<Vec<Peer
         ));
     }
     Ok(peers)
+}
+
+/// The manifest of `plan`'s file from the first of `peers` that gives a
+/// good one, the peers looked up again as needed, within the stall
+/// timeout (see [`fetch_manifest`]).
+fn manifest_for(
+    context: &DownloadContext,
+    plan: &DownloadPlan,
+    peers: Vec<PeerId>,
+    cancel: &AtomicBool,
+) -> Result<(Manifest, PeerId), String> {
+    fetch_manifest(
+        plan.key,
+        peers,
+        || find_peers(context, plan).unwrap_or_default(),
+        cancel,
+        &context.manifest_link,
+        context.settings.stall_timeout,
+    )
 }
 
 /// The manifest from the first peer that gives a good one, for up to

@@ -23,6 +23,7 @@ use crate::protocol::{ErrorCode, PeerId};
 use super::in_flight::InFlight;
 use super::rarity::{sample_rarest, Rarity};
 use super::speed::Speed;
+use super::stall::{Stall, StallWatch};
 use super::standing::Standing;
 use super::worker::{batch_deadline, Job, LinkSlot, Outcome, PieceResult, Place, Worker};
 use super::{
@@ -226,12 +227,13 @@ impl<'a> Coordinator<'a> {
         let mut last_round = Instant::now();
         let mut last_sample = Instant::now();
         let mut last_save = (Instant::now(), self.have.count());
-        let mut idle_since: Option<Instant> = None;
-        let mut stored = self.pieces_stored();
-        // When the last piece was stored, and the time spent on this
-        // peer's own download limit by then.
-        let mut last_piece = (Instant::now(), self.time_throttled());
-        let quiet_limit = self.quiet_limit();
+        let mut stall = StallWatch::new(
+            self.context.settings.stall_timeout,
+            self.quiet_limit(),
+            self.pieces_stored(),
+            self.time_throttled(),
+            Instant::now(),
+        );
         loop {
             if self.controls.cancel.load(Ordering::SeqCst) {
                 return Err("cancelled".into());
@@ -267,28 +269,16 @@ impl<'a> Coordinator<'a> {
             }
             self.start_writeback_if_due(jobs)?;
             self.assign(jobs);
-            // Stalled: for `stall_timeout`, no piece stored and none asked
-            // of a neighbour that may answer (BufferMap exchanges go on
-            // meanwhile, and may change that).
-            let stored_now = self.pieces_stored();
-            let progressed = stored_now != stored;
-            stored = stored_now;
-            if progressed {
-                last_piece = (Instant::now(), self.time_throttled());
-            }
-            if progressed || self.awaits_a_neighbour_that_may_answer() {
-                idle_since = None;
-            } else {
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.context.settings.stall_timeout {
-                    return Err(self.stall_message(Stall::NothingToAsk));
-                }
-            }
-            // However busy the neighbours look. (Time spent on this peer's
-            // own download limit is not theirs.)
-            let throttled = self.time_throttled().saturating_sub(last_piece.1);
-            if last_piece.0.elapsed().saturating_sub(throttled) >= quiet_limit {
-                return Err(self.stall_message(Stall::NothingCame));
+            // Stalled? (See `stall`; BufferMap exchanges go on meanwhile,
+            // and may give something to ask for.)
+            let stalled = stall.look(
+                Instant::now(),
+                self.pieces_stored(),
+                self.time_throttled(),
+                self.awaits_a_neighbour_that_may_answer(),
+            );
+            if let Some(stalled) = stalled {
+                return Err(self.stall_message(stalled));
             }
             match outcomes.recv_timeout(interval.min(Duration::from_millis(250))) {
                 Ok(outcome) => self.handle(outcome)?,
@@ -859,17 +849,6 @@ impl<'a> Coordinator<'a> {
             shown.join(", ")
         )
     }
-}
-
-/// Which of the two stall rules ended a download.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stall {
-    /// For the stall timeout, nothing was asked of a peer that may answer:
-    /// no such peer has the missing pieces.
-    NothingToAsk,
-    /// No piece was stored for [`Coordinator::quiet_limit`], though
-    /// requests were out.
-    NothingCame,
 }
 
 /// Whether a download with `in_use` neighbours not banned and `ever` in

@@ -147,7 +147,8 @@ fn new_temp_file(dir: &Path, saved_as: &str, library: &Library) -> io::Result<(P
 /// under such a name is the user's). (Where the file system has no locks,
 /// nothing is removed.)
 fn sweep_leftovers(dir: &Path, library: &Library) {
-    let shared: Vec<PathBuf> = library.all().iter().map(|file| file.path()).collect();
+    // Listed at the first file so named (most sweeps find none).
+    let mut shared: Option<Vec<PathBuf>> = None;
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -157,6 +158,8 @@ fn sweep_leftovers(dir: &Path, library: &Library) {
             continue;
         }
         let path = entry.path();
+        let shared =
+            shared.get_or_insert_with(|| library.all().iter().map(|file| file.path()).collect());
         if shared.iter().any(|file| same_file(file, &path)) {
             continue;
         }
