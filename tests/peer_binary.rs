@@ -869,7 +869,7 @@ fn a_download_waits_for_a_seeder_at_its_connection_cap() {
     assert!(
         eventually(WAIT, || getter
             .stderr_text()
-            .contains("are busy; asking again")),
+            .contains("is busy; asking it again")),
         "{}",
         getter.stderr_text()
     );

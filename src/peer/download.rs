@@ -1,7 +1,8 @@
 //! One download, from a key to a verified file under its final name.
 //!
 //! 1. Ask the tracker for the file's peers (or use the one peer given).
-//! 2. Fetch the manifest from one of them and check it hashes to the key.
+//! 2. Fetch the manifest from one of them and check it hashes to the key
+//!    (several asked at once when the first is slow: [`manifest_fetch`]).
 //! 3. Create `<name>.part` at full size and put it in the [`Library`], so
 //!    the pieces that arrive are served to other peers at once.
 //! 4. The coordinator (this download's thread) exchanges BufferMaps with
@@ -37,7 +38,6 @@
 //!    SHA-256 pass over the whole file would double the work per byte and
 //!    prove nothing the piece checks have not.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,18 +46,18 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 
 use crate::pieces::{Bitmap, Manifest, PieceFile};
-use crate::protocol::{ErrorCode, FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
+use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
 
 use super::discovery::Discovery;
 use super::fsutil::{
     cut_to, folder_missing, portable_file_name, room_for, sync_parent_dir, MAX_NAME_BYTES,
 };
 use super::library::{FinishError, Library, SharedFile};
-use super::link::{LinkCloser, LinkError, PeerLink, MAX_BITMAP_PIECES};
+use super::link::MAX_BITMAP_PIECES;
 use super::ratelimit::RateLimiter;
 use super::resume::ResumeStore;
 use super::tracker_client::TrackerClient;
@@ -65,6 +65,7 @@ use super::tracker_client::TrackerClient;
 mod coordinator;
 mod held;
 mod in_flight;
+mod manifest_fetch;
 mod orphan;
 mod rarity;
 mod speed;
@@ -73,6 +74,7 @@ mod standing;
 mod worker;
 
 use coordinator::Coordinator;
+use manifest_fetch::fetch_manifest;
 
 /// What to download, and where from.
 #[derive(Debug, Clone)]
@@ -234,16 +236,12 @@ pub struct Download {
     cancel: Arc<AtomicBool>,
     /// The piece a player needs next ([`NO_FOCUS`]: none).
     focus: Arc<AtomicU64>,
-    manifest_link: Arc<Mutex<Option<LinkCloser>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What a download needs from its peer.
 #[derive(Clone)]
 pub struct DownloadContext {
-    /// The link the manifest is being fetched on, so that cancelling
-    /// closes it at once.
-    pub manifest_link: Arc<Mutex<Option<LinkCloser>>>,
     pub library: Arc<Library>,
     pub tracker: Arc<TrackerClient>,
     /// The ring, when the peer is in one: another place to find peers.
@@ -275,7 +273,6 @@ impl Download {
         let cancel = Arc::new(AtomicBool::new(false));
         let focus = Arc::new(AtomicU64::new(NO_FOCUS));
         let ended = Arc::new(Condvar::new());
-        let manifest_link = Arc::clone(&context.manifest_link);
         let key = plan.key;
         let thread = thread::Builder::new()
             .name(format!("download-{}", plan.name.as_str()))
@@ -319,7 +316,6 @@ impl Download {
             ended,
             cancel,
             focus,
-            manifest_link,
             thread: Mutex::new(Some(thread)),
         }))
     }
@@ -372,9 +368,6 @@ impl Download {
     /// Asks the download to stop (it fails with "cancelled").
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
-        if let Some(link) = self.manifest_link.lock().take() {
-            link.close();
-        }
     }
 
     /// Whether it was told to stop ([`Download::cancel`]).
@@ -830,116 +823,8 @@ fn manifest_for(
         peers,
         || find_peers(context, plan).unwrap_or_default(),
         cancel,
-        &context.manifest_link,
         context.settings.stall_timeout,
     )
-}
-
-/// The manifest from the first peer that gives a good one, for up to
-/// `patience` (each peer of the first listing is asked, however long that
-/// takes; after that, no peer is asked once the time is up). Peers at
-/// their connection cap (`ERRR 500`, a class on one machine) are asked
-/// again a second later: a busy seeder is no reason to give a download
-/// up. When every peer listed failed otherwise, the peers are looked up
-/// again (`look_up`) a second later, and those not tried yet are asked:
-/// the tracker lists at most 50 and draws some of them at random, so
-/// holders that were made up (sessions whose port nobody answers) cannot
-/// fill every listing. A look-up that lists the same holders as the one
-/// before, all tried, most likely lists all there are: the download then
-/// gives up at once rather than at the end of `patience`.
-fn fetch_manifest(
-    key: FileKey,
-    first: Vec<PeerId>,
-    mut look_up: impl FnMut() -> Vec<PeerId>,
-    cancel: &AtomicBool,
-    slot: &Mutex<Option<LinkCloser>>,
-    patience: Duration,
-) -> Result<(Manifest, PeerId), String> {
-    let give_up_at = Instant::now() + patience;
-    // Every peer asked; those that answered with no good manifest, or not
-    // at all (not busy), are not asked again.
-    let mut tried: HashSet<PeerId> = HashSet::new();
-    let mut failed: HashSet<PeerId> = HashSet::new();
-    let mut last_error = String::new();
-    let mut last_listing: HashSet<PeerId> = first.iter().copied().collect();
-    let mut peers = first;
-    let mut first_pass = true;
-    loop {
-        let mut busy = false;
-        peers.retain(|peer| !failed.contains(peer));
-        for &peer in &peers {
-            if cancel.load(Ordering::SeqCst) {
-                return Err("cancelled".into());
-            }
-            if !first_pass && Instant::now() >= give_up_at {
-                break;
-            }
-            tried.insert(peer);
-            let result = PeerLink::connect(peer)
-                .map_err(LinkError::from)
-                .and_then(|mut link| {
-                    // Published so that a cancel can close it; a cancel
-                    // that came first is seen here.
-                    *slot.lock() = Some(link.closer()?);
-                    if cancel.load(Ordering::SeqCst) {
-                        return Err(LinkError::Io(io::Error::other("cancelled")));
-                    }
-                    link.manifest(key)
-                });
-            *slot.lock() = None;
-            match result {
-                Ok(manifest) => return Ok((manifest, peer)),
-                Err(e) => {
-                    debug!("manifest of {key} from {peer}: {e}");
-                    let at_its_cap = matches!(
-                        e,
-                        LinkError::Refused {
-                            code: ErrorCode::Busy,
-                            ..
-                        }
-                    );
-                    busy |= at_its_cap;
-                    if !at_its_cap {
-                        failed.insert(peer);
-                    }
-                    last_error = format!("{peer}: {e}");
-                }
-            }
-        }
-        let gave_up = |why: &str| {
-            format!(
-                "could not get a valid manifest from any of {} peer(s){why} (last: {last_error})",
-                tried.len()
-            )
-        };
-        if Instant::now() >= give_up_at {
-            return Err(gave_up(&format!(" in {} s", patience.as_secs())));
-        }
-        if busy {
-            debug!("manifest of {key}: the peers that hold it are busy; asking again in a second");
-        }
-        for _ in 0..10 {
-            if cancel.load(Ordering::SeqCst) {
-                return Err("cancelled".into());
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        if !busy {
-            let listing = look_up();
-            let listed: HashSet<PeerId> = listing.iter().copied().collect();
-            if listed.is_empty() {
-                return Err(gave_up(", and a new look-up lists none"));
-            }
-            if listed == last_listing {
-                return Err(gave_up(""));
-            }
-            // In the order listed: the tracker's best first.
-            peers = listing;
-            last_listing = listed;
-            debug!("manifest of {key}: every peer listed failed; asking those the look-up gave");
-        }
-        first_pass = false;
-    }
 }
 
 /// Whether a download of `manifest`'s file can read its peers' BufferMaps:

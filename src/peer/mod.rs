@@ -503,7 +503,6 @@ impl Peer {
             }
         }
         let context = DownloadContext {
-            manifest_link: Arc::new(Mutex::new(None)),
             library: Arc::clone(&self.library),
             tracker: Arc::clone(&self.tracker),
             ring: self.ring.clone(),

@@ -1,0 +1,497 @@
+//! Getting a file's manifest from the peers that hold it. Holders are asked
+//! in the order listed, but not one after another: when a request has had
+//! no answer for [`STAGGER`], the next holder is asked too, up to
+//! [`MAX_AT_ONCE`] requests in flight. A holder that takes the connection
+//! and never answers (its machine stalled, or a session made up to block
+//! the file) so costs the download a quarter of a second, not the 35 s of
+//! a request's deadline. The first manifest that hashes to the key wins;
+//! the requests still in flight are closed.
+//!
+//! Each request runs on a named thread of its own (`manifest-<peer>`),
+//! scoped to [`fetch_manifest`]: every one is joined before it returns.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, Scope};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::debug;
+use parking_lot::Mutex;
+
+use crate::pieces::Manifest;
+use crate::protocol::{ErrorCode, FileKey, PeerId};
+
+use super::super::link::{LinkCloser, LinkError, PeerLink};
+
+/// How long a request goes unanswered before the next holder is asked as
+/// well. An honest holder on a LAN answers within milliseconds.
+const STAGGER: Duration = Duration::from_millis(250);
+
+/// Requests in flight at most: a tracker listing's worth (it lists at most
+/// 50 holders), so a listing of holders that never answer is asked whole
+/// within 50 x [`STAGGER`] (12.5 s).
+const MAX_AT_ONCE: usize = 50;
+
+/// How long a holder at its connection cap (`ERRR 500`) waits to be asked
+/// again, and how long after every listed holder failed the holders are
+/// looked up again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How often the fetch looks at the cancel flag while it waits.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A request's outcome, sent by its thread.
+type Answer = (PeerId, Result<Manifest, LinkError>);
+
+/// The manifest of `key` from the first peer that gives a good one, and
+/// that peer, for up to `patience`. Every peer of the `first` listing is
+/// asked, however long that takes (at most 12.5 s to ask them all, and a
+/// request's deadline to hear the last); after that, no request starts
+/// once the time is up, and those in flight are waited for.
+///
+/// Peers at their connection cap (`ERRR 500`, a class on one machine) are
+/// asked again a second later: a busy seeder is no reason to give a
+/// download up. When every peer listed failed otherwise, the peers are
+/// looked up again (`look_up`) a second later, and those not tried yet are
+/// asked: the tracker lists at most 50 and draws some of them at random,
+/// so holders that were made up cannot fill every listing. A look-up that
+/// lists the same holders as the one before, all tried, most likely lists
+/// all there are: the download then gives up at once rather than at the
+/// end of `patience`. Setting `cancel` ends the fetch within [`TICK`].
+pub(super) fn fetch_manifest(
+    key: FileKey,
+    first: Vec<PeerId>,
+    look_up: impl FnMut() -> Vec<PeerId>,
+    cancel: &AtomicBool,
+    patience: Duration,
+) -> Result<(Manifest, PeerId), String> {
+    let (answers_in, answers) = crossbeam_channel::unbounded();
+    let closers = Mutex::new(HashMap::new());
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let requests = Requests {
+            scope,
+            key,
+            answers_in,
+            closers: &closers,
+            stop: &stop,
+        };
+        let mut fetch = Fetch::new(first, Instant::now() + patience);
+        let result = fetch.run(&requests, &answers, look_up, cancel, patience);
+        // Set before the links are closed: a request that publishes its
+        // closer after this sees it, and one that published before is
+        // closed here. Either way its thread ends, and the scope joins it.
+        stop.store(true, Ordering::SeqCst);
+        for (_, closer) in closers.lock().drain() {
+            closer.close();
+        }
+        result
+    })
+}
+
+/// Starts requests, each on a thread of its own that sends its [`Answer`].
+struct Requests<'scope, 'env> {
+    scope: &'scope Scope<'scope, 'env>,
+    key: FileKey,
+    answers_in: Sender<Answer>,
+    /// The links of the requests in flight, so that they can be closed.
+    closers: &'env Mutex<HashMap<PeerId, LinkCloser>>,
+    /// Set once the fetch is over: a request that sees it stops.
+    stop: &'env AtomicBool,
+}
+
+impl Requests<'_, '_> {
+    /// Asks `peer` for the manifest on a new thread.
+    fn start(&self, peer: PeerId) {
+        let (key, answers_in) = (self.key, self.answers_in.clone());
+        let (closers, stop) = (self.closers, self.stop);
+        let spawned = thread::Builder::new()
+            .name(format!("manifest-{peer}"))
+            .spawn_scoped(self.scope, move || {
+                let result =
+                    PeerLink::connect(peer)
+                        .map_err(LinkError::from)
+                        .and_then(|mut link| {
+                            closers.lock().insert(peer, link.closer()?);
+                            if stop.load(Ordering::SeqCst) {
+                                return Err(LinkError::Io(std::io::Error::other(
+                                    "no longer needed",
+                                )));
+                            }
+                            link.manifest(key)
+                        });
+                closers.lock().remove(&peer);
+                // The fetch may be over; nobody needs the answer then.
+                let _ = answers_in.send((peer, result));
+            });
+        if let Err(e) = spawned {
+            let _ = self.answers_in.send((peer, Err(LinkError::Io(e))));
+        }
+    }
+}
+
+/// What the fetch knows of the holders so far.
+struct Fetch {
+    /// Peers to ask, in order.
+    to_ask: VecDeque<PeerId>,
+    /// Peers of the first listing: asked even once the time is up.
+    first_listing: HashSet<PeerId>,
+    /// The holders of the latest look-up.
+    last_listing: HashSet<PeerId>,
+    /// Every peer asked.
+    tried: HashSet<PeerId>,
+    /// Peers that answered with no good manifest, or not at all (not busy):
+    /// not asked again.
+    failed: HashSet<PeerId>,
+    /// Requests in flight.
+    asking: HashSet<PeerId>,
+    /// Busy peers, and when to ask them again.
+    busy: Vec<(Instant, PeerId)>,
+    /// When the next request may start while others are in flight.
+    next_start: Instant,
+    /// When every listed holder has failed: when to look them up again.
+    look_up_at: Option<Instant>,
+    give_up_at: Instant,
+    last_error: String,
+}
+
+impl Fetch {
+    fn new(first: Vec<PeerId>, give_up_at: Instant) -> Fetch {
+        let listed: HashSet<PeerId> = first.iter().copied().collect();
+        Fetch {
+            to_ask: first.into(),
+            first_listing: listed.clone(),
+            last_listing: listed,
+            tried: HashSet::new(),
+            failed: HashSet::new(),
+            asking: HashSet::new(),
+            busy: Vec::new(),
+            next_start: Instant::now(),
+            look_up_at: None,
+            give_up_at,
+            last_error: String::new(),
+        }
+    }
+
+    fn run(
+        &mut self,
+        requests: &Requests,
+        answers: &Receiver<Answer>,
+        mut look_up: impl FnMut() -> Vec<PeerId>,
+        cancel: &AtomicBool,
+        patience: Duration,
+    ) -> Result<(Manifest, PeerId), String> {
+        loop {
+            if cancel.load(Ordering::SeqCst) {
+                return Err("cancelled".into());
+            }
+            let now = Instant::now();
+            self.ask_busy_peers_again(now);
+            self.start_due_requests(requests, now);
+            if self.asking.is_empty() && self.to_ask.is_empty() && self.busy.is_empty() {
+                // Every holder listed failed: look again, or give up.
+                if now >= self.give_up_at {
+                    return Err(self.gave_up(&format!(" in {} s", patience.as_secs())));
+                }
+                let due = *self.look_up_at.get_or_insert(now + RETRY_AFTER);
+                if now >= due {
+                    self.look_up_at = None;
+                    self.take_listing(look_up())?;
+                    continue;
+                }
+            }
+            let wait = if self.can_start_more() {
+                TICK.min(self.next_start.saturating_duration_since(now))
+            } else {
+                TICK
+            };
+            match answers.recv_timeout(wait) {
+                Ok((peer, Ok(manifest))) => return Ok((manifest, peer)),
+                Ok((peer, Err(e))) => self.failed_to_answer(peer, e),
+                Err(RecvTimeoutError::Timeout) => {}
+                // `requests` holds a sender: never disconnected.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(self.gave_up(", its requests lost"))
+                }
+            }
+        }
+    }
+
+    /// Whether another request may start: one is waiting, and there is room.
+    fn can_start_more(&self) -> bool {
+        !self.to_ask.is_empty() && self.asking.len() < MAX_AT_ONCE
+    }
+
+    /// Starts the next request if none is in flight, or if the last one
+    /// started [`STAGGER`] ago; and once the time is up, only for peers of
+    /// the first listing.
+    fn start_due_requests(&mut self, requests: &Requests, now: Instant) {
+        while self.can_start_more() && (self.asking.is_empty() || now >= self.next_start) {
+            let Some(peer) = self.to_ask.pop_front() else {
+                return;
+            };
+            if !self.may_ask(peer, now) {
+                continue;
+            }
+            self.tried.insert(peer);
+            self.asking.insert(peer);
+            self.next_start = now + STAGGER;
+            requests.start(peer);
+        }
+    }
+
+    /// Whether `peer` may be asked now: it has not failed, is not being
+    /// asked, and the time is not up (or it was listed first and is yet
+    /// to be asked).
+    fn may_ask(&self, peer: PeerId, now: Instant) -> bool {
+        let owed_a_try = self.first_listing.contains(&peer) && !self.tried.contains(&peer);
+        !self.failed.contains(&peer)
+            && !self.asking.contains(&peer)
+            && (now < self.give_up_at || owed_a_try)
+    }
+
+    /// Puts the busy peers that are due back in line (or drops them once
+    /// the time is up).
+    fn ask_busy_peers_again(&mut self, now: Instant) {
+        let give_up_at = self.give_up_at;
+        let to_ask = &mut self.to_ask;
+        self.busy.retain(|&(when, peer)| {
+            if now >= give_up_at {
+                return false;
+            }
+            if now >= when {
+                to_ask.push_back(peer);
+            }
+            now < when
+        });
+    }
+
+    fn failed_to_answer(&mut self, peer: PeerId, error: LinkError) {
+        debug!("manifest from {peer}: {error}");
+        self.asking.remove(&peer);
+        let at_its_cap = matches!(
+            error,
+            LinkError::Refused {
+                code: ErrorCode::Busy,
+                ..
+            }
+        );
+        if at_its_cap {
+            debug!("{peer} is busy; asking it again in a second");
+            self.busy.push((Instant::now() + RETRY_AFTER, peer));
+        } else {
+            self.failed.insert(peer);
+        }
+        self.last_error = format!("{peer}: {error}");
+        // A slot came free: the next peer need not wait its turn.
+        self.next_start = Instant::now();
+    }
+
+    /// Takes a new look-up's holders, or gives up when it lists none, or
+    /// the same as the one before.
+    fn take_listing(&mut self, listing: Vec<PeerId>) -> Result<(), String> {
+        let listed: HashSet<PeerId> = listing.iter().copied().collect();
+        if listed.is_empty() {
+            return Err(self.gave_up(", and a new look-up lists none"));
+        }
+        if listed == self.last_listing {
+            return Err(self.gave_up(""));
+        }
+        debug!("every peer listed failed; asking those a new look-up gave");
+        // In the order listed: the tracker's best first.
+        self.to_ask = listing
+            .into_iter()
+            .filter(|p| !self.failed.contains(p))
+            .collect();
+        self.last_listing = listed;
+        Ok(())
+    }
+
+    fn gave_up(&self, why: &str) -> String {
+        format!(
+            "could not get a valid manifest from any of {} peer(s){why} (last: {})",
+            self.tried.len(),
+            self.last_error
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::Arc;
+    use std::thread::JoinHandle;
+
+    /// How a made-up holder answers each connection it takes.
+    #[derive(Clone)]
+    enum Holder {
+        /// Reads the request and never answers, until the link is closed.
+        Silent,
+        /// Answers with these bytes.
+        Says(Vec<u8>),
+    }
+
+    /// A holder at a free port that takes one connection per entry of
+    /// `answers`, in turn; joined once it has taken them all.
+    fn holder(answers: Vec<Holder>) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let thread = thread::spawn(move || {
+            for answer in answers {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                reader.read_line(&mut request).unwrap();
+                match answer {
+                    Holder::Silent => {
+                        // Until the other side closes.
+                        let _ = reader.read_to_end(&mut Vec::new());
+                    }
+                    Holder::Says(bytes) => (&stream).write_all(&bytes).unwrap(),
+                }
+            }
+        });
+        (addr, thread)
+    }
+
+    /// An address nobody listens at: connecting is refused.
+    fn nobody() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// A one-piece file's manifest, and the `MANF` answer that gives it.
+    fn manifest() -> (Manifest, Vec<u8>) {
+        let manifest = Manifest::build(&b"hello"[..], 16 * 1024, |_| {}).unwrap();
+        let text = manifest.to_string();
+        let mut answer = format!("MANF {} {}\r\n", manifest.key(), text.len()).into_bytes();
+        answer.extend_from_slice(text.as_bytes());
+        (manifest, answer)
+    }
+
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn holders_that_never_answer_do_not_each_hold_the_fetch_for_a_deadline() {
+        let (manifest, answer) = manifest();
+        let silent: Vec<_> = (0..6).map(|_| holder(vec![Holder::Silent])).collect();
+        let (good, good_thread) = holder(vec![Holder::Says(answer)]);
+        let mut listing: Vec<PeerId> = silent.iter().map(|(addr, _)| *addr).collect();
+        listing.push(good);
+        let started = Instant::now();
+        let cancel = AtomicBool::new(false);
+        let (got, from) =
+            fetch_manifest(manifest.key(), listing, Vec::new, &cancel, PATIENCE).unwrap();
+        assert_eq!((got.key(), from), (manifest.key(), good));
+        // One after another, the six would have taken 30 s each.
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(25), "took {took:?}");
+        // The silent holders' links were closed: their threads end.
+        for (_, thread) in silent {
+            thread.join().unwrap();
+        }
+        good_thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_manifest_that_does_not_hash_to_the_key_is_refused_and_the_next_holder_asked() {
+        let (manifest, answer) = manifest();
+        let (_, other) = {
+            let other = Manifest::build(&b"other"[..], 16 * 1024, |_| {}).unwrap();
+            let text = other.to_string();
+            // Announced under the key asked for.
+            let mut lie = format!("MANF {} {}\r\n", manifest.key(), text.len()).into_bytes();
+            lie.extend_from_slice(text.as_bytes());
+            (other, lie)
+        };
+        let (liar, liar_thread) = holder(vec![Holder::Says(other)]);
+        let (good, good_thread) = holder(vec![Holder::Says(answer)]);
+        let cancel = AtomicBool::new(false);
+        let (_, from) = fetch_manifest(
+            manifest.key(),
+            vec![liar, good],
+            Vec::new,
+            &cancel,
+            PATIENCE,
+        )
+        .unwrap();
+        assert_eq!(from, good);
+        liar_thread.join().unwrap();
+        good_thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_busy_holder_is_asked_again() {
+        let (manifest, answer) = manifest();
+        let busy = b"ERRR 500 too many connections\r\n".to_vec();
+        let (seeder, thread) = holder(vec![Holder::Says(busy), Holder::Says(answer)]);
+        let cancel = AtomicBool::new(false);
+        let (_, from) =
+            fetch_manifest(manifest.key(), vec![seeder], Vec::new, &cancel, PATIENCE).unwrap();
+        assert_eq!(from, seeder);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn holders_that_all_fail_are_looked_up_again_and_the_new_ones_asked() {
+        let (manifest, answer) = manifest();
+        let (good, thread) = holder(vec![Holder::Says(answer)]);
+        let gone = nobody();
+        let mut look_ups = 0;
+        let look_up = || {
+            look_ups += 1;
+            vec![gone, good]
+        };
+        let cancel = AtomicBool::new(false);
+        let (_, from) =
+            fetch_manifest(manifest.key(), vec![gone], look_up, &cancel, PATIENCE).unwrap();
+        assert_eq!((from, look_ups), (good, 1));
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_look_up_that_lists_the_same_holders_again_ends_the_fetch_at_once() {
+        let (manifest, _) = manifest();
+        let gone = [nobody(), nobody()];
+        let cancel = AtomicBool::new(false);
+        let started = Instant::now();
+        let reason = fetch_manifest(
+            manifest.key(),
+            gone.to_vec(),
+            || gone.to_vec(),
+            &cancel,
+            PATIENCE,
+        )
+        .unwrap_err();
+        assert!(
+            reason.starts_with("could not get a valid manifest from any of 2 peer(s) (last: "),
+            "{reason}"
+        );
+        assert!(started.elapsed() < PATIENCE, "waited out its patience");
+    }
+
+    #[test]
+    fn a_cancel_ends_the_fetch_and_closes_its_requests() {
+        let (manifest, _) = manifest();
+        let (silent, thread) = holder(vec![Holder::Silent]);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let canceller = thread::spawn({
+            let cancel = Arc::clone(&cancel);
+            move || {
+                thread::sleep(Duration::from_millis(300));
+                cancel.store(true, Ordering::SeqCst);
+            }
+        });
+        let reason =
+            fetch_manifest(manifest.key(), vec![silent], Vec::new, &cancel, PATIENCE).unwrap_err();
+        assert_eq!(reason, "cancelled");
+        // Its link closed, the silent holder sees the end of the stream.
+        thread.join().unwrap();
+        canceller.join().unwrap();
+    }
+}
