@@ -253,17 +253,18 @@ impl Running {
 fn start(config: PeerConfig) -> Result<Running, String> {
     let gui_addr = config.gui;
     let peer = Arc::new(Peer::start(config).map_err(|e| e.to_string())?);
+    // Both started before either is printed: a script that waits for
+    // "listening on" is not told of a peer whose page then fails.
+    let gui = match gui_addr {
+        Some(addr) => Some(Gui::start(addr, Arc::clone(&peer)).map_err(|e| e.to_string())?),
+        None => None,
+    };
     // A closed output (`peer share f | head -1`) must not stop a seeder:
     // these lines are for whoever reads them, the peer goes on without.
     let _ = out(format_args!("listening on {}", peer.listen_addr()));
-    let gui = match gui_addr {
-        Some(addr) => {
-            let gui = Gui::start(addr, Arc::clone(&peer)).map_err(|e| e.to_string())?;
-            let _ = out(format_args!("gui on http://{}/", gui.addr()));
-            Some(gui)
-        }
-        None => None,
-    };
+    if let Some(gui) = &gui {
+        let _ = out(format_args!("gui on http://{}/", gui.addr()));
+    }
     let _ = std::io::stdout().flush();
     Ok(Running { peer, gui })
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::{random_bytes, write_file, PeerProcess, TrackerProcess};
+use support::{eventually, random_bytes, write_file, PeerProcess, TrackerProcess};
 
 /// The web API of one peer.
 struct Api {
@@ -258,7 +258,7 @@ fn a_range_of_a_file_still_downloading_is_exact_and_fetched_first() {
         ],
     );
     seeder.expect("sharing ");
-    let (_client, api) = start_client(&dir.path().join("client"), &tracker, "audio");
+    let (client, api) = start_client(&dir.path().join("client"), &tracker, "audio");
     let key = api.file("long.wav").unwrap()["key"]
         .as_str()
         .unwrap()
@@ -289,6 +289,83 @@ fn a_range_of_a_file_still_downloading_is_exact_and_fetched_first() {
     );
     let (status, _, tail) = api.range(&key, "bytes=-100");
     assert_eq!((status, tail.as_slice()), (206, &song[song.len() - 100..]));
+
+    // The seeder gone, the download stops half-way: nothing downloads the
+    // rest. A range that starts in a piece not here is refused at once,
+    // with why, instead of a 206 whose bytes never come.
+    drop((seeder, client));
+    let mut client = PeerProcess::start(
+        &dir.path().join("client"),
+        tracker.addr,
+        &["--profile", "audio", "--stall-timeout-secs", "1"],
+    );
+    let api = Api::of(&mut client);
+    assert!(
+        eventually(Duration::from_secs(60), || api.download(&key)["state"]
+            == "failed"),
+        "{}",
+        api.download(&key)
+    );
+    let mut refused = 0;
+    for piece in 0..64 {
+        let at = piece * 16 * 1024;
+        let (status, _, body) = api.range(&key, &format!("bytes={at}-{at}"));
+        match status {
+            206 => assert_eq!(body, [song[at]], "piece {piece}"),
+            409 => {
+                let body = String::from_utf8_lossy(&body);
+                assert!(body.contains("and nothing is downloading it"), "{body}");
+                refused += 1;
+            }
+            other => panic!("piece {piece}: {other}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "every piece was here: the download ended first"
+    );
+}
+
+#[test]
+fn another_site_s_page_can_neither_frame_the_page_nor_use_its_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerProcess::start(&[]);
+    let mut peer = PeerProcess::start(dir.path(), tracker.addr, &[]);
+    let host = peer.gui_url().trim_start_matches("http://").to_string();
+    let ask = |path: &str, site: &str| {
+        let mut connection = open(&host);
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nSec-Fetch-Site: {site}\r\n\r\n");
+        std::io::Write::write_all(connection.get_mut(), request.as_bytes()).unwrap();
+        read_head_lines(&mut connection).unwrap()
+    };
+    let has = |headers: &[String], line: &str| headers.iter().any(|h| h == line);
+
+    // The page itself, in its own tab: not to be framed, nothing loaded
+    // from elsewhere.
+    let (status, _, headers) = ask("/", "none");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    for line in [
+        "X-Frame-Options: DENY",
+        "X-Content-Type-Options: nosniff",
+        "Cross-Origin-Resource-Policy: same-origin",
+        "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'",
+    ] {
+        assert!(has(&headers, line), "{line} not in {headers:?}");
+    }
+    // The page's own calls get through.
+    let (status, _, _) = ask("/api/info", "same-origin");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // Another site's script, or its <video>, is refused, and its
+    // connection not kept for another try.
+    for (path, site) in [("/api/info", "cross-site"), ("/media/00", "same-site")] {
+        let (status, _, headers) = ask(path, site);
+        assert!(
+            status.starts_with("HTTP/1.1 403"),
+            "{path} {site}: {status}"
+        );
+        assert!(has(&headers, "Connection: close"), "{headers:?}");
+    }
 }
 
 #[test]

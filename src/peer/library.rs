@@ -191,14 +191,34 @@ impl SharedFile {
 
     /// Reads piece `index` into `buf` if it is here; `Ok(false)` if not.
     pub fn read_piece(&self, index: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
-        let file = {
-            let state = self.state.read();
-            match &state.file {
-                Some(file) if state.bitmap.has(index) => Arc::clone(file),
-                _ => return Ok(false),
-            }
+        let Some(file) = self.file_with_piece(index) else {
+            return Ok(false);
         };
-        match file.read_piece(&self.manifest, index, buf) {
+        self.withdrawn_if_changed(file.read_piece(&self.manifest, index, buf))
+    }
+
+    /// Reads `buf.len()` bytes of piece `index` from `within` bytes into
+    /// it, if the piece is here; `Ok(false)` if not.
+    pub fn read_piece_part(&self, index: usize, within: u32, buf: &mut [u8]) -> io::Result<bool> {
+        let Some(file) = self.file_with_piece(index) else {
+            return Ok(false);
+        };
+        self.withdrawn_if_changed(file.read_piece_part(&self.manifest, index, within, buf))
+    }
+
+    /// The open file, if piece `index` is here.
+    fn file_with_piece(&self, index: usize) -> Option<Arc<PieceFile>> {
+        let state = self.state.read();
+        match &state.file {
+            Some(file) if state.bitmap.has(index) => Some(Arc::clone(file)),
+            _ => None,
+        }
+    }
+
+    /// A read's outcome; one that found the file changed on disk withdraws
+    /// it ([`SharedFile::withdraw_changed`]).
+    fn withdrawn_if_changed(&self, read: io::Result<()>) -> io::Result<bool> {
+        match read {
             Ok(()) => Ok(true),
             Err(e) if Changed::is(&e) => {
                 self.withdraw_changed();

@@ -241,7 +241,33 @@ impl PieceFile {
             .piece_len(index)
             .ok_or_else(|| past_the_end(index))?;
         buf.resize(len as usize, 0);
-        let read = read_exact_at(&self.file, buf, manifest.piece_offset(index));
+        self.read_piece_part(manifest, index, 0, buf)
+    }
+
+    /// Reads `buf.len()` bytes of piece `index`, from `within` bytes into
+    /// it: what a player streaming the file takes, a block at a time, so
+    /// that it never holds a whole (up to 16 MiB) piece.
+    pub fn read_piece_part(
+        &self,
+        manifest: &Manifest,
+        index: usize,
+        within: u32,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        let len = manifest
+            .piece_len(index)
+            .ok_or_else(|| past_the_end(index))?;
+        if u64::from(within) + buf.len() as u64 > u64::from(len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} bytes from {within} run past the end of piece {index} ({len} bytes)",
+                    buf.len()
+                ),
+            ));
+        }
+        let offset = manifest.piece_offset(index) + u64::from(within);
+        let read = read_exact_at(&self.file, buf, offset);
         // Checked after the read: bytes read from a file that changed
         // meanwhile are not handed out either.
         if let Some(opened_as) = &self.opened_as {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::peer::download::{Download, DownloadState, DownloadStatus};
 use crate::peer::media::Profile;
 use crate::peer::{Peer, PeerError};
-use crate::protocol::{Criterion, FileKey, SearchCriteria, MAX_CRITERIA};
+use crate::protocol::{Criterion, FileKey, MediaKind, SearchCriteria, MAX_CRITERIA};
 
 /// A failed API call: an HTTP status and a sentence.
 #[derive(Debug)]
@@ -116,9 +116,13 @@ pub fn start_download(peer: &Peer, body: &[u8]) -> ApiResult {
         return Err(ApiError::new(
             403,
             format!(
-                "{} is a {} file, and this is {} client",
+                "{} is {}, and this is {} client",
                 entry.name.as_str(),
-                entry.kind,
+                match entry.kind {
+                    MediaKind::Audio => "an audio file",
+                    MediaKind::Video => "a video file",
+                    MediaKind::Other => "neither audio nor video",
+                },
                 profile_article(profile)
             ),
         ));

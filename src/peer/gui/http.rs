@@ -103,6 +103,9 @@ pub struct Response {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: Body,
+    /// The connection is closed after this answer, whatever the client
+    /// asked (a refusal: its slot is not kept for another request).
+    closes: bool,
 }
 
 /// What follows an answer's headers.
@@ -127,6 +130,7 @@ impl Response {
     pub fn new(status: u16, body: Body) -> Response {
         Response {
             status,
+            closes: false,
             headers: Vec::new(),
             body,
         }
@@ -159,6 +163,12 @@ impl Response {
             "text/plain; charset=utf-8",
             format!("{sentence}\n").into_bytes(),
         )
+    }
+
+    /// The same answer, after which the connection is closed.
+    pub fn and_close(mut self) -> Response {
+        self.closes = true;
+        self
     }
 
     /// Adds a header. `value` comes from this program (a MIME type, a
@@ -209,8 +219,9 @@ pub fn serve(conn: &Connection, idle: Duration, answer: &mut Answer<'_>) {
                 return;
             }
         };
-        let framing = Framing::for_request(&request);
+        let mut framing = Framing::for_request(&request);
         let response = answer(request);
+        framing.keep_alive &= !response.closes;
         if let Err(e) = write_response(stream, idle, response, framing) {
             debug!("page: {remote}: the answer was not sent whole: {e}");
             return;

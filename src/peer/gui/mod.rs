@@ -18,8 +18,10 @@
 //! site's page in their browser may not use it ([`foreign_request`]): a
 //! request must name the page by an IP address or `localhost` (which
 //! defeats DNS rebinding), and a request that changes something must come
-//! from the page itself (no cross-site request forgery). A shared file is
-//! never shown as a page of its own ([`with_media_type`]).
+//! from the page itself (no cross-site request forgery). Every answer
+//! carries headers that keep it out of other sites' frames and players
+//! ([`guarded`]). A shared file is never shown as a page of its own
+//! ([`with_media_type`]).
 
 pub mod api;
 pub mod http;
@@ -123,12 +125,35 @@ impl Drop for Gui {
     }
 }
 
-/// Answers one request.
+/// Answers one request, with the headers that keep every answer to this
+/// page ([`guarded`]).
 fn answer(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>, port: u16) -> Response {
     if let Some(refused) = foreign_request(&request, port) {
         warn!("page: refused: {}", refused.message);
-        return api_response(Err(refused));
+        // Its connection is not kept for another try.
+        return guarded(api_response(Err(refused)).and_close());
     }
+    guarded(route(request, peer, stopping))
+}
+
+/// What every answer carries so that another site's page can use none of
+/// them: not shown in a frame (no clicking on this page's buttons under a
+/// disguise), not read by another origin's `<video>` or `<img>`, and never
+/// taken for another type than the one given.
+fn guarded(response: Response) -> Response {
+    response
+        .with_header("X-Content-Type-Options", "nosniff")
+        .with_header("X-Frame-Options", "DENY")
+        .with_header("Cross-Origin-Resource-Policy", "same-origin")
+}
+
+/// The policy of the page and the API's answers: everything from this
+/// page alone, and no frame of it anywhere. (Not on `/media`: a tab that
+/// plays a file shows a page of the browser's own making.)
+const PAGE_POLICY: &str = "default-src 'self'; frame-ancestors 'none'";
+
+/// The answer to a request from this machine's own page.
+fn route(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>) -> Response {
     let path = request.path();
     // HEAD is GET without the body (which the writer leaves out).
     let method = match &request.method {
@@ -178,10 +203,13 @@ fn answer(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>, port: u16) 
 
 /// Why a request is refused as not from this machine's own page, if it
 /// is: its `Host` must be an IP address or `localhost` with the page's
-/// port (a site that rebinds its own name to 127.0.0.1 sends that name),
-/// and a request other than `GET` or `HEAD` with an `Origin` must come
-/// from the page's own origin (a form or script of another site sends
-/// its own). Requests without these headers (curl, scripts) pass.
+/// port (a site that rebinds its own name to 127.0.0.1 sends that name);
+/// a call to the API or the files that a browser marks as sent by
+/// another site's page (`Sec-Fetch-Site`) is refused; and a request other
+/// than `GET` or `HEAD` with an `Origin` must come from the page's own
+/// origin (a form or script of another site sends its own, and an older
+/// browser no `Sec-Fetch-Site`). Requests without these headers (curl,
+/// scripts) pass.
 fn foreign_request(request: &Request, port: u16) -> Option<ApiError> {
     let host = request.header("Host");
     if let Some(host) = host.filter(|host| !names_this_page(host, port)) {
@@ -189,6 +217,16 @@ fn foreign_request(request: &Request, port: u16) -> Option<ApiError> {
             403,
             format!("the page answers only by address or localhost, not as {host:?}"),
         ));
+    }
+    let path = request.path();
+    let site = request.header("Sec-Fetch-Site");
+    if let Some(site) = site.filter(|site| !matches!(*site, "same-origin" | "none")) {
+        if path.starts_with("/api/") || path.starts_with("/media/") {
+            return Some(ApiError::new(
+                403,
+                format!("{path} answers only this page, not another site's ({site})"),
+            ));
+        }
     }
     let changes = !matches!(request.method, Method::Get | Method::Head);
     match (request.header("Origin"), host) {
@@ -234,10 +272,12 @@ fn api_response(result: ApiResult) -> Response {
 fn json_response(status: u16, body: &Value) -> Response {
     Response::bytes(status, "application/json", body.to_string().into_bytes())
         .with_header("Cache-Control", "no-store")
+        .with_header("Content-Security-Policy", PAGE_POLICY)
 }
 
 fn asset(text: &'static str, content_type: &str) -> Response {
     Response::bytes(200, content_type, text.as_bytes())
+        .with_header("Content-Security-Policy", PAGE_POLICY)
 }
 
 /// The value of `name` in a URL query (`+` and `%xx` decoded; empty when
@@ -279,6 +319,9 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
         }
     };
     let download = api::running(peer, file.key);
+    if let Some(refused) = nothing_brings(&file, download.is_some(), range) {
+        return api_response(Err(refused));
+    }
     let len = range.len();
     let reader = PieceStream::new(Arc::clone(&file), download, range, Arc::clone(stopping));
     let mut response = Response::new(
@@ -301,6 +344,37 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
     response
 }
 
+/// Why `range` of `file` cannot be played, if it cannot: its first piece
+/// is not here and no download is `running` to bring it (a download
+/// stopped, or cancelled, or a file withdrawn since it changed on disk).
+/// Said before any answer begins, rather than a `200` whose body never
+/// comes.
+fn nothing_brings(file: &SharedFile, running: bool, range: ByteRange) -> Option<ApiError> {
+    let first = (range.start / u64::from(file.manifest.piece_size())) as usize;
+    if running || range.is_empty() || file.has_piece(first) {
+        return None;
+    }
+    if file.has_changed() {
+        return Some(ApiError::new(
+            409,
+            format!(
+                "{} changed on disk since it was shared, and is no longer served: share it again to play it",
+                file.name.as_str()
+            ),
+        ));
+    }
+    let here = file.bitmap();
+    Some(ApiError::new(
+        409,
+        format!(
+            "{} is not all here ({} of {} pieces), and nothing is downloading it: download it to play it",
+            file.name.as_str(),
+            here.count(),
+            here.len()
+        ),
+    ))
+}
+
 /// The type a `/media` answer is sent with. The file and its name come
 /// from another peer, so only audio and video go as what they are (for
 /// the player, or a tab that plays them); anything else (an HTML page or
@@ -310,7 +384,6 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
 /// page. No answer lets the browser guess another type.
 fn with_media_type(response: Response, name: &str) -> Response {
     let media = super::media::from_name(std::path::Path::new(name));
-    let response = response.with_header("X-Content-Type-Options", "nosniff");
     if media.kind != MediaKind::Other {
         return response.with_header("Content-Type", &media.mime);
     }

@@ -51,7 +51,10 @@ pub enum RangeAsk {
 /// `size` bytes. Only single byte ranges are served; anything else gets the
 /// whole file, as the standard allows.
 pub fn parse_range(header: Option<&str>, size: u64) -> RangeAsk {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    let Some(spec) = header.and_then(|h| {
+        let (unit, spec) = h.trim().split_once('=')?;
+        unit.eq_ignore_ascii_case("bytes").then_some(spec)
+    }) else {
         return RangeAsk::Whole;
     };
     if spec.contains(',') {
@@ -60,15 +63,17 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeAsk {
     let Some((first, last)) = spec.trim().split_once('-') else {
         return RangeAsk::Whole;
     };
-    let number = |text: &str| text.trim().parse::<u64>().ok();
-    let range = match (first.trim().is_empty(), number(first), number(last)) {
+    let (first, last) = (first.trim(), last.trim());
+    let range = match (first.is_empty(), position(first), position(last)) {
+        // bytes=-0: the last no bytes, which cannot be served.
+        (true, _, Some(0)) => return RangeAsk::Unsatisfiable,
         // bytes=-N: the last N bytes.
-        (true, _, Some(suffix)) if suffix > 0 => ByteRange {
+        (true, _, Some(suffix)) => ByteRange {
             start: size.saturating_sub(suffix),
             end: size,
         },
         // bytes=A- and bytes=A-B (B past the end means the end).
-        (false, Some(start), None) if last.trim().is_empty() => ByteRange { start, end: size },
+        (false, Some(start), None) if last.is_empty() => ByteRange { start, end: size },
         (false, Some(start), Some(last)) if last >= start => ByteRange {
             start,
             end: last.saturating_add(1).min(size),
@@ -82,16 +87,26 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeAsk {
     }
 }
 
-/// Reads `range` of a shared file, piece by piece. A piece that is not
-/// here yet is waited for, at most [`PIECE_WAIT`], and the download (if
-/// any) is told to fetch it and the ones after it first.
+/// A byte position of a range: digits only (no sign, no blanks), and
+/// one too large for a `u64` is past the end of any file.
+fn position(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse().unwrap_or(u64::MAX))
+}
+
+/// Reads `range` of a shared file, piece by piece, straight into the
+/// caller's buffer: it holds no piece of its own, so a player's stream
+/// costs no more memory with 16 MiB pieces than with 16 KiB ones. A piece
+/// that is not here yet is waited for while a download runs, at most
+/// [`PIECE_WAIT`], and the download is told to fetch it and the ones
+/// after it first; with no download running, a missing piece ends the
+/// stream at once (nothing would bring it).
 pub struct PieceStream {
     file: Arc<SharedFile>,
     download: Option<Arc<Download>>,
     range: ByteRange,
-    /// The piece in `buf`, if any.
-    loaded: Option<usize>,
-    buf: Vec<u8>,
     /// Set when the page's server stops: a waiting read ends at once.
     stopping: Arc<AtomicBool>,
 }
@@ -107,27 +122,45 @@ impl PieceStream {
             file,
             download,
             range,
-            loaded: None,
-            buf: Vec::new(),
             stopping,
         }
     }
 
-    /// Loads piece `index` into `buf`, waiting for it if need be.
-    fn load(&mut self, index: usize) -> io::Result<()> {
+    /// Whether a download of the file is still under way (it may bring
+    /// the pieces that are missing).
+    fn downloading(&self) -> bool {
+        self.download.as_ref().is_some_and(|d| !d.is_finished())
+    }
+
+    /// Reads `out.len()` bytes of piece `index` from `within` bytes into
+    /// it, waiting for the piece if a download may bring it.
+    fn read_waiting(&mut self, index: usize, within: u32, out: &mut [u8]) -> io::Result<()> {
         let deadline = Instant::now() + PIECE_WAIT;
         let mut focused = false;
+        let mut last_error = None;
         loop {
             if self.stopping.load(Ordering::Relaxed) {
                 return Err(io::Error::other("the page's server is stopping"));
             }
+            let downloading = self.downloading();
             if self.file.has_piece(index) {
-                // `Ok(false)` or an error: the file is being renamed at the
-                // end of its download; try again in a moment.
-                if let Ok(true) = self.file.read_piece(index, &mut self.buf) {
-                    self.loaded = Some(index);
-                    return Ok(());
+                match self.file.read_piece_part(index, within, out) {
+                    Ok(true) => return Ok(()),
+                    // Withdrawn since: the file changed on disk.
+                    Ok(false) => {}
+                    // While a download runs, most likely its rename at
+                    // the end: tried again in a moment.
+                    Err(e) if downloading => last_error = Some(e),
+                    Err(e) => return Err(e),
                 }
+            } else if !downloading {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "piece {index} of {} is not here, and nothing is downloading it",
+                        self.file.name.as_str()
+                    ),
+                ));
             } else if !focused {
                 if let Some(download) = &self.download {
                     download.focus_on(index as u32);
@@ -135,10 +168,11 @@ impl PieceStream {
                 focused = true;
             }
             if Instant::now() >= deadline {
+                let last = last_error.map_or(String::new(), |e| format!(" (last: {e})"));
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "piece {index} of {} did not arrive within {} s",
+                        "piece {index} of {} did not arrive within {} s{last}",
                         self.file.name.as_str(),
                         PIECE_WAIT.as_secs()
                     ),
@@ -154,23 +188,23 @@ impl Read for PieceStream {
         if self.range.is_empty() || out.is_empty() {
             return Ok(0);
         }
-        let piece_size = u64::from(self.file.manifest.piece_size());
+        let manifest = &self.file.manifest;
+        let piece_size = u64::from(manifest.piece_size());
         let index = (self.range.start / piece_size) as usize;
-        if self.loaded != Some(index) {
-            self.load(index)?;
-        }
-        let within = (self.range.start - index as u64 * piece_size) as usize;
-        let available = &self.buf[within.min(self.buf.len())..];
-        let n = available
-            .len()
-            .min(out.len())
-            .min(self.range.len().min(usize::MAX as u64) as usize);
+        let within = self.range.start - index as u64 * piece_size;
+        let piece_len = manifest
+            .piece_len(index)
+            .ok_or_else(|| io::Error::other("a range past the end of the file"))?;
+        // To the end of the piece, of the range, or of `out`.
+        let n = (u64::from(piece_len) - within)
+            .min(self.range.len())
+            .min(out.len() as u64) as usize;
         if n == 0 {
             return Err(io::Error::other(
                 "the piece is shorter than the manifest says",
             ));
         }
-        out[..n].copy_from_slice(&available[..n]);
+        self.read_waiting(index, within as u32, &mut out[..n])?;
         self.range.start += n as u64;
         Ok(n)
     }
@@ -197,6 +231,22 @@ mod tests {
             RangeAsk::Unsatisfiable
         );
         assert_eq!(parse_range(Some("bytes=0-"), 0), RangeAsk::Unsatisfiable);
+        // The unit in any case; numbers too large for 64 bits.
+        assert_eq!(parse_range(Some("Bytes=0-9"), 1000), part(0, 10));
+        let huge = "99999999999999999999";
+        assert_eq!(
+            parse_range(Some(&format!("bytes=0-{huge}")), 1000),
+            part(0, 1000)
+        );
+        assert_eq!(
+            parse_range(Some(&format!("bytes=-{huge}")), 1000),
+            part(0, 1000)
+        );
+        assert_eq!(
+            parse_range(Some(&format!("bytes={huge}-")), 1000),
+            RangeAsk::Unsatisfiable
+        );
+        assert_eq!(parse_range(Some("bytes=-0"), 1000), RangeAsk::Unsatisfiable);
     }
 
     #[test]
@@ -206,7 +256,8 @@ mod tests {
             "bytes=0-5,10-20",
             "bytes=5-2",
             "bytes=x-",
-            "bytes=-0",
+            "bytes=+5-9",
+            "bytes=5-+9",
             "bytes",
         ] {
             assert_eq!(parse_range(Some(odd), 1000), RangeAsk::Whole, "{odd}");

@@ -199,10 +199,11 @@ function updateFileRow(row, file) {
     button.disabled = here || busy;
   }
 
-  // A Play button only for audio/video that is here, or on its way (played while it comes).
+  // A Play button only for audio/video that is here, or on its way (played while it comes):
+  // not for part of a file that nothing is downloading (the rest would never come).
   const actions = row.querySelector(".actions");
   const play = actions.querySelector("button.play");
-  const playable = canPlay(file.kind) && (here || busy || file.here === "partial");
+  const playable = canPlay(file.kind) && (here || busy);
   if (playable && !play) {
     actions.insertAdjacentHTML("beforeend", ` <button class="play">Play</button>`);
   } else if (!playable && play) {
@@ -289,7 +290,9 @@ function updateDownloadBox(box, download) {
   box.dataset.state = download.state;
   setText(box.querySelector(".name"), download.name);
   setText(box.querySelector(".state"), download.state);
-  box.querySelector("button.play").disabled = !canPlay(download.kind); // "other" files
+  // Not for "other" files, nor for one that failed or was cancelled part-way.
+  box.querySelector("button.play").disabled =
+    !canPlay(download.kind) || !(done || isActive(download));
 
   // Progress: exactly "100%" once done; never "100%" before (rounding down).
   const progress = done ? 1 : Math.min(Math.max(Number(download.progress) || 0, 0), 1);
