@@ -299,18 +299,27 @@ fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
 
 fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result<(), String> {
     // Looked at before anything starts: a mistyped name is told at once,
-    // without a tracker session or a web page started for nothing.
+    // and when no file is left, nothing (no tracker session, no web page)
+    // is started for nothing.
+    let mut not_shared = 0;
+    let mut to_share = Vec::new();
     for file in files {
         match std::fs::metadata(file) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => return Err(format!("{}: not a file", file.display())),
-            Err(e) => return Err(format!("{}: {e}", file.display())),
+            Ok(meta) if meta.is_file() => to_share.push(file),
+            Ok(_) => note(format_args!(
+                "peer: {}: not shared: not a file\n",
+                file.display()
+            )),
+            Err(e) => note(format_args!("peer: {}: not shared: {e}\n", file.display())),
         }
     }
+    not_shared += files.len() - to_share.len();
+    if to_share.is_empty() {
+        return Err("no file is shared".into());
+    }
     let peer = start(config)?;
-    let mut not_shared = 0;
     let mut interrupted = false;
-    for file in files {
+    for file in to_share {
         // Ctrl-C while hashing takes effect between files (a file's hash
         // runs to its end; a second Ctrl-C stops at once).
         if ctrl_c.try_recv().is_ok() {

@@ -321,13 +321,47 @@ pub fn boolean(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Ok(true),
         "false" | "no" | "off" | "0" => Ok(false),
-        _ => Err("expected true or false".into()),
+        _ => Err("expected true or false (or yes/no, on/off, 1/0)".into()),
     }
 }
 
-/// A path, or nothing when empty.
+/// A path, or nothing when empty. A leading `~` is the user's home, as a
+/// shell would have it (see [`expand_home`]).
 pub fn optional_path(text: &str) -> Result<Option<PathBuf>, String> {
-    Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+    if text.is_empty() {
+        return Ok(None);
+    }
+    expand_home(text).map(Some)
+}
+
+/// `text` as a path, a leading `~` (alone, or before a `/`, or a `\` on
+/// Windows) made the user's home folder, as a shell does: in an ini file,
+/// after `--flag=`, or in the peer's own shell no shell has done it, and
+/// the path would name a folder called `~` (which `rm -rf ~` then cleans
+/// up with the home folder). `~user` is refused: only one's own home is
+/// known here.
+pub fn expand_home(text: &str) -> Result<PathBuf, String> {
+    let Some(rest) = text.strip_prefix('~') else {
+        return Ok(PathBuf::from(text));
+    };
+    let separator = |c: char| c == '/' || (cfg!(windows) && c == '\\');
+    let rest = match rest.chars().next() {
+        None => "",
+        Some(c) if separator(c) => rest.trim_start_matches(separator),
+        Some(_) => {
+            return Err(format!(
+                "{text}: only ~ (your own home folder) is understood here, not ~user; write the whole path"
+            ))
+        }
+    };
+    let home = std::env::home_dir()
+        .filter(|home| !home.as_os_str().is_empty())
+        .ok_or_else(|| format!("{text}: no home folder is known for ~ (HOME is not set)"))?;
+    Ok(if rest.is_empty() {
+        home
+    } else {
+        home.join(rest)
+    })
 }
 
 /// A path that must be given.
@@ -942,6 +976,19 @@ pub fn load_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leading_tilde_is_the_home_folder_as_a_shell_makes_it() {
+        let home = std::env::home_dir().expect("a home folder");
+        assert_eq!(expand_home("~"), Ok(home.clone()));
+        assert_eq!(expand_home("~/Downloads"), Ok(home.join("Downloads")));
+        assert_eq!(expand_home("~//a/b"), Ok(home.join("a/b")));
+        assert_eq!(expand_home("dl/~"), Ok(PathBuf::from("dl/~")));
+        assert_eq!(expand_home("x~"), Ok(PathBuf::from("x~")));
+        let other = expand_home("~alice/music").unwrap_err();
+        assert!(other.contains("not ~user"), "{other}");
+        assert_eq!(optional_path(""), Ok(None));
+    }
     use std::io::Write;
 
     fn ini(text: &str) -> tempfile::NamedTempFile {

@@ -671,7 +671,8 @@ fn share_goes_on_past_a_file_the_tracker_refuses_and_says_so_at_the_end() {
             file.to_string_lossy().into_owned()
         })
         .collect();
-    let args: Vec<&str> = ["share"]
+    // A mistyped name among them is named, and the others shared.
+    let args: Vec<&str> = ["share", "gone.bin"]
         .into_iter()
         .chain(files.iter().map(String::as_str))
         .collect();
@@ -687,7 +688,8 @@ fn share_goes_on_past_a_file_the_tracker_refuses_and_says_so_at_the_end() {
     ctrl_c(seeder.child.id());
     assert_eq!(seeder.wait(WAIT).code(), Some(1));
     let said = seeder.stderr_text();
-    assert!(said.contains("1 of 3 files was not shared"), "{said}");
+    assert!(said.contains("gone.bin: not shared: "), "{said}");
+    assert!(said.contains("2 of 4 files were not shared"), "{said}");
 }
 
 /// A tracker and a seeder of `name` (`size` random bytes from `seed`)

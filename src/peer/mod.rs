@@ -980,14 +980,13 @@ impl Housekeeping {
                         } else {
                             "tracker trouble"
                         };
-                        // A refused session is warned once (the second
-                        // attempt); the tries after it, a minute apart at
-                        // most, would only repeat it on the terminal.
-                        let warned = if session_refused {
-                            failures == 2
-                        } else {
-                            failures > 1
-                        };
+                        // Warned at the second attempt, and a tracker
+                        // still away at every tenth (ten minutes apart by
+                        // then); a refused session once: the tries between,
+                        // a minute apart at most, would only flood the
+                        // shell's terminal with the same line.
+                        let warned =
+                            failures == 2 || (!session_refused && failures.is_multiple_of(10));
                         log::log!(
                             if warned { Level::Warn } else { Level::Info },
                             "{trouble} ({e}); attempt {failures}, next in {:.1} s",

@@ -271,7 +271,7 @@ fn execute(
             ))
         }
         ["download", what] | ["download", what, _] => {
-            let dir = command.get(2).map(PathBuf::from);
+            let dir = command.get(2).map(|dir| local_path(dir)).transpose()?;
             let download = peer
                 .download(what, dir.as_deref())
                 .map_err(|e| with_direct_hint(peer, e, what))?;
@@ -279,7 +279,7 @@ fn execute(
             watchers.push(watch(download, Arc::clone(out))?);
         }
         ["download", user, path_on_user, save_to] => {
-            let download = peer.download_direct(user, path_on_user, Path::new(save_to))?;
+            let download = peer.download_direct(user, path_on_user, &local_path(save_to)?)?;
             say(out, format!("downloading {path_on_user} from {user}"));
             watchers.push(watch(download, Arc::clone(out))?);
         }
@@ -353,10 +353,9 @@ fn register(peer: &Peer, user: &str, files: &[&str], out: &Out) -> Result<(), Pe
         )));
     }
     for file in files {
-        let progress = hashing_progress(Path::new(file), |p| {
-            say(out, format!("hashing {file}: {p}%"))
-        });
-        let shared = peer.share(Path::new(file), progress)?;
+        let path = local_path(file)?;
+        let progress = hashing_progress(&path, |p| say(out, format!("hashing {file}: {p}%")));
+        let shared = peer.share(&path, progress)?;
         say(
             out,
             format!(
@@ -576,6 +575,12 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
             }
         })
         .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))
+}
+
+/// A path typed in the shell, `~` made the home folder as a system shell
+/// would have done ([`crate::config::expand_home`]).
+fn local_path(text: &str) -> Result<PathBuf, PeerError> {
+    crate::config::expand_home(text).map_err(PeerError::Failed)
 }
 
 /// A path with spaces typed without quotes among `words`: the first

@@ -33,6 +33,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
 /// The most lines of one listing answer.
 pub const MAX_LISTING: usize = 1000;
+/// The most bytes of one listing answer, all lines together (a record's
+/// line takes a few hundred; a line may take 64 KiB, and a thousand of
+/// those would be 64 MiB).
+const MAX_LISTING_BYTES: usize = 1024 * 1024;
+/// The longest line of a course listing (`yo:<id>:[<IPv6>]:<port>` takes
+/// under 80 bytes), so that a welcome list of [`MAX_WELCOME_LIST`] lines
+/// holds at most 25 MB.
+const MAX_COURSE_LINE: usize = 256;
 /// The most hops of one look-up (a ring walked peer by peer without
 /// fingers may need one per peer).
 pub const MAX_HOPS: usize = 1024;
@@ -82,6 +90,30 @@ impl RingError {
         RingError::Misbehaved {
             addr,
             text: text.into(),
+        }
+    }
+
+    /// The peer that gave this error, if one did.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            RingError::Unreachable { addr, .. }
+            | RingError::Refused { addr, .. }
+            | RingError::Misbehaved { addr, .. } => Some(*addr),
+            RingError::Failed(_) => None,
+        }
+    }
+
+    /// Whether the peer that gave this error is no member to route
+    /// through: it cannot be reached, or something else answers at its
+    /// address now (a peer outside any ring refuses ring verbs as unknown,
+    /// `ERRR 200`; another program answers what is not the protocol). A
+    /// member at its connection cap (`ERRR 500`), or refusing one request,
+    /// is still a member.
+    pub fn is_not_a_member(&self) -> bool {
+        match self {
+            RingError::Unreachable { .. } | RingError::Misbehaved { .. } => true,
+            RingError::Refused { code, .. } => *code == ErrorCode::UnknownVerb,
+            RingError::Failed(_) => false,
         }
     }
 }
@@ -515,6 +547,15 @@ impl RingClient {
             if line == "end" || line == "wrq" || line == "ukh" {
                 return Ok(lines);
             }
+            if line.len() > MAX_COURSE_LINE {
+                return Err(RingError::misbehaved(
+                    addr,
+                    format!(
+                        "a listing line of {} bytes (at most {MAX_COURSE_LINE})",
+                        line.len()
+                    ),
+                ));
+            }
             if lines.len() >= most {
                 return Err(RingError::misbehaved(
                     addr,
@@ -642,9 +683,11 @@ fn exchange(link: &mut PeerLink, request: &RingRequest) -> Result<Vec<String>, L
     link.set_deadline(Some(REQUEST_DEADLINE));
     link.send_line(request)?;
     let mut lines = Vec::new();
+    let mut bytes = 0;
     loop {
         let line = link.read_text()?;
         let last = !is_listing(request) || line == "END" || line.starts_with("ERRR");
+        bytes += line.len();
         lines.push(line);
         if last {
             return Ok(lines);
@@ -652,6 +695,11 @@ fn exchange(link: &mut PeerLink, request: &RingRequest) -> Result<Vec<String>, L
         if lines.len() > MAX_LISTING {
             return Err(LinkError::Misbehaved(format!(
                 "a listing of over {MAX_LISTING} lines"
+            )));
+        }
+        if bytes > MAX_LISTING_BYTES {
+            return Err(LinkError::Misbehaved(format!(
+                "a listing of over {MAX_LISTING_BYTES} bytes"
             )));
         }
     }
@@ -686,6 +734,27 @@ mod tests {
             .trace(&space, member(600, honest.addr), 650, Via::Fingers)
             .unwrap();
         assert_eq!(trace.owner().id, 700);
+    }
+
+    #[test]
+    fn a_listing_too_big_in_bytes_is_misbehaviour_whatever_its_line_count() {
+        // 100 lines of 20 KB: under the line cap, over the byte budget.
+        let big = Fake::start(|_| vec!["x".repeat(20_000); 100]);
+        let client = RingClient::new();
+        match client.info(big.addr) {
+            Err(RingError::Misbehaved { text, .. }) => {
+                assert!(text.contains("bytes"), "{text}")
+            }
+            other => panic!("expected misbehaviour, got {other:?}"),
+        }
+        // A welcome list's lines are short.
+        let long = Fake::start(|_| vec![format!("yo:1:127.0.0.1:{}", "9".repeat(300))]);
+        match client.welcome_list(long.addr) {
+            Err(RingError::Misbehaved { text, .. }) => {
+                assert!(text.starts_with("a listing line of 315 bytes"), "{text}")
+            }
+            other => panic!("expected misbehaviour, got {other:?}"),
+        }
     }
 
     #[test]

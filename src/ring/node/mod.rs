@@ -86,6 +86,11 @@ const LOOKUP_ATTEMPTS: usize = 3;
 /// take: members that answer slowly cannot hold a search (or a page
 /// request, or the peer's shutdown) longer.
 pub const WALK_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a peer that leaves spends handing its records over: a slow or
+/// vanished successor does not hold Ctrl-C for hours. (What is not handed
+/// over stays at the other homes of each record, and holders announce
+/// theirs again.)
+const HANDOVER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// This peer as a ring member. Made by [`RingNode::join`]; its rounds run
 /// from [`RingNode::start_rounds`] until [`RingNode::leave`].
@@ -292,12 +297,14 @@ impl RingNode {
                 .follow(&self.settings.space, id, me, first, via, bounds)
             {
                 Ok(trace) => return Ok(trace),
-                Err(RingError::Unreachable { addr, error }) => {
+                Err(e) if e.is_not_a_member() => {
                     // Route around it; the rounds will notice it too.
-                    debug!("ring: look-up of {id}: {addr} unreachable ({error})");
-                    self.routing.write().drop_member(addr);
-                    self.client.forget(addr);
-                    last_error = Some(RingError::Unreachable { addr, error });
+                    debug!("ring: look-up of {id}: {e}");
+                    if let Some(addr) = e.addr().filter(|addr| *addr != me.addr) {
+                        self.routing.write().drop_member(addr);
+                        self.client.forget(addr);
+                    }
+                    last_error = Some(e);
                     if self.is_stopping() || Instant::now() >= bounds.deadline {
                         break;
                     }
@@ -545,13 +552,10 @@ impl RingNode {
             let _ = handle.join();
         }
         let routing = self.routing.read().clone();
-        let (me, succ) = (routing.me, routing.successor());
-        if succ != me {
+        let me = routing.me;
+        if routing.successor() != me {
             let records = self.records.lock().all(Instant::now());
-            let handed = records
-                .iter()
-                .filter(|(record, left)| self.client.store(succ.addr, *left, record).is_ok())
-                .count();
+            let (handed, succ) = self.hand_over(&routing.successors, &records);
             let told = self.client.leave(succ.addr, me, routing.predecessor, succ);
             info!(
                 "ring: leaving; {handed} of {} record(s) handed to {succ}{}",
@@ -573,6 +577,48 @@ impl RingNode {
                 debug!("ring: cannot tell the welcome service we leave: {e}");
             }
         }
+    }
+}
+
+impl RingNode {
+    /// Hands `records` over to the first of `successors` that takes them,
+    /// within [`HANDOVER_DEADLINE`]: a successor that turns out gone
+    /// passes the rest to the next one (it owns this peer's ids once both
+    /// are gone). The records handed, and to whom.
+    fn hand_over(&self, successors: &[Member], records: &[(Record, Duration)]) -> (usize, Member) {
+        let deadline = Instant::now() + HANDOVER_DEADLINE;
+        let me = self.me();
+        let mut handed = 0;
+        let mut rest = records.iter();
+        let mut next = rest.next();
+        let candidates = successors.iter().filter(|m| **m != me);
+        let mut to = successors.first().copied().unwrap_or(me);
+        for &succ in candidates {
+            to = succ;
+            while let Some((record, left)) = next {
+                if Instant::now() >= deadline {
+                    warn!(
+                        "ring: leaving; the records not handed over in {} s are left",
+                        HANDOVER_DEADLINE.as_secs()
+                    );
+                    return (handed, to);
+                }
+                match self.client.store(succ.addr, *left, record) {
+                    Ok(()) => handed += 1,
+                    Err(e) if e.is_not_a_member() => {
+                        warn!("ring: leaving; {succ} takes no records ({e}); trying the next successor");
+                        break;
+                    }
+                    // Refused (its store is full): the next record.
+                    Err(e) => debug!("ring: leaving; {succ} refused a record: {e}"),
+                }
+                next = rest.next();
+            }
+            if next.is_none() {
+                break;
+            }
+        }
+        (handed, to)
     }
 }
 
@@ -725,6 +771,38 @@ pub(super) mod tests {
         node.begin_leaving();
         assert!(node.all_files(256).is_empty());
         assert_eq!(asked.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_peer_that_leaves_hands_its_records_to_the_next_successor_when_the_first_is_gone() {
+        // The first successor's port is now a peer outside any ring.
+        let stranger =
+            crate::ring::fake::Fake::start(|_| vec!["ERRR 200 this peer is not in a ring".into()]);
+        let stored = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let next = {
+            let stored = Arc::clone(&stored);
+            crate::ring::fake::Fake::start(move |line| {
+                if line.starts_with("STOR ") {
+                    stored.fetch_add(1, Ordering::SeqCst);
+                }
+                vec!["OK".into()]
+            })
+        };
+        let me = member_at(100, "127.0.0.1:9".parse().expect("an address"));
+        let successors = [member_at(200, stranger.addr), member_at(300, next.addr)];
+        let node = test_node(me, successors.to_vec(), None);
+        let records: Vec<(Record, Duration)> = (0..5u8)
+            .map(|i| {
+                let holder = Record::Holder {
+                    key: crate::protocol::FileKey([i; 32]),
+                    peer: "127.0.0.1:7000".parse().expect("an address"),
+                };
+                (holder, Duration::from_secs(60))
+            })
+            .collect();
+        let (handed, to) = node.hand_over(&successors, &records);
+        assert_eq!((handed, to), (5, successors[1]));
+        assert_eq!(stored.load(Ordering::SeqCst), 5);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! A successor that does not answer is dropped, and the next one in the
 //! list takes its place: that is how the ring heals after a crash.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -26,14 +27,16 @@ use log::{debug, info, warn};
 
 use crate::protocol::ring::{Member, Record, Via};
 
-use crate::ring::client::RingError;
-
 use super::{fits, RingNode};
 
 /// The most record groups (records placed by one id) a round puts in
 /// place, and the most look-ups it makes for them.
 const PLACES_PER_ROUND: usize = 256;
 const LOOKUPS_PER_ROUND: usize = 64;
+/// The longest a round spends placing records (a slow home, 5 s a store,
+/// must not hold the stabilisation behind it for minutes); the next
+/// round goes on from where it stopped.
+const PLACE_TIME: Duration = Duration::from_secs(5);
 
 /// How often expired records are dropped.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
@@ -114,13 +117,13 @@ impl RingNode {
                     self.routing.write().drop_member(succ.addr);
                     continue;
                 }
-                Err(e @ RingError::Unreachable { .. }) => {
-                    warn!("ring: successor {succ} does not answer ({e}); dropping it");
+                Err(e) if e.is_not_a_member() => {
+                    warn!("ring: successor {succ} does not answer as a member ({e}); dropping it");
                     self.client.forget(succ.addr);
                     self.routing.write().drop_member(succ.addr);
                     continue;
                 }
-                // Busy, or a bad answer: it is there; try again next round.
+                // Busy: it is there; try again next round.
                 Err(e) => {
                     debug!("ring: successor {succ}: {e}");
                     return;
@@ -193,8 +196,11 @@ impl RingNode {
         let start = ids.partition_point(|&id| id <= cursor);
         ids.rotate_left(start);
         let mut lookups = 0;
+        let give_up_at = Instant::now() + PLACE_TIME;
+        // Homes that failed a store this round are not tried again in it.
+        let mut failed: HashSet<SocketAddr> = HashSet::new();
         for id in ids.into_iter().take(PLACES_PER_ROUND) {
-            if self.is_stopping() || lookups >= LOOKUPS_PER_ROUND {
+            if self.is_stopping() || lookups >= LOOKUPS_PER_ROUND || Instant::now() >= give_up_at {
                 return;
             }
             self.place_cursor.store(id, Ordering::Relaxed);
@@ -227,9 +233,13 @@ impl RingNode {
                 }
             };
             for home in homes {
+                if failed.contains(&home.addr) {
+                    continue;
+                }
                 for (record, left) in &group {
                     if let Err(e) = self.client.store(home.addr, *left, record) {
                         debug!("ring: cannot place {record} at {home}: {e}");
+                        failed.insert(home.addr);
                         break;
                     }
                 }
@@ -246,9 +256,9 @@ impl RingNode {
         let why = match self.client.info(pred.addr) {
             Ok(view) if view.me == pred => return,
             Ok(view) => format!("{} is there instead", view.me),
+            Err(e) if e.is_not_a_member() => e.to_string(),
             // Busy: it is there; ask again next round.
-            Err(RingError::Refused { .. }) => return,
-            Err(e) => e.to_string(),
+            Err(_) => return,
         };
         warn!("ring: predecessor {pred} is not there ({why}); forgetting it");
         self.client.forget(pred.addr);
@@ -305,6 +315,7 @@ impl RingNode {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{member_at, test_node};
+    use crate::protocol::ring::Record;
     use crate::ring::fake::Fake;
 
     /// A fake member with this id that answers `RNFO` with the
@@ -374,5 +385,92 @@ mod tests {
         node.routing.write().predecessor = Some(real);
         node.check_predecessor();
         assert_eq!(node.routing.read().predecessor, Some(real), "50 is there");
+    }
+
+    /// A peer outside any ring at a member's old address: it refuses ring
+    /// requests as unknown.
+    fn not_in_a_ring() -> Fake {
+        Fake::start(|_| vec!["ERRR 200 this peer is not in a ring".into()])
+    }
+
+    #[test]
+    fn a_successor_whose_address_now_answers_outside_the_ring_is_dropped() {
+        // A member crashed and a peer outside the ring took its port: it
+        // answers, but as no member. Busy members are kept, though.
+        let stranger = not_in_a_ring();
+        let busy = Fake::start(|_| vec!["ERRR 500 too many connections".into()]);
+        let n300 = fake_at(300, None);
+        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
+        let node = test_node(
+            me,
+            vec![member_at(200, stranger.addr), member_at(300, n300.addr)],
+            None,
+        );
+        node.stabilize();
+        assert_eq!(node.routing.read().successor(), member_at(300, n300.addr));
+
+        let node = test_node(
+            me,
+            vec![member_at(200, busy.addr), member_at(300, n300.addr)],
+            None,
+        );
+        node.stabilize();
+        assert_eq!(node.routing.read().successor(), member_at(200, busy.addr));
+    }
+
+    #[test]
+    fn a_home_that_fails_a_store_is_not_tried_again_in_the_round() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        // This peer owns (50, 100]; its records go to its successor,
+        // which fails every store (as a slow one times out).
+        let stores = Arc::new(AtomicUsize::new(0));
+        let failing = {
+            let stores = Arc::clone(&stores);
+            Fake::start(move |line| {
+                if line.starts_with("STOR ") {
+                    stores.fetch_add(1, Ordering::SeqCst);
+                }
+                vec!["ERRR 501 cannot keep it".into()]
+            })
+        };
+        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
+        let node = test_node(
+            me,
+            vec![member_at(300, failing.addr)],
+            Some(member_at(50, "127.0.0.1:8".parse().unwrap())),
+        );
+        let space = &node.settings.space;
+        let owned: Vec<Record> = (0..=255u8)
+            .map(|i| Record::Holder {
+                key: crate::protocol::FileKey([i; 32]),
+                peer: "127.0.0.1:7000".parse().unwrap(),
+            })
+            .filter(|r| space.in_half_open(space.id_of(&r.placement()), 50, 100))
+            .take(4)
+            .collect();
+        assert_eq!(owned.len(), 4, "4 of 256 keys placed in (50, 100]");
+        for record in owned {
+            let now = std::time::Instant::now();
+            node.records
+                .lock()
+                .insert(record, std::time::Duration::from_secs(60), now)
+                .unwrap();
+        }
+        node.place_records();
+        assert_eq!(
+            stores.load(Ordering::SeqCst),
+            1,
+            "one store failed: no more"
+        );
+    }
+
+    #[test]
+    fn a_predecessor_whose_address_now_answers_outside_the_ring_is_forgotten() {
+        let stranger = not_in_a_ring();
+        let me = member_at(200, "127.0.0.1:9".parse().unwrap());
+        let node = test_node(me, Vec::new(), Some(member_at(150, stranger.addr)));
+        node.check_predecessor();
+        assert_eq!(node.routing.read().predecessor, None);
     }
 }

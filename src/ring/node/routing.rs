@@ -170,14 +170,16 @@ impl Routing {
 
     /// `leaving` leaves; `predecessor` and `successor` were its neighbours.
     pub(super) fn left(&mut self, leaving: Member, predecessor: Option<Member>, successor: Member) {
+        // By id: a member named with this peer's id at another address
+        // would make this peer own the whole ring.
         if self.predecessor == Some(leaving) {
-            self.predecessor = predecessor.filter(|p| *p != self.me && *p != leaving);
+            self.predecessor = predecessor.filter(|p| p.id != self.me.id && p.id != leaving.id);
         }
         let was_first = self.successors.first() == Some(&leaving);
         self.successors.retain(|m| *m != leaving);
         if was_first
-            && successor != self.me
-            && successor != leaving
+            && successor.id != self.me.id
+            && successor.id != leaving.id
             && !self.successors.contains(&successor)
         {
             self.successors.insert(0, successor);
@@ -337,5 +339,23 @@ mod tests {
         assert_eq!(r.successors, [member(60)]);
         r.drop_member(member(60).addr);
         assert_eq!(r.successors, [member(10)], "alone again");
+    }
+
+    #[test]
+    fn a_leave_naming_this_peer_s_id_at_another_address_is_not_taken() {
+        let space = RingSpace::new(100).unwrap();
+        let mut r = routing(&space, 10, &[30, 60], Some(85));
+        let impostor = Member {
+            id: 10,
+            addr: SocketAddr::from(([10, 0, 0, 66], 7000)),
+        };
+        let before = r.step(&space, 50, Via::Fingers);
+        r.left(member(85), Some(impostor), impostor);
+        assert_eq!(r.predecessor, None, "not this peer's id");
+        assert_eq!(
+            r.step(&space, 50, Via::Fingers),
+            before,
+            "50 is not this peer's"
+        );
     }
 }
