@@ -602,6 +602,48 @@ fn a_peer_can_take_its_id_from_the_hash_service() {
 }
 
 #[test]
+fn a_peer_killed_and_started_again_at_once_at_its_address_gets_its_id_back() {
+    let mut ring = Ring::start(3, &[]);
+    ring.settle(&ring.members(), Duration::from_secs(60));
+    // Killed, and started again at once with its port and id: the ring
+    // still gives the id to its old entry, at the very same address.
+    let crashed = ring.peers.pop().unwrap();
+    let me = ring.client.info(crashed.addr).unwrap().me;
+    drop(crashed);
+    let (port, id) = (me.addr.port().to_string(), me.id.to_string());
+    let flags: Vec<&str> = ring_flags(&[])
+        .into_iter()
+        .chain(["--port", &port, "--ring-id", &id])
+        .collect();
+    let again = PeerProcess::start(&ring.dir.path().join("peer2"), ring.tracker.addr, &flags);
+    assert_eq!(ring.client.info(again.addr).unwrap().me, me);
+    ring.peers.push(again);
+    ring.settle(&ring.members(), Duration::from_secs(60));
+}
+
+#[test]
+fn a_peer_started_again_at_its_address_with_another_id_is_not_sent_to_its_old_self() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("a");
+    let first = PeerProcess::start(&home, tracker.addr, &ring_flags(&["--ring-id", "50"]));
+    let port = first.addr.port().to_string();
+    drop(first);
+    // The welcome service still lists 50 at this address, and names it
+    // as the member to join through.
+    let flags: Vec<&str> = ring_flags(&[])
+        .into_iter()
+        .chain(["--port", &port, "--ring-id", "51"])
+        .collect();
+    let again = PeerProcess::start(&home, tracker.addr, &flags);
+    assert_eq!(RingClient::new().info(again.addr).unwrap().me.id, 51);
+    assert_eq!(
+        course_lines(tracker.addr, "li?"),
+        [format!("51:{}", again.addr), "end".to_string()]
+    );
+}
+
+#[test]
 fn a_crashed_peer_left_on_the_welcome_list_does_not_block_joins() {
     let tracker = TrackerProcess::start(&[]);
     let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,10 @@ use super::{fits, Entry, IdChoice, RingNode, RingSettings};
 
 /// How many ids are tried when the address's hash is taken.
 const ID_ATTEMPTS: u64 = 64;
+/// How many times a peer whose id the ring still gives to its own entry
+/// from before (a crash, and a restart at once) waits for the ring to
+/// drop that entry, a few stabilisation rounds each time.
+const OWN_ENTRY_WAITS: u32 = 10;
 
 impl RingNode {
     /// Gets into the ring: chooses an id, asks the entry for a member (or
@@ -53,6 +57,7 @@ impl RingNode {
         };
         let probing = settings.id == IdChoice::FromAddress;
         let mut size_checked = false;
+        let mut own_entry_waits = 0;
         for _ in 0..ID_ATTEMPTS {
             let attempted = attempt(&client, &settings, id, addr)?;
             // A ring of another size answers every id with `wrq`, as if
@@ -76,6 +81,21 @@ impl RingNode {
                     )))
                 }
                 Attempt::Again => continue,
+                Attempt::OwnEntry(_) if own_entry_waits < OWN_ENTRY_WAITS => {
+                    own_entry_waits += 1;
+                    // Its address answers as no member now: the members
+                    // drop it within a round or two.
+                    std::thread::sleep((settings.stabilize * 3).clamp(
+                        std::time::Duration::from_millis(300),
+                        std::time::Duration::from_secs(5),
+                    ));
+                    continue;
+                }
+                Attempt::OwnEntry(stale) => {
+                    return Err(RingError::Failed(format!(
+                        "the ring still gives id {id} to {stale}, this peer's own entry from before it stopped; try again in a minute, once the ring has dropped it"
+                    )))
+                }
             };
             let me = Member { id, addr };
             info!(
@@ -147,6 +167,9 @@ enum Attempt {
     /// Something stale was cleared (a crashed member, our own old entry on
     /// the welcome list): the same id may be tried again.
     Again,
+    /// The id is held by this very address: this peer's own entry from
+    /// before a crash, which the ring has yet to drop.
+    OwnEntry(Member),
 }
 
 /// One attempt to join with `id` at `addr`: a member to join through (from
@@ -162,6 +185,12 @@ fn attempt(
         Entry::Member(member) => member,
         Entry::Welcome(welcome) => match welcome_join(client, welcome, id, addr)? {
             Welcomed::First => return Ok(Attempt::Placed(Vec::new())),
+            // Our own entry from before, under another id: off the list.
+            Welcomed::Through(member) if member == addr => {
+                info!("ring: the welcome service lists this peer's own old entry; taking it off");
+                forget_at_welcome(client, welcome, member, addr.port());
+                return Ok(Attempt::Again);
+            }
             Welcomed::Through(member) => member,
             Welcomed::Taken if stale_at_welcome(client, welcome, id, addr) => {
                 // Our own entry from before a crash, or a peer gone since.
@@ -179,22 +208,30 @@ fn attempt(
     }
     match place {
         Ok(Place::Free(owners)) => Ok(Attempt::Placed(owners)),
+        Ok(Place::Taken(by)) if by.addr == addr => {
+            info!("ring: id {id} is still this peer's own entry from before it stopped; waiting for the ring to drop it");
+            Ok(Attempt::OwnEntry(by))
+        }
         Ok(Place::Taken(by)) => {
             info!("ring: id {id} is taken by {by}");
             Ok(Attempt::NextId)
         }
-        // A member the welcome service still lists, but gone (a crash):
-        // off its list, and ask again for another.
-        Err(RingError::Unreachable { addr: gone, .. }) => match settings.entry {
-            Entry::Welcome(welcome) => {
-                warn!("ring: {gone} does not answer; taking it off the welcome service's list");
-                forget_at_welcome(client, welcome, gone, addr.port());
-                Ok(Attempt::Again)
+        // A member the welcome service still lists, but gone (a crash, or
+        // its address now answers as no member): off its list, and ask
+        // again for another.
+        Err(e) if e.is_not_a_member() => {
+            let gone = e.addr().unwrap_or(member);
+            match settings.entry {
+                Entry::Welcome(welcome) => {
+                    warn!("ring: {gone} does not answer as a member ({e}); taking it off the welcome service's list");
+                    forget_at_welcome(client, welcome, gone, addr.port());
+                    Ok(Attempt::Again)
+                }
+                Entry::Member(_) => Err(RingError::Failed(format!(
+                    "the member {gone} to join through does not answer as a member: {e}"
+                ))),
             }
-            Entry::Member(_) => Err(RingError::Failed(format!(
-                "the member {gone} to join through does not answer"
-            ))),
-        },
+        }
         Err(e) => Err(e),
     }
 }
