@@ -129,15 +129,15 @@ fn main() -> ExitCode {
         .log_file
         .as_deref()
         .filter(|_| runs_a_peer || from_command_line("log_file"));
-    // The interactive shell is a conversation: its terminal shows only
-    // warnings and errors, the log file everything (unless a level is
-    // asked for on the command line, or there is no log file).
-    let terminal_level =
-        if args.command.is_none() && log_file.is_some() && !from_command_line("log_level") {
-            config.log_level.min(log::LevelFilter::Warn)
-        } else {
-            config.log_level
-        };
+    // The shell is a conversation, and `share` and `get` print what they
+    // do (and `get` a progress line): their terminal shows only warnings
+    // and errors, the log file everything (unless a level is asked for on
+    // the command line, or there is no log file).
+    let terminal_level = if runs_a_peer && log_file.is_some() && !from_command_line("log_level") {
+        config.log_level.min(log::LevelFilter::Warn)
+    } else {
+        config.log_level
+    };
     if let Err(e) =
         swarmline::logging::init_with_terminal(config.log_level, terminal_level, log_file)
     {

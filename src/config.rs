@@ -748,7 +748,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "log_level",
         flag: "--log-level",
         default: "info",
-        help: "off, error, warn, info, debug or trace; with a log file, the interactive shell's terminal shows warnings and errors only, the file this level (unless the flag is given)",
+        help: "off, error, warn, info, debug or trace; with a log file, the terminal of the shell, share and get shows warnings and errors only, the file this level (unless the flag is given)",
     },
 ];
 

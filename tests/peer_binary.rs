@@ -628,7 +628,7 @@ fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
 }
 
 #[test]
-fn the_shell_keeps_its_terminal_for_the_conversation_and_logs_to_its_file() {
+fn the_shell_and_get_keep_their_terminal_for_what_they_say_and_log_to_their_file() {
     use std::io::Write as _;
     let tracker = TrackerProcess::start(&[]);
     let home = tempfile::tempdir().unwrap();
@@ -655,6 +655,21 @@ fn the_shell_keeps_its_terminal_for_the_conversation_and_logs_to_its_file() {
     );
     // ...and not mixed into the shell's conversation.
     assert!(!terminal.contains("[INFO]"), "{terminal}");
+
+    // Nor into get's progress line and its verdict.
+    let get = std::process::Command::new(env!("CARGO_BIN_EXE_peer"))
+        .current_dir(home.path())
+        .args(["--tracker", &tracker.addr.to_string()])
+        .args(["--address", "127.0.0.1", "--port", "0"])
+        .args(["get", "no-such-file.bin"])
+        .output()
+        .unwrap();
+    let terminal = String::from_utf8_lossy(&get.stderr);
+    assert_eq!(get.status.code(), Some(1), "{terminal}");
+    assert!(terminal.contains("no-such-file.bin"), "{terminal}");
+    assert!(!terminal.contains("[INFO]"), "{terminal}");
+    let log = std::fs::read_to_string(home.path().join("peer.log")).unwrap();
+    assert_eq!(log.matches("peer listening on").count(), 2, "{log}");
 }
 
 #[cfg(unix)]
