@@ -736,6 +736,8 @@ fn a_shared_page_or_picture_is_sent_as_bytes_to_save_never_as_a_page() {
     );
     let picture = write_file(&originals, "pic.svg", b"<svg onload=\"alert(1)\"/>");
     let song = write_file(&originals, "song.wav", &wav(&random_bytes(20_000, 4)));
+    // Audio by its bytes, whatever its name says.
+    let tone = write_file(&originals, "tone.bin", &wav(&random_bytes(20_000, 5)));
     let tracker = TrackerProcess::start(&[]);
     let mut peer = PeerProcess::start(
         &dir.path().join("peer"),
@@ -745,9 +747,10 @@ fn a_shared_page_or_picture_is_sent_as_bytes_to_save_never_as_a_page() {
             page.to_str().unwrap(),
             picture.to_str().unwrap(),
             song.to_str().unwrap(),
+            tone.to_str().unwrap(),
         ],
     );
-    let keys: Vec<String> = (0..3)
+    let keys: Vec<String> = (0..4)
         .map(|_| {
             let line = peer.expect("sharing ");
             line.rsplit(' ').next().unwrap().to_string()
@@ -793,6 +796,7 @@ fn a_shared_page_or_picture_is_sent_as_bytes_to_save_never_as_a_page() {
             save("my page _.html", "my%20page%20%C3%A9.html"),
             save("pic.svg", "pic.svg"),
             ("audio/wav".to_string(), String::new(), String::new()),
+            ("audio/x-wav".to_string(), String::new(), String::new()),
         ]
     );
     // Only GET and HEAD there.

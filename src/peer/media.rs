@@ -15,7 +15,7 @@ use crate::protocol::MediaKind;
 
 /// How many first bytes are read to recognise a container (MP4's `ftyp`
 /// box and Matroska's doc type sit within the first few dozen).
-const HEAD_BYTES: usize = 8 * 1024;
+pub const HEAD_BYTES: usize = 8 * 1024;
 
 /// A file's kind and MIME type.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,6 +37,7 @@ use log::{info, warn};
 use serde_json::Value;
 
 use super::library::SharedFile;
+use super::media::MediaType;
 use super::Peer;
 use crate::protocol::{FileKey, MediaKind};
 use crate::server::{Handler, Server, ServerOptions};
@@ -333,7 +334,7 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
     )
     .with_header("Accept-Ranges", "bytes")
     .with_header("Cache-Control", "no-store");
-    response = with_media_type(response, file.name.as_str());
+    response = with_media_type(response, &media_type_of(&file), file.name.as_str());
     if status == 206 {
         let last = range.end - 1;
         response = response.with_header(
@@ -382,8 +383,7 @@ fn nothing_brings(file: &SharedFile, running: bool, range: ByteRange) -> Option<
 /// own) goes as bytes to save under its name, never to show, and a
 /// document opened anyway is sandboxed: no scripts, no access to this
 /// page. No answer lets the browser guess another type.
-fn with_media_type(response: Response, name: &str) -> Response {
-    let media = super::media::from_name(std::path::Path::new(name));
+fn with_media_type(response: Response, media: &MediaType, name: &str) -> Response {
     if media.kind != MediaKind::Other {
         return response.with_header("Content-Type", &media.mime);
     }
@@ -391,6 +391,24 @@ fn with_media_type(response: Response, name: &str) -> Response {
         .with_header("Content-Type", "application/octet-stream")
         .with_header("Content-Disposition", &attachment(name))
         .with_header("Content-Security-Policy", "sandbox; default-src 'none'")
+}
+
+/// The type of `file`: from its name, as a download's is
+/// known before its bytes; for a file the peer found to be audio or video
+/// by its first bytes (a `clip.bin` that is an MP4), from those bytes
+/// once its first piece is here.
+fn media_type_of(file: &SharedFile) -> MediaType {
+    let by_name = super::media::from_name(std::path::Path::new(file.name.as_str()));
+    if by_name.kind != MediaKind::Other || file.kind == MediaKind::Other {
+        return by_name;
+    }
+    let len = file.manifest.piece_len(0).map_or(0, |len| len as usize);
+    let mut head = vec![0; len.min(super::media::HEAD_BYTES)];
+    let by_bytes = match file.read_piece_part(0, 0, &mut head) {
+        Ok(true) => super::media::from_head(&head),
+        _ => None,
+    };
+    by_bytes.unwrap_or(by_name)
 }
 
 /// `attachment` with the file's name (RFC 6266): an ASCII stand-in for
