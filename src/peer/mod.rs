@@ -616,6 +616,7 @@ impl Peer {
         if let Some(ring) = &self.ring {
             ring.begin_leaving();
         }
+        self.tracker.stop();
     }
 
     fn stop(&mut self) {

@@ -78,6 +78,12 @@ pub struct TrackerClient {
     /// When the tracker last said it had no room for an offer (`ERRR
     /// 406`): the offers waiting are sent again [`FULL_RETRY`] later.
     full_at: Mutex<Option<Instant>>,
+    /// Set by [`TrackerClient::stop`]: no exchange starts, no connection
+    /// is opened again.
+    stopping: std::sync::atomic::AtomicBool,
+    /// The socket of the latest connection, so that [`TrackerClient::stop`]
+    /// can end an exchange waiting on a tracker that does not answer.
+    socket: Mutex<Option<TcpStream>>,
 }
 
 /// How long after an `ERRR 406` (no room for offers) the offers waiting
@@ -167,7 +173,29 @@ impl TrackerClient {
             books: Mutex::new(Books::default()),
             sending: Mutex::new(()),
             full_at: Mutex::new(None),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            socket: Mutex::new(None),
         }
+    }
+
+    /// The peer is stopping: an exchange under way ends at once (its
+    /// connection is shut), and none starts after, so that a tracker that
+    /// stalled holds no thread of the peer (a page request, the
+    /// housekeeping) for its 30 s deadline when the peer stops.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(socket) = self.socket.lock().take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn stopped_error() -> PeerError {
+        PeerError::Failed("the peer is stopping".into())
     }
 
     /// The same client with another limit on one exchange (tests).
@@ -224,7 +252,14 @@ impl TrackerClient {
                 writer: BufWriter::new(stream.try_clone()?),
             })
         };
-        setup(&stream).map_err(unreachable)
+        let conn = setup(&stream).map_err(unreachable)?;
+        *self.socket.lock() = Some(stream);
+        // A stop that came while connecting shuts this one too.
+        if self.is_stopping() {
+            self.stop();
+            return Err(Self::stopped_error());
+        }
+        Ok(conn)
     }
 
     /// Opens a connection and, with an identity, the session on it (`HELO`,
@@ -309,6 +344,10 @@ impl TrackerClient {
         let deadline = Instant::now() + self.deadline;
         let mut guard = self.conn.lock();
         for attempt in 0..2 {
+            if self.is_stopping() {
+                *guard = None;
+                return Err(Self::stopped_error());
+            }
             if guard.is_none() {
                 match self.open(deadline) {
                     Ok(conn) => *guard = Some(conn),
@@ -932,6 +971,32 @@ mod tests {
         // one, which answers.
         client.ping().expect("a new connection answers PING");
         drop(client);
+        tracker.join().unwrap();
+    }
+
+    #[test]
+    fn a_stop_ends_an_exchange_with_a_stalled_tracker_at_once_and_opens_no_other() {
+        // Reads the request, and answers nothing until the connection ends.
+        let stalled: Script = Box::new(|stream| {
+            let _ = std::io::Read::read_to_end(&mut &stream, &mut Vec::new());
+        });
+        let (addr, tracker) = fake_tracker(vec![stalled]);
+        let client = std::sync::Arc::new(TrackerClient::new(addr, None));
+        let asking = thread::spawn({
+            let client = std::sync::Arc::clone(&client);
+            move || {
+                let started = Instant::now();
+                (client.ping(), started.elapsed())
+            }
+        });
+        thread::sleep(Duration::from_millis(300));
+        client.stop();
+        let (result, took) = asking.join().unwrap();
+        assert!(result.is_err(), "{result:?}");
+        assert!(took < EXCHANGE_DEADLINE / 2, "waited {took:?}");
+        // Stopped: nothing more is asked (the fake takes one connection).
+        let after = client.ping().unwrap_err();
+        assert_eq!(after.to_string(), "the peer is stopping");
         tracker.join().unwrap();
     }
 
