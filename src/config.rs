@@ -338,8 +338,8 @@ pub fn optional_path(text: &str) -> Result<Option<PathBuf>, String> {
 /// Windows) made the user's home folder, as a shell does: in an ini file,
 /// after `--flag=`, or in the peer's own shell no shell has done it, and
 /// the path would name a folder called `~` (which `rm -rf ~` then cleans
-/// up with the home folder). `~user` is refused: only one's own home is
-/// known here.
+/// up with the home folder). Any other `~` is left as it is (`~$notes.doc`
+/// is a file's name; `~user` is not looked up).
 pub fn expand_home(text: &str) -> Result<PathBuf, String> {
     let Some(rest) = text.strip_prefix('~') else {
         return Ok(PathBuf::from(text));
@@ -348,11 +348,7 @@ pub fn expand_home(text: &str) -> Result<PathBuf, String> {
     let rest = match rest.chars().next() {
         None => "",
         Some(c) if separator(c) => rest.trim_start_matches(separator),
-        Some(_) => {
-            return Err(format!(
-                "{text}: only ~ (your own home folder) is understood here, not ~user; write the whole path"
-            ))
-        }
+        Some(_) => return Ok(PathBuf::from(text)),
     };
     let home = std::env::home_dir()
         .filter(|home| !home.as_os_str().is_empty())
@@ -803,7 +799,18 @@ impl PeerConfig {
         let piece_size = |text: &str| {
             let size = parse_byte_size(text)?;
             let size = u32::try_from(size).map_err(|_| "too large".to_string())?;
-            check_piece_size(size).map(|()| size)
+            check_piece_size(size).map(|()| size).map_err(|reason| {
+                // 256KB is 256,000 bytes: 256KiB was most likely meant.
+                let binary = size / 1000 * 1024;
+                if size % 1000 == 0 && check_piece_size(binary).is_ok() {
+                    format!(
+                        "{reason}; {text} is {size} bytes: did you mean {}KiB?",
+                        binary / 1024
+                    )
+                } else {
+                    reason
+                }
+            })
         };
         Ok(PeerConfig {
             tracker: s.get("tracker", host_port)?,
@@ -985,8 +992,7 @@ mod tests {
         assert_eq!(expand_home("~//a/b"), Ok(home.join("a/b")));
         assert_eq!(expand_home("dl/~"), Ok(PathBuf::from("dl/~")));
         assert_eq!(expand_home("x~"), Ok(PathBuf::from("x~")));
-        let other = expand_home("~alice/music").unwrap_err();
-        assert!(other.contains("not ~user"), "{other}");
+        assert_eq!(expand_home("~$notes.doc"), Ok(PathBuf::from("~$notes.doc")));
         assert_eq!(optional_path(""), Ok(None));
     }
     use std::io::Write;
@@ -1150,6 +1156,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("power of two"), "{message}");
+        let mut settings = Settings::defaults("peer", PEER_KEYS);
+        settings.set_flag("piece_size", "256KB".into());
+        let message = PeerConfig::from_settings(&settings)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("did you mean 256KiB?"), "{message}");
         let mut settings = Settings::defaults("peer", PEER_KEYS);
         settings.set_flag("user", "bad name".into());
         assert!(PeerConfig::from_settings(&settings).is_err());

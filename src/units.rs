@@ -29,6 +29,11 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let number: u64 = digits
         .parse()
         .map_err(|_| format!("{text:?} is too large"))?;
+    if suffix.starts_with(['.', ',']) {
+        return Err(format!(
+            "{text:?}: a size is a whole number of its unit (1500KB, not 1.5MB)"
+        ));
+    }
     let multiplier: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -39,9 +44,10 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        other => {
+        _ => {
             return Err(format!(
-                "unknown unit {other:?} in {text:?}: use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB"
+                "unknown unit {:?} in {text:?}: use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB",
+                suffix.trim()
             ))
         }
     };
@@ -96,6 +102,11 @@ mod tests {
         assert!(parse_byte_size("5 parsecs").is_err());
         assert!(parse_byte_size("99999999999999999999").is_err());
         assert!(parse_byte_size("99999999999 TiB").is_err());
+        // Told what is wrong, in the words typed.
+        let half = parse_byte_size("1.5MB").unwrap_err();
+        assert!(half.contains("a size is a whole number"), "{half}");
+        let unit = parse_byte_size("5 MB/s").unwrap_err();
+        assert!(unit.starts_with("unknown unit \"MB/s\""), "{unit}");
     }
 
     #[test]

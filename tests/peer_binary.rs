@@ -136,6 +136,20 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
     bob.expect("alice : ");
     assert_eq!(bob.expect("bob : "), format!("bob : {}", saved.display()));
 
+    // A folder to save into: the file goes there under alice's name.
+    let folder = dir.path().join("bob-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    bob.send(&format!(
+        "download alice \"{}\" {}",
+        original.display(),
+        folder.display()
+    ));
+    bob.expect("[lecture notes.pdf] done:");
+    assert_eq!(
+        std::fs::read(folder.join("lecture notes.pdf")).unwrap(),
+        data
+    );
+
     for mut peer in [alice, bob] {
         peer.send("quit");
         assert!(peer.wait(WAIT).success());
@@ -461,6 +475,8 @@ fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
         .unwrap();
     let nobody = "0".repeat(64);
     writeln!(stdin, "peers {nobody}\nusers\nstatus").unwrap();
+    // A name for peers, as download takes one; a user name that is none.
+    writeln!(stdin, "peers nosuch.bin\nregister - z.txt").unwrap();
     stdin.flush().unwrap();
     peer.expect("error: the line is not UTF-8 text; ignored");
     peer.expect("error: a line over 64 KiB; ignored");
@@ -478,6 +494,12 @@ fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
     peer.expect("no named users");
     // Still there: it answers the next command, and quits when asked.
     peer.expect("(tracker ");
+    let unknown = peer.expect("error: ");
+    assert!(unknown.contains("nosuch.bin"), "{unknown}");
+    assert_eq!(
+        peer.expect("error: "),
+        "error: this peer has no user name; start it with --user <name> (letters, digits, - and _)"
+    );
     peer.send("quit");
     assert!(peer.wait(WAIT).success());
 }

@@ -257,25 +257,39 @@ impl PeerLink {
         }
     }
 
-    /// Fetches the manifest of `key` and checks it hashes to the key.
-    pub fn manifest(&mut self, key: FileKey) -> Result<Manifest, LinkError> {
+    /// Asks for the manifest of `key`; the length its holder announces
+    /// (at most [`Manifest::max_encoded_len`]). Its bytes are to be read
+    /// next, with [`PeerLink::read_manifest`]: in between, the caller may
+    /// wait for room to hold them.
+    pub fn ask_manifest(&mut self, key: FileKey) -> Result<u32, LinkError> {
         self.set_deadline(Some(ANSWER_DEADLINE));
         self.send(&PeerRequest::Manf { key })?;
         match self.reply()? {
             Reply::Manifest { key: k, length } if k == key => {
-                // Capped: a peer announcing a huge manifest must not earn
-                // hours to send it.
-                let payload =
-                    Duration::from_secs(u64::from(length) / MIN_PIECE_RATE).min(MAX_MANIFEST_EXTRA);
-                self.set_deadline(Some(ANSWER_DEADLINE + payload));
-                let bytes = self
-                    .reader
-                    .read_payload_vec(length as usize, Manifest::max_encoded_len())?;
-                Manifest::parse_for_key(&bytes, &key)
-                    .map_err(|e| LinkError::Misbehaved(e.to_string()))
+                let most = Manifest::max_encoded_len();
+                if length as usize > most {
+                    return Err(LinkError::Misbehaved(format!(
+                        "a manifest of {length} bytes announced (at most {most})"
+                    )));
+                }
+                Ok(length)
             }
             other => Err(unexpected(other, "MANF")),
         }
+    }
+
+    /// Reads the `length` bytes of the manifest of `key` announced by
+    /// [`PeerLink::ask_manifest`], and checks they hash to the key.
+    pub fn read_manifest(&mut self, key: FileKey, length: u32) -> Result<Manifest, LinkError> {
+        // Capped: a peer announcing a huge manifest must not earn hours
+        // to send it.
+        let payload =
+            Duration::from_secs(u64::from(length) / MIN_PIECE_RATE).min(MAX_MANIFEST_EXTRA);
+        self.set_deadline(Some(ANSWER_DEADLINE + payload));
+        let bytes = self
+            .reader
+            .read_payload_vec(length as usize, Manifest::max_encoded_len())?;
+        Manifest::parse_for_key(&bytes, &key).map_err(|e| LinkError::Misbehaved(e.to_string()))
     }
 
     /// Reads the answer for piece `index` of `key`, which must be `len`

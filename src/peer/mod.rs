@@ -442,6 +442,18 @@ impl Peer {
                      shows it, after `{user} : `)"
                 ))
             })?;
+        // A folder to save into: under the name the file has there.
+        let into_folder;
+        let save_to = if save_to.is_dir() {
+            let shared_name = path_on_user
+                .rsplit(['/', '\\'])
+                .next()
+                .unwrap_or(path_on_user);
+            into_folder = save_to.join(shared_name);
+            into_folder.as_path()
+        } else {
+            save_to
+        };
         let name = save_to
             .file_name()
             .and_then(|n| FileName::new(&n.to_string_lossy()).ok())
@@ -610,20 +622,23 @@ impl Peer {
 
     /// The first step of stopping, for a caller that must stop something
     /// else before the peer itself (the web page, whose requests may be
-    /// walking the ring): the ring's look-ups and walks give up from now
-    /// on. Stopping the peer does this first too.
+    /// walking the ring or waiting on the tracker): the ring's look-ups
+    /// and walks give up from now on, downloads are told to stop, and the
+    /// tracker session ends ([`TrackerClient::stop`]: an exchange under
+    /// way ends at once). Stopping the peer does this first too.
     pub fn begin_stopping(&self) {
         if let Some(ring) = &self.ring {
             ring.begin_leaving();
+        }
+        // First: a download that fails on the tracker now is one stopped.
+        for download in self.downloads.lock().iter() {
+            download.cancel();
         }
         self.tracker.stop();
     }
 
     fn stop(&mut self) {
         self.begin_stopping();
-        for download in self.downloads.lock().iter() {
-            download.cancel();
-        }
         // A worker waiting for its turn under the download limit stops
         // waiting.
         self.download.close();
@@ -636,7 +651,6 @@ impl Peer {
         if let Some(ring) = self.ring.take() {
             ring.leave();
         }
-        self.tracker.quit();
         self.upload.close();
         if let Some(server) = self.server.take() {
             server.shutdown();
@@ -938,6 +952,11 @@ impl Housekeeping {
         let mut last_refresh: Option<Instant> = None;
         let mut rng = fastrand::Rng::new();
         loop {
+            // The peer is stopping: nothing more to tell the tracker.
+            if self.tracker.is_stopping() {
+                let _ = stop.recv();
+                return;
+            }
             // A tracker that restarted closed our connection: a new
             // session now, so that it learns this peer's files (and, as
             // the ring's welcome service, its place) without waiting for

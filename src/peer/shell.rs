@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use unicode_width::UnicodeWidthStr;
 
 use crate::protocol::ring::Via;
-use crate::protocol::{ProtocolError, Role, SearchCriteria};
+use crate::protocol::{ProtocolError, Role, SearchCriteria, UserName};
 use crate::units::{count, format_bytes};
 use crate::wire::LineReader;
 
@@ -25,12 +25,13 @@ pub const HELP: &str = "\
 commands:
   register <user> <file>...            share files (as this peer's user); quote paths with spaces: \"my song.mp3\"
   unregister <user> <file>...          stop sharing files
-  list-files                           every shared file: <user> : <path>
+  list-files                           every shared file: <user> : <path> (- : a peer without a user name)
   search [criteria]                    search the tracker and the ring (words, name=*.mp3, kind=audio, min=1MB, max=, user=, key=; quote one with spaces)
   download <key-or-name> [dir]         download from the swarm, every piece verified
   download <user> <path-on-user> <path-to-save>
                                        download from one user, found in the user map
-  peers <key>                          who holds a file
+                                       (<path-to-save>: a file, or a folder to save into)
+  peers <key-or-name>                  who else holds a file (as the tracker lists them; not this peer)
   users                                the user map: <user> - <ip:port>
   status                               downloads (one line per file and folder), shared files, uploads
   ring                                 this peer's place in the ring: id, predecessor, successors, fingers
@@ -410,9 +411,13 @@ fn search(peer: &Peer, criteria: &[&str], out: &Out) -> Result<(), PeerError> {
     Ok(())
 }
 
-/// `peers <key>`: who holds the file, as the tracker knows.
-fn peers(peer: &Peer, key: &str, out: &Out) -> Result<(), PeerError> {
-    let key = crate::protocol::FileKey::parse(key).map_err(|e| PeerError::Failed(e.to_string()))?;
+/// `peers <key-or-name>`: who else holds the file, as the tracker knows.
+fn peers(peer: &Peer, key_or_name: &str, out: &Out) -> Result<(), PeerError> {
+    let key = match crate::protocol::FileKey::parse(key_or_name) {
+        Ok(key) => key,
+        // A name, as `download` takes one.
+        Err(_) => peer.find_file(key_or_name)?.key,
+    };
     let holders = peer.tracker().holders(key)?;
     if holders.is_empty() {
         say(
@@ -468,10 +473,11 @@ fn status(peer: &Peer, out: &Out) {
         say(
             out,
             format!(
-                "file {} {}/{} pieces, uploaded {pieces} pieces ({})",
+                "file {} {}/{} pieces, uploaded {} ({})",
                 file.name.as_str(),
                 held.count(),
                 held.len(),
+                count(pieces, "piece"),
                 format_bytes(bytes)
             ),
         );
@@ -526,9 +532,13 @@ fn check_user(peer: &Peer, user: &str) -> Result<(), PeerError> {
     match &peer.config().user {
         Some(me) if me.as_str() == user => Ok(()),
         Some(me) => Err(PeerError::Failed(format!("this peer is {me}, not {user}"))),
-        None => Err(PeerError::Failed(format!(
+        None if UserName::parse(user).is_ok() => Err(PeerError::Failed(format!(
             "this peer has no user name; start it with --user {user}"
         ))),
+        None => Err(PeerError::Failed(
+            "this peer has no user name; start it with --user <name> (letters, digits, - and _)"
+                .into(),
+        )),
     }
 }
 

@@ -90,6 +90,9 @@ pub struct TrackerClient {
 /// are tried again.
 pub const FULL_RETRY: Duration = Duration::from_secs(30);
 
+/// How long a stopping peer waits for the answer to its `QUIT`.
+const QUIT_WAIT: Duration = Duration::from_secs(1);
+
 /// See [`TrackerClient::books`].
 #[derive(Debug, Default)]
 struct Books {
@@ -104,6 +107,14 @@ struct Books {
 struct Conn {
     reader: LineReader<TrackerStream>,
     writer: BufWriter<TcpStream>,
+}
+
+impl Drop for Conn {
+    /// Ends the connection, for the tracker too: a clone of its socket is
+    /// kept for [`TrackerClient::stop`], and would keep it open.
+    fn drop(&mut self) {
+        let _ = self.writer.get_ref().shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// The reading half of the connection: each read waits at most
@@ -178,19 +189,27 @@ impl TrackerClient {
         }
     }
 
-    /// The peer is stopping: an exchange under way ends at once (its
-    /// connection is shut), and none starts after, so that a tracker that
-    /// stalled holds no thread of the peer (a page request, the
+    /// The peer is stopping: the session ends (`QUIT`, if no exchange is
+    /// under way: within a second), an exchange under way ends at once
+    /// (its connection is shut), and none starts after, so that a tracker
+    /// that stalled holds no thread of the peer (a page request, the
     /// housekeeping) for its 30 s deadline when the peer stops.
     pub fn stop(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(mut guard) = self.conn.try_lock() {
+            if let Some(conn) = guard.as_mut() {
+                let _ = self.exchange_on(conn, &TrackerRequest::Quit, Instant::now() + QUIT_WAIT);
+            }
+            *guard = None;
+        }
         if let Some(socket) = self.socket.lock().take() {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }
 
-    fn is_stopping(&self) -> bool {
+    /// Whether [`TrackerClient::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -693,6 +712,9 @@ impl TrackerClient {
     /// call opens a new session at once, not at the next ping. Returns
     /// whether it did. Looks only when no exchange is under way.
     pub fn drop_if_closed(&self) -> bool {
+        if self.is_stopping() {
+            return false;
+        }
         let Some(mut guard) = self.conn.try_lock() else {
             return false;
         };
@@ -708,16 +730,6 @@ impl TrackerClient {
     /// `PING`: keeps the session alive.
     pub fn ping(&self) -> Result<(), PeerError> {
         self.expect_ok(&TrackerRequest::Ping).map(drop)
-    }
-
-    /// `QUIT`: ends the session, if one is open.
-    pub fn quit(&self) {
-        let mut guard = self.conn.lock();
-        if let Some(conn) = guard.as_mut() {
-            let deadline = Instant::now() + self.deadline;
-            let _ = self.exchange_on(conn, &TrackerRequest::Quit, deadline);
-        }
-        *guard = None;
     }
 }
 
@@ -846,7 +858,7 @@ mod tests {
         );
         assert_eq!(ours.books.lock().pending.len(), 1);
         // Room comes back; the next try, past its wait, gets in.
-        filler.quit();
+        filler.stop();
         *ours.full_at.lock() = Some(Instant::now() - FULL_RETRY);
         ours.flush().unwrap();
         assert!(ours.books.lock().pending.is_empty());

@@ -104,7 +104,7 @@ pub enum RegistryError {
     UserTaken(UserName),
     #[error("peer id {0} is held by another live session; if that was you, retry once the old connection is gone")]
     PeerIdInUse(PeerId),
-    #[error("this session already holds {0} files, the most allowed")]
+    #[error("this session already holds {}, the most allowed", crate::units::count(*.0 as u64, "file"))]
     TooManyFiles(usize),
     #[error("the tracker holds all the offers it has room for ({}); try again later", crate::units::format_bytes(*.0 as u64))]
     Full(usize),

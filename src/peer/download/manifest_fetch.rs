@@ -8,7 +8,11 @@
 //! the requests still in flight are closed.
 //!
 //! Each request runs on a named thread of its own (`manifest-<peer>`),
-//! scoped to [`fetch_manifest`]: every one is joined before it returns.
+//! scoped to [`fetch_manifest`]: every one is joined before it returns
+//! (a request still connecting ends once its connection is made or gives
+//! up: at most 5 s). The manifests being received share a byte budget
+//! ([`Room`]), so that holders announcing huge ones cannot make a
+//! download hold 50 of them at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::debug;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::pieces::Manifest;
 use crate::protocol::{ErrorCode, FileKey, PeerId};
@@ -41,6 +45,57 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often the fetch looks at the cancel flag while it waits.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Bytes of manifests received at once, all requests together: two of
+/// the largest a file may have, and 16 MiB besides, so that a manifest of
+/// any honest size (16 MiB is a 57 GiB file in 256 KiB pieces) still has
+/// room while two made-up giants are received.
+fn manifest_room() -> usize {
+    2 * Manifest::max_encoded_len() + (16 << 20)
+}
+
+/// A budget of bytes that requests take from before they receive a
+/// manifest, and give back once done with it.
+struct Room {
+    left: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// Bytes taken from a [`Room`]; given back when dropped.
+struct Taken<'a> {
+    room: &'a Room,
+    bytes: usize,
+}
+
+impl Room {
+    fn new(bytes: usize) -> Room {
+        Room {
+            left: Mutex::new(bytes),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Takes `bytes`, waiting for them to be free; `None` once `stop` is
+    /// set.
+    fn take(&self, bytes: usize, stop: &AtomicBool) -> Option<Taken<'_>> {
+        let mut left = self.left.lock();
+        while *left < bytes {
+            if stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            self.freed.wait_for(&mut left, TICK);
+        }
+        *left -= bytes;
+        Some(Taken { room: self, bytes })
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        *self.room.left.lock() += self.bytes;
+        self.room.freed.notify_all();
+    }
+}
+
 /// A request's outcome, sent by its thread.
 type Answer = (PeerId, Result<Manifest, LinkError>);
 
@@ -58,7 +113,8 @@ type Answer = (PeerId, Result<Manifest, LinkError>);
 /// so holders that were made up cannot fill every listing. A look-up that
 /// lists the same holders as the one before, all tried, most likely lists
 /// all there are: the download then gives up at once rather than at the
-/// end of `patience`. Setting `cancel` ends the fetch within [`TICK`].
+/// end of `patience`. Setting `cancel` ends the fetch within [`TICK`]
+/// (and the join of a request still connecting).
 pub(super) fn fetch_manifest(
     key: FileKey,
     first: Vec<PeerId>,
@@ -69,6 +125,7 @@ pub(super) fn fetch_manifest(
     let (answers_in, answers) = crossbeam_channel::unbounded();
     let closers = Mutex::new(HashMap::new());
     let stop = AtomicBool::new(false);
+    let room = Room::new(manifest_room());
     thread::scope(|scope| {
         let requests = Requests {
             scope,
@@ -76,6 +133,7 @@ pub(super) fn fetch_manifest(
             answers_in,
             closers: &closers,
             stop: &stop,
+            room: &room,
         };
         let mut fetch = Fetch::new(first, Instant::now() + patience);
         let result = fetch.run(&requests, &answers, look_up, cancel, patience);
@@ -99,13 +157,16 @@ struct Requests<'scope, 'env> {
     closers: &'env Mutex<HashMap<PeerId, LinkCloser>>,
     /// Set once the fetch is over: a request that sees it stops.
     stop: &'env AtomicBool,
+    /// The bytes of manifests that may be received at once.
+    room: &'env Room,
 }
 
 impl Requests<'_, '_> {
     /// Asks `peer` for the manifest on a new thread.
     fn start(&self, peer: PeerId) {
         let (key, answers_in) = (self.key, self.answers_in.clone());
-        let (closers, stop) = (self.closers, self.stop);
+        let (closers, stop, room) = (self.closers, self.stop, self.room);
+        let no_longer_needed = || LinkError::Io(std::io::Error::other("no longer needed"));
         let spawned = thread::Builder::new()
             .name(format!("manifest-{peer}"))
             .spawn_scoped(self.scope, move || {
@@ -115,11 +176,13 @@ impl Requests<'_, '_> {
                         .and_then(|mut link| {
                             closers.lock().insert(peer, link.closer()?);
                             if stop.load(Ordering::SeqCst) {
-                                return Err(LinkError::Io(std::io::Error::other(
-                                    "no longer needed",
-                                )));
+                                return Err(no_longer_needed());
                             }
-                            link.manifest(key)
+                            let length = link.ask_manifest(key)?;
+                            let _taken = room
+                                .take(length as usize, stop)
+                                .ok_or_else(no_longer_needed)?;
+                            link.read_manifest(key, length)
                         });
                 closers.lock().remove(&peer);
                 // The fetch may be over; nobody needs the answer then.
@@ -473,6 +536,26 @@ mod tests {
             "{reason}"
         );
         assert!(started.elapsed() < PATIENCE, "waited out its patience");
+    }
+
+    #[test]
+    fn manifests_wait_for_room_and_give_it_back() {
+        let room = Room::new(100);
+        let stop = AtomicBool::new(false);
+        let first = room.take(70, &stop).unwrap();
+        // 40 more do not fit while the 70 are held: the taker waits.
+        thread::scope(|scope| {
+            let second = scope.spawn(|| room.take(40, &stop).map(|taken| taken.bytes));
+            thread::sleep(Duration::from_millis(300));
+            assert!(!second.is_finished(), "took room that was not there");
+            drop(first);
+            assert_eq!(second.join().unwrap(), Some(40));
+        });
+        // Nothing is kept, and a stop ends a wait.
+        assert_eq!(*room.left.lock(), 100);
+        let _all = room.take(100, &stop).unwrap();
+        stop.store(true, Ordering::SeqCst);
+        assert!(room.take(1, &stop).is_none());
     }
 
     #[test]

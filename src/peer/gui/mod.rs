@@ -36,6 +36,7 @@ use std::time::Duration;
 use log::{info, warn};
 use serde_json::Value;
 
+use super::download::Download;
 use super::library::SharedFile;
 use super::media::MediaType;
 use super::Peer;
@@ -323,6 +324,7 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
     if let Some(refused) = nothing_brings(&file, download.is_some(), range) {
         return api_response(Err(refused));
     }
+    let media = media_type_of(&file, download.clone(), stopping);
     let len = range.len();
     let reader = PieceStream::new(Arc::clone(&file), download, range, Arc::clone(stopping));
     let mut response = Response::new(
@@ -334,7 +336,7 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
     )
     .with_header("Accept-Ranges", "bytes")
     .with_header("Cache-Control", "no-store");
-    response = with_media_type(response, &media_type_of(&file), file.name.as_str());
+    response = with_media_type(response, &media, file.name.as_str());
     if status == 206 {
         let last = range.end - 1;
         response = response.with_header(
@@ -393,22 +395,31 @@ fn with_media_type(response: Response, media: &MediaType, name: &str) -> Respons
         .with_header("Content-Security-Policy", "sandbox; default-src 'none'")
 }
 
-/// The type of `file`: from its name, as a download's is
-/// known before its bytes; for a file the peer found to be audio or video
-/// by its first bytes (a `clip.bin` that is an MP4), from those bytes
-/// once its first piece is here.
-fn media_type_of(file: &SharedFile) -> MediaType {
+/// The type of `file`: from its name; for a file known to be audio or
+/// video by its first bytes (a `clip.bin` that is an MP4), from those
+/// bytes, waited for (and fetched first) while a `download` brings them.
+fn media_type_of(
+    file: &Arc<SharedFile>,
+    download: Option<Arc<Download>>,
+    stopping: &Arc<AtomicBool>,
+) -> MediaType {
     let by_name = super::media::from_name(std::path::Path::new(file.name.as_str()));
     if by_name.kind != MediaKind::Other || file.kind == MediaKind::Other {
         return by_name;
     }
-    let len = file.manifest.piece_len(0).map_or(0, |len| len as usize);
-    let mut head = vec![0; len.min(super::media::HEAD_BYTES)];
-    let by_bytes = match file.read_piece_part(0, 0, &mut head) {
-        Ok(true) => super::media::from_head(&head),
-        _ => None,
-    };
-    by_bytes.unwrap_or(by_name)
+    let end = file.manifest.size().min(super::media::HEAD_BYTES as u64);
+    let mut head = vec![0; end as usize];
+    let first_bytes = ByteRange { start: 0, end };
+    let mut reader = PieceStream::new(
+        Arc::clone(file),
+        download,
+        first_bytes,
+        Arc::clone(stopping),
+    );
+    match std::io::Read::read_exact(&mut reader, &mut head) {
+        Ok(()) => super::media::from_head(&head).unwrap_or(by_name),
+        Err(_) => by_name,
+    }
 }
 
 /// `attachment` with the file's name (RFC 6266): an ASCII stand-in for

@@ -257,8 +257,8 @@ impl fmt::Display for Finding {
                 ),
             },
             Finding::Unreachable { member, listed_by } => match listed_by {
-                Some(by) => write!(f, "{member} does not answer (a successor of {by})"),
-                None => write!(f, "{member} does not answer"),
+                Some(by) => write!(f, "{member} does not answer as a member (a successor of {by})"),
+                None => write!(f, "{member} does not answer as a member"),
             },
             Finding::AnotherRing { member, welcome } => write!(
                 f,

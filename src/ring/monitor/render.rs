@@ -461,7 +461,7 @@ pub fn render_svg(snapshot: &RingSnapshot, findings: &[Finding]) -> String {
             px(y + DOT),
             px(x + DOT),
             px(y - DOT),
-            xml_escape(&format!("{member} does not answer"))
+            xml_escape(&format!("{member} does not answer as a member"))
         );
     }
 

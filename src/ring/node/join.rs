@@ -81,7 +81,7 @@ impl RingNode {
                     )))
                 }
                 Attempt::Again => continue,
-                Attempt::OwnEntry(_) if own_entry_waits < OWN_ENTRY_WAITS => {
+                Attempt::OwnEntry if own_entry_waits < OWN_ENTRY_WAITS => {
                     own_entry_waits += 1;
                     // Its address answers as no member now: the members
                     // drop it within a round or two.
@@ -91,9 +91,9 @@ impl RingNode {
                     ));
                     continue;
                 }
-                Attempt::OwnEntry(stale) => {
+                Attempt::OwnEntry => {
                     return Err(RingError::Failed(format!(
-                        "the ring still gives id {id} to {stale}, this peer's own entry from before it stopped; try again in a minute, once the ring has dropped it"
+                        "the ring still holds this peer's own entry from before it stopped, at {addr}; try again in a minute, once the ring has dropped it"
                     )))
                 }
             };
@@ -167,9 +167,10 @@ enum Attempt {
     /// Something stale was cleared (a crashed member, our own old entry on
     /// the welcome list): the same id may be tried again.
     Again,
-    /// The id is held by this very address: this peer's own entry from
-    /// before a crash, which the ring has yet to drop.
-    OwnEntry(Member),
+    /// The ring still holds this very address as a member (with the id
+    /// tried, or on the way to it): this peer's own entry from before a
+    /// crash, which the ring has yet to drop.
+    OwnEntry,
 }
 
 /// One attempt to join with `id` at `addr`: a member to join through (from
@@ -210,7 +211,13 @@ fn attempt(
         Ok(Place::Free(owners)) => Ok(Attempt::Placed(owners)),
         Ok(Place::Taken(by)) if by.addr == addr => {
             info!("ring: id {id} is still this peer's own entry from before it stopped; waiting for the ring to drop it");
-            Ok(Attempt::OwnEntry(by))
+            Ok(Attempt::OwnEntry)
+        }
+        // The look-up went through this very address: this peer's own
+        // entry, which answers as no member now.
+        Err(e) if e.is_not_a_member() && e.addr() == Some(addr) => {
+            info!("ring: the ring still routes through this peer's own entry from before it stopped; waiting for it to drop it");
+            Ok(Attempt::OwnEntry)
         }
         Ok(Place::Taken(by)) => {
             info!("ring: id {id} is taken by {by}");
