@@ -41,6 +41,7 @@ struct Args {
 enum Command {
     /// Share files and keep seeding them until Ctrl-C.
     Share {
+        /// The files to share (each hashed first).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -48,6 +49,8 @@ enum Command {
     /// file is in place (1 on failure, 130 when stopped by Ctrl-C or a
     /// termination signal).
     Get {
+        /// The file's key (64 hex digits, as `search` shows it) or its
+        /// exact name.
         key_or_name: String,
         /// Directory to save into (default: download_dir).
         #[arg(short, long, value_name = "DIR")]
@@ -59,7 +62,13 @@ enum Command {
     },
     /// Search the tracker's files (words, name=*.mp3, kind=audio, min=1MB,
     /// max=..., user=..., key=...).
-    Search { criteria: Vec<String> },
+    Search {
+        /// Words a name must contain, and filters: name=<glob>,
+        /// kind=audio|video|other, min=<size>, max=<size>, user=<name>,
+        /// key=<key>. None: every file. (The tracker's files only: the
+        /// shell's `search` also lists a ring's.)
+        criteria: Vec<String>,
+    },
     /// Walk the ring from a member and show every peer's predecessor,
     /// successors and routing table, flagging inconsistencies; --svg draws
     /// it.
@@ -88,7 +97,8 @@ enum Command {
         /// The id to look up.
         id: u64,
         /// Route by successors only, ignoring the routing tables (to
-        /// compare: about N/2 hops instead of about log2 N).
+        /// compare: about N/2 hops instead of about log2 N). `nofingers`
+        /// after the id says the same.
         #[arg(long)]
         no_fingers: bool,
         /// `nofingers`, as the shell's `route <id> nofingers` spells it:

@@ -951,6 +951,8 @@ pub fn flag_args(specs: &'static [KeySpec]) -> Vec<clap::Arg> {
                     spec.help, spec.key
                 ))
                 .action(clap::ArgAction::Set)
+                // Apart from a command's own options in its help.
+                .help_heading("Settings (each one also a config key)")
                 // Also after a subcommand (`peer get x --tracker h:p`).
                 .global(true)
                 // `--upload-limit -5` is a value to refuse with a reason,

@@ -177,6 +177,11 @@ fn each_profile_lists_its_kind_and_a_download_reaches_100_percent() {
     let (status, refused) = audio.get(&format!("/api/files?q={}", words(16)));
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["error"], "at most 15 words in a search");
+    // Nor more than a tracker's line.
+    let (status, refused) = audio.get(&format!("/api/files?q={}", "a".repeat(9000)));
+    assert_eq!(status, 400, "{refused}");
+    let said = refused["error"].as_str().unwrap();
+    assert!(said.starts_with("a search too long: "), "{said}");
     // A search that cannot be decoded is refused, not taken for none.
     let (status, refused) = audio.get("/api/files?q=%zz");
     assert_eq!(status, 400, "{refused}");

@@ -625,6 +625,20 @@ fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
     );
     assert!(said.contains("[held.bin] stopped: "), "{said}");
     assert!(!said.contains("failed"), "{said}");
+    // Started again, the shell goes on with it, and says where.
+    let mut shell = PeerProcess::start(
+        &dir.path().join("shell"),
+        tracker.addr,
+        &["--download-limit", "1kB"],
+    );
+    let resuming = shell.expect("resuming held.bin in ");
+    let folder = std::path::Path::new("shell").join("downloads");
+    assert!(
+        resuming.contains(&format!("{}, where it was started", folder.display())),
+        "{resuming}"
+    );
+    ctrl_c(shell.child.id());
+    assert!(shell.wait(WAIT).success());
 
     // `peer get`: the download is cancelled, its state kept for a later
     // `get` (and the message says so), and the exit code says it was

@@ -127,7 +127,7 @@ impl Peer {
             Err(e) if e.session_refused() => warn!(
                 "no session at the tracker: {e}; searches and downloads work without one, and this peer's files are offered once it opens (asked again in a moment)"
             ),
-            Err(e) => warn!("{e}; will keep trying"),
+            Err(e) => warn!("{e}; the peer goes on, and tries it again in the background"),
         }
         let library = Arc::new(Library::new());
         let upload = Arc::new(RateLimiter::new(config.upload_limit));

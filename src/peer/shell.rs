@@ -75,8 +75,11 @@ pub fn run(
         say(
             &out,
             format!(
-                "resuming {} ({} of {} pieces here)",
+                "resuming {} in {}, where it was started ({} of {} pieces here)",
                 file.name.as_str(),
+                file.path()
+                    .parent()
+                    .map_or_else(|| ".".into(), |dir| dir.display().to_string()),
                 held.count(),
                 held.len()
             ),
@@ -565,7 +568,7 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
                     DownloadState::Failed(_) if download.was_cancelled() => {
                         let held = status.have;
                         let line = format!(
-                            "[{name}] stopped: {} of {} pieces kept; it goes on at the next start",
+                            "[{name}] stopped: {} of {} pieces kept (and any still being written); it goes on at the next start",
                             held.count(),
                             held.len()
                         );

@@ -300,11 +300,27 @@ impl TrackerClient {
                     self.sessions
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                other => return Err(refusal(other)),
+                other => return Err(self.not_a_tracker(refusal(other))),
             }
             self.announce_again(&mut conn, deadline)?;
         }
         Ok(conn)
+    }
+
+    /// `error`, or what it most likely means when a peer's mini-server
+    /// answered `HELO` as a verb it does not know: `--tracker` names a
+    /// peer.
+    fn not_a_tracker(&self, error: PeerError) -> PeerError {
+        match &error {
+            PeerError::TrackerRefused {
+                code: ErrorCode::UnknownVerb,
+                text,
+            } if text.contains("MANF") => PeerError::Failed(format!(
+                "{} answers as a peer, not as a tracker: is the tracker's address (the one `tracker` prints as listening) the one given?",
+                self.addr
+            )),
+            _ => error,
+        }
     }
 
     /// Tells a new session every offer and progress report of the old one,
@@ -1009,6 +1025,25 @@ mod tests {
         // Stopped: nothing more is asked (the fake takes one connection).
         let after = client.ping().unwrap_err();
         assert_eq!(after.to_string(), "the peer is stopping");
+        tracker.join().unwrap();
+    }
+
+    #[test]
+    fn a_peer_given_as_the_tracker_is_named_as_such() {
+        let answer = r#"ERRR 200 unknown verb "HELO"; verbs here: BITF MANF REQF LSTF PING QUIT"#;
+        let (addr, tracker) = fake_tracker(vec![serve(vec![vec![answer.into()]])]);
+        let identity = Identity {
+            listen_port: 7000,
+            listen_ip: None,
+            user: None,
+        };
+        let client = TrackerClient::new(addr, Some(identity));
+        let error = client.ping().unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{addr} answers as a peer, not as a tracker")),
+            "{error}"
+        );
+        client.stop();
         tracker.join().unwrap();
     }
 

@@ -76,7 +76,19 @@ pub fn files(peer: &Peer, words: &str) -> ApiResult {
             format!("at most {words} words in a search"),
         ));
     }
-    let found = peer.search(&SearchCriteria(criteria)).map_err(peer_error)?;
+    let criteria = SearchCriteria(criteria);
+    // `RQFS`, a space, the words encoded, and the line's end.
+    let line = "RQFS ".len() + criteria.to_string().len() + 2;
+    if line > crate::protocol::DEFAULT_MAX_LINE {
+        return Err(ApiError::new(
+            400,
+            format!(
+                "a search too long: {line} bytes once encoded, and a tracker takes lines of {}",
+                crate::protocol::DEFAULT_MAX_LINE
+            ),
+        ));
+    }
+    let found = peer.search(&criteria).map_err(peer_error)?;
     let files: Vec<Value> = found
         .iter()
         .map(|f| {

@@ -388,6 +388,12 @@ enum Version {
     Http11,
 }
 
+/// The methods of HTTP (RFC 9110 and PATCH): another one is not known
+/// here (`501`); one of these on a path that does not take it is `405`.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 /// `METHOD target HTTP/1.x`, each part separated by one space.
 fn parse_request_line(line: &str) -> Result<(Method, String, Version), Failure> {
     let mut parts = line.split(' ');
@@ -401,6 +407,18 @@ fn parse_request_line(line: &str) -> Result<(Method, String, Version), Failure> 
     }
     if !target.starts_with('/') {
         return Err(refuse(400, "the target must be a path starting with /"));
+    }
+    if target.bytes().any(|b| b.is_ascii_control()) {
+        return Err(refuse(
+            400,
+            "a control character in the target (escape it as %xx)",
+        ));
+    }
+    if !KNOWN_METHODS.contains(&method) {
+        return Err(refuse(
+            501,
+            format!("{method} is not an HTTP method this page knows"),
+        ));
     }
     let version = match version {
         "HTTP/1.1" => Version::Http11,
@@ -817,8 +835,10 @@ mod tests {
 
     #[test]
     fn malformed_requests_get_their_status() {
-        let cases: [(&[u8], u16); 15] = [
+        let cases: [(&[u8], u16); 17] = [
             (b"GET /\r\n\r\n", 400),
+            (b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501),
             (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             (b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
