@@ -44,6 +44,8 @@ pub struct RingSnapshot {
     pub unreachable: Vec<Member>,
     /// Whether the walk came back to the peer it started from.
     pub closed: bool,
+    /// Whether the walk stopped at its time limit ([`WALK_TIME`]).
+    pub out_of_time: bool,
 }
 
 impl RingSnapshot {
@@ -77,9 +79,14 @@ impl RingSnapshot {
 // ---------------------------------------------------------------------
 // The walk
 
+/// How long a walk may take: no peer is asked after it (members that
+/// answer slowly, or successor lists of members that do not answer,
+/// cannot hold `peer ring` for hours).
+pub const WALK_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Walks the ring from the member at `start`: asks each peer its ring
 /// state and follows its successor, until back at the start, at a peer
-/// already walked, or after `most` peers.
+/// already walked, after `most` peers, or after [`WALK_TIME`].
 ///
 /// A successor that does not answer is recorded in
 /// [`RingSnapshot::unreachable`] and the walk goes on with the next entry
@@ -97,7 +104,9 @@ pub fn walk(
         nodes: vec![first],
         unreachable: Vec::new(),
         closed: false,
+        out_of_time: false,
     };
+    let give_up_at = std::time::Instant::now() + WALK_TIME;
     // Addresses already walked (as asked, and as the peers call themselves).
     let mut walked: HashSet<SocketAddr> = HashSet::from([start, first_addr]);
     'walk: loop {
@@ -119,6 +128,10 @@ pub fn walk(
             // last one's successors are looked at: a ring of exactly
             // `most` peers closes.
             if snapshot.nodes.len() >= most.max(1) {
+                break 'walk;
+            }
+            if std::time::Instant::now() >= give_up_at {
+                snapshot.out_of_time = true;
                 break 'walk;
             }
             match client.info(successor.addr) {
@@ -158,6 +171,8 @@ pub enum WalkEnd {
     NoSuccessorAnswers,
     /// The walk stopped at its limit, this many peers.
     Limit(usize),
+    /// The walk stopped at its time limit, after this many peers.
+    OutOfTime(usize),
 }
 
 /// One thing wrong with a ring, and where.
@@ -254,6 +269,11 @@ impl fmt::Display for Finding {
                 WalkEnd::Limit(most) => write!(
                     f,
                     "the walk stopped at {last} after {most} peers (the limit), before coming back to {start}"
+                ),
+                WalkEnd::OutOfTime(walked) => write!(
+                    f,
+                    "the walk stopped at {last} after {walked} peers and {} s (the time limit), before coming back to {start}",
+                    WALK_TIME.as_secs()
                 ),
             },
             Finding::Unreachable { member, listed_by } => match listed_by {
@@ -441,6 +461,7 @@ pub fn check(snapshot: &RingSnapshot) -> Vec<Finding> {
         let last = &snapshot.nodes[snapshot.nodes.len() - 1];
         let end = match reachable_successor(last) {
             None => WalkEnd::NoSuccessorAnswers,
+            _ if snapshot.out_of_time => WalkEnd::OutOfTime(snapshot.nodes.len()),
             Some(next) if snapshot.walked(&next) => WalkEnd::LoopsBackTo(next),
             Some(_) => WalkEnd::Limit(snapshot.nodes.len()),
         };
@@ -643,12 +664,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_walk_stopped_by_its_time_limit_says_so() {
+        let mut snapshot = consistent();
+        snapshot.nodes.truncate(2);
+        snapshot.closed = false;
+        snapshot.out_of_time = true;
+        let said: Vec<String> = check(&snapshot).iter().map(ToString::to_string).collect();
+        assert!(
+            said.iter()
+                .any(|line| line.starts_with("the walk stopped at ")
+                    && line.contains("after 2 peers and 60 s (the time limit)")),
+            "{said:?}"
+        );
+    }
+
     fn consistent() -> RingSnapshot {
         RingSnapshot {
             size: SIZE,
             nodes: (0..IDS.len()).map(|i| view(&IDS, i)).collect(),
             unreachable: Vec::new(),
             closed: true,
+            out_of_time: false,
         }
     }
 
@@ -684,6 +721,7 @@ mod tests {
             }],
             unreachable: Vec::new(),
             closed: true,
+            out_of_time: false,
         };
         assert_eq!(check(&snapshot), []);
         assert_eq!(ring_line(&snapshot), "5 -> (5)");

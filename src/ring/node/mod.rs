@@ -441,6 +441,9 @@ impl RingNode {
         let mut seen_ids = HashSet::new();
         let mut seen_addrs = HashSet::new();
         let mut current = me;
+        // The rest of the last successor list read: where the walk goes
+        // on when the member it went to is gone (as the ring heals).
+        let mut others: std::collections::VecDeque<Member> = std::collections::VecDeque::new();
         while seen_ids.len() < most_peers
             && seen_ids.insert(current.id)
             && seen_addrs.insert(current.addr)
@@ -459,18 +462,15 @@ impl RingNode {
                 .and_then(|lines| decode_records(current.addr, lines))
                 .map(names_of);
             let out_of_time = self.is_stopping() || Instant::now() >= deadline;
-            let next = if out_of_time {
+            let successors = if out_of_time {
                 Err(RingError::Failed("out of time".into()))
             } else if current == me {
-                Ok(self.routing.read().successor())
+                Ok(self.routing.read().successors.clone())
             } else {
-                self.client.info(current.addr).and_then(|view| {
-                    view.successors
-                        .first()
-                        .copied()
-                        .ok_or_else(|| RingError::Failed(format!("{current} lists no successor")))
-                })
+                self.client.info(current.addr).map(|view| view.successors)
             };
+            let gone = names.as_ref().is_err_and(RingError::is_not_a_member)
+                && successors.as_ref().is_err_and(RingError::is_not_a_member);
             match names {
                 Ok(names) => {
                     for name in names {
@@ -479,8 +479,17 @@ impl RingNode {
                 }
                 Err(e) => debug!("ring: cannot list {current}: {e}"),
             }
+            let next = match successors {
+                Ok(list) => {
+                    others = list.into_iter().collect();
+                    others.pop_front()
+                }
+                // A member gone: the next one its predecessor listed.
+                Err(_) if gone && !out_of_time => others.pop_front(),
+                Err(_) => None,
+            };
             match next {
-                Ok(next) if next != me => current = next,
+                Some(next) if next != me => current = next,
                 _ => break,
             }
         }
@@ -733,6 +742,40 @@ pub(super) mod tests {
         }
         // 60 hops of 0.3 s would take 18 s (15 s with the deadline).
         assert!(took < Duration::from_secs(8), "took {took:?}");
+    }
+
+    #[test]
+    fn a_walk_of_the_ring_goes_past_a_member_gone() {
+        // 50 -> 100 (gone) -> 200, which names a file and closes the ring.
+        let me = member_at(50, "127.0.0.1:9".parse().expect("an address"));
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free address");
+        let key = crate::protocol::FileKey([7; 32]);
+        let named = Arc::new(Mutex::new(None::<SocketAddr>));
+        let fake = {
+            let named = Arc::clone(&named);
+            crate::ring::fake::Fake::start(move |line| {
+                let addr = named.lock().expect("set before the walk");
+                match line {
+                    "NAMS" => vec![format!("NAME song.mp3 {key} 5 16384 audio"), "END".into()],
+                    _ => vec![
+                        format!("NODE 200@{addr} 1000"),
+                        format!("SUCC {me}"),
+                        "END".into(),
+                    ],
+                }
+            })
+        };
+        *named.lock() = Some(fake.addr);
+        let node = test_node(
+            me,
+            vec![member_at(100, gone), member_at(200, fake.addr)],
+            None,
+        );
+        let files = node.all_files(256);
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["song.mp3"]);
     }
 
     #[test]
