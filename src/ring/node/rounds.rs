@@ -108,7 +108,17 @@ impl RingNode {
                 (routing.me, routing.successor())
             };
             let mut view = match self.client.info(succ.addr) {
-                Ok(view) if fits(&view, space) => view,
+                Ok(view) if fits(&view, space) && view.me == succ => view,
+                // Another id at its address (it restarted as another
+                // member, or this is our own old entry): not it.
+                Ok(view) if fits(&view, space) => {
+                    warn!(
+                        "ring: successor {succ} is not there ({} is); dropping it",
+                        view.me
+                    );
+                    self.routing.write().drop_member(succ.addr);
+                    continue;
+                }
                 Ok(view) => {
                     warn!(
                         "ring: successor {} is not in this ring (size {}); dropping it",
@@ -352,6 +362,21 @@ mod tests {
             node.stabilize();
             assert_eq!(node.routing.read().successor(), n200_member);
         }
+    }
+
+    #[test]
+    fn a_successor_whose_address_answers_with_another_id_is_dropped() {
+        // 200 restarted at its address as 250: not the successor listed.
+        let n250 = fake_at(250, None);
+        let n300 = fake_at(300, None);
+        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
+        let node = test_node(
+            me,
+            vec![member_at(200, n250.addr), member_at(300, n300.addr)],
+            None,
+        );
+        node.stabilize();
+        assert_eq!(node.routing.read().successor(), member_at(300, n300.addr));
     }
 
     #[test]
