@@ -644,6 +644,28 @@ fn a_peer_started_again_at_its_address_with_another_id_is_not_sent_to_its_old_se
 }
 
 #[test]
+fn a_welcome_list_of_many_crashed_members_is_cleared_by_the_next_peer_to_join() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // 80 members listed at addresses nobody answers: more than the 64 ids
+    // a join tries.
+    for id in 1000..1080 {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        course_lines(tracker.addr, &format!("yo:{id}:{gone}"));
+    }
+    assert_eq!(course_lines(tracker.addr, "li?").len(), 81);
+    let peer = PeerProcess::start(&dir.path().join("a"), tracker.addr, &ring_flags(&[]));
+    let me = RingClient::new().info(peer.addr).unwrap().me;
+    assert_eq!(
+        course_lines(tracker.addr, "li?"),
+        [format!("{}:{}", me.id, peer.addr), "end".to_string()]
+    );
+}
+
+#[test]
 fn a_crashed_peer_left_on_the_welcome_list_does_not_block_joins() {
     let tracker = TrackerProcess::start(&[]);
     let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,9 @@ use super::{fits, Entry, IdChoice, RingNode, RingSettings};
 
 /// How many ids are tried when the address's hash is taken.
 const ID_ATTEMPTS: u64 = 64;
+/// How many members gone a join takes off the welcome service's list
+/// before it gives up (each found by one attempt).
+const MAX_CLEARED: u32 = 1000;
 /// How many times a peer whose id the ring still gives to its own entry
 /// from before (a crash, and a restart at once) waits for the ring to
 /// drop that entry, a few stabilisation rounds each time.
@@ -58,7 +61,8 @@ impl RingNode {
         let probing = settings.id == IdChoice::FromAddress;
         let mut size_checked = false;
         let mut own_entry_waits = 0;
-        for _ in 0..ID_ATTEMPTS {
+        let (mut ids_refused, mut cleared) = (0, 0);
+        while ids_refused < ID_ATTEMPTS {
             let attempted = attempt(&client, &settings, id, addr)?;
             // A ring of another size answers every id with `wrq`, as if
             // taken: at the first refusal, a listed member is asked its
@@ -72,6 +76,7 @@ impl RingNode {
             let successors = match attempted {
                 Attempt::Placed(successors) => successors,
                 Attempt::NextId if probing => {
+                    ids_refused += 1;
                     id = space.add(id, 1);
                     continue;
                 }
@@ -80,7 +85,17 @@ impl RingNode {
                         "ring id {id} is taken (or outside the welcome service's ring)"
                     )))
                 }
-                Attempt::Again => continue,
+                // A member gone, taken off the welcome list: not an id
+                // refused (a list of crashed members can be long).
+                Attempt::Again if cleared < MAX_CLEARED => {
+                    cleared += 1;
+                    continue;
+                }
+                Attempt::Again => {
+                    return Err(RingError::Failed(format!(
+                        "the welcome service named {MAX_CLEARED} members in a row that are gone (each taken off its list); try again, or join through a member you know (ring_join)"
+                    )))
+                }
                 Attempt::OwnEntry if own_entry_waits < OWN_ENTRY_WAITS => {
                     own_entry_waits += 1;
                     // Its address answers as no member now: the members
