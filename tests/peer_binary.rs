@@ -493,7 +493,13 @@ fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
     );
     peer.expect("no named users");
     // Still there: it answers the next command, and quits when asked.
-    peer.expect("(tracker ");
+    // `status` says who it is at the tracker.
+    let status = peer.expect("(tracker ");
+    assert!(
+        status.contains(", no user name (tracker ")
+            && status.contains(&format!(": session open as {})", peer.addr)),
+        "{status}"
+    );
     let unknown = peer.expect("error: ");
     assert!(unknown.contains("nosuch.bin"), "{unknown}");
     assert_eq!(

@@ -33,7 +33,7 @@ commands:
                                        (<path-to-save>: a file, or a folder to save into)
   peers <key-or-name>                  who else holds a file (as the tracker lists them; not this peer)
   users                                the user map: <user> - <ip:port>
-  status                               downloads (one line per file and folder), shared files, uploads
+  status                               this peer, its user and tracker session; downloads (one line per file and folder), shared files, uploads
   ring                                 this peer's place in the ring: id, predecessor, successors, fingers
   ring files                           every file named in the ring (walks it peer by peer)
   route <id> [nofingers]               look an id up in the ring and show each hop
@@ -445,10 +445,19 @@ fn peers(peer: &Peer, key_or_name: &str, out: &Out) -> Result<(), PeerError> {
 
 /// `status`: the peer, each download and its neighbours, each file held.
 fn status(peer: &Peer, out: &Out) {
+    let user = peer
+        .config()
+        .user
+        .as_ref()
+        .map_or_else(|| "no user name".to_string(), |user| format!("user {user}"));
+    let session = match (peer.tracker().has_session(), peer.tracker().peer_id()) {
+        (true, Some(id)) => format!("session open as {id}"),
+        _ => "no session now; tried again in the background".to_string(),
+    };
     say(
         out,
         format!(
-            "peer {} (tracker {})",
+            "peer {}, {user} (tracker {}: {session})",
             peer.listen_addr(),
             peer.config().tracker
         ),

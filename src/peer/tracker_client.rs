@@ -235,6 +235,12 @@ impl TrackerClient {
         self.sessions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether a connection to the tracker is open now (the session's,
+    /// for a client with an identity): one in use by an exchange is.
+    pub fn has_session(&self) -> bool {
+        self.conn.try_lock().is_none_or(|conn| conn.is_some())
+    }
+
     /// The peer id the tracker gave this peer, once the session is open.
     pub fn peer_id(&self) -> Option<PeerId> {
         *self.peer_id.lock()
