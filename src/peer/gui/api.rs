@@ -228,7 +228,7 @@ fn download_json(s: &DownloadStatus, cancelled: bool) -> Value {
 /// One character per piece: `#` here, `>` asked for, `.` missing.
 fn chunk_map(s: &DownloadStatus) -> String {
     if matches!(s.state, DownloadState::Done(_)) {
-        return "#".repeat(s.pieces_total());
+        return "#".repeat(s.pieces_total().min(MAX_CHUNK_CELLS));
     }
     let mut map: Vec<u8> = (0..s.pieces_total())
         .map(|i| {
@@ -244,7 +244,33 @@ fn chunk_map(s: &DownloadStatus) -> String {
             *c = b'>';
         }
     }
-    String::from_utf8(map).unwrap_or_default()
+    String::from_utf8(cells_of(&map, MAX_CHUNK_CELLS)).unwrap_or_default()
+}
+
+/// Most characters of a download's `chunks`: a file of more pieces (up to
+/// 261,632) has one per run of pieces, as the page would draw it anyway
+/// (a screen has fewer pixels), rather than 256 KB sent every second.
+const MAX_CHUNK_CELLS: usize = 2048;
+
+/// `map` (a character per piece) in at most `most` cells, each one run of
+/// pieces: `>` if one is in flight, `#` if all are here, else `.` (the
+/// page's own rule when it draws several pieces in one cell).
+fn cells_of(map: &[u8], most: usize) -> Vec<u8> {
+    if map.len() <= most {
+        return map.to_vec();
+    }
+    (0..most)
+        .map(|cell| {
+            let run = &map[cell * map.len() / most..(cell + 1) * map.len() / most];
+            if run.contains(&b'>') {
+                b'>'
+            } else if run.iter().all(|&c| c == b'#') {
+                b'#'
+            } else {
+                b'.'
+            }
+        })
+        .collect()
 }
 
 /// `GET /api/shares`: the files this peer serves, of its kind.
@@ -263,4 +289,20 @@ pub fn shares(peer: &Peer) -> ApiResult {
         })
         .collect();
     Ok((200, json!({ "shares": list })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_chunk_map_is_cut_into_runs_as_the_page_draws_them() {
+        assert_eq!(cells_of(b"#.>#", 8), b"#.>#");
+        // Four runs: all here; one missing; one in flight; two missing.
+        assert_eq!(cells_of(b"####.#>#..", 4), b"#.>.");
+        assert_eq!(
+            cells_of(&[b'#'; 10_000], MAX_CHUNK_CELLS).len(),
+            MAX_CHUNK_CELLS
+        );
+    }
 }
