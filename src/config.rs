@@ -606,7 +606,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "tracker_ping_secs",
         flag: "--tracker-ping-secs",
         default: "30",
-        help: "seconds between keep-alive pings to the tracker (keep it well under the tracker's keep_alive_secs)",
+        help: "seconds between keep-alive pings to the tracker (keep it well under the tracker's keep_alive_secs; a session the tracker drops as idle between pings is warned about)",
     },
     KeySpec {
         key: "stall_timeout_secs",

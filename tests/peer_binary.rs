@@ -461,6 +461,23 @@ fn get_under_a_download_limit_then_seeds_until_stopped() {
 }
 
 #[test]
+fn a_tracker_that_drops_sessions_between_pings_is_named_as_the_cause() {
+    // The tracker keeps idle sessions 1 s; the peer pings every 3 s.
+    let tracker = TrackerProcess::start(&["--keep-alive-secs", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let peer = PeerProcess::start(dir.path(), tracker.addr, &["--tracker-ping-secs", "3"]);
+    let told = "the tracker closed this peer's session as idle before its next ping";
+    assert!(
+        eventually(WAIT, || peer.stderr_text().contains(told)),
+        "{}",
+        peer.stderr_text()
+    );
+    // Once, not at each of the sessions that follow.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(peer.stderr_text().matches(told).count(), 1);
+}
+
+#[test]
 fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();

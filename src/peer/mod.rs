@@ -69,7 +69,7 @@ use miniserver::MiniServerState;
 use ratelimit::RateLimiter;
 use resume::ResumeStore;
 use share::ManifestCache;
-use tracker_client::{Identity, TrackerClient};
+use tracker_client::{Identity, SessionCheck, TrackerClient};
 
 /// Longest wait between two attempts to reach a lost tracker.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -755,6 +755,7 @@ impl BackgroundThreads {
             round_every: config.bitmap_interval,
             reported: std::collections::HashMap::new(),
             map_trouble: None,
+            told_pings_too_far_apart: false,
             ring: ring.map(|ring| ring_duties::RingDuties {
                 ring: Arc::clone(ring),
                 library: Arc::clone(library),
@@ -933,6 +934,9 @@ struct Housekeeping {
     /// Why the user map could not be written last time: the same reason
     /// again is logged at debug level only, not at every refresh.
     map_trouble: Option<String>,
+    /// Whether the user was told that the tracker drops this peer's
+    /// session as idle between pings (once is enough).
+    told_pings_too_far_apart: bool,
 }
 
 impl Housekeeping {
@@ -961,7 +965,19 @@ impl Housekeeping {
             // session now, so that it learns this peer's files (and, as
             // the ring's welcome service, its place) without waiting for
             // the next ping.
-            if failures == 0 && self.tracker.drop_if_closed() {
+            let check = if failures == 0 {
+                self.tracker.drop_if_closed()
+            } else {
+                SessionCheck::Open
+            };
+            if check == SessionCheck::ClosedAsIdle && !self.told_pings_too_far_apart {
+                self.told_pings_too_far_apart = true;
+                warn!(
+                    "the tracker closed this peer's session as idle before its next ping: it keeps idle sessions for less than tracker_ping_secs ({} s); set tracker_ping_secs lower than its keep_alive_secs",
+                    self.ping_every.as_secs()
+                );
+            }
+            if check != SessionCheck::Open {
                 info!("the tracker closed the connection; opening a new session");
                 next_ping = Instant::now();
             }

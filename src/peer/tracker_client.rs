@@ -90,6 +90,21 @@ pub struct TrackerClient {
 /// are tried again.
 pub const FULL_RETRY: Duration = Duration::from_secs(30);
 
+/// What [`TrackerClient::drop_if_closed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCheck {
+    /// Open (or in use, or none to look at).
+    Open,
+    /// The tracker closed it (it restarted, or dropped the session).
+    Closed,
+    /// The tracker closed it as idle (`ERRR 303`): it keeps sessions for
+    /// less time than this peer leaves between pings.
+    ClosedAsIdle,
+}
+
+/// How long a connection found closed is read for the tracker's last word.
+const LAST_WORD_WAIT: Duration = Duration::from_millis(200);
+
 /// How long a stopping peer waits for the answer to its `QUIT`.
 const QUIT_WAIT: Duration = Duration::from_secs(1);
 
@@ -732,21 +747,38 @@ impl TrackerClient {
     /// Drops the connection if the tracker closed it (it restarted, or
     /// dropped the session) or said something unasked, so that the next
     /// call opens a new session at once, not at the next ping. Returns
-    /// whether it did. Looks only when no exchange is under way.
-    pub fn drop_if_closed(&self) -> bool {
+    /// what it found. Looks only when no exchange is under way.
+    pub fn drop_if_closed(&self) -> SessionCheck {
         if self.is_stopping() {
-            return false;
+            return SessionCheck::Open;
         }
         let Some(mut guard) = self.conn.try_lock() else {
-            return false;
+            return SessionCheck::Open;
         };
-        let closed = guard.as_ref().is_some_and(|conn| {
-            conn.reader.buffered() > 0 || !is_quiet_and_open(conn.writer.get_ref())
-        });
-        if closed {
-            *guard = None;
+        let Some(conn) = guard.as_mut() else {
+            return SessionCheck::Open;
+        };
+        if conn.reader.buffered() == 0 && is_quiet_and_open(conn.writer.get_ref()) {
+            return SessionCheck::Open;
         }
-        closed
+        // Its last word, if it said one (sent just before it closed).
+        conn.reader.get_mut().deadline = Some(Instant::now() + LAST_WORD_WAIT);
+        let idle = match conn.reader.read_line() {
+            Ok(Some(Ok(line))) => matches!(
+                Reply::parse(line),
+                Ok(Reply::Error {
+                    code: ErrorCode::IdleTimeout,
+                    ..
+                })
+            ),
+            _ => false,
+        };
+        *guard = None;
+        if idle {
+            SessionCheck::ClosedAsIdle
+        } else {
+            SessionCheck::Closed
+        }
     }
 
     /// `PING`: keeps the session alive.
