@@ -385,6 +385,74 @@ fn holders_made_up_at_the_tracker_do_not_hide_the_real_seeder() {
     drop(fakes);
 }
 
+/// Peers at `n` free addresses that take every connection and never
+/// answer, until `stop` is set; the thread holding them, to join.
+fn silent_holders(
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<std::net::SocketAddr>, std::thread::JoinHandle<()>) {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let thread = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for listener in &listeners {
+            listener.set_nonblocking(true).unwrap();
+        }
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            for listener in &listeners {
+                if let Ok((stream, _)) = listener.accept() {
+                    held.push(stream);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    (addrs, thread)
+}
+
+#[test]
+fn holders_that_take_connections_and_never_answer_do_not_hold_a_download_for_minutes() {
+    // Ten holders listed with the real seeder accept every connection
+    // and say nothing. Each used to hold the download's workers for 30 s
+    // at a time: 3 MB took almost five minutes.
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(12 * PIECE, 52);
+    let original = write_file(&dir.path().join("originals"), "quiet.bin", &data);
+    let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &[]);
+    let shared = seeder.share(&original, |_| {}).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (silent, holding) = silent_holders(10, std::sync::Arc::clone(&stop));
+    let sessions: Vec<support::Client> = silent
+        .iter()
+        .map(|addr| {
+            let mut session = support::Client::connect(tracker.local_addr());
+            assert!(session
+                .ask(&format!("HELO {}", addr.port()))
+                .starts_with("OK"));
+            let offer = format!(
+                "ADDF {} quiet.bin {} {PIECE} other /made/up",
+                shared.key,
+                data.len()
+            );
+            assert!(session.ask(&offer).starts_with("OK"), "{offer}");
+            session
+        })
+        .collect();
+    let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
+    let started = std::time::Instant::now();
+    let download = leecher.download(&shared.key.to_string(), None).unwrap();
+    let path = support::wait_within(download, Duration::from_secs(120)).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    drop(sessions);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    holding.join().unwrap();
+}
+
 #[test]
 fn a_peer_that_claims_every_piece_and_slowly_refuses_each_does_not_hold_a_download_for_ever() {
     // It never fails (a refusal is an answer) and always has requests in

@@ -17,6 +17,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a whole BufferMap exchange may take.
 pub const BITMAP_DEADLINE: Duration = Duration::from_secs(30);
+/// The deadline of the first BufferMap asked of a peer that has not
+/// answered this download yet: a peer that takes connections and never
+/// answers (made up, or stalled) holds a worker this long, not
+/// [`BITMAP_DEADLINE`]. A peer's mini-server answers a BufferMap from
+/// memory, at once.
+pub const FIRST_ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 /// How long an answer header (or a listing) may take to arrive; a
 /// manifest's bytes then get this long again plus their time at
 /// [`MIN_PIECE_RATE`].
@@ -244,8 +250,9 @@ impl PeerLink {
         key: FileKey,
         mine: Option<&Bitmap>,
         pieces: usize,
+        within: Duration,
     ) -> Result<Bitmap, LinkError> {
-        self.set_deadline(Some(BITMAP_DEADLINE));
+        self.set_deadline(Some(within));
         self.send(&PeerRequest::Bitf {
             key,
             bitmap: mine.map(Bitmap::to_field),
@@ -480,7 +487,9 @@ mod tests {
                 .unwrap();
         });
         let mut link = PeerLink::connect(addr).unwrap();
-        let bitmap = link.exchange_bitmaps(key, None, MAX_BITMAP_PIECES).unwrap();
+        let bitmap = link
+            .exchange_bitmaps(key, None, MAX_BITMAP_PIECES, BITMAP_DEADLINE)
+            .unwrap();
         assert_eq!(bitmap.count(), MAX_BITMAP_PIECES);
         server.join().unwrap();
     }

@@ -16,7 +16,7 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::peer::library::SharedFile;
-use crate::peer::link::LinkError;
+use crate::peer::link::{LinkError, BITMAP_DEADLINE, FIRST_ANSWER_DEADLINE};
 use crate::pieces::Bitmap;
 use crate::protocol::{ErrorCode, PeerId};
 
@@ -85,6 +85,11 @@ struct Neighbour {
     asked: usize,
     /// Live, out for a while, given up, or banned.
     standing: Standing,
+    /// It has answered an exchange in this download: it gets the full
+    /// deadline for its BufferMap (one not heard from yet gets
+    /// [`FIRST_ANSWER_DEADLINE`], so that peers that take connections and
+    /// never answer hold the workers only a moment).
+    answered: bool,
 }
 
 pub(super) struct Coordinator<'a> {
@@ -171,6 +176,7 @@ impl<'a> Coordinator<'a> {
             speed: Speed::default(),
             asked: 0,
             standing: Standing::default(),
+            answered: false,
         });
     }
 
@@ -395,11 +401,20 @@ impl<'a> Coordinator<'a> {
         order.sort_by(|&a, &b| {
             speed_of(&self.neighbours[b]).total_cmp(&speed_of(&self.neighbours[a]))
         });
+        // Peers not heard from yet are asked on at most half the workers
+        // at once: those that take connections and never answer cannot
+        // keep the others from the peers that do.
+        let most_probes = (settings.pool_size / 2).max(1);
+        let is_probe = |n: &Neighbour| !n.answered && n.lanes.iter().any(|l| l.busy);
+        let mut probes = self.neighbours.iter().filter(|n| is_probe(n)).count();
         for id in order {
             for lane in 0..self.neighbours[id].lanes.len() {
                 let n = &self.neighbours[id];
                 if n.lanes[lane].busy || n.lanes[lane].retired || !n.standing.is_live() {
                     continue;
+                }
+                if !n.answered && probes >= most_probes {
+                    break;
                 }
                 let at = Place {
                     neighbour: id,
@@ -407,8 +422,19 @@ impl<'a> Coordinator<'a> {
                 };
                 let (link, peer) = (Arc::clone(&n.lanes[lane].link), n.peer);
                 let job = if n.bitmap_at.is_none_or(|t| t.elapsed() >= interval) {
+                    let within = if n.answered {
+                        BITMAP_DEADLINE
+                    } else {
+                        probes += 1;
+                        FIRST_ANSWER_DEADLINE
+                    };
                     self.neighbours[id].bitmap_at = Some(Instant::now());
-                    Job::Bitmap { at, link, peer }
+                    Job::Bitmap {
+                        at,
+                        link,
+                        peer,
+                        within,
+                    }
                 } else {
                     let room = n
                         .speed
@@ -547,6 +573,7 @@ impl<'a> Coordinator<'a> {
                             n.bitmap = bitmap;
                         }
                         n.lanes[at.lane].worked = true;
+                        n.answered = true;
                     }
                     Err(e) => self.lane_failed(at, e),
                 }

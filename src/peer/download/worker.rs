@@ -56,6 +56,8 @@ pub(super) enum Job {
         at: Place,
         link: Arc<LinkSlot>,
         peer: PeerId,
+        /// The exchange's deadline: short for a peer not heard from yet.
+        within: Duration,
     },
     /// Start writing the pieces stored so far out to the disk (the file is
     /// to be flushed at the end): no outcome.
@@ -169,11 +171,16 @@ impl Worker {
                     indices,
                     tally,
                 } => self.fetch(at, &link, peer, indices, &tally, &mut buf),
-                Job::Bitmap { at, link, peer } => {
+                Job::Bitmap {
+                    at,
+                    link,
+                    peer,
+                    within,
+                } => {
                     let mut guard = link.link.lock();
                     let pieces = self.shared.manifest.piece_count();
                     let result = connected(&mut guard, &link, peer)
-                        .and_then(|l| l.exchange_bitmaps(self.shared.key, None, pieces));
+                        .and_then(|l| l.exchange_bitmaps(self.shared.key, None, pieces, within));
                     if result.is_err() {
                         *guard = None;
                     }
