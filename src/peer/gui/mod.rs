@@ -326,11 +326,27 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
     }
     let media = media_type_of(&file, download.clone(), stopping);
     let len = range.len();
-    let reader = PieceStream::new(Arc::clone(&file), download, range, Arc::clone(stopping));
+    let mut reader = PieceStream::new(Arc::clone(&file), download, range, Arc::clone(stopping));
+    // The first bytes before the answer begins: a piece that does not
+    // come (a download with no peer left) is said with a status, not a
+    // 206 whose body never starts.
+    let mut first = vec![0; len.min(64 * 1024) as usize];
+    match std::io::Read::read(&mut reader, &mut first) {
+        Ok(n) => first.truncate(n),
+        Err(e) => {
+            let status = match e.kind() {
+                std::io::ErrorKind::TimedOut => 504,
+                std::io::ErrorKind::NotFound => 409,
+                _ => 500,
+            };
+            return api_response(Err(ApiError::new(status, e.to_string())));
+        }
+    }
+    let body = std::io::Read::chain(std::io::Cursor::new(first), reader);
     let mut response = Response::new(
         status,
         Body::Stream {
-            reader: Box::new(reader),
+            reader: Box::new(body),
             len,
         },
     )
