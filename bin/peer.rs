@@ -42,7 +42,7 @@ enum Command {
     /// Share files and keep seeding them until Ctrl-C.
     Share {
         /// The files to share (each hashed first).
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = swarmline::config::expand_home)]
         files: Vec<PathBuf>,
     },
     /// Download a file by key or exact name; exits 0 only when the verified
@@ -53,7 +53,7 @@ enum Command {
         /// exact name.
         key_or_name: String,
         /// Directory to save into (default: download_dir).
-        #[arg(short, long, value_name = "DIR")]
+        #[arg(short, long, value_name = "DIR", value_parser = swarmline::config::expand_home)]
         output: Option<PathBuf>,
         /// Once the file is here, keep sharing it until Ctrl-C (as a
         /// BitTorrent client keeps seeding), instead of exiting.

@@ -30,9 +30,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("{text:?} is too large"))?;
     if suffix.starts_with(['.', ',']) {
-        return Err(format!(
-            "{text:?}: a size is a whole number of its unit (1500KB, not 1.5MB)"
-        ));
+        return Err("a size is a whole number of its unit (1500KB, not 1.5MB)".to_string());
     }
     let multiplier: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,

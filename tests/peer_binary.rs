@@ -583,6 +583,29 @@ fn seeding(name: &str, seed: u64) -> (TrackerProcess, tempfile::TempDir, PeerPro
 }
 
 #[test]
+fn get_saves_under_the_home_folder_for_an_output_that_starts_with_a_tilde() {
+    // `-o ~/got` quoted, or `--output=~/got`: no shell made it the home.
+    let (tracker, dir, _seeder) = seeding("home.bin", 9);
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_peer"))
+        .current_dir(dir.path())
+        .env("HOME", &home)
+        .env("USERPROFILE", &home)
+        .args(["--tracker", &tracker.addr.to_string()])
+        .args(["--address", "127.0.0.1", "--port", "0", "--gui", "false"])
+        .args(["--log-file", "", "get", "home.bin", "--output=~/got"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read(home.join("got").join("home.bin")).unwrap(),
+        random_bytes(1_000_000, 9)
+    );
+    assert!(!dir.path().join("~").exists(), "a folder called ~");
+}
+
+#[test]
 fn quit_stops_a_download_held_back_by_a_low_download_limit() {
     let (tracker, dir, _seeder) = seeding("slow.bin", 5);
     // At 1 kB/s a 256 KiB piece is paid for by over four minutes of wait.

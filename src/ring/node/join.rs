@@ -343,9 +343,16 @@ fn welcome_join(
         Some(CourseReply::Wrong) => Ok(Welcomed::Taken),
         // A member without a port listens on ours (the course's rule).
         Some(CourseReply::Addr(member)) => Ok(Welcomed::Through(member.socket(me.port()))),
-        _ => Err(RingError::Failed(format!(
-            "the welcome service at {welcome} answered {line:?} to yo"
-        ))),
+        _ => {
+            // Its own words, cut short: they may be 64 KiB.
+            let mut shown: String = line.chars().take(80).collect();
+            if shown.len() < line.len() {
+                shown.push('…');
+            }
+            Err(RingError::Failed(format!(
+                "the welcome service at {welcome} answered {shown:?} to yo"
+            )))
+        }
     }
 }
 
