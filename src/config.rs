@@ -801,14 +801,19 @@ impl PeerConfig {
             let size = u32::try_from(size).map_err(|_| "too large".to_string())?;
             check_piece_size(size).map(|()| size).map_err(|reason| {
                 // 256KB is 256,000 bytes: 256KiB was most likely meant.
-                let binary = size / 1000 * 1024;
-                if size % 1000 == 0 && check_piece_size(binary).is_ok() {
-                    format!(
-                        "{reason}; {text} is {size} bytes: did you mean {}KiB?",
-                        binary / 1024
-                    )
-                } else {
-                    reason
+                let meant = [(1_000_000, 20, "MiB"), (1000, 10, "KiB")]
+                    .into_iter()
+                    .filter(|&(decimal, _, _)| size % decimal == 0)
+                    .map(|(decimal, shift, unit)| (size / decimal, shift, unit))
+                    .find(|&(n, shift, _)| {
+                        u32::try_from(u64::from(n) << shift)
+                            .is_ok_and(|binary| check_piece_size(binary).is_ok())
+                    });
+                match meant {
+                    Some((n, _, unit)) => {
+                        format!("{reason}; {text} is {size} bytes: did you mean {n}{unit}?")
+                    }
+                    None => reason,
                 }
             })
         };
@@ -1164,6 +1169,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("did you mean 256KiB?"), "{message}");
+        let mut settings = Settings::defaults("peer", PEER_KEYS);
+        settings.set_flag("piece_size", "1MB".into());
+        let message = PeerConfig::from_settings(&settings)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("did you mean 1MiB?"), "{message}");
         let mut settings = Settings::defaults("peer", PEER_KEYS);
         settings.set_flag("user", "bad name".into());
         assert!(PeerConfig::from_settings(&settings).is_err());
