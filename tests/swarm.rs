@@ -454,6 +454,48 @@ fn holders_that_take_connections_and_never_answer_do_not_hold_a_download_for_min
 }
 
 #[test]
+fn a_seeder_under_a_low_upload_limit_sends_its_pieces_steadily_not_in_bursts() {
+    // 1 MiB pieces at 200 KB/s: five seconds a piece. Paid a piece at a
+    // time, the second came after five seconds of silence (and a piece
+    // taking over 30 s looked to a downloader like a peer gone).
+    use std::io::{Read, Write};
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(2 << 20, 53);
+    let original = write_file(&dir.path().join("originals"), "paced.bin", &data);
+    let limits = [("upload_limit", "200KB"), ("piece_size", "1MiB")];
+    let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &limits);
+    let shared = seeder.share(&original, |_| {}).unwrap();
+    let mut stream = std::net::TcpStream::connect(seeder.listen_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    writeln!(stream, "REQF {} 0 1", shared.key).unwrap();
+    let header = |index: usize| format!("PIEC {} {index} {}\n", shared.key, 1 << 20);
+    let mut expected = header(0).into_bytes();
+    expected.extend_from_slice(&data[..1 << 20]);
+    expected.extend_from_slice(header(1).as_bytes());
+    expected.extend_from_slice(&data[1 << 20..]);
+    // Both answers whole, and the longest wait between two reads.
+    let mut got = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    let mut longest = Duration::ZERO;
+    let mut last = std::time::Instant::now();
+    while got.len() < expected.len() {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        longest = longest.max(last.elapsed());
+        last = std::time::Instant::now();
+    }
+    assert!(got == expected, "the answers differ from the pieces");
+    assert!(
+        longest < Duration::from_millis(2500),
+        "{longest:?} without a byte"
+    );
+}
+
+#[test]
 fn a_peer_that_claims_every_piece_and_slowly_refuses_each_does_not_hold_a_download_for_ever() {
     // It never fails (a refusal is an answer) and always has requests in
     // flight, but stores nothing: the download stops once no piece came

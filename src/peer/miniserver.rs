@@ -29,6 +29,10 @@ use super::library::{Library, SharedFile};
 use super::ratelimit::RateLimiter;
 use super::tracker_client::TrackerClient;
 
+/// Under an upload limit, a piece is paid for and sent this many bytes at
+/// a time.
+const UPLOAD_BLOCK: usize = 64 * 1024;
+
 /// What every mini-server connection shares.
 pub struct MiniServerState {
     pub library: Arc<Library>,
@@ -149,9 +153,21 @@ impl MiniServerConnection {
             match file.read_piece(index as usize, &mut self.buf) {
                 Ok(true) => {
                     let length = self.buf.len() as u32;
-                    self.state.upload.take(u64::from(length));
                     write_line(out, &Reply::Piece { key, index, length })?;
-                    out.write_all(&self.buf)?;
+                    if self.state.upload.rate() == 0 {
+                        out.write_all(&self.buf)?;
+                    } else {
+                        // Paid for a block at a time, each sent as soon as
+                        // it is: with a low upload limit and large pieces
+                        // the bytes flow steadily, where a whole piece at
+                        // once and then minutes of silence looked to the
+                        // downloader like a peer gone.
+                        for block in self.buf.chunks(UPLOAD_BLOCK) {
+                            self.state.upload.take(block.len() as u64);
+                            out.write_all(block)?;
+                            out.flush()?;
+                        }
+                    }
                     file.record_upload(u64::from(length));
                 }
                 Ok(false) => {
