@@ -329,8 +329,8 @@ impl TrackerClient {
     }
 
     /// `error`, or what it most likely means when a peer's mini-server
-    /// answered `HELO` as a verb it does not know: `--tracker` names a
-    /// peer.
+    /// answered a tracker's verb (`HELO`, `RQFS`...) as one it does not
+    /// know: `--tracker` names a peer.
     fn not_a_tracker(&self, error: PeerError) -> PeerError {
         match &error {
             PeerError::TrackerRefused {
@@ -499,7 +499,7 @@ impl TrackerClient {
     fn expect_ok(&self, request: &TrackerRequest) -> Result<String, PeerError> {
         match self.exchange(request)?.as_slice() {
             [Reply::Ok(text)] => Ok(text.clone()),
-            other => Err(refusal(other)),
+            other => Err(self.not_a_tracker(refusal(other))),
         }
     }
 
@@ -508,7 +508,7 @@ impl TrackerClient {
         let mut replies = self.exchange(request)?;
         match replies.pop() {
             Some(Reply::End) => Ok(replies),
-            other => Err(refusal(other.as_slice())),
+            other => Err(self.not_a_tracker(refusal(other.as_slice()))),
         }
     }
 
@@ -1079,6 +1079,20 @@ mod tests {
         let error = client.ping().unwrap_err().to_string();
         assert!(
             error.starts_with(&format!("{addr} answers as a peer, not as a tracker")),
+            "{error}"
+        );
+        client.stop();
+        tracker.join().unwrap();
+        // A search needs no session: its own verb is the one refused.
+        let answer = r#"ERRR 200 unknown verb "RQFS"; verbs here: BITF MANF REQF LSTF PING QUIT"#;
+        let (addr, tracker) = fake_tracker(vec![serve(vec![vec![answer.into()]])]);
+        let client = TrackerClient::new(addr, None);
+        let error = client
+            .search(SearchCriteria::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("answers as a peer, not as a tracker"),
             "{error}"
         );
         client.stop();
