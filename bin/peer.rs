@@ -311,7 +311,6 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
     // Looked at before anything starts: a mistyped name is told at once,
     // and when no file is left, nothing (no tracker session, no web page)
     // is started for nothing.
-    let mut not_shared = 0;
     let mut to_share = Vec::new();
     for file in files {
         match std::fs::metadata(file) {
@@ -323,7 +322,7 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
             Err(e) => note(format_args!("peer: {}: not shared: {e}\n", file.display())),
         }
     }
-    not_shared += files.len() - to_share.len();
+    let mut not_shared = files.len() - to_share.len();
     if to_share.is_empty() {
         return Err("no file is shared".into());
     }

@@ -360,6 +360,18 @@ pub fn expand_home(text: &str) -> Result<PathBuf, String> {
     })
 }
 
+/// The binary unit most likely meant by a piece size written in a
+/// decimal one: `256KB` is 256,000 bytes, `256KiB` a piece size.
+fn binary_meant(text: &str) -> Option<String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (number, unit) = [("kb", "KiB"), ("mb", "MiB")]
+        .into_iter()
+        .find_map(|(decimal, binary)| Some((lower.strip_suffix(decimal)?.trim(), binary)))?;
+    let meant = format!("{number}{unit}");
+    let size = u32::try_from(parse_byte_size(&meant).ok()?).ok()?;
+    check_piece_size(size).is_ok().then_some(meant)
+}
+
 /// A path that must be given.
 pub fn path(text: &str) -> Result<PathBuf, String> {
     optional_path(text)?.ok_or_else(|| "expected a path".to_string())
@@ -799,23 +811,14 @@ impl PeerConfig {
         let piece_size = |text: &str| {
             let size = parse_byte_size(text)?;
             let size = u32::try_from(size).map_err(|_| "too large".to_string())?;
-            check_piece_size(size).map(|()| size).map_err(|reason| {
-                // 256KB is 256,000 bytes: 256KiB was most likely meant.
-                let meant = [(1_000_000, 20, "MiB"), (1000, 10, "KiB")]
-                    .into_iter()
-                    .filter(|&(decimal, _, _)| size % decimal == 0)
-                    .map(|(decimal, shift, unit)| (size / decimal, shift, unit))
-                    .find(|&(n, shift, _)| {
-                        u32::try_from(u64::from(n) << shift)
-                            .is_ok_and(|binary| check_piece_size(binary).is_ok())
-                    });
-                match meant {
-                    Some((n, _, unit)) => {
-                        format!("{reason}; {text} is {size} bytes: did you mean {n}{unit}?")
+            check_piece_size(size)
+                .map(|()| size)
+                .map_err(|reason| match binary_meant(text) {
+                    Some(meant) => {
+                        format!("{reason}; {text} is {size} bytes: did you mean {meant}?")
                     }
                     None => reason,
-                }
-            })
+                })
         };
         Ok(PeerConfig {
             tracker: s.get("tracker", host_port)?,
@@ -990,6 +993,7 @@ pub fn load_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn a_leading_tilde_is_the_home_folder_as_a_shell_makes_it() {
@@ -1002,7 +1006,6 @@ mod tests {
         assert_eq!(expand_home("~$notes.doc"), Ok(PathBuf::from("~$notes.doc")));
         assert_eq!(optional_path(""), Ok(None));
     }
-    use std::io::Write;
 
     fn ini(text: &str) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -1163,18 +1166,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("power of two"), "{message}");
-        let mut settings = Settings::defaults("peer", PEER_KEYS);
-        settings.set_flag("piece_size", "256KB".into());
-        let message = PeerConfig::from_settings(&settings)
-            .unwrap_err()
-            .to_string();
-        assert!(message.contains("did you mean 256KiB?"), "{message}");
-        let mut settings = Settings::defaults("peer", PEER_KEYS);
-        settings.set_flag("piece_size", "1MB".into());
-        let message = PeerConfig::from_settings(&settings)
-            .unwrap_err()
-            .to_string();
-        assert!(message.contains("did you mean 1MiB?"), "{message}");
+        // A decimal unit where a binary one was most likely meant.
+        for (written, meant) in [("256KB", "256KiB"), ("1MB", "1MiB")] {
+            let mut settings = Settings::defaults("peer", PEER_KEYS);
+            settings.set_flag("piece_size", written.into());
+            let message = PeerConfig::from_settings(&settings)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(&format!("did you mean {meant}?")),
+                "{message}"
+            );
+        }
         let mut settings = Settings::defaults("peer", PEER_KEYS);
         settings.set_flag("user", "bad name".into());
         assert!(PeerConfig::from_settings(&settings).is_err());

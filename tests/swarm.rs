@@ -357,20 +357,13 @@ fn holders_made_up_at_the_tracker_do_not_hide_the_real_seeder() {
     let original = write_file(&dir.path().join("originals"), "real.bin", &data);
     let seeder = start_peer(dir.path(), "seeder", tracker.local_addr(), &[]);
     let shared = seeder.share(&original, |_| {}).unwrap();
-    let fakes: Vec<support::Client> = (1..=20)
-        .map(|port| {
-            let mut fake = support::Client::connect(tracker.local_addr());
-            assert!(fake.ask(&format!("HELO {port}")).starts_with("OK"));
-            let offer = format!(
-                "ADDF {} real.bin {} {} other /made/up",
-                shared.key,
-                data.len(),
-                PIECE
-            );
-            assert!(fake.ask(&offer).starts_with("OK"), "{offer}");
-            fake
-        })
-        .collect();
+    let fakes = sessions_claiming(
+        tracker.local_addr(),
+        1..=20,
+        &shared.key,
+        "real.bin",
+        data.len(),
+    );
     for n in 0..3 {
         let leecher = start_peer(
             dir.path(),
@@ -383,6 +376,28 @@ fn holders_made_up_at_the_tracker_do_not_hide_the_real_seeder() {
         assert_eq!(std::fs::read(path).unwrap(), data);
     }
     drop(fakes);
+}
+
+/// Sessions of this host at `tracker`, one per port of `ports`, each
+/// claiming to hold the file `key` (`name`, `size` bytes in pieces of
+/// [`PIECE`]); they end when dropped.
+fn sessions_claiming(
+    tracker: std::net::SocketAddr,
+    ports: impl IntoIterator<Item = u16>,
+    key: &swarmline::protocol::FileKey,
+    name: &str,
+    size: usize,
+) -> Vec<support::Client> {
+    ports
+        .into_iter()
+        .map(|port| {
+            let mut session = support::Client::connect(tracker);
+            assert!(session.ask(&format!("HELO {port}")).starts_with("OK"));
+            let offer = format!("ADDF {key} {name} {size} {PIECE} other /made/up");
+            assert!(session.ask(&offer).starts_with("OK"), "{offer}");
+            session
+        })
+        .collect()
 }
 
 /// Peers at `n` free addresses that take every connection and never
@@ -425,22 +440,14 @@ fn holders_that_take_connections_and_never_answer_do_not_hold_a_download_for_min
     let shared = seeder.share(&original, |_| {}).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (silent, holding) = silent_holders(10, std::sync::Arc::clone(&stop));
-    let sessions: Vec<support::Client> = silent
-        .iter()
-        .map(|addr| {
-            let mut session = support::Client::connect(tracker.local_addr());
-            assert!(session
-                .ask(&format!("HELO {}", addr.port()))
-                .starts_with("OK"));
-            let offer = format!(
-                "ADDF {} quiet.bin {} {PIECE} other /made/up",
-                shared.key,
-                data.len()
-            );
-            assert!(session.ask(&offer).starts_with("OK"), "{offer}");
-            session
-        })
-        .collect();
+    let ports = silent.iter().map(|addr| addr.port());
+    let sessions = sessions_claiming(
+        tracker.local_addr(),
+        ports,
+        &shared.key,
+        "quiet.bin",
+        data.len(),
+    );
     let leecher = start_peer(dir.path(), "leecher", tracker.local_addr(), &[]);
     let started = std::time::Instant::now();
     let download = leecher.download(&shared.key.to_string(), None).unwrap();

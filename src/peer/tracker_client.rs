@@ -321,26 +321,32 @@ impl TrackerClient {
                     self.sessions
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                other => return Err(self.not_a_tracker(refusal(other))),
+                other => return Err(self.refusal(other)),
             }
             self.announce_again(&mut conn, deadline)?;
         }
         Ok(conn)
     }
 
-    /// `error`, or what it most likely means when a peer's mini-server
-    /// answered a tracker's verb (`HELO`, `RQFS`...) as one it does not
-    /// know: `--tracker` names a peer.
-    fn not_a_tracker(&self, error: PeerError) -> PeerError {
-        match &error {
-            PeerError::TrackerRefused {
+    /// The error for an answer that was not the expected success. A
+    /// peer's mini-server answers a tracker's verb (`HELO`, `RQFS`...) as
+    /// one it does not know (its verbs listed, `MANF` among them): then
+    /// `--tracker` names a peer, and that is what is said.
+    fn refusal(&self, replies: &[Reply]) -> PeerError {
+        match replies.last() {
+            Some(Reply::Error {
                 code: ErrorCode::UnknownVerb,
                 text,
-            } if text.contains("MANF") => PeerError::Failed(format!(
+            }) if text.contains("MANF") => PeerError::Failed(format!(
                 "{} answers as a peer, not as a tracker: is the tracker's address (the one `tracker` prints as listening) the one given?",
                 self.addr
             )),
-            _ => error,
+            Some(Reply::Error { code, text }) => PeerError::TrackerRefused {
+                code: *code,
+                text: text.clone(),
+            },
+            Some(other) => PeerError::TrackerProtocol(format!("unexpected answer {other}")),
+            None => PeerError::TrackerProtocol("no answer".into()),
         }
     }
 
@@ -499,7 +505,7 @@ impl TrackerClient {
     fn expect_ok(&self, request: &TrackerRequest) -> Result<String, PeerError> {
         match self.exchange(request)?.as_slice() {
             [Reply::Ok(text)] => Ok(text.clone()),
-            other => Err(self.not_a_tracker(refusal(other))),
+            other => Err(self.refusal(other)),
         }
     }
 
@@ -508,7 +514,7 @@ impl TrackerClient {
         let mut replies = self.exchange(request)?;
         match replies.pop() {
             Some(Reply::End) => Ok(replies),
-            other => Err(self.not_a_tracker(refusal(other.as_slice()))),
+            other => Err(self.refusal(other.as_slice())),
         }
     }
 
@@ -784,18 +790,6 @@ impl TrackerClient {
     /// `PING`: keeps the session alive.
     pub fn ping(&self) -> Result<(), PeerError> {
         self.expect_ok(&TrackerRequest::Ping).map(drop)
-    }
-}
-
-/// The error for an answer that was not the expected success.
-fn refusal(replies: &[Reply]) -> PeerError {
-    match replies.last() {
-        Some(Reply::Error { code, text }) => PeerError::TrackerRefused {
-            code: *code,
-            text: text.clone(),
-        },
-        Some(other) => PeerError::TrackerProtocol(format!("unexpected answer {other}")),
-        None => PeerError::TrackerProtocol("no answer".into()),
     }
 }
 

@@ -135,8 +135,8 @@ pub(super) fn fetch_manifest(
             stop: &stop,
             room: &room,
         };
-        let mut fetch = Fetch::new(first, Instant::now() + patience);
-        let result = fetch.run(&requests, &answers, look_up, cancel, patience);
+        let mut fetch = Fetch::new(first, patience);
+        let result = fetch.run(&requests, &answers, look_up, cancel);
         // Set before the links are closed: a request that publishes its
         // closer after this sees it, and one that published before is
         // closed here. Either way its thread ends, and the scope joins it.
@@ -215,12 +215,14 @@ struct Fetch {
     next_start: Instant,
     /// When every listed holder has failed: when to look them up again.
     look_up_at: Option<Instant>,
+    /// How long the fetch may take, and when that is up.
+    patience: Duration,
     give_up_at: Instant,
     last_error: String,
 }
 
 impl Fetch {
-    fn new(first: Vec<PeerId>, give_up_at: Instant) -> Fetch {
+    fn new(first: Vec<PeerId>, patience: Duration) -> Fetch {
         let listed: HashSet<PeerId> = first.iter().copied().collect();
         Fetch {
             to_ask: first.into(),
@@ -232,7 +234,8 @@ impl Fetch {
             busy: Vec::new(),
             next_start: Instant::now(),
             look_up_at: None,
-            give_up_at,
+            patience,
+            give_up_at: Instant::now() + patience,
             last_error: String::new(),
         }
     }
@@ -243,7 +246,6 @@ impl Fetch {
         answers: &Receiver<Answer>,
         mut look_up: impl FnMut() -> Vec<PeerId>,
         cancel: &AtomicBool,
-        patience: Duration,
     ) -> Result<(Manifest, PeerId), String> {
         loop {
             if cancel.load(Ordering::SeqCst) {
@@ -255,7 +257,7 @@ impl Fetch {
             if self.asking.is_empty() && self.to_ask.is_empty() && self.busy.is_empty() {
                 // Every holder listed failed: look again, or give up.
                 if now >= self.give_up_at {
-                    return Err(self.gave_up(&format!(" in {} s", patience.as_secs())));
+                    return Err(self.gave_up(&format!(" in {} s", self.patience.as_secs())));
                 }
                 let due = *self.look_up_at.get_or_insert(now + RETRY_AFTER);
                 if now >= due {

@@ -321,15 +321,13 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
         }
     };
     let download = api::running(peer, file.key);
-    if let Some(refused) = nothing_brings(&file, download.is_some(), range) {
-        return api_response(Err(refused));
-    }
     let media = media_type_of(&file, download.clone(), stopping);
     let len = range.len();
     let mut reader = PieceStream::new(Arc::clone(&file), download, range, Arc::clone(stopping));
-    // The first bytes before the answer begins: a piece that does not
-    // come (a download with no peer left) is said with a status, not a
-    // 206 whose body never starts.
+    // The first bytes before the answer begins: a piece that will not
+    // come (nothing downloads the file: 409) or does not come in time (a
+    // download with no peer left: 504) is said with a status and why, not
+    // a 206 whose body never starts.
     let mut first = vec![0; len.min(64 * 1024) as usize];
     match std::io::Read::read(&mut reader, &mut first) {
         Ok(n) => first.truncate(n),
@@ -361,37 +359,6 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
         );
     }
     response
-}
-
-/// Why `range` of `file` cannot be played, if it cannot: its first piece
-/// is not here and no download is `running` to bring it (a download
-/// stopped, or cancelled, or a file withdrawn since it changed on disk).
-/// Said before any answer begins, rather than a `200` whose body never
-/// comes.
-fn nothing_brings(file: &SharedFile, running: bool, range: ByteRange) -> Option<ApiError> {
-    let first = (range.start / u64::from(file.manifest.piece_size())) as usize;
-    if running || range.is_empty() || file.has_piece(first) {
-        return None;
-    }
-    if file.has_changed() {
-        return Some(ApiError::new(
-            409,
-            format!(
-                "{} changed on disk since it was shared, and is no longer served: share it again to play it",
-                file.name.as_str()
-            ),
-        ));
-    }
-    let here = file.bitmap();
-    Some(ApiError::new(
-        409,
-        format!(
-            "{} is not all here ({} of {} pieces), and nothing is downloading it: download it to play it",
-            file.name.as_str(),
-            here.count(),
-            here.len()
-        ),
-    ))
 }
 
 /// The type a `/media` answer is sent with. The file and its name come

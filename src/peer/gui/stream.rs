@@ -132,6 +132,27 @@ impl PieceStream {
         self.download.as_ref().is_some_and(|d| !d.is_finished())
     }
 
+    /// Why piece `index`, not here, will not come (`NotFound`): nothing
+    /// downloads the file (its download failed or was cancelled), or the
+    /// file changed on disk since it was shared.
+    fn not_coming(&self, index: usize) -> io::Error {
+        let name = self.file.name.as_str();
+        let why = if self.file.has_changed() {
+            format!(
+                "{name} changed on disk since it was shared, and is no longer served: share it again to play it"
+            )
+        } else {
+            let here = self.file.bitmap();
+            format!(
+                "{name} is not all here ({} of {} pieces; piece {index} is missing), and nothing \
+                 is downloading it: download it to play it",
+                here.count(),
+                here.len()
+            )
+        };
+        io::Error::new(io::ErrorKind::NotFound, why)
+    }
+
     /// Reads `out.len()` bytes of piece `index` from `within` bytes into
     /// it, waiting for the piece if a download may bring it.
     fn read_waiting(&mut self, index: usize, within: u32, out: &mut [u8]) -> io::Result<()> {
@@ -154,13 +175,7 @@ impl PieceStream {
                     Err(e) => return Err(e),
                 }
             } else if !downloading {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!(
-                        "piece {index} of {} is not here, and nothing is downloading it",
-                        self.file.name.as_str()
-                    ),
-                ));
+                return Err(self.not_coming(index));
             } else if !focused {
                 if let Some(download) = &self.download {
                     download.focus_on(index as u32);

@@ -587,9 +587,7 @@ impl RingNode {
             }
         }
     }
-}
 
-impl RingNode {
     /// Hands `records` over to the first of `successors` that takes them,
     /// within [`HANDOVER_DEADLINE`]: a successor that turns out gone
     /// passes the rest to the next one (it owns this peer's ids once both
@@ -598,13 +596,11 @@ impl RingNode {
         let deadline = Instant::now() + HANDOVER_DEADLINE;
         let me = self.me();
         let mut handed = 0;
-        let mut rest = records.iter();
-        let mut next = rest.next();
-        let candidates = successors.iter().filter(|m| **m != me);
+        let mut pending = records;
         let mut to = successors.first().copied().unwrap_or(me);
-        for &succ in candidates {
+        for &succ in successors.iter().filter(|m| **m != me) {
             to = succ;
-            while let Some((record, left)) = next {
+            while let Some(((record, left), rest)) = pending.split_first() {
                 if Instant::now() >= deadline {
                     warn!(
                         "ring: leaving; the records not handed over in {} s are left",
@@ -614,6 +610,7 @@ impl RingNode {
                 }
                 match self.client.store(succ.addr, *left, record) {
                     Ok(()) => handed += 1,
+                    // This record goes to the next successor.
                     Err(e) if e.is_not_a_member() => {
                         warn!("ring: leaving; {succ} takes no records ({e}); trying the next successor");
                         break;
@@ -621,9 +618,9 @@ impl RingNode {
                     // Refused (its store is full): the next record.
                     Err(e) => debug!("ring: leaving; {succ} refused a record: {e}"),
                 }
-                next = rest.next();
+                pending = rest;
             }
-            if next.is_none() {
+            if pending.is_empty() {
                 break;
             }
         }

@@ -325,7 +325,7 @@ impl RingNode {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{member_at, test_node};
-    use crate::protocol::ring::Record;
+    use crate::protocol::ring::{Member, Record};
     use crate::ring::fake::Fake;
 
     /// A fake member with this id that answers `RNFO` with the
@@ -346,6 +346,16 @@ mod tests {
         });
         *own.lock() = Some(fake.addr);
         fake
+    }
+
+    /// The successor of peer 100 with `successors` after one stabilisation
+    /// round.
+    fn successor_after_a_round(successors: &[Member]) -> Member {
+        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
+        let node = test_node(me, successors.to_vec(), None);
+        node.stabilize();
+        let successor = node.routing.read().successor();
+        successor
     }
 
     #[test]
@@ -369,14 +379,8 @@ mod tests {
         // 200 restarted at its address as 250: not the successor listed.
         let n250 = fake_at(250, None);
         let n300 = fake_at(300, None);
-        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
-        let node = test_node(
-            me,
-            vec![member_at(200, n250.addr), member_at(300, n300.addr)],
-            None,
-        );
-        node.stabilize();
-        assert_eq!(node.routing.read().successor(), member_at(300, n300.addr));
+        let successors = [member_at(200, n250.addr), member_at(300, n300.addr)];
+        assert_eq!(successor_after_a_round(&successors), successors[1]);
     }
 
     #[test]
@@ -384,10 +388,10 @@ mod tests {
         let n199 = fake_at(199, None);
         let at199 = n199.addr;
         let n200 = fake_at(200, Some(format!("199@{at199}")));
-        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
-        let node = test_node(me, vec![member_at(200, n200.addr)], None);
-        node.stabilize();
-        assert_eq!(node.routing.read().successor(), member_at(199, at199));
+        assert_eq!(
+            successor_after_a_round(&[member_at(200, n200.addr)]),
+            member_at(199, at199)
+        );
     }
 
     #[test]
@@ -425,22 +429,10 @@ mod tests {
         let stranger = not_in_a_ring();
         let busy = Fake::start(|_| vec!["ERRR 500 too many connections".into()]);
         let n300 = fake_at(300, None);
-        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
-        let node = test_node(
-            me,
-            vec![member_at(200, stranger.addr), member_at(300, n300.addr)],
-            None,
-        );
-        node.stabilize();
-        assert_eq!(node.routing.read().successor(), member_at(300, n300.addr));
-
-        let node = test_node(
-            me,
-            vec![member_at(200, busy.addr), member_at(300, n300.addr)],
-            None,
-        );
-        node.stabilize();
-        assert_eq!(node.routing.read().successor(), member_at(200, busy.addr));
+        let dropped = [member_at(200, stranger.addr), member_at(300, n300.addr)];
+        assert_eq!(successor_after_a_round(&dropped), dropped[1]);
+        let kept = [member_at(200, busy.addr), member_at(300, n300.addr)];
+        assert_eq!(successor_after_a_round(&kept), kept[0]);
     }
 
     #[test]
