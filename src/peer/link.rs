@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use super::ratelimit::PAID_BLOCK;
 use crate::pieces::{Bitmap, Manifest};
 use crate::protocol::{ErrorCode, FileKey, PeerRequest, Reply, ShareEntry, MAX_LISTED_SHARES};
 use crate::wire::{is_quiet_and_open, write_line, LineReader, ReadTimeout, StopSignal};
@@ -302,12 +303,18 @@ impl PeerLink {
     /// Reads the answer for piece `index` of `key`, which must be `len`
     /// bytes long, into `buf`. The request was sent before (several may be
     /// in flight; answers come in the order asked).
+    ///
+    /// With `pay` (a download limit), the payload is read [`PAID_BLOCK`]
+    /// bytes at a time, each paid for before it is read: `pay` waits until
+    /// the bytes may come and returns how long it waited, time that is
+    /// this side's and so moves the exchange's deadline on.
     pub fn read_piece(
         &mut self,
         key: FileKey,
         index: u32,
         len: u32,
         buf: &mut Vec<u8>,
+        pay: Option<&mut dyn FnMut(u64) -> Duration>,
     ) -> Result<PieceAnswer, LinkError> {
         match self.reply()? {
             Reply::Piece {
@@ -321,7 +328,16 @@ impl PeerLink {
                     )));
                 }
                 buf.resize(len as usize, 0);
-                self.reader.read_payload(buf)?;
+                match pay {
+                    None => self.reader.read_payload(buf)?,
+                    Some(pay) => {
+                        for block in buf.chunks_mut(PAID_BLOCK) {
+                            let waited = pay(block.len() as u64);
+                            self.extend_deadline(waited);
+                            self.reader.read_payload(block)?;
+                        }
+                    }
+                }
                 Ok(PieceAnswer::Received)
             }
             Reply::Piece { key: k, .. } if k != key => Err(LinkError::Misbehaved(format!(
@@ -433,7 +449,7 @@ mod tests {
         link.set_deadline(Some(Duration::from_millis(500)));
         let started = Instant::now();
         let mut buf = Vec::new();
-        let result = link.read_piece(FileKey([0; 32]), 0, 10, &mut buf);
+        let result = link.read_piece(FileKey([0; 32]), 0, 10, &mut buf, None);
         assert!(
             matches!(result, Err(LinkError::Io(ref e)) if e.kind() == io::ErrorKind::TimedOut),
             "{result:?}"
@@ -462,10 +478,11 @@ mod tests {
         let mut link = PeerLink::connect(addr).unwrap();
         link.set_deadline(Some(Duration::from_millis(300)));
         let mut buf = Vec::new();
-        link.read_piece(FileKey([0; 32]), 0, 1, &mut buf).unwrap();
+        link.read_piece(FileKey([0; 32]), 0, 1, &mut buf, None)
+            .unwrap();
         // As a download limit's wait would, the 600 ms are taken here.
         link.extend_deadline(Duration::from_secs(5));
-        let second = link.read_piece(FileKey([0; 32]), 1, 1, &mut buf);
+        let second = link.read_piece(FileKey([0; 32]), 1, 1, &mut buf, None);
         assert!(second.is_ok(), "{second:?}");
         drop(link);
         server.join().unwrap();

@@ -26,12 +26,8 @@ use crate::service::{serve_lines, Flow, LineLimits, LineService, Output};
 use crate::wire::write_line;
 
 use super::library::{Library, SharedFile};
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{RateLimiter, PAID_BLOCK};
 use super::tracker_client::TrackerClient;
-
-/// Under an upload limit, a piece is paid for and sent this many bytes at
-/// a time.
-const UPLOAD_BLOCK: usize = 64 * 1024;
 
 /// What every mini-server connection shares.
 pub struct MiniServerState {
@@ -158,11 +154,8 @@ impl MiniServerConnection {
                         out.write_all(&self.buf)?;
                     } else {
                         // Paid for a block at a time, each sent as soon as
-                        // it is: with a low upload limit and large pieces
-                        // the bytes flow steadily, where a whole piece at
-                        // once and then minutes of silence looked to the
-                        // downloader like a peer gone.
-                        for block in self.buf.chunks(UPLOAD_BLOCK) {
+                        // it is (see `PAID_BLOCK`).
+                        for block in self.buf.chunks(PAID_BLOCK) {
                             self.state.upload.take(block.len() as u64);
                             out.write_all(block)?;
                             out.flush()?;

@@ -1,13 +1,21 @@
 //! A token bucket: caps the bytes per second a peer sends or receives,
 //! across all its connections at once. A peer has two: the upload limit,
-//! which each mini-server connection pays before it writes a piece, and the
-//! download limit, which each download worker pays after a piece arrives
-//! (the wait holds back its next read, and so the sender).
+//! which each mini-server connection pays before it writes a block of a
+//! piece, and the download limit, which each download worker pays before
+//! it reads a block of a piece (the wait leaves the bytes in the socket,
+//! so the sender is held back too). Both pay [`PAID_BLOCK`] bytes at a
+//! time: with large pieces and a low limit the bytes still flow steadily,
+//! where a whole piece at once and then minutes of silence would look to
+//! the other side like a peer gone.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+/// Under a limit, a piece is paid for, and sent or read, this many bytes
+/// at a time.
+pub const PAID_BLOCK: usize = 64 * 1024;
 
 /// A shared byte-rate limit. A rate of 0 means no limit.
 #[derive(Debug)]

@@ -31,7 +31,7 @@ pub struct Tally {
     /// Pieces it gave that were verified and stored here.
     pub pieces: AtomicU64,
     /// Microseconds its workers waited on this peer's own download limit
-    /// after its pieces: this side's time, not the neighbour's.
+    /// for its pieces: this side's time, not the neighbour's.
     pub throttled_micros: AtomicU64,
 }
 
@@ -69,7 +69,7 @@ impl Speed {
         self.tally.pieces.load(Ordering::Relaxed)
     }
 
-    /// Time spent waiting on this peer's own download limit after its
+    /// Time spent waiting on this peer's own download limit for its
     /// pieces (see [`Tally::throttled_micros`]).
     pub fn throttled(&self) -> Duration {
         Duration::from_micros(self.tally.throttled_micros.load(Ordering::Relaxed))

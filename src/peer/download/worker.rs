@@ -148,7 +148,8 @@ impl LinkSlot {
 /// A pool thread: takes jobs until the channel closes.
 pub(super) struct Worker {
     pub(super) shared: Arc<SharedFile>,
-    /// The peer's download limit: each piece received is paid for here.
+    /// The peer's download limit: each piece received is paid for here,
+    /// a block at a time before it is read.
     pub(super) limit: Arc<RateLimiter>,
     /// Set when the pool winds down (the download finished, failed or was
     /// cancelled): a wait for the limit ends then, as the piece it pays
@@ -226,21 +227,28 @@ impl Worker {
                 indices: indices.clone(),
             })?;
             let asked_at = Instant::now();
+            // Time spent waiting on this peer's own download limit: this
+            // side's time, not the neighbour's.
+            let mut paid = Duration::ZERO;
             for &index in &indices {
                 let len = manifest.piece_len(index as usize).unwrap_or(0);
-                let answer = l.read_piece(key, index, len, buf)?;
-                latency.get_or_insert_with(|| asked_at.elapsed());
+                let answer = if self.limit.rate() == 0 {
+                    l.read_piece(key, index, len, buf, None)?
+                } else {
+                    let mut pay = |bytes| {
+                        let paying = Instant::now();
+                        self.limit.take_unless(bytes, &self.winding_down);
+                        let waited = paying.elapsed();
+                        paid += waited;
+                        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+                        tally.throttled_micros.fetch_add(micros, Ordering::Relaxed);
+                        waited
+                    };
+                    l.read_piece(key, index, len, buf, Some(&mut pay))?
+                };
+                latency.get_or_insert_with(|| asked_at.elapsed().saturating_sub(paid));
                 if answer == PieceAnswer::Received {
                     tally.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-                    // Paid after the fact: the wait holds back the next
-                    // read, and the sender with it. It is this side's
-                    // time, not the peer's: the batch's deadline moves on.
-                    let paying = Instant::now();
-                    self.limit.take_unless(u64::from(len), &self.winding_down);
-                    let paid = paying.elapsed();
-                    l.extend_deadline(paid);
-                    let micros = u64::try_from(paid.as_micros()).unwrap_or(u64::MAX);
-                    tally.throttled_micros.fetch_add(micros, Ordering::Relaxed);
                 }
                 let result = match answer {
                     PieceAnswer::Missing => PieceResult::Missing,
