@@ -15,12 +15,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use crossbeam_channel::Receiver;
 
 use swarmline::config::{flag_args, load_settings, PeerConfig, PEER_KEYS};
+use swarmline::peer::folder::{files_to_share, FilesToShare, Refusal};
 use swarmline::peer::gui::Gui;
 use swarmline::peer::shell::{self, hashing_progress, progress_line};
 use swarmline::peer::tracker_client::TrackerClient;
 use swarmline::peer::{Download, DownloadState, Peer, PeerError};
 use swarmline::protocol::ring::Via;
-use swarmline::protocol::SearchCriteria;
+use swarmline::protocol::{ErrorCode, SearchCriteria};
 use swarmline::units::{count, format_bytes};
 
 /// A swarmline peer: shares files and downloads them piece by piece from
@@ -41,7 +42,9 @@ struct Args {
 enum Command {
     /// Share files and keep seeding them until Ctrl-C.
     Share {
-        /// The files to share (each hashed first).
+        /// The files to share, each hashed first; a folder stands for the
+        /// files under it (hidden ones and unfinished `*.part` downloads
+        /// left out).
         #[arg(required = true, value_parser = swarmline::config::expand_home)]
         files: Vec<PathBuf>,
     },
@@ -308,27 +311,28 @@ fn search(config: &PeerConfig, criteria: &[String]) -> Result<(), String> {
 }
 
 fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result<(), String> {
-    // Looked at before anything starts: a mistyped name is told at once,
-    // and when no file is left, nothing (no tracker session, no web page)
-    // is started for nothing.
-    let mut to_share = Vec::new();
-    for file in files {
-        match std::fs::metadata(file) {
-            Ok(meta) if meta.is_file() => to_share.push(file),
-            Ok(_) => note(format_args!(
-                "peer: {}: not shared: not a file\n",
-                file.display()
-            )),
-            Err(e) => note(format_args!("peer: {}: not shared: {e}\n", file.display())),
-        }
+    // Looked at before anything starts (folders walked): a mistyped name
+    // is told at once, and when no file is left, nothing (no tracker
+    // session, no web page) is started for nothing.
+    let FilesToShare {
+        files: to_share,
+        refused,
+        ..
+    } = files_to_share(files);
+    for Refusal { path, reason } in &refused {
+        note(format_args!(
+            "peer: {}: not shared: {reason}\n",
+            path.display()
+        ));
     }
-    let mut not_shared = files.len() - to_share.len();
+    let total = to_share.len() + refused.len();
+    let mut not_shared = refused.len();
     if to_share.is_empty() {
         return Err("no file is shared".into());
     }
     let peer = start(config)?;
     let mut interrupted = false;
-    for file in to_share {
+    for (at, file) in to_share.iter().enumerate() {
         // Ctrl-C while hashing takes effect between files (a file's hash
         // runs to its end; a second Ctrl-C stops at once).
         if ctrl_c.try_recv().is_ok() {
@@ -356,6 +360,25 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
                 note(format_args!("peer: not shared: {e}\n"));
                 not_shared += 1;
             }
+            // The tracker takes no more: the files after this one would
+            // each be hashed only to be refused in turn.
+            Err(
+                e @ PeerError::TrackerRefused {
+                    code: ErrorCode::TooManyFiles | ErrorCode::TrackerFull,
+                    ..
+                },
+            ) => {
+                note(format_args!("peer: {}: not shared: {e}\n", file.display()));
+                let after = to_share.len() - at - 1;
+                if after > 0 {
+                    note(format_args!(
+                        "peer: {} after it not shared: the tracker takes no more\n",
+                        count(after as u64, "file")
+                    ));
+                }
+                not_shared += after + 1;
+                break;
+            }
             Err(e) => {
                 note(format_args!("peer: {}: not shared: {e}\n", file.display()));
                 not_shared += 1;
@@ -363,7 +386,7 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
         }
     }
     if !interrupted {
-        if not_shared == files.len() {
+        if not_shared == total {
             peer.shutdown();
             return Err("no file is shared".into());
         }
@@ -372,11 +395,8 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
     peer.shutdown();
     match not_shared {
         0 => Ok(()),
-        1 => Err(format!("1 of {} files was not shared (above)", files.len())),
-        n => Err(format!(
-            "{n} of {} files were not shared (above)",
-            files.len()
-        )),
+        1 => Err(format!("1 of {total} files was not shared (above)")),
+        n => Err(format!("{n} of {total} files were not shared (above)")),
     }
 }
 

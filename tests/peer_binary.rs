@@ -791,6 +791,113 @@ fn share_goes_on_past_a_file_the_tracker_refuses_and_says_so_at_the_end() {
     assert!(said.contains("2 of 4 files were not shared"), "{said}");
 }
 
+#[test]
+fn the_shell_registers_and_unregisters_the_files_under_a_folder() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let albums = dir.path().join("my albums");
+    write_file(&albums.join("one"), "a.mp3", &random_bytes(1000, 70));
+    write_file(&albums.join("two"), "b.mp3", &random_bytes(1000, 71));
+    write_file(&albums, "c.mp3", &random_bytes(1000, 72));
+    let mut alice = PeerProcess::start(
+        &dir.path().join("alice"),
+        tracker.addr,
+        &["--user", "alice"],
+    );
+    let albums = dunce::canonicalize(albums).unwrap();
+    let unreadable = albums.join("c.mp3");
+    // A link to nothing is told and the walk goes on.
+    std::fs::remove_file(&unreadable).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(albums.join("gone"), &unreadable).unwrap();
+
+    alice.send(&format!("register alice \"{}\"", albums.display()));
+    #[cfg(unix)]
+    alice.expect(&format!(
+        "{}: not registered: a link to nothing",
+        unreadable.display()
+    ));
+    // In name order, subfolders included.
+    for file in ["one/a.mp3", "two/b.mp3"] {
+        let line = alice.expect("registered ");
+        let path = albums.join(file);
+        assert!(
+            line.starts_with(&format!("registered {} as ", path.display())),
+            "{line}"
+        );
+    }
+    let mut observer = tracker.connect();
+    assert_eq!(observer.list("LSTF").len(), 2);
+
+    alice.send(&format!(
+        "unregister alice \"{}\"",
+        albums.join("one").display()
+    ));
+    alice.expect(&format!(
+        "unregistered {}",
+        albums.join("one/a.mp3").display()
+    ));
+    alice.send("list-files");
+    let listed = alice.expect(" : ");
+    assert!(listed.ends_with("b.mp3"), "{listed}");
+    alice.send(&format!(
+        "unregister alice \"{}\"",
+        albums.join("one").display()
+    ));
+    let none = alice.expect("error");
+    assert!(
+        none.contains("no file under") && none.ends_with("is shared by this peer"),
+        "{none}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn share_of_a_folder_shares_the_files_under_it_until_the_tracker_takes_no_more() {
+    let tracker = TrackerProcess::start(&["--max-files-per-session", "3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let music = dir.path().join("music");
+    // In name order: a.mp3, b/c.mp3, b/d.mp3, e.mp3, f.mp3. Hidden files
+    // and unfinished downloads are not offered at all.
+    std::fs::create_dir_all(music.join("b")).unwrap();
+    for (seed, name) in ["e.mp3", "b/d.mp3", "a.mp3", "f.mp3", "b/c.mp3"]
+        .iter()
+        .enumerate()
+    {
+        write_file(&music, name, &random_bytes(1000, 60 + seed as u64));
+    }
+    write_file(&music, ".DS_Store", b"finder");
+    write_file(&music, "g.mp3.part", b"half a download");
+    let mut seeder = PeerProcess::start(
+        &dir.path().join("seeder"),
+        tracker.addr,
+        &["share", music.to_str().unwrap()],
+    );
+    for name in ["a.mp3", "c.mp3", "d.mp3"] {
+        let line = seeder.expect("sharing ");
+        assert!(line.contains(name), "{line} is not {name}");
+    }
+    // The tracker refuses the fourth: the fifth is not even hashed.
+    assert!(eventually(WAIT, || seeder.stderr_text().contains(
+        "1 file after it not shared: the tracker takes no more"
+    )));
+    let said = seeder.stderr_text();
+    assert!(
+        said.contains("e.mp3: not shared: the tracker refused"),
+        "{said}"
+    );
+    let mut observer = tracker.connect();
+    let listed = observer.list("LSTF");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for name in ["a.mp3", "c.mp3", "d.mp3"] {
+        assert!(listed.iter().any(|l| l.contains(name)), "{listed:?}");
+    }
+    ctrl_c(seeder.child.id());
+    assert_eq!(seeder.wait(WAIT).code(), Some(1));
+    let said = seeder.stderr_text();
+    assert!(said.contains("2 of 5 files were not shared"), "{said}");
+}
+
 /// A tracker and a seeder of `name` (`size` random bytes from `seed`)
 /// that serves at most 2 connections from one address.
 fn capped_seeder(

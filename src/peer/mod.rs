@@ -24,6 +24,7 @@
 pub mod discovery;
 pub mod download;
 pub mod error;
+pub mod folder;
 pub mod fsutil;
 pub mod gui;
 pub mod library;

@@ -18,13 +18,14 @@ use crate::protocol::{ProtocolError, Role, SearchCriteria, UserName};
 use crate::units::{count, format_bytes};
 use crate::wire::LineReader;
 
+use super::folder::{files_to_share, Refusal};
 use super::{Download, DownloadState, DownloadStatus, Peer, PeerError};
 
 /// What `help` prints.
 pub const HELP: &str = "\
 commands:
-  register <user> <file>...            share files (as this peer's user); quote paths with spaces: \"my song.mp3\"
-  unregister <user> <file>...          stop sharing files
+  register <user> <file>...            share files, or the files under folders (as this peer's user); quote paths with spaces: \"my song.mp3\"
+  unregister <user> <file>...          stop sharing files, or every file under a folder
   list-files                           every shared file: <user> : <path> (- : a peer without a user name)
   search [criteria]                    search the tracker and the ring (words, name=*.mp3, kind=audio, min=1MB, max=, user=, key=; quote one with spaces)
   download <key-or-name> [dir]         download from the swarm, every piece verified
@@ -258,8 +259,7 @@ fn execute(
         ["unregister", user, files @ ..] if !files.is_empty() => {
             check_user(peer, user)?;
             for file in files {
-                peer.unshare(file)?;
-                say(out, format!("unregistered {file}"));
+                unregister(peer, file, out)?;
             }
         }
         ["list-files"] => {
@@ -347,7 +347,9 @@ fn route(peer: &Peer, id: &str, via: Via, out: &Out) -> Result<(), PeerError> {
     Ok(())
 }
 
-/// `register <user> <file>...`: shares each file, hashing it first.
+/// `register <user> <file>...`: shares each file, or the files under each
+/// folder ([`files_to_share`]), hashing each first. A file that cannot be
+/// read is told and the others go on; a refusal from the tracker ends it.
 fn register(peer: &Peer, user: &str, files: &[&str], out: &Out) -> Result<(), PeerError> {
     check_user(peer, user)?;
     // `register alice my song.mp3`: told before anything is shared.
@@ -356,19 +358,56 @@ fn register(peer: &Peer, user: &str, files: &[&str], out: &Out) -> Result<(), Pe
             "{word} is not a file; a path with spaces is written in quotes: \"{joined}\""
         )));
     }
-    for file in files {
-        let path = local_path(file)?;
-        let progress = hashing_progress(&path, |p| say(out, format!("hashing {file}: {p}%")));
-        let shared = peer.share(&path, progress)?;
-        say(
-            out,
-            format!(
-                "registered {} as {} ({})",
-                shared.path().display(),
-                shared.key,
-                format_bytes(shared.manifest.size())
+    let paths = files
+        .iter()
+        .map(|file| local_path(file))
+        .collect::<Result<Vec<_>, _>>()?;
+    let found = files_to_share(&paths);
+    for Refusal { path, reason } in &found.refused {
+        say(out, format!("{}: not registered: {reason}", path.display()));
+    }
+    for path in &found.files {
+        let shown = path.display();
+        let progress = hashing_progress(path, |p| say(out, format!("hashing {shown}: {p}%")));
+        match peer.share(path, progress) {
+            Ok(shared) => say(
+                out,
+                format!(
+                    "registered {} as {} ({})",
+                    shared.path().display(),
+                    shared.key,
+                    format_bytes(shared.manifest.size())
+                ),
             ),
-        );
+            // (A file's own error names it already.)
+            Err(e @ PeerError::File { .. }) => say(out, format!("not registered: {e}")),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `unregister <user> <file>`: stops sharing a file (named by its path or
+/// key), or every file this peer serves from under a folder.
+fn unregister(peer: &Peer, file: &str, out: &Out) -> Result<(), PeerError> {
+    let path = local_path(file)?;
+    if !path.is_dir() {
+        peer.unshare(&path.to_string_lossy())?;
+        say(out, format!("unregistered {file}"));
+        return Ok(());
+    }
+    let folder = dunce::canonicalize(&path).map_err(|e| PeerError::file(&path, e))?;
+    let under: Vec<_> = (peer.files().into_iter())
+        .filter(|f| f.path().starts_with(&folder))
+        .collect();
+    if under.is_empty() {
+        return Err(PeerError::NotFound(format!(
+            "no file under {file} is shared by this peer"
+        )));
+    }
+    for shared in under {
+        peer.unshare(&shared.key.to_string())?;
+        say(out, format!("unregistered {}", shared.path().display()));
     }
     Ok(())
 }

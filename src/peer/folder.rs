@@ -1,0 +1,291 @@
+//! What the paths given to `share` (and the shell's `register`) stand for:
+//! a file stands for itself; a folder for the files under it, found by
+//! walking it, subfolders included, in name order.
+//!
+//! A walk leaves out what a user would not mean to offer, as `rsync` and
+//! BitTorrent clients do by default or by habit:
+//! - hidden entries, whose name starts with `.` (`.git`, `.DS_Store`, and
+//!   this peer's own temporary copies);
+//! - unfinished downloads, named `*.part`;
+//! - links to folders: a link back up would make the walk endless (a link
+//!   to a file is followed, as sharing the file itself would be);
+//! - anything that is not a regular file (a named pipe would block the
+//!   hashing forever, a device would never end).
+//!
+//! What cannot be shared, or read, is told as a [`Refusal`]; the walk
+//! goes on past it.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Most files the paths given may stand for together: a walk stops there
+/// (the list is held in memory, and a tracker takes far fewer from one
+/// peer: `max_files_per_session`, 1000 by default).
+pub const MAX_FILES: usize = 100_000;
+
+/// A path that is not shared, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The files to share, in the order given (each folder's files in name
+/// order), and what was refused on the way.
+#[derive(Debug, Default)]
+pub struct FilesToShare {
+    pub files: Vec<PathBuf>,
+    pub refused: Vec<Refusal>,
+    /// Most files taken: past it, the first file left out is refused,
+    /// and the walk ends.
+    most: usize,
+    full: bool,
+}
+
+/// The files `paths` stand for.
+pub fn files_to_share(paths: &[PathBuf]) -> FilesToShare {
+    at_most(paths, MAX_FILES)
+}
+
+fn at_most(paths: &[PathBuf], most: usize) -> FilesToShare {
+    let mut found = FilesToShare {
+        most,
+        ..FilesToShare::default()
+    };
+    for path in paths {
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_file() => found.add(path.clone()),
+            Ok(meta) if meta.is_dir() => {
+                let before = found.files.len();
+                found.walk(path);
+                if found.files.len() == before && !found.full {
+                    found.refuse(path, "no file to share in this folder");
+                }
+            }
+            Ok(_) => found.refuse(path, "not a regular file"),
+            Err(e) => found.refuse(path, e.to_string()),
+        }
+    }
+    found
+}
+
+impl FilesToShare {
+    fn add(&mut self, file: PathBuf) {
+        if self.full {
+            return;
+        }
+        if self.files.len() == self.most {
+            let most = self.most;
+            self.refuse(&file, format!("{most} files are the most shared at once: this one and any after it are left out"));
+            self.full = true;
+            return;
+        }
+        self.files.push(file);
+    }
+
+    fn refuse(&mut self, path: &Path, reason: impl Into<String>) {
+        self.refused.push(Refusal {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Adds the files under `folder`, subfolders first-come in name order.
+    fn walk(&mut self, folder: &Path) {
+        let mut entries = match read_folder(folder) {
+            Ok(entries) => entries,
+            Err(e) => return self.refuse(folder, format!("cannot read this folder: {e}")),
+        };
+        entries.sort_by_key(fs::DirEntry::file_name);
+        for entry in entries {
+            if self.full {
+                return;
+            }
+            let path = entry.path();
+            if is_left_out(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            // The entry's own type: a link is seen as a link, not followed.
+            let Ok(kind) = entry.file_type() else {
+                self.refuse(&path, "cannot tell what it is");
+                continue;
+            };
+            if kind.is_dir() {
+                self.walk(&path);
+            } else if kind.is_file() {
+                self.add(path);
+            } else if kind.is_symlink() {
+                match fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => self.add(path),
+                    Ok(meta) if meta.is_dir() => {
+                        self.refuse(&path, "a link to a folder: not followed")
+                    }
+                    Ok(_) => self.refuse(&path, "not a regular file"),
+                    Err(e) => self.refuse(&path, format!("a link to nothing: {e}")),
+                }
+            } else {
+                self.refuse(&path, "not a regular file");
+            }
+        }
+    }
+}
+
+/// The entries of `folder`; any one that cannot be read fails the lot
+/// (it is a fault of the folder, not of one file).
+fn read_folder(folder: &Path) -> io::Result<Vec<fs::DirEntry>> {
+    fs::read_dir(folder)?.collect()
+}
+
+/// Whether a walk leaves out an entry named `name` without a word: hidden,
+/// or an unfinished download.
+fn is_left_out(name: &str) -> bool {
+    name.starts_with('.') || name.ends_with(".part")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, b"x").unwrap();
+    }
+
+    fn names(found: &FilesToShare, root: &Path) -> Vec<String> {
+        found
+            .files
+            .iter()
+            .map(|f| {
+                f.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_folder_stands_for_its_files_in_name_order_subfolders_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("music");
+        for name in ["b.mp3", "a/z.mp3", "a/y/x.mp3", "c.ogg"] {
+            write(&root.join(name));
+        }
+        let found = files_to_share(std::slice::from_ref(&root));
+        assert_eq!(
+            names(&found, &root),
+            ["a/y/x.mp3", "a/z.mp3", "b.mp3", "c.ogg"]
+        );
+        assert!(found.refused.is_empty(), "{:?}", found.refused);
+    }
+
+    #[test]
+    fn hidden_entries_and_unfinished_downloads_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        for name in [
+            "song.mp3",
+            ".DS_Store",
+            ".git/config",
+            "movie.mkv.part",
+            "notes.txt",
+        ] {
+            write(&root.join(name));
+        }
+        let found = files_to_share(std::slice::from_ref(&root));
+        assert_eq!(names(&found, &root), ["notes.txt", "song.mp3"]);
+        assert!(found.refused.is_empty(), "{:?}", found.refused);
+    }
+
+    #[test]
+    fn files_named_on_their_own_are_taken_whatever_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("old.part");
+        write(&part);
+        let found = files_to_share(std::slice::from_ref(&part));
+        assert_eq!(found.files, [part]);
+    }
+
+    #[test]
+    fn what_cannot_be_shared_is_told_and_the_rest_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        let only_hidden = dir.path().join("hidden");
+        write(&only_hidden.join(".secret"));
+        let file = dir.path().join("a.txt");
+        write(&file);
+        let missing = dir.path().join("nosuch");
+        let found = files_to_share(&[empty.clone(), file.clone(), missing.clone(), only_hidden]);
+        assert_eq!(found.files, [file]);
+        let refused: Vec<_> = found
+            .refused
+            .iter()
+            .map(|r| (&r.path, &r.reason[..]))
+            .collect();
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert_eq!(refused[0], (&empty, "no file to share in this folder"));
+        assert_eq!(refused[1].0, &missing);
+        assert!(refused[2].1.contains("no file to share"), "{refused:?}");
+    }
+
+    #[test]
+    fn past_the_most_files_the_first_left_out_is_told_and_the_walk_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        for name in ["a", "b", "c/d", "c/e", "f"] {
+            write(&root.join(name));
+        }
+        let after = dir.path().join("after.txt");
+        write(&after);
+        let found = at_most(&[root.clone(), after], 3);
+        assert_eq!(names(&found, &root), ["a", "b", "c/d"]);
+        assert_eq!(found.refused.len(), 1, "{:?}", found.refused);
+        assert_eq!(found.refused[0].path, root.join("c").join("e"));
+        assert!(found.refused[0].reason.starts_with("3 files are the most"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_to_files_are_followed_links_to_folders_are_not() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        write(&root.join("real.txt"));
+        symlink(root.join("real.txt"), root.join("link.txt")).unwrap();
+        // A link back up: followed, the walk would never end.
+        symlink(&root, root.join("loop")).unwrap();
+        symlink(root.join("gone"), root.join("dangling")).unwrap();
+        let found = files_to_share(std::slice::from_ref(&root));
+        assert_eq!(names(&found, &root), ["link.txt", "real.txt"]);
+        let reasons: Vec<_> = found.refused.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].starts_with("a link to nothing"), "{reasons:?}");
+        assert_eq!(reasons[1], "a link to a folder: not followed");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_named_pipe_is_not_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("share");
+        write(&root.join("a.txt"));
+        let fifo = root.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // No mkfifo here: nothing to check.
+        }
+        let found = files_to_share(&[root.clone(), fifo.clone()]);
+        assert_eq!(names(&found, &root), ["a.txt"]);
+        let refused: Vec<_> = found
+            .refused
+            .iter()
+            .map(|r| (&r.path, &r.reason[..]))
+            .collect();
+        assert_eq!(
+            refused,
+            [(&fifo, "not a regular file"), (&fifo, "not a regular file")]
+        );
+    }
+}
