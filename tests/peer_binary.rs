@@ -99,7 +99,7 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
     bob.send(&format!("download {key}"));
     let again = bob.expect("[notes.pdf] done:");
     assert!(
-        again.ends_with("SHA-256 verified, nothing to fetch)"),
+        again.ends_with("SHA-256 verified, every piece was here already)"),
         "{again}"
     );
     // `status` lists the file once: the second download, ended where

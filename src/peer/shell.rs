@@ -712,7 +712,7 @@ pub fn progress_line(status: &DownloadStatus) -> String {
 fn rate(status: &DownloadStatus) -> String {
     let fetched: u64 = status.sources.iter().map(|source| source.bytes).sum();
     if fetched == 0 {
-        return "nothing to fetch".to_string();
+        return "every piece was here already".to_string();
     }
     let secs = status.elapsed.as_secs_f64().max(0.001);
     let speed = format!(
