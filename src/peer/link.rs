@@ -398,8 +398,10 @@ fn unexpected(reply: Reply, wanted: &str) -> LinkError {
 }
 
 /// Connects to `addr`, from the local IP `from` when one is given (and of
-/// the same family, and not the wildcard). If the connection cannot be
-/// made from there, it is made from wherever the system chooses.
+/// the same family, and not the wildcard). If no socket can be bound
+/// there, the connection is made from wherever the system chooses; a
+/// connection that fails from there fails (trying again from elsewhere
+/// would double its time, and be seen from another address).
 pub fn connect_from(
     from: Option<IpAddr>,
     addr: SocketAddr,
@@ -409,18 +411,15 @@ pub fn connect_from(
     let Some(ip) = from.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4()) else {
         return TcpStream::connect_timeout(&addr, timeout);
     };
-    let bound = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).and_then(
-        |socket| {
-            socket.bind(&SocketAddr::new(ip, 0).into())?;
+    let bound = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .and_then(|socket| socket.bind(&SocketAddr::new(ip, 0).into()).map(|()| socket));
+    match bound {
+        Ok(socket) => {
             socket.connect_timeout(&addr.into(), timeout)?;
             Ok(TcpStream::from(socket))
-        },
-    );
-    match bound {
-        Ok(stream) => Ok(stream),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(e),
+        }
         Err(e) => {
-            log::debug!("cannot reach {addr} from {ip} ({e}); trying from any address");
+            log::warn!("cannot connect from {ip} ({e}); connecting to {addr} from any address");
             TcpStream::connect_timeout(&addr, timeout)
         }
     }

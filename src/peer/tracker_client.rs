@@ -9,7 +9,9 @@
 //! end within [`EXCHANGE_DEADLINE`], not only each read: a tracker, or
 //! anything at its address, that dribbles bytes or slow listing lines
 //! fails with [`PeerError::TrackerTooSlow`] instead of holding the
-//! connection (and every caller waiting for it) forever. A listing is
+//! connection (and every caller waiting for it) forever. The deadline
+//! starts once the exchange has the connection; a caller waits its turn
+//! for it at most as long again. A listing is
 //! capped by request type ([`max_answer_lines`]), so an endless one fails
 //! before it fills memory. Either way the connection is dropped and the
 //! next call opens a new one.
@@ -265,7 +267,7 @@ impl TrackerClient {
     pub fn connect(&self) -> Result<(), PeerError> {
         let mut conn = self.conn.lock();
         if conn.is_none() {
-            *conn = Some(self.open(Instant::now() + self.deadline)?);
+            *conn = Some(self.open()?);
         }
         Ok(())
     }
@@ -303,15 +305,18 @@ impl TrackerClient {
     }
 
     /// Opens a connection and, with an identity, the session on it (`HELO`,
-    /// then every offer again), all before `deadline`.
-    fn open(&self, deadline: Instant) -> Result<Conn, PeerError> {
+    /// then every offer again, each exchange within the client's deadline).
+    fn open(&self) -> Result<Conn, PeerError> {
         let mut conn = self.connect_only()?;
         if let Some(identity) = &self.identity {
             let helo = TrackerRequest::Helo {
                 port: identity.listen_port,
                 user: identity.user.clone(),
             };
-            match self.exchange_on(&mut conn, &helo, deadline)?.as_slice() {
+            match self
+                .exchange_on(&mut conn, &helo, self.deadline())?
+                .as_slice()
+            {
                 [Reply::Ok(id)] => {
                     let id: PeerId = id.parse().map_err(|_| {
                         PeerError::TrackerProtocol(format!("HELO answered OK {id}"))
@@ -323,9 +328,14 @@ impl TrackerClient {
                 }
                 other => return Err(self.refusal(other)),
             }
-            self.announce_again(&mut conn, deadline)?;
+            self.announce_again(&mut conn)?;
         }
         Ok(conn)
+    }
+
+    /// When an exchange starting now must be over.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.deadline
     }
 
     /// The error for an answer that was not the expected success. A
@@ -350,9 +360,10 @@ impl TrackerClient {
         }
     }
 
-    /// Tells a new session every offer and progress report of the old one,
-    /// before `deadline`.
-    fn announce_again(&self, conn: &mut Conn, deadline: Instant) -> Result<(), PeerError> {
+    /// Tells a new session every offer and progress report of the old one.
+    /// Each is an exchange of its own, with its own deadline: a thousand
+    /// files on a link of 30 ms take 30 s in all, and no one answer is slow.
+    fn announce_again(&self, conn: &mut Conn) -> Result<(), PeerError> {
         let announced: Vec<TrackerRequest> =
             self.books.lock().announced.values().cloned().collect();
         if announced.is_empty() {
@@ -360,7 +371,7 @@ impl TrackerClient {
         }
         for request in &announced {
             match (
-                self.exchange_on(conn, request, deadline)?.as_slice(),
+                self.exchange_on(conn, request, self.deadline())?.as_slice(),
                 request,
             ) {
                 // No room now: offered again later, as any offer is.
@@ -397,21 +408,30 @@ impl TrackerClient {
     }
 
     /// Sends `request` and reads its whole answer (one line, or a listing
-    /// up to `END`), all within [`EXCHANGE_DEADLINE`]: opening a new session
-    /// first, if that is needed, counts in it too. Reconnects once if the
-    /// connection had broken; any other failure (the deadline missed, a
-    /// listing too long, garbage) drops the connection, so the next call
-    /// opens a new one.
+    /// up to `END`), within [`EXCHANGE_DEADLINE`] of being sent; opening a
+    /// new session first, if that is needed, has deadlines of its own.
+    /// Reconnects once if the connection had broken; any other failure
+    /// (the deadline missed, a listing too long, garbage) drops the
+    /// connection, so the next call opens a new one.
+    ///
+    /// One exchange at a time: a caller waits its turn for the connection
+    /// at most the deadline (then the tracker is too slow for it, and the
+    /// connection is left to the exchange under way).
     fn exchange(&self, request: &TrackerRequest) -> Result<Vec<Reply>, PeerError> {
-        let deadline = Instant::now() + self.deadline;
-        let mut guard = self.conn.lock();
+        let Some(mut guard) = self.conn.try_lock_for(self.deadline) else {
+            return Err(PeerError::TrackerTooSlow {
+                addr: self.addr,
+                verb: request.verb(),
+                within: self.deadline,
+            });
+        };
         for attempt in 0..2 {
             if self.is_stopping() {
                 *guard = None;
                 return Err(Self::stopped_error());
             }
             if guard.is_none() {
-                match self.open(deadline) {
+                match self.open() {
                     Ok(conn) => *guard = Some(conn),
                     // The session is refused (another live session has
                     // this user name, or this address): a search or a
@@ -419,13 +439,13 @@ impl TrackerClient {
                     // its own.
                     Err(e) if e.session_refused() && needs_no_session(request) => {
                         let mut conn = self.connect_only()?;
-                        return self.exchange_on(&mut conn, request, deadline);
+                        return self.exchange_on(&mut conn, request, self.deadline());
                     }
                     Err(e) => return Err(e),
                 }
             }
             let conn = guard.as_mut().expect("just opened");
-            match self.exchange_on(conn, request, deadline) {
+            match self.exchange_on(conn, request, self.deadline()) {
                 Ok(replies) => return Ok(replies),
                 Err(PeerError::TrackerUnreachable { source, .. }) if attempt == 0 => {
                     info!("tracker connection lost ({source}); reconnecting");
@@ -986,6 +1006,99 @@ mod tests {
                 }
             }
         })
+    }
+
+    /// Answers each request line with `OK` (a peer id to `HELO`), each after
+    /// `delay`, until the connection ends.
+    fn answer_slowly(delay: Duration) -> Script {
+        Box::new(move |stream| {
+            let requests = BufReader::new(stream.try_clone().unwrap());
+            let mut out = stream;
+            for request in requests.lines() {
+                let Ok(request) = request else { return };
+                thread::sleep(delay);
+                let answer = if request.starts_with("HELO") {
+                    "OK 127.0.0.1:7001\n"
+                } else {
+                    "OK\n"
+                };
+                if out.write_all(answer.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn a_new_session_announces_each_offer_again_within_a_deadline_of_its_own() {
+        // Each answer takes 100 ms, well within the 400 ms deadline; the
+        // six offers told again to a new session take 600 ms in all.
+        let delay = Duration::from_millis(100);
+        // The first session: HELO, the first offer told to it as it
+        // opens and then asked, and the five others; then it ends.
+        let first = serve(vec![vec!["OK 127.0.0.1:7001".into()]; 8]);
+        let (addr, tracker) = fake_tracker(vec![first, answer_slowly(delay)]);
+        let identity = Identity {
+            listen_port: 7001,
+            listen_ip: None,
+            user: None,
+        };
+        let client = TrackerClient::new(addr, Some(identity)).with_deadline(4 * delay);
+        for n in 0..6 {
+            let line = format!(
+                "ADDF {} f{n}.bin 10 16384 other /f{n}.bin",
+                FileKey([n; 32])
+            );
+            let TrackerRequest::Addf(offer) = TrackerRequest::parse(&line).unwrap() else {
+                unreachable!()
+            };
+            client.offer(&offer).unwrap();
+        }
+        // The first connection ends (a tracker restarted): the next call
+        // opens a session on the second, which is told all six again.
+        assert!(eventually_closed(&client));
+        client
+            .ping()
+            .expect("a new session, each offer within the deadline");
+        assert_eq!(client.session_number(), 2);
+        drop(client);
+        tracker.join().unwrap();
+    }
+
+    /// Waits until the client sees its connection closed by the other end.
+    fn eventually_closed(client: &TrackerClient) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if client.drop_if_closed() != SessionCheck::Open {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn an_exchange_waiting_its_turn_has_its_whole_deadline_once_it_has_the_connection() {
+        // Every answer takes 250 ms of a 400 ms deadline: two asked at
+        // once both get theirs, the second after waiting for the first.
+        let delay = Duration::from_millis(250);
+        let (addr, tracker) = fake_tracker(vec![answer_slowly(delay)]);
+        let client =
+            std::sync::Arc::new(TrackerClient::new(addr, None).with_deadline(delay * 8 / 5));
+        let asking: Vec<_> = (0..2)
+            .map(|_| {
+                let client = std::sync::Arc::clone(&client);
+                thread::spawn(move || client.ping())
+            })
+            .collect();
+        for asked in asking {
+            asked
+                .join()
+                .unwrap()
+                .expect("each in its turn, within its deadline");
+        }
+        drop(client);
+        tracker.join().unwrap();
     }
 
     /// Reads one request, then answers a byte every 500 ms (well within
