@@ -284,6 +284,7 @@ impl ReadTimeout {
 
     /// Reads from `stream` into `buf`, waiting at most `each` per call
     /// (`None`: no limit but the deadline), and never past `deadline`.
+    /// With neither, a read still gives up after an hour of silence.
     ///
     /// - Past the deadline: a `TimedOut` error saying `what`.
     /// - Silent for all of `each`: a `TimedOut` error saying for how long.

@@ -111,6 +111,50 @@ fn pieces_with_wrong_bytes_are_thrown_away_and_the_liar_is_banned() {
 }
 
 #[test]
+fn a_download_unshared_while_it_runs_is_kept_but_not_offered_when_it_ends() {
+    let swarm = seeded_swarm("doc.bin", 40 * PIECE, 13, &[("upload_limit", "200KB")]);
+    let leecher = swarm.peer("leecher", &[]);
+    let key = swarm.key.to_string();
+    let download = leecher.download(&key, None).unwrap();
+    assert!(support::eventually(Duration::from_secs(30), || download
+        .status()
+        .pieces_done()
+        > 0));
+    // The shell's `unregister` of a file on its way.
+    leecher.unshare(&key).unwrap();
+    let path = download.wait().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), swarm.data, "kept, whole");
+    // Nothing queued for the tracker: it lists the seeder alone.
+    leecher.tracker().flush().unwrap();
+    let holders = support::Client::connect(swarm.tracker.local_addr()).list(&format!("REQF {key}"));
+    let leecher_at = format!(" {} ", leecher.listen_addr());
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert!(!holders[0].contains(&leecher_at), "{holders:?}");
+}
+
+#[test]
+fn a_peer_keeps_the_latest_hundred_ended_downloads_and_forgets_older_ones() {
+    let swarm = seeded_swarm("tiny.txt", 100, 14, &[]);
+    let peer = swarm.peer("collector", &[]);
+    let key = swarm.key.to_string();
+    let folder = |n: usize| swarm.dir.path().join("copies").join(n.to_string());
+    // The first fetched, the others copied from it, each into a folder of
+    // its own (a download into the same folder takes the old one's line).
+    for n in 0..105 {
+        let download = peer.download(&key, Some(&folder(n))).unwrap();
+        assert!(download.wait().is_ok(), "download {n}");
+    }
+    let kept = peer.downloads();
+    assert_eq!(kept.len(), 101, "the hundred ended, and the newest");
+    let saved_in = |d: &std::sync::Arc<swarmline::peer::Download>| match d.status().state {
+        DownloadState::Done(path) => path.parent().unwrap().to_path_buf(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(saved_in(&kept[0]), folder(4), "the four oldest forgotten");
+    assert_eq!(saved_in(&kept[100]), folder(104));
+}
+
+#[test]
 fn a_few_bad_pieces_are_fetched_again_from_another_peer() {
     let swarm = seeded_swarm("doc.bin", 40 * PIECE, 12, &[("upload_limit", "2MB")]);
     // Only pieces 0 and 1 come wrong from this one: two strikes, no ban.

@@ -3,7 +3,8 @@
 //! tracker (`REQF`) when the tracker can be reached, and the ring when the
 //! peer is in one, and the download reads the latest answers without ever
 //! waiting on the network. So a tracker (or ring) that is slow or gone
-//! never slows a download down.
+//! never slows the fetching of pieces down (a download's first look-up,
+//! before it has any peer, does wait for the answer).
 
 use std::collections::HashMap;
 

@@ -20,7 +20,10 @@
 //! 5. Every BufferMap interval BufferMaps are exchanged again, and the
 //!    peers that the peer's housekeeping thread found at the tracker
 //!    ([`Discovery`]) join; that thread also reports the progress (`BITF`).
-//!    The download itself never waits on the tracker.
+//!    While pieces are fetched the download never waits on the tracker:
+//!    only its first look-up (1), and another when every holder listed
+//!    failed to give the manifest (2), wait for an answer (at most the
+//!    tracker client's exchange deadline, and a cancel waits for it too).
 //! 6. A neighbour that fails (connection lost, timeout, killed) is dropped
 //!    and its pieces go to the others (and it is tried again later); one
 //!    that sends bad pieces or breaks the protocol is disconnected, and
@@ -447,7 +450,10 @@ fn run(
             cancel,
         )
     };
-    if final_path.exists() && in_place().is_ok() {
+    if final_path.exists() {
+        // Another file under the name (name taken), or a check that could
+        // not end (a cancel, a read error): its own words either way.
+        in_place()?;
         // A crash after the file got its final name, before the state was
         // forgotten: the .part file (or a second link to the same file) is
         // a leftover. The final file itself is never removed, whatever
@@ -457,9 +463,6 @@ fn run(
         }
         context.resume.forget(&key);
         return Ok(final_path);
-    }
-    if final_path.exists() {
-        return Err(name_taken(&final_path));
     }
     fetch_and_finish(context, plan, status, controls, &shared, peers, &final_path)
 }
@@ -553,7 +556,7 @@ fn fetch_and_finish(
             if context.settings.sync_on_finish {
                 sync_parent_dir(final_path);
             }
-            if shared_on == Shared::On {
+            if shared_on == Shared::On && still_shared(&context.library, shared) {
                 offer_finished(context, shared, final_path);
             }
         }
@@ -851,6 +854,15 @@ fn flush_if_asked(shared: &SharedFile, sync: bool) -> Result<(), String> {
             .map_err(|e| format!("cannot flush {}: {e}", shared.path().display()))?;
     }
     Ok(())
+}
+
+/// Whether `shared` is still the library's entry for its file: a download
+/// unshared while it ran (the shell's `unregister`) is kept when it ends,
+/// but not offered.
+fn still_shared(library: &Library, shared: &SharedFile) -> bool {
+    library
+        .get(&shared.key)
+        .is_some_and(|entry| std::ptr::eq(Arc::as_ptr(&entry), shared))
 }
 
 /// Offers the finished file to the tracker (the course's automatic

@@ -74,7 +74,6 @@ pub enum PieceAnswer {
 
 /// A connection to one peer's mini-server.
 pub struct PeerLink {
-    peer: SocketAddr,
     reader: LineReader<LinkStream>,
     writer: BufWriter<TcpStream>,
     /// Raised by its [`LinkCloser`].
@@ -143,17 +142,11 @@ impl PeerLink {
             timeout: ReadTimeout::stopped_by(stop.clone()),
         };
         Ok(PeerLink {
-            peer,
             stop,
             reader: LineReader::new(reading, MAX_LINE),
             writer: BufWriter::new(stream),
             last_used: Instant::now(),
         })
-    }
-
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
     }
 
     /// Whether this link, kept unused for a while, can no longer carry an

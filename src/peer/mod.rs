@@ -8,6 +8,8 @@
 //! - [`tracker_client`]: the session with the tracker;
 //! - [`share`]: the manifest cache;
 //! - [`media`]: a file's media kind and MIME type; client profiles;
+//! - [`folder`]: what the paths given to share stand for (a folder: the
+//!   files under it);
 //! - [`fsutil`]: portable names, no-replace renames, atomic writes;
 //! - [`download`]: one download (coordinator and worker pool);
 //! - [`discovery`]: peer look-ups for downloads, done off their threads;
@@ -19,6 +21,9 @@
 //! - [`gui`]: the web page (files, downloads, player), its JSON API and
 //!   its HTTP server;
 //! - [`ring_duties`]: announcing files and finding peers in the ring;
+//! - `housekeeping`: the background threads (the tracker session kept
+//!   alive, progress reports, peer look-ups, the user map; shared files
+//!   looked at on disk);
 //! - [`Peer`]: ties them together; `bin/peer.rs` and the shell drive it.
 
 pub mod discovery;
@@ -27,6 +32,7 @@ pub mod error;
 pub mod folder;
 pub mod fsutil;
 pub mod gui;
+mod housekeeping;
 pub mod library;
 pub mod link;
 pub mod media;
@@ -45,11 +51,8 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use log::{debug, info, warn, Level};
+use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::config::PeerConfig;
@@ -64,16 +67,19 @@ use discovery::Discovery;
 pub use download::{Download, DownloadState, DownloadStatus};
 use download::{DownloadContext, DownloadPlan, DownloadSettings};
 pub use error::PeerError;
+use housekeeping::{BackgroundThreads, DISK_LOOK_EVERY};
 use library::{Library, SharedFile};
 use link::PeerLink;
 use miniserver::MiniServerState;
 use ratelimit::RateLimiter;
 use resume::ResumeStore;
 use share::ManifestCache;
-use tracker_client::{Identity, SessionCheck, TrackerClient};
+use tracker_client::{Identity, TrackerClient};
 
-/// Longest wait between two attempts to reach a lost tracker.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Ended downloads a peer keeps telling of (`status`, the web page) at
+/// most: past it the oldest are forgotten, so that a peer left running for
+/// weeks does not grow with every download it ever made.
+const MAX_ENDED_KEPT: usize = 100;
 
 /// A running peer. [`Peer::shutdown`] (or dropping it) stops its threads.
 pub struct Peer {
@@ -84,9 +90,10 @@ pub struct Peer {
     cache: ManifestCache,
     resume: ResumeStore,
     server: Option<Server>,
-    upload: Arc<RateLimiter>,
+    /// The upload limit, shared by every mini-server connection.
+    upload_limit: Arc<RateLimiter>,
     /// The download limit, shared by every download's workers.
-    download: Arc<RateLimiter>,
+    download_limit: Arc<RateLimiter>,
     downloads: Mutex<Vec<Arc<Download>>>,
     /// Its place in the ring, when it is in one.
     ring: Option<Arc<RingNode>>,
@@ -131,15 +138,15 @@ impl Peer {
             Err(e) => warn!("{e}; the peer goes on, and tries it again in the background"),
         }
         let library = Arc::new(Library::new());
-        let upload = Arc::new(RateLimiter::new(config.upload_limit));
-        let download = Arc::new(RateLimiter::new(config.download_limit));
+        let upload_limit = Arc::new(RateLimiter::new(config.upload_limit));
+        let download_limit = Arc::new(RateLimiter::new(config.download_limit));
         let mini = Arc::new(MiniServerState {
             library: Arc::clone(&library),
             limits: LineLimits {
                 idle: config.idle_timeout,
                 max_line: crate::protocol::DEFAULT_MAX_LINE,
             },
-            upload: Arc::clone(&upload),
+            upload: Arc::clone(&upload_limit),
             user: config.user.clone(),
             tracker: Arc::clone(&tracker),
             listen,
@@ -169,8 +176,8 @@ impl Peer {
             cache,
             resume,
             server: Some(server),
-            upload,
-            download,
+            upload_limit,
+            download_limit,
             downloads: Mutex::new(Vec::new()),
             ring,
             background: Some(background),
@@ -521,7 +528,7 @@ impl Peer {
             ring: self.ring.clone(),
             discovery: Arc::clone(&self.discovery),
             resume: self.resume.clone(),
-            download_limit: Arc::clone(&self.download),
+            download_limit: Arc::clone(&self.download_limit),
             settings: DownloadSettings {
                 max_bad_pieces: self.config.max_bad_pieces,
                 pool_size: self.config.pool_size,
@@ -534,17 +541,28 @@ impl Peer {
         };
         // This download tells what an ended one of the same file told:
         // `status` shows one line per file and folder.
-        let superseded: Vec<Arc<Download>> = downloads
+        let mut forgotten: Vec<Arc<Download>> = downloads
             .iter()
             .filter(|old| old.key() == plan.key && ended_as(old, &plan))
             .cloned()
             .collect();
         let download = Download::start(context, plan)
             .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
-        downloads.retain(|d| !superseded.iter().any(|old| Arc::ptr_eq(old, d)));
+        downloads.retain(|d| !forgotten.iter().any(|old| Arc::ptr_eq(old, d)));
+        // The oldest ended ones past the most kept.
+        let ended = downloads.iter().filter(|d| d.is_finished()).count();
+        let mut excess = ended.saturating_sub(MAX_ENDED_KEPT);
+        downloads.retain(|d| {
+            let forget = excess > 0 && d.is_finished();
+            if forget {
+                excess -= 1;
+                forgotten.push(Arc::clone(d));
+            }
+            !forget
+        });
         downloads.push(Arc::clone(&download));
         drop(downloads);
-        for old in superseded {
+        for old in forgotten {
             // Its thread has ended; joined here, its outcome told already.
             let _ = old.wait();
         }
@@ -642,8 +660,11 @@ impl Peer {
         self.begin_stopping();
         // A worker waiting for its turn under the download limit stops
         // waiting.
-        self.download.close();
-        for download in self.downloads.lock().drain(..) {
+        self.download_limit.close();
+        // Taken out first: a web page asking for the downloads meanwhile
+        // is not held until every one has ended.
+        let downloads = std::mem::take(&mut *self.downloads.lock());
+        for download in downloads {
             let _ = download.wait();
         }
         if let Some(background) = self.background.take() {
@@ -652,7 +673,7 @@ impl Peer {
         if let Some(ring) = self.ring.take() {
             ring.leave();
         }
-        self.upload.close();
+        self.upload_limit.close();
         if let Some(server) = self.server.take() {
             server.shutdown();
         }
@@ -724,95 +745,6 @@ fn join_ring(
     Ok(Some(node))
 }
 
-/// The peer's two background threads, stopped together by dropping `stop`.
-struct BackgroundThreads {
-    stop: Sender<()>,
-    /// Tracker pings and progress reports, BufferMap rounds, the user map,
-    /// queued offers and the ring's duties ([`Housekeeping::run`]).
-    housekeeping: JoinHandle<()>,
-    /// The look at shared files on disk, on a thread of its own: a look
-    /// that hangs (a network file system gone away) holds up neither the
-    /// tracker's pings nor the ring.
-    disk_look: JoinHandle<()>,
-}
-
-impl BackgroundThreads {
-    fn start(
-        config: &PeerConfig,
-        tracker: &Arc<TrackerClient>,
-        library: &Arc<Library>,
-        discovery: &Arc<Discovery>,
-        ring: Option<&Arc<RingNode>>,
-    ) -> Result<BackgroundThreads, PeerError> {
-        let (stop, stop_rx) = crossbeam_channel::bounded(1);
-        let disk_look_stop = stop_rx.clone();
-        let duties = Housekeeping {
-            tracker: Arc::clone(tracker),
-            library: Arc::clone(library),
-            discovery: Arc::clone(discovery),
-            map_file: config.user_map_file.clone(),
-            map_refresh: config.user_map_refresh,
-            ping_every: config.tracker_ping,
-            round_every: config.bitmap_interval,
-            reported: std::collections::HashMap::new(),
-            map_trouble: None,
-            told_pings_too_far_apart: false,
-            ring: ring.map(|ring| ring_duties::RingDuties {
-                ring: Arc::clone(ring),
-                library: Arc::clone(library),
-                discovery: Arc::clone(discovery),
-                refresh: config.ring_refresh,
-                round_every: config.bitmap_interval,
-                last_announce: None,
-                last_round: None,
-                welcome_session: tracker.session_number(),
-            }),
-        };
-        let housekeeping = thread::Builder::new()
-            .name("peer-housekeeping".into())
-            .spawn(move || {
-                let mut duties = duties;
-                duties.run(&stop_rx)
-            })
-            .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
-        let disk_look = thread::Builder::new().name("peer-disk-look".into()).spawn({
-            let library = Arc::clone(library);
-            move || look_at_shared_files(&library, &disk_look_stop)
-        });
-        match disk_look {
-            Ok(disk_look) => Ok(BackgroundThreads {
-                stop,
-                housekeeping,
-                disk_look,
-            }),
-            Err(e) => {
-                drop(stop);
-                let _ = housekeeping.join();
-                Err(PeerError::Failed(format!("cannot start a thread: {e}")))
-            }
-        }
-    }
-
-    /// Stops both threads: housekeeping is joined, the disk look waited
-    /// for at most [`DISK_LOOK_STOP_WAIT`] (it may hang on a dead disk).
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.housekeeping.join();
-        join_within(self.disk_look, DISK_LOOK_STOP_WAIT);
-    }
-}
-
-/// The wait before attempt `failures + 1` to reach a lost tracker: 1 s,
-/// doubling with each failure up to [`MAX_BACKOFF`], times a jitter factor
-/// between one half and one (from `random` in 0..1), so that peers that
-/// lost the tracker together do not all come back at the same moment.
-fn backoff(failures: u32, random: f64) -> Duration {
-    let doubling = Duration::from_secs(1) * 2u32.saturating_pow(failures.clamp(1, 16) - 1);
-    doubling
-        .min(MAX_BACKOFF)
-        .mul_f64(0.5 + random.clamp(0.0, 1.0) / 2.0)
-}
-
 /// A download of `file` (held here, complete or not) into `dir`, by
 /// default the folder it is in.
 fn plan_for(file: &SharedFile, dir: Option<&Path>) -> DownloadPlan {
@@ -856,308 +788,4 @@ fn ended_as(old: &Download, plan: &DownloadPlan) -> bool {
 /// Whether `what`, as typed, is `key` (in either case).
 fn is_key(key: FileKey, what: &str) -> bool {
     FileKey::parse(what).is_ok_and(|typed| typed == key)
-}
-
-/// How often the files a peer shares are looked at on disk (see
-/// [`SharedFile::withdraw_if_gone`]).
-const DISK_LOOK_EVERY: Duration = Duration::from_secs(10);
-
-/// How long stopping waits for the look at shared files to end: one
-/// stuck on a disk that does not answer is left behind.
-const DISK_LOOK_STOP_WAIT: Duration = Duration::from_secs(5);
-
-/// Joins `thread` if it ends within `wait`; else leaves it, saying so
-/// (it is stuck in a system call, such as a look at a network disk gone
-/// away, that nothing can interrupt: the process's end takes it).
-fn join_within(thread: JoinHandle<()>, wait: Duration) {
-    let until = Instant::now() + wait;
-    while !thread.is_finished() && Instant::now() < until {
-        thread::sleep(Duration::from_millis(10));
-    }
-    if thread.is_finished() {
-        let _ = thread.join();
-    } else {
-        warn!(
-            "thread {} did not end within {} s (a disk that does not answer?); not waited for",
-            thread.thread().name().unwrap_or("?"),
-            wait.as_secs()
-        );
-    }
-}
-
-/// Until `stop` closes, every [`DISK_LOOK_EVERY`]: shared files deleted
-/// or replaced since are withdrawn (the housekeeping thread tells the
-/// tracker), not served from the old file for as long as the peer runs.
-fn look_at_shared_files(library: &Library, stop: &Receiver<()>) {
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(DISK_LOOK_EVERY) {
-        for file in library.all() {
-            file.withdraw_if_gone();
-        }
-    }
-}
-
-/// Lets a refusal by the tracker pass (logged): only an unreachable
-/// tracker interrupts the housekeeping round.
-fn refusal_is_fine<T>(result: Result<T, PeerError>) -> Result<Option<T>, PeerError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(PeerError::TrackerRefused { code, text }) => {
-            debug!("the tracker refused: {text} (ERRR {code})");
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Whether the peer has its session at the tracker: without one (the
-/// tracker refused it), only the duties that need none are done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Session {
-    Open,
-    Refused,
-}
-
-/// The background duties of a peer towards its tracker.
-struct Housekeeping {
-    tracker: Arc<TrackerClient>,
-    library: Arc<Library>,
-    discovery: Arc<Discovery>,
-    map_file: PathBuf,
-    map_refresh: Duration,
-    ping_every: Duration,
-    /// How often downloads' progress is reported and their peers looked up.
-    round_every: Duration,
-    /// The ring's duties, when the peer is in one.
-    ring: Option<ring_duties::RingDuties>,
-    /// The session and piece count last reported for each unfinished
-    /// file.
-    reported: std::collections::HashMap<FileKey, (u64, usize)>,
-    /// Why the user map could not be written last time: the same reason
-    /// again is logged at debug level only, not at every refresh.
-    map_trouble: Option<String>,
-    /// Whether the user was told that the tracker drops this peer's
-    /// session as idle between pings (once is enough).
-    told_pings_too_far_apart: bool,
-}
-
-impl Housekeeping {
-    /// Until `stop` closes: keeps the tracker session alive (a `PING` every
-    /// `ping_every`) and gets it back when it is lost (attempts spaced by a
-    /// doubling backoff with jitter, each logged; a new session announces
-    /// the peer's files again); while the tracker answers, sends queued
-    /// offers, reports the progress of unfinished files, looks up peers for
-    /// downloads, and keeps the user map file fresh.
-    fn run(&mut self, stop: &Receiver<()>) {
-        let mut next_ping = Instant::now() + self.ping_every;
-        let mut failures: u32 = 0;
-        // The last failure was a session refused (the user name taken):
-        // the tracker answers, and the look-ups that need no session go on.
-        let mut session_refused = false;
-        let mut last_round: Option<Instant> = None;
-        let mut last_refresh: Option<Instant> = None;
-        let mut rng = fastrand::Rng::new();
-        loop {
-            // The peer is stopping: nothing more to tell the tracker.
-            if self.tracker.is_stopping() {
-                let _ = stop.recv();
-                return;
-            }
-            // A tracker that restarted closed our connection: a new
-            // session now, so that it learns this peer's files (and, as
-            // the ring's welcome service, its place) without waiting for
-            // the next ping.
-            let check = if failures == 0 {
-                self.tracker.drop_if_closed()
-            } else {
-                SessionCheck::Open
-            };
-            if check == SessionCheck::ClosedAsIdle && !self.told_pings_too_far_apart {
-                self.told_pings_too_far_apart = true;
-                warn!(
-                    "the tracker closed this peer's session as idle before its next ping: it keeps idle sessions for less than tracker_ping_secs ({} s); set tracker_ping_secs lower than its keep_alive_secs",
-                    self.ping_every.as_secs()
-                );
-            }
-            if check != SessionCheck::Open {
-                info!("the tracker closed the connection; opening a new session");
-                next_ping = Instant::now();
-            }
-            if Instant::now() >= next_ping {
-                match self.tracker.ping() {
-                    // A first failed attempt is what a tracker restarting
-                    // looks like (the next one, a second later, usually
-                    // gets in): told in the log only. From the second on,
-                    // warned, and so is the way back.
-                    Ok(()) => {
-                        if failures > 0 {
-                            let level = if failures > 1 {
-                                Level::Warn
-                            } else {
-                                Level::Info
-                            };
-                            let addr = self.tracker.addr();
-                            if session_refused {
-                                log::log!(level, "session open at the tracker {addr} after {failures} refusal(s)");
-                            } else {
-                                log::log!(level, "tracker {addr} reached again after {failures} failed attempt(s)");
-                            }
-                        }
-                        failures = 0;
-                        session_refused = false;
-                        next_ping = Instant::now() + self.ping_every;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        let backoff = backoff(failures, rng.f64());
-                        session_refused = e.session_refused();
-                        let trouble = if e.tracker_is_away() {
-                            "tracker unreachable"
-                        } else if session_refused {
-                            "no session at the tracker"
-                        } else {
-                            "tracker trouble"
-                        };
-                        // Warned at the second attempt, and a tracker
-                        // still away at every tenth (ten minutes apart by
-                        // then); a refused session once: the tries between,
-                        // a minute apart at most, would only flood the
-                        // shell's terminal with the same line.
-                        let warned =
-                            failures == 2 || (!session_refused && failures.is_multiple_of(10));
-                        log::log!(
-                            if warned { Level::Warn } else { Level::Info },
-                            "{trouble} ({e}); attempt {failures}, next in {:.1} s",
-                            backoff.as_secs_f64()
-                        );
-                        next_ping = Instant::now() + backoff;
-                    }
-                }
-            }
-            if failures == 0 {
-                if let Err(e) = self.duties(&mut last_round, &mut last_refresh, Session::Open) {
-                    debug!("tracker duties interrupted: {e}");
-                    next_ping = Instant::now(); // check the session at once
-                }
-            } else if session_refused {
-                // Downloads still find peers, and the user map stays fresh.
-                let done = self.duties(&mut last_round, &mut last_refresh, Session::Refused);
-                if let Err(e) = done {
-                    debug!("tracker look-ups without a session interrupted: {e}");
-                }
-            }
-            // The ring does not need the tracker.
-            if let Some(ring) = &mut self.ring {
-                if failures == 0 {
-                    ring.tracker_session(self.tracker.session_number());
-                }
-                ring.run_due();
-            }
-            match stop.recv_timeout(Duration::from_millis(200)) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => return,
-            }
-        }
-    }
-
-    /// Reports each unfinished download's progress (`BITF`), only what
-    /// changed since this session heard it (a new session hears
-    /// everything again).
-    fn report_progress(&mut self) -> Result<(), PeerError> {
-        let session = self.tracker.session_number();
-        let unfinished: Vec<_> = self
-            .library
-            .all()
-            .into_iter()
-            .filter(|f| !f.is_complete())
-            .collect();
-        let keys: std::collections::HashSet<FileKey> = unfinished.iter().map(|f| f.key).collect();
-        self.reported.retain(|key, _| keys.contains(key));
-        for file in &unfinished {
-            let held = file.bitmap();
-            let now = (session, held.count());
-            let changed = now.1 > 0 && self.reported.get(&file.key) != Some(&now);
-            if changed && refusal_is_fine(self.tracker.report(file.key, &held))?.is_some() {
-                self.reported.insert(file.key, now);
-            }
-        }
-        Ok(())
-    }
-
-    /// The work done while the tracker answers: withdrawals and offers,
-    /// progress reports (with a session), looking up the peers of each
-    /// download and the user map (with or without one).
-    fn duties(
-        &mut self,
-        last_round: &mut Option<Instant>,
-        last_refresh: &mut Option<Instant>,
-        session: Session,
-    ) -> Result<(), PeerError> {
-        // Shared files found changed on disk: out of the library (unless
-        // a download of that key replaced them) and withdrawn, in order
-        // with any offer of that key since (see `withdraw_soon`).
-        for file in self.library.all().into_iter().filter(|f| f.has_changed()) {
-            if self.library.remove_if_same(&file) {
-                info!(
-                    "{}: withdrawn, changed on disk since it was shared",
-                    file.name.as_str()
-                );
-                self.tracker.withdraw_soon(file.key);
-            }
-        }
-        if session == Session::Open {
-            self.tracker.flush()?;
-        }
-        if last_round.is_none_or(|at| at.elapsed() >= self.round_every) {
-            *last_round = Some(Instant::now());
-            if session == Session::Open {
-                self.report_progress()?;
-            }
-            for key in self.discovery.wanted() {
-                if let Some(holders) = refusal_is_fine(self.tracker.holders(key))? {
-                    let peers = holders.into_iter().map(|h| h.peer).collect();
-                    self.discovery
-                        .found(discovery::Source::Tracker, &key, peers);
-                }
-            }
-        }
-        if last_refresh.is_none_or(|at| at.elapsed() >= self.map_refresh) {
-            *last_refresh = Some(Instant::now());
-            let users = self.tracker.users()?;
-            match usermap::write(&self.map_file, &users) {
-                Ok(()) => self.map_trouble = None,
-                Err(e) => {
-                    let text =
-                        format!("cannot write the user map {}: {e}", self.map_file.display());
-                    if self.map_trouble.as_ref() == Some(&text) {
-                        debug!("{text} (still)");
-                    } else {
-                        warn!("{text}");
-                        self.map_trouble = Some(text);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_backoff_doubles_up_to_a_minute_with_jitter() {
-        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(2, 1.0), Duration::from_secs(2));
-        assert_eq!(backoff(4, 1.0), Duration::from_secs(8));
-        assert_eq!(backoff(30, 1.0), MAX_BACKOFF);
-        assert_eq!(
-            backoff(3, 0.0),
-            Duration::from_secs(2),
-            "jitter halves it at most"
-        );
-        assert!(
-            backoff(6, 0.5) > Duration::from_secs(23) && backoff(6, 0.5) < Duration::from_secs(25)
-        );
-    }
 }

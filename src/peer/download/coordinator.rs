@@ -75,8 +75,10 @@ struct Neighbour {
     /// Its BufferMap, less the pieces it failed to give.
     bitmap: Bitmap,
     /// Pieces it answered as missing or sent bad: never asked of it again,
-    /// whatever its next BufferMaps claim.
-    refused: HashSet<u32>,
+    /// whatever its next BufferMaps claim. A bit per piece, as a BufferMap
+    /// (a set of indices would take megabytes for a peer that refuses a
+    /// large file's every piece); of no length until the first refusal.
+    refused: Bitmap,
     /// When its BufferMap was last asked for (`None`: never).
     bitmap_at: Option<Instant>,
     /// Its throughput and latency.
@@ -171,7 +173,7 @@ impl<'a> Coordinator<'a> {
                 })
                 .collect(),
             bitmap: Bitmap::empty(pieces),
-            refused: HashSet::new(),
+            refused: Bitmap::empty(0),
             bitmap_at: None,
             speed: Speed::default(),
             asked: 0,
@@ -560,8 +562,8 @@ impl<'a> Coordinator<'a> {
                 match result {
                     Ok(mut bitmap) => {
                         let n = &mut self.neighbours[neighbour];
-                        for &index in &n.refused {
-                            bitmap.clear(index as usize);
+                        for index in n.refused.held() {
+                            bitmap.clear(index);
                         }
                         // A dropped neighbour's pieces are not counted
                         // until it is back (see `periodic_round`); a
@@ -692,7 +694,10 @@ impl<'a> Coordinator<'a> {
             // Not asked again for now (its BufferMap is gone already).
             return;
         }
-        n.refused.insert(index);
+        if n.refused.is_empty() {
+            n.refused = Bitmap::empty(self.shared.manifest.piece_count());
+        }
+        n.refused.set(index as usize);
         if n.standing.is_live() && n.bitmap.has(index as usize) {
             self.rarity.remove_piece(index as usize);
         }
@@ -759,7 +764,7 @@ impl<'a> Coordinator<'a> {
             // what it holds and what it refused need not be kept (a
             // BufferMap is up to 128 KiB).
             n.bitmap = Bitmap::empty(0);
-            n.refused = HashSet::new();
+            n.refused = Bitmap::empty(0);
         }
     }
 

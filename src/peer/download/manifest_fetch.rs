@@ -32,9 +32,11 @@ use super::super::link::{LinkCloser, LinkError, PeerLink};
 /// well. An honest holder on a LAN answers within milliseconds.
 const STAGGER: Duration = Duration::from_millis(250);
 
-/// Requests in flight at most: a tracker listing's worth (it lists at most
-/// 50 holders), so a listing of holders that never answer is asked whole
-/// within 50 x [`STAGGER`] (12.5 s).
+/// Requests in flight at most: a tracker listing's worth (it lists 50
+/// holders by default), so a listing of holders that never answer is
+/// asked whole within 50 x [`STAGGER`] (12.5 s). So many of the first
+/// listing are owed a try whatever the time (a listing can be longer: a
+/// tracker's `max_peers_per_reply`, the ring's records).
 const MAX_AT_ONCE: usize = 50;
 
 /// How long a holder at its connection cap (`ERRR 500`) waits to be asked
@@ -100,10 +102,10 @@ impl Drop for Taken<'_> {
 type Answer = (PeerId, Result<Manifest, LinkError>);
 
 /// The manifest of `key` from the first peer that gives a good one, and
-/// that peer, for up to `patience`. Every peer of the `first` listing is
-/// asked, however long that takes (at most 12.5 s to ask them all, and a
-/// request's deadline to hear the last); after that, no request starts
-/// once the time is up, and those in flight are waited for.
+/// that peer, for up to `patience`. The first [`MAX_AT_ONCE`] peers of the
+/// `first` listing are asked, however long that takes (at most 12.5 s to
+/// ask them all, and a request's deadline to hear the last); past them, no
+/// request starts once the time is up, and those in flight are waited for.
 ///
 /// Peers at their connection cap (`ERRR 500`, a class on one machine) are
 /// asked again a second later: a busy seeder is no reason to give a
@@ -114,7 +116,8 @@ type Answer = (PeerId, Result<Manifest, LinkError>);
 /// lists the same holders as the one before, all tried, most likely lists
 /// all there are: the download then gives up at once rather than at the
 /// end of `patience`. Setting `cancel` ends the fetch within [`TICK`]
-/// (and the join of a request still connecting).
+/// (and the join of a request still connecting), or once a look-up under
+/// way has its answer.
 pub(super) fn fetch_manifest(
     key: FileKey,
     first: Vec<PeerId>,
@@ -198,8 +201,9 @@ impl Requests<'_, '_> {
 struct Fetch {
     /// Peers to ask, in order.
     to_ask: VecDeque<PeerId>,
-    /// Peers of the first listing: asked even once the time is up.
-    first_listing: HashSet<PeerId>,
+    /// The first [`MAX_AT_ONCE`] peers of the first listing, not asked
+    /// yet: asked even once the time is up.
+    owed_a_try: HashSet<PeerId>,
     /// The holders of the latest look-up.
     last_listing: HashSet<PeerId>,
     /// Every peer asked.
@@ -225,8 +229,8 @@ impl Fetch {
     fn new(first: Vec<PeerId>, patience: Duration) -> Fetch {
         let listed: HashSet<PeerId> = first.iter().copied().collect();
         Fetch {
+            owed_a_try: first.iter().take(MAX_AT_ONCE).copied().collect(),
             to_ask: first.into(),
-            first_listing: listed.clone(),
             last_listing: listed,
             tried: HashSet::new(),
             failed: HashSet::new(),
@@ -307,10 +311,9 @@ impl Fetch {
     }
 
     /// Whether `peer` may be asked now: it has not failed, is not being
-    /// asked, and the time is not up (or it was listed first and is yet
-    /// to be asked).
+    /// asked, and the time is not up (or it is owed a try).
     fn may_ask(&self, peer: PeerId, now: Instant) -> bool {
-        let owed_a_try = self.first_listing.contains(&peer) && !self.tried.contains(&peer);
+        let owed_a_try = self.owed_a_try.contains(&peer) && !self.tried.contains(&peer);
         !self.failed.contains(&peer)
             && !self.asking.contains(&peer)
             && (now < self.give_up_at || owed_a_try)
@@ -461,6 +464,21 @@ mod tests {
             thread.join().unwrap();
         }
         good_thread.join().unwrap();
+    }
+
+    #[test]
+    fn only_the_first_listing_s_first_peers_are_asked_once_the_time_is_up() {
+        // A listing of a thousand (the ring's records, say): asked past the
+        // time, it would take 20 rounds of a request's deadline.
+        let listing: Vec<PeerId> = (0..1000)
+            .map(|n| SocketAddr::from(([127, 0, 0, 1], 10_000 + n)))
+            .collect();
+        let fetch = Fetch::new(listing.clone(), Duration::ZERO);
+        let now = Instant::now();
+        assert!(fetch.may_ask(listing[0], now));
+        assert!(fetch.may_ask(listing[MAX_AT_ONCE - 1], now));
+        assert!(!fetch.may_ask(listing[MAX_AT_ONCE], now));
+        assert!(!fetch.may_ask(listing[999], now));
     }
 
     #[test]
