@@ -324,7 +324,8 @@ fn spawn_connection(
     };
     let full = if open >= options.max_connections {
         Some(format!(
-            "server busy: {open} connections already open, try again later"
+            "server busy: {} already open, try again later",
+            crate::units::count(open as u64, "connection")
         ))
     } else if from_ip >= options.max_per_ip {
         Some(format!(

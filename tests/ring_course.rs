@@ -191,7 +191,21 @@ fn the_welcome_service_follows_the_course_grammar() {
     let mut client = tracker.connect();
     assert_eq!(client.ask("HELO 7001 alice"), "OK 127.0.0.1:7001");
     assert_eq!(client.ask("PING"), "OK pong");
-    assert_eq!(client.ask("USRS"), "USER alice 127.0.0.1:7001");
+    assert_eq!(client.list("USRS"), ["USER alice 127.0.0.1:7001"]);
+    // A typo with the course's punctuation on that session (a `?` for
+    // help) is answered as a native line, and the session goes on; `yo`
+    // alone is no course line at all.
+    for typo in ["?", "help?", "yo"] {
+        let answer = client.ask(typo);
+        assert!(
+            answer.starts_with("ERRR 200 unknown verb"),
+            "{typo}: {answer}"
+        );
+    }
+    assert_eq!(client.list("USRS"), ["USER alice 127.0.0.1:7001"]);
+    // A course request proper still gets its answer, and ends the session.
+    client.send("li?");
+    assert_eq!(client.recv().as_deref(), Some("5:127.0.0.1:45000"));
 }
 
 #[test]

@@ -69,6 +69,11 @@ struct TrackerConnection {
 }
 
 impl TrackerConnection {
+    /// Whether this connection opened a session (`HELO`) that is still on.
+    fn has_session(&self) -> bool {
+        self.state.registry.read().peer_of(self.session).is_some()
+    }
+
     fn answer(&self, text: &str) -> Answer {
         debug!("{} > {text}", self.remote);
         let request = match TrackerRequest::parse(text) {
@@ -162,7 +167,13 @@ impl LineService for TrackerConnection {
             .ok()
             .and_then(|text| Some((text, CourseRequest::recognise(text)?)))
         {
-            return self.answer_course(text, request, out);
+            // A course line gone wrong on a native session (a `?` typed
+            // for help) is a typo at the keyboard, not the course's tools:
+            // answered as a native line, and the session goes on.
+            let a_typo = request.is_err() && self.has_session();
+            if !a_typo {
+                return self.answer_course(text, request, out);
+            }
         }
         let answer = match line {
             Ok(text) => self.answer(text),
