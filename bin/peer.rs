@@ -157,6 +157,9 @@ fn main() -> ExitCode {
         note(format_args!("peer: log_file: {e}\n"));
         return ExitCode::from(2);
     }
+    if runs_a_peer {
+        swarmline::server::raise_open_file_limit();
+    }
     let run = || -> Result<(), Failure> {
         match args.command {
             Some(Command::Search { criteria }) => search(&config, &criteria)?,

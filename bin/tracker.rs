@@ -64,6 +64,7 @@ fn note(text: impl std::fmt::Display) {
 }
 
 fn run(config: TrackerConfig) -> Result<(), String> {
+    swarmline::server::raise_open_file_limit();
     let listener = swarmline::server::bind_listener(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let tracker = Tracker::start(listener, config.options.clone())

@@ -279,20 +279,30 @@ pub fn ip_address(text: &str) -> Result<IpAddr, String> {
         .map_err(|_| "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::1".to_string())
 }
 
-/// `host:port`, resolved now. A name with IPv4 and IPv6 addresses gets
-/// its IPv4 one: `localhost` is `::1` first on Windows and macOS, where a
-/// tracker listening on 0.0.0.0 (the default) is not reachable.
+/// `host:port` to connect to, resolved now. A name with IPv4 and IPv6
+/// addresses gets its IPv4 one: `localhost` is `::1` first on Windows and
+/// macOS, where a tracker listening on 0.0.0.0 (the default) is not
+/// reachable. The wildcard a server prints when it listens everywhere
+/// (`0.0.0.0`, `::`) is taken as this machine's loopback address, as Linux
+/// takes it by itself (Windows refuses to connect to it).
 pub fn host_port(text: &str) -> Result<SocketAddr, String> {
     let addrs: Vec<SocketAddr> = text
         .to_socket_addrs()
         .map_err(|e| format!("expected host:port such as 127.0.0.1:6969 ({e})"))?
         .collect();
-    addrs
+    let mut addr = addrs
         .iter()
         .find(|addr| addr.is_ipv4())
         .or(addrs.first())
         .copied()
-        .ok_or_else(|| format!("{text} resolves to no address"))
+        .ok_or_else(|| format!("{text} resolves to no address"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        });
+    }
+    Ok(addr)
 }
 
 /// `host:port` checked but not looked up (a name's address is then the
@@ -352,7 +362,10 @@ pub fn expand_home(text: &str) -> Result<PathBuf, String> {
     };
     let home = std::env::home_dir()
         .filter(|home| !home.as_os_str().is_empty())
-        .ok_or_else(|| format!("{text}: no home folder is known for ~ (HOME is not set)"))?;
+        .ok_or_else(|| {
+            let variable = if cfg!(windows) { "USERPROFILE" } else { "HOME" };
+            format!("{text}: no home folder is known for ~ ({variable} is not set)")
+        })?;
     Ok(if rest.is_empty() {
         home
     } else {
@@ -1156,6 +1169,15 @@ mod tests {
             "[::1]:6969".parse().unwrap()
         );
         assert!(host_port("no port").is_err());
+        // The wildcard a server prints is this machine, on every system.
+        assert_eq!(
+            host_port("0.0.0.0:6969").unwrap(),
+            "127.0.0.1:6969".parse().unwrap()
+        );
+        assert_eq!(
+            host_port("[::]:6969").unwrap(),
+            "[::1]:6969".parse().unwrap()
+        );
     }
 
     #[test]

@@ -75,6 +75,23 @@ fn wake_addresses(listener: &TcpListener, local: SocketAddr) -> Vec<SocketAddr> 
     }
 }
 
+/// Open files a server asks the system to allow this process.
+#[cfg(unix)]
+const OPEN_FILES_WANTED: u64 = 65_536;
+
+/// Raises this process's limit of open files towards [`OPEN_FILES_WANTED`],
+/// as far as the system lets it. Each connection takes one or two (a
+/// socket and its clone), and macOS starts programs at 256: a class's
+/// tracker, or a test's 200 clients, need more. (Windows has no such
+/// limit on sockets.) Programs it starts inherit the new limit.
+pub fn raise_open_file_limit() {
+    #[cfg(unix)]
+    match rlimit::increase_nofile_limit(OPEN_FILES_WANTED) {
+        Ok(most) => debug!("open files: at most {most}"),
+        Err(e) => debug!("cannot raise the limit of open files: {e}"),
+    }
+}
+
 /// Binds a listening socket at `addr` the same way on every system. The
 /// IPv6 wildcard (`::`) takes IPv4 clients too, as Linux and macOS do by
 /// default and Windows does not (there it would take IPv6 alone, and a

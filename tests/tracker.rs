@@ -18,6 +18,26 @@ fn addf(key: &str, name: &str, size: u64) -> String {
     format!("ADDF {key} {name} {size} 16384 other /shared/{name}")
 }
 
+/// A tracker started where few open files are allowed (macOS starts
+/// programs at 256) raises its own limit: a class's peers need more.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_tracker_started_with_few_open_files_allowed_raises_its_limit() {
+    let low = ["sh", "-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""];
+    let tracker = TrackerProcess::start_in(&low, &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", tracker.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    let soft = numbers.next().unwrap();
+    let hard = numbers.next().unwrap_or(u64::MAX); // "unlimited"
+    assert!(soft >= hard.min(65_536), "{line}");
+}
+
 #[test]
 fn two_hundred_clients_offer_files_at_once_and_the_listing_is_exact() {
     const CLIENTS: u32 = 200;

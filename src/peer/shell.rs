@@ -39,7 +39,7 @@ commands:
   ring files                           every file named in the ring (walks it peer by peer)
   route <id> [nofingers]               look an id up in the ring and show each hop
   help                                 this text
-  quit                                 leave (also Ctrl-D, or Ctrl-C: a second one stops at once)";
+  quit                                 leave (also the end of input: Ctrl-D, on Windows Ctrl-Z then Enter; or Ctrl-C: a second one stops at once)";
 
 /// Where the shell and its download watchers write, one line at a time.
 type Out = Arc<Mutex<Box<dyn Write + Send>>>;

@@ -130,6 +130,7 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
+        enough_open_files();
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         Client {
@@ -249,7 +250,15 @@ use swarmline::peer::Peer;
 use swarmline::tracker::{Tracker, TrackerOptions};
 
 /// A tracker in this process on a free port.
+/// Raises the test process's limit of open files, once: a test's hundreds
+/// of clients and in-process peers pass macOS's 256.
+pub fn enough_open_files() {
+    static RAISED: std::sync::Once = std::sync::Once::new();
+    RAISED.call_once(swarmline::server::raise_open_file_limit);
+}
+
 pub fn tracker_in_process() -> Tracker {
+    enough_open_files();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     Tracker::start(listener, TrackerOptions::default()).unwrap()
 }
@@ -290,6 +299,7 @@ pub fn peer_config(
 
 /// Starts a peer with [`peer_config`].
 pub fn start_peer(dir: &Path, name: &str, tracker: SocketAddr, extra: &[(&str, &str)]) -> Peer {
+    enough_open_files();
     Peer::start(peer_config(dir, name, tracker, extra)).unwrap()
 }
 
