@@ -56,6 +56,7 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::config::PeerConfig;
+use crate::protocol::names::same_name;
 use crate::protocol::{
     FileEntry, FileKey, FileName, FileOffer, SearchCriteria, ShareEntry, SharedPath,
 };
@@ -348,7 +349,7 @@ impl Peer {
     ///   look-up finds nothing (or the tracker is away), a file held here
     ///   under that exact name, if only one, is taken.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
-        let named = |f: &Arc<SharedFile>| is_key(f.key, what) || f.name.as_str() == what;
+        let named = |f: &Arc<SharedFile>| is_key(f.key, what) || same_name(f.name.as_str(), what);
         let partial = self.unfinished().into_iter().find(named).filter(|partial| {
             !download::forget_if_part_gone(&self.library, &self.resume, &self.tracker, partial)
         });
@@ -600,7 +601,7 @@ impl Peer {
             .tracker
             .search(SearchCriteria(criteria))?
             .into_iter()
-            .filter(|f| is_key(f.key, what) || f.name.as_str() == what)
+            .filter(|f| is_key(f.key, what) || same_name(f.name.as_str(), what))
             .collect();
         match found.len() {
             0 => Err(PeerError::NotFound(format!(

@@ -18,6 +18,7 @@
 pub mod course;
 pub mod error;
 pub mod fields;
+pub mod names;
 pub mod peer;
 pub mod reply;
 pub mod ring;

@@ -3,13 +3,15 @@
 //! [`Matcher`] prepares a search's criteria once for the many files it
 //! tests.
 
+use crate::protocol::names::folded;
 use crate::protocol::{Criterion, FileMeta, SearchCriteria, UserName};
 
 /// A search's criteria, ready to test many files: the words and globs
-/// are lower-cased once per search, not once per file.
+/// are folded (composed and lower-cased, see [`folded`]) once per search,
+/// not once per file.
 pub struct Matcher<'c> {
     criteria: &'c [Criterion],
-    /// The text of each word and glob among `criteria`, lower-cased, in
+    /// The text of each word and glob among `criteria`, folded, in
     /// their order (none for a search by key alone: nothing allocated).
     lowered: Vec<String>,
 }
@@ -20,7 +22,7 @@ impl<'c> Matcher<'c> {
             .0
             .iter()
             .filter_map(|criterion| match criterion {
-                Criterion::Word(text) | Criterion::NameGlob(text) => Some(text.to_lowercase()),
+                Criterion::Word(text) | Criterion::NameGlob(text) => Some(folded(text)),
                 _ => None,
             })
             .collect();
@@ -33,11 +35,11 @@ impl<'c> Matcher<'c> {
     /// True when the file passes every criterion. `held_by` answers
     /// whether a given user holds the file.
     pub fn matches(&self, meta: &FileMeta, held_by: impl Fn(&UserName) -> bool) -> bool {
-        // Lower-cased once, and only if a criterion looks at the name (a
+        // Folded once, and only if a criterion looks at the name (a
         // search by key, the commonest from peers, does not).
         let lowered_name = std::cell::OnceCell::new();
-        let name = || lowered_name.get_or_init(|| meta.name.as_str().to_lowercase());
-        // One lowered text per word or glob, in their order: the `next()`
+        let name = || lowered_name.get_or_init(|| folded(meta.name.as_str()));
+        // One folded text per word or glob, in their order: the `next()`
         // below is always `Some` (built so in `new`).
         let mut texts = self.lowered.iter().map(String::as_str);
         self.criteria.iter().all(|criterion| match criterion {
@@ -87,7 +89,26 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_matches;
+    use super::*;
+    use crate::protocol::{FileKey, FileName, MediaKind};
+
+    #[test]
+    fn an_accented_letter_matches_however_it_is_written() {
+        // As macOS names a file: e and a combining acute accent.
+        let meta = FileMeta {
+            key: FileKey([1; 32]),
+            name: FileName::new("Cafe\u{301} del Mar.mp3").unwrap(),
+            size: 10,
+            piece_size: 16_384,
+            kind: MediaKind::Audio,
+        };
+        // As typed elsewhere: é, one character.
+        // (`?` is one letter: é, not e and then the accent.)
+        for word in ["caf\u{e9}", "name=CAF\u{c9}*", "name=caf? del*"] {
+            let criteria = SearchCriteria::from_words(&[word]).unwrap();
+            assert!(Matcher::new(&criteria).matches(&meta, |_| false), "{word}");
+        }
+    }
 
     #[test]
     fn globs() {
