@@ -17,6 +17,7 @@ use log::{info, warn};
 
 use crate::pieces::{Bitmap, Manifest, PieceFile};
 
+use super::super::fsutil;
 use super::super::library::SharedFile;
 use super::super::resume;
 use super::{DownloadContext, DownloadPlan};
@@ -33,15 +34,21 @@ pub(super) fn take_up(
     let name = plan.name.as_str();
     let shown = part_path.display();
     // Another file of this peer downloading into it (another file of the
-    // same name, under another key).
-    if let Some(other) = context
-        .library
-        .all()
-        .into_iter()
-        .find(|file| file.key != plan.key && file.path() == part_path)
-    {
+    // same name under another key; or, on a file system that ignores case
+    // or accents' form, as macOS's and Windows' do, a name that differs
+    // only so: the same file on disk).
+    if let Some(other) = context.library.all().into_iter().find(|file| {
+        file.key != plan.key
+            && (file.path() == part_path || fsutil::same_file(&file.path(), part_path))
+    }) {
+        let other_name = other.name.as_str();
+        let named = if other_name == name {
+            format!("another file named {name}")
+        } else {
+            format!("{other_name}, a name this file system does not tell apart from {name}")
+        };
         return Err(format!(
-            "{shown} holds the unfinished download of another file named {name} ({}); \
+            "{shown} holds the unfinished download of {named} ({}); \
              finish or stop that one first, or move it away",
             other.key
         ));
