@@ -5,7 +5,7 @@
 //! A walk leaves out what a user would not mean to offer, as `rsync` and
 //! BitTorrent clients do by default or by habit:
 //! - hidden entries, whose name starts with `.` (`.git`, `.DS_Store`, and
-//!   this peer's own temporary copies);
+//!   this peer's own temporary copies), or that Windows marks hidden;
 //! - unfinished downloads, named `*.part`;
 //! - links to folders: a link back up would make the walk endless (a link
 //!   to a file is followed, as sharing the file itself would be);
@@ -91,7 +91,8 @@ impl FilesToShare {
         });
     }
 
-    /// Adds the files under `folder`, subfolders first-come in name order.
+    /// Adds the files under `folder`: its entries in name order, the files
+    /// of a subfolder where the subfolder comes.
     fn walk(&mut self, folder: &Path) {
         let mut entries = match read_folder(folder) {
             Ok(entries) => entries,
@@ -103,7 +104,7 @@ impl FilesToShare {
                 return;
             }
             let path = entry.path();
-            if is_left_out(&entry.file_name().to_string_lossy()) {
+            if is_left_out(&entry) {
                 continue;
             }
             // The entry's own type: a link is seen as a link, not followed.
@@ -137,10 +138,28 @@ fn read_folder(folder: &Path) -> io::Result<Vec<fs::DirEntry>> {
     fs::read_dir(folder)?.collect()
 }
 
-/// Whether a walk leaves out an entry named `name` without a word: hidden,
-/// or an unfinished download.
-fn is_left_out(name: &str) -> bool {
-    name.starts_with('.') || name.ends_with(".part")
+/// Whether a walk leaves out `entry` without a word: hidden, or an
+/// unfinished download.
+fn is_left_out(entry: &fs::DirEntry) -> bool {
+    let name = entry.file_name();
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name.ends_with(".part") || is_hidden_on_windows(entry)
+}
+
+/// Whether Windows marks `entry` hidden (`Thumbs.db`, `desktop.ini`, what
+/// a user hid): as a name starting with `.` is elsewhere.
+#[cfg(windows)]
+fn is_hidden_on_windows(entry: &fs::DirEntry) -> bool {
+    use std::os::windows::fs::MetadataExt;
+    const FILE_ATTRIBUTE_HIDDEN: u32 = 0x2;
+    entry
+        .metadata()
+        .is_ok_and(|meta| meta.file_attributes() & FILE_ATTRIBUTE_HIDDEN != 0)
+}
+
+#[cfg(not(windows))]
+fn is_hidden_on_windows(_: &fs::DirEntry) -> bool {
+    false
 }
 
 #[cfg(test)]
