@@ -127,10 +127,23 @@ pub fn room_for(dir: &Path, size: u64) -> Result<(), String> {
 
 /// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists
 /// (a plain rename would silently replace it). A hard link makes the check
-/// and the move one step where the file system supports it.
+/// and the move one step where the file system supports it. Once the new
+/// name is made the file is in place: an old name that cannot be removed
+/// then (a folder that takes new names but lets none go) is warned about,
+/// not taken for a failed rename.
 pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     match fs::hard_link(from, to) {
-        Ok(()) => fs::remove_file(from),
+        Ok(()) => {
+            if let Err(e) = fs::remove_file(from) {
+                log::warn!(
+                    "{} is in place, but its old name {} could not be removed ({e}): \
+                     it is the same file; delete that name by hand",
+                    to.display(),
+                    from.display()
+                );
+            }
+            Ok(())
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
         Err(_) => {
             // No hard links here (FAT, some network shares): check, then move.
@@ -245,10 +258,21 @@ pub fn folder_missing(path: &Path) -> bool {
         .is_some_and(|dir| !dir.as_os_str().is_empty() && !dir.is_dir())
 }
 
-/// Whether `a` and `b` are one file on disk (through links, `.` and
-/// `..`); false when either is missing.
+/// Whether `a` and `b` are one file on disk: through symbolic links, `.`
+/// and `..`, a name spelled in another case where the file system ignores
+/// case, and (on Unix, where a file's identity can be read) a second name
+/// of the file, a hard link. False when either is missing.
 pub fn same_file(a: &Path, b: &Path) -> bool {
-    matches!((dunce::canonicalize(a), dunce::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        matches!((fs::metadata(a), fs::metadata(b)),
+            (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        matches!((dunce::canonicalize(a), dunce::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
+    }
 }
 
 /// The bytes of the regular file at `path`, refused (`InvalidData`) past
@@ -404,6 +428,35 @@ mod tests {
             assert!(same_folder(&link, &real));
             assert!(same_folder(&link.join("gone"), &gone));
         }
+    }
+
+    /// A folder that takes new names but lets none go (`chattr +a`; Linux,
+    /// as root, on a file system that has it, else nothing is checked).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_rename_whose_old_name_stays_has_still_put_the_file_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("append-only");
+        fs::create_dir(&folder).unwrap();
+        let (a, b) = (folder.join("f.part"), folder.join("f"));
+        fs::write(&a, b"verified").unwrap();
+        let chattr = |flag: &str| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(&folder)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        if !chattr("+a") {
+            eprintln!("skipped: chattr +a is not possible here");
+            return;
+        }
+        let renamed = rename_no_replace(&a, &b);
+        chattr("-a");
+        assert!(renamed.is_ok(), "{renamed:?}");
+        assert_eq!(fs::read(&b).unwrap(), b"verified");
+        assert!(same_file(&a, &b), "the old name stays: the same file");
     }
 
     #[test]

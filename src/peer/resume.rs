@@ -27,7 +27,7 @@ use log::{info, warn};
 use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, MediaKind};
 
-use super::fsutil::{replace_file, write_atomically, Durability};
+use super::fsutil::{portable_file_name, replace_file, same_file, write_atomically, Durability};
 use super::stored::{decode, encode, leading_version};
 
 /// Version of both record formats.
@@ -207,6 +207,16 @@ impl ResumeStore {
             .map_err(|e| invalid(e.to_string()))?;
         let name = FileName::new(&record.name).map_err(|e| invalid(e.to_string()))?;
         let part_path = record.part_path;
+        // Stopped between the two steps of its final rename (the new name
+        // made, the old one not removed yet): the file is in place.
+        let final_path = part_path.with_file_name(portable_file_name(name.as_str()));
+        if final_path != part_path && same_file(&part_path, &final_path) {
+            let _ = fs::remove_file(&part_path);
+            return Err(LoadError::Invalid(format!(
+                "{} is in place already (stopped as it got its name); its .part name is removed",
+                final_path.display()
+            )));
+        }
         let part_len = fs::metadata(&part_path)
             .map_err(|e| file_error(&part_path, e))?
             .len();
@@ -365,6 +375,21 @@ mod tests {
         assert_eq!(resumed[0].bitmap.missing().count(), 7);
         assert!([0, 3, 9].iter().all(|&i| resumed[0].bitmap.has(i)));
         assert_eq!(resumed[0].manifest, manifest);
+    }
+
+    #[test]
+    fn a_download_stopped_between_the_two_steps_of_its_rename_is_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, part_path) = saved_download(dir.path(), &data(), &[0]);
+        // The new name made, the old one not removed yet.
+        let final_path = part_path.with_file_name("f.bin");
+        fs::hard_link(&part_path, &final_path).unwrap();
+        match store.load(&manifest.key()) {
+            Err(LoadError::Invalid(reason)) => assert!(reason.contains("in place"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!part_path.exists(), "the .part name is removed");
+        assert_eq!(fs::metadata(&final_path).unwrap().len(), manifest.size());
     }
 
     #[test]

@@ -85,6 +85,20 @@ fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     }
 }
 
+/// How many names (hard links) the file has, where that can be told.
+fn name_count(meta: &std::fs::Metadata) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(meta.nlink())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
 /// The error of a read from a file changed on disk since it was opened
 /// (an editor or a tagger rewrote it in place, or it was cut short).
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +151,10 @@ impl PieceFile {
     /// goes on after a restart). Only a regular file is opened, never
     /// through a link: a link put where a `.part` file was would have the
     /// download write into the file it points to. (Looked at again once
-    /// open, so a swap in between is seen too.)
+    /// open, so a swap in between is seen too.) Nor a file with a second
+    /// name (a hard link, made by a deduplicating tool or by hand): its
+    /// pieces written would change the other file too. (Unix only: the
+    /// standard library cannot count a file's names on Windows yet.)
     pub fn open_rw(path: &Path) -> io::Result<PieceFile> {
         let not_plain = || {
             io::Error::new(
@@ -153,6 +170,13 @@ impl PieceFile {
         let opened = file.metadata()?;
         if !there.is_file() || file_identity(&there) != file_identity(&opened) {
             return Err(not_plain());
+        }
+        if name_count(&opened).is_some_and(|names| names > 1) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the file has another name too (a hard link): writing pieces into it would \
+                 change that other file; move it away",
+            ));
         }
         Ok(PieceFile::from(file))
     }
@@ -426,6 +450,21 @@ mod tests {
         assert!(!path.exists());
         PieceFile::create_new(&path, 10).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 10);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_with_a_second_name_is_not_opened_to_write_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("notes.txt");
+        std::fs::write(&mine, b"the user's own words").unwrap();
+        let part = dir.path().join("notes.txt.part");
+        std::fs::hard_link(&mine, &part).unwrap();
+        let error = PieceFile::open_rw(&part).err().unwrap();
+        assert!(error.to_string().contains("another name"), "{error}");
+        // Its only name left: it may be taken up.
+        std::fs::remove_file(&mine).unwrap();
+        assert!(PieceFile::open_rw(&part).is_ok());
     }
 
     #[test]
