@@ -445,10 +445,9 @@ fn get(
     seed: bool,
     ctrl_c: &Receiver<()>,
 ) -> Result<(), Failure> {
+    let patience = config.stall_timeout;
     let peer = start(config)?;
-    let download = peer
-        .download(what, output.as_deref())
-        .map_err(|e| e.to_string())?;
+    let download = start_patiently(&peer, what, output.as_deref(), patience, ctrl_c)?;
     let live = std::io::stderr().is_terminal();
     let mut last = String::new();
     let mut interrupted = false;
@@ -501,6 +500,42 @@ fn get(
     };
     peer.shutdown();
     result
+}
+
+/// Starts the download of `what`. While the tracker cannot be reached (a
+/// tracker restarting, say) it is asked again every two seconds, for up to
+/// `patience` (the stall timeout, which a download under way also waits
+/// for its peers), or until Ctrl-C.
+fn start_patiently(
+    peer: &Peer,
+    what: &str,
+    dir: Option<&std::path::Path>,
+    patience: Duration,
+    ctrl_c: &Receiver<()>,
+) -> Result<Arc<Download>, Failure> {
+    let until = std::time::Instant::now() + patience;
+    let mut told = false;
+    loop {
+        match peer.download(what, dir) {
+            Ok(download) => return Ok(download),
+            Err(e) if e.tracker_is_away() && std::time::Instant::now() < until => {
+                if !told {
+                    told = true;
+                    note(format_args!(
+                        "peer: {e}; asking again for up to {} s (Ctrl-C stops)\n",
+                        patience.as_secs()
+                    ));
+                }
+                if ctrl_c.recv_timeout(Duration::from_secs(2)).is_ok() {
+                    return Err(Failure {
+                        message: format!("stopped before {what} could be looked up"),
+                        code: INTERRUPTED,
+                    });
+                }
+            }
+            Err(e) => return Err(e.to_string().into()),
+        }
+    }
 }
 
 /// `reason` a download failed for, and what is kept of it when it left

@@ -463,6 +463,40 @@ fn get_under_a_download_limit_then_seeds_until_stopped() {
 }
 
 #[test]
+fn a_get_started_while_the_tracker_is_away_waits_for_it() {
+    // The tracker is not up yet: the seeder shares all the same (its
+    // offer waits), and the `get` asks again until the tracker answers.
+    let port = support::free_port();
+    let tracker_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(50_000, 80);
+    let original = write_file(&dir.path().join("files"), "late.bin", &data);
+    let mut seeder = PeerProcess::start(
+        &dir.path().join("seeder"),
+        tracker_addr,
+        &["share", original.to_str().unwrap()],
+    );
+    let key = seeder
+        .expect("sharing ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = dir.path().join("got");
+    let mut getter = PeerProcess::start(
+        &dir.path().join("getter"),
+        tracker_addr,
+        &["get", &key, "-o", out.to_str().unwrap()],
+    );
+    assert!(eventually(WAIT, || getter
+        .stderr_text()
+        .contains("asking again for up to 60 s")));
+    let _tracker = TrackerProcess::start(&["--port", &port.to_string()]);
+    assert!(getter.wait(WAIT).success(), "{}", getter.stderr_text());
+    assert_eq!(std::fs::read(out.join("late.bin")).unwrap(), data);
+}
+
+#[test]
 fn a_tracker_that_drops_sessions_between_pings_is_named_as_the_cause() {
     // The tracker keeps idle sessions 1 s; the peer pings every 3 s.
     let tracker = TrackerProcess::start(&["--keep-alive-secs", "1"]);

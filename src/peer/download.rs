@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
 use crate::pieces::{Bitmap, Manifest, PieceFile};
@@ -571,7 +571,7 @@ fn fetch_and_finish(
             // The verified pieces stay: in the .part file, in the saved
             // state (a later download of the same file, or a restart, goes
             // on from them) and in the library (they are still served).
-            save_progress(context, shared);
+            save_progress(context, shared, &mut false);
             return Err(reason);
         }
     }
@@ -740,7 +740,10 @@ fn prepare(
                 {
                     drop(part);
                     let _ = fs::remove_file(&part_path);
-                    return Err(format!("cannot save the download's state: {e}"));
+                    return Err(format!(
+                        "cannot save the download's state in {}: {e}",
+                        context.resume.folder().display()
+                    ));
                 }
                 let pieces = manifest.piece_count();
                 SharedFile::partial(
@@ -769,10 +772,22 @@ fn prepare(
 /// The data is not flushed first (that would stall the download for as
 /// long as the disk takes): a restart checks every piece the state claims
 /// (see [`ResumeStore::load`]).
-fn save_progress(context: &DownloadContext, shared: &SharedFile) {
-    let held = shared.bitmap();
-    if let Err(e) = context.resume.save(&shared.key, &held) {
-        warn!("{}: cannot save progress: {e}", shared.name.as_str());
+///
+/// A failure is warned about once while it lasts (`failing` remembers
+/// it): a full disk would otherwise be told every second.
+fn save_progress(context: &DownloadContext, shared: &SharedFile, failing: &mut bool) {
+    let name = shared.name.as_str();
+    match context.resume.save(&shared.key, &shared.bitmap()) {
+        Ok(()) if std::mem::take(failing) => info!("{name}: progress saved again"),
+        Ok(()) => {}
+        Err(e) if *failing => debug!("{name}: still cannot save progress: {e}"),
+        Err(e) => {
+            *failing = true;
+            warn!(
+                "{name}: cannot save progress: {e} (a restart checks every piece of {} instead)",
+                shared.path().display()
+            );
+        }
     }
 }
 

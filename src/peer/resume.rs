@@ -136,18 +136,28 @@ impl ResumeStore {
     }
 
     /// Saves which pieces are verified (written, maybe not yet on disk:
-    /// [`ResumeStore::load`] checks them all).
+    /// [`ResumeStore::load`] checks them all). A record that cannot be
+    /// replaced (a full disk) is removed: the old one would claim fewer
+    /// pieces than are there, and those would be fetched again; with none,
+    /// a restart checks every piece of the `.part` file.
     pub fn save(&self, key: &FileKey, bitmap: &Bitmap) -> io::Result<()> {
         let record = ProgressRecord {
             version: VERSION,
             bitmap: bitmap.to_field().0,
         };
+        let path = self.resume_path(key);
         // Not synced: the record is only a list of pieces to check.
-        replace_file(
-            &self.resume_path(key),
-            &encode(&record)?,
-            Durability::Unsynced,
-        )
+        let saved =
+            encode(&record).and_then(|bytes| replace_file(&path, &bytes, Durability::Unsynced));
+        if saved.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        saved
+    }
+
+    /// The folder the records are kept in (for messages).
+    pub fn folder(&self) -> &Path {
+        &self.dir
     }
 
     /// Forgets a download (finished, or its `.part` file is gone).
@@ -390,6 +400,30 @@ mod tests {
         }
         assert!(!part_path.exists(), "the .part name is removed");
         assert_eq!(fs::metadata(&final_path).unwrap().len(), manifest.size());
+    }
+
+    #[test]
+    fn progress_that_cannot_be_saved_leaves_every_piece_to_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data();
+        let (store, manifest, part_path) = saved_download(dir.path(), &data, &[0, 3]);
+        // Piece 5 comes, and its save fails (a full disk, here a folder
+        // where the record's temporary file goes).
+        let part = PieceFile::open_rw(&part_path).unwrap();
+        part.write_piece(&manifest, 5, &data[5 * PIECE..6 * PIECE])
+            .unwrap();
+        drop(part);
+        let resume = store.resume_path(&manifest.key());
+        let name = resume.file_name().unwrap().to_string_lossy().into_owned();
+        let blocker = resume.with_file_name(format!("{name}.tmp-{}", std::process::id()));
+        fs::create_dir(&blocker).unwrap();
+        let mut held = Bitmap::empty(manifest.piece_count());
+        [0, 3, 5].iter().for_each(|&i| held.set(i));
+        assert!(store.save(&manifest.key(), &held).is_err());
+        fs::remove_dir(&blocker).unwrap();
+        // The old record (0 and 3) would have had piece 5 fetched again.
+        let resumed = store.load(&manifest.key()).unwrap();
+        assert_eq!(resumed.bitmap.held().collect::<Vec<_>>(), [0, 3, 5]);
     }
 
     #[test]

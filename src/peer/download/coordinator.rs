@@ -235,6 +235,7 @@ impl<'a> Coordinator<'a> {
         let mut last_round = Instant::now();
         let mut last_sample = Instant::now();
         let mut last_save = (Instant::now(), self.have.count());
+        let mut save_failing = false;
         let mut stall = StallWatch::new(
             self.context.settings.stall_timeout,
             self.quiet_limit(),
@@ -271,7 +272,7 @@ impl<'a> Coordinator<'a> {
                     ));
                 }
                 if last_save.1 != self.have.count() {
-                    save_progress(self.context, self.shared);
+                    save_progress(self.context, self.shared, &mut save_failing);
                 }
                 last_save = (Instant::now(), self.have.count());
             }
