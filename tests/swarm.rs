@@ -133,6 +133,25 @@ fn a_download_unshared_while_it_runs_is_kept_but_not_offered_when_it_ends() {
 }
 
 #[test]
+fn a_file_given_as_the_folder_to_save_into_is_refused_and_left_alone() {
+    let swarm = seeded_swarm("doc.bin", 1000, 15, &[]);
+    let peer = swarm.peer("getter", &[]);
+    let not_a_folder = write_file(swarm.dir.path(), "notes.txt", b"mine");
+    let error = peer
+        .download(&swarm.key.to_string(), Some(&not_a_folder))
+        .err()
+        .unwrap();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{} is a file, not a folder to save into",
+            not_a_folder.display()
+        )
+    );
+    assert_eq!(std::fs::read(&not_a_folder).unwrap(), b"mine");
+}
+
+#[test]
 fn a_peer_keeps_the_latest_hundred_ended_downloads_and_forgets_older_ones() {
     let swarm = seeded_swarm("tiny.txt", 100, 14, &[]);
     let peer = swarm.peer("collector", &[]);

@@ -349,6 +349,12 @@ impl Peer {
     ///   look-up finds nothing (or the tracker is away), a file held here
     ///   under that exact name, if only one, is taken.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
+        if let Some(dir) = dir.filter(|dir| dir.exists() && !dir.is_dir()) {
+            return Err(PeerError::Failed(format!(
+                "{} is a file, not a folder to save into",
+                dir.display()
+            )));
+        }
         let named = |f: &Arc<SharedFile>| is_key(f.key, what) || same_name(f.name.as_str(), what);
         let partial = self.unfinished().into_iter().find(named).filter(|partial| {
             !download::forget_if_part_gone(&self.library, &self.resume, &self.tracker, partial)
