@@ -231,46 +231,15 @@ impl Worker {
             // side's time, not the neighbour's.
             let mut paid = Duration::ZERO;
             for &index in &indices {
-                let len = manifest.piece_len(index as usize).unwrap_or(0);
-                let answer = if self.limit.rate() == 0 {
-                    l.read_piece(key, index, len, buf, None)?
-                } else {
-                    let mut pay = |bytes| {
-                        let paying = Instant::now();
-                        self.limit.take_unless(bytes, &self.winding_down);
-                        let waited = paying.elapsed();
-                        paid += waited;
-                        let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-                        tally.throttled_micros.fetch_add(micros, Ordering::Relaxed);
-                        waited
-                    };
-                    l.read_piece(key, index, len, buf, Some(&mut pay))?
-                };
+                let answer = self.receive(l, index, buf, tally, &mut paid)?;
                 latency.get_or_insert_with(|| asked_at.elapsed().saturating_sub(paid));
-                if answer == PieceAnswer::Received {
-                    tally.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+                match self.settle(index, answer, buf, tally) {
+                    Ok(result) => pieces.push((index, result)),
+                    Err(e) => {
+                        disk_error = Some(e);
+                        break;
+                    }
                 }
-                let result = match answer {
-                    PieceAnswer::Missing => PieceResult::Missing,
-                    PieceAnswer::Received if self.shared.has_piece(index as usize) => {
-                        PieceResult::Duplicate
-                    }
-                    PieceAnswer::Received if !manifest.verify_piece(index as usize, buf) => {
-                        PieceResult::Corrupt
-                    }
-                    PieceAnswer::Received => match self.shared.store_piece(index as usize, buf) {
-                        Ok(true) => {
-                            tally.pieces.fetch_add(1, Ordering::Relaxed);
-                            PieceResult::Stored
-                        }
-                        Ok(false) => PieceResult::Duplicate,
-                        Err(e) => {
-                            disk_error = Some(e);
-                            break;
-                        }
-                    },
-                };
-                pieces.push((index, result));
             }
             Ok(())
         });
@@ -288,6 +257,66 @@ impl Worker {
             error,
             disk_error,
         }
+    }
+
+    /// Reads the answer for piece `index` into `buf`. Under a download
+    /// limit each block is paid for before it is read; the time waited is
+    /// added to `paid` (this side's time, not the neighbour's).
+    fn receive(
+        &self,
+        link: &mut PeerLink,
+        index: u32,
+        buf: &mut Vec<u8>,
+        tally: &Tally,
+        paid: &mut Duration,
+    ) -> Result<PieceAnswer, LinkError> {
+        let key = self.shared.key;
+        let len = self.shared.manifest.piece_len(index as usize).unwrap_or(0);
+        let answer = if self.limit.rate() == 0 {
+            link.read_piece(key, index, len, buf, None)?
+        } else {
+            let mut pay = |bytes| {
+                let paying = Instant::now();
+                self.limit.take_unless(bytes, &self.winding_down);
+                let waited = paying.elapsed();
+                *paid += waited;
+                let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+                tally.throttled_micros.fetch_add(micros, Ordering::Relaxed);
+                waited
+            };
+            link.read_piece(key, index, len, buf, Some(&mut pay))?
+        };
+        if answer == PieceAnswer::Received {
+            tally.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+        }
+        Ok(answer)
+    }
+
+    /// What becomes of piece `index` as answered: checked against the
+    /// manifest and written at its offset, unless it was missing, is here
+    /// already, or is corrupt. A disk error is the caller's to report.
+    fn settle(
+        &self,
+        index: u32,
+        answer: PieceAnswer,
+        piece: &[u8],
+        tally: &Tally,
+    ) -> io::Result<PieceResult> {
+        let at = index as usize;
+        Ok(match answer {
+            PieceAnswer::Missing => PieceResult::Missing,
+            PieceAnswer::Received if self.shared.has_piece(at) => PieceResult::Duplicate,
+            PieceAnswer::Received if !self.shared.manifest.verify_piece(at, piece) => {
+                PieceResult::Corrupt
+            }
+            PieceAnswer::Received => {
+                if !self.shared.store_piece(at, piece)? {
+                    return Ok(PieceResult::Duplicate);
+                }
+                tally.pieces.fetch_add(1, Ordering::Relaxed);
+                PieceResult::Stored
+            }
+        })
     }
 }
 
