@@ -381,10 +381,6 @@ impl<'a> Coordinator<'a> {
     /// first, and each is asked for no more than it gives in half a second
     /// ([`Speed::allowance`]).
     fn assign(&mut self, jobs: &Sender<Job>) {
-        let settings = &self.context.settings;
-        let (interval, depth) = (settings.bitmap_interval, settings.queue_depth);
-        let most = settings.lanes_per_peer.max(1) * depth;
-        let piece_len = self.shared.manifest.piece_size();
         if self.rarity.refresh(&self.have) {
             let live = self.neighbours.iter().filter(|n| n.standing.is_live());
             debug_assert!(
@@ -407,7 +403,7 @@ impl<'a> Coordinator<'a> {
         // Peers not heard from yet are asked on at most half the workers
         // at once: those that take connections and never answer cannot
         // keep the others from the peers that do.
-        let most_probes = (settings.pool_size / 2).max(1);
+        let most_probes = (self.context.settings.pool_size / 2).max(1);
         let is_probe = |n: &Neighbour| !n.answered && n.lanes.iter().any(|l| l.busy);
         let mut probes = self.neighbours.iter().filter(|n| is_probe(n)).count();
         for id in order {
@@ -423,45 +419,8 @@ impl<'a> Coordinator<'a> {
                     neighbour: id,
                     lane,
                 };
-                let (link, peer) = (Arc::clone(&n.lanes[lane].link), n.peer);
-                let job = if n.bitmap_at.is_none_or(|t| t.elapsed() >= interval) {
-                    let within = if n.answered {
-                        BITMAP_DEADLINE
-                    } else {
-                        probes += 1;
-                        FIRST_ANSWER_DEADLINE
-                    };
-                    self.neighbours[id].bitmap_at = Some(Instant::now());
-                    Job::Bitmap {
-                        at,
-                        link,
-                        peer,
-                        within,
-                    }
-                } else {
-                    let room = n
-                        .speed
-                        .allowance(piece_len, depth, most)
-                        .saturating_sub(n.asked)
-                        .min(depth);
-                    if room == 0 {
-                        break;
-                    }
-                    let indices = self.pick(id, fresh_left, room);
-                    if indices.is_empty() {
-                        break;
-                    }
-                    for &index in &indices {
-                        self.in_flight.add(index, id);
-                    }
-                    self.neighbours[id].asked += indices.len();
-                    Job::Fetch {
-                        at,
-                        link,
-                        peer,
-                        indices,
-                        tally: self.neighbours[id].speed.tally(),
-                    }
+                let Some(job) = self.job_for(at, fresh_left, &mut probes) else {
+                    break;
                 };
                 self.neighbours[id].lanes[lane].busy = true;
                 if jobs.send(job).is_err() {
@@ -469,6 +428,58 @@ impl<'a> Coordinator<'a> {
                 }
             }
         }
+    }
+
+    /// The next job for a neighbour's free lane `at`: its BufferMap when
+    /// one is due (a first one counts among the `probes`), else the next
+    /// pieces to ask of it, as many as its speed warrants. `None` when it
+    /// is to be asked nothing more this round.
+    fn job_for(&mut self, at: Place, fresh_left: bool, probes: &mut usize) -> Option<Job> {
+        let settings = &self.context.settings;
+        let depth = settings.queue_depth;
+        let most = settings.lanes_per_peer.max(1) * depth;
+        let n = &self.neighbours[at.neighbour];
+        let (link, peer) = (Arc::clone(&n.lanes[at.lane].link), n.peer);
+        if n.bitmap_at
+            .is_none_or(|t| t.elapsed() >= settings.bitmap_interval)
+        {
+            let within = if n.answered {
+                BITMAP_DEADLINE
+            } else {
+                *probes += 1;
+                FIRST_ANSWER_DEADLINE
+            };
+            self.neighbours[at.neighbour].bitmap_at = Some(Instant::now());
+            return Some(Job::Bitmap {
+                at,
+                link,
+                peer,
+                within,
+            });
+        }
+        let piece_len = self.shared.manifest.piece_size();
+        let room = (n.speed.allowance(piece_len, depth, most))
+            .saturating_sub(n.asked)
+            .min(depth);
+        if room == 0 {
+            return None;
+        }
+        let indices = self.pick(at.neighbour, fresh_left, room);
+        if indices.is_empty() {
+            return None;
+        }
+        for &index in &indices {
+            self.in_flight.add(index, at.neighbour);
+        }
+        let n = &mut self.neighbours[at.neighbour];
+        n.asked += indices.len();
+        Some(Job::Fetch {
+            at,
+            link,
+            peer,
+            indices,
+            tally: n.speed.tally(),
+        })
     }
 
     /// The pieces a player needs next (see [`super::Download::focus_on`]).
