@@ -321,7 +321,7 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
         files: to_share,
         refused,
         ..
-    } = files_to_share(files);
+    } = files_to_share(files, &config.own_files());
     for Refusal { path, reason } in &refused {
         note(format_args!(
             "peer: {}: not shared: {reason}\n",
@@ -363,11 +363,13 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
                 note(format_args!("peer: not shared: {e}\n"));
                 not_shared += 1;
             }
-            // The tracker takes no more: the files after this one would
-            // each be hashed only to be refused in turn.
+            // The tracker takes no more from this peer: the files after
+            // this one would each be hashed only to be refused in turn.
+            // (A tracker full for now, `ERRR 406`, is no refusal: the
+            // offer waits for room, as the others will.)
             Err(
                 e @ PeerError::TrackerRefused {
-                    code: ErrorCode::TooManyFiles | ErrorCode::TrackerFull,
+                    code: ErrorCode::TooManyFiles,
                     ..
                 },
             ) => {
@@ -398,8 +400,9 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
     peer.shutdown();
     match not_shared {
         0 => Ok(()),
-        1 => Err(format!("1 of {total} files was not shared (above)")),
-        n => Err(format!("{n} of {total} files were not shared (above)")),
+        // Of the files found and the paths refused (a folder refused
+        // counts once, as the line above that names it does).
+        n => Err(format!("{n} of {total} not shared (each named above)")),
     }
 }
 
@@ -505,7 +508,9 @@ fn get(
 /// Starts the download of `what`. While the tracker cannot be reached (a
 /// tracker restarting, say) it is asked again every two seconds, for up to
 /// `patience` (the stall timeout, which a download under way also waits
-/// for its peers), or until Ctrl-C.
+/// for its peers), or until Ctrl-C. A tracker that was away and is back
+/// may not list the file yet (its seeders come back to it one by one):
+/// that too is asked again, within the same time.
 fn start_patiently(
     peer: &Peer,
     what: &str,
@@ -518,7 +523,10 @@ fn start_patiently(
     loop {
         match peer.download(what, dir) {
             Ok(download) => return Ok(download),
-            Err(e) if e.tracker_is_away() && std::time::Instant::now() < until => {
+            Err(e)
+                if (e.tracker_is_away() || (told && matches!(e, PeerError::NotFound(_))))
+                    && std::time::Instant::now() < until =>
+            {
                 if !told {
                     told = true;
                     note(format_args!(

@@ -809,6 +809,14 @@ pub struct PeerConfig {
 }
 
 impl PeerConfig {
+    /// The files and folders a running peer writes itself (its state
+    /// folder, user map and log): a folder shared leaves them out.
+    pub fn own_files(&self) -> Vec<&Path> {
+        let mut own = vec![self.state_dir.as_path(), self.user_map_file.as_path()];
+        own.extend(self.log_file.as_deref());
+        own
+    }
+
     /// Validates the peer's settings.
     pub fn from_settings(s: &Settings) -> Result<PeerConfig, ConfigError> {
         let user = |text: &str| {

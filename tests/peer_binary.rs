@@ -822,7 +822,10 @@ fn share_goes_on_past_a_file_the_tracker_refuses_and_says_so_at_the_end() {
     assert_eq!(seeder.wait(WAIT).code(), Some(1));
     let said = seeder.stderr_text();
     assert!(said.contains("gone.bin: not shared: "), "{said}");
-    assert!(said.contains("2 of 4 files were not shared"), "{said}");
+    assert!(
+        said.contains("2 of 4 not shared (each named above)"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -929,7 +932,10 @@ fn share_of_a_folder_shares_the_files_under_it_until_the_tracker_takes_no_more()
     ctrl_c(seeder.child.id());
     assert_eq!(seeder.wait(WAIT).code(), Some(1));
     let said = seeder.stderr_text();
-    assert!(said.contains("2 of 5 files were not shared"), "{said}");
+    assert!(
+        said.contains("2 of 5 not shared (each named above)"),
+        "{said}"
+    );
 }
 
 /// A tracker and a seeder of `name` (`size` random bytes from `seed`)

@@ -10,7 +10,9 @@
 //! - links to folders: a link back up would make the walk endless (a link
 //!   to a file is followed, as sharing the file itself would be);
 //! - anything that is not a regular file (a named pipe would block the
-//!   hashing forever, a device would never end).
+//!   hashing forever, a device would never end);
+//! - the peer's own files (its log, its user map, its state folder),
+//!   which it rewrites as it runs.
 //!
 //! What cannot be shared, or read, is told as a [`Refusal`]; the walk
 //! goes on past it.
@@ -41,16 +43,23 @@ pub struct FilesToShare {
     /// and the walk ends.
     most: usize,
     full: bool,
+    /// The peer's own files and folders (absolute): a walk leaves them out.
+    own: Vec<PathBuf>,
 }
 
-/// The files `paths` stand for.
-pub fn files_to_share(paths: &[PathBuf]) -> FilesToShare {
-    at_most(paths, MAX_FILES)
+/// The files `paths` stand for. A walk leaves out `own`, the files and
+/// folders the peer writes itself (a file named on its own is taken).
+pub fn files_to_share(paths: &[PathBuf], own: &[&Path]) -> FilesToShare {
+    at_most(paths, own, MAX_FILES)
 }
 
-fn at_most(paths: &[PathBuf], most: usize) -> FilesToShare {
+fn at_most(paths: &[PathBuf], own: &[&Path], most: usize) -> FilesToShare {
     let mut found = FilesToShare {
         most,
+        own: own
+            .iter()
+            .filter_map(|p| std::path::absolute(p).ok())
+            .collect(),
         ..FilesToShare::default()
     };
     for path in paths {
@@ -84,6 +93,11 @@ impl FilesToShare {
         self.files.push(file);
     }
 
+    /// Whether `path` is one of the peer's own files, or in its folders.
+    fn is_own(&self, path: &Path) -> bool {
+        std::path::absolute(path).is_ok_and(|path| self.own.iter().any(|own| path.starts_with(own)))
+    }
+
     fn refuse(&mut self, path: &Path, reason: impl Into<String>) {
         self.refused.push(Refusal {
             path: path.to_path_buf(),
@@ -98,13 +112,17 @@ impl FilesToShare {
             Ok(entries) => entries,
             Err(e) => return self.refuse(folder, format!("cannot read this folder: {e}")),
         };
-        entries.sort_by_key(fs::DirEntry::file_name);
+        // As a file manager lists them: `apple` before `Zebra`.
+        entries.sort_by_cached_key(|entry| {
+            let name = entry.file_name();
+            (name.to_string_lossy().to_lowercase(), name)
+        });
         for entry in entries {
             if self.full {
                 return;
             }
             let path = entry.path();
-            if is_left_out(&entry) {
+            if is_left_out(&entry) || self.is_own(&path) {
                 continue;
             }
             // The entry's own type: a link is seen as a link, not followed.
@@ -191,7 +209,7 @@ mod tests {
         for name in ["b.mp3", "a/z.mp3", "a/y/x.mp3", "c.ogg"] {
             write(&root.join(name));
         }
-        let found = files_to_share(std::slice::from_ref(&root));
+        let found = files_to_share(std::slice::from_ref(&root), &[]);
         assert_eq!(
             names(&found, &root),
             ["a/y/x.mp3", "a/z.mp3", "b.mp3", "c.ogg"]
@@ -212,9 +230,33 @@ mod tests {
         ] {
             write(&root.join(name));
         }
-        let found = files_to_share(std::slice::from_ref(&root));
+        let found = files_to_share(std::slice::from_ref(&root), &[]);
         assert_eq!(names(&found, &root), ["notes.txt", "song.mp3"]);
         assert!(found.refused.is_empty(), "{:?}", found.refused);
+    }
+
+    #[test]
+    fn the_peer_s_own_log_user_map_and_state_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("here");
+        for name in [
+            "peer.log",
+            "users.txt",
+            "state/downloads/x.resume",
+            "song.mp3",
+        ] {
+            write(&root.join(name));
+        }
+        let (log, map, state) = (
+            root.join("peer.log"),
+            root.join("users.txt"),
+            root.join("state"),
+        );
+        let found = files_to_share(std::slice::from_ref(&root), &[&log, &map, &state]);
+        assert_eq!(names(&found, &root), ["song.mp3"]);
+        // Named on its own, it is taken.
+        let found = files_to_share(std::slice::from_ref(&log), &[&log]);
+        assert_eq!(found.files, [log]);
     }
 
     #[test]
@@ -222,7 +264,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("old.part");
         write(&part);
-        let found = files_to_share(std::slice::from_ref(&part));
+        let found = files_to_share(std::slice::from_ref(&part), &[]);
         assert_eq!(found.files, [part]);
     }
 
@@ -236,7 +278,10 @@ mod tests {
         let file = dir.path().join("a.txt");
         write(&file);
         let missing = dir.path().join("nosuch");
-        let found = files_to_share(&[empty.clone(), file.clone(), missing.clone(), only_hidden]);
+        let found = files_to_share(
+            &[empty.clone(), file.clone(), missing.clone(), only_hidden],
+            &[],
+        );
         assert_eq!(found.files, [file]);
         let refused: Vec<_> = found
             .refused
@@ -258,7 +303,7 @@ mod tests {
         }
         let after = dir.path().join("after.txt");
         write(&after);
-        let found = at_most(&[root.clone(), after], 3);
+        let found = at_most(&[root.clone(), after], &[], 3);
         assert_eq!(names(&found, &root), ["a", "b", "c/d"]);
         assert_eq!(found.refused.len(), 1, "{:?}", found.refused);
         assert_eq!(found.refused[0].path, root.join("c").join("e"));
@@ -276,7 +321,7 @@ mod tests {
         // A link back up: followed, the walk would never end.
         symlink(&root, root.join("loop")).unwrap();
         symlink(root.join("gone"), root.join("dangling")).unwrap();
-        let found = files_to_share(std::slice::from_ref(&root));
+        let found = files_to_share(std::slice::from_ref(&root), &[]);
         assert_eq!(names(&found, &root), ["link.txt", "real.txt"]);
         let reasons: Vec<_> = found.refused.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(reasons.len(), 2, "{reasons:?}");
@@ -295,7 +340,7 @@ mod tests {
         if !made.is_ok_and(|s| s.success()) {
             return; // No mkfifo here: nothing to check.
         }
-        let found = files_to_share(&[root.clone(), fifo.clone()]);
+        let found = files_to_share(&[root.clone(), fifo.clone()], &[]);
         assert_eq!(names(&found, &root), ["a.txt"]);
         let refused: Vec<_> = found
             .refused

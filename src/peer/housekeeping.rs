@@ -265,7 +265,8 @@ impl Housekeeping {
 
     /// Takes in the outcome of a ping: the next one is due a ping interval
     /// later, or after a backoff (`random` in 0..1 for its jitter) when it
-    /// failed; either is logged as [`log_failed_ping`] says.
+    /// failed (logged by [`log_failed_ping`]; the way back after failures,
+    /// by [`Housekeeping::log_way_back`]).
     fn after_ping(&self, contact: &mut Contact, pinged: Result<(), PeerError>, random: f64) {
         match pinged {
             Ok(()) => {
@@ -370,7 +371,10 @@ impl Housekeeping {
         if session == Session::Open {
             self.tracker.flush()?;
         }
-        if (self.last_round).is_none_or(|at| at.elapsed() >= self.round_every) {
+        if self
+            .last_round
+            .is_none_or(|at| at.elapsed() >= self.round_every)
+        {
             self.last_round = Some(Instant::now());
             if session == Session::Open {
                 self.report_progress()?;
@@ -383,7 +387,10 @@ impl Housekeeping {
                 }
             }
         }
-        if (self.last_refresh).is_none_or(|at| at.elapsed() >= self.map_refresh) {
+        if self
+            .last_refresh
+            .is_none_or(|at| at.elapsed() >= self.map_refresh)
+        {
             self.last_refresh = Some(Instant::now());
             let users = self.tracker.users()?;
             match usermap::write(&self.map_file, &users) {

@@ -298,9 +298,10 @@ impl PeerLink {
     /// in flight; answers come in the order asked).
     ///
     /// With `pay` (a download limit), the payload is read [`PAID_BLOCK`]
-    /// bytes at a time, each paid for before it is read: `pay` waits until
-    /// the bytes may come and returns how long it waited, time that is
-    /// this side's and so moves the exchange's deadline on.
+    /// bytes at a time, `pay` called before each block: it waits out the
+    /// blocks read before (the bytes wait in the connection meanwhile) and
+    /// returns how long it waited, time that is this side's and so moves
+    /// the exchange's deadline on.
     pub fn read_piece(
         &mut self,
         key: FileKey,

@@ -320,9 +320,11 @@ impl Peer {
             })?;
         self.library.remove(&file.key);
         match self.tracker.withdraw(file.key) {
-            // The connection is dropped with it, and the session's offers
-            // go with the session: nothing is left listed there.
-            Err(e) if e.tracker_takes_it_later() => warn!("{e}; {path_or_key} is unshared here"),
+            // Queued: the housekeeping sends it on its next round (or the
+            // session ended, and its offers went with it).
+            Err(e) if e.tracker_takes_it_later() => warn!(
+                "{e}; {path_or_key} is unshared here, and withdrawn at the tracker once it answers"
+            ),
             other => other?,
         }
         Ok(file.key)

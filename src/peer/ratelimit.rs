@@ -1,9 +1,10 @@
 //! A token bucket: caps the bytes per second a peer sends or receives,
 //! across all its connections at once. A peer has two: the upload limit,
 //! which each mini-server connection pays before it writes a block of a
-//! piece, and the download limit, which each download worker pays before
-//! it reads a block of a piece (the wait leaves the bytes in the socket,
-//! so the sender is held back too). Both pay [`PAID_BLOCK`] bytes at a
+//! piece, and the download limit, which each download worker pays as it
+//! reads a block of a piece (each block first waits out those before it,
+//! and the wait leaves the bytes in the socket, so the sender is held back
+//! too). Both pay [`PAID_BLOCK`] bytes at a
 //! time: with large pieces and a low limit the bytes still flow steadily,
 //! where a whole piece at once and then minutes of silence would look to
 //! the other side like a peer gone.

@@ -217,13 +217,18 @@ impl ResumeStore {
             .map_err(|e| invalid(e.to_string()))?;
         let name = FileName::new(&record.name).map_err(|e| invalid(e.to_string()))?;
         let part_path = record.part_path;
-        // Stopped between the two steps of its final rename (the new name
-        // made, the old one not removed yet): the file is in place.
+        // A second name of the final file: most likely a stop between the
+        // two steps of the final rename (the new name made, the old one not
+        // removed yet). The .part name alone goes; the final file is left
+        // as it is, and a new download of the file checks it (and says so
+        // if it is not this file whole).
         let final_path = part_path.with_file_name(portable_file_name(name.as_str()));
         if final_path != part_path && same_file(&part_path, &final_path) {
             let _ = fs::remove_file(&part_path);
             return Err(LoadError::Invalid(format!(
-                "{} is in place already (stopped as it got its name); its .part name is removed",
+                "{} is a second name of {} (stopped as it got its final name?): the .part \
+                 name is removed; download the file again to have it checked",
+                part_path.display(),
                 final_path.display()
             )));
         }
@@ -388,14 +393,16 @@ mod tests {
     }
 
     #[test]
-    fn a_download_stopped_between_the_two_steps_of_its_rename_is_in_place() {
+    fn a_download_stopped_between_the_two_steps_of_its_rename_keeps_its_final_name() {
         let dir = tempfile::tempdir().unwrap();
         let (store, manifest, part_path) = saved_download(dir.path(), &data(), &[0]);
         // The new name made, the old one not removed yet.
         let final_path = part_path.with_file_name("f.bin");
         fs::hard_link(&part_path, &final_path).unwrap();
         match store.load(&manifest.key()) {
-            Err(LoadError::Invalid(reason)) => assert!(reason.contains("in place"), "{reason}"),
+            Err(LoadError::Invalid(reason)) => {
+                assert!(reason.contains("is a second name of"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         assert!(!part_path.exists(), "the .part name is removed");

@@ -362,7 +362,7 @@ fn register(peer: &Peer, user: &str, files: &[&str], out: &Out) -> Result<(), Pe
         .iter()
         .map(|file| local_path(file))
         .collect::<Result<Vec<_>, _>>()?;
-    let found = files_to_share(&paths);
+    let found = files_to_share(&paths, &peer.config().own_files());
     for Refusal { path, reason } in &found.refused {
         say(out, format!("{}: not registered: {reason}", path.display()));
     }

@@ -34,6 +34,13 @@ use crate::wire::{is_quiet_and_open, write_line, LineReader, ReadTimeout, EARLY_
 use super::error::PeerError;
 use crate::tracker::MAX_RESULTS;
 
+/// The time a new session's offers told again may take together: two
+/// exchange deadlines, and a tenth of a second for each (a thousand files
+/// on a link of 30 ms take 30 s of the 160 s they get).
+fn announce_budget(deadline: Duration, offers: usize) -> Duration {
+    deadline * 2 + Duration::from_millis(100) * u32::try_from(offers).unwrap_or(u32::MAX)
+}
+
 /// How long to wait for the tracker to accept the connection, take a
 /// request, or send the next bytes of an answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -363,15 +370,23 @@ impl TrackerClient {
     /// Tells a new session every offer and progress report of the old one.
     /// Each is an exchange of its own, with its own deadline: a thousand
     /// files on a link of 30 ms take 30 s in all, and no one answer is slow.
+    /// All of them together get [`announce_budget`] (a tracker that takes
+    /// nearly the deadline over each would otherwise hold the connection
+    /// for hours), and a peer that begins to stop sends no more.
     fn announce_again(&self, conn: &mut Conn) -> Result<(), PeerError> {
         let announced: Vec<TrackerRequest> =
             self.books.lock().announced.values().cloned().collect();
         if announced.is_empty() {
             return Ok(());
         }
+        let all_by = Instant::now() + announce_budget(self.deadline, announced.len());
         for request in &announced {
+            if self.is_stopping() {
+                return Err(Self::stopped_error());
+            }
+            let deadline = self.deadline().min(all_by);
             match (
-                self.exchange_on(conn, request, self.deadline())?.as_slice(),
+                self.exchange_on(conn, request, deadline)?.as_slice(),
                 request,
             ) {
                 // No room now: offered again later, as any offer is.
@@ -561,9 +576,16 @@ impl TrackerClient {
                 Ok(())
             }
             Err(e) => {
-                // Offered again when the tracker is back, or the session
-                // open; forgotten if the offer itself was refused.
-                if !e.tracker_takes_it_later() {
+                if e.tracker_takes_it_later() {
+                    // Sent again with every offer by the next session; or,
+                    // when this one is still open (a wait for its turn
+                    // that ran out leaves it so), by the next round's
+                    // flush on it.
+                    if self.has_session() {
+                        self.requeue(offer.key, request);
+                    }
+                } else {
+                    // The offer itself was refused: forgotten.
                     self.books.lock().announced.remove(&offer.key);
                 }
                 Err(e)
@@ -600,11 +622,21 @@ impl TrackerClient {
             books.announced.remove(&key);
             books.pending.remove(&key);
         }
-        match self.expect_ok(&TrackerRequest::Rmvf { key }) {
+        let request = TrackerRequest::Rmvf { key };
+        match self.expect_ok(&request) {
             Err(PeerError::TrackerRefused {
                 code: ErrorCode::UnknownFile | ErrorCode::NotYours,
                 ..
             }) => Ok(()),
+            // A session still open (a wait for its turn that ran out) still
+            // lists the file: the next round's flush withdraws it. One that
+            // ended took its offers with it.
+            Err(e) if e.tracker_takes_it_later() => {
+                if self.has_session() {
+                    self.requeue(key, request);
+                }
+                Err(e)
+            }
             other => other.map(drop),
         }
     }
@@ -1008,14 +1040,18 @@ mod tests {
         })
     }
 
+    /// The request lines a fake tracker read, in order.
+    type Seen = std::sync::Arc<Mutex<Vec<String>>>;
+
     /// Answers each request line with `OK` (a peer id to `HELO`), each after
-    /// `delay`, until the connection ends.
-    fn answer_slowly(delay: Duration) -> Script {
+    /// `delay`, until the connection ends; notes each line in `seen`.
+    fn answer_slowly(delay: Duration, seen: Seen) -> Script {
         Box::new(move |stream| {
             let requests = BufReader::new(stream.try_clone().unwrap());
             let mut out = stream;
             for request in requests.lines() {
                 let Ok(request) = request else { return };
+                seen.lock().push(request.clone());
                 thread::sleep(delay);
                 let answer = if request.starts_with("HELO") {
                     "OK 127.0.0.1:7001\n"
@@ -1029,38 +1065,60 @@ mod tests {
         })
     }
 
+    /// An offer of file `n` (its key is `n` repeated).
+    fn offer_of(n: u8) -> FileOffer {
+        let line = format!(
+            "ADDF {} f{n}.bin 10 16384 other /f{n}.bin",
+            FileKey([n; 32])
+        );
+        match TrackerRequest::parse(&line).unwrap() {
+            TrackerRequest::Addf(offer) => offer,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_new_session_announces_each_offer_again_within_a_deadline_of_its_own() {
-        // Each answer takes 100 ms, well within the 400 ms deadline; the
-        // six offers told again to a new session take 600 ms in all.
-        let delay = Duration::from_millis(100);
+        // Each answer takes 200 ms, well within the 600 ms deadline; the
+        // new session's HELO and six offers told again take 1.4 s in all.
+        let delay = Duration::from_millis(200);
         // The first session: HELO, the first offer told to it as it
         // opens and then asked, and the five others; then it ends.
         let first = serve(vec![vec!["OK 127.0.0.1:7001".into()]; 8]);
-        let (addr, tracker) = fake_tracker(vec![first, answer_slowly(delay)]);
+        let seen = Seen::default();
+        let (addr, tracker) = fake_tracker(vec![first, answer_slowly(delay, Seen::clone(&seen))]);
         let identity = Identity {
             listen_port: 7001,
             listen_ip: None,
             user: None,
         };
-        let client = TrackerClient::new(addr, Some(identity)).with_deadline(4 * delay);
+        let client =
+            std::sync::Arc::new(TrackerClient::new(addr, Some(identity)).with_deadline(3 * delay));
         for n in 0..6 {
-            let line = format!(
-                "ADDF {} f{n}.bin 10 16384 other /f{n}.bin",
-                FileKey([n; 32])
-            );
-            let TrackerRequest::Addf(offer) = TrackerRequest::parse(&line).unwrap() else {
-                unreachable!()
-            };
-            client.offer(&offer).unwrap();
+            client.offer(&offer_of(n)).unwrap();
         }
         // The first connection ends (a tracker restarted): the next call
         // opens a session on the second, which is told all six again.
         assert!(eventually_closed(&client));
-        client
-            .ping()
+        let reopening = thread::spawn({
+            let client = std::sync::Arc::clone(&client);
+            move || client.ping()
+        });
+        // An offer made meanwhile waits its turn past its deadline: it is
+        // not lost, but sent by the next round's flush on that session.
+        thread::sleep(delay / 2);
+        assert!(
+            client.offer(&offer_of(6)).is_err(),
+            "waited past its deadline"
+        );
+        reopening
+            .join()
+            .unwrap()
             .expect("a new session, each offer within the deadline");
         assert_eq!(client.session_number(), 2);
+        client.flush().unwrap();
+        let late = format!("ADDF {}", FileKey([6; 32]));
+        assert!(seen.lock().iter().any(|line| line.starts_with(&late)));
         drop(client);
         tracker.join().unwrap();
     }
@@ -1079,12 +1137,12 @@ mod tests {
 
     #[test]
     fn an_exchange_waiting_its_turn_has_its_whole_deadline_once_it_has_the_connection() {
-        // Every answer takes 250 ms of a 400 ms deadline: two asked at
-        // once both get theirs, the second after waiting for the first.
-        let delay = Duration::from_millis(250);
-        let (addr, tracker) = fake_tracker(vec![answer_slowly(delay)]);
+        // Every answer takes 1 s of a 1.5 s deadline: two asked at once
+        // both get theirs, the second after waiting for the first.
+        let delay = Duration::from_secs(1);
+        let (addr, tracker) = fake_tracker(vec![answer_slowly(delay, Seen::default())]);
         let client =
-            std::sync::Arc::new(TrackerClient::new(addr, None).with_deadline(delay * 8 / 5));
+            std::sync::Arc::new(TrackerClient::new(addr, None).with_deadline(delay * 3 / 2));
         let asking: Vec<_> = (0..2)
             .map(|_| {
                 let client = std::sync::Arc::clone(&client);

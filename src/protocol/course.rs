@@ -180,6 +180,7 @@ impl CourseRequest {
             text.parse().map_err(|_| WrongRequest)
         };
         let request = match head.to_ascii_lowercase().as_str() {
+            // `yo` alone, with no colon, is a word like any other.
             "yo" if rest.is_some() => rest
                 .and_then(|rest| rest.split_once(':'))
                 .ok_or(WrongRequest)
@@ -189,8 +190,8 @@ impl CourseRequest {
                         at: CourseAddr::parse(at).ok_or(WrongRequest)?,
                     })
                 }),
-            "a+" if rest.is_some() => hash(rest).map(|hash| CourseRequest::Leave { hash }),
-            "ip?" if rest.is_some() => hash(rest).map(|hash| CourseRequest::AddressOf { hash }),
+            "a+" => hash(rest).map(|hash| CourseRequest::Leave { hash }),
+            "ip?" => hash(rest).map(|hash| CourseRequest::AddressOf { hash }),
             "li?" if rest.is_none() => Ok(CourseRequest::List),
             "rt?" if rest.is_none() => Ok(CourseRequest::Table { hash: None }),
             "rt?" => hash(rest).map(|h| CourseRequest::Table { hash: Some(h) }),

@@ -13,12 +13,12 @@ pub struct Matcher<'c> {
     criteria: &'c [Criterion],
     /// The text of each word and glob among `criteria`, folded, in
     /// their order (none for a search by key alone: nothing allocated).
-    lowered: Vec<String>,
+    folded: Vec<String>,
 }
 
 impl<'c> Matcher<'c> {
     pub fn new(criteria: &'c SearchCriteria) -> Matcher<'c> {
-        let lowered = criteria
+        let texts = criteria
             .0
             .iter()
             .filter_map(|criterion| match criterion {
@@ -28,7 +28,7 @@ impl<'c> Matcher<'c> {
             .collect();
         Matcher {
             criteria: &criteria.0,
-            lowered,
+            folded: texts,
         }
     }
 
@@ -37,11 +37,11 @@ impl<'c> Matcher<'c> {
     pub fn matches(&self, meta: &FileMeta, held_by: impl Fn(&UserName) -> bool) -> bool {
         // Folded once, and only if a criterion looks at the name (a
         // search by key, the commonest from peers, does not).
-        let lowered_name = std::cell::OnceCell::new();
-        let name = || lowered_name.get_or_init(|| folded(meta.name.as_str()));
+        let folded_name = std::cell::OnceCell::new();
+        let name = || folded_name.get_or_init(|| folded(meta.name.as_str()));
         // One folded text per word or glob, in their order: the `next()`
         // below is always `Some` (built so in `new`).
-        let mut texts = self.lowered.iter().map(String::as_str);
+        let mut texts = self.folded.iter().map(String::as_str);
         self.criteria.iter().all(|criterion| match criterion {
             Criterion::Word(_) => texts.next().is_some_and(|word| name().contains(word)),
             Criterion::NameGlob(_) => texts.next().is_some_and(|glob| glob_matches(glob, name())),

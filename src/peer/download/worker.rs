@@ -149,7 +149,7 @@ impl LinkSlot {
 pub(super) struct Worker {
     pub(super) shared: Arc<SharedFile>,
     /// The peer's download limit: each piece received is paid for here,
-    /// a block at a time before it is read.
+    /// a block at a time as it is read.
     pub(super) limit: Arc<RateLimiter>,
     /// Set when the pool winds down (the download finished, failed or was
     /// cancelled): a wait for the limit ends then, as the piece it pays
@@ -260,8 +260,8 @@ impl Worker {
     }
 
     /// Reads the answer for piece `index` into `buf`. Under a download
-    /// limit each block is paid for before it is read; the time waited is
-    /// added to `paid` (this side's time, not the neighbour's).
+    /// limit each block first waits out those read before it; the time
+    /// waited is added to `paid` (this side's time, not the neighbour's).
     fn receive(
         &self,
         link: &mut PeerLink,
