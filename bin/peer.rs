@@ -317,11 +317,13 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
     // Looked at before anything starts (folders walked): a mistyped name
     // is told at once, and when no file is left, nothing (no tracker
     // session, no web page) is started for nothing.
+    let found = files_to_share(files, &config.own_files());
+    let stopped_at_most = found.stopped_at_most();
     let FilesToShare {
         files: to_share,
         refused,
         ..
-    } = files_to_share(files, &config.own_files());
+    } = found;
     for Refusal { path, reason } in &refused {
         note(format_args!(
             "peer: {}: not shared: {reason}\n",
@@ -340,6 +342,12 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
         // runs to its end; a second Ctrl-C stops at once).
         if ctrl_c.try_recv().is_ok() {
             interrupted = true;
+            let left = to_share.len() - at;
+            note(format_args!(
+                "peer: stopped before {} were hashed: not shared\n",
+                count(left as u64, "more file")
+            ));
+            not_shared += left;
             break;
         }
         let live = std::io::stderr().is_terminal();
@@ -402,6 +410,10 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
         0 => Ok(()),
         // Of the files found and the paths refused (a folder refused
         // counts once, as the line above that names it does).
+        n if stopped_at_most => Err(format!(
+            "{n} not shared and more left out (named above: the walk stops at {} files)",
+            swarmline::peer::folder::MAX_FILES
+        )),
         n => Err(format!("{n} of {total} not shared (each named above)")),
     }
 }
@@ -534,7 +546,11 @@ fn start_patiently(
                         patience.as_secs()
                     ));
                 }
-                if ctrl_c.recv_timeout(Duration::from_secs(2)).is_ok() {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if ctrl_c
+                    .recv_timeout(left.min(Duration::from_secs(2)))
+                    .is_ok()
+                {
                     return Err(Failure {
                         message: format!("stopped before {what} could be looked up"),
                         code: INTERRUPTED,

@@ -556,7 +556,7 @@ fn fetch_and_finish(
             if context.settings.sync_on_finish {
                 sync_parent_dir(final_path);
             }
-            if shared_on == Shared::On && still_shared(&context.library, shared) {
+            if shared_on == Shared::On {
                 offer_finished(context, shared, final_path);
             }
         }
@@ -869,15 +869,6 @@ fn flush_if_asked(shared: &SharedFile, sync: bool) -> Result<(), String> {
             .map_err(|e| format!("cannot flush {}: {e}", shared.path().display()))?;
     }
     Ok(())
-}
-
-/// Whether `shared` is still the library's entry for its file: a download
-/// unshared while it ran (the shell's `unregister`) is kept when it ends,
-/// but not offered.
-fn still_shared(library: &Library, shared: &SharedFile) -> bool {
-    library
-        .get(&shared.key)
-        .is_some_and(|entry| std::ptr::eq(Arc::as_ptr(&entry), shared))
 }
 
 /// Offers the finished file to the tracker (the course's automatic

@@ -66,9 +66,10 @@ fn at_most(paths: &[PathBuf], own: &[&Path], most: usize) -> FilesToShare {
         match fs::metadata(path) {
             Ok(meta) if meta.is_file() => found.add(path.clone()),
             Ok(meta) if meta.is_dir() => {
-                let before = found.files.len();
+                let before = (found.files.len(), found.refused.len());
                 found.walk(path);
-                if found.files.len() == before && !found.full {
+                // Nothing in it, and nothing said of it yet.
+                if (found.files.len(), found.refused.len()) == before && !found.full {
                     found.refuse(path, "no file to share in this folder");
                 }
             }
@@ -80,6 +81,12 @@ fn at_most(paths: &[PathBuf], own: &[&Path], most: usize) -> FilesToShare {
 }
 
 impl FilesToShare {
+    /// Whether the walk stopped at the most files: more were left out
+    /// than the one refusal that says so.
+    pub fn stopped_at_most(&self) -> bool {
+        self.full
+    }
+
     fn add(&mut self, file: PathBuf) {
         if self.full {
             return;

@@ -282,7 +282,8 @@ impl Peer {
     }
 
     /// Stops sharing the file at `path` (or with that key): it is no longer
-    /// served, and withdrawn from the tracker.
+    /// served, and withdrawn from the tracker. A download on its way is
+    /// refused (`Busy`).
     pub fn unshare(&self, path_or_key: &str) -> Result<FileKey, PeerError> {
         // The path as it was shared is canonical. A file deleted since has
         // none: then its name, in the same folder.
@@ -318,6 +319,15 @@ impl Peer {
                     format!("{path_or_key} is not shared by this peer")
                 })
             })?;
+        // Its pieces are served as they come, and its state would bring
+        // it back, offered, at the next start: it is unshared once here.
+        if file.is_unfinished() {
+            return Err(PeerError::Busy(format!(
+                "{} is still downloading (its pieces are shared as they come); it can be \
+                 unregistered once it is here",
+                file.name.as_str()
+            )));
+        }
         self.library.remove(&file.key);
         match self.tracker.withdraw(file.key) {
             // Queued: the housekeeping sends it on its next round (or the
@@ -686,6 +696,8 @@ impl Peer {
         if let Some(server) = self.server.take() {
             server.shutdown();
         }
+        // Manifests hashed since the cache was last saved.
+        self.cache.flush();
     }
 }
 
