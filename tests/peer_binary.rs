@@ -462,11 +462,25 @@ fn get_under_a_download_limit_then_seeds_until_stopped() {
     );
 }
 
+/// A port of 127.0.0.1 that refuses connections, held by a socket bound
+/// there and not listening, until the socket is dropped.
+fn port_held_shut() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any_port: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any_port.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
+
 #[test]
 fn a_get_started_while_the_tracker_is_away_waits_for_it() {
     // The tracker is not up yet: the seeder shares all the same (its
     // offer waits), and the `get` asks again until the tracker answers.
-    let port = support::free_port();
+    // Its port is held meanwhile by a socket bound but not listening (a
+    // connection there is refused), so that no other test's server can
+    // take it before the tracker does.
+    let (held, port) = port_held_shut();
     let tracker_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(50_000, 80);
@@ -488,9 +502,14 @@ fn a_get_started_while_the_tracker_is_away_waits_for_it() {
         tracker_addr,
         &["get", &key, "-o", out.to_str().unwrap()],
     );
-    assert!(eventually(WAIT, || getter
-        .stderr_text()
-        .contains("asking again for up to 60 s")));
+    assert!(
+        eventually(WAIT, || getter
+            .stderr_text()
+            .contains("asking again for up to 60 s")),
+        "{}",
+        getter.stderr_text()
+    );
+    drop(held);
     let _tracker = TrackerProcess::start(&["--port", &port.to_string()]);
     assert!(getter.wait(WAIT).success(), "{}", getter.stderr_text());
     assert_eq!(std::fs::read(out.join("late.bin")).unwrap(), data);
@@ -698,6 +717,13 @@ fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
     shell.send("download held.bin");
     let again = shell.expect("already being downloaded");
     assert!(again.starts_with("held.bin is already"), "{again}");
+    // Stopped once its state is recorded (on a busy machine the download
+    // may still be asking for the manifest when the shell answers).
+    let records = dir.path().join("shell/state/downloads");
+    assert!(eventually(WAIT, || std::fs::read_dir(&records).is_ok_and(
+        |mut entries| entries
+            .any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "download")))
+    )));
     ctrl_c(shell.child.id());
     assert!(shell.wait(WAIT).success());
     let said = shell.remaining_lines().join("\n");
