@@ -317,13 +317,12 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
     // Looked at before anything starts (folders walked): a mistyped name
     // is told at once, and when no file is left, nothing (no tracker
     // session, no web page) is started for nothing.
-    let found = files_to_share(files, &config.own_files());
-    let stopped_at_most = found.stopped_at_most();
     let FilesToShare {
         files: to_share,
         refused,
+        stopped_at_most,
         ..
-    } = found;
+    } = files_to_share(files, &config.own_files());
     for Refusal { path, reason } in &refused {
         note(format_args!(
             "peer: {}: not shared: {reason}\n",

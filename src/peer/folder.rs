@@ -39,10 +39,12 @@ pub struct Refusal {
 pub struct FilesToShare {
     pub files: Vec<PathBuf>,
     pub refused: Vec<Refusal>,
+    /// The walk stopped at the most files: more were left out than the
+    /// one refusal that says so.
+    pub stopped_at_most: bool,
     /// Most files taken: past it, the first file left out is refused,
     /// and the walk ends.
     most: usize,
-    full: bool,
     /// The peer's own files and folders (absolute): a walk leaves them out.
     own: Vec<PathBuf>,
 }
@@ -69,7 +71,7 @@ fn at_most(paths: &[PathBuf], own: &[&Path], most: usize) -> FilesToShare {
                 let before = (found.files.len(), found.refused.len());
                 found.walk(path);
                 // Nothing in it, and nothing said of it yet.
-                if (found.files.len(), found.refused.len()) == before && !found.full {
+                if (found.files.len(), found.refused.len()) == before && !found.stopped_at_most {
                     found.refuse(path, "no file to share in this folder");
                 }
             }
@@ -81,20 +83,14 @@ fn at_most(paths: &[PathBuf], own: &[&Path], most: usize) -> FilesToShare {
 }
 
 impl FilesToShare {
-    /// Whether the walk stopped at the most files: more were left out
-    /// than the one refusal that says so.
-    pub fn stopped_at_most(&self) -> bool {
-        self.full
-    }
-
     fn add(&mut self, file: PathBuf) {
-        if self.full {
+        if self.stopped_at_most {
             return;
         }
         if self.files.len() == self.most {
             let most = self.most;
             self.refuse(&file, format!("{most} files are the most shared at once: this one and any after it are left out"));
-            self.full = true;
+            self.stopped_at_most = true;
             return;
         }
         self.files.push(file);
@@ -125,7 +121,7 @@ impl FilesToShare {
             (name.to_string_lossy().to_lowercase(), name)
         });
         for entry in entries {
-            if self.full {
+            if self.stopped_at_most {
                 return;
             }
             let path = entry.path();

@@ -263,15 +263,15 @@ pub fn folder_missing(path: &Path) -> bool {
 /// case, and (on Unix, where a file's identity can be read) a second name
 /// of the file, a hard link. False when either is missing.
 pub fn same_file(a: &Path, b: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        matches!((fs::metadata(a), fs::metadata(b)),
-            (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        matches!((dunce::canonicalize(a), dunce::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
+    use crate::pieces::store::file_identity;
+    let identity = |path| {
+        fs::metadata(path)
+            .ok()
+            .and_then(|meta| file_identity(&meta))
+    };
+    match (identity(a), identity(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => matches!((dunce::canonicalize(a), dunce::canonicalize(b)), (Ok(a), Ok(b)) if a == b),
     }
 }
 

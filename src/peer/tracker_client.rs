@@ -857,15 +857,6 @@ mod tests {
         // No tracker there: nothing is sent, the queue is what is checked.
         let client = TrackerClient::new("127.0.0.1:1".parse().unwrap(), None)
             .with_deadline(Duration::from_millis(200));
-        let offer = |n: u8| match TrackerRequest::parse(&format!(
-            "ADDF {} f.bin 10 16384 other /f.bin",
-            FileKey([n; 32])
-        ))
-        .unwrap()
-        {
-            TrackerRequest::Addf(offer) => offer,
-            other => panic!("{other:?}"),
-        };
         let queued = |client: &TrackerClient, n: u8| {
             client
                 .books
@@ -875,7 +866,7 @@ mod tests {
                 .map(TrackerRequest::verb)
         };
         // Offered, then withdrawn: only the withdrawal goes out.
-        client.offer_soon(&offer(1));
+        client.offer_soon(&offer_of(1));
         client.withdraw_soon(FileKey([1; 32]));
         assert_eq!(queued(&client, 1), Some("RMVF"));
         assert!(!client
@@ -884,10 +875,10 @@ mod tests {
             .announced
             .contains_key(&FileKey([1; 32])));
         // Withdrawn, then offered again: only the offer.
-        client.offer_soon(&offer(1));
+        client.offer_soon(&offer_of(1));
         assert_eq!(queued(&client, 1), Some("ADDF"));
         // Queued, then withdrawn at once (unshared): nothing left to send.
-        client.offer_soon(&offer(2));
+        client.offer_soon(&offer_of(2));
         assert!(client.withdraw(FileKey([2; 32])).is_err(), "no tracker");
         assert_eq!(queued(&client, 2), None);
         // A queued withdrawal, then pieces of it reported: it is held again.

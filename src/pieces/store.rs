@@ -72,7 +72,7 @@ impl From<&std::fs::Metadata> for Fingerprint {
 
 /// Which file this is, on Unix: its device and inode (`None` elsewhere:
 /// Windows has its file index only in unstable std).
-fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+pub fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
