@@ -398,7 +398,9 @@ fn unregister(peer: &Peer, file: &str, out: &Out) -> Result<(), PeerError> {
     }
     let folder = dunce::canonicalize(&path).map_err(|e| PeerError::file(&path, e))?;
     // (Downloads on their way are left: they are unregistered once here.)
-    let under: Vec<_> = (peer.files().into_iter())
+    let under: Vec<_> = peer
+        .files()
+        .into_iter()
         .filter(|f| f.is_complete() && f.path().starts_with(&folder))
         .collect();
     if under.is_empty() {

@@ -458,9 +458,8 @@ impl<'a> Coordinator<'a> {
             });
         }
         let piece_len = self.shared.manifest.piece_size();
-        let room = (n.speed.allowance(piece_len, depth, most))
-            .saturating_sub(n.asked)
-            .min(depth);
+        let allowance = n.speed.allowance(piece_len, depth, most);
+        let room = allowance.saturating_sub(n.asked).min(depth);
         if room == 0 {
             return None;
         }
