@@ -74,6 +74,7 @@ mod rarity;
 mod speed;
 mod stall;
 mod standing;
+mod throttle_clock;
 mod worker;
 
 use coordinator::Coordinator;

@@ -25,6 +25,7 @@ use super::rarity::{sample_rarest, Rarity};
 use super::speed::Speed;
 use super::stall::{Stall, StallWatch};
 use super::standing::Standing;
+use super::throttle_clock::ThrottleClock;
 use super::worker::{batch_deadline, Job, LinkSlot, Outcome, PieceResult, Place, Worker};
 use super::{
     save_progress, Controls, DownloadContext, DownloadPlan, DownloadStatus, SourceStatus,
@@ -113,6 +114,8 @@ pub(super) struct Coordinator<'a> {
     /// [`WRITEBACK_AT_MOST`]).
     writeback_every: u64,
     rng: fastrand::Rng,
+    /// Time the workers spent on this peer's own download limit.
+    throttle: Arc<ThrottleClock>,
 }
 
 impl<'a> Coordinator<'a> {
@@ -140,6 +143,7 @@ impl<'a> Coordinator<'a> {
                 .max(u64::from(shared.manifest.piece_size()))
                 .min(WRITEBACK_AT_MOST),
             rng: fastrand::Rng::new(),
+            throttle: Arc::default(),
         };
         for peer in peers {
             coordinator.add_neighbour(peer, pieces);
@@ -193,6 +197,7 @@ impl<'a> Coordinator<'a> {
             let worker = Worker {
                 shared: Arc::clone(self.shared),
                 limit: Arc::clone(&self.context.download_limit),
+                throttle: Arc::clone(&self.throttle),
                 winding_down: Arc::clone(&winding_down),
                 jobs: job_rx.clone(),
                 outcomes: outcome_tx.clone(),
@@ -825,9 +830,9 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Time the workers spent on this peer's own download limit so far
-    /// (workers waiting side by side each count).
+    /// (as wall time: workers waiting side by side count once).
     fn time_throttled(&self) -> Duration {
-        self.neighbours.iter().map(|n| n.speed.throttled()).sum()
+        self.throttle.total(Instant::now())
     }
 
     /// Pieces the neighbours gave that were stored, counted by the workers

@@ -30,9 +30,6 @@ pub struct Tally {
     pub bytes: AtomicU64,
     /// Pieces it gave that were verified and stored here.
     pub pieces: AtomicU64,
-    /// Microseconds its workers waited on this peer's own download limit
-    /// for its pieces: this side's time, not the neighbour's.
-    pub throttled_micros: AtomicU64,
 }
 
 /// The throughput and latency of one neighbour, as one download sees them.
@@ -67,12 +64,6 @@ impl Speed {
     /// Pieces it gave that were stored here.
     pub fn pieces(&self) -> u64 {
         self.tally.pieces.load(Ordering::Relaxed)
-    }
-
-    /// Time spent waiting on this peer's own download limit for its
-    /// pieces (see [`Tally::throttled_micros`]).
-    pub fn throttled(&self) -> Duration {
-        Duration::from_micros(self.tally.throttled_micros.load(Ordering::Relaxed))
     }
 
     /// Takes a latency sample from a batch answered at `now`. The first

@@ -22,6 +22,7 @@ use crate::pieces::Bitmap;
 use crate::protocol::{PeerId, PeerRequest};
 
 use super::speed::Tally;
+use super::throttle_clock::ThrottleClock;
 
 /// Time allowed for any batch of pieces, on top of the time the bytes take
 /// at [`MIN_PIECE_RATE`].
@@ -151,6 +152,9 @@ pub(super) struct Worker {
     /// The peer's download limit: each piece received is paid for here,
     /// a block at a time as it is read.
     pub(super) limit: Arc<RateLimiter>,
+    /// The download's clock of time spent waiting on that limit (shared
+    /// by its workers; see the coordinator's stall check).
+    pub(super) throttle: Arc<ThrottleClock>,
     /// Set when the pool winds down (the download finished, failed or was
     /// cancelled): a wait for the limit ends then, as the piece it pays
     /// for is no longer needed (at a low limit the debt of one batch is
@@ -277,11 +281,10 @@ impl Worker {
         } else {
             let mut pay = |bytes| {
                 let paying = Instant::now();
-                self.limit.take_unless(bytes, &self.winding_down);
+                self.throttle
+                    .time(|| self.limit.take_unless(bytes, &self.winding_down));
                 let waited = paying.elapsed();
                 *paid += waited;
-                let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-                tally.throttled_micros.fetch_add(micros, Ordering::Relaxed);
                 waited
             };
             link.read_piece(key, index, len, buf, Some(&mut pay))?
