@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{eventually, free_port, target_dir, PeerProcess, TrackerProcess};
+use support::{eventually, target_dir, PeerProcess, TrackerProcess};
 use webdriver::{Browser, CHROMEDRIVER, CHROMIUM};
 
 /// The seeder's upload limit: the downloads take 15-20 s at this rate, long
@@ -89,7 +89,7 @@ fn gui_lists_the_profile_files_and_plays_them_while_downloading() {
     };
     let (audio_key, video_key) = (key_of(&audio), key_of(&video));
 
-    let browser = Browser::start(free_port()).unwrap_or_else(|e| panic!("{e}"));
+    let browser = Browser::start().unwrap_or_else(|e| panic!("{e}"));
     let shots = target_dir().join("gui-screenshots");
     let mut saved = Vec::new();
     for (file, key, other) in [(&audio, &audio_key, &video), (&video, &video_key, &audio)] {
@@ -129,7 +129,7 @@ fn webdriver_plumbing_clicks_plays_audio_and_takes_a_screenshot() {
          <audio id=player src=tone.wav controls></audio>",
     )
     .unwrap();
-    let browser = Browser::start(free_port()).unwrap_or_else(|e| panic!("{e}"));
+    let browser = Browser::start().unwrap_or_else(|e| panic!("{e}"));
     browser.goto(&file_url(&page)).unwrap();
     browser.click_css("#go", Duration::from_secs(5)).unwrap();
     let button = browser.find("#go").unwrap().expect("the button");

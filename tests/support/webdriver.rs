@@ -41,8 +41,23 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// Starts chromedriver on a free port and opens a headless Chromium
+    /// session. The port is free when picked, but another test's server
+    /// may take it before chromedriver binds it: then chromedriver exits
+    /// (or another server answers), and a new port is tried, three in all.
+    pub fn start() -> Result<Browser, String> {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Browser::start_on(crate::support::free_port()) {
+                Ok(browser) => return Ok(browser),
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(failures.join("\n\nthen: "))
+    }
+
     /// Starts chromedriver on `port` and opens a headless Chromium session.
-    pub fn start(port: u16) -> Result<Browser, String> {
+    fn start_on(port: u16) -> Result<Browser, String> {
         let profile = tempfile::tempdir().map_err(|e| e.to_string())?;
         let log_file = profile.path().join("chromedriver.log");
         let log = std::fs::File::create(&log_file).map_err(|e| e.to_string())?;
