@@ -718,6 +718,13 @@ fn prepare(
     // (The folder is absolute, see `Peer::start_download`: the saved state
     // still finds the .part when the peer starts again elsewhere.)
     let part_path = plan.dir.join(part_file_name(&saved_as));
+    // Held until the file is in the library (the end of this function).
+    let _claim = context
+        .library
+        .claim_part(&part_path, plan.key, &plan.name)
+        .map_err(|(key, other)| {
+            orphan::held_by_another_download(&part_path, &plan.name, key, &other)
+        })?;
     let shared = if part_path.exists() {
         orphan::take_up(context, plan, manifest, &part_path, cancel)?
     } else {

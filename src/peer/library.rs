@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use log::warn;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::pieces::{Bitmap, Changed, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, MediaKind};
@@ -21,6 +21,23 @@ use crate::protocol::{FileKey, FileName, MediaKind};
 #[derive(Debug, Default)]
 pub struct Library {
     files: RwLock<HashMap<FileKey, Arc<SharedFile>>>,
+    /// `.part` files that downloads of this peer are making or taking up,
+    /// until their file is in `files`: the path, and whose download.
+    parts_claimed: Mutex<HashMap<PathBuf, (FileKey, FileName)>>,
+}
+
+/// A download's claim on the `.part` file it makes or takes up (see
+/// [`Library::claim_part`]); let go when dropped.
+#[derive(Debug)]
+pub struct PartClaim<'a> {
+    library: &'a Library,
+    path: PathBuf,
+}
+
+impl Drop for PartClaim<'_> {
+    fn drop(&mut self) {
+        self.library.parts_claimed.lock().remove(&self.path);
+    }
 }
 
 impl Library {
@@ -61,6 +78,29 @@ impl Library {
     /// Every file, in no particular order.
     pub fn all(&self) -> Vec<Arc<SharedFile>> {
         self.files.read().values().cloned().collect()
+    }
+
+    /// Claims the `.part` file at `path` for the download of `key` (named
+    /// `name`) while it makes or takes up the file and until it puts the
+    /// file here: in that moment the file is on disk, locked, and in no
+    /// list, and another download of this peer finding it would take it
+    /// for another peer's. The download that holds the claim, if another
+    /// does.
+    pub fn claim_part(
+        &self,
+        path: &Path,
+        key: FileKey,
+        name: &FileName,
+    ) -> Result<PartClaim<'_>, (FileKey, FileName)> {
+        let mut claimed = self.parts_claimed.lock();
+        if let Some(holder) = claimed.get(path) {
+            return Err(holder.clone());
+        }
+        claimed.insert(path.to_path_buf(), (key, name.clone()));
+        Ok(PartClaim {
+            library: self,
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -448,6 +488,22 @@ mod tests {
         let name = FileName::new("song.mp3").unwrap();
         let file = SharedFile::complete(name, MediaKind::Audio, manifest, &path, opened).unwrap();
         (path, file)
+    }
+
+    #[test]
+    fn a_part_file_claimed_by_one_download_is_refused_to_another_until_let_go() {
+        let library = Library::new();
+        let path = Path::new("/music/song.mp3.part");
+        let name = FileName::new("song.mp3").unwrap();
+        let (first, second) = (FileKey([1; 32]), FileKey([2; 32]));
+        let claim = library.claim_part(path, first, &name).unwrap();
+        let holder = library.claim_part(path, second, &name).unwrap_err();
+        assert_eq!(holder, (first, name.clone()));
+        // Another path is free.
+        let other = library.claim_part(Path::new("/music/b.part"), second, &name);
+        assert!(other.is_ok());
+        drop(claim);
+        assert!(library.claim_part(path, second, &name).is_ok());
     }
 
     #[test]

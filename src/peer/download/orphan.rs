@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use log::{info, warn};
 
 use crate::pieces::{Bitmap, Manifest, PieceFile};
+use crate::protocol::{FileKey, FileName};
 
 use super::super::fsutil;
 use super::super::library::SharedFile;
@@ -41,16 +42,11 @@ pub(super) fn take_up(
         file.key != plan.key
             && (file.path() == part_path || fsutil::same_file(&file.path(), part_path))
     }) {
-        let other_name = other.name.as_str();
-        let named = if other_name == name {
-            format!("another file named {name}")
-        } else {
-            format!("{other_name}, a name this file system does not tell apart from {name}")
-        };
-        return Err(format!(
-            "{shown} holds the unfinished download of {named} ({}); \
-             finish or stop that one first, or move it away",
-            other.key
+        return Err(held_by_another_download(
+            part_path,
+            &plan.name,
+            other.key,
+            &other.name,
         ));
     }
     // Only a regular file is taken up, never through a link.
@@ -130,6 +126,28 @@ fn holds_only_zeros(
         }
     }
     Ok(true)
+}
+
+/// Why a `.part` file is left alone: it is the unfinished download, by
+/// this peer, of the file `other_key`, named `other_name`, where the
+/// download of `name` would make its own.
+pub(super) fn held_by_another_download(
+    part_path: &Path,
+    name: &FileName,
+    other_key: FileKey,
+    other_name: &FileName,
+) -> String {
+    let (name, other_name) = (name.as_str(), other_name.as_str());
+    let named = if other_name == name {
+        format!("another file named {name}")
+    } else {
+        format!("{other_name}, a name this file system does not tell apart from {name}")
+    };
+    format!(
+        "{} holds the unfinished download of {named} ({other_key}); \
+         finish or stop that one first, or move it away",
+        part_path.display()
+    )
 }
 
 /// Why a `.part` file is left alone: another peer holds its lock.
