@@ -813,3 +813,38 @@ fn a_shared_page_or_picture_is_sent_as_bytes_to_save_never_as_a_page() {
     assert_eq!(deleted.status().as_u16(), 405);
     assert_eq!(header(&deleted, "Allow"), "GET, HEAD");
 }
+
+#[test]
+fn a_file_whose_download_ends_before_it_starts_is_refused_with_the_reason() {
+    // The tracker lists one holder of `ghost.wav`, which takes connections
+    // (the system does, for a listener) and never answers: the download
+    // waits for the manifest, and stops after its stall timeout.
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = TrackerProcess::start(&[]);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = silent.local_addr().unwrap().port();
+    let key = support::key(7);
+    let mut ghost = tracker.connect();
+    assert!(ghost.ask(&format!("HELO {nobody}")).starts_with("OK"));
+    let added = ghost.ask(&format!("ADDF {key} ghost.wav 100000 16384 audio /x"));
+    assert!(added.starts_with("OK"), "{added}");
+    let mut client = PeerProcess::start(
+        &dir.path().join("client"),
+        tracker.addr,
+        &["--profile", "audio", "--stall-timeout-secs", "10"],
+    );
+    let api = Api::of(&mut client);
+    let (status, body) = api.post("/api/downloads", &json!({ "key": key }));
+    assert_eq!(status, 202, "{body}");
+    // Asked at once, the file is waited for while its download starts;
+    // once the download stops, the answer says why, not "download it".
+    let (status, _, body) = api.range(&key, "bytes=0-99");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("the download of ghost.wav ended: "), "{body}");
+    let reason = api.download(&key)["error"].as_str().unwrap().to_string();
+    assert!(
+        body.contains(&reason),
+        "{body} should give the reason {reason:?}"
+    );
+}

@@ -31,12 +31,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use serde_json::Value;
 
-use super::download::Download;
+use super::download::{Download, DownloadState};
 use super::library::SharedFile;
 use super::media::MediaType;
 use super::Peer;
@@ -298,13 +298,17 @@ fn query_value(query: &str, name: &'static str) -> Result<String, ApiError> {
 
 /// `GET /media/<key>`: the file for the player, whole or a range, while
 /// it downloads (pieces not here yet are waited for and fetched first).
+/// Everything before the answer begins (the file, its type, the range's
+/// first bytes) is waited for within one [`stream::PIECE_WAIT`].
 fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicBool>) -> Response {
-    let found = FileKey::parse(key)
-        .ok()
-        .and_then(|key| file_soon(peer, key, stopping));
-    let Some(file) = found else {
-        let missing = ApiError::new(404, "this file is not here: download it first");
-        return api_response(Err(missing));
+    let deadline = Instant::now() + stream::PIECE_WAIT;
+    let found = match FileKey::parse(key) {
+        Ok(key) => file_soon(peer, key, deadline, stopping),
+        Err(_) => Err(not_here()),
+    };
+    let file = match found {
+        Ok(file) => file,
+        Err(refused) => return api_response(Err(refused)),
     };
     let size = file.manifest.size();
     let (status, range) = match parse_range(request.header("Range"), size) {
@@ -321,9 +325,13 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
         }
     };
     let download = api::running(peer, file.key);
-    let media = media_type_of(&file, download.clone(), stopping);
+    let media = match media_type_of(&file, download.clone(), deadline, stopping) {
+        Ok(media) => media,
+        Err(e) => return api_response(Err(unreadable(&e))),
+    };
     let len = range.len();
-    let mut reader = PieceStream::new(Arc::clone(&file), download, range, Arc::clone(stopping));
+    let mut reader = PieceStream::new(Arc::clone(&file), download, range, Arc::clone(stopping))
+        .first_read_by(deadline);
     // The first bytes before the answer begins: a piece that will not
     // come (nothing downloads the file: 409) or does not come in time (a
     // download with no peer left: 504) is said with a status and why, not
@@ -331,14 +339,7 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
     let mut first = vec![0; len.min(64 * 1024) as usize];
     match std::io::Read::read(&mut reader, &mut first) {
         Ok(n) => first.truncate(n),
-        Err(e) => {
-            let status = match e.kind() {
-                std::io::ErrorKind::TimedOut => 504,
-                std::io::ErrorKind::NotFound => 409,
-                _ => 500,
-            };
-            return api_response(Err(ApiError::new(status, e.to_string())));
-        }
+        Err(e) => return api_response(Err(unreadable(&e))),
     }
     let body = std::io::Read::chain(std::io::Cursor::new(first), reader);
     let mut response = Response::new(
@@ -361,6 +362,23 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
     response
 }
 
+/// `404`: the file is neither here nor downloading.
+fn not_here() -> ApiError {
+    ApiError::new(404, "this file is not here: download it first")
+}
+
+/// The status of a file's bytes that could not be read before the answer
+/// began: `504` not come in time, `409` will not come (see
+/// [`PieceStream`]), `500` anything else (a disk error).
+fn unreadable(error: &std::io::Error) -> ApiError {
+    let status = match error.kind() {
+        std::io::ErrorKind::TimedOut => 504,
+        std::io::ErrorKind::NotFound => 409,
+        _ => 500,
+    };
+    ApiError::new(status, error.to_string())
+}
+
 /// The type a `/media` answer is sent with. The file and its name come
 /// from another peer, so only audio and video go as what they are (for
 /// the player, or a tab that plays them); anything else (an HTML page or
@@ -380,15 +398,19 @@ fn with_media_type(response: Response, media: &MediaType, name: &str) -> Respons
 
 /// The type of `file`: from its name; for a file known to be audio or
 /// video by its first bytes (a `clip.bin` that is an MP4), from those
-/// bytes, waited for (and fetched first) while a `download` brings them.
+/// bytes, waited for (and fetched first) until `deadline` while a
+/// `download` brings them. Bytes that do not come are an error (as for
+/// the range itself), not a guess: a video sent as bytes to save would
+/// not play.
 fn media_type_of(
     file: &Arc<SharedFile>,
     download: Option<Arc<Download>>,
+    deadline: Instant,
     stopping: &Arc<AtomicBool>,
-) -> MediaType {
+) -> std::io::Result<MediaType> {
     let by_name = super::media::from_name(std::path::Path::new(file.name.as_str()));
     if by_name.kind != MediaKind::Other || file.kind == MediaKind::Other {
-        return by_name;
+        return Ok(by_name);
     }
     let end = file.manifest.size().min(super::media::HEAD_BYTES as u64);
     let mut head = vec![0; end as usize];
@@ -398,11 +420,10 @@ fn media_type_of(
         download,
         first_bytes,
         Arc::clone(stopping),
-    );
-    match std::io::Read::read_exact(&mut reader, &mut head) {
-        Ok(()) => super::media::from_head(&head).unwrap_or(by_name),
-        Err(_) => by_name,
-    }
+    )
+    .first_read_by(deadline);
+    std::io::Read::read_exact(&mut reader, &mut head)?;
+    Ok(super::media::from_head(&head).unwrap_or(by_name))
 }
 
 /// `attachment` with the file's name (RFC 6266): an ASCII stand-in for
@@ -421,18 +442,52 @@ fn attachment(name: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
-/// The file of `key` in the library; if a download of it is starting
-/// (finding peers, fetching the manifest), the file once it is created,
-/// waiting at most [`stream::PIECE_WAIT`].
-fn file_soon(peer: &Peer, key: FileKey, stopping: &AtomicBool) -> Option<Arc<SharedFile>> {
-    let deadline = std::time::Instant::now() + stream::PIECE_WAIT;
+/// The file of `key` in the library. While a download of it is starting
+/// (finding peers, fetching the manifest), the file once that download
+/// creates it, waited for until `deadline`: `504` if it is not there by
+/// then, `409` with the reason if the download ends without it.
+fn file_soon(
+    peer: &Peer,
+    key: FileKey,
+    deadline: Instant,
+    stopping: &AtomicBool,
+) -> Result<Arc<SharedFile>, ApiError> {
+    let library = peer.library();
+    if let Some(file) = library.get(&key) {
+        return Ok(file);
+    }
+    let download = api::running(peer, key).ok_or_else(not_here)?;
     loop {
-        if let Some(file) = peer.library().get(&key) {
-            return Some(file);
+        let over = download.is_finished();
+        // (Looked at after `over`: a download that ends well has put
+        // its file in the library by then.)
+        if let Some(file) = library.get(&key) {
+            return Ok(file);
         }
-        let starting = api::running(peer, key).is_some();
-        if !starting || stopping.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline {
-            return None;
+        let status = download.status();
+        if over {
+            let why = match status.state {
+                DownloadState::Failed(reason) => reason,
+                _ => "its file is no longer shared".to_string(),
+            };
+            let name = status.name;
+            return Err(ApiError::new(
+                409,
+                format!("the download of {name} ended: {why}"),
+            ));
+        }
+        if stopping.load(Ordering::Relaxed) {
+            return Err(ApiError::new(503, "the page's server is stopping"));
+        }
+        if Instant::now() >= deadline {
+            return Err(ApiError::new(
+                504,
+                format!(
+                    "the download of {} has not found its manifest within {} s",
+                    status.name,
+                    stream::PIECE_WAIT.as_secs()
+                ),
+            ));
         }
         thread::sleep(Duration::from_millis(50));
     }

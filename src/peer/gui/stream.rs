@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::peer::download::Download;
 use crate::peer::library::SharedFile;
+use crate::pieces::Changed;
 
 /// How long a read waits for a missing piece before it gives up (the
 /// browser then asks again).
@@ -109,6 +110,10 @@ pub struct PieceStream {
     range: ByteRange,
     /// Set when the page's server stops: a waiting read ends at once.
     stopping: Arc<AtomicBool>,
+    /// How long the next read waits for its piece at most: until this
+    /// deadline when set (the first read, which the answer waits for),
+    /// else [`PIECE_WAIT`].
+    next_read_by: Option<Instant>,
 }
 
 impl PieceStream {
@@ -123,7 +128,16 @@ impl PieceStream {
             download,
             range,
             stopping,
+            next_read_by: None,
         }
+    }
+
+    /// The first read waits for its piece until `deadline` at most (later
+    /// ones [`PIECE_WAIT`] each): for an answer whose whole start must
+    /// come within one wait.
+    pub fn first_read_by(mut self, deadline: Instant) -> PieceStream {
+        self.next_read_by = Some(deadline);
+        self
     }
 
     /// Whether a download of the file is still under way (it may bring
@@ -156,7 +170,10 @@ impl PieceStream {
     /// Reads `out.len()` bytes of piece `index` from `within` bytes into
     /// it, waiting for the piece if a download may bring it.
     fn read_waiting(&mut self, index: usize, within: u32, out: &mut [u8]) -> io::Result<()> {
-        let deadline = Instant::now() + PIECE_WAIT;
+        let deadline = self
+            .next_read_by
+            .take()
+            .unwrap_or_else(|| Instant::now() + PIECE_WAIT);
         let mut focused = false;
         let mut last_error = None;
         loop {
@@ -169,6 +186,8 @@ impl PieceStream {
                     Ok(true) => return Ok(()),
                     // Withdrawn since: the file changed on disk.
                     Ok(false) => {}
+                    // Found changed by this read (and withdrawn).
+                    Err(e) if Changed::is(&e) => return Err(self.not_coming(index)),
                     // While a download runs, most likely its rename at
                     // the end: tried again in a moment.
                     Err(e) if downloading => last_error = Some(e),
@@ -228,6 +247,40 @@ impl Read for PieceStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pieces::{Manifest, PieceFile};
+    use crate::protocol::{FileName, MediaKind};
+
+    #[test]
+    fn a_file_changed_on_disk_is_a_piece_that_will_not_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.mp4");
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let manifest = Manifest::build(&data[..], 16384, |_| {}).unwrap();
+        let name = FileName::new("clip.mp4").unwrap();
+        let opened = PieceFile::open(&path).unwrap();
+        let file = Arc::new(
+            SharedFile::complete(name, MediaKind::Video, manifest, &path, opened).unwrap(),
+        );
+        let stream = |start, end| {
+            let range = ByteRange { start, end };
+            PieceStream::new(Arc::clone(&file), None, range, Arc::default())
+        };
+        let mut out = [0; 10];
+        stream(0, 10).read_exact(&mut out).unwrap();
+        assert_eq!(out, data[..10]);
+        // Cut short: the read finds it changed. The page says so (409),
+        // as for any piece nothing will bring.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(20_000)
+            .unwrap();
+        let error = stream(0, 10).read_exact(&mut out).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
+        assert!(error.to_string().contains("changed on disk"), "{error}");
+    }
 
     fn part(start: u64, end: u64) -> RangeAsk {
         RangeAsk::Part(ByteRange { start, end })
