@@ -439,6 +439,14 @@ fn parse_header(line: &str) -> Result<(String, String), Failure> {
     if name.is_empty() || !name.bytes().all(is_token_byte) {
         return Err(refuse(400, format!("{name:?} is not a header name")));
     }
+    // RFC 9110 section 5.5: no control character but the tab in a value
+    // (a NUL or a lone CR there is a request made to confuse a parser).
+    if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return Err(refuse(
+            400,
+            format!("a control character in the value of {name}"),
+        ));
+    }
     Ok((
         name.to_string(),
         value.trim_matches([' ', '\t']).to_string(),
@@ -836,7 +844,7 @@ mod tests {
 
     #[test]
     fn malformed_requests_get_their_status() {
-        let cases: [(&[u8], u16); 17] = [
+        let cases: [(&[u8], u16); 20] = [
             (b"GET /\r\n\r\n", 400),
             (b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             (b"BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501),
@@ -872,6 +880,9 @@ mod tests {
                 b"POST / HTTP/1.1\r\nHost: h\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx",
                 417,
             ),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\x7f\r\n\r\n", 400),
         ];
         for (bytes, status) in cases {
             assert_eq!(
