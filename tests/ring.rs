@@ -792,7 +792,7 @@ fn a_peer_of_another_ring_size_is_told_the_welcome_service_s() {
     let member = PeerProcess::start(
         &dir.path().join("member"),
         tracker.addr,
-        &ring_flags(&["--ring-size", "100"]),
+        &ring_flags(&["--ring-size", "100", "--ring-id", "50"]),
     );
     assert!(eventually(Duration::from_secs(30), || course_lines(
         tracker.addr,
@@ -800,6 +800,16 @@ fn a_peer_of_another_ring_size_is_told_the_welcome_service_s() {
     )
     .len()
         == 2));
+    // Three members listed before it, gone (nobody answers there): the
+    // newcomer asks on until one answers.
+    for id in 1..=3 {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        course_lines(tracker.addr, &format!("yo:{id}:{gone}"));
+    }
+    assert_eq!(course_lines(tracker.addr, "li?").len(), 5);
     // The usual slip: --ring-size forgotten (the default is 65536).
     let home = dir.path().join("newcomer");
     std::fs::create_dir_all(&home).unwrap();
@@ -817,5 +827,40 @@ fn a_peer_of_another_ring_size_is_told_the_welcome_service_s() {
         said.contains("in a ring of size 100; this peer's ring_size is 65536 (--ring-size 100 joins that ring)"),
         "{said}"
     );
+    drop(member);
+}
+
+/// A peer started on another port than the class's `ring_port` cannot
+/// reach the members the welcome service lists without a port (on
+/// `ring_port`). It must not take them for gone and off the list: a
+/// newcomer would then start a second ring.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_peer_on_another_port_leaves_the_class_s_members_on_the_welcome_list() {
+    let port = support::free_port().to_string();
+    let tracker = TrackerProcess::start(&["--ring-port", &port, "--ring-size", "100"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--address", "127.0.0.2", "--port", &port];
+    args.extend(["--ring-size", "100", "--ring-id", "85"]);
+    args.extend(ring_flags(&[]));
+    let member = PeerProcess::start(&dir.path().join("member"), tracker.addr, &args);
+    let listed = ["85:127.0.0.2", "end"];
+    assert_eq!(course_lines(tracker.addr, "li?"), listed);
+    // The same id, from another address and port: taken, and said so.
+    let home = dir.path().join("other");
+    std::fs::create_dir_all(&home).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_peer"))
+        .current_dir(&home)
+        .args(["--log-file", "", "--tracker", &tracker.addr.to_string()])
+        .args(["--address", "127.0.0.3", "--port", "0"])
+        .args(["--ring-size", "100", "--ring-id", "85"])
+        .args(ring_flags(&[]))
+        .args(["get", "nothing.bin"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("ring id 85 is taken"), "{said}");
+    assert_eq!(course_lines(tracker.addr, "li?"), listed);
     drop(member);
 }

@@ -30,6 +30,10 @@ const MAX_CLEARED: u32 = 1000;
 /// drop that entry, a few stabilisation rounds each time.
 const OWN_ENTRY_WAITS: u32 = 10;
 
+/// Members of the welcome service's list asked at most, when one that
+/// answers is looked for (its ring's size, or which port is `ring_port`).
+const LISTED_ASKED: usize = 10;
+
 impl RingNode {
     /// Gets into the ring: chooses an id, asks the entry for a member (or
     /// learns it is the first), and finds its successor by a look-up
@@ -142,9 +146,11 @@ impl RingNode {
 
 /// Fails when the first member on the welcome service's list that answers
 /// is in a ring of another size than `space` (the usual slip: a peer
-/// started without the tracker's `--ring-size`). An empty list, or one
-/// whose members do not answer, passes: nothing to compare with. A member
-/// listed without a port is on `usual_port` (the course's rule).
+/// started without the tracker's `--ring-size`). Members that do not
+/// answer are passed over, up to [`LISTED_ASKED`] asked in all. An
+/// empty list, or one whose members do not answer, passes: nothing to
+/// compare with. A member listed without a port is on `usual_port` (the
+/// course's rule).
 fn same_size_as_listed(
     client: &RingClient,
     welcome: SocketAddr,
@@ -154,7 +160,7 @@ fn same_size_as_listed(
     let Ok(listed) = client.welcome_list(welcome) else {
         return Ok(());
     };
-    for (_, at) in listed.into_iter().take(3) {
+    for (_, at) in listed.into_iter().take(LISTED_ASKED) {
         let Ok(view) = client.info(at.socket(usual_port)) else {
             continue;
         };
@@ -306,18 +312,41 @@ fn forget_at_welcome(client: &RingClient, welcome: SocketAddr, gone: SocketAddr,
 }
 
 /// Whether the welcome service's entry for `id` is stale: this very
-/// address (before a restart), or a peer that does not answer.
+/// address (before a restart), or a peer that does not answer. An entry
+/// without a port is on the tracker's `ring_port`, which this peer takes
+/// to be its own port (the course's rule); but a silent one is taken off
+/// only once another member listed so answers there: a peer started on
+/// another port would otherwise find every such member silent, and take
+/// live ones off the list.
 fn stale_at_welcome(client: &RingClient, welcome: SocketAddr, id: u64, me: SocketAddr) -> bool {
     let Ok(line) = client.course(welcome, &CourseRequest::AddressOf { hash: id }) else {
         return false;
     };
-    match CourseAddr::parse(&line) {
-        Some(at) => {
-            let holder = at.socket(me.port());
-            holder == me || matches!(client.info(holder), Err(RingError::Unreachable { .. }))
-        }
-        None => false,
+    let Some(at) = CourseAddr::parse(&line) else {
+        return false;
+    };
+    let holder = at.socket(me.port());
+    if holder == me {
+        return true;
     }
+    let silent = matches!(client.info(holder), Err(RingError::Unreachable { .. }));
+    silent && (at.port.is_some() || on_ring_port(client, welcome, me))
+}
+
+/// Whether this peer's port is the tracker's `ring_port`, as far as it
+/// can tell: a member the welcome service lists without a port answers
+/// on it (among the first [`LISTED_ASKED`] listed so).
+fn on_ring_port(client: &RingClient, welcome: SocketAddr, me: SocketAddr) -> bool {
+    let Ok(listed) = client.welcome_list(welcome) else {
+        return false;
+    };
+    listed
+        .into_iter()
+        .filter(|(_, at)| at.port.is_none())
+        .map(|(_, at)| at.socket(me.port()))
+        .filter(|addr| *addr != me)
+        .take(LISTED_ASKED)
+        .any(|addr| client.info(addr).is_ok())
 }
 
 /// What a welcome service said to `yo`.
