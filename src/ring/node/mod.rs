@@ -188,6 +188,18 @@ impl RingNode {
                 lines
             }
             RingRequest::Notify(candidate) => {
+                // A `NTFY` may name any address: a candidate that would
+                // change this peer's links is first asked who it is (out
+                // of the lock), or anyone could make this peer its own
+                // predecessor's successor, owner of almost every id.
+                let noticed = self.routing.read().takes_notice_of(space, *candidate);
+                if noticed && !self.answers_as(*candidate) {
+                    warn!("ring: {from} notifies for {candidate}, which does not answer as it; refused");
+                    return vec![RingReply::Common(Reply::error(
+                        ErrorCode::NotYours,
+                        format!("{candidate} does not answer RNFO as that member"),
+                    ))];
+                }
                 let mut routing = self.routing.write();
                 if routing.notified(space, *candidate) {
                     info!(
@@ -214,9 +226,12 @@ impl RingNode {
                     ))];
                 }
                 info!("ring: {leaving} leaves");
-                self.routing
-                    .write()
-                    .left(*leaving, *predecessor, *successor);
+                // Its predecessor becomes ours only if it answers as that
+                // member (a `LEAV` names any address); else none, until
+                // the real one notifies us at its next round.
+                let ours = self.routing.read().predecessor == Some(*leaving);
+                let predecessor = predecessor.filter(|p| !ours || self.answers_as(*p));
+                self.routing.write().left(*leaving, predecessor, *successor);
                 self.client.forget(leaving.addr);
                 vec![RingReply::Common(Reply::ok(""))]
             }
@@ -246,6 +261,11 @@ impl RingNode {
                     .collect(),
             ),
         }
+    }
+
+    /// Whether `member` answers `RNFO` at its address as that very member.
+    fn answers_as(&self, member: Member) -> bool {
+        matches!(self.client.info(member.addr), Ok(view) if view.me == member)
     }
 
     fn listing(&self, records: Vec<Record>) -> Vec<RingReply> {
@@ -716,6 +736,70 @@ pub(super) mod tests {
             via: Via::Fingers
         })[0]
             .starts_with("OWNR "));
+    }
+
+    /// A fake member that answers `RNFO` as `id` at its own address.
+    fn answering_as(id: u64) -> crate::ring::fake::Fake {
+        let here: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let fake = {
+            let here = Arc::clone(&here);
+            crate::ring::fake::Fake::start(move |_| {
+                let addr = here.lock().expect("set before it is asked");
+                vec![
+                    format!("NODE {id}@{addr} 1000"),
+                    "PRED -".into(),
+                    "END".into(),
+                ]
+            })
+        };
+        *here.lock() = Some(fake.addr);
+        fake
+    }
+
+    #[test]
+    fn a_notify_or_leave_naming_a_member_that_does_not_answer_as_it_changes_nothing() {
+        // Our predecessor is 40. A made-up member 49 (just before us:
+        // with it we would own the ring but for one id) is not one.
+        let me = member_at(50, "127.0.0.1:9".parse().expect("an address"));
+        let real = answering_as(40);
+        let pred = member_at(40, real.addr);
+        let succ = member_at(60, "127.0.0.1:10".parse().expect("an address"));
+        let node = test_node(me, vec![succ], Some(pred));
+        let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free address");
+        let made_up = member_at(49, nobody);
+        let from = "127.0.0.1".parse().expect("an address");
+        let said = node.answer(&RingRequest::Notify(made_up), from);
+        assert!(said[0].to_string().starts_with("ERRR 401 "), "{}", said[0]);
+        assert_eq!(node.view().predecessor, Some(pred));
+        // A member that does answer as itself is taken.
+        let closer = answering_as(45);
+        let real_closer = member_at(45, closer.addr);
+        let said = node.answer(&RingRequest::Notify(real_closer), from);
+        assert_eq!(said[0].to_string(), "OK");
+        assert_eq!(node.view().predecessor, Some(real_closer));
+        // It leaves, naming the made-up member as its predecessor: ours
+        // becomes none (the real one notifies us at its next round).
+        let leave = RingRequest::Leave {
+            leaving: real_closer,
+            predecessor: Some(made_up),
+            successor: me,
+        };
+        assert_eq!(node.answer(&leave, from)[0].to_string(), "OK");
+        assert_eq!(node.view().predecessor, None);
+        // Named as a member that answers, it is taken.
+        assert_eq!(
+            node.answer(&RingRequest::Notify(real_closer), from)[0].to_string(),
+            "OK"
+        );
+        let leave = RingRequest::Leave {
+            leaving: real_closer,
+            predecessor: Some(pred),
+            successor: me,
+        };
+        assert_eq!(node.answer(&leave, from)[0].to_string(), "OK");
+        assert_eq!(node.view().predecessor, Some(pred));
     }
 
     #[test]

@@ -119,26 +119,36 @@ impl Routing {
             .unwrap_or_else(|| self.successor())
     }
 
-    /// `candidate` says it may be our predecessor.
+    /// Whether `candidate`, saying it may be our predecessor, would change
+    /// this peer's links (see [`Routing::notified`]).
+    pub(super) fn takes_notice_of(&self, space: &RingSpace, candidate: Member) -> bool {
+        self.closer_predecessor(space, candidate) || (self.is_alone() && candidate.id != self.me.id)
+    }
+
+    /// Whether `candidate` would be a closer predecessor than the one known.
+    /// Our own id at another address never is: with it this peer would
+    /// think it owns the whole ring.
+    fn closer_predecessor(&self, space: &RingSpace, candidate: Member) -> bool {
+        candidate.id != self.me.id
+            && self.predecessor != Some(candidate)
+            && self
+                .predecessor
+                .is_none_or(|pred| space.in_open(candidate.id, pred.id, self.me.id))
+    }
+
+    /// `candidate` says it may be our predecessor; true if that changed
+    /// this peer's links.
     pub(super) fn notified(&mut self, space: &RingSpace, candidate: Member) -> bool {
-        // Our own id at another address cannot be our predecessor: with it
-        // this peer would think it owns the whole ring.
-        if candidate.id == self.me.id {
+        if !self.takes_notice_of(space, candidate) {
             return false;
         }
-        let mut changed = false;
-        let closer = self
-            .predecessor
-            .is_none_or(|pred| space.in_open(candidate.id, pred.id, self.me.id));
-        if closer && self.predecessor != Some(candidate) {
+        if self.closer_predecessor(space, candidate) {
             self.predecessor = Some(candidate);
-            changed = true;
         }
         if self.is_alone() {
             self.pair_with(candidate);
-            changed = true;
         }
-        changed
+        true
     }
 
     /// `other` notified this peer while it was alone: the first peer to
