@@ -380,6 +380,14 @@ fn a_file_shared_in_the_ring_is_downloaded_with_the_tracker_stopped() {
         "one seeder: {found}"
     );
 
+    // A made-up record names another file lecture.bin, which nobody
+    // holds: the name is still the shared file's alone.
+    let made_up = support::key(99);
+    for home in homes(&ring, members[0], "lecture.bin") {
+        let line = format!("STOR 600 NAME lecture.bin {made_up} 300000 16384 other");
+        let stored = Client::connect(home.addr).ask(&line);
+        assert!(stored.starts_with("OK"), "{stored}");
+    }
     // A new peer joins through a member (the welcome service is gone) and
     // downloads by name.
     let home = ring.dir.path().join("leecher");

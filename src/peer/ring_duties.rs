@@ -142,19 +142,41 @@ pub fn find_file(ring: &RingNode, what: &str) -> Result<FileEntry, PeerError> {
         return entry_from_holders(key, &holders);
     }
     let name = FileName::new(what).map_err(|e| PeerError::Failed(e.to_string()))?;
-    let mut found = ring.files_named(&name).map_err(failed)?;
-    match found.len() {
-        0 => Err(PeerError::NotFound(format!(
+    let found = ring.files_named(&name).map_err(failed)?;
+    if found.is_empty() {
+        return Err(PeerError::NotFound(format!(
             "the ring knows no file {what}"
+        )));
+    }
+    let mut named = Vec::new();
+    for file in found.into_iter().take(NAMED_FILES_CHECKED) {
+        let holders = ring.holders(file.key).map_err(failed)?.len() as u32;
+        named.push((file, holders));
+    }
+    // Anyone may store a `NAME` record: of several files of one name,
+    // those no peer holds are left out, so that one made-up record does
+    // not make the name of a file in the swarm ambiguous.
+    if named.len() > 1 {
+        named.retain(|(_, holders)| *holders > 0);
+    }
+    match named.len() {
+        0 => Err(PeerError::NotFound(format!(
+            "the ring names files {what}, but no peer holds any of them"
         ))),
         1 => {
-            let file = found.remove(0);
-            let holders = ring.holders(file.key).map_err(failed)?.len() as u32;
+            let (file, holders) = named.remove(0);
             Ok(file.entry(holders, 0))
         }
-        _ => Err(PeerError::ambiguous_name(what, found.iter().map(|f| f.key))),
+        _ => Err(PeerError::ambiguous_name(
+            what,
+            named.iter().map(|(f, _)| f.key),
+        )),
     }
 }
+
+/// Files of one name whose holders are looked up, at most (each a look-up
+/// in the ring); the ring keeps up to 1000 `NAME` records of a name.
+const NAMED_FILES_CHECKED: usize = 16;
 
 /// Holders asked for a file's name, at most: anyone may announce
 /// himself a holder in the ring, so the list can be long and made up.
