@@ -1079,3 +1079,32 @@ fn a_shared_file_deleted_since_is_unshared_by_its_path() {
     assert_eq!(unshared.unwrap(), shared.key);
     assert!(swarm.seeder.files().is_empty());
 }
+
+#[test]
+fn a_second_copy_of_a_shared_file_is_refused_and_the_first_stays_shared() {
+    let swarm = support::seeded_swarm("song.bin", 40_000, 14, &[]);
+    let first = swarm.dir.path().join("originals").join("song.bin");
+    let bytes = std::fs::read(&first).unwrap();
+    let backup = write_file(&swarm.dir.path().join("backup"), "song copy.bin", &bytes);
+    let refusal = swarm.seeder.share(&backup, |_| {}).unwrap_err().to_string();
+    assert!(
+        refusal.contains("has the same content as") && refusal.contains("shares already"),
+        "{refusal}"
+    );
+    let files = swarm.seeder.files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].path(), dunce::canonicalize(&first).unwrap());
+    // Deleting the copy takes nothing from the swarm; the first is still
+    // unshared by its own path.
+    std::fs::remove_file(&backup).unwrap();
+    assert_eq!(
+        swarm.seeder.unshare(first.to_str().unwrap()).unwrap(),
+        swarm.key
+    );
+    // Once the first is edited, the copy may take its place.
+    let again = write_file(&swarm.dir.path().join("backup"), "song copy.bin", &bytes);
+    swarm.seeder.share(&first, |_| {}).unwrap();
+    std::fs::write(&first, b"edited").unwrap();
+    let shared = swarm.seeder.share(&again, |_| {}).unwrap();
+    assert_eq!(shared.path(), dunce::canonicalize(&again).unwrap());
+}

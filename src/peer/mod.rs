@@ -243,6 +243,9 @@ impl Peer {
             .cache
             .manifest(&path, piece_size, progress)
             .map_err(|e| PeerError::file(&path, e))?;
+        if let Some(twin) = self.library.get(&manifest.key()) {
+            refuse_a_second_copy(&twin, &path)?;
+        }
         let kind = media::detect(&path).kind;
         let file = Arc::new(
             SharedFile::complete(name, kind, manifest, &path, opened)
@@ -764,6 +767,38 @@ fn join_ring(
         return Err(PeerError::Failed(e.to_string()));
     }
     Ok(Some(node))
+}
+
+/// Refuses to share the file at `path` when `twin`, the file of the same
+/// key (the same bytes) that this peer serves, is elsewhere and still
+/// there: a key is served from one file. (Else the second would silently
+/// take the first one's place, and deleting it would withdraw both.) A
+/// twin edited or deleted since is withdrawn (if that was not seen yet)
+/// and gives its place.
+fn refuse_a_second_copy(twin: &SharedFile, path: &Path) -> Result<(), PeerError> {
+    let there = twin.path();
+    if there == path || twin.has_changed() {
+        return Ok(());
+    }
+    if twin.is_unfinished() {
+        return Err(PeerError::Busy(format!(
+            "{} has the same content as {}, which is downloading into {}: its pieces are \
+             shared as they come",
+            path.display(),
+            twin.name.as_str(),
+            there.display()
+        )));
+    }
+    if twin.is_offered() && twin.check_unchanged() {
+        return Err(PeerError::Failed(format!(
+            "{} has the same content as {}, which this peer shares already (as {}); \
+             a file is shared from one place",
+            path.display(),
+            there.display(),
+            twin.key
+        )));
+    }
+    Ok(())
 }
 
 /// A download of `file` (held here, complete or not) into `dir`, by
