@@ -124,6 +124,14 @@ fn a_download_on_its_way_cannot_be_unshared() {
     // would bring it back, offered, at the next start).
     let refused = leecher.unshare(&key).unwrap_err().to_string();
     assert!(refused.contains("is still downloading"), "{refused}");
+    // Named by the path it will have, as a user would: the same.
+    let part = leecher.library().get(&swarm.key).unwrap().path();
+    let final_path = part.with_file_name("doc.bin");
+    let refused = leecher
+        .unshare(final_path.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("is still downloading"), "{refused}");
     let path = download.wait().unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), swarm.data);
     // Once here, it can be.

@@ -303,11 +303,22 @@ impl Peer {
                         .parent()
                         .is_some_and(|dir| fsutil::same_folder(dir, folder)))
         };
+        // A download on its way is named by its `.part` file, or by the
+        // path it will have once here.
+        let final_path = |f: &SharedFile| {
+            let part = f.path();
+            part.parent()
+                .map(|dir| dir.join(fsutil::portable_file_name(f.name.as_str())))
+        };
         let file = self
             .library
             .all()
             .into_iter()
-            .find(|f| is_key(f.key, path_or_key) || is_given(&f.path()))
+            .find(|f| {
+                is_key(f.key, path_or_key)
+                    || is_given(&f.path())
+                    || (f.is_unfinished() && final_path(f).is_some_and(|path| is_given(&path)))
+            })
             .ok_or_else(|| {
                 // Typed after the file was deleted: the periodic look may
                 // have withdrawn it already.
