@@ -125,9 +125,12 @@ impl ManifestCache {
         }
         let manifest = Manifest::from_path(&canonical, piece_size, progress)?;
         // A file that changed while it was hashed is not remembered: the
-        // manifest may mix its old bytes and its new ones.
+        // manifest may mix its old bytes and its new ones. Nor one whose
+        // path is not UTF-8, which the saved cache cannot hold (one such
+        // entry would stop the whole cache from being saved).
         if Fingerprint::at(&canonical).ok().as_ref() != Some(&before)
             || manifest.size() != before.size()
+            || canonical.to_str().is_none()
         {
             return Ok(manifest);
         }
@@ -267,6 +270,26 @@ mod tests {
         // Unchanged while hashed: remembered.
         cache.manifest(&path, 16 << 10, |_| {}).unwrap();
         assert_eq!(cache.entries.lock().len(), 1);
+    }
+
+    /// (Unix: a file name there may be any bytes.)
+    #[cfg(unix)]
+    #[test]
+    fn a_file_whose_path_is_not_utf8_does_not_stop_the_cache_being_saved() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"a\xff.txt"));
+        let plain = dir.path().join("b.bin");
+        fs::write(&odd, b"odd").unwrap();
+        fs::write(&plain, b"plain").unwrap();
+        let state = dir.path().join("state");
+        let cache = ManifestCache::open(&state);
+        cache.manifest(&odd, 16 << 10, |_| {}).unwrap();
+        cache.manifest(&plain, 16 << 10, |_| {}).unwrap();
+        cache.flush();
+        let again = ManifestCache::open(&state);
+        let remembered: Vec<PathBuf> = again.entries.lock().keys().cloned().collect();
+        assert_eq!(remembered, [dunce::canonicalize(&plain).unwrap()]);
     }
 
     #[test]
