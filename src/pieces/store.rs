@@ -122,6 +122,7 @@ impl PieceFile {
             .create(true)
             .truncate(true)
             .open(path)?;
+        mark_sparse(&file);
         file.set_len(size)?;
         Ok(PieceFile::from(file))
     }
@@ -136,6 +137,7 @@ impl PieceFile {
             .write(true)
             .create_new(true)
             .open(path)?;
+        mark_sparse(&file);
         if let Err(e) = file.set_len(size) {
             drop(file);
             let _ = std::fs::remove_file(path);
@@ -364,6 +366,53 @@ fn start_writeback(_file: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Marks a new, empty file sparse where that must be asked for (see
+/// [`make_sparse`]); a file system that cannot is no error: the file works
+/// all the same.
+fn mark_sparse(file: &File) {
+    if let Err(e) = make_sparse(file) {
+        log::debug!("cannot make a file sparse: {e}");
+    }
+}
+
+/// Makes a file sparse, on Windows. An NTFS file that is not sparse is
+/// filled with zeros up to each write past its written end, so the first
+/// piece written far into a large download would cost as much disk
+/// writing as the whole gap. (Unix file systems leave holes by
+/// themselves.) A file system without sparse files (FAT) refuses.
+#[cfg(windows)]
+fn make_sparse(file: &File) -> io::Result<()> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::System::Ioctl::FSCTL_SET_SPARSE;
+    use windows_sys::Win32::System::IO::DeviceIoControl;
+    let mut returned = 0u32;
+    // SAFETY: the handle is the open file's own, alive for the call; no
+    // input buffer (which sets the flag) nor output buffer, and `returned`
+    // outlives the call, which is synchronous (no OVERLAPPED).
+    let done = unsafe {
+        DeviceIoControl(
+            file.as_raw_handle(),
+            FSCTL_SET_SPARSE,
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+            0,
+            &mut returned,
+            std::ptr::null_mut(),
+        )
+    };
+    if done == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(not(windows))]
+fn make_sparse(_file: &File) -> io::Result<()> {
+    Ok(())
+}
+
 fn past_the_end(index: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -450,6 +499,28 @@ mod tests {
         assert!(!path.exists());
         PieceFile::create_new(&path, 10).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 10);
+    }
+
+    /// (Windows only: elsewhere a file has holes without being asked.)
+    #[cfg(windows)]
+    #[test]
+    fn a_new_part_file_is_sparse() {
+        use std::os::windows::fs::MetadataExt;
+        const FILE_ATTRIBUTE_SPARSE_FILE: u32 = 0x200;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.part");
+        let file = File::create(&path).unwrap();
+        make_sparse(&file).expect("NTFS makes files sparse");
+        drop(file);
+        PieceFile::create_new(&dir.path().join("new.part"), 1 << 30).unwrap();
+        let attributes = std::fs::metadata(dir.path().join("new.part"))
+            .unwrap()
+            .file_attributes();
+        assert_ne!(
+            attributes & FILE_ATTRIBUTE_SPARSE_FILE,
+            0,
+            "{attributes:#x}"
+        );
     }
 
     #[cfg(unix)]
