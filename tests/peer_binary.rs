@@ -1151,3 +1151,28 @@ fn a_download_waits_for_a_seeder_at_its_connection_cap() {
     assert!(getter.wait(WAIT).success(), "{}", getter.stderr_text());
     assert_eq!(std::fs::read(out.join("busy.bin")).unwrap(), data);
 }
+
+#[test]
+fn a_shell_download_stopped_before_its_manifest_came_says_nothing_is_kept() {
+    // The one holder listed takes connections and never answers.
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut ghost = tracker.connect();
+    let port = silent.local_addr().unwrap().port();
+    assert!(ghost.ask(&format!("HELO {port}")).starts_with("OK"));
+    let key = support::key(5);
+    let added = ghost.ask(&format!("ADDF {key} ghost.bin 100000 16384 other /x"));
+    assert!(added.starts_with("OK"), "{added}");
+    let mut shell = PeerProcess::start(&dir.path().join("shell"), tracker.addr, &[]);
+    shell.send("download ghost.bin");
+    shell.expect("downloading ghost.bin");
+    shell.send("quit");
+    assert!(shell.wait(WAIT).success());
+    let said = shell.remaining_lines().join("\n");
+    assert!(
+        said.contains("[ghost.bin] stopped before it began: nothing is kept"),
+        "{said}"
+    );
+    assert!(!said.contains("goes on at the next start"), "{said}");
+}

@@ -616,13 +616,19 @@ fn watch(download: Arc<Download>, out: Out) -> Result<JoinHandle<()>, PeerError>
                         return say(&out, line);
                     }
                     // Stopped on purpose (`quit`, Ctrl-C): what is kept.
+                    // (Before its manifest came, nothing was made: no
+                    // piece, no state, nothing to go on from.)
                     DownloadState::Failed(_) if download.was_cancelled() => {
                         let held = status.have;
-                        let line = format!(
-                            "[{name}] stopped: {} of {} pieces kept (and any still being written); it goes on at the next start",
-                            held.count(),
-                            held.len()
-                        );
+                        let line = if held.is_empty() {
+                            format!("[{name}] stopped before it began: nothing is kept")
+                        } else {
+                            format!(
+                                "[{name}] stopped: {} of {} pieces kept (and any still being written); it goes on at the next start",
+                                held.count(),
+                                held.len()
+                            )
+                        };
                         return say(&out, line);
                     }
                     DownloadState::Failed(reason) => {
