@@ -149,6 +149,19 @@ fn the_course_workflow_register_list_user_map_direct_download_auto_register() {
         std::fs::read(folder.join("lecture notes.pdf")).unwrap(),
         data
     );
+    // A path ending in a separator is a folder too, made if need be.
+    let new_folder = dir.path().join("bob-new").join("sub");
+    bob.send(&format!(
+        "download alice \"{}\" {}{}",
+        original.display(),
+        new_folder.display(),
+        std::path::MAIN_SEPARATOR
+    ));
+    bob.expect("[lecture notes.pdf] done:");
+    assert_eq!(
+        std::fs::read(new_folder.join("lecture notes.pdf")).unwrap(),
+        data
+    );
 
     for mut peer in [alice, bob] {
         peer.send("quit");

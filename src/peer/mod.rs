@@ -483,9 +483,14 @@ impl Peer {
                      shows it, after `{user} : `)"
                 ))
             })?;
-        // A folder to save into: under the name the file has there.
+        // A folder to save into (one there, or a path ending in `/`, made
+        // if need be): under the name the file has there.
         let into_folder;
-        let save_to = if save_to.is_dir() {
+        let names_a_folder = save_to
+            .as_os_str()
+            .to_string_lossy()
+            .ends_with(std::path::is_separator);
+        let save_to = if save_to.is_dir() || names_a_folder {
             let shared_name = path_on_user
                 .rsplit(['/', '\\'])
                 .next()

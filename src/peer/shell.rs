@@ -31,7 +31,7 @@ commands:
   download <key-or-name> [dir]         download from the swarm, every piece verified
   download <user> <path-on-user> <path-to-save>
                                        download from one user, found in the user map
-                                       (<path-to-save>: a file, or a folder to save into)
+                                       (<path-to-save>: a file, or a folder to save into: one there, or ending in /)
   peers <key-or-name>                  who else holds a file (as the tracker lists them; not this peer)
   users                                the user map: <user> - <ip:port>
   status                               this peer, its user and tracker session; downloads (one line per file and folder), shared files, uploads
