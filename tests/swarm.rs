@@ -155,6 +155,23 @@ fn a_file_given_as_the_folder_to_save_into_is_refused_and_left_alone() {
         )
     );
     assert_eq!(std::fs::read(&not_a_folder).unwrap(), b"mine");
+    // The same file as the configured download folder: the same words,
+    // not "cannot create it: File exists".
+    let configured = swarm.peer(
+        "configured",
+        &[("download_dir", not_a_folder.to_str().unwrap())],
+    );
+    let error = configured
+        .download(&swarm.key.to_string(), None)
+        .err()
+        .unwrap();
+    assert!(
+        error
+            .to_string()
+            .ends_with("is a file, not a folder to save into"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&not_a_folder).unwrap(), b"mine");
 }
 
 #[test]

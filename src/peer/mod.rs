@@ -375,11 +375,8 @@ impl Peer {
     ///   look-up finds nothing (or the tracker is away), a file held here
     ///   under that exact name, if only one, is taken.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
-        if let Some(dir) = dir.filter(|dir| dir.exists() && !dir.is_dir()) {
-            return Err(PeerError::Failed(format!(
-                "{} is a file, not a folder to save into",
-                dir.display()
-            )));
+        if let Some(dir) = dir {
+            folder_to_save_into(dir)?;
         }
         let named = |f: &Arc<SharedFile>| is_key(f.key, what) || same_name(f.name.as_str(), what);
         let partial = self.unfinished().into_iter().find(named).filter(|partial| {
@@ -532,6 +529,8 @@ impl Peer {
         if let Ok(dir) = std::path::absolute(&plan.dir) {
             plan.dir = dir;
         }
+        // (Asked already of a folder given; this is the configured one.)
+        folder_to_save_into(&plan.dir)?;
         let mut downloads = self.downloads.lock();
         if downloads
             .iter()
@@ -783,6 +782,18 @@ fn join_ring(
         return Err(PeerError::Failed(e.to_string()));
     }
     Ok(Some(node))
+}
+
+/// Refuses `dir` as the folder to save a download into when it is a file
+/// (a folder not there yet is made by the download).
+fn folder_to_save_into(dir: &Path) -> Result<(), PeerError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(PeerError::Failed(format!(
+            "{} is a file, not a folder to save into",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses to share the file at `path` when `twin`, the file of the same
