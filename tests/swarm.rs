@@ -155,6 +155,10 @@ fn a_file_given_as_the_folder_to_save_into_is_refused_and_left_alone() {
         )
     );
     assert_eq!(std::fs::read(&not_a_folder).unwrap(), b"mine");
+    // No file named at all (`peer get ""`): said so, not a tracker's
+    // refusal of an empty pattern.
+    let error = peer.download("", None).err().unwrap();
+    assert_eq!(error.to_string(), "which file? Give its key or its name");
     // The same file as the configured download folder: the same words,
     // not "cannot create it: File exists".
     let configured = swarm.peer(

@@ -375,6 +375,11 @@ impl Peer {
     ///   look-up finds nothing (or the tracker is away), a file held here
     ///   under that exact name, if only one, is taken.
     pub fn download(&self, what: &str, dir: Option<&Path>) -> Result<Arc<Download>, PeerError> {
+        if what.trim().is_empty() {
+            return Err(PeerError::Failed(
+                "which file? Give its key or its name".into(),
+            ));
+        }
         if let Some(dir) = dir {
             folder_to_save_into(dir)?;
         }
