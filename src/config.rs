@@ -138,6 +138,12 @@ impl Settings {
             message,
         };
         let text = read_config_text(path).map_err(|e| file_error(WHOLE_FILE, e))?;
+        if let Some((key, first, second)) = set_twice(&text) {
+            return Err(file_error(
+                &key,
+                format!("is set twice, on lines {first} and {second}; keep one"),
+            ));
+        }
         // `;` and `#` begin a comment only at the start of a line: a value
         // may hold them (a path like `a#b.log`).
         let mut defaults = configparser::ini::IniDefault::default();
@@ -181,8 +187,13 @@ impl Settings {
                 };
                 let value = value
                     .ok_or_else(|| file_error(&key, "has no value (write `key = value`)".into()))?;
-                self.values
-                    .insert(spec.key, (value, Source::File(path.to_path_buf())));
+                self.values.insert(
+                    spec.key,
+                    (
+                        unquoted(&value).to_string(),
+                        Source::File(path.to_path_buf()),
+                    ),
+                );
             }
         }
         Ok(())
@@ -237,6 +248,48 @@ impl Settings {
 // Converters: each says what is allowed when it refuses.
 
 /// A whole number in `min..=max`.
+/// A value written in quotes, as many write a path with spaces
+/// (`download_dir = "~/My Music"`), without them: a pair of `"` or `'`
+/// around the whole value. (Else the quotes would be part of the value: a
+/// folder named `"~`.)
+fn unquoted(value: &str) -> &str {
+    for quote in ['"', '\''] {
+        if let Some(inner) = value
+            .strip_prefix(quote)
+            .and_then(|rest| rest.strip_suffix(quote))
+        {
+            return inner;
+        }
+    }
+    value
+}
+
+/// The first key an ini text sets twice in one section (keys in any
+/// case, as the parser reads them), with the lines (from 1) of both: the
+/// parser would keep the last without a word.
+fn set_twice(text: &str) -> Option<(String, usize, usize)> {
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    let mut section = String::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with([';', '#']) {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.to_lowercase();
+            continue;
+        }
+        let Some(end) = line.find(['=', ':']) else {
+            continue;
+        };
+        let key = line[..end].trim().to_lowercase();
+        if let Some(first) = seen.insert((section.clone(), key.clone()), number + 1) {
+            return Some((key, first, number + 1));
+        }
+    }
+    None
+}
+
 pub fn number_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> {
     move |text| {
         text.parse::<u64>()
@@ -1084,6 +1137,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.starts_with("--keep-alive-secs: \"0\""), "{message}");
+    }
+
+    #[test]
+    fn a_quoted_value_is_taken_without_its_quotes_and_a_key_set_twice_is_refused() {
+        let file = ini("[tracker]\nlog_file = \"my logs/t.log\"\nport = '7000'\n");
+        let mut settings = Settings::defaults("tracker", TRACKER_KEYS);
+        settings.load_file(file.path()).unwrap();
+        let config = TrackerConfig::from_settings(&settings).unwrap();
+        assert_eq!(config.log_file.as_deref(), Some(Path::new("my logs/t.log")));
+        assert_eq!(config.listen.port(), 7000);
+        // One quote, or quotes inside: the value as written.
+        assert_eq!(unquoted("\"a"), "\"a");
+        assert_eq!(unquoted("a \"b\" c"), "a \"b\" c");
+        assert_eq!(unquoted("\"a'"), "\"a'");
+
+        let file = ini("[tracker]\nport = 1\n; a comment\nPORT = 2\n");
+        let message = Settings::defaults("tracker", TRACKER_KEYS)
+            .load_file(file.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("key `port`") && message.contains("is set twice, on lines 2 and 4"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -591,6 +591,13 @@ fn the_shell_says_what_is_wrong_with_a_line_and_goes_on() {
         peer.expect("error: "),
         "error: this peer has no user name; start it with --user <name> (letters, digits, - and _)"
     );
+    // An arrow key (ESC [ A): said in words, not as escaped characters.
+    peer.send("\u{1b}[A");
+    assert_eq!(
+        peer.expect("error: "),
+        "error: unknown command: it holds control characters (this shell does not read arrow \
+         keys: type the command again); type `help`"
+    );
     peer.send("quit");
     assert!(peer.wait(WAIT).success());
 }

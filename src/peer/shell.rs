@@ -305,9 +305,16 @@ fn execute(
         _ => {
             // A known command with the wrong words, or none known.
             let verb = command.first().copied().unwrap_or_default();
+            let typed = command.join(" ");
             return Err(PeerError::Failed(match usage_of(verb) {
                 Some(usage) => format!("usage: {usage}"),
-                None => format!("unknown command {:?}; type `help`", command.join(" ")),
+                // An arrow key sends ESC [ A, which this shell does not read.
+                None if typed.chars().any(char::is_control) => {
+                    "unknown command: it holds control characters (this shell does not \
+                     read arrow keys: type the command again); type `help`"
+                        .to_string()
+                }
+                None => format!("unknown command {typed:?}; type `help`"),
             }));
         }
     }
