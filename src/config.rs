@@ -22,7 +22,7 @@ use crate::protocol::fields::check_piece_size;
 use crate::protocol::UserName;
 use crate::ring::space::MAX_RING_SIZE;
 use crate::ring::{Entry, IdChoice, RingSettings, RingSpace};
-use crate::units::parse_byte_size;
+use crate::units::{parse_byte_size, parse_setting_size};
 
 /// One configuration key.
 #[derive(Debug, Clone, Copy)]
@@ -302,7 +302,7 @@ pub fn number_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> {
 /// A byte size (units allowed) in `min..=max`.
 pub fn size_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> {
     move |text| {
-        let size = parse_byte_size(text)?;
+        let size = parse_setting_size(text)?;
         if (min..=max).contains(&size) {
             Ok(size)
         } else {
@@ -883,7 +883,7 @@ impl PeerConfig {
             }
         };
         let piece_size = |text: &str| {
-            let size = parse_byte_size(text)?;
+            let size = parse_setting_size(text)?;
             let size = u32::try_from(size).map_err(|_| "too large".to_string())?;
             check_piece_size(size)
                 .map(|()| size)

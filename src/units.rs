@@ -4,7 +4,10 @@
 //! Used by the config files, the command-line flags and the search filters.
 //! Decimal suffixes (kB, MB, GB) are powers of 1000, binary ones (KiB, MiB,
 //! GiB) powers of 1024; `K`, `M`, `G` alone are read as binary, which is what
-//! people mean by "a 256K piece". Case does not matter.
+//! people mean by "a 256K piece". Case does not matter; but a setting
+//! ([`parse_setting_size`]) refuses a unit ending in a small `b` after its
+//! prefix (`Mb`, `kb`): in a networking course that is bits (an upload
+//! limit of 8Mb would be eight times what was meant).
 
 /// `1 piece`, `2 pieces`: `n` and `what`, with an `s` unless one.
 pub fn count(n: u64, what: &str) -> String {
@@ -52,6 +55,26 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     number
         .checked_mul(multiplier)
         .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parses a byte size given as a setting (a config key, a flag): as
+/// [`parse_byte_size`], but a unit with a small `b` after its prefix
+/// (`8Mb`, `25kb`) is refused as bits, and the bytes meant are suggested.
+pub fn parse_setting_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let unit = unit.trim();
+    if unit.len() >= 2 && unit.ends_with('b') && !unit.ends_with("ib") {
+        return Err(format!(
+            "{trimmed:?}: a small b is bits, and sizes here are in bytes: write {digits}{}B \
+             (8 bits make a byte: 8Mb is 1MB)",
+            &unit[..unit.len() - 1]
+        ));
+    }
+    parse_byte_size(text)
 }
 
 /// Formats a byte count for people, to a tenth of its unit: `262144` ->
@@ -105,6 +128,15 @@ mod tests {
         assert!(half.contains("a size is a whole number"), "{half}");
         let unit = parse_byte_size("5 MB/s").unwrap_err();
         assert!(unit.starts_with("unknown unit \"MB/s\""), "{unit}");
+        // A search's size in any case; a setting's bits refused, said as
+        // such (a byte's B in any case is not).
+        assert_eq!(parse_byte_size("1mb"), Ok(1_000_000));
+        let bits = parse_setting_size("8Mb").unwrap_err();
+        assert!(bits.contains("write 8MB"), "{bits}");
+        assert!(parse_setting_size("25 kb").is_err());
+        assert_eq!(parse_setting_size("25kB"), Ok(25_000));
+        assert_eq!(parse_setting_size("1mib"), Ok(1 << 20));
+        assert_eq!(parse_setting_size("100b"), Ok(100));
     }
 
     #[test]

@@ -101,6 +101,18 @@ fn the_peer_refuses_bad_configuration_with_exit_code_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 
+    // Megabits where bytes are meant: refused, with the bytes to write.
+    let output = Command::new(peer)
+        .args(["--upload-limit", "8Mb", "search"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--upload-limit") && stderr.contains("write 8MB"),
+        "{stderr}"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let ini = dir.path().join("peer.ini");
     std::fs::write(&ini, "[peer]\npool_size = 0\n").unwrap();
