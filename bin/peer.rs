@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use crossbeam_channel::Receiver;
 
-use swarmline::config::{flag_args, load_settings, PeerConfig, PEER_KEYS};
+use swarmline::config::{flag_args, load_settings, switch_missing_its_word, PeerConfig, PEER_KEYS};
 use swarmline::peer::folder::{files_to_share, FilesToShare, Refusal};
 use swarmline::peer::gui::Gui;
 use swarmline::peer::shell::{self, hashing_progress, progress_line};
@@ -115,7 +115,19 @@ fn main() -> ExitCode {
     let command = Args::command()
         .args(flag_args(PEER_KEYS))
         .args_override_self(true);
-    let matches = command.get_matches();
+    let matches = match command.clone().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => {
+            let args: Vec<String> = std::env::args().collect();
+            let commands: Vec<&str> = command.get_subcommands().map(|c| c.get_name()).collect();
+            if let Some(hint) = switch_missing_its_word(PEER_KEYS, &args, &commands) {
+                let _ = e.print();
+                note(format_args!("hint: {hint}\n"));
+                return ExitCode::from(2);
+            }
+            e.exit()
+        }
+    };
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => e.exit(),

@@ -380,6 +380,9 @@ pub fn log_level(text: &str) -> Result<LevelFilter, String> {
 }
 
 /// `true` or `false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
+/// The words a switch takes (see [`boolean`]).
+const BOOLEAN_WORDS: [&str; 8] = ["true", "false", "yes", "no", "on", "off", "1", "0"];
+
 pub fn boolean(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Ok(true),
@@ -1025,14 +1028,25 @@ pub fn flag_args(specs: &'static [KeySpec]) -> Vec<clap::Arg> {
             } else {
                 spec.default
             };
-            clap::Arg::new(spec.key)
+            let arg = clap::Arg::new(spec.key)
                 .long(spec.flag.trim_start_matches("--"))
                 .value_name(spec.key.to_uppercase())
                 .help(format!(
                     "{} [config: {}, default: {shown_default}]",
                     spec.help, spec.key
                 ))
-                .action(clap::ArgAction::Set)
+                .action(clap::ArgAction::Set);
+            // A switch takes a word (`--gui false`): given none, the next
+            // word (`--gui share a.txt`) is refused as no switch's value,
+            // rather than a command read too late (`unrecognized
+            // subcommand 'a.txt'`).
+            let arg = if matches!(spec.default, "true" | "false") {
+                arg.value_parser(clap::builder::PossibleValuesParser::new(BOOLEAN_WORDS))
+                    .ignore_case(true)
+            } else {
+                arg
+            };
+            arg
                 // Apart from a command's own options in its help.
                 .help_heading("Settings (each one also a config key)")
                 // Also after a subcommand (`peer get x --tracker h:p`).
@@ -1042,6 +1056,27 @@ pub fn flag_args(specs: &'static [KeySpec]) -> Vec<clap::Arg> {
                 .allow_hyphen_values(true)
         })
         .collect()
+}
+
+/// A hint for a command line where a switch (a key whose default is
+/// `true` or `false`) is followed by a command instead of its word
+/// (`peer --gui share a.txt`): the command is then read as the switch's
+/// value, and the parser complains about the word after it.
+pub fn switch_missing_its_word(
+    specs: &[KeySpec],
+    args: &[String],
+    commands: &[&str],
+) -> Option<String> {
+    args.windows(2).find_map(|pair| {
+        let spec = specs.iter().find(|spec| spec.flag == pair[0])?;
+        let is_switch = matches!(spec.default, "true" | "false");
+        (is_switch && commands.contains(&pair[1].as_str())).then(|| {
+            format!(
+                "{} takes a word, true or false, before the command: {} true {} ...",
+                spec.flag, spec.flag, pair[1]
+            )
+        })
+    })
 }
 
 /// Builds the settings of one program: defaults, then the ini file at
@@ -1161,6 +1196,26 @@ mod tests {
             message.contains("key `port`") && message.contains("is set twice, on lines 2 and 4"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_switch_followed_by_a_command_is_hinted_at() {
+        let args = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>();
+        let commands = ["share", "get"];
+        assert_eq!(
+            switch_missing_its_word(PEER_KEYS, &args("peer --gui share a.txt"), &commands),
+            Some(
+                "--gui takes a word, true or false, before the command: --gui true share ..."
+                    .into()
+            )
+        );
+        for fine in ["peer --gui false share a.txt", "peer --tracker share get x"] {
+            assert_eq!(
+                switch_missing_its_word(PEER_KEYS, &args(fine), &commands),
+                None,
+                "{fine}"
+            );
+        }
     }
 
     #[test]

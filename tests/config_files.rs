@@ -101,6 +101,19 @@ fn the_peer_refuses_bad_configuration_with_exit_code_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 
+    // A switch without its word, before a command: the parser's own
+    // complaint is about the word after the command; a hint says why.
+    let output = Command::new(peer)
+        .args(["--gui", "share", "a.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("hint: --gui takes a word, true or false, before the command"),
+        "{stderr}"
+    );
+
     // Megabits where bytes are meant: refused, with the bytes to write.
     let output = Command::new(peer)
         .args(["--upload-limit", "8Mb", "search"])
