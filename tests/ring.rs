@@ -872,3 +872,69 @@ fn a_peer_on_another_port_leaves_the_class_s_members_on_the_welcome_list() {
     assert_eq!(course_lines(tracker.addr, "li?"), listed);
     drop(member);
 }
+
+/// The course's own welcome service writes every member as a bare IP (on
+/// `ring_port`), in its answer to a join too. A peer sent to one from
+/// another port cannot reach it there: it must say so, and neither take
+/// the member off the list nor start a second ring.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_peer_sent_to_a_member_written_without_a_port_from_another_port_says_so() {
+    use std::io::{BufRead, BufReader, Write};
+    let port = support::free_port().to_string();
+    let tracker = TrackerProcess::start(&["--ring-port", &port, "--ring-size", "100"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--address", "127.0.0.2", "--port", &port];
+    args.extend(["--ring-size", "100", "--ring-id", "85"]);
+    args.extend(ring_flags(&[]));
+    let member = PeerProcess::start(&dir.path().join("member"), tracker.addr, &args);
+    // A stand-in for the course's welcome service: one line in, its
+    // answer out, the connection closed; every `a+` is noted.
+    let course = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let course_addr = course.local_addr().unwrap();
+    let told: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let noted = std::sync::Arc::clone(&told);
+    std::thread::spawn(move || {
+        for stream in course.incoming().flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut line);
+            let line = line.trim().to_string();
+            let answer = if line.starts_with("yo:") {
+                "127.0.0.2\n"
+            } else if line == "li?" {
+                "85:127.0.0.2\nend\n"
+            } else if line.starts_with("ip?:") {
+                "127.0.0.2\n"
+            } else {
+                "ok\n"
+            };
+            noted.lock().unwrap().push(line);
+            let _ = (&stream).write_all(answer.as_bytes());
+        }
+    });
+    let home = dir.path().join("other");
+    std::fs::create_dir_all(&home).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_peer"))
+        .current_dir(&home)
+        .args(["--log-file", "", "--tracker", &tracker.addr.to_string()])
+        .args(["--address", "127.0.0.3", "--port", "0"])
+        .args(["--ring-size", "100", "--ring-id", "20"])
+        .args(["--ring-welcome", &course_addr.to_string()])
+        .args(ring_flags(&[]))
+        .args(["get", "nothing.bin"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("written without a port: it is on the tracker's ring_port"),
+        "{said}"
+    );
+    let told = told.lock().unwrap().clone();
+    assert!(
+        !told.iter().any(|line| line.starts_with("a+:85")),
+        "the member was taken off the list: {told:?}"
+    );
+    assert!(!said.contains("first peer"), "{said}");
+    drop(member);
+}

@@ -66,8 +66,9 @@ impl RingNode {
         let mut size_checked = false;
         let mut own_entry_waits = 0;
         let (mut ids_refused, mut cleared) = (0, 0);
+        let mut ring_port = RingPort::default();
         while ids_refused < ID_ATTEMPTS {
-            let attempted = attempt(&client, &settings, id, addr)?;
+            let attempted = attempt(&client, &settings, id, addr, &mut ring_port)?;
             // A ring of another size answers every id with `wrq`, as if
             // taken: at the first refusal, a listed member is asked its
             // ring's size.
@@ -202,19 +203,27 @@ fn attempt(
     settings: &RingSettings,
     id: u64,
     addr: SocketAddr,
+    ring_port: &mut RingPort,
 ) -> Result<Attempt, RingError> {
+    // The member sent to was written without a port (on `ring_port`).
+    let mut sent_to_bare = false;
     let member = match settings.entry {
         Entry::Member(member) => member,
         Entry::Welcome(welcome) => match welcome_join(client, welcome, id, addr)? {
             Welcomed::First => return Ok(Attempt::Placed(Vec::new())),
             // Our own entry from before, under another id: off the list.
-            Welcomed::Through(member) if member == addr => {
+            Welcomed::Through { member, bare }
+                if member == addr && (!bare || ring_port.is_mine(client, welcome, addr)) =>
+            {
                 info!("ring: the welcome service lists this peer's own old entry; taking it off");
                 forget_at_welcome(client, welcome, member, addr.port());
                 return Ok(Attempt::Again);
             }
-            Welcomed::Through(member) => member,
-            Welcomed::Taken if stale_at_welcome(client, welcome, id, addr) => {
+            Welcomed::Through { member, bare } => {
+                sent_to_bare = bare;
+                member
+            }
+            Welcomed::Taken if stale_at_welcome(client, welcome, id, addr, ring_port) => {
                 // Our own entry from before a crash, or a peer gone since.
                 let _ = client.course(welcome, &CourseRequest::Leave { hash: id });
                 return Ok(Attempt::Again);
@@ -250,6 +259,22 @@ fn attempt(
         Err(e) if e.is_not_a_member() => {
             let gone = e.addr().unwrap_or(member);
             match settings.entry {
+                // Sent to a member written without a port, which is not
+                // on this peer's port: nothing tells it is gone.
+                Entry::Welcome(welcome)
+                    if gone == member
+                        && sent_to_bare
+                        && !ring_port.is_mine(client, welcome, addr) =>
+                {
+                    Err(RingError::Failed(format!(
+                        "the welcome service {welcome} sent this peer to the member at {}, written \
+                         without a port: it is on the tracker's ring_port, and no member written \
+                         so answers on this peer's port {}; start this peer on the ring_port \
+                         (--port), or join through a member you know (ring_join)",
+                        member.ip(),
+                        addr.port()
+                    )))
+                }
                 Entry::Welcome(welcome) => {
                     warn!("ring: {gone} does not answer as a member ({e}); taking it off the welcome service's list");
                     forget_at_welcome(client, welcome, gone, addr.port());
@@ -318,7 +343,13 @@ fn forget_at_welcome(client: &RingClient, welcome: SocketAddr, gone: SocketAddr,
 /// only once another member listed so answers there: a peer started on
 /// another port would otherwise find every such member silent, and take
 /// live ones off the list.
-fn stale_at_welcome(client: &RingClient, welcome: SocketAddr, id: u64, me: SocketAddr) -> bool {
+fn stale_at_welcome(
+    client: &RingClient,
+    welcome: SocketAddr,
+    id: u64,
+    me: SocketAddr,
+    ring_port: &mut RingPort,
+) -> bool {
     let Ok(line) = client.course(welcome, &CourseRequest::AddressOf { hash: id }) else {
         return false;
     };
@@ -330,29 +361,44 @@ fn stale_at_welcome(client: &RingClient, welcome: SocketAddr, id: u64, me: Socke
         return true;
     }
     let silent = matches!(client.info(holder), Err(RingError::Unreachable { .. }));
-    silent && (at.port.is_some() || on_ring_port(client, welcome, me))
+    silent && (at.port.is_some() || ring_port.is_mine(client, welcome, me))
 }
 
 /// Whether this peer's port is the tracker's `ring_port`, as far as it
 /// can tell: a member the welcome service lists without a port answers
-/// on it (among the first [`LISTED_ASKED`] listed so).
-fn on_ring_port(client: &RingClient, welcome: SocketAddr, me: SocketAddr) -> bool {
-    let Ok(listed) = client.welcome_list(welcome) else {
-        return false;
-    };
-    listed
-        .into_iter()
-        .filter(|(_, at)| at.port.is_none())
-        .map(|(_, at)| at.socket(me.port()))
-        .filter(|addr| *addr != me)
-        .take(LISTED_ASKED)
-        .any(|addr| client.info(addr).is_ok())
+/// on it (among the first [`LISTED_ASKED`] listed so). Found out once a
+/// join, when first needed.
+#[derive(Default)]
+struct RingPort {
+    mine: Option<bool>,
+}
+
+impl RingPort {
+    fn is_mine(&mut self, client: &RingClient, welcome: SocketAddr, me: SocketAddr) -> bool {
+        *self.mine.get_or_insert_with(|| {
+            let Ok(listed) = client.welcome_list(welcome) else {
+                return false;
+            };
+            listed
+                .into_iter()
+                .filter(|(_, at)| at.port.is_none())
+                .map(|(_, at)| at.socket(me.port()))
+                .filter(|addr| *addr != me)
+                .take(LISTED_ASKED)
+                .any(|addr| client.info(addr).is_ok())
+        })
+    }
 }
 
 /// What a welcome service said to `yo`.
 enum Welcomed {
     First,
-    Through(SocketAddr),
+    /// Join through this member; `bare`: written without a port (taken
+    /// to be on this peer's port, the course's rule).
+    Through {
+        member: SocketAddr,
+        bare: bool,
+    },
     Taken,
 }
 
@@ -371,7 +417,10 @@ fn welcome_join(
         Some(CourseReply::First) => Ok(Welcomed::First),
         Some(CourseReply::Wrong) => Ok(Welcomed::Taken),
         // A member without a port listens on ours (the course's rule).
-        Some(CourseReply::Addr(member)) => Ok(Welcomed::Through(member.socket(me.port()))),
+        Some(CourseReply::Addr(member)) => Ok(Welcomed::Through {
+            member: member.socket(me.port()),
+            bare: member.port.is_none(),
+        }),
         _ => {
             // Its own words, cut short: they may be 64 KiB.
             let mut shown: String = line.chars().take(80).collect();
