@@ -148,10 +148,19 @@ pub fn find_file(ring: &RingNode, what: &str) -> Result<FileEntry, PeerError> {
             "the ring knows no file {what}"
         )));
     }
+    // (A look-up that fails leaves its file out, unless all fail.)
     let mut named = Vec::new();
+    let mut first_failure = None;
     for file in found.into_iter().take(NAMED_FILES_CHECKED) {
-        let holders = ring.holders(file.key).map_err(failed)?.len() as u32;
-        named.push((file, holders));
+        match ring.holders(file.key) {
+            Ok(holders) => named.push((file, holders.len() as u32)),
+            Err(e) => {
+                first_failure.get_or_insert(e);
+            }
+        }
+    }
+    if let (true, Some(e)) = (named.is_empty(), first_failure) {
+        return Err(failed(e));
     }
     // Anyone may store a `NAME` record: of several files of one name,
     // those no peer holds are left out, so that one made-up record does

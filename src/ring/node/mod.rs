@@ -201,6 +201,12 @@ impl RingNode {
                     ))];
                 }
                 let mut routing = self.routing.write();
+                // Changed meanwhile (the predecessor dropped, say), so that
+                // the candidate now would count though it was not asked:
+                // not taken (it notifies again at its next round).
+                if !noticed && routing.takes_notice_of(space, *candidate) {
+                    return vec![RingReply::Common(Reply::ok(""))];
+                }
                 if routing.notified(space, *candidate) {
                     info!(
                         "ring: predecessor {}, successor {}",
