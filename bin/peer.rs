@@ -118,7 +118,10 @@ fn main() -> ExitCode {
     let matches = match command.clone().try_get_matches() {
         Ok(matches) => matches,
         Err(e) => {
-            let args: Vec<String> = std::env::args().collect();
+            // (`args_os`: a word that is not UTF-8 must not panic here.)
+            let args: Vec<String> = std::env::args_os()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect();
             let commands: Vec<&str> = command.get_subcommands().map(|c| c.get_name()).collect();
             if let Some(hint) = switch_missing_its_word(PEER_KEYS, &args, &commands) {
                 let _ = e.print();

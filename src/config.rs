@@ -885,8 +885,10 @@ impl PeerConfig {
                 })
             }
         };
+        // (A unit with a small b is taken as bytes here: no such size is
+        // a power of two, so the hint below says what was meant.)
         let piece_size = |text: &str| {
-            let size = parse_setting_size(text)?;
+            let size = parse_byte_size(text)?;
             let size = u32::try_from(size).map_err(|_| "too large".to_string())?;
             check_piece_size(size)
                 .map(|()| size)

@@ -69,7 +69,7 @@ pub fn parse_setting_size(text: &str) -> Result<u64, String> {
     let unit = unit.trim();
     if unit.len() >= 2 && unit.ends_with('b') && !unit.ends_with("ib") {
         return Err(format!(
-            "{trimmed:?}: a small b is bits, and sizes here are in bytes: write {digits}{}B \
+            "a small b is bits, and sizes here are in bytes: write {digits}{}B \
              (8 bits make a byte: 8Mb is 1MB)",
             &unit[..unit.len() - 1]
         ));
