@@ -1196,3 +1196,28 @@ fn a_shell_download_stopped_before_its_manifest_came_says_nothing_is_kept() {
     );
     assert!(!said.contains("goes on at the next start"), "{said}");
 }
+
+#[test]
+fn a_second_copy_in_a_registered_folder_is_named_and_the_rest_registered() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    write_file(&files, "a.txt", b"the same words");
+    write_file(&files, "b.txt", b"the same words");
+    write_file(&files, "c.txt", b"other words");
+    let mut shell = PeerProcess::start(
+        &dir.path().join("shell"),
+        tracker.addr,
+        &["--user", "alice"],
+    );
+    shell.send(&format!("register alice {}", files.display()));
+    assert!(shell.expect("registered ").contains("a.txt"));
+    let refused = shell.expect("not registered");
+    assert!(
+        refused.contains("b.txt") && refused.contains("has the same content as"),
+        "{refused}"
+    );
+    assert!(shell.expect("registered ").contains("c.txt"));
+    shell.send("quit");
+    assert!(shell.wait(WAIT).success());
+}

@@ -1137,3 +1137,22 @@ fn a_second_copy_of_a_shared_file_is_refused_and_the_first_stays_shared() {
     let shared = swarm.seeder.share(&again, |_| {}).unwrap();
     assert_eq!(shared.path(), dunce::canonicalize(&again).unwrap());
 }
+
+/// (Unix: a link to a folder is made without rights there.)
+#[cfg(unix)]
+#[test]
+fn a_downloaded_file_shared_again_through_another_path_is_the_same_file() {
+    let swarm = support::seeded_swarm("notes.bin", 40_000, 15, &[]);
+    let real = swarm.dir.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    let link = swarm.dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let leecher = swarm.peer("leecher", &[("download_dir", link.to_str().unwrap())]);
+    let download = leecher.download(&swarm.key.to_string(), None).unwrap();
+    let saved = download.wait().unwrap();
+    assert!(saved.starts_with(&link), "{}", saved.display());
+    // Shared by its real path: the file held already, not a copy of it.
+    let shared = leecher.share(&real.join("notes.bin"), |_| {}).unwrap();
+    assert_eq!(shared.key, swarm.key);
+    assert_eq!(leecher.files().len(), 1);
+}

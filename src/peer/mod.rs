@@ -310,15 +310,18 @@ impl Peer {
             part.parent()
                 .map(|dir| dir.join(fsutil::portable_file_name(f.name.as_str())))
         };
-        let file = self
-            .library
-            .all()
-            .into_iter()
-            .find(|f| {
-                is_key(f.key, path_or_key)
-                    || is_given(&f.path())
-                    || (f.is_unfinished() && final_path(f).is_some_and(|path| is_given(&path)))
+        // (A file shared at that path comes before a download that will
+        // end there.)
+        let files = self.library.all();
+        let file = files
+            .iter()
+            .find(|f| is_key(f.key, path_or_key) || is_given(&f.path()))
+            .or_else(|| {
+                files.iter().find(|f| {
+                    f.is_unfinished() && final_path(f).is_some_and(|path| is_given(&path))
+                })
             })
+            .cloned()
             .ok_or_else(|| {
                 // Typed after the file was deleted: the periodic look may
                 // have withdrawn it already.
@@ -809,7 +812,9 @@ fn folder_to_save_into(dir: &Path) -> Result<(), PeerError> {
 /// and gives its place.
 fn refuse_a_second_copy(twin: &SharedFile, path: &Path) -> Result<(), PeerError> {
     let there = twin.path();
-    if there == path || twin.has_changed() {
+    // (A downloaded file's path is absolute, not canonical: through a
+    // link it is named otherwise, and is the same file.)
+    if there == path || twin.has_changed() || fsutil::same_file(&there, path) {
         return Ok(());
     }
     if twin.is_unfinished() {
