@@ -113,6 +113,17 @@ fn the_peer_refuses_bad_configuration_with_exit_code_2() {
         stderr.contains("hint: --gui takes a word, true or false, before the command"),
         "{stderr}"
     );
+    // A word that is not UTF-8 on such a line: the same, no panic.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let output = Command::new(peer)
+            .args(["--gui", "share"])
+            .arg(std::ffi::OsStr::from_bytes(b"a\xff.txt"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+    }
 
     // Megabits where bytes are meant: refused, with the bytes to write.
     let output = Command::new(peer)
