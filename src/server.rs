@@ -13,7 +13,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use parking_lot::Mutex;
@@ -282,6 +282,9 @@ impl Drop for Server {
     }
 }
 
+/// The most often a failure to accept is told while it lasts.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(1);
+
 fn accept_loop(
     listener: TcpListener,
     options: ServerOptions,
@@ -289,16 +292,31 @@ fn accept_loop(
     shared: Arc<Shared>,
 ) {
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    // Failures in a row, told once a second at most (out of file
+    // descriptors, it fails every 50 ms for as long as that lasts).
+    let mut failing: Option<(Option<Instant>, u64)> = None;
     for incoming in listener.incoming() {
         if shared.stopping.is_raised() {
             break;
         }
         let stream = match incoming {
-            Ok(stream) => stream,
+            Ok(stream) => {
+                if let Some((_, failures)) = failing.take() {
+                    if failures > 1 {
+                        warn!("accepting again, after {failures} failures in a row");
+                    }
+                }
+                stream
+            }
             Err(e) => {
                 // Out of file descriptors, or a connection reset before we
                 // took it: wait a moment so a persistent error cannot spin.
-                warn!("accept failed: {e}");
+                let (told, failures) = failing.get_or_insert((None, 0));
+                *failures += 1;
+                if told.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_EVERY) {
+                    *told = Some(Instant::now());
+                    warn!("accept failed: {e} ({failures} in a row)");
+                }
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }

@@ -80,7 +80,11 @@ pub fn serve_lines(conn: &Connection, limits: LineLimits, service: &mut impl Lin
             }
         };
         let answered = match &line {
-            Ok(text) if text.trim().is_empty() => Ok(Flow::Continue),
+            // Blank: spaces and tabs alone (a line of other white space,
+            // a no-break space, is a request, and gets its answer).
+            Ok(text) if text.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r')) => {
+                Ok(Flow::Continue)
+            }
             Ok(text) => service.on_line(Ok(text), &mut out),
             Err(error) => service.on_line(Err(error), &mut out),
         };

@@ -38,6 +38,26 @@ fn a_tracker_started_with_few_open_files_allowed_raises_its_limit() {
     assert!(soft >= hard.min(65_536), "{line}");
 }
 
+/// Out of file descriptors (a hard limit too low for its connections),
+/// the tracker's accept fails every 50 ms while it lasts: told once a
+/// second, not each time (which filled the log with 20 lines a second).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_tracker_out_of_file_descriptors_says_so_once_a_second() {
+    let low = ["sh", "-c", "ulimit -n 32 && exec \"$0\" \"$@\""];
+    let tracker = TrackerProcess::start_in(&low, &[]);
+    // More connections than it can open files for, held 3 s.
+    let held: Vec<_> = (0..60)
+        .filter_map(|_| std::net::TcpStream::connect(tracker.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let log = tracker.log();
+    let told = log.matches("accept failed").count();
+    assert!(told >= 1, "the failure is told: {log}");
+    assert!(told <= 6, "told {told} times in 3 s: {log}");
+    drop(held);
+}
+
 #[test]
 fn two_hundred_clients_offer_files_at_once_and_the_listing_is_exact() {
     const CLIENTS: u32 = 200;
@@ -207,6 +227,10 @@ fn bad_input_gets_its_error_and_the_connection_goes_on() {
             "ERRR 101 ",
         ),
         (b"ADDF\r\n".to_vec(), "ERRR 201 "),
+        // White space that is not blank (a no-break space, a form feed):
+        // a request like any, answered.
+        ("\u{a0}\n".as_bytes().to_vec(), "ERRR 200 "),
+        (b"\x0c\n".to_vec(), "ERRR 200 "),
         (
             vec![0u8; 20_000].into_iter().chain([b'\n']).collect(),
             "ERRR 100 ",
@@ -228,6 +252,16 @@ fn bad_input_gets_its_error_and_the_connection_goes_on() {
     }
     // And the same connection can still open a session.
     assert_eq!(client.ask("HELO 7001"), "OK 127.0.0.1:7001");
+
+    // A course line gone wrong is logged quoted and escaped: a carriage
+    // return in it cannot forge a line of the log.
+    let mut course = tracker.connect();
+    course.send("yo:1:x\rFAKE [INFO] session 9 opened");
+    assert_eq!(course.line(), "wrq");
+    assert!(support::eventually(Duration::from_secs(10), || tracker
+        .log()
+        .contains(r#""yo:1:x\rFAKE [INFO] session 9 opened" -> wrq"#)));
+    assert!(!tracker.log().contains("\rFAKE"));
 }
 
 #[test]

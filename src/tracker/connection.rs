@@ -137,10 +137,12 @@ impl TrackerConnection {
             Err(wrong) => Welcome::wrong(wrong),
         };
         // A parsed request is short (its address canonical, at most
-        // MAX_ADDRESS_TEXT bytes); a wrong one is cut to a short prefix.
+        // MAX_ADDRESS_TEXT bytes); a wrong one is cut to a short prefix,
+        // quoted and escaped (a carriage return in it would forge a log
+        // line).
         let asked = match &request {
             Ok(request) => request.to_string(),
-            Err(_) => echo(text.trim()),
+            Err(_) => format!("{:?}", echo(text.trim())),
         };
         match &replies[..] {
             [one] => info!("course: {} {asked} -> {one}", self.remote),
