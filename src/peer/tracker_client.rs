@@ -916,9 +916,15 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        let long = format!("/{}", "d".repeat(4000));
+        // (Long paths first, then shorter ones into what room is left,
+        // down to none for the shortest: whatever an offer is counted.)
         let mut n = 1;
-        while filler.offer(&offer(n, &long)).is_ok() && filler.books.lock().pending.is_empty() {
+        for len in [4000, 400, 40, 1] {
+            let path = format!("/{}", "d".repeat(len));
+            filler.books.lock().pending.clear();
+            while filler.offer(&offer(n, &path)).is_ok() && filler.books.lock().pending.is_empty() {
+                n += 1;
+            }
             n += 1;
         }
         // Refused for lack of room: kept, and not sent again at once.
