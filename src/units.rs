@@ -20,10 +20,7 @@ pub fn count(n: u64, what: &str) -> String {
 /// Parses a byte size, or says why it is not one.
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, suffix) = text.split_at(split);
+    let (digits, suffix) = digits_and_unit(text);
     if digits.is_empty() {
         return Err(format!(
             "{text:?} is not a size: expected a whole number of bytes, optionally with a unit such as KiB, MiB, GiB, kB, MB or GB"
@@ -61,11 +58,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
 /// [`parse_byte_size`], but a unit with a small `b` after its prefix
 /// (`8Mb`, `25kb`) is refused as bits, and the bytes meant are suggested.
 pub fn parse_setting_size(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(split);
+    let (digits, unit) = digits_and_unit(text.trim());
     let unit = unit.trim();
     if unit.len() >= 2 && unit.ends_with('b') && !unit.ends_with("ib") {
         return Err(format!(
@@ -75,6 +68,14 @@ pub fn parse_setting_size(text: &str) -> Result<u64, String> {
         ));
     }
     parse_byte_size(text)
+}
+
+/// A size's leading digits, and what follows them.
+fn digits_and_unit(text: &str) -> (&str, &str) {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    text.split_at(split)
 }
 
 /// Formats a byte count for people, to a tenth of its unit: `262144` ->

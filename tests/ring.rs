@@ -819,18 +819,11 @@ fn a_peer_of_another_ring_size_is_told_the_welcome_service_s() {
     }
     assert_eq!(course_lines(tracker.addr, "li?").len(), 5);
     // The usual slip: --ring-size forgotten (the default is 65536).
-    let home = dir.path().join("newcomer");
-    std::fs::create_dir_all(&home).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_peer"))
-        .current_dir(&home)
-        .args(["--log-file", "", "--tracker", &tracker.addr.to_string()])
-        .args(["--address", "127.0.0.1", "--port", "0"])
-        .args(ring_flags(&[]))
-        .args(["get", "nothing.bin"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{said}");
+    let said = join_refused(
+        &dir.path().join("newcomer"),
+        tracker.addr,
+        &["--address", "127.0.0.1"],
+    );
     assert!(
         said.contains("in a ring of size 100; this peer's ring_size is 65536 (--ring-size 100 joins that ring)"),
         "{said}"
@@ -845,29 +838,22 @@ fn a_peer_of_another_ring_size_is_told_the_welcome_service_s() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_peer_on_another_port_leaves_the_class_s_members_on_the_welcome_list() {
-    let port = support::free_port().to_string();
-    let tracker = TrackerProcess::start(&["--ring-port", &port, "--ring-size", "100"]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--address", "127.0.0.2", "--port", &port];
-    args.extend(["--ring-size", "100", "--ring-id", "85"]);
-    args.extend(ring_flags(&[]));
-    let member = PeerProcess::start(&dir.path().join("member"), tracker.addr, &args);
+    let (tracker, dir, member) = class_member_85_on_ring_port();
     let listed = ["85:127.0.0.2", "end"];
     assert_eq!(course_lines(tracker.addr, "li?"), listed);
     // The same id, from another address and port: taken, and said so.
-    let home = dir.path().join("other");
-    std::fs::create_dir_all(&home).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_peer"))
-        .current_dir(&home)
-        .args(["--log-file", "", "--tracker", &tracker.addr.to_string()])
-        .args(["--address", "127.0.0.3", "--port", "0"])
-        .args(["--ring-size", "100", "--ring-id", "85"])
-        .args(ring_flags(&[]))
-        .args(["get", "nothing.bin"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{said}");
+    let said = join_refused(
+        &dir.path().join("other"),
+        tracker.addr,
+        &[
+            "--address",
+            "127.0.0.3",
+            "--ring-size",
+            "100",
+            "--ring-id",
+            "85",
+        ],
+    );
     assert!(said.contains("ring id 85 is taken"), "{said}");
     assert_eq!(course_lines(tracker.addr, "li?"), listed);
     drop(member);
@@ -881,13 +867,7 @@ fn a_peer_on_another_port_leaves_the_class_s_members_on_the_welcome_list() {
 #[test]
 fn a_peer_sent_to_a_member_written_without_a_port_from_another_port_says_so() {
     use std::io::{BufRead, BufReader, Write};
-    let port = support::free_port().to_string();
-    let tracker = TrackerProcess::start(&["--ring-port", &port, "--ring-size", "100"]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--address", "127.0.0.2", "--port", &port];
-    args.extend(["--ring-size", "100", "--ring-id", "85"]);
-    args.extend(ring_flags(&[]));
-    let member = PeerProcess::start(&dir.path().join("member"), tracker.addr, &args);
+    let (tracker, dir, member) = class_member_85_on_ring_port();
     // A stand-in for the course's welcome service: one line in, its
     // answer out, the connection closed; every `a+` is noted.
     let course = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -912,20 +892,22 @@ fn a_peer_sent_to_a_member_written_without_a_port_from_another_port_says_so() {
             let _ = (&stream).write_all(answer.as_bytes());
         }
     });
-    let home = dir.path().join("other");
-    std::fs::create_dir_all(&home).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_peer"))
-        .current_dir(&home)
-        .args(["--log-file", "", "--tracker", &tracker.addr.to_string()])
-        .args(["--address", "127.0.0.3", "--port", "0"])
-        .args(["--ring-size", "100", "--ring-id", "20"])
-        .args(["--ring-welcome", &course_addr.to_string()])
-        .args(ring_flags(&[]))
-        .args(["get", "nothing.bin"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{said}");
+    let welcome = course_addr.to_string();
+    let said = join_refused(
+        &dir.path().join("other"),
+        tracker.addr,
+        &[
+            "--address",
+            "127.0.0.3",
+            "--ring-size",
+            "100",
+            "--ring-id",
+            "20",
+        ]
+        .into_iter()
+        .chain(["--ring-welcome", &welcome])
+        .collect::<Vec<_>>(),
+    );
     assert!(
         said.contains("written without a port: it is on the tracker's ring_port"),
         "{said}"
@@ -937,4 +919,36 @@ fn a_peer_sent_to_a_member_written_without_a_port_from_another_port_says_so() {
     );
     assert!(!said.contains("first peer"), "{said}");
     drop(member);
+}
+
+/// A tracker whose ring is a class's (`ring_port` a free port, 100 ids),
+/// and one member on it: id 85 at 127.0.0.2, written as a bare IP.
+#[cfg(target_os = "linux")]
+fn class_member_85_on_ring_port() -> (TrackerProcess, tempfile::TempDir, PeerProcess) {
+    let port = support::free_port().to_string();
+    let tracker = TrackerProcess::start(&["--ring-port", &port, "--ring-size", "100"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--address", "127.0.0.2", "--port", &port];
+    args.extend(["--ring-size", "100", "--ring-id", "85"]);
+    args.extend(ring_flags(&[]));
+    let member = PeerProcess::start(&dir.path().join("member"), tracker.addr, &args);
+    (tracker, dir, member)
+}
+
+/// Runs a ring peer's `get` from `home` with `args` (any port), which must
+/// fail to join; what it said.
+fn join_refused(home: &Path, tracker: SocketAddr, args: &[&str]) -> String {
+    std::fs::create_dir_all(home).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_peer"))
+        .current_dir(home)
+        .args(["--log-file", "", "--tracker", &tracker.to_string()])
+        .args(["--port", "0"])
+        .args(args)
+        .args(ring_flags(&[]))
+        .args(["get", "nothing.bin"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{said}");
+    said
 }
