@@ -909,7 +909,7 @@ fn a_peer_sent_to_a_member_written_without_a_port_from_another_port_says_so() {
         .collect::<Vec<_>>(),
     );
     assert!(
-        said.contains("written without a port: it is on the tracker's ring_port"),
+        said.contains("(written without a port: on the tracker's ring_port)"),
         "{said}"
     );
     let told = told.lock().unwrap().clone();

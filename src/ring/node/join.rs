@@ -259,18 +259,24 @@ fn attempt(
         Err(e) if e.is_not_a_member() => {
             let gone = e.addr().unwrap_or(member);
             match settings.entry {
-                // Sent to a member written without a port, which is not
-                // on this peer's port: nothing tells it is gone.
+                // Sent to a member written without a port, silent on this
+                // peer's port, and no other member written so answers
+                // there: gone, or on another port (the ring_port) than
+                // this peer's. Nothing tells which; taken off the list
+                // wrongly, a live member would leave the next newcomers a
+                // second ring.
                 Entry::Welcome(welcome)
                     if gone == member
                         && sent_to_bare
                         && !ring_port.is_mine(client, welcome, addr) =>
                 {
                     Err(RingError::Failed(format!(
-                        "the welcome service {welcome} sent this peer to the member at {}, written \
-                         without a port: it is on the tracker's ring_port, and no member written \
-                         so answers on this peer's port {}; start this peer on the ring_port \
-                         (--port), or join through a member you know (ring_join)",
+                        "the welcome service {welcome} sent this peer to member {} (written \
+                         without a port: on the tracker's ring_port), which does not answer on \
+                         this peer's port {}: if this peer is not on the ring_port, start it \
+                         there (--port) or join through a member you know (ring_join); if that \
+                         member is gone, take it off the list (`a+:<its id>` to the welcome \
+                         service) and start again",
                         member.ip(),
                         addr.port()
                     )))
