@@ -6,10 +6,42 @@ use std::net::{IpAddr, SocketAddr};
 
 use parking_lot::RwLock;
 
-use crate::protocol::{ProtocolError, Reply, TrackerRequest};
+use crate::protocol::{FileKey, ProtocolError, Reply, SearchCriteria, TrackerRequest};
 
-use super::registry::{Registry, RegistryError, SessionId};
+use super::registry::{first_files, first_shares, Registry, RegistryError, SearchScope, SessionId};
 use super::TrackerOptions;
+
+/// Files a search looks at under one hold of the registry's lock. A
+/// search of every file takes it once a slice, so the sessions opening,
+/// offering and closing meanwhile wait for a slice at most, not for the
+/// whole search (the lock is fair: a writer waiting holds back every
+/// reader after it too). A file added or withdrawn while a search runs
+/// may or may not be in its answer.
+const SEARCH_SLICE: usize = 4096;
+
+/// A search (`RQFS` or `LSTF`: `whole` in one go, `among` a slice of
+/// keys, their answers merged by `first`) of every file a slice at a
+/// time, or of a narrow scope in one go (see [`Registry::search_scope`]).
+fn in_slices<T>(
+    registry: &RwLock<Registry>,
+    criteria: &SearchCriteria,
+    limit: usize,
+    whole: impl Fn(&Registry, &SearchCriteria, usize) -> Vec<T>,
+    among: impl Fn(&Registry, &[FileKey], &SearchCriteria, usize) -> Vec<T>,
+    first: impl Fn(Vec<T>, Vec<T>, usize) -> Vec<T>,
+) -> Vec<T> {
+    let keys = {
+        let registry = registry.read();
+        match registry.search_scope(criteria, SEARCH_SLICE) {
+            SearchScope::Narrow => return whole(&registry, criteria, limit),
+            SearchScope::Every(keys) => keys,
+        }
+    };
+    keys.chunks(SEARCH_SLICE).fold(Vec::new(), |best, slice| {
+        let found = among(&registry.read(), slice, criteria, limit);
+        first(best, found, limit)
+    })
+}
 
 /// The reply lines for one request, and whether to close afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,18 +111,28 @@ pub fn respond(
             .report(session, *key, bitmap)
             .map(|count| Answer::one(Reply::ok(format!("{key} {count}")))),
         TrackerRequest::Rqfs(criteria) => Ok(Answer::listing(
-            registry
-                .read()
-                .search(criteria, limits.max_results)
-                .into_iter()
-                .map(Reply::File),
+            in_slices(
+                registry,
+                criteria,
+                limits.max_results,
+                Registry::search,
+                Registry::search_among,
+                first_files,
+            )
+            .into_iter()
+            .map(Reply::File),
         )),
         TrackerRequest::Lstf(criteria) => Ok(Answer::listing(
-            registry
-                .read()
-                .shares(criteria, limits.max_results)
-                .into_iter()
-                .map(Reply::Share),
+            in_slices(
+                registry,
+                criteria,
+                limits.max_results,
+                Registry::shares,
+                Registry::shares_among,
+                first_shares,
+            )
+            .into_iter()
+            .map(Reply::Share),
         )),
         TrackerRequest::Reqf { key } => registry
             .read()
@@ -128,6 +170,63 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn a_search_of_every_file_in_slices_answers_as_one_in_one_go() {
+        // Three sessions, 3,500 files each: more than two slices.
+        let registry = RwLock::new(Registry::new(5000));
+        for session in 1..=3u64 {
+            ask(
+                &registry,
+                session,
+                &format!("HELO {} user{session}", 7000 + session),
+            );
+            for i in 0..3500u64 {
+                let n = session * 10_000 + i;
+                let (name, kind) = match n % 3 {
+                    0 => (format!("Song{n:05}.mp3"), "audio"),
+                    1 => (format!("talk {n}.ogg"), "audio"),
+                    _ => (format!("clip{n}.mkv"), "video"),
+                };
+                let name = name.replace(' ', "%20");
+                let added = ask(
+                    &registry,
+                    session,
+                    &format!("ADDF {n:064x} {name} {n} 16384 {kind} /f/{name}"),
+                );
+                assert!(added[0].starts_with("OK"), "{added:?}");
+            }
+        }
+        let limits = TrackerOptions::default();
+        for words in [
+            "",
+            "song",
+            "name=*1?.mp3",
+            "kind=video min=25000",
+            "talk name=*9*",
+        ] {
+            let criteria =
+                SearchCriteria::from_words(&words.split_whitespace().collect::<Vec<_>>()).unwrap();
+            let sliced = ask(&registry, 9, &format!("RQFS {words}"));
+            let whole: Vec<String> = registry
+                .read()
+                .search(&criteria, limits.max_results)
+                .into_iter()
+                .map(|entry| Reply::File(entry).to_string())
+                .chain(["END".to_string()])
+                .collect();
+            assert_eq!(sliced, whole, "RQFS {words}");
+            let sliced = ask(&registry, 9, &format!("LSTF {words}"));
+            let whole: Vec<String> = registry
+                .read()
+                .shares(&criteria, limits.max_results)
+                .into_iter()
+                .map(|entry| Reply::Share(entry).to_string())
+                .chain(["END".to_string()])
+                .collect();
+            assert_eq!(sliced, whole, "LSTF {words}");
+        }
     }
 
     #[test]

@@ -335,10 +335,32 @@ impl Registry {
     /// `RQFS`: the files that pass every criterion, by name then key, at
     /// most `limit` of them.
     pub fn search(&self, criteria: &SearchCriteria, limit: usize) -> Vec<FileEntry> {
+        self.search_in(self.candidates(criteria), criteria, limit)
+    }
+
+    /// [`Registry::search`] among the files of `keys` alone (a slice of
+    /// [`SearchScope::Every`]).
+    pub fn search_among(
+        &self,
+        keys: &[FileKey],
+        criteria: &SearchCriteria,
+        limit: usize,
+    ) -> Vec<FileEntry> {
+        self.search_in(
+            keys.iter().filter_map(|key| self.files.get(key)),
+            criteria,
+            limit,
+        )
+    }
+
+    fn search_in<'r>(
+        &'r self,
+        records: impl Iterator<Item = &'r FileRecord>,
+        criteria: &SearchCriteria,
+        limit: usize,
+    ) -> Vec<FileEntry> {
         let matcher = Matcher::new(criteria);
-        let found = self
-            .candidates(criteria)
-            .filter(|record| self.matches(record, &matcher));
+        let found = records.filter(|record| self.matches(record, &matcher));
         first_by(
             found,
             limit,
@@ -354,9 +376,31 @@ impl Registry {
     /// files that pass the criteria, by user, then peer id, then path, at most
     /// `limit`.
     pub fn shares(&self, criteria: &SearchCriteria, limit: usize) -> Vec<ShareEntry> {
+        self.shares_in(self.candidates(criteria), criteria, limit)
+    }
+
+    /// [`Registry::shares`] among the files of `keys` alone.
+    pub fn shares_among(
+        &self,
+        keys: &[FileKey],
+        criteria: &SearchCriteria,
+        limit: usize,
+    ) -> Vec<ShareEntry> {
+        self.shares_in(
+            keys.iter().filter_map(|key| self.files.get(key)),
+            criteria,
+            limit,
+        )
+    }
+
+    fn shares_in<'r>(
+        &'r self,
+        records: impl Iterator<Item = &'r FileRecord>,
+        criteria: &SearchCriteria,
+        limit: usize,
+    ) -> Vec<ShareEntry> {
         let matcher = Matcher::new(criteria);
-        let offers = self
-            .candidates(criteria)
+        let offers = records
             .filter(|record| self.matches(record, &matcher))
             .flat_map(|record| {
                 record.holders.iter().filter_map(move |(id, holding)| {
@@ -379,6 +423,22 @@ impl Registry {
                 path: path.clone(),
             },
         )
+    }
+
+    /// Where a search of `criteria` looks: the files of one key or one
+    /// user, or a registry of at most `slice` files, in one go; else every
+    /// file, a slice at a time (see `handler::search_in_slices`).
+    pub fn search_scope(&self, criteria: &SearchCriteria, slice: usize) -> SearchScope {
+        use crate::protocol::Criterion;
+        let narrow = criteria
+            .0
+            .iter()
+            .any(|criterion| matches!(criterion, Criterion::Key(_) | Criterion::User(_)));
+        if narrow || self.files.len() <= slice {
+            SearchScope::Narrow
+        } else {
+            SearchScope::Every(self.files.keys().copied().collect())
+        }
     }
 
     /// `REQF`: the holders of a file, best first (see [`HolderRank`]) for
@@ -655,6 +715,34 @@ impl Distance {
             _ => Distance::Elsewhere,
         }
     }
+}
+
+/// Where a search looks (see [`Registry::search_scope`]).
+pub enum SearchScope {
+    /// The files of a key or a user, or a small registry: in one go.
+    Narrow,
+    /// Every file, by these keys (taken when the search began).
+    Every(Vec<FileKey>),
+}
+
+/// The first `limit` of two lists of a search's answers, each in the
+/// order `RQFS` gives (by name, then key).
+pub fn first_files(a: Vec<FileEntry>, b: Vec<FileEntry>, limit: usize) -> Vec<FileEntry> {
+    let order = |entry: &FileEntry| (entry.name.as_str().to_lowercase(), entry.key);
+    first_by(a.into_iter().chain(b), limit, order, |entry| entry)
+}
+
+/// The first `limit` of two lists of offers, in the order `LSTF` gives.
+pub fn first_shares(a: Vec<ShareEntry>, b: Vec<ShareEntry>, limit: usize) -> Vec<ShareEntry> {
+    let order = |entry: &ShareEntry| {
+        (
+            entry.user.clone(),
+            entry.peer,
+            entry.path.clone(),
+            entry.key,
+        )
+    };
+    first_by(a.into_iter().chain(b), limit, order, |entry| entry)
 }
 
 /// The first `limit` of `items` in the order of `key`, each key computed
