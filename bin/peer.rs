@@ -8,6 +8,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -297,6 +298,7 @@ fn start(config: PeerConfig) -> Result<Running, String> {
         let _ = out(format_args!("gui on http://{}/", gui.addr()));
     }
     let _ = std::io::stdout().flush();
+    STARTING.store(false, Ordering::SeqCst);
     Ok(Running { peer, gui })
 }
 
@@ -448,15 +450,24 @@ fn note(text: impl std::fmt::Display) {
     let _ = write!(std::io::stderr(), "{text}");
 }
 
+/// True until the peer is up ([`start`]). A Ctrl-C before then ends the
+/// process at once: nothing runs yet that must be stopped cleanly, and
+/// the start may be waiting seconds for a tracker that does not answer.
+static STARTING: AtomicBool = AtomicBool::new(true);
+
 /// Ctrl-C (or a termination signal), as a message on the channel
 /// returned: each command stops the way it should (a download cancelled,
 /// the ring left, the tracker told). A second Ctrl-C, while that runs,
-/// ends the process at once.
+/// ends the process at once, as the first does while the peer starts.
 fn catch_ctrl_c() -> Result<Receiver<()>, String> {
     let (pressed_tx, pressed_rx) = crossbeam_channel::bounded(1);
     let presses = std::sync::atomic::AtomicUsize::new(0);
     ctrlc::set_handler(move || {
-        if presses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+        if STARTING.load(Ordering::SeqCst) {
+            note("\nstopped while starting\n");
+            std::process::exit(130);
+        }
+        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
             note("\nstopping (interrupt again to stop at once)\n");
             let _ = pressed_tx.try_send(());
         } else {

@@ -1221,3 +1221,35 @@ fn a_second_copy_in_a_registered_folder_is_named_and_the_rest_registered() {
     shell.send("quit");
     assert!(shell.wait(WAIT).success());
 }
+
+/// Ctrl-C while the peer starts (here: waiting for a tracker that takes
+/// the connection and never answers, 5 s) ends it at once.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_while_the_peer_starts_ends_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let log = dir.path().join("peer.log");
+    let mut peer = std::process::Command::new(env!("CARGO_BIN_EXE_peer"))
+        .current_dir(dir.path())
+        .args(["--tracker", &silent.local_addr().unwrap().to_string()])
+        .args(["--port", "0", "--gui", "false", "--log-level", "debug"])
+        .arg("--log-file")
+        .arg(&log)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its handler is in place once it logs anything; it then waits for
+    // the tracker.
+    assert!(eventually(WAIT, || std::fs::read_to_string(&log)
+        .is_ok_and(|text| text.contains("open files"))));
+    ctrl_c(peer.id());
+    // (Before, it said it was stopping, waited out the tracker, started
+    // and then stopped: exit 0.)
+    let output = peer.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{said}");
+    assert!(said.contains("stopped while starting"), "{said}");
+}
