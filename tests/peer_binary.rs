@@ -1230,7 +1230,7 @@ fn ctrl_c_while_the_peer_starts_ends_it_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let log = dir.path().join("peer.log");
-    let mut peer = std::process::Command::new(env!("CARGO_BIN_EXE_peer"))
+    let peer = std::process::Command::new(env!("CARGO_BIN_EXE_peer"))
         .current_dir(dir.path())
         .args(["--tracker", &silent.local_addr().unwrap().to_string()])
         .args(["--port", "0", "--gui", "false", "--log-level", "debug"])
