@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -41,6 +41,11 @@ pub struct ServerOptions {
     /// Stack size of each connection's thread ([`CONNECTION_STACK_SIZE`]
     /// for the line protocol).
     pub stack_size: usize,
+    /// At a cap, close the connection that has waited longest for a
+    /// request's first byte (see [`Connection::waiting`]) to make room,
+    /// rather than refuse the new one: for the web page, where a client's
+    /// idle keep-alive connections must not keep the next one out.
+    pub make_room: bool,
 }
 
 impl ServerOptions {
@@ -53,6 +58,7 @@ impl ServerOptions {
             max_per_ip,
             busy: busy_line,
             stack_size: CONNECTION_STACK_SIZE,
+            make_room: false,
         }
     }
 }
@@ -133,6 +139,10 @@ pub struct Connection {
     /// (see [`StopSignal`]; closing the socket does that on Linux and
     /// macOS, not on Windows).
     pub stop: StopSignal,
+    /// Set by the handler while it waits for a request's first byte, the
+    /// connection idle: such a one may be closed to make room for a new
+    /// one ([`ServerOptions::make_room`]).
+    pub waiting: Arc<AtomicBool>,
 }
 
 /// What runs on each connection's thread.
@@ -155,12 +165,19 @@ struct Shared {
 }
 
 /// The open connections: a clone of each socket (to close them on
-/// shutdown) with the IP it comes from, and a count per IP (for the per-IP
-/// cap, without a scan of every connection at each accept).
+/// shutdown, or one to make room) with the IP it comes from and its
+/// waiting flag, and a count per IP (for the per-IP cap, without a scan of
+/// every connection at each accept).
 #[derive(Default)]
 struct Live {
-    sockets: HashMap<u64, (TcpStream, IpAddr)>,
+    sockets: HashMap<u64, LiveSocket>,
     per_ip: HashMap<IpAddr, usize>,
+}
+
+struct LiveSocket {
+    stream: TcpStream,
+    ip: IpAddr,
+    waiting: Arc<AtomicBool>,
 }
 
 impl Live {
@@ -172,13 +189,20 @@ impl Live {
         self.per_ip.get(&ip).copied().unwrap_or(0)
     }
 
-    fn insert(&mut self, id: u64, stream: TcpStream, ip: IpAddr) {
-        self.sockets.insert(id, (stream, ip));
+    fn insert(&mut self, id: u64, stream: TcpStream, ip: IpAddr, waiting: Arc<AtomicBool>) {
+        self.sockets.insert(
+            id,
+            LiveSocket {
+                stream,
+                ip,
+                waiting,
+            },
+        );
         *self.per_ip.entry(ip).or_default() += 1;
     }
 
     fn remove(&mut self, id: u64) -> Option<TcpStream> {
-        let (stream, ip) = self.sockets.remove(&id)?;
+        let LiveSocket { stream, ip, .. } = self.sockets.remove(&id)?;
         if let Some(count) = self.per_ip.get_mut(&ip) {
             *count -= 1;
             if *count == 0 {
@@ -188,11 +212,30 @@ impl Live {
         Some(stream)
     }
 
+    /// Closes the oldest connection (from `ip`, if given) waiting for a
+    /// request, to make room; true if there was one. Its thread then ends
+    /// and takes it off the list.
+    fn close_oldest_waiting(&mut self, ip: Option<IpAddr>) -> bool {
+        let oldest = self
+            .sockets
+            .iter()
+            .filter(|(_, socket)| ip.is_none_or(|ip| socket.ip == ip))
+            .filter(|(_, socket)| socket.waiting.load(Ordering::SeqCst))
+            .min_by_key(|(id, _)| **id);
+        let Some((_, socket)) = oldest else {
+            return false;
+        };
+        // (Not chosen again while it closes.)
+        socket.waiting.store(false, Ordering::SeqCst);
+        let _ = socket.stream.shutdown(Shutdown::Both);
+        true
+    }
+
     fn drain(&mut self) -> Vec<TcpStream> {
         self.per_ip.clear();
         self.sockets
             .drain()
-            .map(|(_, (stream, _))| stream)
+            .map(|(_, socket)| socket.stream)
             .collect()
     }
 }
@@ -252,8 +295,8 @@ impl Server {
         self.shared.stopping.raise();
         // Close every connection first: their threads wake from their reads
         // and end, which also frees their descriptors for the wake-up below.
-        for (stream, _) in self.shared.live.lock().sockets.values() {
-            let _ = stream.shutdown(Shutdown::Both);
+        for socket in self.shared.live.lock().sockets.values() {
+            let _ = socket.stream.shutdown(Shutdown::Both);
         }
         // `accept` blocks; a connection to ourselves wakes it so it can see
         // the flag.
@@ -358,18 +401,28 @@ fn spawn_connection(
         (live.len(), live.count_from(remote.ip()))
     };
     let full = if open >= options.max_connections {
-        Some(format!(
-            "server busy: {} already open, try again later",
-            crate::units::count(open as u64, "connection")
+        Some((
+            format!(
+                "server busy: {} already open, try again later",
+                crate::units::count(open as u64, "connection")
+            ),
+            None,
         ))
     } else if from_ip >= options.max_per_ip {
-        Some(format!(
-            "too many connections from {}: {from_ip} already open",
-            remote.ip()
+        Some((
+            format!(
+                "too many connections from {}: {from_ip} already open",
+                remote.ip()
+            ),
+            Some(remote.ip()),
         ))
     } else {
         None
     };
+    // Room made by closing an idle one, where the server may.
+    let full = full
+        .filter(|(_, from)| !(options.make_room && shared.live.lock().close_oldest_waiting(*from)));
+    let full = full.map(|(text, _)| text);
     if let Some(text) = full {
         warn!("refusing {remote}: {text}");
         refuse(stream, options.busy, &text);
@@ -383,7 +436,11 @@ fn spawn_connection(
             return Err(e);
         }
     };
-    shared.live.lock().insert(id, clone, remote.ip());
+    let waiting = Arc::new(AtomicBool::new(false));
+    shared
+        .live
+        .lock()
+        .insert(id, clone, remote.ip(), Arc::clone(&waiting));
     let spawned = thread::Builder::new()
         .name(format!("{}-{remote}", options.name))
         .stack_size(options.stack_size)
@@ -401,6 +458,7 @@ fn spawn_connection(
                     remote,
                     id,
                     stop,
+                    waiting,
                 });
                 debug!("connection {id} from {remote} closed");
             }
@@ -551,6 +609,63 @@ mod tests {
         assert!(answer.starts_with("ERRR 500 server busy"), "{answer}");
         drop(first);
         drop(second);
+        server.shutdown();
+    }
+
+    /// A server of at most two connections that makes room: a connection
+    /// is waiting between its lines, except once it said `busy`.
+    fn room_making_server() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut options = ServerOptions::lines("room", 2, 2);
+        options.make_room = true;
+        let handler: Arc<Handler> = Arc::new(|conn: Connection| {
+            let reading =
+                IdleDeadline::stopped_by(&conn.stream, Duration::from_secs(60), conn.stop);
+            let mut reader = LineReader::new(reading, 1024);
+            let mut writer = &conn.stream;
+            conn.waiting.store(true, Ordering::SeqCst);
+            while let Ok(Some(Ok(line))) = reader.read_line() {
+                // Waiting again before the answer goes: once the client
+                // has it, this connection can be closed to make room.
+                conn.waiting.store(line != "busy", Ordering::SeqCst);
+                let _ = writeln!(writer, "{line}");
+            }
+        });
+        Server::start(listener, options, handler).unwrap()
+    }
+
+    #[test]
+    fn at_the_cap_the_longest_waiting_connection_makes_room_and_a_busy_one_does_not() {
+        let server = room_making_server();
+        let connect = || {
+            let stream = TcpStream::connect(server.local_addr()).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream
+        };
+        let answer = |stream: &mut TcpStream, line: &str| {
+            writeln!(stream, "{line}").unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut got = String::new();
+            reader.read_line(&mut got).unwrap();
+            got
+        };
+        let (mut first, mut second) = (connect(), connect());
+        assert_eq!(answer(&mut first, "a"), "a\n");
+        assert_eq!(answer(&mut second, "b"), "b\n");
+        // Both wait: the oldest, `first`, is closed for the third.
+        let mut third = connect();
+        assert_eq!(answer(&mut third, "c"), "c\n");
+        let mut rest = Vec::new();
+        assert_eq!(first.read_to_end(&mut rest).unwrap(), 0, "first closed");
+        // Busy, `second` and `third` keep their places: the next is told.
+        assert_eq!(answer(&mut second, "busy"), "busy\n");
+        assert_eq!(answer(&mut third, "busy"), "busy\n");
+        let mut fourth = connect();
+        let mut told = String::new();
+        fourth.read_to_string(&mut told).unwrap();
+        assert!(told.starts_with("ERRR 500 server busy"), "{told}");
         server.shutdown();
     }
 

@@ -22,6 +22,8 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::debug;
@@ -200,11 +202,16 @@ pub fn serve(conn: &Connection, idle: Duration, answer: &mut Answer<'_>) {
         return;
     }
     let reading = IdleDeadline::stopped_by(stream, idle, conn.stop.clone());
-    let mut reader = LineReader::new(Allowance::new(reading), MAX_HEAD);
+    let allowance = Allowance::new(reading).marking_waits(Arc::clone(&conn.waiting));
+    let mut reader = LineReader::new(allowance, MAX_HEAD);
     loop {
         reader.get_mut().start_request();
         let request = match read_request(&mut reader, &mut &*stream) {
-            Ok(Some(request)) => request,
+            Ok(Some(request)) => {
+                // (Also when it was read ahead, with the one before.)
+                conn.waiting.store(false, Ordering::SeqCst);
+                request
+            }
             Ok(None) => return,
             Err(Failure::Quiet(why)) => {
                 debug!("page: {remote}: {why}");
@@ -712,6 +719,10 @@ struct Allowance<R> {
     inner: R,
     left: usize,
     exhausted: bool,
+    /// Raised from a request's start until its first byte: the connection
+    /// is idle then, and may be closed to make room for another (see
+    /// `ServerOptions::make_room`).
+    waiting: Option<Arc<AtomicBool>>,
 }
 
 impl<R> Allowance<R> {
@@ -720,7 +731,14 @@ impl<R> Allowance<R> {
             inner,
             left: 0,
             exhausted: false,
+            waiting: None,
         }
+    }
+
+    /// Raises `waiting` while no byte of a request has come.
+    fn marking_waits(mut self, waiting: Arc<AtomicBool>) -> Allowance<R> {
+        self.waiting = Some(waiting);
+        self
     }
 
     /// More bytes may come: `more` of a body.
@@ -738,6 +756,9 @@ impl Allowance<IdleDeadline<'_>> {
     fn start_request(&mut self) {
         self.left = MAX_HEAD;
         self.inner.restart();
+        if let Some(waiting) = &self.waiting {
+            waiting.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -753,6 +774,11 @@ impl<R: Read> Read for Allowance<R> {
         let n = buf.len().min(self.left);
         let read = self.inner.read(&mut buf[..n])?;
         self.left -= read;
+        if read > 0 {
+            if let Some(waiting) = &self.waiting {
+                waiting.store(false, Ordering::SeqCst);
+            }
+        }
         Ok(read)
     }
 }

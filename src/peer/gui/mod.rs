@@ -8,7 +8,9 @@
 //!
 //! It runs on the shared accept loop ([`crate::server`]): one named thread
 //! per connection (`gui-<client address>`), at most [`MAX_CONNECTIONS`] at
-//! once (the next gets `503`), every one closed and joined when the page
+//! once (the next gets `503`, unless one of them is idle, waiting for a
+//! request: the one idle longest is closed to make room), every one
+//! closed and joined when the page
 //! stops. [`http`] reads each request under caps and the peer's
 //! `idle_timeout_secs`, so a client that stalls or floods holds neither
 //! memory nor the peer's shutdown.
@@ -47,7 +49,8 @@ use http::{Body, Method, Request, Response};
 use stream::{parse_range, ByteRange, PieceStream, RangeAsk};
 
 /// Connections served at once (a browser opens about six); the next one
-/// gets `503` at once.
+/// gets `503` at once, unless one of them waits for a request (see
+/// [`crate::server::ServerOptions::make_room`]).
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// Stack size of a connection's thread (the standard library's default).
@@ -91,6 +94,9 @@ impl Gui {
             // The answers search the tracker and the ring and build JSON:
             // the usual thread stack, not the line protocol's small one.
             stack_size: GUI_STACK_SIZE,
+            // A browser's idle keep-alive connections (or a client's) give
+            // their place to a new one rather than keep the page full.
+            make_room: true,
         };
         let server = Server::start(listener, options, handler).map_err(cannot)?;
         let addr = server.local_addr();
