@@ -283,6 +283,9 @@ impl Running {
 
 /// Starts the peer and its web page, and prints where they listen.
 fn start(config: PeerConfig) -> Result<Running, String> {
+    if config.ring.is_some() {
+        STARTING.store(false, Ordering::SeqCst);
+    }
     let gui_addr = config.gui;
     let peer = Arc::new(Peer::start(config).map_err(|e| e.to_string())?);
     // Both started before either is printed: a script that waits for
@@ -450,9 +453,11 @@ fn note(text: impl std::fmt::Display) {
     let _ = write!(std::io::stderr(), "{text}");
 }
 
-/// True until the peer is up ([`start`]). A Ctrl-C before then ends the
-/// process at once: nothing runs yet that must be stopped cleanly, and
-/// the start may be waiting seconds for a tracker that does not answer.
+/// True until the peer is up ([`start`]), for a peer outside a ring. A
+/// Ctrl-C before then ends the process at once: nothing runs yet that
+/// must be stopped cleanly, and the start may be waiting seconds for a
+/// tracker that does not answer. (A peer joining a ring is in it before
+/// its start ends, and must leave it cleanly: it waits, as before.)
 static STARTING: AtomicBool = AtomicBool::new(true);
 
 /// Ctrl-C (or a termination signal), as a message on the channel

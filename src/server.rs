@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -42,9 +42,10 @@ pub struct ServerOptions {
     /// for the line protocol).
     pub stack_size: usize,
     /// At a cap, close the connection that has waited longest for a
-    /// request's first byte (see [`Connection::waiting`]) to make room,
-    /// rather than refuse the new one: for the web page, where a client's
-    /// idle keep-alive connections must not keep the next one out.
+    /// request (see [`Connection::waiting`]) to make room, rather than
+    /// refuse the new one: for the web page, where a client's idle
+    /// keep-alive connections (or heads sent a byte at a time) must not
+    /// keep the next one out.
     pub make_room: bool,
 }
 
@@ -139,10 +140,39 @@ pub struct Connection {
     /// (see [`StopSignal`]; closing the socket does that on Linux and
     /// macOS, not on Windows).
     pub stop: StopSignal,
-    /// Set by the handler while it waits for a request's first byte, the
-    /// connection idle: such a one may be closed to make room for a new
-    /// one ([`ServerOptions::make_room`]).
-    pub waiting: Arc<AtomicBool>,
+    /// Marked by the handler while it waits for a request (see
+    /// [`Waiting`]): such a one may be closed to make room for a new one
+    /// ([`ServerOptions::make_room`]).
+    pub waiting: Arc<Waiting>,
+}
+
+/// Since when a connection has waited for a request (idle between two,
+/// or with a request's head not all there yet), or that it is serving one.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    /// Microseconds from the first server's start, plus one; 0 while the
+    /// connection serves a request.
+    since: AtomicU64,
+}
+
+impl Waiting {
+    /// The connection waits for a request from now.
+    pub fn begin(&self) {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        let micros = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.since.store(micros + 1, Ordering::SeqCst);
+    }
+
+    /// It has its request, and serves it.
+    pub fn end(&self) {
+        self.since.store(0, Ordering::SeqCst);
+    }
+
+    /// Since when it waits (a tick to compare with others'), if it does.
+    fn since(&self) -> Option<u64> {
+        Some(self.since.load(Ordering::SeqCst)).filter(|&since| since > 0)
+    }
 }
 
 /// What runs on each connection's thread.
@@ -177,7 +207,7 @@ struct Live {
 struct LiveSocket {
     stream: TcpStream,
     ip: IpAddr,
-    waiting: Arc<AtomicBool>,
+    waiting: Arc<Waiting>,
 }
 
 impl Live {
@@ -189,7 +219,7 @@ impl Live {
         self.per_ip.get(&ip).copied().unwrap_or(0)
     }
 
-    fn insert(&mut self, id: u64, stream: TcpStream, ip: IpAddr, waiting: Arc<AtomicBool>) {
+    fn insert(&mut self, id: u64, stream: TcpStream, ip: IpAddr, waiting: Arc<Waiting>) {
         self.sockets.insert(
             id,
             LiveSocket {
@@ -212,21 +242,21 @@ impl Live {
         Some(stream)
     }
 
-    /// Closes the oldest connection (from `ip`, if given) waiting for a
-    /// request, to make room; true if there was one. Its thread then ends
-    /// and takes it off the list.
-    fn close_oldest_waiting(&mut self, ip: Option<IpAddr>) -> bool {
-        let oldest = self
+    /// Closes the connection (from `ip`, if given) that has waited
+    /// longest for a request, to make room; true if there was one. Its
+    /// thread then ends and takes it off the list.
+    fn close_longest_waiting(&mut self, ip: Option<IpAddr>) -> bool {
+        let longest = self
             .sockets
-            .iter()
-            .filter(|(_, socket)| ip.is_none_or(|ip| socket.ip == ip))
-            .filter(|(_, socket)| socket.waiting.load(Ordering::SeqCst))
-            .min_by_key(|(id, _)| **id);
-        let Some((_, socket)) = oldest else {
+            .values()
+            .filter(|socket| ip.is_none_or(|ip| socket.ip == ip))
+            .filter_map(|socket| Some((socket.waiting.since()?, socket)))
+            .min_by_key(|(since, _)| *since);
+        let Some((_, socket)) = longest else {
             return false;
         };
         // (Not chosen again while it closes.)
-        socket.waiting.store(false, Ordering::SeqCst);
+        socket.waiting.end();
         let _ = socket.stream.shutdown(Shutdown::Both);
         true
     }
@@ -420,8 +450,9 @@ fn spawn_connection(
         None
     };
     // Room made by closing an idle one, where the server may.
-    let full = full
-        .filter(|(_, from)| !(options.make_room && shared.live.lock().close_oldest_waiting(*from)));
+    let full = full.filter(|(_, from)| {
+        !(options.make_room && shared.live.lock().close_longest_waiting(*from))
+    });
     let full = full.map(|(text, _)| text);
     if let Some(text) = full {
         warn!("refusing {remote}: {text}");
@@ -436,7 +467,7 @@ fn spawn_connection(
             return Err(e);
         }
     };
-    let waiting = Arc::new(AtomicBool::new(false));
+    let waiting = Arc::new(Waiting::default());
     shared
         .live
         .lock()
@@ -623,11 +654,15 @@ mod tests {
                 IdleDeadline::stopped_by(&conn.stream, Duration::from_secs(60), conn.stop);
             let mut reader = LineReader::new(reading, 1024);
             let mut writer = &conn.stream;
-            conn.waiting.store(true, Ordering::SeqCst);
+            conn.waiting.begin();
             while let Ok(Some(Ok(line))) = reader.read_line() {
                 // Waiting again before the answer goes: once the client
                 // has it, this connection can be closed to make room.
-                conn.waiting.store(line != "busy", Ordering::SeqCst);
+                if line == "busy" {
+                    conn.waiting.end();
+                } else {
+                    conn.waiting.begin();
+                }
                 let _ = writeln!(writer, "{line}");
             }
         });
@@ -654,13 +689,15 @@ mod tests {
         let (mut first, mut second) = (connect(), connect());
         assert_eq!(answer(&mut first, "a"), "a\n");
         assert_eq!(answer(&mut second, "b"), "b\n");
-        // Both wait: the oldest, `first`, is closed for the third.
+        assert_eq!(answer(&mut first, "a again"), "a again\n");
+        // Both wait; `second` has waited longest (`first` was used since),
+        // and is closed for the third.
         let mut third = connect();
         assert_eq!(answer(&mut third, "c"), "c\n");
         let mut rest = Vec::new();
-        assert_eq!(first.read_to_end(&mut rest).unwrap(), 0, "first closed");
-        // Busy, `second` and `third` keep their places: the next is told.
-        assert_eq!(answer(&mut second, "busy"), "busy\n");
+        assert_eq!(second.read_to_end(&mut rest).unwrap(), 0, "second closed");
+        // Busy, `first` and `third` keep their places: the next is told.
+        assert_eq!(answer(&mut first, "busy"), "busy\n");
         assert_eq!(answer(&mut third, "busy"), "busy\n");
         let mut fourth = connect();
         let mut told = String::new();

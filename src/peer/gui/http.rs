@@ -22,14 +22,13 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::debug;
 
 use crate::protocol::ProtocolError;
-use crate::server::Connection;
+use crate::server::{Connection, Waiting};
 use crate::wire::{is_timeout, IdleDeadline, LineReader, StallWriter};
 
 /// Most bytes of a request line and its headers, line endings included.
@@ -208,8 +207,7 @@ pub fn serve(conn: &Connection, idle: Duration, answer: &mut Answer<'_>) {
         reader.get_mut().start_request();
         let request = match read_request(&mut reader, &mut &*stream) {
             Ok(Some(request)) => {
-                // (Also when it was read ahead, with the one before.)
-                conn.waiting.store(false, Ordering::SeqCst);
+                conn.waiting.end();
                 request
             }
             Ok(None) => return,
@@ -719,10 +717,10 @@ struct Allowance<R> {
     inner: R,
     left: usize,
     exhausted: bool,
-    /// Raised from a request's start until its first byte: the connection
-    /// is idle then, and may be closed to make room for another (see
+    /// Marked from a request's start until its head is all there: the
+    /// connection may be closed then to make room for another (see
     /// `ServerOptions::make_room`).
-    waiting: Option<Arc<AtomicBool>>,
+    waiting: Option<Arc<Waiting>>,
 }
 
 impl<R> Allowance<R> {
@@ -735,8 +733,8 @@ impl<R> Allowance<R> {
         }
     }
 
-    /// Raises `waiting` while no byte of a request has come.
-    fn marking_waits(mut self, waiting: Arc<AtomicBool>) -> Allowance<R> {
+    /// Marks `waiting` from each request's start.
+    fn marking_waits(mut self, waiting: Arc<Waiting>) -> Allowance<R> {
         self.waiting = Some(waiting);
         self
     }
@@ -757,7 +755,7 @@ impl Allowance<IdleDeadline<'_>> {
         self.left = MAX_HEAD;
         self.inner.restart();
         if let Some(waiting) = &self.waiting {
-            waiting.store(true, Ordering::SeqCst);
+            waiting.begin();
         }
     }
 }
@@ -774,11 +772,6 @@ impl<R: Read> Read for Allowance<R> {
         let n = buf.len().min(self.left);
         let read = self.inner.read(&mut buf[..n])?;
         self.left -= read;
-        if read > 0 {
-            if let Some(waiting) = &self.waiting {
-                waiting.store(false, Ordering::SeqCst);
-            }
-        }
         Ok(read)
     }
 }

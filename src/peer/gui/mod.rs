@@ -8,8 +8,8 @@
 //!
 //! It runs on the shared accept loop ([`crate::server`]): one named thread
 //! per connection (`gui-<client address>`), at most [`MAX_CONNECTIONS`] at
-//! once (the next gets `503`, unless one of them is idle, waiting for a
-//! request: the one idle longest is closed to make room), every one
+//! once (the next gets `503`, unless one of them waits for a request: the
+//! one that has waited longest is closed to make room), every one
 //! closed and joined when the page
 //! stops. [`http`] reads each request under caps and the peer's
 //! `idle_timeout_secs`, so a client that stalls or floods holds neither
