@@ -8,7 +8,7 @@ use parking_lot::RwLock;
 
 use crate::protocol::{FileKey, ProtocolError, Reply, SearchCriteria, TrackerRequest};
 
-use super::registry::{first_files, first_shares, Registry, RegistryError, SearchScope, SessionId};
+use super::registry::{first_files, first_shares, Registry, RegistryError, SessionId};
 use super::TrackerOptions;
 
 /// Files a search looks at under one hold of the registry's lock. A
@@ -19,28 +19,40 @@ use super::TrackerOptions;
 /// may or may not be in its answer.
 const SEARCH_SLICE: usize = 4096;
 
-/// A search (`RQFS` or `LSTF`: `whole` in one go, `among` a slice of
-/// keys, their answers merged by `first`) of every file a slice at a
-/// time, or of a narrow scope in one go (see [`Registry::search_scope`]).
+/// A search (`RQFS` or `LSTF`: `whole` in one go, `after` a slice of the
+/// files in key order, their answers merged by `first`) of every file a
+/// slice at a time, going on from the last key each slice looked at; or
+/// in one go when it is narrow (see [`Registry::searches_in_one_go`]).
+/// It holds no more than `limit` answers at a time.
 fn in_slices<T>(
     registry: &RwLock<Registry>,
     criteria: &SearchCriteria,
     limit: usize,
     whole: impl Fn(&Registry, &SearchCriteria, usize) -> Vec<T>,
-    among: impl Fn(&Registry, &[FileKey], &SearchCriteria, usize) -> Vec<T>,
+    after: impl Fn(
+        &Registry,
+        Option<FileKey>,
+        usize,
+        &SearchCriteria,
+        usize,
+    ) -> (Vec<T>, Option<FileKey>),
     first: impl Fn(Vec<T>, Vec<T>, usize) -> Vec<T>,
 ) -> Vec<T> {
-    let keys = {
+    {
         let registry = registry.read();
-        match registry.search_scope(criteria, SEARCH_SLICE) {
-            SearchScope::Narrow => return whole(&registry, criteria, limit),
-            SearchScope::Every(keys) => keys,
+        if registry.searches_in_one_go(criteria, SEARCH_SLICE) {
+            return whole(&registry, criteria, limit);
         }
-    };
-    keys.chunks(SEARCH_SLICE).fold(Vec::new(), |best, slice| {
-        let found = among(&registry.read(), slice, criteria, limit);
-        first(best, found, limit)
-    })
+    }
+    let (mut best, mut last) = (Vec::new(), None);
+    loop {
+        let (found, next) = after(&registry.read(), last, SEARCH_SLICE, criteria, limit);
+        best = first(best, found, limit);
+        match next {
+            Some(key) => last = Some(key),
+            None => return best,
+        }
+    }
 }
 
 /// The reply lines for one request, and whether to close afterwards.
@@ -116,7 +128,7 @@ pub fn respond(
                 criteria,
                 limits.max_results,
                 Registry::search,
-                Registry::search_among,
+                Registry::search_after,
                 first_files,
             )
             .into_iter()
@@ -128,7 +140,7 @@ pub fn respond(
                 criteria,
                 limits.max_results,
                 Registry::shares,
-                Registry::shares_among,
+                Registry::shares_after,
                 first_shares,
             )
             .into_iter()

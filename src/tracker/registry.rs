@@ -14,7 +14,7 @@
 //! together, paths and names included, fit in a budget of bytes
 //! (`max_offer_bytes`), counted as they come and go.
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::IpAddr;
 
 use crate::pieces::{Bitmap, BitmapError};
@@ -53,7 +53,9 @@ pub struct Registry {
     sessions: HashMap<SessionId, Session>,
     by_peer: HashMap<PeerId, SessionId>,
     by_user: HashMap<UserName, SessionId>,
-    files: HashMap<FileKey, FileRecord>,
+    /// By key, in key order: a search of every file goes on, a slice at
+    /// a time, from the last key it looked at.
+    files: BTreeMap<FileKey, FileRecord>,
 }
 
 /// One connected peer.
@@ -154,7 +156,7 @@ impl Registry {
             sessions: HashMap::new(),
             by_peer: HashMap::new(),
             by_user: HashMap::new(),
-            files: HashMap::new(),
+            files: BTreeMap::new(),
         }
     }
 
@@ -338,19 +340,18 @@ impl Registry {
         self.search_in(self.candidates(criteria), criteria, limit)
     }
 
-    /// [`Registry::search`] among the files of `keys` alone (a slice of
-    /// [`SearchScope::Every`]).
-    pub fn search_among(
+    /// [`Registry::search`] among the next `slice` files after the file
+    /// `after` (from the first, for none), in key order; with the key of
+    /// the last of them, when more may follow.
+    pub fn search_after(
         &self,
-        keys: &[FileKey],
+        after: Option<FileKey>,
+        slice: usize,
         criteria: &SearchCriteria,
         limit: usize,
-    ) -> Vec<FileEntry> {
-        self.search_in(
-            keys.iter().filter_map(|key| self.files.get(key)),
-            criteria,
-            limit,
-        )
+    ) -> (Vec<FileEntry>, Option<FileKey>) {
+        let (records, last) = self.files_after(after, slice);
+        (self.search_in(records, criteria, limit), last)
     }
 
     fn search_in<'r>(
@@ -379,18 +380,35 @@ impl Registry {
         self.shares_in(self.candidates(criteria), criteria, limit)
     }
 
-    /// [`Registry::shares`] among the files of `keys` alone.
-    pub fn shares_among(
+    /// [`Registry::shares`] among a slice of the files (see
+    /// [`Registry::search_after`]).
+    pub fn shares_after(
         &self,
-        keys: &[FileKey],
+        after: Option<FileKey>,
+        slice: usize,
         criteria: &SearchCriteria,
         limit: usize,
-    ) -> Vec<ShareEntry> {
-        self.shares_in(
-            keys.iter().filter_map(|key| self.files.get(key)),
-            criteria,
-            limit,
-        )
+    ) -> (Vec<ShareEntry>, Option<FileKey>) {
+        let (records, last) = self.files_after(after, slice);
+        (self.shares_in(records, criteria, limit), last)
+    }
+
+    /// The next `count` files after the file `after` (from the first, for
+    /// none), in key order; and the key of the last of them when there
+    /// are that many (more may follow).
+    fn files_after(
+        &self,
+        after: Option<FileKey>,
+        count: usize,
+    ) -> (impl Iterator<Item = &FileRecord> + '_, Option<FileKey>) {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let slice = || self.files.range((from, Bound::Unbounded)).take(count);
+        let last = match count {
+            0 => None,
+            _ => slice().nth(count - 1).map(|(key, _)| *key),
+        };
+        (slice().map(|(_, record)| record), last)
     }
 
     fn shares_in<'r>(
@@ -425,20 +443,17 @@ impl Registry {
         )
     }
 
-    /// Where a search of `criteria` looks: the files of one key or one
-    /// user, or a registry of at most `slice` files, in one go; else every
-    /// file, a slice at a time (see `handler::search_in_slices`).
-    pub fn search_scope(&self, criteria: &SearchCriteria, slice: usize) -> SearchScope {
+    /// Whether a search of `criteria` is done in one go: it looks at the
+    /// files of one key or one user, or the registry has at most `slice`
+    /// files. Else it looks at every file, a slice at a time (see
+    /// `handler::in_slices` and [`Registry::search_after`]).
+    pub fn searches_in_one_go(&self, criteria: &SearchCriteria, slice: usize) -> bool {
         use crate::protocol::Criterion;
         let narrow = criteria
             .0
             .iter()
             .any(|criterion| matches!(criterion, Criterion::Key(_) | Criterion::User(_)));
-        if narrow || self.files.len() <= slice {
-            SearchScope::Narrow
-        } else {
-            SearchScope::Every(self.files.keys().copied().collect())
-        }
+        narrow || self.files.len() <= slice
     }
 
     /// `REQF`: the holders of a file, best first (see [`HolderRank`]) for
@@ -717,14 +732,6 @@ impl Distance {
     }
 }
 
-/// Where a search looks (see [`Registry::search_scope`]).
-pub enum SearchScope {
-    /// The files of a key or a user, or a small registry: in one go.
-    Narrow,
-    /// Every file, by these keys (taken when the search began).
-    Every(Vec<FileKey>),
-}
-
 /// The first `limit` of two lists of a search's answers, each in the
 /// order `RQFS` gives (by name, then key).
 pub fn first_files(a: Vec<FileEntry>, b: Vec<FileEntry>, limit: usize) -> Vec<FileEntry> {
@@ -813,7 +820,7 @@ impl<K: Ord, T> Eq for Keyed<K, T> {}
 enum Candidates<'r, U: Iterator<Item = &'r FileRecord>> {
     One(Option<&'r FileRecord>),
     OfUser(U),
-    All(std::collections::hash_map::Values<'r, FileKey, FileRecord>),
+    All(std::collections::btree_map::Values<'r, FileKey, FileRecord>),
 }
 
 impl<'r, U: Iterator<Item = &'r FileRecord>> Iterator for Candidates<'r, U> {
