@@ -22,7 +22,7 @@ use swarmline::peer::shell::{self, hashing_progress, progress_line};
 use swarmline::peer::tracker_client::TrackerClient;
 use swarmline::peer::{Download, DownloadState, Peer, PeerError};
 use swarmline::protocol::ring::Via;
-use swarmline::protocol::{ErrorCode, SearchCriteria};
+use swarmline::protocol::SearchCriteria;
 use swarmline::units::{count, format_bytes};
 
 /// A swarmline peer: shares files and downloads them piece by piece from
@@ -390,16 +390,9 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
                 note(format_args!("peer: not shared: {e}\n"));
                 not_shared += 1;
             }
-            // The tracker takes no more from this peer: the files after
-            // this one would each be hashed only to be refused in turn.
-            // (A tracker full for now, `ERRR 406`, is no refusal: the
-            // offer waits for room, as the others will.)
-            Err(
-                e @ PeerError::TrackerRefused {
-                    code: ErrorCode::TooManyFiles,
-                    ..
-                },
-            ) => {
+            // The files after this one would each be hashed only to be
+            // refused in turn.
+            Err(e) if e.takes_no_more_files() => {
                 note(format_args!("peer: {}: not shared: {e}\n", file.display()));
                 let after = to_share.len() - at - 1;
                 if after > 0 {

@@ -37,6 +37,13 @@ pub struct KeySpec {
     pub help: &'static str,
 }
 
+impl KeySpec {
+    /// Whether it is a switch (`true` or `false`), as its default says.
+    pub fn is_switch(&self) -> bool {
+        matches!(self.default, "true" | "false")
+    }
+}
+
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -247,7 +254,6 @@ impl Settings {
 // ---------------------------------------------------------------------------
 // Converters: each says what is allowed when it refuses.
 
-/// A whole number in `min..=max`.
 /// A value written in quotes, as many write a path with spaces
 /// (`download_dir = "~/My Music"`), without them: a pair of `"` or `'`
 /// around the whole value. (Else the quotes would be part of the value: a
@@ -290,6 +296,7 @@ fn set_twice(text: &str) -> Option<(String, usize, usize)> {
     None
 }
 
+/// A whole number in `min..=max`.
 pub fn number_in(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> {
     move |text| {
         text.parse::<u64>()
@@ -379,10 +386,10 @@ pub fn log_level(text: &str) -> Result<LevelFilter, String> {
         .map_err(|_| "expected one of off, error, warn, info, debug, trace".to_string())
 }
 
-/// `true` or `false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
 /// The words a switch takes (see [`boolean`]).
 const BOOLEAN_WORDS: [&str; 8] = ["true", "false", "yes", "no", "on", "off", "1", "0"];
 
+/// `true` or `false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
 pub fn boolean(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Ok(true),
@@ -1042,7 +1049,7 @@ pub fn flag_args(specs: &'static [KeySpec]) -> Vec<clap::Arg> {
             // word (`--gui share a.txt`) is refused as no switch's value,
             // rather than a command read too late (`unrecognized
             // subcommand 'a.txt'`).
-            let arg = if matches!(spec.default, "true" | "false") {
+            let arg = if spec.is_switch() {
                 arg.value_parser(clap::builder::PossibleValuesParser::new(BOOLEAN_WORDS))
                     .ignore_case(true)
             } else {
@@ -1071,8 +1078,7 @@ pub fn switch_missing_its_word(
 ) -> Option<String> {
     args.windows(2).find_map(|pair| {
         let spec = specs.iter().find(|spec| spec.flag == pair[0])?;
-        let is_switch = matches!(spec.default, "true" | "false");
-        (is_switch && commands.contains(&pair[1].as_str())).then(|| {
+        (spec.is_switch() && commands.contains(&pair[1].as_str())).then(|| {
             format!(
                 "{} takes a word, true or false, before the command: {} true {} ...",
                 spec.flag, spec.flag, pair[1]

@@ -195,8 +195,8 @@ struct Shared {
 }
 
 /// The open connections: a clone of each socket (to close them on
-/// shutdown, or one to make room) with the IP it comes from and its
-/// waiting flag, and a count per IP (for the per-IP cap, without a scan of
+/// shutdown, or one to make room) with the IP it comes from and since
+/// when it waits for a request, and a count per IP (for the per-IP cap, without a scan of
 /// every connection at each accept).
 #[derive(Default)]
 struct Live {
@@ -449,15 +449,14 @@ fn spawn_connection(
     } else {
         None
     };
-    // Room made by closing an idle one, where the server may.
-    let full = full.filter(|(_, from)| {
-        !(options.make_room && shared.live.lock().close_longest_waiting(*from))
-    });
-    let full = full.map(|(text, _)| text);
-    if let Some(text) = full {
-        warn!("refusing {remote}: {text}");
-        refuse(stream, options.busy, &text);
-        return Ok(());
+    if let Some((text, from)) = full {
+        // Room made by closing one that waits, where the server may.
+        let made_room = options.make_room && shared.live.lock().close_longest_waiting(from);
+        if !made_room {
+            warn!("refusing {remote}: {text}");
+            refuse(stream, options.busy, &text);
+            return Ok(());
+        }
     }
     // The clone lets shutdown close this connection from outside its thread.
     let clone = match stream.try_clone() {

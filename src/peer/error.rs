@@ -70,6 +70,19 @@ impl PeerError {
         )
     }
 
+    /// Whether the tracker takes no more files from this peer (`ERRR
+    /// 405`): more offers would each be refused in turn. (A tracker full
+    /// for now, `ERRR 406`, is no refusal: the offer waits for room.)
+    pub fn takes_no_more_files(&self) -> bool {
+        matches!(
+            self,
+            PeerError::TrackerRefused {
+                code: ErrorCode::TooManyFiles,
+                ..
+            }
+        )
+    }
+
     /// Whether the tracker will take an offer or a withdrawal later, when
     /// it is back or the session open: it is kept, not given up.
     pub fn tracker_takes_it_later(&self) -> bool {

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use unicode_width::UnicodeWidthStr;
 
 use crate::protocol::ring::Via;
-use crate::protocol::{ErrorCode, ProtocolError, Role, SearchCriteria, UserName};
+use crate::protocol::{ProtocolError, Role, SearchCriteria, UserName};
 use crate::units::{count, format_bytes};
 use crate::wire::LineReader;
 
@@ -388,14 +388,8 @@ fn register(peer: &Peer, user: &str, files: &[&str], out: &Out) -> Result<(), Pe
             ),
             // (A file's own error names it already.)
             Err(e @ PeerError::File { .. }) => say(out, format!("not registered: {e}")),
-            // The tracker takes no more from this peer: the files after
-            // would each be hashed only to be refused in turn.
-            Err(
-                e @ PeerError::TrackerRefused {
-                    code: ErrorCode::TooManyFiles,
-                    ..
-                },
-            ) => return Err(e),
+            // The files after would each be hashed only to be refused.
+            Err(e) if e.takes_no_more_files() => return Err(e),
             // Another file refused (a second copy of one shared, say)
             // does not stop the ones after it.
             Err(e) => say(out, format!("{shown}: not registered: {e}")),

@@ -19,16 +19,14 @@ use super::TrackerOptions;
 /// may or may not be in its answer.
 const SEARCH_SLICE: usize = 4096;
 
-/// A search (`RQFS` or `LSTF`: `whole` in one go, `after` a slice of the
-/// files in key order, their answers merged by `first`) of every file a
-/// slice at a time, going on from the last key each slice looked at; or
-/// in one go when it is narrow (see [`Registry::searches_in_one_go`]).
-/// It holds no more than `limit` answers at a time.
+/// A search (`RQFS` or `LSTF`): `after` answers one slice of the files
+/// (see `Registry::slice`: a narrow search is one slice), each under its
+/// own hold of the lock, going on from the last key the one before looked
+/// at; `first` merges the answers, so no more than `limit` are held.
 fn in_slices<T>(
     registry: &RwLock<Registry>,
     criteria: &SearchCriteria,
     limit: usize,
-    whole: impl Fn(&Registry, &SearchCriteria, usize) -> Vec<T>,
     after: impl Fn(
         &Registry,
         Option<FileKey>,
@@ -38,16 +36,14 @@ fn in_slices<T>(
     ) -> (Vec<T>, Option<FileKey>),
     first: impl Fn(Vec<T>, Vec<T>, usize) -> Vec<T>,
 ) -> Vec<T> {
-    {
-        let registry = registry.read();
-        if registry.searches_in_one_go(criteria, SEARCH_SLICE) {
-            return whole(&registry, criteria, limit);
-        }
-    }
     let (mut best, mut last) = (Vec::new(), None);
     loop {
         let (found, next) = after(&registry.read(), last, SEARCH_SLICE, criteria, limit);
-        best = first(best, found, limit);
+        best = if best.is_empty() {
+            found
+        } else {
+            first(best, found, limit)
+        };
         match next {
             Some(key) => last = Some(key),
             None => return best,
@@ -127,7 +123,6 @@ pub fn respond(
                 registry,
                 criteria,
                 limits.max_results,
-                Registry::search,
                 Registry::search_after,
                 first_files,
             )
@@ -139,7 +134,6 @@ pub fn respond(
                 registry,
                 criteria,
                 limits.max_results,
-                Registry::shares,
                 Registry::shares_after,
                 first_shares,
             )

@@ -340,9 +340,8 @@ impl Registry {
         self.search_in(self.candidates(criteria), criteria, limit)
     }
 
-    /// [`Registry::search`] among the next `slice` files after the file
-    /// `after` (from the first, for none), in key order; with the key of
-    /// the last of them, when more may follow.
+    /// [`Registry::search`] over one slice of the files (see
+    /// [`Registry::slice`]); with the key to go on after, if any.
     pub fn search_after(
         &self,
         after: Option<FileKey>,
@@ -350,7 +349,7 @@ impl Registry {
         criteria: &SearchCriteria,
         limit: usize,
     ) -> (Vec<FileEntry>, Option<FileKey>) {
-        let (records, last) = self.files_after(after, slice);
+        let (records, last) = self.slice(after, slice, criteria);
         (self.search_in(records, criteria, limit), last)
     }
 
@@ -380,8 +379,8 @@ impl Registry {
         self.shares_in(self.candidates(criteria), criteria, limit)
     }
 
-    /// [`Registry::shares`] among a slice of the files (see
-    /// [`Registry::search_after`]).
+    /// [`Registry::shares`] over one slice of the files (see
+    /// [`Registry::slice`]); with the key to go on after, if any.
     pub fn shares_after(
         &self,
         after: Option<FileKey>,
@@ -389,26 +388,41 @@ impl Registry {
         criteria: &SearchCriteria,
         limit: usize,
     ) -> (Vec<ShareEntry>, Option<FileKey>) {
-        let (records, last) = self.files_after(after, slice);
+        let (records, last) = self.slice(after, slice, criteria);
         (self.shares_in(records, criteria, limit), last)
     }
 
-    /// The next `count` files after the file `after` (from the first, for
-    /// none), in key order; and the key of the last of them when there
-    /// are that many (more may follow).
-    fn files_after(
-        &self,
+    /// The files one slice of a search of `criteria` looks at, and the key
+    /// of the last of them when more may follow. A narrow search (one key,
+    /// one user) or one of a registry of at most `slice` files looks at
+    /// all its candidates in its first slice, and has no other. Else a
+    /// slice is the next `slice` files after the file `after` (from the
+    /// first, for none), in key order.
+    fn slice<'r>(
+        &'r self,
         after: Option<FileKey>,
-        count: usize,
-    ) -> (impl Iterator<Item = &FileRecord> + '_, Option<FileKey>) {
+        slice: usize,
+        criteria: &SearchCriteria,
+    ) -> (
+        Box<dyn Iterator<Item = &'r FileRecord> + 'r>,
+        Option<FileKey>,
+    ) {
+        use crate::protocol::Criterion;
         use std::ops::Bound;
+        let narrow = criteria
+            .0
+            .iter()
+            .any(|criterion| matches!(criterion, Criterion::Key(_) | Criterion::User(_)));
+        if after.is_none() && (narrow || self.files.len() <= slice) {
+            return (Box::new(self.candidates(criteria)), None);
+        }
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let slice = || self.files.range((from, Bound::Unbounded)).take(count);
-        let last = match count {
+        let files = || self.files.range((from, Bound::Unbounded)).take(slice);
+        let last = match slice {
             0 => None,
-            _ => slice().nth(count - 1).map(|(key, _)| *key),
+            _ => files().nth(slice - 1).map(|(key, _)| *key),
         };
-        (slice().map(|(_, record)| record), last)
+        (Box::new(files().map(|(_, record)| record)), last)
     }
 
     fn shares_in<'r>(
@@ -441,19 +455,6 @@ impl Registry {
                 path: path.clone(),
             },
         )
-    }
-
-    /// Whether a search of `criteria` is done in one go: it looks at the
-    /// files of one key or one user, or the registry has at most `slice`
-    /// files. Else it looks at every file, a slice at a time (see
-    /// `handler::in_slices` and [`Registry::search_after`]).
-    pub fn searches_in_one_go(&self, criteria: &SearchCriteria, slice: usize) -> bool {
-        use crate::protocol::Criterion;
-        let narrow = criteria
-            .0
-            .iter()
-            .any(|criterion| matches!(criterion, Criterion::Key(_) | Criterion::User(_)));
-        narrow || self.files.len() <= slice
     }
 
     /// `REQF`: the holders of a file, best first (see [`HolderRank`]) for

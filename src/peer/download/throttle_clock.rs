@@ -26,12 +26,15 @@ struct Waits {
 }
 
 impl ThrottleClock {
-    /// Runs `wait` (a worker waiting on the limit) on the clock.
-    pub fn time<T>(&self, wait: impl FnOnce() -> T) -> T {
-        self.begin(Instant::now());
+    /// Runs `wait` (a worker waiting on the limit) on the clock; what it
+    /// gave, and how long it took.
+    pub fn time<T>(&self, wait: impl FnOnce() -> T) -> (T, Duration) {
+        let began = Instant::now();
+        self.begin(began);
         let result = wait();
-        self.end(Instant::now());
-        result
+        let ended = Instant::now();
+        self.end(ended);
+        (result, ended.saturating_duration_since(began))
     }
 
     /// A worker starts waiting at `now`.
@@ -105,12 +108,13 @@ mod tests {
     fn time_runs_the_wait_on_the_clock() {
         let clock = ThrottleClock::default();
         let before = Instant::now();
-        let answer = clock.time(|| {
+        let (answer, took) = clock.time(|| {
             std::thread::sleep(Duration::from_millis(20));
             42
         });
         assert_eq!(answer, 42);
         let total = clock.total(Instant::now());
+        assert_eq!(total, took);
         assert!(total >= Duration::from_millis(20), "{total:?}");
         assert!(total <= before.elapsed(), "{total:?}");
     }

@@ -280,10 +280,9 @@ impl Worker {
             link.read_piece(key, index, len, buf, None)?
         } else {
             let mut pay = |bytes| {
-                let paying = Instant::now();
-                self.throttle
+                let ((), waited) = self
+                    .throttle
                     .time(|| self.limit.take_unless(bytes, &self.winding_down));
-                let waited = paying.elapsed();
                 *paid += waited;
                 waited
             };

@@ -22,13 +22,12 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::debug;
 
 use crate::protocol::ProtocolError;
-use crate::server::{Connection, Waiting};
+use crate::server::Connection;
 use crate::wire::{is_timeout, IdleDeadline, LineReader, StallWriter};
 
 /// Most bytes of a request line and its headers, line endings included.
@@ -201,9 +200,12 @@ pub fn serve(conn: &Connection, idle: Duration, answer: &mut Answer<'_>) {
         return;
     }
     let reading = IdleDeadline::stopped_by(stream, idle, conn.stop.clone());
-    let allowance = Allowance::new(reading).marking_waits(Arc::clone(&conn.waiting));
-    let mut reader = LineReader::new(allowance, MAX_HEAD);
+    let mut reader = LineReader::new(Allowance::new(reading), MAX_HEAD);
     loop {
+        // Waiting from here until the request's head is all there: the
+        // connection may be closed meanwhile to make room for another
+        // (`ServerOptions::make_room`).
+        conn.waiting.begin();
         reader.get_mut().start_request();
         let request = match read_request(&mut reader, &mut &*stream) {
             Ok(Some(request)) => {
@@ -717,10 +719,6 @@ struct Allowance<R> {
     inner: R,
     left: usize,
     exhausted: bool,
-    /// Marked from a request's start until its head is all there: the
-    /// connection may be closed then to make room for another (see
-    /// `ServerOptions::make_room`).
-    waiting: Option<Arc<Waiting>>,
 }
 
 impl<R> Allowance<R> {
@@ -729,14 +727,7 @@ impl<R> Allowance<R> {
             inner,
             left: 0,
             exhausted: false,
-            waiting: None,
         }
-    }
-
-    /// Marks `waiting` from each request's start.
-    fn marking_waits(mut self, waiting: Arc<Waiting>) -> Allowance<R> {
-        self.waiting = Some(waiting);
-        self
     }
 
     /// More bytes may come: `more` of a body.
@@ -754,9 +745,6 @@ impl Allowance<IdleDeadline<'_>> {
     fn start_request(&mut self) {
         self.left = MAX_HEAD;
         self.inner.restart();
-        if let Some(waiting) = &self.waiting {
-            waiting.begin();
-        }
     }
 }
 
