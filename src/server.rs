@@ -355,8 +355,36 @@ impl Drop for Server {
     }
 }
 
-/// The most often a failure to accept is told while it lasts.
-const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(1);
+/// A failure to take a connection, repeated for as long as its cause
+/// lasts: out of file descriptors, `accept` fails every 50 ms, or each
+/// accepted connection cannot be given its second handle. Told once a
+/// second with the count, not each time (which filled the log with
+/// dozens of lines a second).
+#[derive(Default)]
+struct RepeatedFailure {
+    count: u64,
+    told: Option<Instant>,
+}
+
+impl RepeatedFailure {
+    /// The most often a failure is told while it lasts.
+    const TELL_EVERY: Duration = Duration::from_secs(1);
+
+    fn failed(&mut self, what: &str, error: &io::Error) {
+        self.count += 1;
+        if self.told.is_none_or(|at| at.elapsed() >= Self::TELL_EVERY) {
+            self.told = Some(Instant::now());
+            warn!("{what}: {error} ({} in a row)", self.count);
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.count > 1 {
+            warn!("serving again, after {} failures in a row", self.count);
+        }
+        *self = RepeatedFailure::default();
+    }
+}
 
 fn accept_loop(
     listener: TcpListener,
@@ -365,38 +393,25 @@ fn accept_loop(
     shared: Arc<Shared>,
 ) {
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    // Failures in a row, told once a second at most (out of file
-    // descriptors, it fails every 50 ms for as long as that lasts).
-    let mut failing: Option<(Option<Instant>, u64)> = None;
+    let mut failure = RepeatedFailure::default();
     for incoming in listener.incoming() {
         if shared.stopping.is_raised() {
             break;
         }
         let stream = match incoming {
-            Ok(stream) => {
-                if let Some((_, failures)) = failing.take() {
-                    if failures > 1 {
-                        warn!("accepting again, after {failures} failures in a row");
-                    }
-                }
-                stream
-            }
+            Ok(stream) => stream,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before we
                 // took it: wait a moment so a persistent error cannot spin.
-                let (told, failures) = failing.get_or_insert((None, 0));
-                *failures += 1;
-                if told.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_EVERY) {
-                    *told = Some(Instant::now());
-                    warn!("accept failed: {e} ({failures} in a row)");
-                }
+                failure.failed("accept failed", &e);
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
         };
         workers = join_finished(workers);
-        if let Err(e) = spawn_connection(stream, &options, &handler, &shared, &mut workers) {
-            warn!("connection not served: {e}");
+        match spawn_connection(stream, &options, &handler, &shared, &mut workers) {
+            Ok(()) => failure.succeeded(),
+            Err(e) => failure.failed("connection not served", &e),
         }
     }
     // Closing the sockets wakes every connection thread blocked in a read
