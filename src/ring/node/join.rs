@@ -5,7 +5,7 @@
 //! dead is taken off it.
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
@@ -135,7 +135,6 @@ impl RingNode {
                 settings,
                 rounds: Mutex::new(None),
                 stopping: AtomicBool::new(false),
-                place_cursor: AtomicU64::new(0),
             });
         }
         Err(RingError::Failed(format!(

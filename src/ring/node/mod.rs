@@ -6,11 +6,14 @@
 //!   made from it alone (one step of a look-up, a notify, a leave); pure;
 //! - [`join`]: getting in: an id, a member to join through, a successor;
 //! - [`rounds`]: the periodic rounds that keep it all right as peers come
-//!   and go, and heal the ring after a crash.
+//!   and go, and heal the ring after a crash;
+//! - [`placement`]: copying the records kept here to where they belong,
+//!   on a thread of its own.
 //!
 //! No lock is held while talking to another peer.
 
 mod join;
+mod placement;
 mod rounds;
 mod routing;
 
@@ -18,12 +21,12 @@ use routing::Routing;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock};
 
@@ -101,25 +104,61 @@ pub struct RingNode {
     client: RingClient,
     /// The welcome service it joined through, told when it leaves.
     welcome: Option<SocketAddr>,
-    rounds: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    rounds: Mutex<Option<Rounds>>,
     /// Set when leaving: a round under way stops at its next step.
     stopping: AtomicBool,
-    /// The id of the last record group put in place (rounds go on from
-    /// there).
-    place_cursor: AtomicU64,
+}
+
+/// The rounds' and the placement's threads, running.
+struct Rounds {
+    /// Dropped to stop them.
+    stop: Sender<()>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl RingNode {
-    /// Starts the periodic rounds on a thread of their own.
+    /// Starts the periodic rounds on a thread of their own, and the
+    /// placement of records on another.
     pub fn start_rounds(self: &Arc<Self>) -> Result<(), RingError> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let node = Arc::clone(self);
-        let handle = thread::Builder::new()
-            .name("ring-rounds".into())
-            .spawn(move || node.run_rounds(&stop_rx))
-            .map_err(|e| RingError::Failed(format!("cannot start a thread: {e}")))?;
-        *self.rounds.lock() = Some((stop_tx, handle));
-        Ok(())
+        let spawn = |name: &str, run: fn(&RingNode, &Receiver<()>)| {
+            let (node, stop) = (Arc::clone(self), stop_rx.clone());
+            thread::Builder::new()
+                .name(name.into())
+                .spawn(move || run(&node, &stop))
+                .map_err(|e| RingError::Failed(format!("cannot start a thread: {e}")))
+        };
+        let rounds = spawn("ring-rounds", RingNode::run_rounds)?;
+        *self.rounds.lock() = Some(Rounds {
+            stop: stop_tx,
+            threads: vec![rounds],
+        });
+        match spawn("ring-place", RingNode::run_placement) {
+            Ok(placing) => {
+                let mut rounds = self.rounds.lock();
+                match rounds.as_mut() {
+                    Some(running) => running.threads.push(placing),
+                    // Stopped meanwhile: its channel is closed, it ends.
+                    None => drop(placing.join()),
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.stop_rounds();
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops the rounds and the placement, and waits for their threads
+    /// (a step under way ends first: a store or a look-up has a deadline).
+    fn stop_rounds(&self) {
+        if let Some(Rounds { stop, threads }) = self.rounds.lock().take() {
+            drop(stop);
+            for thread in threads {
+                let _ = thread.join();
+            }
+        }
     }
 
     /// This peer as a ring member.
@@ -582,10 +621,7 @@ impl RingNode {
     /// the welcome service's list.
     pub fn leave(&self) {
         self.begin_leaving();
-        if let Some((stop, handle)) = self.rounds.lock().take() {
-            drop(stop);
-            let _ = handle.join();
-        }
+        self.stop_rounds();
         let routing = self.routing.read().clone();
         let me = routing.me;
         if routing.successor() != me {
@@ -715,7 +751,6 @@ pub(super) mod tests {
             welcome: None,
             rounds: Mutex::new(None),
             stopping: AtomicBool::new(false),
-            place_cursor: AtomicU64::new(0),
         }
     }
 
@@ -871,7 +906,7 @@ pub(super) mod tests {
         // One member that names a new successor, at its own address, each
         // time it is asked: walked naively, it is 255 members in a row.
         let asked = Arc::new(AtomicUsize::new(0));
-        let next_id = Arc::new(AtomicU64::new(100));
+        let next_id = Arc::new(std::sync::atomic::AtomicU64::new(100));
         let here: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let fake = {
             let (asked, here) = (Arc::clone(&asked), Arc::clone(&here));

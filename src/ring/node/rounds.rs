@@ -8,41 +8,23 @@
 //!   whose address answers with another id;
 //! - *fix fingers*: look up, for each routing table line, the peer it
 //!   should point at;
-//! - *place records*: copy the records this peer owns to its successors
-//!   (the replicas), a replica's records to their owner (perhaps a peer
-//!   that joined since), and records it keeps but should not (stored while
-//!   the ring was changing) to where they belong. Copies only: a record
-//!   kept where it need not be is harmless, and expires.
+//!
+//! (Putting records in their places has a thread of its own: [`super::placement`].)
 //!
 //! A successor that does not answer is dropped, and the next one in the
 //! list takes its place: that is how the ring heals after a crash.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
 
-use crate::protocol::ring::{Member, Record, Via};
+use crate::protocol::ring::{Member, Via};
 
 use super::{fits, RingNode};
 
-/// The most record groups (records placed by one id) a round puts in
-/// place, and the most look-ups it makes for them.
-const PLACES_PER_ROUND: usize = 256;
-const LOOKUPS_PER_ROUND: usize = 64;
-/// The longest a round spends placing records (a slow home, 5 s a store,
-/// must not hold the stabilisation behind it for minutes); the next
-/// round goes on from where it stopped.
-const PLACE_TIME: Duration = Duration::from_secs(5);
-
 /// How often expired records are dropped.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
-/// Records are put in their places once every this many stabilisation
-/// rounds.
-const PLACE_EVERY_ROUNDS: u32 = 5;
 
 impl RingNode {
     pub(super) fn run_rounds(&self, stop: &Receiver<()>) {
@@ -52,8 +34,6 @@ impl RingNode {
         let mut next_check = now + settings.check_predecessor;
         let mut next_fix = now + settings.fix_fingers.min(settings.stabilize);
         let mut next_expire = now + EXPIRE_EVERY;
-        let place_every = settings.stabilize * PLACE_EVERY_ROUNDS;
-        let mut next_place = now + place_every;
         loop {
             let now = Instant::now();
             if now >= next_stabilize {
@@ -68,10 +48,6 @@ impl RingNode {
                 self.fix_fingers();
                 next_fix = now + settings.fix_fingers;
             }
-            if now >= next_place {
-                self.place_records();
-                next_place = now + place_every;
-            }
             if now >= next_expire {
                 let gone = self.records.lock().expire(now);
                 if gone > 0 {
@@ -82,8 +58,7 @@ impl RingNode {
             let due = next_stabilize
                 .min(next_check)
                 .min(next_fix)
-                .min(next_expire)
-                .min(next_place);
+                .min(next_expire);
             match stop.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Err(RecvTimeoutError::Timeout) => {}
                 _ => return,
@@ -179,84 +154,6 @@ impl RingNode {
     /// successors, the records it keeps as a replica to their owner, and
     /// records it keeps without being one of their homes to those homes. (A record stored while the ring was still forming
     /// may have gone to a peer that is no longer its owner.)
-    fn place_records(&self) {
-        let space = &self.settings.space;
-        let records = self.records.lock().all(Instant::now());
-        if records.is_empty() {
-            return;
-        }
-        let mut by_place: HashMap<u64, Vec<(Record, Duration)>> = HashMap::new();
-        for (record, left) in records {
-            by_place
-                .entry(space.id_of(&record.placement()))
-                .or_default()
-                .push((record, left));
-        }
-        let (me, predecessor, successors) = {
-            let routing = self.routing.read();
-            (routing.me, routing.predecessor, routing.successors.clone())
-        };
-        let replicas = self.settings.replicas.max(1);
-        // A round does a bounded amount of work, going on next round from
-        // where it stopped (by id, round the circle), so that with many
-        // records the other rounds still run on time.
-        let mut ids: Vec<u64> = by_place.keys().copied().collect();
-        ids.sort_unstable();
-        let cursor = self.place_cursor.load(Ordering::Relaxed);
-        let start = ids.partition_point(|&id| id <= cursor);
-        ids.rotate_left(start);
-        let mut lookups = 0;
-        let give_up_at = Instant::now() + PLACE_TIME;
-        // Homes that failed a store this round are not tried again in it.
-        let mut failed: HashSet<SocketAddr> = HashSet::new();
-        for id in ids.into_iter().take(PLACES_PER_ROUND) {
-            if self.is_stopping() || lookups >= LOOKUPS_PER_ROUND || Instant::now() >= give_up_at {
-                return;
-            }
-            self.place_cursor.store(id, Ordering::Relaxed);
-            let Some(group) = by_place.remove(&id) else {
-                continue;
-            };
-            let owned = predecessor.is_some_and(|p| space.in_half_open(id, p.id, me.id));
-            let homes: Vec<Member> = if owned {
-                successors
-                    .iter()
-                    .filter(|m| **m != me)
-                    .take(replicas - 1)
-                    .copied()
-                    .collect()
-            } else {
-                lookups += 1;
-                match self.trace(id, Via::Fingers) {
-                    Ok(trace) => {
-                        let mut homes: Vec<Member> =
-                            trace.owners.into_iter().take(replicas).collect();
-                        if homes.contains(&me) {
-                            // A replica here: make sure the owner (perhaps
-                            // new) has it too.
-                            homes.truncate(1);
-                        }
-                        homes.retain(|home| *home != me);
-                        homes
-                    }
-                    Err(_) => continue,
-                }
-            };
-            for home in homes {
-                if failed.contains(&home.addr) {
-                    continue;
-                }
-                for (record, left) in &group {
-                    if let Err(e) = self.client.store(home.addr, *left, record) {
-                        debug!("ring: cannot place {record} at {home}: {e}");
-                        failed.insert(home.addr);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
     /// Forgets the predecessor if it does not answer, or if the peer at
     /// its address is not it (another id: a notify may name any address).
     fn check_predecessor(&self) {
@@ -325,7 +222,7 @@ impl RingNode {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{member_at, test_node};
-    use crate::protocol::ring::{Member, Record};
+    use crate::protocol::ring::Member;
     use crate::ring::fake::Fake;
 
     /// A fake member with this id that answers `RNFO` with the
@@ -433,53 +330,6 @@ mod tests {
         assert_eq!(successor_after_a_round(&dropped), dropped[1]);
         let kept = [member_at(200, busy.addr), member_at(300, n300.addr)];
         assert_eq!(successor_after_a_round(&kept), kept[0]);
-    }
-
-    #[test]
-    fn a_home_that_fails_a_store_is_not_tried_again_in_the_round() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
-        // This peer owns (50, 100]; its records go to its successor,
-        // which fails every store (as a slow one times out).
-        let stores = Arc::new(AtomicUsize::new(0));
-        let failing = {
-            let stores = Arc::clone(&stores);
-            Fake::start(move |line| {
-                if line.starts_with("STOR ") {
-                    stores.fetch_add(1, Ordering::SeqCst);
-                }
-                vec!["ERRR 501 cannot keep it".into()]
-            })
-        };
-        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
-        let node = test_node(
-            me,
-            vec![member_at(300, failing.addr)],
-            Some(member_at(50, "127.0.0.1:8".parse().unwrap())),
-        );
-        let space = &node.settings.space;
-        let owned: Vec<Record> = (0..=255u8)
-            .map(|i| Record::Holder {
-                key: crate::protocol::FileKey([i; 32]),
-                peer: "127.0.0.1:7000".parse().unwrap(),
-            })
-            .filter(|r| space.in_half_open(space.id_of(&r.placement()), 50, 100))
-            .take(4)
-            .collect();
-        assert_eq!(owned.len(), 4, "4 of 256 keys placed in (50, 100]");
-        for record in owned {
-            let now = std::time::Instant::now();
-            node.records
-                .lock()
-                .insert(record, std::time::Duration::from_secs(60), now)
-                .unwrap();
-        }
-        node.place_records();
-        assert_eq!(
-            stores.load(Ordering::SeqCst),
-            1,
-            "one store failed: no more"
-        );
     }
 
     #[test]
