@@ -4,16 +4,20 @@
 //! (stored while the ring was changing) to where they belong. Copies
 //! only: a record kept where it need not be is harmless, and expires.
 //!
-//! Two rules keep this cheap however many records a peer keeps (anyone
+//! Three rules keep this cheap however many records a peer keeps (anyone
 //! may store up to 100,000 here):
 //!
 //! - it runs on a thread of its own (`ring-place`), so a slow home or a
 //!   long round never holds back the stabilisation (which once went from
-//!   every second to every six or seven under a flood of records);
+//!   every second to every five or six under a flood of records);
 //! - a record goes to a home once, and again only when its time here was
 //!   extended (its holder announced it again) or its home changed. A peer
 //!   flooded with records used to send every one of them again every
-//!   round: 100,000 records made 320,000 stores in the ring.
+//!   round: 100,000 records made over a million stores a minute;
+//! - a copy never ends later than the record here (see [`copy_ttl`]).
+//!   Else homes that place a record back to each other would extend it
+//!   at each pass, and send it again for ever: a record once went round
+//!   three peers 33 times in two and a half minutes.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
@@ -39,39 +43,60 @@ const LOOKUPS_PER_ROUND: usize = 64;
 /// The longest a round spends placing records; the next round goes on
 /// from where it stopped.
 const PLACE_TIME: Duration = Duration::from_secs(5);
-/// The most stores remembered (a record at a home). Past it, everything
-/// is forgotten and sent again, round by round: a bound on memory when
-/// the ring keeps changing every record's homes.
-const MAX_REMEMBERED: usize = 2 * MAX_RECORDS;
+/// Taken off what is left of a record when a copy is sent (see
+/// [`copy_ttl`]).
+const COPY_MARGIN: Duration = Duration::from_secs(1);
+
+/// The time a copy of a record kept here `until` is sent for, at `now`:
+/// what is left of it, less [`COPY_MARGIN`] (the wire counts whole
+/// seconds, and the home's clock starts when the store arrives), so that
+/// the copy does not end later than the record here. `None` when less
+/// than a second would be left: the record is about to end anyway.
+fn copy_ttl(until: Instant, now: Instant) -> Option<Duration> {
+    let ttl = until
+        .checked_duration_since(now)?
+        .checked_sub(COPY_MARGIN)?;
+    (ttl >= Duration::from_secs(1)).then_some(ttl)
+}
 
 /// What placement remembers from one round to the next.
 pub(super) struct Placement {
     /// The id of the last record group put in place (a round goes on from
     /// there, round the circle).
     cursor: u64,
-    /// Each record sent to a home (by the record's hash: a record can be
-    /// a few hundred bytes), and until when the home keeps it.
-    sent: HashMap<(SocketAddr, u64), Instant>,
+    /// For each record sent to a home, when its copy here ended at the
+    /// time (a record is sent again once that moved later). Keyed by a
+    /// hash of the home and the record: a record can be a few hundred
+    /// bytes, and a peer flooded with records remembers several stores of
+    /// each.
+    sent: HashMap<u64, Instant>,
     /// The hash of `sent`'s keys: seeded at random, so that nobody can
     /// make two records collide and have one of them never sent.
     hasher: RandomState,
+    /// The most stores remembered: one per record kept here and home of
+    /// it. Past it, everything is forgotten and sent again, round by
+    /// round: a bound on memory when the ring keeps changing every
+    /// record's homes.
+    most: usize,
 }
 
 impl Placement {
-    pub(super) fn new() -> Placement {
+    /// Placement for a peer that keeps each record at `replicas` peers.
+    pub(super) fn new(replicas: usize) -> Placement {
         Placement {
             cursor: 0,
             sent: HashMap::new(),
             hasher: RandomState::new(),
+            most: MAX_RECORDS * replicas.max(1),
         }
     }
 
-    fn key(&self, home: SocketAddr, record: &Record) -> (SocketAddr, u64) {
-        (home, self.hasher.hash_one(record))
+    fn key(&self, home: SocketAddr, record: &Record) -> u64 {
+        self.hasher.hash_one((home, record))
     }
 
     /// Whether `home` must be sent `record`, kept here `until`: it never
-    /// was, or was sent a copy that ends sooner.
+    /// was, or it was when the record here ended sooner.
     fn must_send(&self, home: SocketAddr, record: &Record, until: Instant) -> bool {
         self.sent
             .get(&self.key(home, record))
@@ -79,15 +104,15 @@ impl Placement {
     }
 
     fn was_sent(&mut self, home: SocketAddr, record: &Record, until: Instant) {
-        if self.sent.len() >= MAX_REMEMBERED {
+        if self.sent.len() >= self.most {
             self.sent.clear();
         }
         let key = self.key(home, record);
         self.sent.insert(key, until);
     }
 
-    /// Forgets the copies that have ended at their homes by `now` (a
-    /// record still kept here then has a later time, and is sent again).
+    /// Forgets the records that have ended by `now` (one still kept here
+    /// then has a later end, and is sent again).
     fn forget_ended(&mut self, now: Instant) {
         self.sent.retain(|_, until| *until > now);
     }
@@ -98,7 +123,7 @@ impl RingNode {
     /// stabilisation rounds, until `stop` is dropped.
     pub(super) fn run_placement(&self, stop: &Receiver<()>) {
         let every = self.settings.stabilize * PLACE_EVERY_ROUNDS;
-        let mut placement = Placement::new();
+        let mut placement = Placement::new(self.settings.replicas);
         loop {
             match stop.recv_timeout(every) {
                 Err(RecvTimeoutError::Timeout) => self.place_records(&mut placement),
@@ -118,12 +143,13 @@ impl RingNode {
             return;
         }
         let space = &self.settings.space;
-        let mut by_place: HashMap<u64, Vec<(Record, Duration)>> = HashMap::new();
+        // Each record with when it ends here.
+        let mut by_place: HashMap<u64, Vec<(Record, Instant)>> = HashMap::new();
         for (record, left) in records {
             by_place
                 .entry(space.id_of(&record.placement()))
                 .or_default()
-                .push((record, left));
+                .push((record, now + left));
         }
         let mut ids: Vec<u64> = by_place.keys().copied().collect();
         ids.sort_unstable();
@@ -150,13 +176,15 @@ impl RingNode {
                 if failed.contains(&home.addr) {
                     continue;
                 }
-                for (record, left) in &group {
-                    let until = now + *left;
-                    if !placement.must_send(home.addr, record, until) {
+                for (record, until) in &group {
+                    if !placement.must_send(home.addr, record, *until) {
                         continue;
                     }
-                    match self.client.store(home.addr, *left, record) {
-                        Ok(()) => placement.was_sent(home.addr, record, until),
+                    let Some(ttl) = copy_ttl(*until, Instant::now()) else {
+                        continue;
+                    };
+                    match self.client.store(home.addr, ttl, record) {
+                        Ok(()) => placement.was_sent(home.addr, record, *until),
                         Err(e) => {
                             debug!("ring: cannot place {record} at {home}: {e}");
                             failed.insert(home.addr);
@@ -219,6 +247,8 @@ mod tests {
     struct Asked {
         stores: AtomicUsize,
         states: AtomicUsize,
+        /// When each `STOR` came, and the time it asked.
+        ttls: parking_lot::Mutex<Vec<(Instant, u64)>>,
     }
 
     /// A fake member with id `id`, whose predecessor is peer 100 at
@@ -230,7 +260,12 @@ mod tests {
         let (counted, seen) = (Arc::clone(&asked), Arc::clone(&own));
         let fake = Fake::start(move |line| {
             let addr: std::net::SocketAddr = seen.lock().expect("address set");
-            if line.starts_with("STOR ") {
+            if let Some(rest) = line.strip_prefix("STOR ") {
+                let ttl = rest.split(' ').next().and_then(|t| t.parse().ok());
+                counted
+                    .ttls
+                    .lock()
+                    .push((Instant::now(), ttl.expect("a ttl")));
                 counted.stores.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(store_delay);
             }
@@ -283,7 +318,7 @@ mod tests {
         let (partner, asked) = counting_partner(300, Duration::ZERO);
         let (node, owned) = owner_of_records(member_at(300, partner.addr), 4);
         let stores = || asked.stores.load(Ordering::SeqCst);
-        let mut placement = Placement::new();
+        let mut placement = Placement::new(node.settings.replicas);
         node.place_records(&mut placement);
         assert_eq!(stores(), 4, "each record sent");
         node.place_records(&mut placement);
@@ -294,11 +329,29 @@ mod tests {
         assert_eq!(stores(), 5, "the extended one sent");
     }
 
+    /// Else two homes that place a record back to each other extend it at
+    /// each pass, and send it again for ever.
+    #[test]
+    fn a_copy_never_ends_later_than_the_record_here() {
+        // Each store takes 1.5 s: the second goes out 1.5 s into the round.
+        let (partner, asked) = counting_partner(300, Duration::from_millis(1500));
+        let kept_at = Instant::now();
+        let (node, _) = owner_of_records(member_at(300, partner.addr), 2);
+        let ends = kept_at + Duration::from_secs(60);
+        node.place_records(&mut Placement::new(node.settings.replicas));
+        let ttls = asked.ttls.lock().clone();
+        assert_eq!(ttls.len(), 2);
+        for (came, ttl) in ttls {
+            let copy_ends = came + Duration::from_secs(ttl);
+            assert!(copy_ends < ends, "a copy for {ttl} s ends too late");
+        }
+    }
+
     #[test]
     fn a_new_home_is_sent_every_record() {
         let (old, _) = counting_partner(300, Duration::ZERO);
         let (node, _) = owner_of_records(member_at(300, old.addr), 4);
-        let mut placement = Placement::new();
+        let mut placement = Placement::new(node.settings.replicas);
         node.place_records(&mut placement);
         // Peer 300 is gone; 200 joined: it is the successor now.
         let (new, asked) = counting_partner(200, Duration::ZERO);
@@ -339,7 +392,7 @@ mod tests {
             })
         };
         let (node, _) = owner_of_records(member_at(300, failing.addr), 4);
-        node.place_records(&mut Placement::new());
+        node.place_records(&mut Placement::new(node.settings.replicas));
         assert_eq!(
             stores.load(Ordering::SeqCst),
             1,
