@@ -385,7 +385,7 @@ fn another_site_s_page_can_neither_frame_the_page_nor_use_its_api() {
 fn most_pieces_come_from_the_fast_peer_and_the_time_stays_close_to_its() {
     let dir = tempfile::tempdir().unwrap();
     let tracker = TrackerProcess::start(&[]);
-    // 2 MiB (128 pieces): 2 s from the fast peer alone, 40 s from the slow.
+    // 2 MiB (128 pieces): 2 s from the fast peer alone, 200 s from the slow.
     let data = random_bytes(2 << 20, 4);
     let original = write_file(&dir.path().join("originals"), "film.bin", &data);
     let path = original.to_str().unwrap();
@@ -416,7 +416,7 @@ fn most_pieces_come_from_the_fast_peer_and_the_time_stays_close_to_its() {
     let mut slow = PeerProcess::start(
         &dir.path().join("slow"),
         tracker.addr,
-        &["--upload-limit", "50KB", "share", path],
+        &["--upload-limit", "10KB", "share", path],
     );
     slow.expect("sharing ");
     let (_client, done, took) = timed_download("client");
@@ -437,8 +437,10 @@ fn most_pieces_come_from_the_fast_peer_and_the_time_stays_close_to_its() {
     assert_eq!(from_fast + from_slow, 128, "{done}");
     assert!(from_fast >= 110, "most pieces from the fast peer: {done}");
     // The slow peer's pieces must not hold the download back (an even
-    // split would take over 20 s): pieces stuck on it go to the fast one.
-    let close = alone.mul_f64(1.5) + Duration::from_secs(1);
+    // split would take 100 s, and the first 16 pieces asked of it 25 s):
+    // pieces stuck on it go to the fast one. (Twice the baseline and 5 s:
+    // the two downloads may meet a machine busy differently.)
+    let close = alone * 2 + Duration::from_secs(5);
     assert!(
         took <= close,
         "took {took:?}, the fast peer alone {alone:?}: {done}"

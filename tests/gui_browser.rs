@@ -22,12 +22,13 @@ use serde_json::{json, Value};
 use support::{eventually, target_dir, PeerProcess, TrackerProcess};
 use webdriver::{Browser, CHROMEDRIVER, CHROMIUM};
 
-/// The seeder's upload limit: the downloads take 15-20 s at this rate, long
-/// enough to play a file while it is still coming.
-const UPLOAD_LIMIT: &str = "200kB";
-const UPLOAD_LIMIT_BYTES: u64 = 200_000;
+/// The seeder's upload limit: the downloads take about 30 s at this rate,
+/// long enough to play a file while it is still coming, even where a busy
+/// machine is slow to start the browser's player.
+const UPLOAD_LIMIT: &str = "120kB";
+const UPLOAD_LIMIT_BYTES: u64 = 120_000;
 /// A test file must take at least this long to download at that limit.
-const MIN_DOWNLOAD_SECS: u64 = 12;
+const MIN_DOWNLOAD_SECS: u64 = 20;
 /// How long a download may take before the test gives up.
 const DOWNLOAD_WAIT: Duration = Duration::from_secs(120);
 
@@ -292,9 +293,11 @@ impl GuiClient<'_> {
                     && s["player"]["time"].as_f64().unwrap_or(0.0) > 0.5
             },
         );
+        // Playing while downloading: the download had not ended when the
+        // player was seen past 0.5 s.
+        let progress = self.progress(key);
         std::thread::sleep(Duration::from_millis(1500));
         let second = self.state();
-        let progress = self.progress(key);
         let (t1, t2) = (
             first["player"]["time"].as_f64().unwrap(),
             second["player"]["time"].as_f64().unwrap_or(0.0),
@@ -304,7 +307,7 @@ impl GuiClient<'_> {
                 "#player stopped playing: currentTime {t1} then, 1.5 s later, {t2}"
             ));
         }
-        if progress >= 1.0 || download_of(&second, key)["percent"] == json!("100%") {
+        if progress >= 1.0 {
             self.fail(&format!(
                 "the download ended before playing could be checked (progress {progress}): \
                  lower the upload limit or make the file bigger"

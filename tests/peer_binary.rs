@@ -6,7 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{eventually, random_bytes, write_file, Client, PeerProcess, TrackerProcess};
+use support::{
+    eventually, port_held_shut, random_bytes, write_file, Client, PeerProcess, TrackerProcess,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -473,17 +475,6 @@ fn get_under_a_download_limit_then_seeds_until_stopped() {
         getter.child.try_wait().unwrap().is_none(),
         "get --seed exited after the download"
     );
-}
-
-/// A port of 127.0.0.1 that refuses connections, held by a socket bound
-/// there and not listening, until the socket is dropped.
-fn port_held_shut() -> (socket2::Socket, u16) {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let any_port: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
-    socket.bind(&any_port.into()).unwrap();
-    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
-    (socket, port)
 }
 
 #[test]

@@ -186,7 +186,8 @@ fn downloads_go_on_while_the_tracker_restarts_and_peers_come_back_to_it() {
         dir.path(),
         "seeder",
         addr,
-        &[("upload_limit", "1MB"), ("user", "seed")],
+        // About 6 s for the whole file: the tracker stops well before.
+        &[("upload_limit", "500KB"), ("user", "seed")],
     );
     let key = seeder.share(&original, |_| {}).unwrap().key;
     let leecher = start_peer(dir.path(), "leecher", addr, &[("user", "leech")]);
@@ -195,10 +196,16 @@ fn downloads_go_on_while_the_tracker_restarts_and_peers_come_back_to_it() {
 
     // The tracker goes away in the middle of the download...
     tracker.shutdown();
-    std::thread::sleep(Duration::from_secs(2));
+    let at_stop = download.status().pieces_done();
     assert!(
-        !download.is_finished(),
-        "the download should still be running"
+        at_stop < 200,
+        "the tracker stopped before the download ended"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // (Progress, not "still running": a slow machine may have finished.)
+    assert!(
+        download.is_finished() || download.status().pieces_done() > at_stop,
+        "the download goes on without the tracker"
     );
     // ...and comes back empty on the same address.
     let listener = std::net::TcpListener::bind(addr).unwrap();
@@ -239,7 +246,9 @@ fn every_kind_of_broken_peer_is_cut_off_and_the_file_is_still_right() {
             "f.bin",
             30 * PIECE,
             60 + i as u64,
-            &[("upload_limit", "2MB")],
+            // About 1.5 s for the file: time for the broken peer, a thread
+            // of this test process, to be asked even on a busy machine.
+            &[("upload_limit", "300KB")],
         );
         let data = &swarm.data;
         let broken = FakePeer::start(
@@ -831,8 +840,10 @@ fn a_link_kept_past_the_peers_idle_deadline_is_replaced_not_blamed() {
     let mut link = PeerLink::connect(addr).unwrap();
     assert_eq!(link.shares().unwrap().len(), 1);
     assert!(!link.went_stale(), "just used");
-    past_the_deadline();
-    assert!(link.went_stale(), "closed by the peer as idle");
+    assert!(
+        eventually(Duration::from_secs(10), || link.went_stale()),
+        "closed by the peer as idle"
+    );
     match link.shares() {
         Err(LinkError::Io(_)) => {}
         other => panic!("expected a closed connection, got {other:?}"),

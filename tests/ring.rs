@@ -17,7 +17,9 @@ use swarmline::protocol::ring::{Member, Record, RecordQuery, Via};
 use swarmline::protocol::FileKey;
 use swarmline::ring::{RingClient, RingSpace};
 
-use support::{eventually, random_bytes, write_file, Client, PeerProcess, TrackerProcess};
+use support::{
+    eventually, port_held_shut, random_bytes, write_file, Client, PeerProcess, TrackerProcess,
+};
 
 /// How often the peers of these tests run their stabilisation round.
 const STABILIZE_MS: u64 = 150;
@@ -657,12 +659,11 @@ fn a_welcome_list_of_many_crashed_members_is_cleared_by_the_next_peer_to_join() 
     let dir = tempfile::tempdir().unwrap();
     // 80 members listed at addresses nobody answers: more than the 64 ids
     // a join tries.
+    let mut held = Vec::new();
     for id in 1000..1080 {
-        let gone = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        course_lines(tracker.addr, &format!("yo:{id}:{gone}"));
+        let (socket, port) = port_held_shut();
+        held.push(socket);
+        course_lines(tracker.addr, &format!("yo:{id}:127.0.0.1:{port}"));
     }
     assert_eq!(course_lines(tracker.addr, "li?").len(), 81);
     let peer = PeerProcess::start(&dir.path().join("a"), tracker.addr, &ring_flags(&[]));
@@ -810,12 +811,11 @@ fn a_peer_of_another_ring_size_is_told_the_welcome_service_s() {
         == 2));
     // Three members listed before it, gone (nobody answers there): the
     // newcomer asks on until one answers.
+    let mut held = Vec::new();
     for id in 1..=3 {
-        let gone = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        course_lines(tracker.addr, &format!("yo:{id}:{gone}"));
+        let (socket, port) = port_held_shut();
+        held.push(socket);
+        course_lines(tracker.addr, &format!("yo:{id}:127.0.0.1:{port}"));
     }
     assert_eq!(course_lines(tracker.addr, "li?").len(), 5);
     // The usual slip: --ring-size forgotten (the default is 65536).

@@ -459,16 +459,23 @@ mod tests {
     fn a_deadline_moved_later_covers_time_spent_here() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let (written, first_written) = crossbeam_channel::bounded(1);
         let server = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             // Two answers, the second sent once the first is read: the
             // time between is this side's.
             let piece = |index| format!("PIEC {} {index} 1\nx", FileKey([0; 32]));
             stream.write_all(piece(0).as_bytes()).unwrap();
+            let _ = written.send(());
             std::thread::sleep(Duration::from_millis(600));
             let _ = stream.write_all(piece(1).as_bytes());
         });
         let mut link = PeerLink::connect(addr).unwrap();
+        // The deadline starts once the first answer is there (a busy
+        // machine may be slow to run the server's thread).
+        first_written
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first answer is written");
         link.set_deadline(Some(Duration::from_millis(300)));
         let mut buf = Vec::new();
         link.read_piece(FileKey([0; 32]), 0, 1, &mut buf, None)

@@ -1101,9 +1101,14 @@ mod tests {
             let client = std::sync::Arc::clone(&client);
             move || client.ping()
         });
-        // An offer made meanwhile waits its turn past its deadline: it is
-        // not lost, but sent by the next round's flush on that session.
-        thread::sleep(delay / 2);
+        // An offer made meanwhile (once the new session's HELO is out)
+        // waits its turn past its deadline: it is not lost, but sent by
+        // the next round's flush on that session.
+        let until = Instant::now() + Duration::from_secs(10);
+        while !seen.lock().iter().any(|line| line.starts_with("HELO")) {
+            assert!(Instant::now() < until, "the new session's HELO is sent");
+            thread::sleep(Duration::from_millis(5));
+        }
         assert!(
             client.offer(&offer_of(6)).is_err(),
             "waited past its deadline"
@@ -1205,7 +1210,9 @@ mod tests {
     #[test]
     fn a_stop_ends_an_exchange_with_a_stalled_tracker_at_once_and_opens_no_other() {
         // Reads the request, and answers nothing until the connection ends.
-        let stalled: Script = Box::new(|stream| {
+        let (connected, exchanging) = crossbeam_channel::bounded(1);
+        let stalled: Script = Box::new(move |stream| {
+            let _ = connected.send(());
             let _ = std::io::Read::read_to_end(&mut &stream, &mut Vec::new());
         });
         let (addr, tracker) = fake_tracker(vec![stalled]);
@@ -1217,7 +1224,9 @@ mod tests {
                 (client.ping(), started.elapsed())
             }
         });
-        thread::sleep(Duration::from_millis(300));
+        exchanging
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the exchange began");
         client.stop();
         let (result, took) = asking.join().unwrap();
         assert!(result.is_err(), "{result:?}");

@@ -886,3 +886,16 @@ pub fn wav_bytes(pcm: &[u8], rate: u32) -> Vec<u8> {
     wav.extend(pcm);
     wav
 }
+
+/// A port of 127.0.0.1 that refuses connections, held by a socket bound
+/// there and not listening, until the socket is dropped: an address where
+/// nobody answers, which no other test's server can take meanwhile (a
+/// port merely freed can be given to the next `bind` on port 0).
+pub fn port_held_shut() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any_port: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any_port.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
