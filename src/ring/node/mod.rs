@@ -17,6 +17,7 @@ mod placement;
 mod rounds;
 mod routing;
 
+use placement::Placement;
 use routing::Routing;
 
 use std::collections::HashSet;
@@ -89,11 +90,6 @@ const LOOKUP_ATTEMPTS: usize = 3;
 /// take: members that answer slowly cannot hold a search (or a page
 /// request, or the peer's shutdown) longer.
 pub const WALK_DEADLINE: Duration = Duration::from_secs(30);
-/// How long a peer that leaves spends handing its records over: a slow or
-/// vanished successor does not hold Ctrl-C for hours. (What is not handed
-/// over stays at the other homes of each record, and holders announce
-/// theirs again.)
-const HANDOVER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// This peer as a ring member. Made by [`RingNode::join`]; its rounds run
 /// from [`RingNode::start_rounds`] until [`RingNode::leave`].
@@ -105,6 +101,9 @@ pub struct RingNode {
     /// The welcome service it joined through, told when it leaves.
     welcome: Option<SocketAddr>,
     rounds: Mutex<Option<Rounds>>,
+    /// What placement remembers (used by its thread, then by the
+    /// hand-over when leaving).
+    placement: Mutex<Placement>,
     /// Set when leaving: a round under way stops at its next step.
     stopping: AtomicBool,
 }
@@ -625,12 +624,14 @@ impl RingNode {
         let routing = self.routing.read().clone();
         let me = routing.me;
         if routing.successor() != me {
-            let records = self.records.lock().all(Instant::now());
-            let (handed, succ) = self.hand_over(&routing.successors, &records);
+            let handover = self.hand_over(&routing.successors);
+            let succ = handover.to;
             let told = self.client.leave(succ.addr, me, routing.predecessor, succ);
             info!(
-                "ring: leaving; {handed} of {} record(s) handed to {succ}{}",
-                records.len(),
+                "ring: leaving; {} of {} record(s) handed to {succ} ({} there already){}",
+                handover.sent + handover.there_already,
+                handover.kept,
+                handover.there_already,
                 told.err()
                     .map_or_else(String::new, |e| format!(" (not told: {e})"))
             );
@@ -648,45 +649,6 @@ impl RingNode {
                 debug!("ring: cannot tell the welcome service we leave: {e}");
             }
         }
-    }
-
-    /// Hands `records` over to the first of `successors` that takes them,
-    /// within [`HANDOVER_DEADLINE`]: a successor that turns out gone
-    /// passes the rest to the next one (it owns this peer's ids once both
-    /// are gone). The records handed, and to whom.
-    fn hand_over(&self, successors: &[Member], records: &[(Record, Duration)]) -> (usize, Member) {
-        let deadline = Instant::now() + HANDOVER_DEADLINE;
-        let me = self.me();
-        let mut handed = 0;
-        let mut pending = records;
-        let mut to = successors.first().copied().unwrap_or(me);
-        for &succ in successors.iter().filter(|m| **m != me) {
-            to = succ;
-            while let Some(((record, left), rest)) = pending.split_first() {
-                if Instant::now() >= deadline {
-                    warn!(
-                        "ring: leaving; the records not handed over in {} s are left",
-                        HANDOVER_DEADLINE.as_secs()
-                    );
-                    return (handed, to);
-                }
-                match self.client.store(succ.addr, *left, record) {
-                    Ok(()) => handed += 1,
-                    // This record goes to the next successor.
-                    Err(e) if e.is_not_a_member() => {
-                        warn!("ring: leaving; {succ} takes no records ({e}); trying the next successor");
-                        break;
-                    }
-                    // Refused (its store is full): the next record.
-                    Err(e) => debug!("ring: leaving; {succ} refused a record: {e}"),
-                }
-                pending = rest;
-            }
-            if pending.is_empty() {
-                break;
-            }
-        }
-        (handed, to)
     }
 }
 
@@ -750,6 +712,7 @@ pub(super) mod tests {
             client: RingClient::new(),
             welcome: None,
             rounds: Mutex::new(None),
+            placement: Mutex::new(Placement::new(2)),
             stopping: AtomicBool::new(false),
         }
     }
@@ -936,38 +899,6 @@ pub(super) mod tests {
         node.begin_leaving();
         assert!(node.all_files(256).is_empty());
         assert_eq!(asked.load(Ordering::SeqCst), 2);
-    }
-
-    #[test]
-    fn a_peer_that_leaves_hands_its_records_to_the_next_successor_when_the_first_is_gone() {
-        // The first successor's port is now a peer outside any ring.
-        let stranger =
-            crate::ring::fake::Fake::start(|_| vec!["ERRR 200 this peer is not in a ring".into()]);
-        let stored = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let next = {
-            let stored = Arc::clone(&stored);
-            crate::ring::fake::Fake::start(move |line| {
-                if line.starts_with("STOR ") {
-                    stored.fetch_add(1, Ordering::SeqCst);
-                }
-                vec!["OK".into()]
-            })
-        };
-        let me = member_at(100, "127.0.0.1:9".parse().expect("an address"));
-        let successors = [member_at(200, stranger.addr), member_at(300, next.addr)];
-        let node = test_node(me, successors.to_vec(), None);
-        let records: Vec<(Record, Duration)> = (0..5u8)
-            .map(|i| {
-                let holder = Record::Holder {
-                    key: crate::protocol::FileKey([i; 32]),
-                    peer: "127.0.0.1:7000".parse().expect("an address"),
-                };
-                (holder, Duration::from_secs(60))
-            })
-            .collect();
-        let (handed, to) = node.hand_over(&successors, &records);
-        assert_eq!((handed, to), (5, successors[1]));
-        assert_eq!(stored.load(Ordering::SeqCst), 5);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! (perhaps a peer that joined since), and records it keeps but should not
 //! (stored while the ring was changing) to where they belong. Copies
 //! only: a record kept where it need not be is harmless, and expires.
+//! And, when the peer leaves, handing every record kept here to its
+//! successor.
 //!
 //! Three rules keep this cheap however many records a peer keeps (anyone
 //! may store up to 100,000 here):
@@ -13,7 +15,7 @@
 //! - a record goes to a home once, and again only when its time here was
 //!   extended (its holder announced it again) or its home changed. A peer
 //!   flooded with records used to send every one of them again every
-//!   round: 100,000 records made over a million stores a minute;
+//!   round: 100,000 records made up to a million stores a minute;
 //! - a copy never ends later than the record here (see [`copy_ttl`]).
 //!   Else homes that place a record back to each other would extend it
 //!   at each pass, and send it again for ever: a record once went round
@@ -26,7 +28,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::debug;
+use log::{debug, warn};
 
 use crate::protocol::ring::{Member, Record, Via};
 use crate::ring::records::MAX_RECORDS;
@@ -43,6 +45,12 @@ const LOOKUPS_PER_ROUND: usize = 64;
 /// The longest a round spends placing records; the next round goes on
 /// from where it stopped.
 const PLACE_TIME: Duration = Duration::from_secs(5);
+/// How long a peer that leaves spends handing its records over: a slow or
+/// vanished successor does not hold Ctrl-C for hours. (What is not handed
+/// over stays at the other homes of each record, and holders announce
+/// theirs again.)
+const HANDOVER_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Taken off what is left of a record when a copy is sent (see
 /// [`copy_ttl`]).
 const COPY_MARGIN: Duration = Duration::from_secs(1);
@@ -57,6 +65,18 @@ fn copy_ttl(until: Instant, now: Instant) -> Option<Duration> {
         .checked_duration_since(now)?
         .checked_sub(COPY_MARGIN)?;
     (ttl >= Duration::from_secs(1)).then_some(ttl)
+}
+
+/// What a peer that leaves did with its records.
+pub(super) struct Handover {
+    /// The records kept here.
+    pub(super) kept: usize,
+    /// Those sent to the successor, and those it was sent already (by
+    /// placement, and not extended here since).
+    pub(super) sent: usize,
+    pub(super) there_already: usize,
+    /// The successor they went to (the last one tried).
+    pub(super) to: Member,
 }
 
 /// What placement remembers from one round to the next.
@@ -123,10 +143,9 @@ impl RingNode {
     /// stabilisation rounds, until `stop` is dropped.
     pub(super) fn run_placement(&self, stop: &Receiver<()>) {
         let every = self.settings.stabilize * PLACE_EVERY_ROUNDS;
-        let mut placement = Placement::new(self.settings.replicas);
         loop {
             match stop.recv_timeout(every) {
-                Err(RecvTimeoutError::Timeout) => self.place_records(&mut placement),
+                Err(RecvTimeoutError::Timeout) => self.place_records(&mut self.placement.lock()),
                 _ => return,
             }
         }
@@ -194,6 +213,64 @@ impl RingNode {
                 }
             }
         }
+    }
+
+    /// Hands every record kept here over to the first of `successors`
+    /// that takes them, within [`HANDOVER_DEADLINE`]: a successor that
+    /// turns out gone passes the rest to the next one (it owns this peer's
+    /// ids once both are gone). A record placement sent it already is
+    /// not sent again (a peer that keeps 100,000 records handed over only
+    /// a few thousand of them in the 10 s, sending each again).
+    pub(super) fn hand_over(&self, successors: &[Member]) -> Handover {
+        let now = Instant::now();
+        let records = self.records.lock().all(now);
+        let placement = self.placement.lock();
+        let deadline = now + HANDOVER_DEADLINE;
+        let me = self.me();
+        let mut handover = Handover {
+            kept: records.len(),
+            sent: 0,
+            there_already: 0,
+            to: successors.first().copied().unwrap_or(me),
+        };
+        let mut pending = &records[..];
+        for &succ in successors.iter().filter(|m| **m != me) {
+            handover.to = succ;
+            while let Some(((record, left), rest)) = pending.split_first() {
+                let until = now + *left;
+                if !placement.must_send(succ.addr, record, until) {
+                    handover.there_already += 1;
+                    pending = rest;
+                    continue;
+                }
+                if Instant::now() >= deadline {
+                    warn!(
+                        "ring: leaving; the records not handed over in {} s are left",
+                        HANDOVER_DEADLINE.as_secs()
+                    );
+                    return handover;
+                }
+                let Some(ttl) = copy_ttl(until, Instant::now()) else {
+                    pending = rest;
+                    continue;
+                };
+                match self.client.store(succ.addr, ttl, record) {
+                    Ok(()) => handover.sent += 1,
+                    // This record goes to the next successor.
+                    Err(e) if e.is_not_a_member() => {
+                        warn!("ring: leaving; {succ} takes no records ({e}); trying the next successor");
+                        break;
+                    }
+                    // Refused (its store is full): the next record.
+                    Err(e) => debug!("ring: leaving; {succ} refused a record: {e}"),
+                }
+                pending = rest;
+            }
+            if pending.is_empty() {
+                break;
+            }
+        }
+        handover
     }
 
     /// Where the records placed by `id` should be, besides here, and
@@ -398,6 +475,40 @@ mod tests {
             1,
             "one store failed: no more"
         );
+    }
+
+    #[test]
+    fn a_peer_that_leaves_hands_its_records_to_the_next_successor_when_the_first_is_gone() {
+        // The first successor's port is now a peer outside any ring.
+        let stranger = Fake::start(|_| vec!["ERRR 200 this peer is not in a ring".into()]);
+        let (next, asked) = counting_partner(300, Duration::ZERO);
+        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
+        let successors = [member_at(200, stranger.addr), member_at(300, next.addr)];
+        let node = test_node(me, successors.to_vec(), None);
+        for i in 0..5u8 {
+            let holder = Record::Holder {
+                key: crate::protocol::FileKey([i; 32]),
+                peer: "127.0.0.1:7000".parse().unwrap(),
+            };
+            keep(&node, &holder, 60);
+        }
+        let handover = node.hand_over(&successors);
+        assert_eq!((handover.sent, handover.to), (5, successors[1]));
+        assert_eq!(asked.stores.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn a_peer_that_leaves_does_not_hand_over_what_its_successor_was_sent() {
+        let (partner, asked) = counting_partner(300, Duration::ZERO);
+        let successor = member_at(300, partner.addr);
+        let (node, owned) = owner_of_records(successor, 4);
+        node.place_records(&mut node.placement.lock());
+        assert_eq!(asked.stores.load(Ordering::SeqCst), 4);
+        // One announced again since: that one goes again.
+        keep(&node, &owned[0], 120);
+        let handover = node.hand_over(&[successor]);
+        assert_eq!((handover.sent, handover.there_already), (1, 3));
+        assert_eq!(asked.stores.load(Ordering::SeqCst), 5);
     }
 
     /// The stabilisation goes on every round while a store hangs: before
