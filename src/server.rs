@@ -355,35 +355,63 @@ impl Drop for Server {
     }
 }
 
-/// A failure to take a connection, repeated for as long as its cause
-/// lasts: out of file descriptors, `accept` fails every 50 ms, or each
-/// accepted connection cannot be given its second handle. Told once a
-/// second with the count, not each time (which filled the log with
-/// dozens of lines a second).
+/// Failures to take a connection, which repeat for as long as their
+/// cause lasts: out of file descriptors, `accept` fails every 50 ms, or
+/// each accepted connection cannot be given its second handle. Told at
+/// most once a second, with how many there were since they began, and so
+/// is the end of them (a line per failure filled the log with dozens of
+/// lines a second, and so did a line per failure and per success when
+/// the two alternate, at the very limit).
 #[derive(Default)]
 struct RepeatedFailure {
+    /// Connections not taken since the failures began.
     count: u64,
+    /// When a line about them was last written.
     told: Option<Instant>,
 }
 
 impl RepeatedFailure {
-    /// The most often a failure is told while it lasts.
+    /// The most often a line about failures is written.
     const TELL_EVERY: Duration = Duration::from_secs(1);
 
-    fn failed(&mut self, what: &str, error: &io::Error) {
-        self.count += 1;
-        if self.told.is_none_or(|at| at.elapsed() >= Self::TELL_EVERY) {
-            self.told = Some(Instant::now());
-            warn!("{what}: {error} ({} in a row)", self.count);
-        }
+    fn may_tell(&self) -> bool {
+        self.told.is_none_or(|at| at.elapsed() >= Self::TELL_EVERY)
     }
 
-    fn succeeded(&mut self) {
-        if self.count > 1 {
-            warn!("serving again, after {} failures in a row", self.count);
-        }
-        *self = RepeatedFailure::default();
+    /// A failure; the line to log, if one may be written now.
+    fn failed(&mut self, what: &str, error: &io::Error) -> Option<String> {
+        self.count += 1;
+        self.may_tell().then(|| {
+            self.told = Some(Instant::now());
+            format!(
+                "{what}: {error} ({} not taken since this began)",
+                crate::units::count(self.count, "connection")
+            )
+        })
     }
+
+    /// A connection was served; the line to log, if failures came before
+    /// and a line may be written now (until then they are taken to go
+    /// on).
+    fn served(&mut self) -> Option<String> {
+        (self.count > 0 && self.may_tell()).then(|| {
+            self.told = Some(Instant::now());
+            let line = format!(
+                "serving again, after {} not taken",
+                crate::units::count(self.count, "connection")
+            );
+            self.count = 0;
+            line
+        })
+    }
+}
+
+/// What became of an accepted connection.
+enum Taken {
+    /// A thread serves it.
+    Served,
+    /// Told the server is full, and closed.
+    Refused,
 }
 
 fn accept_loop(
@@ -403,15 +431,21 @@ fn accept_loop(
             Err(e) => {
                 // Out of file descriptors, or a connection reset before we
                 // took it: wait a moment so a persistent error cannot spin.
-                failure.failed("accept failed", &e);
+                if let Some(line) = failure.failed("accept failed", &e) {
+                    warn!("{line}");
+                }
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
         };
         workers = join_finished(workers);
-        match spawn_connection(stream, &options, &handler, &shared, &mut workers) {
-            Ok(()) => failure.succeeded(),
+        let told = match spawn_connection(stream, &options, &handler, &shared, &mut workers) {
+            Ok(Taken::Served) => failure.served(),
+            Ok(Taken::Refused) => None,
             Err(e) => failure.failed("connection not served", &e),
+        };
+        if let Some(line) = told {
+            warn!("{line}");
         }
     }
     // Closing the sockets wakes every connection thread blocked in a read
@@ -438,7 +472,7 @@ fn spawn_connection(
     handler: &Arc<Handler>,
     shared: &Arc<Shared>,
     workers: &mut Vec<JoinHandle<()>>,
-) -> io::Result<()> {
+) -> io::Result<Taken> {
     let remote = stream.peer_addr()?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (open, from_ip) = {
@@ -470,7 +504,7 @@ fn spawn_connection(
         if !made_room {
             warn!("refusing {remote}: {text}");
             refuse(stream, options.busy, &text);
-            return Ok(());
+            return Ok(Taken::Refused);
         }
     }
     // The clone lets shutdown close this connection from outside its thread.
@@ -511,7 +545,7 @@ fn spawn_connection(
     match spawned {
         Ok(worker) => {
             workers.push(worker);
-            Ok(())
+            Ok(Taken::Served)
         }
         Err(e) => {
             // Out of threads: the cap is set too high for this machine.
@@ -629,6 +663,32 @@ mod tests {
             .read_line(&mut line)
             .unwrap();
         line
+    }
+
+    #[test]
+    fn failures_to_take_connections_are_told_once_a_second_however_they_alternate() {
+        let mut failure = RepeatedFailure::default();
+        let out_of_files = io::Error::from_raw_os_error(24);
+        let first = failure.failed("connection not served", &out_of_files);
+        assert!(
+            first.is_some_and(|line| line.ends_with("(1 connection not taken since this began)"))
+        );
+        // At the very limit, failures and successes alternate: no line
+        // until a second has passed.
+        for _ in 0..100 {
+            assert_eq!(failure.failed("connection not served", &out_of_files), None);
+            assert_eq!(failure.served(), None);
+        }
+        failure.told = Some(Instant::now() - RepeatedFailure::TELL_EVERY);
+        assert_eq!(
+            failure.served().as_deref(),
+            Some("serving again, after 101 connections not taken")
+        );
+        // Over: the next failure, a second later, is counted anew.
+        failure.told = Some(Instant::now() - RepeatedFailure::TELL_EVERY);
+        assert!(failure
+            .failed("accept failed", &out_of_files)
+            .is_some_and(|line| line.ends_with("(1 connection not taken since this began)")));
     }
 
     #[test]

@@ -17,7 +17,6 @@ use crate::ring::client::{RingClient, RingError, CONNECT_TIMEOUT};
 use crate::ring::records::RecordStore;
 use crate::ring::space::RingSpace;
 
-use super::placement::Placement;
 use super::routing::Routing;
 use super::{fits, Entry, IdChoice, RingNode, RingSettings};
 
@@ -133,7 +132,7 @@ impl RingNode {
                     Entry::Welcome(welcome) => Some(welcome),
                     Entry::Member(_) => None,
                 },
-                placement: Mutex::new(Placement::new(settings.replicas)),
+                homes_gone: Mutex::new(std::collections::HashSet::new()),
                 settings,
                 rounds: Mutex::new(None),
                 stopping: AtomicBool::new(false),

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock};
 
@@ -101,9 +101,9 @@ pub struct RingNode {
     /// The welcome service it joined through, told when it leaves.
     welcome: Option<SocketAddr>,
     rounds: Mutex<Option<Rounds>>,
-    /// What placement remembers (used by its thread, then by the
-    /// hand-over when leaving).
-    placement: Mutex<Placement>,
+    /// Members gone since placement last looked (see
+    /// [`RingNode::home_gone`]).
+    homes_gone: Mutex<HashSet<SocketAddr>>,
     /// Set when leaving: a round under way stops at its next step.
     stopping: AtomicBool,
 }
@@ -112,52 +112,56 @@ pub struct RingNode {
 struct Rounds {
     /// Dropped to stop them.
     stop: Sender<()>,
-    threads: Vec<JoinHandle<()>>,
+    rounds: JoinHandle<()>,
+    /// Gives back what placement remembers, for the hand-over.
+    placing: JoinHandle<Placement>,
 }
 
 impl RingNode {
     /// Starts the periodic rounds on a thread of their own, and the
     /// placement of records on another.
     pub fn start_rounds(self: &Arc<Self>) -> Result<(), RingError> {
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let spawn = |name: &str, run: fn(&RingNode, &Receiver<()>)| {
-            let (node, stop) = (Arc::clone(self), stop_rx.clone());
-            thread::Builder::new()
-                .name(name.into())
-                .spawn(move || run(&node, &stop))
-                .map_err(|e| RingError::Failed(format!("cannot start a thread: {e}")))
-        };
-        let rounds = spawn("ring-rounds", RingNode::run_rounds)?;
-        *self.rounds.lock() = Some(Rounds {
-            stop: stop_tx,
-            threads: vec![rounds],
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let cannot = |e| RingError::Failed(format!("cannot start a thread: {e}"));
+        let rounds = thread::Builder::new().name("ring-rounds".into()).spawn({
+            let (node, stopped) = (Arc::clone(self), stopped.clone());
+            move || node.run_rounds(&stopped)
         });
-        match spawn("ring-place", RingNode::run_placement) {
+        let rounds = rounds.map_err(cannot)?;
+        let placing = thread::Builder::new().name("ring-place".into()).spawn({
+            let node = Arc::clone(self);
+            move || node.run_placement(&stopped)
+        });
+        match placing {
             Ok(placing) => {
-                let mut rounds = self.rounds.lock();
-                match rounds.as_mut() {
-                    Some(running) => running.threads.push(placing),
-                    // Stopped meanwhile: its channel is closed, it ends.
-                    None => drop(placing.join()),
-                }
+                *self.rounds.lock() = Some(Rounds {
+                    stop,
+                    rounds,
+                    placing,
+                });
                 Ok(())
             }
             Err(e) => {
-                self.stop_rounds();
-                Err(e)
+                drop(stop);
+                let _ = rounds.join();
+                Err(cannot(e))
             }
         }
     }
 
-    /// Stops the rounds and the placement, and waits for their threads
-    /// (a step under way ends first: a store or a look-up has a deadline).
-    fn stop_rounds(&self) {
-        if let Some(Rounds { stop, threads }) = self.rounds.lock().take() {
-            drop(stop);
-            for thread in threads {
-                let _ = thread.join();
-            }
-        }
+    /// Stops the rounds and the placement, waits for their threads (a
+    /// step under way ends first: a store or a look-up has a deadline),
+    /// and gives back what placement remembers.
+    fn stop_rounds(&self) -> Option<Placement> {
+        let running = self.rounds.lock().take();
+        let Rounds {
+            stop,
+            rounds,
+            placing,
+        } = running?;
+        drop(stop);
+        let _ = rounds.join();
+        placing.join().ok()
     }
 
     /// This peer as a ring member.
@@ -277,6 +281,7 @@ impl RingNode {
                 let predecessor = predecessor.filter(|p| !ours || self.answers_as(*p));
                 self.routing.write().left(*leaving, predecessor, *successor);
                 self.client.forget(leaving.addr);
+                self.home_gone(leaving.addr);
                 vec![RingReply::Common(Reply::ok(""))]
             }
             RingRequest::Store { ttl, record } => {
@@ -304,6 +309,21 @@ impl RingNode {
                     .map(Record::Name)
                     .collect(),
             ),
+        }
+    }
+
+    /// Takes the member at `addr` out of the routing: it is gone.
+    fn drop_member(&self, addr: SocketAddr) {
+        self.routing.write().drop_member(addr);
+        self.home_gone(addr);
+    }
+
+    /// Tells placement that the member at `addr` is gone: a peer started
+    /// again there comes back without the records it was sent.
+    fn home_gone(&self, addr: SocketAddr) {
+        let mut gone = self.homes_gone.lock();
+        if gone.len() < placement::MOST_HOMES_GONE {
+            gone.insert(addr);
         }
     }
 
@@ -365,7 +385,7 @@ impl RingNode {
                     // Route around it; the rounds will notice it too.
                     debug!("ring: look-up of {id}: {e}");
                     if let Some(addr) = e.addr().filter(|addr| *addr != me.addr) {
-                        self.routing.write().drop_member(addr);
+                        self.drop_member(addr);
                         self.client.forget(addr);
                     }
                     last_error = Some(e);
@@ -615,16 +635,17 @@ impl RingNode {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
-    /// Leaves gracefully: stops the rounds, hands every record kept here
-    /// to the successor, tells both neighbours, and takes this peer off
-    /// the welcome service's list.
+    /// Leaves gracefully: stops the rounds, hands the records kept here
+    /// to the successor (those it has not been sent already), tells both
+    /// neighbours, and takes this peer off the welcome service's list.
     pub fn leave(&self) {
         self.begin_leaving();
-        self.stop_rounds();
+        let placement = self.stop_rounds();
+        let mut placement = placement.unwrap_or_else(|| Placement::new(self.settings.replicas));
         let routing = self.routing.read().clone();
         let me = routing.me;
         if routing.successor() != me {
-            let handover = self.hand_over(&routing.successors);
+            let handover = self.hand_over(&routing.successors, &mut placement);
             let succ = handover.to;
             let told = self.client.leave(succ.addr, me, routing.predecessor, succ);
             info!(
@@ -712,7 +733,7 @@ pub(super) mod tests {
             client: RingClient::new(),
             welcome: None,
             rounds: Mutex::new(None),
-            placement: Mutex::new(Placement::new(2)),
+            homes_gone: Mutex::new(HashSet::new()),
             stopping: AtomicBool::new(false),
         }
     }

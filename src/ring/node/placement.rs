@@ -3,8 +3,8 @@
 //! (perhaps a peer that joined since), and records it keeps but should not
 //! (stored while the ring was changing) to where they belong. Copies
 //! only: a record kept where it need not be is harmless, and expires.
-//! And, when the peer leaves, handing every record kept here to its
-//! successor.
+//! And, when the peer leaves, handing the records kept here to its
+//! successor (those placement did not send it already).
 //!
 //! Three rules keep this cheap however many records a peer keeps (anyone
 //! may store up to 100,000 here):
@@ -13,7 +13,9 @@
 //!   long round never holds back the stabilisation (which once went from
 //!   every second to every five or six under a flood of records);
 //! - a record goes to a home once, and again only when its time here was
-//!   extended (its holder announced it again) or its home changed. A peer
+//!   extended by [`EXTENDED_BY`] or more (its holder announced it again;
+//!   holders announce to every home themselves, so this is a safety net),
+//!   or its home changed, or left the ring and may be back empty. A peer
 //!   flooded with records used to send every one of them again every
 //!   round: 100,000 records made up to a million stores a minute;
 //! - a copy never ends later than the record here (see [`copy_ttl`]).
@@ -31,6 +33,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, warn};
 
 use crate::protocol::ring::{Member, Record, Via};
+use crate::protocol::ErrorCode;
+use crate::ring::client::RingError;
 use crate::ring::records::MAX_RECORDS;
 
 use super::RingNode;
@@ -79,24 +83,35 @@ pub(super) struct Handover {
     pub(super) to: Member,
 }
 
-/// What placement remembers from one round to the next.
+/// How much later a record here must end than the copy a home was sent
+/// for it to be sent again. Holders announce their records to every home
+/// themselves, so this is a safety net; and a copy that came back a little
+/// later (a store slow to arrive) must not count (see [`copy_ttl`]).
+const EXTENDED_BY: Duration = Duration::from_secs(10);
+/// The most homes told gone between two rounds that placement forgets
+/// what it sent to (more, in a ring falling apart, are left to
+/// [`EXTENDED_BY`]).
+pub(super) const MOST_HOMES_GONE: usize = 1024;
+
+/// What placement remembers from one round to the next: which records
+/// each home was sent. Owned by the placement thread, and handed to the
+/// hand-over when the peer leaves.
 pub(super) struct Placement {
     /// The id of the last record group put in place (a round goes on from
     /// there, round the circle).
     cursor: u64,
-    /// For each record sent to a home, when its copy here ended at the
-    /// time (a record is sent again once that moved later). Keyed by a
-    /// hash of the home and the record: a record can be a few hundred
-    /// bytes, and a peer flooded with records remembers several stores of
-    /// each.
-    sent: HashMap<u64, Instant>,
+    /// For each home, the records sent to it (by a hash: a record can be a
+    /// few hundred bytes, and a flooded peer remembers several stores of
+    /// each), with when the record here ended at the time.
+    sent: HashMap<SocketAddr, HashMap<u64, Instant>>,
+    /// How many stores `sent` remembers, all homes together.
+    remembered: usize,
     /// The hash of `sent`'s keys: seeded at random, so that nobody can
     /// make two records collide and have one of them never sent.
     hasher: RandomState,
-    /// The most stores remembered: one per record kept here and home of
-    /// it. Past it, everything is forgotten and sent again, round by
-    /// round: a bound on memory when the ring keeps changing every
-    /// record's homes.
+    /// The most stores remembered. Past it, everything is forgotten and
+    /// sent again, round by round: a bound on memory when the ring keeps
+    /// changing every record's homes.
     most: usize,
 }
 
@@ -106,48 +121,83 @@ impl Placement {
         Placement {
             cursor: 0,
             sent: HashMap::new(),
+            remembered: 0,
             hasher: RandomState::new(),
-            most: MAX_RECORDS * replicas.max(1),
+            // Most records have at most 3 homes other than here.
+            most: MAX_RECORDS * replicas.clamp(1, 3),
         }
-    }
-
-    fn key(&self, home: SocketAddr, record: &Record) -> u64 {
-        self.hasher.hash_one((home, record))
     }
 
     /// Whether `home` must be sent `record`, kept here `until`: it never
-    /// was, or it was when the record here ended sooner.
+    /// was, or it was when the record here ended [`EXTENDED_BY`] sooner.
     fn must_send(&self, home: SocketAddr, record: &Record, until: Instant) -> bool {
-        self.sent
-            .get(&self.key(home, record))
-            .is_none_or(|&sent_until| until > sent_until)
+        let sent_until = self
+            .sent
+            .get(&home)
+            .and_then(|records| records.get(&self.hasher.hash_one(record)));
+        sent_until.is_none_or(|&sent_until| until > sent_until + EXTENDED_BY)
     }
 
     fn was_sent(&mut self, home: SocketAddr, record: &Record, until: Instant) {
-        if self.sent.len() >= self.most {
+        if self.remembered >= self.most {
             self.sent.clear();
+            self.remembered = 0;
         }
-        let key = self.key(home, record);
-        self.sent.insert(key, until);
+        let key = self.hasher.hash_one(record);
+        if self
+            .sent
+            .entry(home)
+            .or_default()
+            .insert(key, until)
+            .is_none()
+        {
+            self.remembered += 1;
+        }
+    }
+
+    /// Forgets what was sent to `home`: it left or was dropped from the
+    /// ring, and a peer started again at its address comes back empty.
+    fn forget_home(&mut self, home: SocketAddr) {
+        if let Some(records) = self.sent.remove(&home) {
+            self.remembered -= records.len();
+        }
     }
 
     /// Forgets the records that have ended by `now` (one still kept here
-    /// then has a later end, and is sent again).
+    /// then has a later end, and is sent again), and gives back memory a
+    /// flood took.
     fn forget_ended(&mut self, now: Instant) {
-        self.sent.retain(|_, until| *until > now);
+        self.sent.retain(|_, records| {
+            records.retain(|_, until| *until > now);
+            if records.len() < records.capacity() / 4 {
+                records.shrink_to_fit();
+            }
+            !records.is_empty()
+        });
+        self.remembered = self.sent.values().map(HashMap::len).sum();
     }
 }
 
 impl RingNode {
     /// The placement thread's loop: a round every [`PLACE_EVERY_ROUNDS`]
-    /// stabilisation rounds, until `stop` is dropped.
-    pub(super) fn run_placement(&self, stop: &Receiver<()>) {
+    /// stabilisation rounds, until `stop` is dropped. Gives back what it
+    /// remembers, for the hand-over.
+    pub(super) fn run_placement(&self, stop: &Receiver<()>) -> Placement {
         let every = self.settings.stabilize * PLACE_EVERY_ROUNDS;
+        let mut placement = Placement::new(self.settings.replicas);
         loop {
             match stop.recv_timeout(every) {
-                Err(RecvTimeoutError::Timeout) => self.place_records(&mut self.placement.lock()),
-                _ => return,
+                Err(RecvTimeoutError::Timeout) => self.place_records(&mut placement),
+                _ => return placement,
             }
+        }
+    }
+
+    /// Forgets what was sent to the members gone since the last look.
+    fn forget_homes_gone(&self, placement: &mut Placement) {
+        let gone = std::mem::take(&mut *self.homes_gone.lock());
+        for home in gone {
+            placement.forget_home(home);
         }
     }
 
@@ -156,6 +206,7 @@ impl RingNode {
     /// round the circle).
     pub(super) fn place_records(&self, placement: &mut Placement) {
         let now = Instant::now();
+        self.forget_homes_gone(placement);
         placement.forget_ended(now);
         let records = self.records.lock().all(now);
         if records.is_empty() {
@@ -176,18 +227,19 @@ impl RingNode {
         ids.rotate_left(start);
         let mut lookups = 0;
         let give_up_at = now + PLACE_TIME;
+        let out_of_time = || self.is_stopping() || Instant::now() >= give_up_at;
         // Homes that failed a store this round are not tried again in it.
         let mut failed: HashSet<SocketAddr> = HashSet::new();
         for id in ids.into_iter().take(PLACES_PER_ROUND) {
-            if self.is_stopping() || lookups >= LOOKUPS_PER_ROUND || Instant::now() >= give_up_at {
+            if out_of_time() || lookups >= LOOKUPS_PER_ROUND {
                 return;
             }
-            placement.cursor = id;
             let Some(group) = by_place.remove(&id) else {
                 continue;
             };
             let Some((homes, looked_up)) = self.homes_of(id) else {
                 lookups += 1;
+                placement.cursor = id;
                 continue;
             };
             lookups += usize::from(looked_up);
@@ -196,6 +248,11 @@ impl RingNode {
                     continue;
                 }
                 for (record, until) in &group {
+                    // Stopped within a group, the next round does it
+                    // again (what was sent is not sent twice).
+                    if out_of_time() {
+                        return;
+                    }
                     if !placement.must_send(home.addr, record, *until) {
                         continue;
                     }
@@ -204,6 +261,11 @@ impl RingNode {
                     };
                     match self.client.store(home.addr, ttl, record) {
                         Ok(()) => placement.was_sent(home.addr, record, *until),
+                        // Refused, this record (the home keeps as many of
+                        // its key as it may): the next one.
+                        Err(RingError::Refused { code, .. }) if code != ErrorCode::Busy => {
+                            debug!("ring: {home} refused {record}: ERRR {code}");
+                        }
                         Err(e) => {
                             debug!("ring: cannot place {record} at {home}: {e}");
                             failed.insert(home.addr);
@@ -212,19 +274,21 @@ impl RingNode {
                     }
                 }
             }
+            placement.cursor = id;
         }
     }
 
     /// Hands every record kept here over to the first of `successors`
-    /// that takes them, within [`HANDOVER_DEADLINE`]: a successor that
-    /// turns out gone passes the rest to the next one (it owns this peer's
-    /// ids once both are gone). A record placement sent it already is
-    /// not sent again (a peer that keeps 100,000 records handed over only
-    /// a few thousand of them in the 10 s, sending each again).
-    pub(super) fn hand_over(&self, successors: &[Member]) -> Handover {
+    /// that takes them, within [`HANDOVER_DEADLINE`]: a successor that is
+    /// not there (it is asked `RNFO` first) or turns out gone passes the
+    /// rest to the next one (it owns this peer's ids once both are gone).
+    /// A record `placement` sent it already is not sent again (a peer that
+    /// keeps 100,000 records handed over only a few thousand of them in
+    /// the 10 s, sending each again).
+    pub(super) fn hand_over(&self, successors: &[Member], placement: &mut Placement) -> Handover {
         let now = Instant::now();
+        self.forget_homes_gone(placement);
         let records = self.records.lock().all(now);
-        let placement = self.placement.lock();
         let deadline = now + HANDOVER_DEADLINE;
         let me = self.me();
         let mut handover = Handover {
@@ -235,7 +299,16 @@ impl RingNode {
         };
         let mut pending = &records[..];
         for &succ in successors.iter().filter(|m| **m != me) {
+            if Instant::now() >= deadline {
+                break;
+            }
             handover.to = succ;
+            if !self.answers_as(succ) {
+                warn!("ring: leaving; {succ} is not there; trying the next successor");
+                continue;
+            }
+            // Counted again for this one.
+            handover.there_already = 0;
             while let Some(((record, left), rest)) = pending.split_first() {
                 let until = now + *left;
                 if !placement.must_send(succ.addr, record, until) {
@@ -400,6 +473,11 @@ mod tests {
         assert_eq!(stores(), 4, "each record sent");
         node.place_records(&mut placement);
         assert_eq!(stores(), 4, "none sent again");
+        // Extended a little (a copy that came back from a home a little
+        // later): not sent again.
+        keep(&node, &owned[1], 65);
+        node.place_records(&mut placement);
+        assert_eq!(stores(), 4, "none sent again for 5 s more");
         // Announced again by its holder: its home must keep it longer too.
         keep(&node, &owned[0], 120);
         node.place_records(&mut placement);
@@ -457,7 +535,8 @@ mod tests {
 
     #[test]
     fn a_home_that_fails_a_store_is_not_tried_again_in_the_round() {
-        // The successor fails every store (as a slow one times out).
+        // The successor fails every store: at its connection cap (as a
+        // slow one that times out, or one gone).
         let stores = Arc::new(AtomicUsize::new(0));
         let failing = {
             let stores = Arc::clone(&stores);
@@ -465,7 +544,7 @@ mod tests {
                 if line.starts_with("STOR ") {
                     stores.fetch_add(1, Ordering::SeqCst);
                 }
-                vec!["ERRR 501 cannot keep it".into()]
+                vec!["ERRR 500 too many connections, try again later".into()]
             })
         };
         let (node, _) = owner_of_records(member_at(300, failing.addr), 4);
@@ -492,7 +571,7 @@ mod tests {
             };
             keep(&node, &holder, 60);
         }
-        let handover = node.hand_over(&successors);
+        let handover = node.hand_over(&successors, &mut Placement::new(2));
         assert_eq!((handover.sent, handover.to), (5, successors[1]));
         assert_eq!(asked.stores.load(Ordering::SeqCst), 5);
     }
@@ -502,13 +581,70 @@ mod tests {
         let (partner, asked) = counting_partner(300, Duration::ZERO);
         let successor = member_at(300, partner.addr);
         let (node, owned) = owner_of_records(successor, 4);
-        node.place_records(&mut node.placement.lock());
+        let mut placement = Placement::new(2);
+        node.place_records(&mut placement);
         assert_eq!(asked.stores.load(Ordering::SeqCst), 4);
         // One announced again since: that one goes again.
         keep(&node, &owned[0], 120);
-        let handover = node.hand_over(&[successor]);
+        let handover = node.hand_over(&[successor], &mut placement);
         assert_eq!((handover.sent, handover.there_already), (1, 3));
         assert_eq!(asked.stores.load(Ordering::SeqCst), 5);
+    }
+
+    /// Its records were only at this peer and that successor: they must
+    /// reach the next one.
+    #[test]
+    fn a_peer_that_leaves_hands_over_to_the_next_successor_what_a_gone_one_was_sent() {
+        let (first, _) = counting_partner(300, Duration::ZERO);
+        let (next, asked) = counting_partner(400, Duration::ZERO);
+        let successors = [member_at(300, first.addr), member_at(400, next.addr)];
+        let (node, _) = owner_of_records(successors[0], 4);
+        node.routing.write().successors = successors.to_vec();
+        let mut placement = Placement::new(2);
+        node.place_records(&mut placement);
+        drop(first); // crashed since
+        let handover = node.hand_over(&successors, &mut placement);
+        assert_eq!(handover.to, successors[1]);
+        assert_eq!((handover.sent, handover.there_already), (4, 0));
+        assert_eq!(asked.stores.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn a_home_gone_from_the_ring_is_sent_its_records_again() {
+        let (partner, asked) = counting_partner(300, Duration::ZERO);
+        let (node, _) = owner_of_records(member_at(300, partner.addr), 4);
+        let mut placement = Placement::new(2);
+        node.place_records(&mut placement);
+        assert_eq!(asked.stores.load(Ordering::SeqCst), 4);
+        // Dropped (it did not answer a round), then back at its address,
+        // started again: empty.
+        node.home_gone(partner.addr);
+        node.place_records(&mut placement);
+        assert_eq!(asked.stores.load(Ordering::SeqCst), 8);
+    }
+
+    #[test]
+    fn a_record_a_home_refuses_does_not_keep_the_others_from_it() {
+        // The home refuses its first store (as one whose place for that
+        // key is full), and takes the rest.
+        let refused_one = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let home = {
+            let (refused_one, taken) = (Arc::clone(&refused_one), Arc::clone(&taken));
+            Fake::start(move |line| {
+                if !line.starts_with("STOR ") {
+                    return vec!["OK".into()];
+                }
+                if !refused_one.swap(true, Ordering::SeqCst) {
+                    return vec!["ERRR 405 this peer keeps 1000 records for that key".into()];
+                }
+                taken.fetch_add(1, Ordering::SeqCst);
+                vec!["OK".into()]
+            })
+        };
+        let (node, _) = owner_of_records(member_at(300, home.addr), 4);
+        node.place_records(&mut Placement::new(2));
+        assert_eq!(taken.load(Ordering::SeqCst), 3);
     }
 
     /// The stabilisation goes on every round while a store hangs: before
@@ -523,7 +659,10 @@ mod tests {
         while asked.stores.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(asked.stores.load(Ordering::SeqCst), 1, "the store was sent");
+        assert!(
+            asked.stores.load(Ordering::SeqCst) >= 1,
+            "the store was sent"
+        );
         // A stabilisation round (every 200 ms) asks the partner `RNFO`:
         // count those asked in the next 2 s, while the store hangs.
         let before = asked.states.load(Ordering::SeqCst);

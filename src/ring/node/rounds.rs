@@ -91,7 +91,7 @@ impl RingNode {
                         "ring: successor {succ} is not there ({} is); dropping it",
                         view.me
                     );
-                    self.routing.write().drop_member(succ.addr);
+                    self.drop_member(succ.addr);
                     continue;
                 }
                 Ok(view) => {
@@ -99,13 +99,13 @@ impl RingNode {
                         "ring: successor {} is not in this ring (size {}); dropping it",
                         view.me, view.size
                     );
-                    self.routing.write().drop_member(succ.addr);
+                    self.drop_member(succ.addr);
                     continue;
                 }
                 Err(e) if e.is_not_a_member() => {
                     warn!("ring: successor {succ} does not answer as a member ({e}); dropping it");
                     self.client.forget(succ.addr);
-                    self.routing.write().drop_member(succ.addr);
+                    self.drop_member(succ.addr);
                     continue;
                 }
                 // Busy: it is there; try again next round.
@@ -150,10 +150,6 @@ impl RingNode {
         }
     }
 
-    /// Copies the records this peer owns to its next `replicas - 1`
-    /// successors, the records it keeps as a replica to their owner, and
-    /// records it keeps without being one of their homes to those homes. (A record stored while the ring was still forming
-    /// may have gone to a peer that is no longer its owner.)
     /// Forgets the predecessor if it does not answer, or if the peer at
     /// its address is not it (another id: a notify may name any address).
     fn check_predecessor(&self) {
@@ -169,6 +165,7 @@ impl RingNode {
         };
         warn!("ring: predecessor {pred} is not there ({why}); forgetting it");
         self.client.forget(pred.addr);
+        self.home_gone(pred.addr);
         let mut routing = self.routing.write();
         if routing.predecessor == Some(pred) {
             routing.predecessor = None;
