@@ -412,6 +412,10 @@ enum Taken {
     Served,
     /// Told the server is full, and closed.
     Refused,
+    /// Closed by the client before it was taken (reset as it came): no
+    /// failure of the server's, and anyone can cause it, so not worth a
+    /// warning.
+    Gone,
 }
 
 fn accept_loop(
@@ -441,7 +445,7 @@ fn accept_loop(
         workers = join_finished(workers);
         let told = match spawn_connection(stream, &options, &handler, &shared, &mut workers) {
             Ok(Taken::Served) => failure.served(),
-            Ok(Taken::Refused) => None,
+            Ok(Taken::Refused | Taken::Gone) => None,
             Err(e) => failure.failed("connection not served", &e),
         };
         if let Some(line) = told {
@@ -473,7 +477,13 @@ fn spawn_connection(
     shared: &Arc<Shared>,
     workers: &mut Vec<JoinHandle<()>>,
 ) -> io::Result<Taken> {
-    let remote = stream.peer_addr()?;
+    let remote = match stream.peer_addr() {
+        Ok(remote) => remote,
+        Err(e) => {
+            debug!("a connection closed before it was taken: {e}");
+            return Ok(Taken::Gone);
+        }
+    };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (open, from_ip) = {
         let live = shared.live.lock();

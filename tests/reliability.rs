@@ -685,6 +685,84 @@ fn a_part_file_deleted_or_replaced_during_its_download_stops_it_and_the_next_sta
     assert_eq!(std::fs::read(path).unwrap(), data);
 }
 
+/// Whether a file of this process is open under a name that contains
+/// `name` (Linux: `/proc/self/fd`; elsewhere, unknown: false).
+fn open_here(name: &str) -> bool {
+    std::fs::read_dir("/proc/self/fd").is_ok_and(|fds| {
+        fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .any(|target| target.to_string_lossy().contains(name))
+    })
+}
+
+/// A download that failed keeps its `.part` file, to go on later. Deleted
+/// by hand then, it is forgotten at the peer's next look at its files:
+/// the file's handle closes, and its space on the disk comes back (both
+/// were kept until the peer stopped, or downloaded the file again).
+#[test]
+fn a_failed_download_whose_part_file_is_deleted_is_let_go() {
+    let tracker = tracker_in_process();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(200 * PIECE, 87);
+    let original = write_file(&dir.path().join("files"), "left.bin", &data);
+    let seeder = start_peer(
+        dir.path(),
+        "seeder",
+        tracker.local_addr(),
+        &[("upload_limit", "300KB")],
+    );
+    let key = seeder.share(&original, |_| {}).unwrap().key;
+    let leecher = start_peer(
+        dir.path(),
+        "leecher",
+        tracker.local_addr(),
+        &[("stall_timeout_secs", "2")],
+    );
+    let download = leecher.download(&key.to_string(), None).unwrap();
+    assert!(eventually(WAIT, || download.status().pieces_done() > 10));
+    seeder.shutdown();
+    assert!(support::wait_within(download, WAIT).is_err(), "it stalls");
+    assert_eq!(leecher.unfinished().len(), 1, "kept, to go on later");
+    let part = dir.path().join("leecher/downloads/left.bin.part");
+    std::fs::remove_file(&part).unwrap();
+    assert!(
+        eventually(WAIT, || leecher.unfinished().is_empty()),
+        "forgotten"
+    );
+    assert!(
+        eventually(WAIT, || !open_here("left.bin.part")),
+        "its handle is closed"
+    );
+}
+
+/// A finished download's whole folder deleted: the file is withdrawn, not
+/// served from the deleted copy. (A folder missing may be a disk not
+/// mounted, left for later: told apart by the open file having no name
+/// left, which Unix tells.)
+#[cfg(unix)]
+#[test]
+fn a_shared_file_whose_folder_is_deleted_is_withdrawn() {
+    let swarm = support::seeded_swarm("folder.bin", 6 * PIECE, 88, &[]);
+    let leecher = swarm.peer("leecher", &[]);
+    let folder = swarm.dir.path().join("kept");
+    let download = leecher
+        .download(&swarm.key.to_string(), Some(folder.as_path()))
+        .unwrap();
+    support::wait_within(download, WAIT).unwrap();
+    let offered = || {
+        leecher
+            .files()
+            .iter()
+            .any(|f| f.key == swarm.key && f.is_offered())
+    };
+    assert!(offered());
+    std::fs::remove_dir_all(&folder).unwrap();
+    assert!(eventually(WAIT, || !offered()), "withdrawn");
+    assert!(
+        eventually(WAIT, || !open_here("kept/folder.bin")),
+        "its handle is closed"
+    );
+}
+
 #[test]
 fn a_name_now_shared_as_another_file_says_how_to_fetch_that_one() {
     let tracker = tracker_in_process();

@@ -56,9 +56,7 @@ use crate::pieces::{Bitmap, Manifest, PieceFile};
 use crate::protocol::{FileKey, FileName, FileOffer, MediaKind, PeerId, SharedPath};
 
 use super::discovery::Discovery;
-use super::fsutil::{
-    cut_to, folder_missing, portable_file_name, room_for, sync_parent_dir, MAX_NAME_BYTES,
-};
+use super::fsutil::{cut_to, portable_file_name, room_for, sync_parent_dir, MAX_NAME_BYTES};
 use super::library::{FinishError, Library, SharedFile};
 use super::link::MAX_BITMAP_PIECES;
 use super::ratelimit::RateLimiter;
@@ -592,8 +590,8 @@ enum Shared {
 /// replaced since: its pieces went with it, so it leaves the library (unless
 /// another file of that key took its place), its state and the tracker's
 /// list, and a new download of the file starts over. Returns whether it
-/// did. A `.part` file whose whole folder is missing (a disk not mounted)
-/// is not taken for gone.
+/// did. A `.part` file whose whole folder is away (a disk not mounted:
+/// [`SharedFile::folder_away`]) is not taken for gone.
 pub(super) fn forget_if_part_gone(
     library: &Library,
     resume: &ResumeStore,
@@ -601,7 +599,7 @@ pub(super) fn forget_if_part_gone(
     file: &Arc<SharedFile>,
 ) -> bool {
     let part = file.path();
-    if !file.is_unfinished() || folder_missing(&part) || file.is_still_at_its_path() {
+    if !file.is_unfinished() || file.folder_away() || file.is_still_at_its_path() {
         return false;
     }
     warn!(

@@ -18,6 +18,7 @@ use crate::ring::RingNode;
 
 use super::discovery::{self, Discovery};
 use super::library::Library;
+use super::resume::ResumeStore;
 use super::tracker_client::{SessionCheck, TrackerClient};
 use super::{ring_duties, usermap, PeerError};
 
@@ -41,6 +42,7 @@ impl BackgroundThreads {
         config: &PeerConfig,
         tracker: &Arc<TrackerClient>,
         library: &Arc<Library>,
+        resume: &ResumeStore,
         discovery: &Arc<Discovery>,
         ring: Option<&Arc<RingNode>>,
     ) -> Result<BackgroundThreads, PeerError> {
@@ -78,8 +80,9 @@ impl BackgroundThreads {
             })
             .map_err(|e| PeerError::Failed(format!("cannot start a thread: {e}")))?;
         let disk_look = thread::Builder::new().name("peer-disk-look".into()).spawn({
-            let library = Arc::clone(library);
-            move || look_at_shared_files(&library, &disk_look_stop)
+            let (library, resume, tracker) =
+                (Arc::clone(library), resume.clone(), Arc::clone(tracker));
+            move || look_at_shared_files(&library, &resume, &tracker, &disk_look_stop)
         });
         match disk_look {
             Ok(disk_look) => Ok(BackgroundThreads {
@@ -144,11 +147,21 @@ fn join_within(thread: JoinHandle<()>, wait: Duration) {
 
 /// Until `stop` closes, every [`DISK_LOOK_EVERY`]: shared files deleted
 /// or replaced since are withdrawn (the housekeeping thread tells the
-/// tracker), not served from the old file for as long as the peer runs.
-fn look_at_shared_files(library: &Library, stop: &Receiver<()>) {
+/// tracker), not served from the old file for as long as the peer runs;
+/// and an unfinished download whose `.part` file was deleted or moved
+/// since (one that failed, then was cleared away by hand) is forgotten,
+/// so that its file's handle, and its space on the disk, are let go (they
+/// were kept until the peer stopped, or downloaded the file again).
+fn look_at_shared_files(
+    library: &Library,
+    resume: &ResumeStore,
+    tracker: &TrackerClient,
+    stop: &Receiver<()>,
+) {
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(DISK_LOOK_EVERY) {
         for file in library.all() {
             file.withdraw_if_gone();
+            super::download::forget_if_part_gone(library, resume, tracker, &file);
         }
     }
 }

@@ -313,20 +313,25 @@ impl SharedFile {
         file.is_none_or(|file| !matches!(file.is_at(&path), Ok(false)))
     }
 
+    /// Whether its path's whole folder is missing while the file may
+    /// still be there (a disk not mounted, for a moment): not when the
+    /// open file is known deleted (the folder was deleted with it).
+    pub fn folder_away(&self) -> bool {
+        let (file, path) = self.handle_and_path();
+        super::fsutil::folder_missing(&path) && !file.is_some_and(|file| file.is_deleted())
+    }
+
     /// For the peer's periodic look at what it shares: withdraws a
     /// complete file deleted, replaced or edited at its path since it was
     /// shared ([`SharedFile::withdraw_changed`]), even if no piece of it
     /// was asked for since. A path that cannot be looked at for another
-    /// reason, or whose whole folder is missing, is left for the next look.
+    /// reason, or whose whole folder is away ([`SharedFile::folder_away`]),
+    /// is left for the next look.
     pub fn withdraw_if_gone(&self) {
-        if !self.is_offered() {
+        if !self.is_offered() || self.folder_away() {
             return;
         }
         let (file, path) = self.handle_and_path();
-        // Looked at again later.
-        if super::fsutil::folder_missing(&path) {
-            return;
-        }
         if file.is_some_and(|file| matches!(file.compare_at(&path), Ok(false))) {
             self.withdraw_changed();
         }

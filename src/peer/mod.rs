@@ -161,13 +161,19 @@ impl Peer {
         // Serving first: the ring's members talk to us as soon as we join.
         let ring = join_ring(&config, listen, &mini)?;
         let discovery = Arc::new(Discovery::new());
-        let background =
-            BackgroundThreads::start(&config, &tracker, &library, &discovery, ring.as_ref())
-                .inspect_err(|_| {
-                    if let Some(ring) = &ring {
-                        ring.leave();
-                    }
-                })?;
+        let background = BackgroundThreads::start(
+            &config,
+            &tracker,
+            &library,
+            &resume,
+            &discovery,
+            ring.as_ref(),
+        )
+        .inspect_err(|_| {
+            if let Some(ring) = &ring {
+                ring.leave();
+            }
+        })?;
         info!("peer listening on {listen}, tracker {}", config.tracker);
         Ok(Peer {
             config,

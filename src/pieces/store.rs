@@ -226,6 +226,17 @@ impl PieceFile {
         self.compare_at(path).unwrap_or(false)
     }
 
+    /// Whether the open file has been deleted: it has no name left (where
+    /// that can be told: on Unix; elsewhere, false). Such a file's folder
+    /// being missing is no disk away, but a folder deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.file
+            .metadata()
+            .ok()
+            .and_then(|meta| name_count(&meta))
+            .is_some_and(|names| names == 0)
+    }
+
     /// Whether `path` still names this open file: `Ok(false)` when nothing
     /// is there any more, or (on Unix) another file is. Elsewhere any file
     /// at the path counts. Other failures to look are errors.
