@@ -722,6 +722,12 @@ fn a_failed_download_whose_part_file_is_deleted_is_let_go() {
     seeder.shutdown();
     assert!(support::wait_within(download, WAIT).is_err(), "it stalls");
     assert_eq!(leecher.unfinished().len(), 1, "kept, to go on later");
+    // Not "still downloading": how to drop it.
+    let refused = leecher.unshare(&key.to_string()).unwrap_err().to_string();
+    assert!(
+        refused.contains("is an unfinished download") && refused.contains("left.bin.part"),
+        "{refused}"
+    );
     let part = dir.path().join("leecher/downloads/left.bin.part");
     std::fs::remove_file(&part).unwrap();
     assert!(

@@ -344,12 +344,28 @@ impl Peer {
             })?;
         // Its pieces are served as they come, and its state would bring
         // it back, offered, at the next start: it is unshared once here.
+        // One that stopped (failed, or was cancelled) goes on at the next
+        // `get`; its `.part` file deleted, it is let go.
         if file.is_unfinished() {
-            return Err(PeerError::Busy(format!(
-                "{} is still downloading (its pieces are shared as they come); it can be \
-                 unregistered once it is here",
-                file.name.as_str()
-            )));
+            let running = self
+                .downloads()
+                .iter()
+                .any(|d| d.key() == file.key && !d.is_finished());
+            return Err(PeerError::Busy(if running {
+                format!(
+                    "{} is still downloading (its pieces are shared as they come); it can be \
+                     unregistered once it is here",
+                    file.name.as_str()
+                )
+            } else {
+                format!(
+                    "{} is an unfinished download (its pieces are shared, and `get` goes on \
+                     with it); to drop it, delete {}: it is let go within {} s",
+                    file.name.as_str(),
+                    file.path().display(),
+                    DISK_LOOK_EVERY.as_secs()
+                )
+            }));
         }
         self.library.remove(&file.key);
         match self.tracker.withdraw(file.key) {
