@@ -700,35 +700,18 @@ fn open_here(name: &str) -> bool {
 /// were kept until the peer stopped, or downloaded the file again).
 #[test]
 fn a_failed_download_whose_part_file_is_deleted_is_let_go() {
-    let tracker = tracker_in_process();
-    let dir = tempfile::tempdir().unwrap();
-    let data = random_bytes(200 * PIECE, 87);
-    let original = write_file(&dir.path().join("files"), "left.bin", &data);
-    let seeder = start_peer(
-        dir.path(),
-        "seeder",
-        tracker.local_addr(),
-        &[("upload_limit", "300KB")],
-    );
-    let key = seeder.share(&original, |_| {}).unwrap().key;
-    let leecher = start_peer(
-        dir.path(),
-        "leecher",
-        tracker.local_addr(),
-        &[("stall_timeout_secs", "2")],
-    );
-    let download = leecher.download(&key.to_string(), None).unwrap();
-    assert!(eventually(WAIT, || download.status().pieces_done() > 10));
-    seeder.shutdown();
-    assert!(support::wait_within(download, WAIT).is_err(), "it stalls");
+    let swarm = support::seeded_swarm("left.bin", 20 * PIECE, 87, &[]);
+    let leecher = swarm.peer("leecher", &[]);
+    let home = swarm.dir.path().join("leecher");
+    let part = support::plant_partial(&leecher, &home, "left.bin", &swarm.data, |i| i < 10);
     assert_eq!(leecher.unfinished().len(), 1, "kept, to go on later");
+    let key = swarm.key;
     // Not "still downloading": how to drop it.
     let refused = leecher.unshare(&key.to_string()).unwrap_err().to_string();
     assert!(
         refused.contains("is an unfinished download") && refused.contains("left.bin.part"),
         "{refused}"
     );
-    let part = dir.path().join("leecher/downloads/left.bin.part");
     std::fs::remove_file(&part).unwrap();
     assert!(
         eventually(WAIT, || leecher.unfinished().is_empty()),
