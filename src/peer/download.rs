@@ -603,7 +603,8 @@ pub(super) fn forget_if_part_gone(
         return false;
     }
     warn!(
-        "{}: {} is gone or was replaced; a new download starts over",
+        "{}: {} is gone or was replaced, and its pieces with it: the download is dropped \
+         (a new one starts over)",
         file.name.as_str(),
         part.display()
     );
