@@ -386,15 +386,20 @@ pub fn log_level(text: &str) -> Result<LevelFilter, String> {
         .map_err(|_| "expected one of off, error, warn, info, debug, trace".to_string())
 }
 
-/// The words a switch takes (see [`boolean`]).
-const BOOLEAN_WORDS: [&str; 8] = ["true", "false", "yes", "no", "on", "off", "1", "0"];
+/// The words a switch takes for true, and for false (see [`boolean`]),
+/// letter case aside.
+const TRUE_WORDS: [&str; 4] = ["true", "yes", "on", "1"];
+const FALSE_WORDS: [&str; 4] = ["false", "no", "off", "0"];
 
 /// `true` or `false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
 pub fn boolean(text: &str) -> Result<bool, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Ok(true),
-        "false" | "no" | "off" | "0" => Ok(false),
-        _ => Err("expected true or false (or yes/no, on/off, 1/0)".into()),
+    let word = text.to_ascii_lowercase();
+    if TRUE_WORDS.contains(&word.as_str()) {
+        Ok(true)
+    } else if FALSE_WORDS.contains(&word.as_str()) {
+        Ok(false)
+    } else {
+        Err("expected true or false (or yes/no, on/off, 1/0)".into())
     }
 }
 
@@ -1050,8 +1055,10 @@ pub fn flag_args(specs: &'static [KeySpec]) -> Vec<clap::Arg> {
             // rather than a command read too late (`unrecognized
             // subcommand 'a.txt'`).
             let arg = if spec.is_switch() {
-                arg.value_parser(clap::builder::PossibleValuesParser::new(BOOLEAN_WORDS))
-                    .ignore_case(true)
+                arg.value_parser(clap::builder::PossibleValuesParser::new(
+                    TRUE_WORDS.iter().chain(&FALSE_WORDS),
+                ))
+                .ignore_case(true)
             } else {
                 arg
             };

@@ -831,6 +831,15 @@ fn a_peer_of_another_ring_size_is_told_the_welcome_service_s() {
     drop(member);
 }
 
+/// The flags of a peer of the class's ring (size 100) on 127.0.0.3, and
+/// `more`: another address, and another port than the class's members.
+#[cfg(target_os = "linux")]
+fn from_another_address<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    let mut flags = vec!["--address", "127.0.0.3", "--ring-size", "100"];
+    flags.extend_from_slice(more);
+    flags
+}
+
 /// A peer started on another port than the class's `ring_port` cannot
 /// reach the members the welcome service lists without a port (on
 /// `ring_port`). It must not take them for gone and off the list: a
@@ -845,14 +854,7 @@ fn a_peer_on_another_port_leaves_the_class_s_members_on_the_welcome_list() {
     let said = join_refused(
         &dir.path().join("other"),
         tracker.addr,
-        &[
-            "--address",
-            "127.0.0.3",
-            "--ring-size",
-            "100",
-            "--ring-id",
-            "85",
-        ],
+        &from_another_address(&["--ring-id", "85"]),
     );
     assert!(said.contains("ring id 85 is taken"), "{said}");
     assert_eq!(course_lines(tracker.addr, "li?"), listed);
@@ -896,17 +898,7 @@ fn a_peer_sent_to_a_member_written_without_a_port_from_another_port_says_so() {
     let said = join_refused(
         &dir.path().join("other"),
         tracker.addr,
-        &[
-            "--address",
-            "127.0.0.3",
-            "--ring-size",
-            "100",
-            "--ring-id",
-            "20",
-        ]
-        .into_iter()
-        .chain(["--ring-welcome", &welcome])
-        .collect::<Vec<_>>(),
+        &from_another_address(&["--ring-id", "20", "--ring-welcome", &welcome]),
     );
     assert!(
         said.contains("(written without a port: on the tracker's ring_port)"),

@@ -364,7 +364,7 @@ impl Registry {
         first_by(
             found,
             limit,
-            |record| (record.meta.name.as_str().to_lowercase(), record.meta.key),
+            |record| file_order(&record.meta.name, record.meta.key),
             |record| {
                 let seeders = (record.holders.len() - record.leechers) as u32;
                 record.meta.clone().entry(seeders, record.leechers as u32)
@@ -447,7 +447,9 @@ impl Registry {
         first_by(
             offers,
             limit,
-            |(record, session, path)| (session.user.as_ref(), session.peer, *path, record.meta.key),
+            |(record, session, path)| {
+                share_order(session.user.as_ref(), session.peer, *path, record.meta.key)
+            },
             |(record, session, path)| ShareEntry {
                 key: record.meta.key,
                 user: session.user.clone(),
@@ -733,23 +735,34 @@ impl Distance {
     }
 }
 
+/// The order `RQFS` lists files in: by name (letter case aside), then
+/// key. One definition for a search and for the merge of its slices.
+fn file_order(name: &crate::protocol::FileName, key: FileKey) -> (String, FileKey) {
+    (name.as_str().to_lowercase(), key)
+}
+
+/// The order `LSTF` lists offers in: by user, then peer id, then path,
+/// then key (the user and path borrowed or owned).
+fn share_order<U: Ord, P: Ord>(
+    user: U,
+    peer: PeerId,
+    path: P,
+    key: FileKey,
+) -> (U, PeerId, P, FileKey) {
+    (user, peer, path, key)
+}
+
 /// The first `limit` of two lists of a search's answers, each in the
-/// order `RQFS` gives (by name, then key).
+/// order `RQFS` gives ([`file_order`]).
 pub fn first_files(a: Vec<FileEntry>, b: Vec<FileEntry>, limit: usize) -> Vec<FileEntry> {
-    let order = |entry: &FileEntry| (entry.name.as_str().to_lowercase(), entry.key);
+    let order = |entry: &FileEntry| file_order(&entry.name, entry.key);
     first_by(a.into_iter().chain(b), limit, order, |entry| entry)
 }
 
-/// The first `limit` of two lists of offers, in the order `LSTF` gives.
+/// The first `limit` of two lists of offers, in the order `LSTF` gives
+/// ([`share_order`]).
 pub fn first_shares(a: Vec<ShareEntry>, b: Vec<ShareEntry>, limit: usize) -> Vec<ShareEntry> {
-    let order = |entry: &ShareEntry| {
-        (
-            entry.user.clone(),
-            entry.peer,
-            entry.path.clone(),
-            entry.key,
-        )
-    };
+    let order = |e: &ShareEntry| share_order(e.user.clone(), e.peer, e.path.clone(), e.key);
     first_by(a.into_iter().chain(b), limit, order, |entry| entry)
 }
 

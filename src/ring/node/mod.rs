@@ -102,7 +102,7 @@ pub struct RingNode {
     welcome: Option<SocketAddr>,
     rounds: Mutex<Option<Rounds>>,
     /// Members gone since placement last looked (see
-    /// [`RingNode::home_gone`]).
+    /// [`RingNode::member_gone`]).
     homes_gone: Mutex<HashSet<SocketAddr>>,
     /// Set when leaving: a round under way stops at its next step.
     stopping: AtomicBool,
@@ -280,8 +280,7 @@ impl RingNode {
                 let ours = self.routing.read().predecessor == Some(*leaving);
                 let predecessor = predecessor.filter(|p| !ours || self.answers_as(*p));
                 self.routing.write().left(*leaving, predecessor, *successor);
-                self.client.forget(leaving.addr);
-                self.home_gone(leaving.addr);
+                self.member_gone(leaving.addr);
                 vec![RingReply::Common(Reply::ok(""))]
             }
             RingRequest::Store { ttl, record } => {
@@ -312,15 +311,18 @@ impl RingNode {
         }
     }
 
-    /// Takes the member at `addr` out of the routing: it is gone.
+    /// Takes the member at `addr` out of the routing: it is gone (see
+    /// [`RingNode::member_gone`]).
     fn drop_member(&self, addr: SocketAddr) {
         self.routing.write().drop_member(addr);
-        self.home_gone(addr);
+        self.member_gone(addr);
     }
 
-    /// Tells placement that the member at `addr` is gone: a peer started
-    /// again there comes back without the records it was sent.
-    fn home_gone(&self, addr: SocketAddr) {
+    /// The member at `addr` is gone: the connections kept to it are
+    /// closed, and placement forgets what it sent there (a peer started
+    /// again there comes back without the records it was sent).
+    fn member_gone(&self, addr: SocketAddr) {
+        self.client.forget(addr);
         let mut gone = self.homes_gone.lock();
         if gone.len() < placement::MOST_HOMES_GONE {
             gone.insert(addr);
@@ -386,7 +388,6 @@ impl RingNode {
                     debug!("ring: look-up of {id}: {e}");
                     if let Some(addr) = e.addr().filter(|addr| *addr != me.addr) {
                         self.drop_member(addr);
-                        self.client.forget(addr);
                     }
                     last_error = Some(e);
                     if self.is_stopping() || Instant::now() >= bounds.deadline {

@@ -629,7 +629,7 @@ mod tests {
         assert_eq!(asked.stores.load(Ordering::SeqCst), 4);
         // Dropped (it did not answer a round), then back at its address,
         // started again: empty.
-        node.home_gone(partner.addr);
+        node.member_gone(partner.addr);
         node.place_records(&mut placement);
         assert_eq!(asked.stores.load(Ordering::SeqCst), 8);
     }

@@ -104,7 +104,6 @@ impl RingNode {
                 }
                 Err(e) if e.is_not_a_member() => {
                     warn!("ring: successor {succ} does not answer as a member ({e}); dropping it");
-                    self.client.forget(succ.addr);
                     self.drop_member(succ.addr);
                     continue;
                 }
@@ -164,8 +163,7 @@ impl RingNode {
             Err(_) => return,
         };
         warn!("ring: predecessor {pred} is not there ({why}); forgetting it");
-        self.client.forget(pred.addr);
-        self.home_gone(pred.addr);
+        self.member_gone(pred.addr);
         let mut routing = self.routing.write();
         if routing.predecessor == Some(pred) {
             routing.predecessor = None;
