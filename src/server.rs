@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
+use crate::logging::network_warning;
 use crate::protocol::{ErrorCode, Reply};
 use crate::wire::StopSignal;
 
@@ -512,7 +513,7 @@ fn spawn_connection(
         // Room made by closing one that waits, where the server may.
         let made_room = options.make_room && shared.live.lock().close_longest_waiting(from);
         if !made_room {
-            warn!("refusing {remote}: {text}");
+            network_warning(format_args!("refusing {remote}: {text}"));
             refuse(stream, options.busy, &text);
             return Ok(Taken::Refused);
         }

@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{eventually, key, Client, TrackerProcess};
 
@@ -264,6 +264,19 @@ fn bad_input_gets_its_error_and_the_connection_goes_on() {
         .log()
         .contains(r#""yo:1:x\rFAKE [INFO] session 9 opened" -> wrq"#)));
     assert!(!tracker.log().contains("\rFAKE"));
+
+    // So is any other line, as the debug level shows it.
+    let mut native = tracker.connect();
+    native.send("RQFS x\rFORGED [WARN] \u{1b}[2J");
+    assert_eq!(native.line(), "END", "a search that finds nothing");
+    assert!(support::eventually(Duration::from_secs(10), || tracker
+        .log()
+        .contains(r"> RQFS x\rFORGED [WARN] \u{1b}[2J")));
+    let log = tracker.log();
+    assert!(
+        !log.contains("\rFORGED") && !log.contains('\u{1b}'),
+        "{log}"
+    );
 }
 
 #[test]
@@ -606,6 +619,50 @@ fn a_client_sending_garbage_in_a_loop_cannot_fill_the_log_with_warnings() {
     assert!(log.contains("further errors on this connection are logged at debug level"));
     // The rest are still there, at debug level.
     assert_eq!(log.matches("< ERRR 200").count(), 30, "{log}");
+}
+
+#[test]
+fn a_client_reconnecting_for_each_bad_line_cannot_fill_the_log_either() {
+    // The per-connection cap above is renewed by every new connection;
+    // the tracker's own budget of warnings a second is not.
+    const FLOOD: usize = 300;
+    let tracker = TrackerProcess::start(&[]);
+    let started = Instant::now();
+    for _ in 0..FLOOD {
+        assert!(tracker.connect().ask("BOGUS").starts_with("ERRR 200 "));
+    }
+    let took = started.elapsed();
+    // A second later, one more: the warning that tells how many were
+    // held back comes with it.
+    thread::sleep(Duration::from_millis(1100));
+    assert!(tracker.connect().ask("BOGUS").starts_with("ERRR 200 "));
+    assert!(eventually(WAIT, || tracker
+        .log()
+        .matches("< ERRR 200")
+        .count()
+        == FLOOD + 1));
+    let log = tracker.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("[WARN]") && l.contains("< ERRR 200"))
+        .count() as u64;
+    let held: u64 = log
+        .lines()
+        .filter(|l| l.contains("caused by connections went to the debug level only"))
+        .map(|l| {
+            let before = l.split(" more warning").next().unwrap();
+            before.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    // None lost: each is a warning, or held back (at debug level) and
+    // counted.
+    assert_eq!(warned + held, FLOOD as u64 + 1, "{log}");
+    // At most ten a second: the seconds the flood began in, and the last.
+    let seconds = took.as_secs() + 3;
+    assert!(
+        warned <= 10 * seconds,
+        "{warned} warnings in {took:?}: {log}"
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use log::{debug, warn};
 
+use crate::logging::printable;
 use crate::protocol::course::{CourseReply, CourseRequest};
 use crate::protocol::ring::{is_ring_verb, RingRequest};
 use crate::protocol::{
@@ -234,7 +235,7 @@ impl LineService for MiniServerConnection {
     ) -> io::Result<Flow> {
         let parsed = match line {
             Ok(text) => {
-                debug!("{} > {text}", self.remote);
+                debug!("{} > {}", self.remote, printable(text));
                 if let Some(course) = CourseRequest::recognise(text) {
                     return self.answer_course(course.ok(), out);
                 }

@@ -12,8 +12,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 
+use crate::logging::{network_warning, printable};
 use crate::protocol::course::{CourseRequest, WrongRequest};
 use crate::protocol::fields::echo;
 use crate::protocol::{ProtocolError, Reply, TrackerRequest};
@@ -41,10 +42,10 @@ pub(crate) fn serve(conn: Connection, state: Arc<TrackerState>) {
     };
     serve_lines(&conn, limits, &mut service);
     if service.errors > LOGGED_ERRORS {
-        warn!(
+        network_warning(format_args!(
             "{}: {} errors answered in all on this connection",
             conn.remote, service.errors
-        );
+        ));
     }
     let peer = state.registry.read().peer_of(conn.id);
     if state.registry.write().close(conn.id) {
@@ -55,7 +56,9 @@ pub(crate) fn serve(conn: Connection, state: Arc<TrackerState>) {
 
 /// `ERRR` answers logged at warn level per connection; the ones after go
 /// to the debug level, so that a client sending garbage in a loop cannot
-/// fill the log (its total is logged when it closes).
+/// fill the log (its total is logged when it closes). A client that
+/// reconnects for each line is held by [`network_warning`]'s budget,
+/// which is the whole tracker's.
 const LOGGED_ERRORS: u64 = 10;
 
 /// The tracker's side of one connection.
@@ -75,7 +78,7 @@ impl TrackerConnection {
     }
 
     fn answer(&self, text: &str) -> Answer {
-        debug!("{} > {text}", self.remote);
+        debug!("{} > {}", self.remote, printable(text));
         let request = match TrackerRequest::parse(text) {
             Ok(request) => request,
             Err(error) => return Answer::protocol_error(&error),
@@ -106,16 +109,16 @@ impl TrackerConnection {
         answer
     }
 
-    /// Logs an `ERRR` answer: at warn level up to [`LOGGED_ERRORS`] of
+    /// Logs an `ERRR` answer: as a warning up to [`LOGGED_ERRORS`] of
     /// them, then at debug level.
     fn log_error(&mut self, reply: &Reply) {
         self.errors += 1;
         match self.errors {
-            n if n < LOGGED_ERRORS => warn!("{} < {reply}", self.remote),
-            LOGGED_ERRORS => warn!(
+            n if n < LOGGED_ERRORS => network_warning(format_args!("{} < {reply}", self.remote)),
+            LOGGED_ERRORS => network_warning(format_args!(
                 "{} < {reply} (further errors on this connection are logged at debug level)",
                 self.remote
-            ),
+            )),
             _ => debug!("{} < {reply}", self.remote),
         }
     }

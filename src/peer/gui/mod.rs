@@ -35,13 +35,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::info;
 use serde_json::Value;
 
 use super::download::{Download, DownloadState};
 use super::library::SharedFile;
 use super::media::MediaType;
 use super::Peer;
+use crate::logging::network_warning;
 use crate::protocol::{FileKey, MediaKind};
 use crate::server::{Handler, Server, ServerOptions};
 use api::{ApiError, ApiResult};
@@ -137,7 +138,7 @@ impl Drop for Gui {
 /// page ([`guarded`]).
 fn answer(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>, port: u16) -> Response {
     if let Some(refused) = foreign_request(&request, port) {
-        warn!("page: refused: {}", refused.message);
+        network_warning(format_args!("page: refused: {}", refused.message));
         // Its connection is not kept for another try.
         return guarded(api_response(Err(refused)).and_close());
     }

@@ -31,6 +31,7 @@ use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock};
 
+use crate::logging::network_warning;
 use crate::protocol::course::{CourseAddr, CourseReply, CourseRequest};
 use crate::protocol::ring::{Member, Record, RecordQuery, RingReply, RingRequest, Via};
 use crate::protocol::{ErrorCode, FileKey, FileMeta, FileName, Reply};
@@ -236,7 +237,9 @@ impl RingNode {
                 // predecessor's successor, owner of almost every id.
                 let noticed = self.routing.read().takes_notice_of(space, *candidate);
                 if noticed && !self.answers_as(*candidate) {
-                    warn!("ring: {from} notifies for {candidate}, which does not answer as it; refused");
+                    network_warning(format_args!(
+                        "ring: {from} notifies for {candidate}, which does not answer as it; refused"
+                    ));
                     return vec![RingReply::Common(Reply::error(
                         ErrorCode::NotYours,
                         format!("{candidate} does not answer RNFO as that member"),
@@ -267,7 +270,7 @@ impl RingNode {
                 // binds there), so only it can say it leaves: anyone else
                 // could cut the ring's links with one line.
                 if from.to_canonical() != leaving.addr.ip().to_canonical() {
-                    warn!("ring: {from} says {leaving} leaves; refused");
+                    network_warning(format_args!("ring: {from} says {leaving} leaves; refused"));
                     return vec![RingReply::Common(Reply::error(
                         ErrorCode::NotYours,
                         format!("only {leaving} itself may say it leaves, not {from}"),
