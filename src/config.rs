@@ -509,7 +509,7 @@ pub const TRACKER_KEYS: &[KeySpec] = &[
         key: "max_line_bytes",
         flag: "--max-line-bytes",
         default: "8192",
-        help: "longest request line accepted (units allowed: 8KiB)",
+        help: "longest request line accepted, from 256 bytes to 1MiB (units allowed: 8KiB)",
     },
     KeySpec {
         key: "max_results",
@@ -705,7 +705,7 @@ pub const PEER_KEYS: &[KeySpec] = &[
         key: "stall_timeout_secs",
         flag: "--stall-timeout-secs",
         default: "60",
-        help: "a download that stores no piece for this long, with none asked of a peer that may give it, gives up (a peer given up after 4 failures in a row and tried once more counts only once it gives a piece); so does one that stores none for this long plus one piece's time at 8 KiB/s, whatever is asked",
+        help: "a download that stores no piece for this long, with none asked of a peer that may give it, gives up (a peer given up after 4 failures in a row and tried once more counts only once it gives a piece); so does one that stores none for this long plus 60 s and one piece's time at 8 KiB/s, whatever is asked (152 s with the defaults)",
     },
     KeySpec {
         key: "upload_limit",

@@ -404,7 +404,8 @@ fn unregister(peer: &Peer, file: &str, out: &Out) -> Result<(), PeerError> {
     let path = local_path(file)?;
     if !path.is_dir() {
         peer.unshare(&path.to_string_lossy())?;
-        say(out, format!("unregistered {file}"));
+        // As `register` says it: `~` expanded.
+        say(out, format!("unregistered {}", path.display()));
         return Ok(());
     }
     let folder = dunce::canonicalize(&path).map_err(|e| PeerError::file(&path, e))?;
@@ -490,7 +491,11 @@ fn peers(peer: &Peer, key_or_name: &str, out: &Out) -> Result<(), PeerError> {
         let user = holder.user.as_ref().map_or("-", |u| u.as_str());
         say(
             out,
-            format!("{} {user} {role} {} pieces", holder.peer, holder.pieces),
+            format!(
+                "{} {user} {role} {}",
+                holder.peer,
+                crate::units::count(holder.pieces, "piece")
+            ),
         );
     }
     Ok(())
