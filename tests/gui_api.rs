@@ -1,6 +1,8 @@
 //! The peer's web API against live peers (the real binaries on 127.0.0.1):
 //! listing by profile, starting a download and following it to 100%, a
 //! `Range` request on a file still downloading, and the best peers first.
+//! One test runs a peer and its page in-process, to plant a stopped
+//! download (the media of a file partly here).
 
 mod support;
 
@@ -865,4 +867,92 @@ fn a_file_whose_download_ends_before_it_starts_is_refused_with_the_reason() {
         body.contains(&reason),
         "{body} should give the reason {reason:?}"
     );
+}
+
+/// `GET` or `HEAD` of `/media/<key>` on the page at `addr`, with a
+/// `Range` if given: the status, the `Content-Range` and the body, as the
+/// bytes came (the connection closed after it).
+fn raw_media(
+    addr: std::net::SocketAddr,
+    method: &str,
+    key: &str,
+    range: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let range = range.map_or(String::new(), |r| format!("Range: {r}\r\n"));
+    let request = format!(
+        "{method} /media/{key} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{range}\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let content_range = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Range: "))
+        .unwrap_or("")
+        .to_string();
+    (status, content_range, answer[split + 4..].to_vec())
+}
+
+#[test]
+fn a_file_partly_here_that_nothing_downloads_is_promised_only_the_bytes_here() {
+    // In-process: a stopped download planted in the peer's library
+    // (pieces 0 to 3 and 5 to 9 of ten; piece 4 missing), nothing
+    // downloading it, and the page serving it.
+    use std::sync::Arc;
+    const PIECE: usize = 16 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = support::tracker_in_process();
+    let peer = Arc::new(support::start_peer(
+        dir.path(),
+        "alice",
+        tracker.local_addr(),
+        &[],
+    ));
+    let data = random_bytes(10 * PIECE, 41);
+    support::plant_partial(&peer, &dir.path().join("alice"), "half.bin", &data, |i| {
+        i != 4
+    });
+    let key = swarmline::pieces::Manifest::build(&data[..], PIECE as u32, |_| {})
+        .unwrap()
+        .key()
+        .to_string();
+    let page = swarmline::peer::gui::Gui::start("127.0.0.1:0".parse().unwrap(), Arc::clone(&peer))
+        .unwrap();
+    let addr = page.addr();
+
+    // A range that runs into the missing piece ends where it begins: the
+    // length promised is the length sent.
+    let (status, content_range, body) = raw_media(addr, "GET", &key, Some("bytes=16384-"));
+    assert_eq!(status, 206);
+    assert_eq!(content_range, format!("bytes 16384-65535/{}", data.len()));
+    assert_eq!(body, data[PIECE..4 * PIECE]);
+    // From the missing piece on: refused, with the reason.
+    let (status, _, body) = raw_media(addr, "GET", &key, Some("bytes=65536-"));
+    assert_eq!(status, 409);
+    let said = String::from_utf8_lossy(&body);
+    assert!(said.contains("piece 4 is missing"), "{said}");
+    // After it, to the end: all there.
+    let (status, content_range, body) = raw_media(addr, "GET", &key, Some("bytes=81920-"));
+    assert_eq!(
+        (status, content_range),
+        (
+            206,
+            format!("bytes 81920-{}/{}", data.len() - 1, data.len())
+        )
+    );
+    assert_eq!(body, data[5 * PIECE..]);
+    // The whole file could never be sent: refused, not promised and cut.
+    for method in ["GET", "HEAD"] {
+        let (status, _, _) = raw_media(addr, method, &key, None);
+        assert_eq!(status, 409, "{method}");
+    }
+    page.shutdown();
 }

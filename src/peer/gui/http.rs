@@ -300,7 +300,7 @@ fn read_request<R: Read>(
             Some(line) => break line,
         }
     };
-    let (method, target, version) = parse_request_line(&request_line)?;
+    let (method, target, authority, version) = parse_request_line(&request_line)?;
     let mut headers: Vec<(String, String)> = Vec::new();
     loop {
         let Some(line) = next_line(reader, Reading::InRequest)? else {
@@ -322,6 +322,14 @@ fn read_request<R: Read>(
         keep_alive: version == Version::Http11,
     };
     check_framing(&mut request, version)?;
+    // A target in absolute form names the host itself, and the `Host`
+    // header sent with it is to be ignored (RFC 9112 section 3.2.2).
+    if let Some(authority) = authority {
+        request
+            .headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case("Host"));
+        request.headers.push(("Host".to_string(), authority));
+    }
     let length = body_length(&request)?;
     if length > 0 {
         // An HTTP/1.0 client's expectation is ignored (RFC 9110 section
@@ -401,8 +409,10 @@ const KNOWN_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
-/// `METHOD target HTTP/1.x`, each part separated by one space.
-fn parse_request_line(line: &str) -> Result<(Method, String, Version), Failure> {
+/// `METHOD target HTTP/1.x`, each part separated by one space: the
+/// method, the target in origin form (see [`parse_target`]), the host it
+/// named if any, and the version.
+fn parse_request_line(line: &str) -> Result<(Method, String, Option<String>, Version), Failure> {
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -412,15 +422,13 @@ fn parse_request_line(line: &str) -> Result<(Method, String, Version), Failure> 
     if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err(refuse(400, "the method is not a word"));
     }
-    if !target.starts_with('/') {
-        return Err(refuse(400, "the target must be a path starting with /"));
-    }
     if target.bytes().any(|b| b.is_ascii_control()) {
         return Err(refuse(
             400,
             "a control character in the target (escape it as %xx)",
         ));
     }
+    let (target, authority) = parse_target(method, target)?;
     if !KNOWN_METHODS.contains(&method) {
         return Err(refuse(
             501,
@@ -435,7 +443,37 @@ fn parse_request_line(line: &str) -> Result<(Method, String, Version), Failure> 
         }
         _ => return Err(refuse(400, "a request line ends with HTTP/1.1")),
     };
-    Ok((Method::parse(method), target.to_string(), version))
+    Ok((Method::parse(method), target, authority, version))
+}
+
+/// A request's target in the forms RFC 9112 section 3.2 gives a server
+/// to take: a path (origin form, `/api/info?q=x`); the same after the
+/// scheme and host (absolute form, `http://127.0.0.1:8080/api/info`,
+/// which a proxy sends), returned as the path and the host; or `*`, for
+/// `OPTIONS` alone (asterisk form: the server as a whole).
+fn parse_target(method: &str, target: &str) -> Result<(String, Option<String>), Failure> {
+    const NOT_A_TARGET: &str = "the target must be a path starting with /";
+    if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+        return Ok((target.to_string(), None));
+    }
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return Err(refuse(400, NOT_A_TARGET));
+    };
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(refuse(400, format!("{NOT_A_TARGET} (or http://host/path)")));
+    }
+    let (host, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    if host.is_empty() || host.contains('@') {
+        return Err(refuse(
+            400,
+            "the target's host must be a name or address and a port, nothing more",
+        ));
+    }
+    let path = match path.strip_prefix('/') {
+        Some(_) => path.to_string(),
+        None => format!("/{path}"),
+    };
+    Ok((path, Some(host.to_string())))
 }
 
 /// `Name: value` (no blank before the colon; no folded lines).
@@ -845,18 +883,47 @@ mod tests {
     }
 
     #[test]
+    fn a_target_in_absolute_form_is_its_path_and_names_the_host() {
+        let request = read(
+            b"GET http://127.0.0.1:8080/api/files?q=x HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+            &mut Vec::new(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(request.path(), "/api/files");
+        assert_eq!(request.query(), "q=x");
+        // The target's host, not the header's, is the one the page checks.
+        assert_eq!(request.header("Host"), Some("127.0.0.1:8080"));
+        let bare = read(
+            b"GET HTTP://h:1 HTTP/1.1\r\nHost: h:1\r\n\r\n",
+            &mut Vec::new(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(bare.path(), "/");
+        let star = read(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(star.path(), "*");
+    }
+
+    #[test]
     fn a_clean_end_between_requests_is_no_request() {
         assert!(read(b"", &mut Vec::new()).unwrap().is_none());
     }
 
     #[test]
     fn malformed_requests_get_their_status() {
-        let cases: [(&[u8], u16); 20] = [
+        let cases: [(&[u8], u16); 24] = [
             (b"GET /\r\n\r\n", 400),
             (b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             (b"BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501),
             (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-            (b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET h/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET ftp://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET http://u@h/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
             (b"GET / HTTP/1.1\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),

@@ -205,6 +205,10 @@ fn route(request: Request, peer: &Peer, stopping: &Arc<AtomicBool>) -> Response 
             return api_response(Err(ApiError::new(405, "use GET")))
                 .with_header("Allow", "GET, HEAD")
         }
+        // `OPTIONS *`: what the page as a whole takes.
+        (Method::Other(options), "*") if options == "OPTIONS" => {
+            return Response::empty(204).with_header("Allow", "GET, HEAD, POST")
+        }
         _ => Err(ApiError::new(404, format!("nothing at {path}"))),
     };
     api_response(result)
@@ -318,7 +322,7 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
         Err(refused) => return api_response(Err(refused)),
     };
     let size = file.manifest.size();
-    let (status, range) = match parse_range(request.header("Range"), size) {
+    let (status, mut range) = match parse_range(request.header("Range"), size) {
         RangeAsk::Whole => (
             200,
             ByteRange {
@@ -332,6 +336,23 @@ fn serve_media(request: &Request, peer: &Peer, key: &str, stopping: &Arc<AtomicB
         }
     };
     let download = api::running(peer, file.key);
+    // With nothing downloading the file, a piece missing now never comes:
+    // the answer promises only bytes that are here. A range is cut short
+    // at the first missing piece (the player asks again from there, and
+    // is told why there is no more); the whole file cannot be cut, and is
+    // refused. (A range that starts on a missing piece is refused by the
+    // first read below.)
+    if download.as_ref().is_none_or(|d| d.is_finished()) {
+        let here_until = stream::here_until(&file, range.start);
+        if here_until < range.end {
+            if status == 206 && here_until > range.start {
+                range.end = here_until;
+            } else if status == 200 {
+                let missing = (here_until / u64::from(file.manifest.piece_size())) as usize;
+                return api_response(Err(unreadable(&stream::not_coming(&file, missing))));
+            }
+        }
+    }
     let media = match media_type_of(&file, download.clone(), deadline, stopping) {
         Ok(media) => media,
         Err(e) => return api_response(Err(unreadable(&e))),

@@ -68,6 +68,9 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeAsk {
     let range = match (first.is_empty(), position(first), position(last)) {
         // bytes=-0: the last no bytes, which cannot be served.
         (true, _, Some(0)) => return RangeAsk::Unsatisfiable,
+        // The last N bytes of an empty file: all of it, which is nothing
+        // (RFC 9110 section 14.1.1: the one range an empty file meets).
+        (true, _, Some(_)) if size == 0 => return RangeAsk::Whole,
         // bytes=-N: the last N bytes.
         (true, _, Some(suffix)) => ByteRange {
             start: size.saturating_sub(suffix),
@@ -95,6 +98,38 @@ fn position(text: &str) -> Option<u64> {
         return None;
     }
     Some(text.parse().unwrap_or(u64::MAX))
+}
+
+/// Why piece `index` of `file`, not here, will not come (`NotFound`):
+/// nothing downloads the file (its download failed or was cancelled), or
+/// the file changed on disk since it was shared.
+pub fn not_coming(file: &SharedFile, index: usize) -> io::Error {
+    let name = file.name.as_str();
+    let why = if file.has_changed() {
+        format!(
+            "{name} changed on disk since it was shared, and is no longer served: share it again to play it"
+        )
+    } else {
+        let here = file.bitmap();
+        format!(
+            "{name} is not all here ({} of {} pieces; piece {index} is missing), and nothing \
+             is downloading it: download it to play it",
+            here.count(),
+            here.len()
+        )
+    };
+    io::Error::new(io::ErrorKind::NotFound, why)
+}
+
+/// Where the bytes of `file` here from `start` on end: at the first
+/// piece missing, or at the end of the file.
+pub fn here_until(file: &SharedFile, start: u64) -> u64 {
+    let size = file.manifest.size();
+    let piece_size = u64::from(file.manifest.piece_size());
+    let here = file.bitmap();
+    let first = (start / piece_size) as usize;
+    let missing = (first..here.len()).find(|&index| !here.has(index));
+    missing.map_or(size, |index| (index as u64 * piece_size).min(size))
 }
 
 /// Reads `range` of a shared file, piece by piece, straight into the
@@ -146,25 +181,8 @@ impl PieceStream {
         self.download.as_ref().is_some_and(|d| !d.is_finished())
     }
 
-    /// Why piece `index`, not here, will not come (`NotFound`): nothing
-    /// downloads the file (its download failed or was cancelled), or the
-    /// file changed on disk since it was shared.
     fn not_coming(&self, index: usize) -> io::Error {
-        let name = self.file.name.as_str();
-        let why = if self.file.has_changed() {
-            format!(
-                "{name} changed on disk since it was shared, and is no longer served: share it again to play it"
-            )
-        } else {
-            let here = self.file.bitmap();
-            format!(
-                "{name} is not all here ({} of {} pieces; piece {index} is missing), and nothing \
-                 is downloading it: download it to play it",
-                here.count(),
-                here.len()
-            )
-        };
-        io::Error::new(io::ErrorKind::NotFound, why)
+        not_coming(&self.file, index)
     }
 
     /// Reads `out.len()` bytes of piece `index` from `within` bytes into
@@ -299,6 +317,9 @@ mod tests {
             RangeAsk::Unsatisfiable
         );
         assert_eq!(parse_range(Some("bytes=0-"), 0), RangeAsk::Unsatisfiable);
+        // An empty file's last bytes: all of it, nothing, 200.
+        assert_eq!(parse_range(Some("bytes=-5"), 0), RangeAsk::Whole);
+        assert_eq!(parse_range(Some("bytes=-0"), 0), RangeAsk::Unsatisfiable);
         // The unit in any case; numbers too large for 64 bits.
         assert_eq!(parse_range(Some("Bytes=0-9"), 1000), part(0, 10));
         let huge = "99999999999999999999";
