@@ -627,7 +627,7 @@ pub(super) fn name_taken(path: &Path) -> String {
 /// The name of the `.part` file a download of `saved_as` is written
 /// into: `<saved_as>.part`, the name cut (at a character) so that it
 /// stays within the 255 bytes most file systems allow.
-fn part_file_name(saved_as: &str) -> String {
+pub(super) fn part_file_name(saved_as: &str) -> String {
     const SUFFIX: &str = ".part";
     format!(
         "{}{SUFFIX}",

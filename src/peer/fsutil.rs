@@ -131,8 +131,34 @@ pub fn room_for(dir: &Path, size: u64) -> Result<(), String> {
 /// name is made the file is in place: an old name that cannot be removed
 /// then (a folder that takes new names but lets none go) is warned about,
 /// not taken for a failed rename.
-pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+///
+/// With an `identity` (see [`file_identity`]), the file must be that
+/// one: another file, or a link, put at `from` in its place (however
+/// late: between a last look and the rename) is not given the name `to`.
+/// The new name is then taken back, `from` left as it was found, and the
+/// error says so. (The caller keeps that file open meanwhile, so that no
+/// file made since can have its identity.)
+///
+/// [`file_identity`]: crate::pieces::file_identity
+pub fn rename_no_replace(from: &Path, to: &Path, identity: Option<(u64, u64)>) -> io::Result<()> {
+    let is_the_file = || {
+        identity.is_none()
+            || fs::symlink_metadata(to)
+                .is_ok_and(|there| crate::pieces::file_identity(&there) == identity)
+    };
+    let replaced = || {
+        io::Error::other(format!(
+            "{} is not the file written here any more (another was put in its place): \
+             not given the name {}",
+            from.display(),
+            to.display()
+        ))
+    };
     match fs::hard_link(from, to) {
+        Ok(()) if !is_the_file() => {
+            let _ = fs::remove_file(to);
+            Err(replaced())
+        }
         Ok(()) => {
             if let Err(e) = fs::remove_file(from) {
                 log::warn!(
@@ -153,7 +179,12 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
                     format!("{} already exists", to.display()),
                 ));
             }
-            fs::rename(from, to)
+            fs::rename(from, to)?;
+            if !is_the_file() {
+                let _ = fs::rename(to, from);
+                return Err(replaced());
+            }
+            Ok(())
         }
     }
 }
@@ -430,6 +461,44 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_file_swapped_at_the_last_moment_is_not_given_the_new_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (part, done) = (dir.path().join("f.part"), dir.path().join("f"));
+        fs::write(&part, b"verified").unwrap();
+        // Held open, as the download holds it: its inode is its own
+        // throughout, never reused by a file made meanwhile.
+        let held = fs::File::open(&part).unwrap();
+        let written = crate::pieces::file_identity(&held.metadata().unwrap());
+        // Replaced by another file, then by a link to one: neither is
+        // given the name, and what was put there is left there.
+        let other = dir.path().join("other");
+        fs::write(&other, b"impostor").unwrap();
+        fs::rename(&other, &part).unwrap();
+        let error = rename_no_replace(&part, &done, written).unwrap_err();
+        assert!(
+            error.to_string().contains("another was put in its place"),
+            "{error}"
+        );
+        assert!(fs::symlink_metadata(&done).is_err());
+        assert_eq!(fs::read(&part).unwrap(), b"impostor");
+        fs::remove_file(&part).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), &part).unwrap();
+        assert!(rename_no_replace(&part, &done, written).is_err());
+        assert!(fs::symlink_metadata(&done).is_err());
+        assert!(fs::symlink_metadata(&part)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // The file itself is renamed.
+        fs::remove_file(&part).unwrap();
+        fs::write(&part, b"verified").unwrap();
+        let written = crate::pieces::file_identity(&fs::metadata(&part).unwrap());
+        rename_no_replace(&part, &done, written).unwrap();
+        assert_eq!(fs::read(&done).unwrap(), b"verified");
+    }
+
     /// A folder that takes new names but lets none go (`chattr +a`; Linux,
     /// as root, on a file system that has it, else nothing is checked).
     #[cfg(target_os = "linux")]
@@ -452,7 +521,7 @@ mod tests {
             eprintln!("skipped: chattr +a is not possible here");
             return;
         }
-        let renamed = rename_no_replace(&a, &b);
+        let renamed = rename_no_replace(&a, &b, None);
         chattr("-a");
         assert!(renamed.is_ok(), "{renamed:?}");
         assert_eq!(fs::read(&b).unwrap(), b"verified");
@@ -466,12 +535,12 @@ mod tests {
         fs::write(&a, b"new").unwrap();
         fs::write(&b, b"precious").unwrap();
         assert_eq!(
-            rename_no_replace(&a, &b).unwrap_err().kind(),
+            rename_no_replace(&a, &b, None).unwrap_err().kind(),
             io::ErrorKind::AlreadyExists
         );
         assert_eq!(fs::read(&b).unwrap(), b"precious");
         fs::remove_file(&b).unwrap();
-        rename_no_replace(&a, &b).unwrap();
+        rename_no_replace(&a, &b, None).unwrap();
         assert!(!a.exists());
         assert_eq!(fs::read(&b).unwrap(), b"new");
     }

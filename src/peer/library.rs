@@ -306,11 +306,13 @@ impl SharedFile {
     }
 
     /// For a download under way: whether its `.part` file is still at its
-    /// path (not deleted, moved, or replaced by another file). A path that
-    /// cannot be looked at for another reason counts as still there.
+    /// path (not deleted, moved, or replaced by another file or a link). A
+    /// path that cannot be looked at for another reason counts as still
+    /// there; a download that holds no file open (its rename failed, and
+    /// what is at its path now is not its file) does not.
     pub fn is_still_at_its_path(&self) -> bool {
         let (file, path) = self.handle_and_path();
-        file.is_none_or(|file| !matches!(file.is_at(&path), Ok(false)))
+        file.is_some_and(|file| !matches!(file.is_at(&path), Ok(false)))
     }
 
     /// Whether its path's whole folder is missing while the file may
@@ -393,24 +395,59 @@ impl SharedFile {
     /// the error says which of the two failed. It is not flushed here:
     /// [`SharedFile::sync`] first, when the data must be on the disk
     /// before the name is (`sync_on_finish`).
+    ///
+    /// The file renamed must be the one the pieces were written to: a
+    /// `.part` replaced by another file or a link (by hand, while the
+    /// download ran) is never given the final name, however late the
+    /// swap (see [`rename_no_replace`]).
+    ///
+    /// [`rename_no_replace`]: super::fsutil::rename_no_replace
     pub fn finish(&self, final_path: &Path) -> Result<(), FinishError> {
         let mut state = self.state.write();
+        let mut written = None;
+        #[cfg(unix)]
+        let mut held_open: Option<std::fs::File> = None;
         if let Some(file) = state.file.take() {
+            if matches!(file.is_at(&state.path), Ok(false)) {
+                let why = format!(
+                    "{} was deleted or replaced while the download ran, and its pieces with it: \
+                     not given the name {}",
+                    state.path.display(),
+                    final_path.display()
+                );
+                // Kept open: the housekeeping's look lets it go.
+                state.file = Some(file);
+                return Err(FinishError::NotRenamed(io::Error::other(why)));
+            }
+            written = file.identity().ok().flatten();
+            // Open through the rename on Unix (a second handle), so that
+            // no file made meanwhile can take its identity. (Windows
+            // renames no open file, and compares none.)
+            #[cfg(unix)]
+            {
+                held_open = file.as_file().try_clone().ok();
+            }
             // Closed once the readers that took it before (a mini-server
             // sending a piece) are done: the write lock held here lets
             // none take it again.
             close_when_unshared(file);
         }
-        if let Err(e) = super::fsutil::rename_no_replace(&state.path, final_path) {
+        let renamed = super::fsutil::rename_no_replace(&state.path, final_path, written);
+        #[cfg(unix)]
+        drop(held_open);
+        if let Err(e) = renamed {
             let why = format!(
                 "cannot rename {} to {}: {e}",
                 state.path.display(),
                 final_path.display()
             );
-            // Still there: served on, as before. (Gone: nothing to serve.)
-            if let Ok(file) = PieceFile::open(&state.path) {
-                state.file = Some(Arc::new(file));
-            }
+            // Still there: served on, as before. (Gone, or another file in
+            // its place: nothing to serve, and the housekeeping's look
+            // lets the download go.)
+            let reopened = PieceFile::open(&state.path)
+                .ok()
+                .filter(|file| written.is_none() || file.identity().ok().flatten() == written);
+            state.file = reopened.map(Arc::new);
             return Err(FinishError::NotRenamed(io::Error::new(e.kind(), why)));
         }
         // Recorded first: the file is there now, whether or not it can be
@@ -534,5 +571,63 @@ mod tests {
             assert!(!file.has_piece(1) && !file.is_offered(), "{change}");
             assert!(!file.read_piece(1, &mut buf).unwrap(), "{change}");
         }
+    }
+
+    /// A download of `data` with every piece written and checked into
+    /// `dir/song.mp3.part`, ready to finish.
+    fn downloaded(dir: &Path, data: &[u8]) -> (PathBuf, SharedFile) {
+        let part = dir.join("song.mp3.part");
+        let manifest = Manifest::build(data, 16384, |_| {}).unwrap();
+        let file = PieceFile::create(&part, manifest.size()).unwrap();
+        for (index, piece) in data.chunks(16384).enumerate() {
+            file.write_piece(&manifest, index, piece).unwrap();
+        }
+        let bitmap = Bitmap::full(manifest.piece_count());
+        let name = FileName::new("song.mp3").unwrap();
+        let shared = SharedFile::partial(name, MediaKind::Audio, manifest, &part, file, bitmap);
+        (part, shared)
+    }
+
+    #[test]
+    fn a_part_file_replaced_before_the_rename_never_gets_the_final_name() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (part, shared) = downloaded(dir.path(), &data);
+        assert!(shared.is_still_at_its_path());
+        // Another file put in its place, as `mv impostor song.mp3.part`.
+        let impostor = dir.path().join("impostor");
+        std::fs::write(&impostor, b"not the verified bytes").unwrap();
+        std::fs::rename(&impostor, &part).unwrap();
+        let unchecked_elsewhere = !cfg!(unix);
+        assert_eq!(shared.is_still_at_its_path(), unchecked_elsewhere);
+        if unchecked_elsewhere {
+            return;
+        }
+        let final_path = dir.path().join("song.mp3");
+        let error = match shared.finish(&final_path) {
+            Err(FinishError::NotRenamed(e)) => e.to_string(),
+            other => panic!("finished: {other:?}"),
+        };
+        assert!(error.contains("was deleted or replaced"), "{error}");
+        assert!(!final_path.exists(), "the impostor has no final name");
+        assert_eq!(std::fs::read(&part).unwrap(), b"not the verified bytes");
+        assert!(!shared.is_offered());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_part_file_turned_into_a_link_to_itself_is_taken_for_replaced() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 241) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (part, shared) = downloaded(dir.path(), &data);
+        // Moved out of the folder, and a link to it left in its place: the
+        // same file through the link, but the name is not its own.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::rename(&part, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &part).unwrap();
+        assert!(!shared.is_still_at_its_path());
+        let final_path = dir.path().join("song.mp3");
+        assert!(shared.finish(&final_path).is_err());
+        assert!(std::fs::symlink_metadata(&final_path).is_err());
     }
 }

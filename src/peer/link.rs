@@ -263,7 +263,9 @@ impl PeerLink {
     /// next, with [`PeerLink::read_manifest`]: in between, the caller may
     /// wait for room to hold them.
     pub fn ask_manifest(&mut self, key: FileKey) -> Result<u32, LinkError> {
-        self.set_deadline(Some(ANSWER_DEADLINE));
+        // A mini-server answers from memory, at once: a holder that takes
+        // the connection and says nothing is let go after a few seconds.
+        self.set_deadline(Some(FIRST_ANSWER_DEADLINE));
         self.send(&PeerRequest::Manf { key })?;
         match self.reply()? {
             Reply::Manifest { key: k, length } if k == key => {

@@ -217,6 +217,18 @@ impl ResumeStore {
             .map_err(|e| invalid(e.to_string()))?;
         let name = FileName::new(&record.name).map_err(|e| invalid(e.to_string()))?;
         let part_path = record.part_path;
+        // Only this file's own `.part` is ever opened from a record: one
+        // naming any other file (damaged, or written by hand) would have
+        // the download cut, write into and rename a file of the user's.
+        let part_name = super::download::part_file_name(&portable_file_name(name.as_str()));
+        if !part_path.is_absolute() || part_path.file_name() != Some(part_name.as_ref()) {
+            return Err(invalid(format!(
+                "{} is not where a download of {} keeps its pieces (an absolute path ending \
+                 in {part_name}); no file there is touched",
+                part_path.display(),
+                name.as_str()
+            )));
+        }
         // A second name of the final file: most likely a stop between the
         // two steps of the final rename (the new name made, the old one not
         // removed yet). The .part name alone goes; the final file is left
@@ -563,5 +575,30 @@ mod tests {
             reason.to_string().contains("does not hash to the key"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn a_record_that_names_another_file_than_a_part_file_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, _) = saved_download(dir.path(), &data(), &[1]);
+        // The record rewritten (by hand, or damaged) to name a file of the
+        // user's: resumed, it would be cut to size, written and renamed.
+        let notes = dir.path().join("notes.txt");
+        fs::write(&notes, b"my notes").unwrap();
+        let name = FileName::new("f.bin").unwrap();
+        for named in [notes.clone(), PathBuf::from("f.bin.part")] {
+            store
+                .begin(&name, MediaKind::Other, &named, &manifest)
+                .unwrap();
+            let reason = store.load(&manifest.key()).unwrap_err();
+            assert!(matches!(reason, LoadError::Invalid(_)), "{reason}");
+            assert!(
+                reason
+                    .to_string()
+                    .contains("is not where a download of f.bin keeps its pieces"),
+                "{reason}"
+            );
+        }
+        assert_eq!(fs::read(&notes).unwrap(), b"my notes");
     }
 }

@@ -9,4 +9,4 @@ pub mod store;
 
 pub use bitmap::{Bitmap, BitmapError};
 pub use manifest::{Manifest, ManifestError};
-pub use store::{Changed, Fingerprint, PieceFile};
+pub use store::{file_identity, Changed, Fingerprint, PieceFile};

@@ -238,16 +238,23 @@ impl PieceFile {
     }
 
     /// Whether `path` still names this open file: `Ok(false)` when nothing
-    /// is there any more, or (on Unix) another file is. Elsewhere any file
-    /// at the path counts. Other failures to look are errors.
+    /// is there any more, or (on Unix) another file is, or a link (to
+    /// this file or any other: the name itself is looked at, not followed).
+    /// Elsewhere any file at the path counts. Other failures to look are
+    /// errors.
     pub fn is_at(&self, path: &Path) -> io::Result<bool> {
-        let there = match Fingerprint::at(path) {
-            Ok(there) => there,
+        let there = match std::fs::symlink_metadata(path) {
+            Ok(there) => file_identity(&there),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        let mine = Fingerprint::of(&self.file)?;
-        Ok(mine.identity.is_none() || mine.identity == there.identity)
+        let mine = self.identity()?;
+        Ok(mine.is_none() || mine == there)
+    }
+
+    /// Which file this is, where that can be told (see [`file_identity`]).
+    pub fn identity(&self) -> io::Result<Option<(u64, u64)>> {
+        self.file.metadata().map(|meta| file_identity(&meta))
     }
 
     /// Like [`PieceFile::unchanged_at`], but a path that cannot be looked

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 
 use log::info;
 
-use crate::pieces::Manifest;
+use crate::pieces::{file_identity, Manifest};
 use crate::protocol::FileName;
 
 use super::super::fsutil::{
@@ -91,7 +91,8 @@ pub(super) fn deliver(
         }
         // Renamed while still locked: until its old name is gone, no sweep
         // may take the file for a leftover and remove it.
-        rename_no_replace(&temp, &wanted)
+        let written = out.metadata().ok().and_then(|meta| file_identity(&meta));
+        rename_no_replace(&temp, &wanted, written)
             .map_err(|e| Undelivered::Failed(format!("cannot rename {}: {e}", temp.display())))
     });
     if let Err(why) = copied {

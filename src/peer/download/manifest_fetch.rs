@@ -1,11 +1,14 @@
 //! Getting a file's manifest from the peers that hold it. Holders are asked
-//! in the order listed, but not one after another: when a request has had
-//! no answer for [`STAGGER`], the next holder is asked too, up to
-//! [`MAX_AT_ONCE`] requests in flight. A holder that takes the connection
-//! and never answers (its machine stalled, or a session made up to block
-//! the file) so costs the download a quarter of a second, not the 35 s of
-//! a request's deadline. The first manifest that hashes to the key wins;
-//! the requests still in flight are closed.
+//! in the order listed, but not one after another: when the requests in
+//! flight have had no answer for [`STAGGER`], as many again are started
+//! (one, then two, four, ...), up to [`MAX_AT_ONCE`] in flight. A holder
+//! that takes the connection and never answers (its machine stalled, or a
+//! session made up to block the file) so costs the download a fraction of
+//! a second, and holds a request for the 5 s a mini-server is given to
+//! answer. While every holder listed is being asked, the holders are
+//! looked up again each second for ones not asked yet, so that many made-up
+//! holders cannot keep a real one out. The first manifest that hashes to
+//! the key wins; the requests still in flight are closed.
 //!
 //! Each request runs on a named thread of its own (`manifest-<peer>`),
 //! scoped to [`fetch_manifest`]: every one is joined before it returns
@@ -28,20 +31,22 @@ use crate::protocol::{ErrorCode, FileKey, PeerId};
 
 use super::super::link::{LinkCloser, LinkError, PeerLink};
 
-/// How long a request goes unanswered before the next holder is asked as
-/// well. An honest holder on a LAN answers within milliseconds.
+/// How long the requests in flight go unanswered before more holders are
+/// asked as well (as many as are in flight: one, then two, four, ...). An
+/// honest holder on a LAN answers within milliseconds.
 const STAGGER: Duration = Duration::from_millis(250);
 
 /// Requests in flight at most: a tracker listing's worth (it lists 50
 /// holders by default), so a listing of holders that never answer is
-/// asked whole within 50 x [`STAGGER`] (12.5 s). So many of the first
+/// asked whole within 6 x [`STAGGER`] (1.5 s). So many of the first
 /// listing are owed a try whatever the time (a listing can be longer: a
 /// tracker's `max_peers_per_reply`, the ring's records).
 const MAX_AT_ONCE: usize = 50;
 
 /// How long a holder at its connection cap (`ERRR 500`) waits to be asked
-/// again, and how long after every listed holder failed the holders are
-/// looked up again.
+/// again; how long after every listed holder failed the holders are
+/// looked up again; and how often they are looked up while every holder
+/// listed is being asked and none has answered.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How often the fetch looks at the cancel flag while it waits.
@@ -103,16 +108,18 @@ type Answer = (PeerId, Result<Manifest, LinkError>);
 
 /// The manifest of `key` from the first peer that gives a good one, and
 /// that peer, for up to `patience`. The first [`MAX_AT_ONCE`] peers of the
-/// `first` listing are asked, however long that takes (at most 12.5 s to
-/// ask them all, and a request's deadline to hear the last); past them, no
-/// request starts once the time is up, and those in flight are waited for.
+/// `first` listing are asked, however long that takes (about 1.5 s to
+/// ask them all, and 5 s to hear the last); past them, no request starts
+/// once the time is up, and those in flight are waited for.
 ///
 /// Peers at their connection cap (`ERRR 500`, a class on one machine) are
 /// asked again a second later: a busy seeder is no reason to give a
-/// download up. When every peer listed failed otherwise, the peers are
-/// looked up again (`look_up`) a second later, and those not tried yet are
-/// asked: the tracker lists at most 50 and draws some of them at random,
-/// so holders that were made up cannot fill every listing. A look-up that
+/// download up. The peers are looked up again (`look_up`) each second
+/// while every peer listed is being asked and none has answered, and a
+/// second after every peer listed failed otherwise; those not tried yet
+/// are asked: the tracker lists at most 50 and draws some of them at
+/// random, so holders that were made up cannot fill every listing, nor
+/// hold the download until a real holder is drawn. A look-up that
 /// lists the same holders as the one before, all tried, most likely lists
 /// all there are: the download then gives up at once rather than at the
 /// end of `patience`. Setting `cancel` ends the fetch within [`TICK`]
@@ -215,10 +222,12 @@ struct Fetch {
     asking: HashSet<PeerId>,
     /// Busy peers, and when to ask them again.
     busy: Vec<(Instant, PeerId)>,
-    /// When the next request may start while others are in flight.
+    /// When more requests may start while others are in flight.
     next_start: Instant,
     /// When every listed holder has failed: when to look them up again.
     look_up_at: Option<Instant>,
+    /// When the holders were last looked up (the first listing counts).
+    looked_up_at: Instant,
     /// How long the fetch may take, and when that is up.
     patience: Duration,
     give_up_at: Instant,
@@ -238,6 +247,7 @@ impl Fetch {
             busy: Vec::new(),
             next_start: Instant::now(),
             look_up_at: None,
+            looked_up_at: Instant::now(),
             patience,
             give_up_at: Instant::now() + patience,
             last_error: String::new(),
@@ -266,9 +276,19 @@ impl Fetch {
                 let due = *self.look_up_at.get_or_insert(now + RETRY_AFTER);
                 if now >= due {
                     self.look_up_at = None;
+                    self.looked_up_at = now;
                     self.take_listing(look_up())?;
                     continue;
                 }
+            } else if self.to_ask.is_empty()
+                && now < self.give_up_at
+                && now >= self.looked_up_at + RETRY_AFTER
+            {
+                // Every holder listed is being asked and none has answered
+                // yet: holders not listed so far may be drawn this time.
+                self.looked_up_at = now;
+                self.take_new_holders(look_up());
+                continue;
             }
             let wait = if self.can_start_more() {
                 TICK.min(self.next_start.saturating_duration_since(now))
@@ -292,11 +312,18 @@ impl Fetch {
         !self.to_ask.is_empty() && self.asking.len() < MAX_AT_ONCE
     }
 
-    /// Starts the next request if none is in flight, or if the last one
-    /// started [`STAGGER`] ago; and once the time is up, only for peers of
-    /// the first listing.
+    /// Starts the next request if none is in flight, or, once the ones in
+    /// flight have gone [`STAGGER`] without an answer, as many again (so
+    /// that holders that never answer are got past quickly, while a
+    /// holder that answers at once costs one request); and once the time
+    /// is up, only for peers of the first listing.
     fn start_due_requests(&mut self, requests: &Requests, now: Instant) {
-        while self.can_start_more() && (self.asking.is_empty() || now >= self.next_start) {
+        let mut starts = match self.asking.len() {
+            0 => 1,
+            _ if now < self.next_start => return,
+            in_flight => in_flight,
+        };
+        while starts > 0 && self.can_start_more() {
             let Some(peer) = self.to_ask.pop_front() else {
                 return;
             };
@@ -307,6 +334,7 @@ impl Fetch {
             self.asking.insert(peer);
             self.next_start = now + STAGGER;
             requests.start(peer);
+            starts -= 1;
         }
     }
 
@@ -352,8 +380,17 @@ impl Fetch {
             self.failed.insert(peer);
         }
         self.last_error = format!("{peer}: {error}");
-        // A slot came free: the next peer need not wait its turn.
-        self.next_start = Instant::now();
+    }
+
+    /// Queues the holders of a look-up made while others are asked that
+    /// were not asked yet (nor are queued).
+    fn take_new_holders(&mut self, listing: Vec<PeerId>) {
+        for peer in listing {
+            let new = !self.tried.contains(&peer) && !self.to_ask.contains(&peer);
+            if new {
+                self.to_ask.push_back(peer);
+            }
+        }
     }
 
     /// Takes a new look-up's holders, or gives up when it lists none, or
@@ -460,6 +497,38 @@ mod tests {
         let took = started.elapsed();
         assert!(took < Duration::from_secs(25), "took {took:?}");
         // The silent holders' links were closed: their threads end.
+        for (_, thread) in silent {
+            thread.join().unwrap();
+        }
+        good_thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_listing_full_of_holders_that_never_answer_cannot_keep_a_real_one_out() {
+        // One host's 50 made-up sessions fill the first listing; the real
+        // holder is drawn into a later look-up (as the tracker draws the
+        // last fifth of a listing at random). Asked only once all 50 had
+        // failed, it came too late: each silent request held 30 s.
+        let (manifest, answer) = manifest();
+        let silent: Vec<_> = (0..MAX_AT_ONCE)
+            .map(|_| holder(vec![Holder::Silent]))
+            .collect();
+        let listing: Vec<PeerId> = silent.iter().map(|(addr, _)| *addr).collect();
+        let (good, good_thread) = holder(vec![Holder::Says(answer)]);
+        let mut look_ups = 0;
+        let look_up = || {
+            look_ups += 1;
+            let mut drawn = listing.clone();
+            if look_ups >= 3 {
+                drawn[MAX_AT_ONCE - 1] = good;
+            }
+            drawn
+        };
+        let cancel = AtomicBool::new(false);
+        let patience = Duration::from_secs(20);
+        let (_, from) =
+            fetch_manifest(manifest.key(), listing.clone(), look_up, &cancel, patience).unwrap();
+        assert_eq!(from, good);
         for (_, thread) in silent {
             thread.join().unwrap();
         }
