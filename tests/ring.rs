@@ -675,6 +675,25 @@ fn a_welcome_list_of_many_crashed_members_is_cleared_by_the_next_peer_to_join() 
 }
 
 #[test]
+fn a_crashed_class_member_written_without_a_port_is_taken_off_by_a_peer_on_another() {
+    // A class's member on the ring_port, crashed: the list writes it
+    // without a port, and the welcome service names it with its port to
+    // a peer that gives its own. It was never matched on the list (taken
+    // to be on the joiner's port), so never taken off: a thousand tries.
+    let (_shut, ring_port) = port_held_shut();
+    let tracker = TrackerProcess::start(&["--ring-port", &ring_port.to_string()]);
+    course_lines(tracker.addr, "yo:58:127.0.0.1");
+    assert_eq!(course_lines(tracker.addr, "li?"), ["58:127.0.0.1", "end"]);
+    let dir = tempfile::tempdir().unwrap();
+    let peer = PeerProcess::start(&dir.path().join("a"), tracker.addr, &ring_flags(&[]));
+    let me = RingClient::new().info(peer.addr).unwrap().me;
+    assert_eq!(
+        course_lines(tracker.addr, "li?"),
+        [format!("{}:{}", me.id, peer.addr), "end".to_string()]
+    );
+}
+
+#[test]
 fn a_crashed_peer_left_on_the_welcome_list_does_not_block_joins() {
     let tracker = TrackerProcess::start(&[]);
     let dir = tempfile::tempdir().unwrap();

@@ -50,13 +50,17 @@ impl RecordStore {
     }
 
     /// Keeps `record` until `now + ttl` (a record kept already gets the
-    /// later of its two expiries).
+    /// later of its two expiries). A `ttl` of zero keeps nothing (and
+    /// takes no place).
     pub fn insert(
         &mut self,
         record: Record,
         ttl: Duration,
         now: Instant,
     ) -> Result<(), StoreError> {
+        if ttl.is_zero() {
+            return Ok(());
+        }
         let until = now + ttl;
         let full = self.count >= MAX_RECORDS;
         // A place is made only for a record that goes in: a refused one
@@ -210,6 +214,9 @@ mod tests {
         assert_eq!(store.expire(later), 1);
         assert_eq!(store.len(), 1);
         assert_eq!(store.all(later).len(), 1);
+        // For no time at all: nothing kept, no place taken.
+        store.insert(holder(3), Duration::ZERO, later).unwrap();
+        assert_eq!(store.len(), 1);
     }
 
     #[test]

@@ -105,10 +105,7 @@ impl RingNode {
                     own_entry_waits += 1;
                     // Its address answers as no member now: the members
                     // drop it within a round or two.
-                    std::thread::sleep((settings.stabilize * 3).clamp(
-                        std::time::Duration::from_millis(300),
-                        std::time::Duration::from_secs(5),
-                    ));
+                    std::thread::sleep(ring_settle_time(&settings));
                     continue;
                 }
                 Attempt::OwnEntry => {
@@ -216,7 +213,7 @@ fn attempt(
                 if member == addr && (!bare || ring_port.is_mine(client, welcome, addr)) =>
             {
                 info!("ring: the welcome service lists this peer's own old entry; taking it off");
-                forget_at_welcome(client, welcome, member, addr.port());
+                forget_at_welcome(client, welcome, member, true);
                 return Ok(Attempt::Again);
             }
             Welcomed::Through { member, bare } => {
@@ -282,8 +279,25 @@ fn attempt(
                     )))
                 }
                 Entry::Welcome(welcome) => {
-                    warn!("ring: {gone} does not answer as a member ({e}); taking it off the welcome service's list");
-                    forget_at_welcome(client, welcome, gone, addr.port());
+                    let named = gone == member;
+                    if forget_at_welcome(client, welcome, gone, named) > 0 {
+                        warn!("ring: {gone} does not answer as a member ({e}); taken off the welcome service's list");
+                        return Ok(Attempt::Again);
+                    }
+                    if named {
+                        // Not under that address on the list: asked again,
+                        // it would name it again, a thousand times.
+                        return Err(RingError::Failed(format!(
+                            "the welcome service {welcome} sent this peer to {gone}, which does \
+                             not answer as a member ({e}), and could not be made to take it off \
+                             its list: take it off by hand (`a+:<its id>`) and start again, or \
+                             join through a member you know (ring_join)"
+                        )));
+                    }
+                    // Met on the way (a successor crashed): the ring drops
+                    // it within a few rounds.
+                    info!("ring: {gone} does not answer as a member ({e}); waiting for the ring to drop it");
+                    std::thread::sleep(ring_settle_time(settings));
                     Ok(Attempt::Again)
                 }
                 Entry::Member(_) => Err(RingError::Failed(format!(
@@ -293,6 +307,15 @@ fn attempt(
         }
         Err(e) => Err(e),
     }
+}
+
+/// How long the ring takes to drop a member gone: a few stabilisation
+/// rounds.
+fn ring_settle_time(settings: &RingSettings) -> std::time::Duration {
+    (settings.stabilize * 3).clamp(
+        std::time::Duration::from_millis(300),
+        std::time::Duration::from_secs(5),
+    )
 }
 
 /// Where an id would go in the ring.
@@ -329,17 +352,39 @@ fn find_place(
 }
 
 /// Takes the member at `gone` off the welcome service's list (the course's
-/// `a+` has no owner check: anyone may say a peer left). A member written
-/// without a port is on `usual_port`.
-fn forget_at_welcome(client: &RingClient, welcome: SocketAddr, gone: SocketAddr, usual_port: u16) {
+/// `a+` has no owner check: anyone may say a peer left), and says how many
+/// entries went. The list writes a member on the tracker's `ring_port`
+/// without its port, a port this peer does not know: such an entry at
+/// `gone`'s address is taken for it only when the welcome service
+/// `named` `gone` itself (it gave that port) and lists it under no port.
+fn forget_at_welcome(
+    client: &RingClient,
+    welcome: SocketAddr,
+    gone: SocketAddr,
+    named: bool,
+) -> usize {
     let Ok(listed) = client.welcome_list(welcome) else {
-        return;
+        return 0;
     };
-    for (hash, at) in listed {
-        if at.socket(usual_port) == gone {
-            let _ = client.course(welcome, &CourseRequest::Leave { hash });
-        }
+    let at_gone = |written: bool| {
+        listed
+            .iter()
+            .filter(move |(_, at)| at.port.is_some() == written && at.socket(gone.port()) == gone)
+            .map(|(hash, _)| *hash)
+            .collect::<Vec<u64>>()
+    };
+    let mut entries = at_gone(true);
+    if entries.is_empty() && named {
+        entries = at_gone(false);
     }
+    entries
+        .into_iter()
+        .filter(|&hash| {
+            client
+                .course(welcome, &CourseRequest::Leave { hash })
+                .is_ok()
+        })
+        .count()
 }
 
 /// Whether the welcome service's entry for `id` is stale: this very

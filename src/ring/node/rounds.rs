@@ -22,6 +22,7 @@ use log::{debug, info, warn};
 use crate::protocol::ring::{Member, Via};
 
 use super::{fits, RingNode};
+use crate::ring::client::NodeView;
 
 /// How often expired records are dropped.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
@@ -34,10 +35,20 @@ impl RingNode {
         let mut next_check = now + settings.check_predecessor;
         let mut next_fix = now + settings.fix_fingers.min(settings.stabilize);
         let mut next_expire = now + EXPIRE_EVERY;
+        let mut twin_told = None;
         loop {
             let now = Instant::now();
             if now >= next_stabilize {
-                self.stabilize();
+                let twin = self.stabilize();
+                if let Some(twin) = twin.filter(|_| twin != twin_told) {
+                    warn!(
+                        "ring: {twin} has this peer's id too (two peers joined with it at once): \
+                         the ring routes id {} to it, and this peer owns nothing; stop this peer \
+                         and start it again with another --ring-id (or none)",
+                        twin.id
+                    );
+                }
+                twin_told = twin;
                 next_stabilize = now + settings.stabilize;
             }
             if now >= next_check {
@@ -66,8 +77,10 @@ impl RingNode {
         }
     }
 
-    /// One stabilisation round (see the module's doc).
-    fn stabilize(&self) {
+    /// One stabilisation round (see the module's doc). Returns another
+    /// member that has this peer's own id, if the round saw one
+    /// ([`RingNode::twin_of`]).
+    fn stabilize(&self) -> Option<Member> {
         let space = &self.settings.space;
         let attempts = self.settings.successors + 1;
         for _ in 0..attempts {
@@ -77,7 +90,7 @@ impl RingNode {
                     // Someone notified us: it is our successor too.
                     match routing.predecessor {
                         Some(pred) => routing.pair_with(pred),
-                        None => return,
+                        None => return None,
                     }
                 }
                 (routing.me, routing.successor())
@@ -110,9 +123,10 @@ impl RingNode {
                 // Busy: it is there; try again next round.
                 Err(e) => {
                     debug!("ring: successor {succ}: {e}");
-                    return;
+                    return None;
                 }
             };
+            let twin = self.twin_of(me, &view);
             if let Some(between) = view.predecessor {
                 if between != me && space.in_open(between.id, me.id, view.me.id) {
                     // Only the peer the successor named, at that address:
@@ -135,7 +149,7 @@ impl RingNode {
                 if before != succ {
                     // Changed while we asked (a leave, a notify): the
                     // next round starts from the new one.
-                    return;
+                    return twin;
                 }
                 routing.adopt_successor(&view, self.settings.successors);
                 if routing.successor() != before {
@@ -145,8 +159,26 @@ impl RingNode {
             if let Err(e) = self.client.notify(view.me.addr, me) {
                 debug!("ring: cannot notify {}: {e}", view.me);
             }
-            return;
+            return twin;
         }
+        None
+    }
+
+    /// Another member with this peer's own id, named by the successor as
+    /// its predecessor (and answering as that member there): two peers
+    /// that joined with one id at once (`--ring-id` given twice, through
+    /// members that did not know of each other yet). The ring routes the
+    /// id to that one; this one owns nothing, and only its own rounds can
+    /// tell.
+    fn twin_of(&self, me: Member, view: &NodeView) -> Option<Member> {
+        let other = view.predecessor?;
+        let twin = other.id == me.id
+            && other.addr != me.addr
+            && self
+                .client
+                .info(other.addr)
+                .is_ok_and(|there| there.me == other);
+        twin.then_some(other)
     }
 
     /// Forgets the predecessor if it does not answer, or if the peer at
@@ -264,6 +296,22 @@ mod tests {
             node.stabilize();
             assert_eq!(node.routing.read().successor(), n200_member);
         }
+    }
+
+    #[test]
+    fn a_twin_with_this_peer_s_id_is_seen_by_its_rounds() {
+        // 100 and another 100 joined at once; the successor 200 took the
+        // other as its predecessor, and this one is left outside.
+        let twin = fake_at(100, None);
+        let n200 = fake_at(200, Some(format!("100@{}", twin.addr)));
+        let me = member_at(100, "127.0.0.1:9".parse().unwrap());
+        let node = test_node(me, vec![member_at(200, n200.addr)], None);
+        assert_eq!(node.stabilize(), Some(member_at(100, twin.addr)));
+        // A name at an address that answers as another id is no twin.
+        let n300 = fake_at(300, None);
+        let lied = fake_at(200, Some(format!("100@{}", n300.addr)));
+        let node = test_node(me, vec![member_at(200, lied.addr)], None);
+        assert_eq!(node.stabilize(), None);
     }
 
     #[test]
