@@ -357,8 +357,8 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
     let peer = start(config)?;
     let mut interrupted = false;
     for (at, file) in to_share.iter().enumerate() {
-        // Ctrl-C while hashing takes effect between files (a file's hash
-        // runs to its end; a second Ctrl-C stops at once).
+        // Ctrl-C while hashing stops the hash (seen in its progress, after
+        // a piece) and the files after it.
         if ctrl_c.try_recv().is_ok() {
             interrupted = true;
             let left = to_share.len() - at;
@@ -370,11 +370,17 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
             break;
         }
         let live = std::io::stderr().is_terminal();
-        let progress = hashing_progress(file, |percent| {
+        let mut shown = hashing_progress(file, |percent| {
             if live {
                 note(format_args!("\rhashing {}: {percent}%", file.display()));
             }
         });
+        let progress = |hashed| {
+            if !ctrl_c.is_empty() {
+                peer.stop_hashing();
+            }
+            shown(hashed);
+        };
         // One file refused (the tracker's cap, a read error) does not
         // stop the others, as `cp` goes on past a file it cannot copy.
         match peer.share(file, progress) {
@@ -410,6 +416,8 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
             }
         }
     }
+    // (Or during the last file's hash.)
+    interrupted |= ctrl_c.try_recv().is_ok();
     if !interrupted {
         if not_shared == total {
             peer.shutdown();

@@ -260,6 +260,19 @@ fn get_survives_a_seeder_killed_mid_download() {
         Some(path.to_str().unwrap())
     );
     assert_eq!(std::fs::read(&path).unwrap(), data);
+    // An empty folder to save into is refused: its saved state could not
+    // name the `.part` file by an absolute path.
+    let home = dir.path().join("nowhere");
+    let mut refused = PeerProcess::start(&home, tracker.addr, &["get", &key, "-o", ""]);
+    assert!(!refused.wait(WAIT).success());
+    assert!(
+        refused
+            .stderr_text()
+            .contains("cannot download into \"\" (cannot make an empty path absolute)"),
+        "{}",
+        refused.stderr_text()
+    );
+    assert!(!home.join("movie.mkv.part").exists());
     // The getter offered the finished file before it left, and left.
     drop(seeders);
 }
@@ -711,6 +724,60 @@ fn ctrl_c(pid: u32) {
     assert!(sent.success());
 }
 
+/// How many bytes process `pid` has read so far.
+#[cfg(target_os = "linux")]
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|line| line.strip_prefix("rchar: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// (Linux: how much of the file was read is taken from `/proc`.)
+#[cfg(target_os = "linux")]
+#[test]
+fn ctrl_c_stops_a_big_file_s_hash_part_way_in_share_and_in_the_shell() {
+    let tracker = TrackerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // 64 GiB, all of it a hole: nothing on the disk, minutes to hash.
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let big_path = big.to_str().unwrap();
+    let mut sharer = PeerProcess::start(
+        &dir.path().join("sharer"),
+        tracker.addr,
+        &["share", big_path],
+    );
+    let pid = sharer.child.id();
+    assert!(eventually(WAIT, || bytes_read(pid) > 64 << 20));
+    ctrl_c(pid);
+    assert_eq!(sharer.wait(WAIT).code(), Some(1));
+    let said = sharer.stderr_text();
+    assert!(said.contains("not hashed to its end"), "{said}");
+    assert!(tracker.connect().list("LSTF").is_empty(), "nothing offered");
+
+    let mut shell = PeerProcess::start(
+        &dir.path().join("shell"),
+        tracker.addr,
+        &["--user", "alice"],
+    );
+    shell.send(&format!("register alice {big_path}"));
+    let pid = shell.child.id();
+    assert!(eventually(WAIT, || bytes_read(pid) > 64 << 20));
+    ctrl_c(pid);
+    assert!(shell.wait(WAIT).success());
+    let said = shell.remaining_lines().join("\n");
+    assert!(
+        said.contains("not registered: ") && said.contains("not hashed to its end"),
+        "{said}"
+    );
+    assert!(said.contains("bye"), "{said}");
+}
+
 #[cfg(unix)]
 #[test]
 fn ctrl_c_stops_the_shell_and_a_get_cleanly() {
@@ -914,15 +981,24 @@ fn the_shell_registers_and_unregisters_the_files_under_a_folder() {
     alice.send("list-files");
     let listed = alice.expect(" : ");
     assert!(listed.ends_with("b.mp3"), "{listed}");
+    // One not shared does not keep the next one shared.
     alice.send(&format!(
-        "unregister alice \"{}\"",
-        albums.join("one").display()
+        "unregister alice \"{}\" \"{}\"",
+        albums.join("one").display(),
+        albums.join("two").display()
     ));
-    let none = alice.expect("error");
+    let none = alice.expect("not unregistered: ");
     assert!(
         none.contains("no file under") && none.ends_with("is shared by this peer"),
         "{none}"
     );
+    alice.expect(&format!(
+        "unregistered {}",
+        albums.join("two").join("b.mp3").display()
+    ));
+    assert!(eventually(Duration::from_secs(10), || observer
+        .list("LSTF")
+        .is_empty()));
 }
 
 #[cfg(unix)]

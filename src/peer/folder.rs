@@ -45,8 +45,22 @@ pub struct FilesToShare {
     /// Most files taken: past it, the first file left out is refused,
     /// and the walk ends.
     most: usize,
-    /// The peer's own files and folders (absolute): a walk leaves them out.
+    /// The peer's own files and folders, absolute and, where they exist,
+    /// with every link resolved: a walk leaves them out.
     own: Vec<PathBuf>,
+}
+
+/// `path` made absolute, and with its links resolved where it exists: two
+/// spellings to compare, as a path reached through a link is not written
+/// as its target (`~/Music` a link to another disk, macOS's `/tmp`).
+fn spellings(path: &Path) -> Vec<PathBuf> {
+    [
+        std::path::absolute(path).ok(),
+        dunce::canonicalize(path).ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// The files `paths` stand for. A walk leaves out `own`, the files and
@@ -58,10 +72,7 @@ pub fn files_to_share(paths: &[PathBuf], own: &[&Path]) -> FilesToShare {
 fn at_most(paths: &[PathBuf], own: &[&Path], most: usize) -> FilesToShare {
     let mut found = FilesToShare {
         most,
-        own: own
-            .iter()
-            .filter_map(|p| std::path::absolute(p).ok())
-            .collect(),
+        own: own.iter().flat_map(|p| spellings(p)).collect(),
         ..FilesToShare::default()
     };
     for path in paths {
@@ -96,9 +107,13 @@ impl FilesToShare {
         self.files.push(file);
     }
 
-    /// Whether `path` is one of the peer's own files, or in its folders.
+    /// Whether `path` is one of the peer's own files, or in its folders,
+    /// however either was reached (a folder shared through a link to the
+    /// peer's own folder, say).
     fn is_own(&self, path: &Path) -> bool {
-        std::path::absolute(path).is_ok_and(|path| self.own.iter().any(|own| path.starts_with(own)))
+        spellings(path)
+            .iter()
+            .any(|path| self.own.iter().any(|own| path.starts_with(own)))
     }
 
     fn refuse(&mut self, path: &Path, reason: impl Into<String>) {
@@ -257,6 +272,14 @@ mod tests {
         );
         let found = files_to_share(std::slice::from_ref(&root), &[&log, &map, &state]);
         assert_eq!(names(&found, &root), ["song.mp3"]);
+        // The same folder shared through a link to it.
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&root, &link).unwrap();
+            let found = files_to_share(std::slice::from_ref(&link), &[&log, &map, &state]);
+            assert_eq!(names(&found, &link), ["song.mp3"]);
+        }
         // Named on its own, it is taken.
         let found = files_to_share(std::slice::from_ref(&log), &[&log]);
         assert_eq!(found.files, [log]);

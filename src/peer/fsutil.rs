@@ -3,7 +3,7 @@
 //! atomic whole-file write; a file's SHA-256, read in a pass that can be
 //! cancelled; and whether two paths are one folder or one file.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,7 +218,7 @@ pub fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> io::Re
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
     let tmp = path.with_file_name(format!("{name}.tmp-{}", std::process::id()));
-    let written = File::create(&tmp).and_then(|mut file| {
+    let written = create_new_file(&tmp).and_then(|mut file| {
         file.write_all(bytes)?;
         if synced {
             file.sync_all()?;
@@ -235,6 +235,22 @@ pub fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> io::Re
         sync_parent_dir(path);
     }
     Ok(())
+}
+
+/// Creates `path` as a new file, never opening one already there: a link
+/// put at a name that can be guessed (in a folder others can write to)
+/// would have the bytes written, and its target cut, wherever it points.
+/// Something left at the name (by a process of the same id that crashed,
+/// or put there) is removed first; a link goes, not what it points to.
+fn create_new_file(path: &Path) -> io::Result<File> {
+    let create = || OpenOptions::new().write(true).create_new(true).open(path);
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            create()
+        }
+        other => other,
+    }
 }
 
 /// Makes a rename into `path`'s folder durable, where a folder can be
@@ -459,6 +475,22 @@ mod tests {
             assert!(same_folder(&link, &real));
             assert!(same_folder(&link.join("gone"), &gone));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_the_temporary_name_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (map, victim) = (dir.path().join("users.txt"), dir.path().join("victim"));
+        fs::write(&victim, b"precious").unwrap();
+        let guessed = dir
+            .path()
+            .join(format!("users.txt.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &guessed).unwrap();
+        write_atomically(&map, b"alice - 127.0.0.1:7001\n").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&map).unwrap(), b"alice - 127.0.0.1:7001\n");
+        assert!(fs::symlink_metadata(&guessed).is_err(), "the link is gone");
     }
 
     #[cfg(unix)]

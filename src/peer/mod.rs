@@ -218,6 +218,13 @@ impl Peer {
         &self.library
     }
 
+    /// Stops a file's hash under way (a [`Peer::share`] on another thread,
+    /// or in the `progress` it was given), which then fails, and any hash
+    /// after it: for Ctrl-C while a big file is hashed.
+    pub fn stop_hashing(&self) {
+        self.cache.stop_hashing();
+    }
+
     /// Shares a complete file: hashes it (or takes its manifest from the
     /// cache), serves it, and offers it to the tracker. `progress` gets the
     /// bytes hashed so far.
@@ -555,10 +562,14 @@ impl Peer {
     /// than a download finishing somewhere the caller did not ask for.
     fn start_download(&self, mut plan: DownloadPlan) -> Result<Arc<Download>, PeerError> {
         // Absolute, so that the path a download ends with is the same
-        // however it ended (fetched, found there already, copied).
-        if let Ok(dir) = std::path::absolute(&plan.dir) {
-            plan.dir = dir;
-        }
+        // however it ended (fetched, found there already, copied), and
+        // its saved state finds its `.part` from any folder.
+        plan.dir = std::path::absolute(&plan.dir).map_err(|e| {
+            PeerError::Failed(format!(
+                "cannot download into {:?} ({e}): name a folder (. is this one)",
+                plan.dir
+            ))
+        })?;
         // (Asked already of a folder given; this is the configured one.)
         folder_to_save_into(&plan.dir)?;
         let mut downloads = self.downloads.lock();

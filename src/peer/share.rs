@@ -60,6 +60,8 @@ pub struct ManifestCache {
     saving: Mutex<Option<Instant>>,
     /// Entries were added since the last save.
     unsaved: AtomicBool,
+    /// Set to stop a hash under way, and any after it (the peer stops).
+    stop_hashing: AtomicBool,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -101,7 +103,14 @@ impl ManifestCache {
             entries: Mutex::new(entries),
             saving: Mutex::new(None),
             unsaved: AtomicBool::new(false),
+            stop_hashing: AtomicBool::new(false),
         }
+    }
+
+    /// Stops a hash under way at its next read, and refuses any after it:
+    /// the peer is stopping (Ctrl-C while a big file is hashed).
+    pub fn stop_hashing(&self) {
+        self.stop_hashing.store(true, Ordering::SeqCst);
     }
 
     /// The manifest of `path` with `piece_size`, from the cache when the
@@ -123,7 +132,11 @@ impl ManifestCache {
                 }
             }
         }
-        let manifest = Manifest::from_path(&canonical, piece_size, progress)?;
+        let file = Unless {
+            inner: std::fs::File::open(&canonical)?,
+            stop: &self.stop_hashing,
+        };
+        let manifest = Manifest::build(file, piece_size, progress)?;
         // A file that changed while it was hashed is not remembered: the
         // manifest may mix its old bytes and its new ones. Nor one whose
         // path is not UTF-8, which the saved cache cannot hold (one such
@@ -214,6 +227,24 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A reader that fails once `stop` is set: a hash stopped part-way.
+struct Unless<'a, R> {
+    inner: R,
+    stop: &'a AtomicBool,
+}
+
+impl<R: io::Read> io::Read for Unless<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::SeqCst) {
+            // (Not `Interrupted`, which a reader's caller tries again.)
+            return Err(io::Error::other(
+                "the peer is stopping: not hashed to its end",
+            ));
+        }
+        self.inner.read(buf)
+    }
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ pub fn run(
             [] => {}
             ["quit" | "exit"] => break,
             command => {
-                match execute(peer, command, &out, &mut watchers) {
+                match execute(peer, command, &out, &mut watchers, &interrupt) {
                     Ok(()) => {}
                     // Under way already (resumed at start, say): no error.
                     Err(PeerError::Busy(what)) => say(&out, what),
@@ -247,19 +247,27 @@ fn prompt(out: &Out) {
     let _ = out.flush();
 }
 
+/// Runs one command. `interrupt` (Ctrl-C) is looked at, not taken, by a
+/// command that runs long (hashing): it stops, and the shell then ends.
 fn execute(
     peer: &Peer,
     command: &[&str],
     out: &Out,
     watchers: &mut Vec<JoinHandle<()>>,
+    interrupt: &Receiver<()>,
 ) -> Result<(), PeerError> {
     match command {
         ["help"] => say(out, HELP),
-        ["register", user, files @ ..] if !files.is_empty() => register(peer, user, files, out)?,
+        ["register", user, files @ ..] if !files.is_empty() => {
+            register(peer, user, files, out, interrupt)?
+        }
         ["unregister", user, files @ ..] if !files.is_empty() => {
             check_user(peer, user)?;
+            // One that is not shared does not keep the others shared.
             for file in files {
-                unregister(peer, file, out)?;
+                if let Err(e) = unregister(peer, file, out) {
+                    say(out, format!("not unregistered: {e}"));
+                }
             }
         }
         ["list-files"] => {
@@ -356,8 +364,15 @@ fn route(peer: &Peer, id: &str, via: Via, out: &Out) -> Result<(), PeerError> {
 
 /// `register <user> <file>...`: shares each file, or the files under each
 /// folder ([`files_to_share`]), hashing each first. A file that cannot be
-/// read is told and the others go on; a refusal from the tracker ends it.
-fn register(peer: &Peer, user: &str, files: &[&str], out: &Out) -> Result<(), PeerError> {
+/// read is told and the others go on; a refusal from the tracker ends it,
+/// and so does Ctrl-C (`interrupt`), in the middle of a file's hash.
+fn register(
+    peer: &Peer,
+    user: &str,
+    files: &[&str],
+    out: &Out,
+    interrupt: &Receiver<()>,
+) -> Result<(), PeerError> {
     check_user(peer, user)?;
     // `register alice my song.mp3`: told before anything is shared.
     if let Some((word, joined)) = unquoted_path(files) {
@@ -373,9 +388,23 @@ fn register(peer: &Peer, user: &str, files: &[&str], out: &Out) -> Result<(), Pe
     for Refusal { path, reason } in &found.refused {
         say(out, format!("{}: not registered: {reason}", path.display()));
     }
-    for path in &found.files {
+    for (at, path) in found.files.iter().enumerate() {
+        if !interrupt.is_empty() {
+            let left = found.files.len() - at;
+            say(
+                out,
+                format!("stopped: {} not registered", count(left as u64, "file")),
+            );
+            break;
+        }
         let shown = path.display();
-        let progress = hashing_progress(path, |p| say(out, format!("hashing {shown}: {p}%")));
+        let mut told = hashing_progress(path, |p| say(out, format!("hashing {shown}: {p}%")));
+        let progress = |hashed| {
+            if !interrupt.is_empty() {
+                peer.stop_hashing();
+            }
+            told(hashed);
+        };
         match peer.share(path, progress) {
             Ok(shared) => say(
                 out,
@@ -671,17 +700,28 @@ fn local_path(text: &str) -> Result<PathBuf, PeerError> {
 
 /// A path with spaces typed without quotes among `words`: the first
 /// word that is no file, and the file it starts when joined with the
-/// words after it (`my` and `my song.mp3`).
+/// words after it (`my` and `my song.mp3`), up to [`MOST_UNQUOTED_WORDS`]
+/// of them (a line of thousands of words that are no files would
+/// otherwise be joined every way there is: minutes of looking).
 fn unquoted_path<'a>(words: &[&'a str]) -> Option<(&'a str, String)> {
     (0..words.len())
         .filter(|&first| !Path::new(words[first]).exists())
         .find_map(|first| {
-            (first + 1..words.len())
-                .map(|last| words[first..=last].join(" "))
-                .find(|joined| Path::new(joined).is_file())
+            let mut joined = words[first].to_string();
+            words[first + 1..]
+                .iter()
+                .take(MOST_UNQUOTED_WORDS - 1)
+                .find_map(|word| {
+                    joined.push(' ');
+                    joined.push_str(word);
+                    Path::new(&joined).is_file().then(|| joined.clone())
+                })
                 .map(|joined| (words[first], joined))
         })
 }
+
+/// The most words a path typed without quotes is looked for in.
+const MOST_UNQUOTED_WORDS: usize = 16;
 
 /// A name the swarm does not know that is a user's (in the user map):
 /// the direct download was meant, with its save path forgotten.
@@ -775,6 +815,9 @@ mod tests {
         );
         assert_eq!(unquoted_path(&[&t, &song]), None);
         assert_eq!(unquoted_path(&[&t, &my]), None, "no file to join into");
+        // Thousands of words that are no files: each joined with the few
+        // after it, not with every run of words after it (hours of it).
+        assert_eq!(unquoted_path(&["zq"; 5000]), None);
     }
 
     #[test]
