@@ -134,7 +134,9 @@ pub fn room_for(dir: &Path, size: u64) -> Result<(), String> {
 ///
 /// With an `identity` (see [`file_identity`]), the file must be that
 /// one: another file, or a link, put at `from` in its place (however
-/// late: between a last look and the rename) is not given the name `to`.
+/// late: between a last look and the rename) is not given the name `to`,
+/// where the file system makes hard links (elsewhere the caller's last
+/// look is all).
 /// The new name is then taken back, `from` left as it was found, and the
 /// error says so. (The caller keeps that file open meanwhile, so that no
 /// file made since can have its identity.)
@@ -179,12 +181,10 @@ pub fn rename_no_replace(from: &Path, to: &Path, identity: Option<(u64, u64)>) -
                     format!("{} already exists", to.display()),
                 ));
             }
-            fs::rename(from, to)?;
-            if !is_the_file() {
-                let _ = fs::rename(to, from);
-                return Err(replaced());
-            }
-            Ok(())
+            // (Not checked after: where there are no hard links, a
+            // file's number may come from its place in the folder, and
+            // change with its name.)
+            fs::rename(from, to)
         }
     }
 }

@@ -122,10 +122,16 @@ pub struct SharedFile {
 #[derive(Debug)]
 struct FileState {
     path: PathBuf,
-    /// `None` only for the moment the file is renamed. Shared, so that a
+    /// `None` for the moment the file is renamed, and after a rename that
+    /// failed and could not open it again (see `lost`). Shared, so that a
     /// piece is read or written with the state lock already released: a
     /// worker marking a piece here never waits for another's disk I/O.
     file: Option<Arc<PieceFile>>,
+    /// Set when a failed rename found the `.part` file gone or another in
+    /// its place: the pieces are lost, and the download is let go. (A
+    /// `.part` file that could not be opened again for another reason,
+    /// too many open files say, is kept for a later start.)
+    lost: bool,
     bitmap: Bitmap,
     /// True for a file this peer offered with `ADDF` (shared or finished).
     offered: bool,
@@ -193,6 +199,7 @@ impl SharedFile {
                 bitmap,
                 offered,
                 changed: false,
+                lost: false,
             }),
             uploaded_pieces: AtomicU64::new(0),
             uploaded_bytes: AtomicU64::new(0),
@@ -308,11 +315,13 @@ impl SharedFile {
     /// For a download under way: whether its `.part` file is still at its
     /// path (not deleted, moved, or replaced by another file or a link). A
     /// path that cannot be looked at for another reason counts as still
-    /// there; a download that holds no file open (its rename failed, and
-    /// what is at its path now is not its file) does not.
+    /// there; a download whose failed rename found its file lost does not.
     pub fn is_still_at_its_path(&self) -> bool {
         let (file, path) = self.handle_and_path();
-        file.is_some_and(|file| !matches!(file.is_at(&path), Ok(false)))
+        match file {
+            Some(file) => !matches!(file.is_at(&path), Ok(false)),
+            None => !self.state.read().lost,
+        }
     }
 
     /// Whether its path's whole folder is missing while the file may
@@ -444,10 +453,13 @@ impl SharedFile {
             // Still there: served on, as before. (Gone, or another file in
             // its place: nothing to serve, and the housekeeping's look
             // lets the download go.)
-            let reopened = PieceFile::open(&state.path)
-                .ok()
-                .filter(|file| written.is_none() || file.identity().ok().flatten() == written);
-            state.file = reopened.map(Arc::new);
+            match PieceFile::open(&state.path) {
+                Ok(file) if written.is_none() || file.identity().ok().flatten() == written => {
+                    state.file = Some(Arc::new(file));
+                }
+                Ok(_) => state.lost = true,
+                Err(e) => state.lost = e.kind() == io::ErrorKind::NotFound,
+            }
             return Err(FinishError::NotRenamed(io::Error::new(e.kind(), why)));
         }
         // Recorded first: the file is there now, whether or not it can be

@@ -19,14 +19,15 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a whole BufferMap exchange may take.
 pub const BITMAP_DEADLINE: Duration = Duration::from_secs(30);
 /// The deadline of the first BufferMap asked of a peer that has not
-/// answered this download yet: a peer that takes connections and never
-/// answers (made up, or stalled) holds a worker this long, not
-/// [`BITMAP_DEADLINE`]. A peer's mini-server answers a BufferMap from
+/// answered this download yet, and of the first line of a manifest asked
+/// of a holder the first time: a peer that takes connections and never
+/// answers (made up, or stalled) holds a worker or a request this long,
+/// not [`BITMAP_DEADLINE`]. A peer's mini-server answers both from
 /// memory, at once.
 pub const FIRST_ANSWER_DEADLINE: Duration = Duration::from_secs(5);
-/// How long an answer header (or a listing) may take to arrive; a
-/// manifest's bytes then get this long again plus their time at
-/// [`MIN_PIECE_RATE`].
+/// How long an answer header (or a listing) may take to arrive, a
+/// manifest's first line on a second try among them; a manifest's bytes
+/// then get this long again plus their time at [`MIN_PIECE_RATE`].
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
 /// The most extra time a manifest's bytes get, however long it is.
 pub const MAX_MANIFEST_EXTRA: Duration = Duration::from_secs(90);
@@ -258,14 +259,13 @@ impl PeerLink {
         }
     }
 
-    /// Asks for the manifest of `key`; the length its holder announces
-    /// (at most [`Manifest::max_encoded_len`]). Its bytes are to be read
+    /// Asks for the manifest of `key`, giving the answer's first line
+    /// `deadline`; the length its holder announces (at most
+    /// [`Manifest::max_encoded_len`]). Its bytes are to be read
     /// next, with [`PeerLink::read_manifest`]: in between, the caller may
     /// wait for room to hold them.
-    pub fn ask_manifest(&mut self, key: FileKey) -> Result<u32, LinkError> {
-        // A mini-server answers from memory, at once: a holder that takes
-        // the connection and says nothing is let go after a few seconds.
-        self.set_deadline(Some(FIRST_ANSWER_DEADLINE));
+    pub fn ask_manifest(&mut self, key: FileKey, deadline: Duration) -> Result<u32, LinkError> {
+        self.set_deadline(Some(deadline));
         self.send(&PeerRequest::Manf { key })?;
         match self.reply()? {
             Reply::Manifest { key: k, length } if k == key => {

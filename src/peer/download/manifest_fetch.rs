@@ -22,14 +22,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, Scope};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 use parking_lot::{Condvar, Mutex};
 
 use crate::pieces::Manifest;
 use crate::protocol::{ErrorCode, FileKey, PeerId};
 
-use super::super::link::{LinkCloser, LinkError, PeerLink};
+use super::super::link::{LinkCloser, LinkError, PeerLink, ANSWER_DEADLINE, FIRST_ANSWER_DEADLINE};
+use crate::wire::is_timeout;
 
 /// How long the requests in flight go unanswered before more holders are
 /// asked as well (as many as are in flight: one, then two, four, ...). An
@@ -114,28 +115,34 @@ type Answer = (PeerId, Result<Manifest, LinkError>);
 ///
 /// Peers at their connection cap (`ERRR 500`, a class on one machine) are
 /// asked again a second later: a busy seeder is no reason to give a
-/// download up. The peers are looked up again (`look_up`) each second
-/// while every peer listed is being asked and none has answered, and a
-/// second after every peer listed failed otherwise; those not tried yet
-/// are asked: the tracker lists at most 50 and draws some of them at
-/// random, so holders that were made up cannot fill every listing, nor
-/// hold the download until a real holder is drawn. A look-up that
-/// lists the same holders as the one before, all tried, most likely lists
-/// all there are: the download then gives up at once rather than at the
-/// end of `patience`. Setting `cancel` ends the fetch within [`TICK`]
-/// (and the join of a request still connecting), or once a look-up under
-/// way has its answer.
+/// download up. A peer that does not answer within 5 s is asked once
+/// more, giving it the full [`ANSWER_DEADLINE`], once no other peer is
+/// waiting to be asked ([`MAX_PATIENT`] such at once): a seeder slow for
+/// a moment is not dropped, and made-up holders cannot hold the slots.
+/// The peers are looked up again (`look_up`, on a thread of its own, so
+/// that answers are read meanwhile) each second while every peer listed
+/// is being asked and none has answered, and a second after every peer
+/// listed failed otherwise; those not tried yet are asked: the tracker
+/// lists at most 50 and draws some of them at random, so holders that
+/// were made up cannot fill every listing, nor hold the download until a
+/// real holder is drawn. A look-up that lists the same holders as the one
+/// before, all tried, most likely lists all there are: the download then
+/// gives up at once rather than at the end of `patience`. Setting
+/// `cancel` ends the fetch within [`TICK`] (and the join of a request
+/// still connecting, or of a look-up under way).
 pub(super) fn fetch_manifest(
     key: FileKey,
     first: Vec<PeerId>,
-    look_up: impl FnMut() -> Vec<PeerId>,
+    look_up: impl FnMut() -> Vec<PeerId> + Send,
     cancel: &AtomicBool,
     patience: Duration,
 ) -> Result<(Manifest, PeerId), String> {
     let (answers_in, answers) = crossbeam_channel::unbounded();
+    let (listings_in, listings) = crossbeam_channel::bounded(1);
     let closers = Mutex::new(HashMap::new());
     let stop = AtomicBool::new(false);
     let room = Room::new(manifest_room());
+    let look_up = Mutex::new(look_up);
     thread::scope(|scope| {
         let requests = Requests {
             scope,
@@ -145,8 +152,13 @@ pub(super) fn fetch_manifest(
             stop: &stop,
             room: &room,
         };
+        let look_ups = LookUps {
+            scope,
+            look_up: &look_up,
+            listings_in,
+        };
         let mut fetch = Fetch::new(first, patience);
-        let result = fetch.run(&requests, &answers, look_up, cancel);
+        let result = fetch.run(&requests, &look_ups, &answers, &listings, cancel);
         // Set before the links are closed: a request that publishes its
         // closer after this sees it, and one that published before is
         // closed here. Either way its thread ends, and the scope joins it.
@@ -172,8 +184,9 @@ struct Requests<'scope, 'env> {
 }
 
 impl Requests<'_, '_> {
-    /// Asks `peer` for the manifest on a new thread.
-    fn start(&self, peer: PeerId) {
+    /// Asks `peer` for the manifest on a new thread, giving it `deadline`
+    /// for the answer's first line.
+    fn start(&self, peer: PeerId, deadline: Duration) {
         let (key, answers_in) = (self.key, self.answers_in.clone());
         let (closers, stop, room) = (self.closers, self.stop, self.room);
         let no_longer_needed = || LinkError::Io(std::io::Error::other("no longer needed"));
@@ -188,7 +201,7 @@ impl Requests<'_, '_> {
                             if stop.load(Ordering::SeqCst) {
                                 return Err(no_longer_needed());
                             }
-                            let length = link.ask_manifest(key)?;
+                            let length = link.ask_manifest(key, deadline)?;
                             let _taken = room
                                 .take(length as usize, stop)
                                 .ok_or_else(no_longer_needed)?;
@@ -204,6 +217,33 @@ impl Requests<'_, '_> {
     }
 }
 
+/// Runs the look-ups of holders, one at a time, each on a thread of its
+/// own that sends the listing (a tracker that takes seconds to answer
+/// must not keep the fetch from reading the answers that come).
+struct LookUps<'scope, 'env, F> {
+    scope: &'scope Scope<'scope, 'env>,
+    look_up: &'env Mutex<F>,
+    listings_in: Sender<Vec<PeerId>>,
+}
+
+impl<F: FnMut() -> Vec<PeerId> + Send> LookUps<'_, '_, F> {
+    /// Starts a look-up; false if no thread could be made for it.
+    fn start(&self) -> bool {
+        let (look_up, listings_in) = (self.look_up, self.listings_in.clone());
+        thread::Builder::new()
+            .name("manifest-look-up".into())
+            .spawn_scoped(self.scope, move || {
+                let listing = (look_up.lock())();
+                let _ = listings_in.send(listing);
+            })
+            .is_ok()
+    }
+}
+
+/// Patient requests (a second try, with [`ANSWER_DEADLINE`]) in flight at
+/// most: holders that never answer cannot take every slot for 30 s.
+const MAX_PATIENT: usize = 8;
+
 /// What the fetch knows of the holders so far.
 struct Fetch {
     /// Peers to ask, in order.
@@ -215,19 +255,29 @@ struct Fetch {
     last_listing: HashSet<PeerId>,
     /// Every peer asked.
     tried: HashSet<PeerId>,
-    /// Peers that answered with no good manifest, or not at all (not busy):
-    /// not asked again.
+    /// Peers that answered with no good manifest, or not at all twice (or
+    /// once, with the full deadline): not asked again.
     failed: HashSet<PeerId>,
     /// Requests in flight.
     asking: HashSet<PeerId>,
+    /// Peers that did not answer within [`FIRST_ANSWER_DEADLINE`], to ask
+    /// again with the full deadline once no other peer waits to be asked.
+    slow: VecDeque<PeerId>,
+    /// Peers asked with the full deadline (in flight, or done).
+    patient: HashSet<PeerId>,
     /// Busy peers, and when to ask them again.
     busy: Vec<(Instant, PeerId)>,
     /// When more requests may start while others are in flight.
     next_start: Instant,
+    /// Requests that failed since the last start: each may be replaced at
+    /// once (its slot is free), whatever [`STAGGER`] says.
+    freed: usize,
     /// When every listed holder has failed: when to look them up again.
     look_up_at: Option<Instant>,
     /// When the holders were last looked up (the first listing counts).
     looked_up_at: Instant,
+    /// A look-up is under way.
+    looking: bool,
     /// How long the fetch may take, and when that is up.
     patience: Duration,
     give_up_at: Instant,
@@ -244,21 +294,35 @@ impl Fetch {
             tried: HashSet::new(),
             failed: HashSet::new(),
             asking: HashSet::new(),
+            slow: VecDeque::new(),
+            patient: HashSet::new(),
             busy: Vec::new(),
             next_start: Instant::now(),
+            freed: 0,
             look_up_at: None,
             looked_up_at: Instant::now(),
+            looking: false,
             patience,
             give_up_at: Instant::now() + patience,
             last_error: String::new(),
         }
     }
 
-    fn run(
+    /// Whether every holder known has failed: none is asked, or waits to
+    /// be.
+    fn all_failed(&self) -> bool {
+        self.asking.is_empty()
+            && self.to_ask.is_empty()
+            && self.busy.is_empty()
+            && self.slow.is_empty()
+    }
+
+    fn run<F: FnMut() -> Vec<PeerId> + Send>(
         &mut self,
         requests: &Requests,
+        look_ups: &LookUps<'_, '_, F>,
         answers: &Receiver<Answer>,
-        mut look_up: impl FnMut() -> Vec<PeerId>,
+        listings: &Receiver<Vec<PeerId>>,
         cancel: &AtomicBool,
     ) -> Result<(Manifest, PeerId), String> {
         loop {
@@ -268,72 +332,98 @@ impl Fetch {
             let now = Instant::now();
             self.ask_busy_peers_again(now);
             self.start_due_requests(requests, now);
-            if self.asking.is_empty() && self.to_ask.is_empty() && self.busy.is_empty() {
+            if self.all_failed() {
                 // Every holder listed failed: look again, or give up.
                 if now >= self.give_up_at {
                     return Err(self.gave_up(&format!(" in {} s", self.patience.as_secs())));
                 }
                 let due = *self.look_up_at.get_or_insert(now + RETRY_AFTER);
-                if now >= due {
+                if now >= due && !self.looking {
                     self.look_up_at = None;
-                    self.looked_up_at = now;
-                    self.take_listing(look_up())?;
-                    continue;
+                    self.looking = look_ups.start();
                 }
             } else if self.to_ask.is_empty()
+                && !self.looking
                 && now < self.give_up_at
                 && now >= self.looked_up_at + RETRY_AFTER
             {
                 // Every holder listed is being asked and none has answered
                 // yet: holders not listed so far may be drawn this time.
-                self.looked_up_at = now;
-                self.take_new_holders(look_up());
-                continue;
+                self.looking = look_ups.start();
             }
             let wait = if self.can_start_more() {
                 TICK.min(self.next_start.saturating_duration_since(now))
             } else {
                 TICK
             };
-            match answers.recv_timeout(wait) {
-                Ok((peer, Ok(manifest))) => return Ok((manifest, peer)),
-                Ok((peer, Err(e))) => self.failed_to_answer(peer, e),
-                Err(RecvTimeoutError::Timeout) => {}
-                // `requests` holds a sender: never disconnected.
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(self.gave_up(", its requests lost"))
-                }
+            crossbeam_channel::select! {
+                recv(answers) -> answer => match answer {
+                    Ok((peer, Ok(manifest))) => return Ok((manifest, peer)),
+                    Ok((peer, Err(e))) => self.failed_to_answer(peer, e),
+                    // `requests` holds a sender: never disconnected.
+                    Err(_) => return Err(self.gave_up(", its requests lost")),
+                },
+                recv(listings) -> listing => {
+                    self.looking = false;
+                    self.looked_up_at = Instant::now();
+                    let listing = listing.unwrap_or_default();
+                    if self.all_failed() {
+                        self.take_listing(listing)?;
+                    } else {
+                        self.take_new_holders(listing);
+                    }
+                },
+                default(wait) => {}
             }
         }
     }
 
     /// Whether another request may start: one is waiting, and there is room.
     fn can_start_more(&self) -> bool {
-        !self.to_ask.is_empty() && self.asking.len() < MAX_AT_ONCE
+        let patient_in_flight = self.asking.intersection(&self.patient).count();
+        let waiting =
+            !self.to_ask.is_empty() || (!self.slow.is_empty() && patient_in_flight < MAX_PATIENT);
+        waiting && self.asking.len() < MAX_AT_ONCE
     }
 
-    /// Starts the next request if none is in flight, or, once the ones in
+    /// Starts the next request if none is in flight; once the ones in
     /// flight have gone [`STAGGER`] without an answer, as many again (so
     /// that holders that never answer are got past quickly, while a
-    /// holder that answers at once costs one request); and once the time
-    /// is up, only for peers of the first listing.
+    /// holder that answers at once costs one request); and one for each
+    /// that failed since (its slot is free). Peers listed come first; a
+    /// slow one is asked again, patiently, once none is left. Once the
+    /// time is up, only peers of the first listing are asked.
     fn start_due_requests(&mut self, requests: &Requests, now: Instant) {
         let mut starts = match self.asking.len() {
             0 => 1,
-            _ if now < self.next_start => return,
+            _ if now < self.next_start => 0,
             in_flight => in_flight,
-        };
+        } + std::mem::take(&mut self.freed);
         while starts > 0 && self.can_start_more() {
-            let Some(peer) = self.to_ask.pop_front() else {
-                return;
+            let (peer, patient) = match self.to_ask.pop_front() {
+                Some(peer) => (peer, false),
+                None => match self.slow.pop_front() {
+                    Some(peer) => (peer, true),
+                    None => return,
+                },
             };
-            if !self.may_ask(peer, now) {
+            if patient {
+                if now >= self.give_up_at {
+                    continue;
+                }
+                self.patient.insert(peer);
+            } else if !self.may_ask(peer, now) {
                 continue;
             }
             self.tried.insert(peer);
             self.asking.insert(peer);
             self.next_start = now + STAGGER;
-            requests.start(peer);
+            let deadline = if patient {
+                ANSWER_DEADLINE
+            } else {
+                FIRST_ANSWER_DEADLINE
+            };
+            requests.start(peer, deadline);
             starts -= 1;
         }
     }
@@ -366,6 +456,7 @@ impl Fetch {
     fn failed_to_answer(&mut self, peer: PeerId, error: LinkError) {
         debug!("manifest from {peer}: {error}");
         self.asking.remove(&peer);
+        self.freed += 1;
         let at_its_cap = matches!(
             error,
             LinkError::Refused {
@@ -373,9 +464,13 @@ impl Fetch {
                 ..
             }
         );
+        let slow = matches!(&error, LinkError::Io(e) if is_timeout(e));
         if at_its_cap {
             debug!("{peer} is busy; asking it again in a second");
             self.busy.push((Instant::now() + RETRY_AFTER, peer));
+        } else if slow && !self.patient.contains(&peer) {
+            debug!("{peer} is slow to answer; asking it again, patiently, once no other waits");
+            self.slow.push_back(peer);
         } else {
             self.failed.insert(peer);
         }
@@ -385,6 +480,7 @@ impl Fetch {
     /// Queues the holders of a look-up made while others are asked that
     /// were not asked yet (nor are queued).
     fn take_new_holders(&mut self, listing: Vec<PeerId>) {
+        self.last_listing = listing.iter().copied().collect();
         for peer in listing {
             let new = !self.tried.contains(&peer) && !self.to_ask.contains(&peer);
             if new {
@@ -575,6 +671,26 @@ mod tests {
         assert_eq!(from, good);
         liar_thread.join().unwrap();
         good_thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_holder_slow_to_answer_once_is_asked_again_patiently() {
+        // The only holder says nothing for its first request's 5 s (a
+        // machine stalled for a moment), and answers the next. Taken for
+        // failed, it was never asked again: the download gave up.
+        let (manifest, answer) = manifest();
+        let (seeder, thread) = holder(vec![Holder::Silent, Holder::Says(answer)]);
+        let cancel = AtomicBool::new(false);
+        let (_, from) = fetch_manifest(
+            manifest.key(),
+            vec![seeder],
+            || vec![seeder],
+            &cancel,
+            PATIENCE,
+        )
+        .unwrap();
+        assert_eq!(from, seeder);
+        thread.join().unwrap();
     }
 
     #[test]

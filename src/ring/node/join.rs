@@ -29,6 +29,9 @@ const MAX_CLEARED: u32 = 1000;
 /// from before (a crash, and a restart at once) waits for the ring to
 /// drop that entry, a few stabilisation rounds each time.
 const OWN_ENTRY_WAITS: u32 = 10;
+/// How many times a peer waits, a few stabilisation rounds each, for the
+/// ring to drop a member gone that a look-up met on its way.
+const GONE_WAITS: u32 = 10;
 
 /// Members of the welcome service's list asked at most, when one that
 /// answers is looked for (its ring's size, or which port is `ring_port`).
@@ -64,7 +67,7 @@ impl RingNode {
         };
         let probing = settings.id == IdChoice::FromAddress;
         let mut size_checked = false;
-        let mut own_entry_waits = 0;
+        let (mut own_entry_waits, mut gone_waits) = (0, 0);
         let (mut ids_refused, mut cleared) = (0, 0);
         let mut ring_port = RingPort::default();
         while ids_refused < ID_ATTEMPTS {
@@ -111,6 +114,16 @@ impl RingNode {
                 Attempt::OwnEntry => {
                     return Err(RingError::Failed(format!(
                         "the ring still holds this peer's own entry from before it stopped, at {addr}; try again in a minute, once the ring has dropped it"
+                    )))
+                }
+                Attempt::GoneOnTheWay(_) if gone_waits < GONE_WAITS => {
+                    gone_waits += 1;
+                    std::thread::sleep(ring_settle_time(&settings));
+                    continue;
+                }
+                Attempt::GoneOnTheWay(gone) => {
+                    return Err(RingError::Failed(format!(
+                        "{gone}, on the way to this peer's place in the ring, does not answer as a member, and the ring has not dropped it after {GONE_WAITS} waits; try again in a minute, or join through another member (ring_join)"
                     )))
                 }
             };
@@ -190,6 +203,9 @@ enum Attempt {
     /// tried, or on the way to it): this peer's own entry from before a
     /// crash, which the ring has yet to drop.
     OwnEntry,
+    /// A member gone was met on a look-up's way (not the one the welcome
+    /// service named): the ring has yet to drop it.
+    GoneOnTheWay(SocketAddr),
 }
 
 /// One attempt to join with `id` at `addr`: a member to join through (from
@@ -213,7 +229,11 @@ fn attempt(
                 if member == addr && (!bare || ring_port.is_mine(client, welcome, addr)) =>
             {
                 info!("ring: the welcome service lists this peer's own old entry; taking it off");
-                forget_at_welcome(client, welcome, member, true);
+                if forget_at_welcome(client, welcome, member, true) == 0 {
+                    return Err(RingError::Failed(format!(
+                        "the welcome service {welcome} names this peer's own old entry ({member}) and could not be made to take it off its list: take it off by hand (`a+:<its id>`) and start again"
+                    )));
+                }
                 return Ok(Attempt::Again);
             }
             Welcomed::Through { member, bare } => {
@@ -297,8 +317,7 @@ fn attempt(
                     // Met on the way (a successor crashed): the ring drops
                     // it within a few rounds.
                     info!("ring: {gone} does not answer as a member ({e}); waiting for the ring to drop it");
-                    std::thread::sleep(ring_settle_time(settings));
-                    Ok(Attempt::Again)
+                    Ok(Attempt::GoneOnTheWay(gone))
                 }
                 Entry::Member(_) => Err(RingError::Failed(format!(
                     "the member {gone} to join through does not answer as a member: {e}"
@@ -379,10 +398,11 @@ fn forget_at_welcome(
     }
     entries
         .into_iter()
+        // (`wrq`: not there any more, or a welcome service that refuses.)
         .filter(|&hash| {
             client
                 .course(welcome, &CourseRequest::Leave { hash })
-                .is_ok()
+                .is_ok_and(|answer| answer.trim() == "ok")
         })
         .count()
 }

@@ -39,8 +39,10 @@ impl RingNode {
         loop {
             let now = Instant::now();
             if now >= next_stabilize {
+                // Told once for each twin (a busy round sees none).
                 let twin = self.stabilize();
                 if let Some(twin) = twin.filter(|_| twin != twin_told) {
+                    twin_told = Some(twin);
                     warn!(
                         "ring: {twin} has this peer's id too (two peers joined with it at once): \
                          the ring routes id {} to it, and this peer owns nothing; stop this peer \
@@ -48,7 +50,6 @@ impl RingNode {
                         twin.id
                     );
                 }
-                twin_told = twin;
                 next_stabilize = now + settings.stabilize;
             }
             if now >= next_check {
