@@ -358,9 +358,11 @@ impl TrackerClient {
                 "{} answers as a peer, not as a tracker: is the tracker's address (the one `tracker` prints as listening) the one given?",
                 self.addr
             )),
+            // Its words are shown and logged: a control character in them
+            // is escaped (another tracker than ours may echo raw text).
             Some(Reply::Error { code, text }) => PeerError::TrackerRefused {
                 code: *code,
-                text: text.clone(),
+                text: crate::logging::printable(text).into_owned(),
             },
             Some(other) => PeerError::TrackerProtocol(format!("unexpected answer {other}")),
             None => PeerError::TrackerProtocol("no answer".into()),
@@ -408,11 +410,15 @@ impl TrackerClient {
                         text,
                     }],
                     TrackerRequest::Bitf { .. },
-                ) => debug!("the tracker does not know the file yet: {text}"),
+                ) => debug!(
+                    "the tracker does not know the file yet: {}",
+                    crate::logging::printable(text)
+                ),
                 ([Reply::Error { text, .. }], _) => {
                     warn!(
-                        "the tracker refused {} from the previous session: {text}",
-                        request.verb()
+                        "the tracker refused {} from the previous session: {}",
+                        request.verb(),
+                        crate::logging::printable(text)
                     );
                 }
                 _ => {}
@@ -1264,6 +1270,25 @@ mod tests {
             .to_string();
         assert!(
             error.contains("answers as a peer, not as a tracker"),
+            "{error}"
+        );
+        client.stop();
+        tracker.join().unwrap();
+    }
+
+    #[test]
+    fn a_refusal_s_words_are_shown_with_control_characters_escaped() {
+        // Another tracker than ours may echo what it was sent, raw.
+        let answer = "ERRR 400 no file x\rFORGED \u{1b}[2J";
+        let (addr, tracker) = fake_tracker(vec![serve(vec![vec![answer.into()]])]);
+        let client = TrackerClient::new(addr, None);
+        let error = client
+            .search(SearchCriteria::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(r"no file x\rFORGED \u{1b}[2J"), "{error}");
+        assert!(
+            !error.contains('\r') && !error.contains('\u{1b}'),
             "{error}"
         );
         client.stop();
