@@ -179,7 +179,11 @@ fn read_folder(folder: &Path) -> io::Result<Vec<fs::DirEntry>> {
 fn is_left_out(entry: &fs::DirEntry) -> bool {
     let name = entry.file_name();
     let name = name.to_string_lossy();
-    name.starts_with('.') || name.ends_with(".part") || is_hidden_on_windows(entry)
+    // (`Icon\r`: the file of a macOS folder's own icon, hidden there.)
+    name.starts_with('.')
+        || name.to_ascii_lowercase().ends_with(".part")
+        || name == "Icon\r"
+        || is_hidden_on_windows(entry)
 }
 
 /// Whether Windows marks `entry` hidden (`Thumbs.db`, `desktop.ini`, what
@@ -244,10 +248,14 @@ mod tests {
             ".DS_Store",
             ".git/config",
             "movie.mkv.part",
+            "SHOW.MP4.PART",
             "notes.txt",
         ] {
             write(&root.join(name));
         }
+        // (A name Windows cannot hold.)
+        #[cfg(unix)]
+        write(&root.join("Icon\r"));
         let found = files_to_share(std::slice::from_ref(&root), &[]);
         assert_eq!(names(&found, &root), ["notes.txt", "song.mp3"]);
         assert!(found.refused.is_empty(), "{:?}", found.refused);

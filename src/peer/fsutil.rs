@@ -253,6 +253,17 @@ fn create_new_file(path: &Path) -> io::Result<File> {
     }
 }
 
+/// `path` with its links resolved, or, where the system cannot resolve it
+/// (a Windows RAM disk or virtual drive that the volume manager does not
+/// know: rust-lang/rust#48249), made absolute as it is. A path that is
+/// not there is an error either way.
+pub fn canonical_or_absolute(path: &Path) -> io::Result<PathBuf> {
+    match dunce::canonicalize(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => std::path::absolute(path),
+        resolved => resolved,
+    }
+}
+
 /// Makes a rename into `path`'s folder durable, where a folder can be
 /// flushed (Unix); elsewhere this does nothing that matters, and any
 /// failure is ignored.

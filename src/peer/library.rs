@@ -453,9 +453,17 @@ impl SharedFile {
             // Still there: served on, as before. (Gone, or another file in
             // its place: nothing to serve, and the housekeeping's look
             // lets the download go.)
-            match PieceFile::open(&state.path) {
+            // Opened to write and locked, as a download's `.part` is (a
+            // file opened only to read cannot be flushed on Windows, and
+            // the lock keeps another peer on the folder from taking it up).
+            match PieceFile::open_rw(&state.path) {
                 Ok(file) if written.is_none() || file.identity().ok().flatten() == written => {
-                    state.file = Some(Arc::new(file));
+                    // (Locked by another peer meanwhile: its own now.)
+                    if matches!(file.try_lock(), Ok(false)) {
+                        state.lost = true;
+                    } else {
+                        state.file = Some(Arc::new(file));
+                    }
                 }
                 Ok(_) => state.lost = true,
                 Err(e) => state.lost = e.kind() == io::ErrorKind::NotFound,
@@ -591,6 +599,7 @@ mod tests {
         let part = dir.join("song.mp3.part");
         let manifest = Manifest::build(data, 16384, |_| {}).unwrap();
         let file = PieceFile::create(&part, manifest.size()).unwrap();
+        assert!(file.try_lock().unwrap(), "held as a download holds it");
         for (index, piece) in data.chunks(16384).enumerate() {
             file.write_piece(&manifest, index, piece).unwrap();
         }
@@ -601,6 +610,32 @@ mod tests {
     }
 
     #[test]
+    fn a_part_file_whose_final_name_is_taken_is_kept_as_a_download_is() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 239) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (part, shared) = downloaded(dir.path(), &data);
+        let final_path = dir.path().join("song.mp3");
+        std::fs::write(&final_path, b"someone else's").unwrap();
+        match shared.finish(&final_path) {
+            Err(FinishError::NotRenamed(e)) => {
+                assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}")
+            }
+            other => panic!("finished: {other:?}"),
+        }
+        // Open again as a download's `.part` is: to write (a file open
+        // only to read cannot be flushed on Windows), and locked.
+        assert!(shared.is_still_at_its_path() && shared.is_unfinished());
+        let other = PieceFile::open_rw(&part).unwrap();
+        assert!(!other.try_lock().unwrap(), "the lock was let go");
+        let mut buf = Vec::new();
+        assert!(shared.read_piece(2, &mut buf).unwrap());
+        assert_eq!(buf, &data[32768..]);
+        shared.sync().unwrap();
+    }
+
+    /// (Unix: elsewhere a file's identity cannot be told.)
+    #[cfg(unix)]
+    #[test]
     fn a_part_file_replaced_before_the_rename_never_gets_the_final_name() {
         let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
         let dir = tempfile::tempdir().unwrap();
@@ -610,11 +645,7 @@ mod tests {
         let impostor = dir.path().join("impostor");
         std::fs::write(&impostor, b"not the verified bytes").unwrap();
         std::fs::rename(&impostor, &part).unwrap();
-        let unchecked_elsewhere = !cfg!(unix);
-        assert_eq!(shared.is_still_at_its_path(), unchecked_elsewhere);
-        if unchecked_elsewhere {
-            return;
-        }
+        assert!(!shared.is_still_at_its_path());
         let final_path = dir.path().join("song.mp3");
         let error = match shared.finish(&final_path) {
             Err(FinishError::NotRenamed(e)) => e.to_string(),

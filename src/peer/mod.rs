@@ -233,7 +233,7 @@ impl Peer {
         path: &Path,
         progress: impl FnMut(u64),
     ) -> Result<Arc<SharedFile>, PeerError> {
-        let path = dunce::canonicalize(path).map_err(|e| PeerError::file(path, e))?;
+        let path = fsutil::canonical_or_absolute(path).map_err(|e| PeerError::file(path, e))?;
         let meta = fs::metadata(&path).map_err(|e| PeerError::file(&path, e))?;
         if !meta.is_file() {
             return Err(PeerError::Failed(format!(

@@ -121,7 +121,7 @@ impl ManifestCache {
         piece_size: u32,
         progress: impl FnMut(u64),
     ) -> io::Result<Manifest> {
-        let canonical = dunce::canonicalize(path)?;
+        let canonical = super::fsutil::canonical_or_absolute(path)?;
         let before = Fingerprint::at(&canonical)?;
         if let Some(cached) = self.entries.lock().get_mut(&canonical) {
             if cached.file == before && cached.piece_size == piece_size {
