@@ -602,13 +602,21 @@ pub(super) fn forget_if_part_gone(
     if !file.is_unfinished() || file.folder_away() || file.is_still_at_its_path() {
         return false;
     }
+    // Looked at again, and taken out, with the file's state held: a
+    // download that finished while the look above was under way (a slow
+    // disk's look may take seconds) renamed its `.part` file, and is no
+    // download to drop.
+    let removed = file.if_unfinished_at(&part, || library.remove_if_same(file));
+    if removed.is_none() {
+        return false;
+    }
     warn!(
         "{}: {} is gone or was replaced, and its pieces with it: the download is dropped \
          (a new one starts over)",
         file.name.as_str(),
         part.display()
     );
-    if library.remove_if_same(file) {
+    if removed == Some(true) {
         tracker.withdraw_soon(file.key);
     }
     resume.forget(&file.key);

@@ -324,6 +324,18 @@ impl SharedFile {
         }
     }
 
+    /// Runs `then` if this is still an unfinished download whose `.part`
+    /// file is at `part`, with its state held meanwhile: a download that
+    /// finishes (or a file found changed) cannot slip in between the
+    /// look and `then`. (`then` must not take this file's state: the
+    /// library's own lock, as [`Library::remove_if_same`] takes, is fine,
+    /// as the library never takes a file's state under it.)
+    pub fn if_unfinished_at<R>(&self, part: &Path, then: impl FnOnce() -> R) -> Option<R> {
+        let state = self.state.read();
+        let unfinished = !state.offered && !state.changed && state.path == part;
+        unfinished.then(then)
+    }
+
     /// Whether its path's whole folder is missing while the file may
     /// still be there (a disk not mounted, for a moment): not when the
     /// open file is known deleted (the folder was deleted with it).
@@ -458,12 +470,12 @@ impl SharedFile {
             // the lock keeps another peer on the folder from taking it up).
             match PieceFile::open_rw(&state.path) {
                 Ok(file) if written.is_none() || file.identity().ok().flatten() == written => {
-                    // (Locked by another peer meanwhile: its own now.)
-                    if matches!(file.try_lock(), Ok(false)) {
-                        state.lost = true;
-                    } else {
-                        state.file = Some(Arc::new(file));
-                    }
+                    // (The lock may be refused: the old handle, still held
+                    // by a reader that outlasted `CLOSE_WAIT`, holds it, and
+                    // a second handle of one process is refused it too.
+                    // The file is this download's either way.)
+                    let _ = file.try_lock();
+                    state.file = Some(Arc::new(file));
                 }
                 Ok(_) => state.lost = true,
                 Err(e) => state.lost = e.kind() == io::ErrorKind::NotFound,
@@ -607,6 +619,23 @@ mod tests {
         let name = FileName::new("song.mp3").unwrap();
         let shared = SharedFile::partial(name, MediaKind::Audio, manifest, &part, file, bitmap);
         (part, shared)
+    }
+
+    #[test]
+    fn a_download_that_finished_since_a_look_is_not_taken_for_gone() {
+        // The disk look takes the `.part` path, and finds it gone: the
+        // download finished meanwhile (renamed it). Decided on the state
+        // held, it is no download to drop.
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 233) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (part, shared) = downloaded(dir.path(), &data);
+        assert_eq!(
+            shared.if_unfinished_at(&part, || "dropped"),
+            Some("dropped")
+        );
+        shared.finish(&dir.path().join("song.mp3")).unwrap();
+        assert!(!part.exists());
+        assert_eq!(shared.if_unfinished_at(&part, || "dropped"), None);
     }
 
     #[test]

@@ -374,7 +374,8 @@ impl Peer {
                 )
             }));
         }
-        self.library.remove(&file.key);
+        // (This very file: another of that key put in since stays.)
+        self.library.remove_if_same(&file);
         match self.tracker.withdraw(file.key) {
             // Queued: the housekeeping sends it on its next round (or the
             // session ended, and its offers went with it).
