@@ -1261,38 +1261,37 @@ mod tests {
         client.stop();
         tracker.join().unwrap();
         // A search needs no session: its own verb is the one refused.
-        let answer = r#"ERRR 200 unknown verb "RQFS"; verbs here: BITF MANF REQF LSTF PING QUIT"#;
+        let error = search_refused_with(
+            r#"ERRR 200 unknown verb "RQFS"; verbs here: BITF MANF REQF LSTF PING QUIT"#,
+        );
+        assert!(
+            error.contains("answers as a peer, not as a tracker"),
+            "{error}"
+        );
+    }
+
+    /// What a search says when the tracker answers it with `answer`.
+    fn search_refused_with(answer: &str) -> String {
         let (addr, tracker) = fake_tracker(vec![serve(vec![vec![answer.into()]])]);
         let client = TrackerClient::new(addr, None);
         let error = client
             .search(SearchCriteria::default())
             .unwrap_err()
             .to_string();
-        assert!(
-            error.contains("answers as a peer, not as a tracker"),
-            "{error}"
-        );
         client.stop();
         tracker.join().unwrap();
+        error
     }
 
     #[test]
     fn a_refusal_s_words_are_shown_with_control_characters_escaped() {
         // Another tracker than ours may echo what it was sent, raw.
-        let answer = "ERRR 400 no file x\rFORGED \u{1b}[2J";
-        let (addr, tracker) = fake_tracker(vec![serve(vec![vec![answer.into()]])]);
-        let client = TrackerClient::new(addr, None);
-        let error = client
-            .search(SearchCriteria::default())
-            .unwrap_err()
-            .to_string();
+        let error = search_refused_with("ERRR 400 no file x\rFORGED \u{1b}[2J");
         assert!(error.contains(r"no file x\rFORGED \u{1b}[2J"), "{error}");
         assert!(
             !error.contains('\r') && !error.contains('\u{1b}'),
             "{error}"
         );
-        client.stop();
-        tracker.join().unwrap();
     }
 
     #[test]
