@@ -105,7 +105,16 @@ impl Drop for Taken<'_> {
 }
 
 /// A request's outcome, sent by its thread.
-type Answer = (PeerId, Result<Manifest, LinkError>);
+type Answer = (PeerId, Result<Manifest, Unanswered>);
+
+/// Why a request gave no manifest.
+#[derive(Debug)]
+enum Unanswered {
+    /// No connection was made to the holder.
+    NotConnected(LinkError),
+    /// Connected, it gave no good manifest (in time, or at all).
+    Failed(LinkError),
+}
 
 /// The manifest of `key` from the first peer that gives a good one, and
 /// that peer, for up to `patience`. The first [`MAX_AT_ONCE`] peers of the
@@ -127,9 +136,12 @@ type Answer = (PeerId, Result<Manifest, LinkError>);
 /// were made up cannot fill every listing, nor hold the download until a
 /// real holder is drawn. A look-up that lists the same holders as the one
 /// before, all tried, most likely lists all there are: the download then
-/// gives up at once rather than at the end of `patience`. Setting
-/// `cancel` ends the fetch within [`TICK`] (and the join of a request
-/// still connecting, or of a look-up under way).
+/// gives up at once rather than at the end of `patience`. The fetch
+/// returns once a look-up under way has ended (its thread is joined): a
+/// look-up that took a second or more is therefore not made again while
+/// requests are in flight. Setting `cancel` ends the fetch within
+/// [`TICK`] (and the join of a request still connecting, or of a look-up
+/// under way).
 pub(super) fn fetch_manifest(
     key: FileKey,
     first: Vec<PeerId>,
@@ -193,26 +205,28 @@ impl Requests<'_, '_> {
         let spawned = thread::Builder::new()
             .name(format!("manifest-{peer}"))
             .spawn_scoped(self.scope, move || {
-                let result =
-                    PeerLink::connect(peer)
-                        .map_err(LinkError::from)
-                        .and_then(|mut link| {
-                            closers.lock().insert(peer, link.closer()?);
-                            if stop.load(Ordering::SeqCst) {
-                                return Err(no_longer_needed());
-                            }
-                            let length = link.ask_manifest(key, deadline)?;
-                            let _taken = room
-                                .take(length as usize, stop)
-                                .ok_or_else(no_longer_needed)?;
-                            link.read_manifest(key, length)
-                        });
+                let result = match PeerLink::connect(peer) {
+                    Err(e) => Err(Unanswered::NotConnected(LinkError::from(e))),
+                    Ok(mut link) => (|| {
+                        closers.lock().insert(peer, link.closer()?);
+                        if stop.load(Ordering::SeqCst) {
+                            return Err(no_longer_needed());
+                        }
+                        let length = link.ask_manifest(key, deadline)?;
+                        let _taken = room
+                            .take(length as usize, stop)
+                            .ok_or_else(no_longer_needed)?;
+                        link.read_manifest(key, length)
+                    })()
+                    .map_err(Unanswered::Failed),
+                };
                 closers.lock().remove(&peer);
                 // The fetch may be over; nobody needs the answer then.
                 let _ = answers_in.send((peer, result));
             });
         if let Err(e) = spawned {
-            let _ = self.answers_in.send((peer, Err(LinkError::Io(e))));
+            let unanswered = Unanswered::NotConnected(LinkError::Io(e));
+            let _ = self.answers_in.send((peer, Err(unanswered)));
         }
     }
 }
@@ -223,8 +237,11 @@ impl Requests<'_, '_> {
 struct LookUps<'scope, 'env, F> {
     scope: &'scope Scope<'scope, 'env>,
     look_up: &'env Mutex<F>,
-    listings_in: Sender<Vec<PeerId>>,
+    listings_in: Sender<Listing>,
 }
+
+/// A look-up's holders, and how long it took.
+type Listing = (Vec<PeerId>, Duration);
 
 impl<F: FnMut() -> Vec<PeerId> + Send> LookUps<'_, '_, F> {
     /// Starts a look-up; false if no thread could be made for it.
@@ -233,8 +250,9 @@ impl<F: FnMut() -> Vec<PeerId> + Send> LookUps<'_, '_, F> {
         thread::Builder::new()
             .name("manifest-look-up".into())
             .spawn_scoped(self.scope, move || {
+                let started = Instant::now();
                 let listing = (look_up.lock())();
-                let _ = listings_in.send(listing);
+                let _ = listings_in.send((listing, started.elapsed()));
             })
             .is_ok()
     }
@@ -278,6 +296,10 @@ struct Fetch {
     looked_up_at: Instant,
     /// A look-up is under way.
     looking: bool,
+    /// A look-up took a second or more (a tracker flooded or away): none
+    /// is made again while requests are in flight, as the fetch waits for
+    /// one under way before it returns, its manifest in hand or not.
+    look_ups_slow: bool,
     /// How long the fetch may take, and when that is up.
     patience: Duration,
     give_up_at: Instant,
@@ -286,6 +308,7 @@ struct Fetch {
 
 impl Fetch {
     fn new(first: Vec<PeerId>, patience: Duration) -> Fetch {
+        let first = without_repeats(first);
         let listed: HashSet<PeerId> = first.iter().copied().collect();
         Fetch {
             owed_a_try: first.iter().take(MAX_AT_ONCE).copied().collect(),
@@ -302,6 +325,7 @@ impl Fetch {
             look_up_at: None,
             looked_up_at: Instant::now(),
             looking: false,
+            look_ups_slow: false,
             patience,
             give_up_at: Instant::now() + patience,
             last_error: String::new(),
@@ -322,7 +346,7 @@ impl Fetch {
         requests: &Requests,
         look_ups: &LookUps<'_, '_, F>,
         answers: &Receiver<Answer>,
-        listings: &Receiver<Vec<PeerId>>,
+        listings: &Receiver<Listing>,
         cancel: &AtomicBool,
     ) -> Result<(Manifest, PeerId), String> {
         loop {
@@ -344,6 +368,7 @@ impl Fetch {
                 }
             } else if self.to_ask.is_empty()
                 && !self.looking
+                && !self.look_ups_slow
                 && now < self.give_up_at
                 && now >= self.looked_up_at + RETRY_AFTER
             {
@@ -366,7 +391,10 @@ impl Fetch {
                 recv(listings) -> listing => {
                     self.looking = false;
                     self.looked_up_at = Instant::now();
-                    let listing = listing.unwrap_or_default();
+                    self.look_up_at = None;
+                    let (listing, took) = listing.unwrap_or_default();
+                    self.look_ups_slow |= took >= RETRY_AFTER;
+                    let listing = without_repeats(listing);
                     if self.all_failed() {
                         self.take_listing(listing)?;
                     } else {
@@ -407,22 +435,23 @@ impl Fetch {
                     None => return,
                 },
             };
-            if patient {
-                if now >= self.give_up_at {
+            let deadline = if patient {
+                // As long as the time left allows, but never less than a
+                // first try had: past the time, a try runs 5 s at most.
+                let left = self.give_up_at.saturating_duration_since(now);
+                if left.is_zero() || self.asking.contains(&peer) || self.failed.contains(&peer) {
                     continue;
                 }
                 self.patient.insert(peer);
-            } else if !self.may_ask(peer, now) {
+                ANSWER_DEADLINE.min(left).max(FIRST_ANSWER_DEADLINE)
+            } else if self.may_ask(peer, now) {
+                FIRST_ANSWER_DEADLINE
+            } else {
                 continue;
-            }
+            };
             self.tried.insert(peer);
             self.asking.insert(peer);
             self.next_start = now + STAGGER;
-            let deadline = if patient {
-                ANSWER_DEADLINE
-            } else {
-                FIRST_ANSWER_DEADLINE
-            };
             requests.start(peer, deadline);
             starts -= 1;
         }
@@ -453,7 +482,13 @@ impl Fetch {
         });
     }
 
-    fn failed_to_answer(&mut self, peer: PeerId, error: LinkError) {
+    fn failed_to_answer(&mut self, peer: PeerId, unanswered: Unanswered) {
+        // A connection not made is no answer slow to come: asked again,
+        // it would get no more time to connect.
+        let (error, connected) = match unanswered {
+            Unanswered::NotConnected(error) => (error, false),
+            Unanswered::Failed(error) => (error, true),
+        };
         debug!("manifest from {peer}: {error}");
         self.asking.remove(&peer);
         self.freed += 1;
@@ -464,7 +499,7 @@ impl Fetch {
                 ..
             }
         );
-        let slow = matches!(&error, LinkError::Io(e) if is_timeout(e));
+        let slow = connected && matches!(&error, LinkError::Io(e) if is_timeout(e));
         if at_its_cap {
             debug!("{peer} is busy; asking it again in a second");
             self.busy.push((Instant::now() + RETRY_AFTER, peer));
@@ -501,7 +536,7 @@ impl Fetch {
         }
         debug!("every peer listed failed; asking those a new look-up gave");
         // In the order listed: the tracker's best first.
-        self.to_ask = listing
+        self.to_ask = without_repeats(listing)
             .into_iter()
             .filter(|p| !self.failed.contains(p))
             .collect();
@@ -516,6 +551,16 @@ impl Fetch {
             self.last_error
         )
     }
+}
+
+/// `peers` in their order, each once (a listing may name a holder twice:
+/// the ring's records, another tracker than ours).
+fn without_repeats(peers: Vec<PeerId>) -> Vec<PeerId> {
+    let mut seen = HashSet::new();
+    peers
+        .into_iter()
+        .filter(|peer| seen.insert(*peer))
+        .collect()
 }
 
 #[cfg(test)]
@@ -629,6 +674,14 @@ mod tests {
             thread.join().unwrap();
         }
         good_thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_holder_listed_twice_is_asked_once() {
+        let [a, b] = [nobody(), nobody()];
+        let fetch = Fetch::new(vec![a, b, a, b, a], PATIENCE);
+        assert_eq!(fetch.to_ask, [a, b]);
+        assert_eq!(without_repeats(vec![b, b, a]), [b, a]);
     }
 
     #[test]
