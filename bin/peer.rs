@@ -370,17 +370,11 @@ fn share(config: PeerConfig, files: &[PathBuf], ctrl_c: &Receiver<()>) -> Result
             break;
         }
         let live = std::io::stderr().is_terminal();
-        let mut shown = hashing_progress(file, |percent| {
+        let progress = hashing_progress(&peer, file, ctrl_c, |percent| {
             if live {
                 note(format_args!("\rhashing {}: {percent}%", file.display()));
             }
         });
-        let progress = |hashed| {
-            if !ctrl_c.is_empty() {
-                peer.stop_hashing();
-            }
-            shown(hashed);
-        };
         // One file refused (the tracker's cap, a read error) does not
         // stop the others, as `cp` goes on past a file it cannot copy.
         match peer.share(file, progress) {

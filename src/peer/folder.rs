@@ -107,13 +107,15 @@ impl FilesToShare {
         self.files.push(file);
     }
 
-    /// Whether `path` is one of the peer's own files, or in its folders,
+    /// Whether the entry `name` of a folder written `folder` (its
+    /// [`spellings`]) is one of the peer's own files, or in its folders,
     /// however either was reached (a folder shared through a link to the
     /// peer's own folder, say).
-    fn is_own(&self, path: &Path) -> bool {
-        spellings(path)
-            .iter()
-            .any(|path| self.own.iter().any(|own| path.starts_with(own)))
+    fn is_own(&self, folder: &[PathBuf], name: &std::ffi::OsStr) -> bool {
+        folder.iter().any(|spelling| {
+            let path = spelling.join(name);
+            self.own.iter().any(|own| path.starts_with(own))
+        })
     }
 
     fn refuse(&mut self, path: &Path, reason: impl Into<String>) {
@@ -135,12 +137,14 @@ impl FilesToShare {
             let name = entry.file_name();
             (name.to_string_lossy().to_lowercase(), name)
         });
+        // Resolved once for the folder, not for each of its entries.
+        let here = spellings(folder);
         for entry in entries {
             if self.stopped_at_most {
                 return;
             }
             let path = entry.path();
-            if is_left_out(&entry) || self.is_own(&path) {
+            if is_left_out(&entry) || self.is_own(&here, &entry.file_name()) {
                 continue;
             }
             // The entry's own type: a link is seen as a link, not followed.

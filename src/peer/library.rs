@@ -317,11 +317,11 @@ impl SharedFile {
     /// path that cannot be looked at for another reason counts as still
     /// there; a download whose failed rename found its file lost does not.
     pub fn is_still_at_its_path(&self) -> bool {
-        let (file, path) = self.handle_and_path();
-        match file {
-            Some(file) => !matches!(file.is_at(&path), Ok(false)),
-            None => !self.state.read().lost,
-        }
+        let (file, path, lost) = {
+            let state = self.state.read();
+            (state.file.clone(), state.path.clone(), state.lost)
+        };
+        file.map_or(!lost, |file| !matches!(file.is_at(&path), Ok(false)))
     }
 
     /// Runs `then` if this is still an unfinished download whose `.part`

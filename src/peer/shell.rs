@@ -398,13 +398,9 @@ fn register(
             break;
         }
         let shown = path.display();
-        let mut told = hashing_progress(path, |p| say(out, format!("hashing {shown}: {p}%")));
-        let progress = |hashed| {
-            if !interrupt.is_empty() {
-                peer.stop_hashing();
-            }
-            told(hashed);
-        };
+        let progress = hashing_progress(peer, path, interrupt, |p| {
+            say(out, format!("hashing {shown}: {p}%"))
+        });
         match peer.share(path, progress) {
             Ok(shared) => say(
                 out,
@@ -613,11 +609,21 @@ fn in_ring(peer: &Peer) -> Result<&crate::ring::RingNode, PeerError> {
 
 /// A progress callback for [`Peer::share`] that calls `show` with the
 /// percentage hashed, in steps of 10%, for files over 64 MiB (smaller ones
-/// hash in a blink). Shared by the shell and `peer share`.
-pub fn hashing_progress(path: &Path, mut show: impl FnMut(u64)) -> impl FnMut(u64) {
+/// hash in a blink), and stops the hash ([`Peer::stop_hashing`]) once
+/// Ctrl-C is pending on `interrupt` (looked at, not taken: the caller
+/// ends after). Shared by the shell and `peer share`.
+pub fn hashing_progress<'a>(
+    peer: &'a Peer,
+    path: &Path,
+    interrupt: &'a Receiver<()>,
+    mut show: impl FnMut(u64) + 'a,
+) -> impl FnMut(u64) + 'a {
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
     let mut shown = 0;
     move |done| {
+        if !interrupt.is_empty() {
+            peer.stop_hashing();
+        }
         let percent = (done * 100).checked_div(size).unwrap_or(100);
         if size > 64 << 20 && percent >= shown + 10 {
             shown = percent - percent % 10;

@@ -524,8 +524,8 @@ impl Fetch {
         }
     }
 
-    /// Takes a new look-up's holders, or gives up when it lists none, or
-    /// the same as the one before.
+    /// Takes a new look-up's holders (without repeats), or gives up when
+    /// it lists none, or the same as the one before.
     fn take_listing(&mut self, listing: Vec<PeerId>) -> Result<(), String> {
         let listed: HashSet<PeerId> = listing.iter().copied().collect();
         if listed.is_empty() {
@@ -536,7 +536,7 @@ impl Fetch {
         }
         debug!("every peer listed failed; asking those a new look-up gave");
         // In the order listed: the tracker's best first.
-        self.to_ask = without_repeats(listing)
+        self.to_ask = listing
             .into_iter()
             .filter(|p| !self.failed.contains(p))
             .collect();

@@ -20,9 +20,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
 
 use crate::protocol::ring::{Member, Via};
+use crate::ring::client::NodeView;
 
 use super::{fits, RingNode};
-use crate::ring::client::NodeView;
 
 /// How often expired records are dropped.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
